@@ -1,0 +1,26 @@
+# ccm: `make run` serves routes.ccm, `make test` runs the whole suite. Both set up what they need, idempotently.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Reinstall only when the project's dependencies change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test check
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: install
+	$(VENV)/bin/ccm run routes.ccm
+
+check: install
+	$(VENV)/bin/ccm check routes.ccm
+
+test: install
+	$(PY) -m pytest

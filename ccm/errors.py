@@ -1,0 +1,87 @@
+"""Client-facing errors, always in Anthropic's shape.
+
+    ApiError            an error ccm answers with: status, Anthropic `error.type`, message, extra headers
+    └── UpstreamError   a failed upstream attempt, classified once (`reason`) so retry policies can read it
+
+Every error a client sees passes through `error_body` (JSON responses) or `error_event` (after a stream started).
+Messages must never contain secrets: they are built from names (providers, variables), never from values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_type_for(status: int) -> str:
+    if status in ERROR_TYPES:
+        return ERROR_TYPES[status]
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type or error_type_for(status)
+        self.headers = headers
+
+    def body(self) -> bytes:
+        return error_body(self.error_type, self.message)
+
+    def event(self) -> bytes:
+        return error_event(self.error_type, self.message)
+
+
+# Why an upstream attempt failed, in the vocabulary of retry policies (`retry ... on 429 5xx 529 timeout connect`).
+FailureReason = Literal["429", "5xx", "529", "timeout", "connect", "4xx", "protocol", "config"]
+
+
+class UpstreamError(ApiError):
+    """A failed upstream attempt. `reason` classifies it for retry and fallback decisions; `provider` names who
+    failed. `retry_after` is the upstream's own header value, forwarded to the client on a final 429/529."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        reason: FailureReason,
+        provider: str = "",
+        error_type: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        headers = (("retry-after", retry_after),) if retry_after else ()
+        super().__init__(status, message, error_type, headers)
+        self.reason: FailureReason = reason
+        self.provider = provider
+        self.retry_after = retry_after
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
+
+
+def error_event(error_type: str, message: str) -> bytes:
+    """An SSE `error` frame: what a client gets when a failure happens after the stream's 200 was sent."""
+    return b"event: error\ndata: " + error_body(error_type, message) + b"\n\n"

@@ -1,0 +1,58 @@
+"""What every provider adapter is: the contract between the core and one upstream wire format.
+
+The core hands an adapter a `Call` (the client's Anthropic request, parsed once, plus the table `Model` being tried)
+and gets back a `Reply` in Anthropic's format: a complete JSON body, or an SSE stream whose first upstream event has
+already arrived. An adapter makes exactly one upstream attempt; retries, fallbacks and timeouts around attempts are
+the core's. Failures before the reply starts are raised as `UpstreamError` (built by `ccm.providers.http`); failures
+mid-stream are raised from the stream iterator, and the core turns them into an `event: error` frame.
+
+`Reply.usage` is filled in while the response is read and is final once the body or stream is consumed: the core
+reads it in one place when a request finishes (logging today, metering later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ccm.table import Model
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Call:
+    body: dict[str, Any]  # the client's Anthropic Messages body; adapters must not mutate it (fallbacks reuse it)
+    raw: bytes  # the exact bytes the client sent, for passthrough when nothing needs changing
+    headers: Mapping[str, str]  # the client's headers, lower-case names
+    stream: bool
+    model: Model  # the target being tried: upstream model id, max_output, force/drop
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]  # for the client: content-type, request-id, …
+    body: bytes | None = None  # complete Anthropic JSON, when not streaming
+    stream: AsyncIterator[bytes] | None = None  # Anthropic SSE bytes, when streaming
+    usage: Usage = field(default_factory=Usage)
+    aclose: Callable[[], Awaitable[None]] = _nothing  # releases the upstream connection; safe to call twice
+
+
+class Adapter(Protocol):
+    """One per provider, built once per table with the provider's pooled client and resolved settings."""
+
+    async def send(self, call: Call) -> Reply: ...
+
+    async def aclose(self) -> None: ...

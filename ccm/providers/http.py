@@ -1,0 +1,174 @@
+"""The HTTP edge shared by every adapter: resolved endpoints, pooled clients, and the one place where transport
+exceptions and upstream error responses become `UpstreamError`s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import anyio
+import httpx
+import orjson
+
+from ccm.errors import FailureReason, UpstreamError
+from ccm.table import EnvRef, Provider, Timeouts, resolve
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A provider's settings resolved against the environment once per table: base URL (no trailing slash),
+    the headers every call carries (auth included), timeouts, and the first unset variable if any."""
+
+    provider: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    timeouts: Timeouts
+    missing: str | None = None
+
+    def check(self) -> None:
+        if self.missing:
+            raise UpstreamError(
+                500,
+                f"provider {self.provider!r} is not configured: environment variable {self.missing} is not set",
+                reason="config",
+                provider=self.provider,
+            )
+
+
+def resolve_endpoint(provider: Provider, environ: Mapping[str, str]) -> Endpoint:
+    missing: str | None = None
+
+    def value(v):  # type: ignore[no-untyped-def]
+        nonlocal missing
+        found = resolve(v, environ)
+        if found is None and isinstance(v, EnvRef) and missing is None:
+            missing = v.name
+        return found
+
+    url = (value(provider.url) or "").rstrip("/")
+    key = value(provider.key) if provider.key is not None else None
+    headers: list[tuple[str, str]] = []
+    if key:
+        if provider.auth == "bearer":
+            headers.append(("authorization", f"Bearer {key}"))
+        else:
+            headers.append((provider.auth, key))
+    for name, v in provider.headers:
+        found = value(v)
+        if found is not None:
+            headers.append((name.lower(), found))
+    return Endpoint(provider.name, url, tuple(headers), provider.timeouts, missing)
+
+
+def make_client(provider: Provider) -> httpx.AsyncClient:
+    """One pooled client per provider. Timeouts are per request (`open_response`), so none is set here."""
+    limit = provider.max_concurrency or 256
+    return httpx.AsyncClient(
+        timeout=None,
+        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=min(limit, 64), keepalive_expiry=60),
+        follow_redirects=False,
+    )
+
+
+async def open_response(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    url: str,
+    content: bytes,
+    headers: list[tuple[str, str]],
+) -> httpx.Response:
+    """POST and wait for the response headers. A non-2xx answer is read and raised as an `UpstreamError`;
+    a 2xx response is returned unread (the caller streams or reads it and must close it)."""
+    endpoint.check()
+    t = endpoint.timeouts
+    request = client.build_request(
+        "POST",
+        url,
+        content=content,
+        headers=[*endpoint.headers, *headers],
+        timeout=httpx.Timeout(connect=t.connect, read=t.first_byte, write=t.first_byte, pool=t.connect),
+    )
+    try:
+        response = await client.send(request, stream=True)
+    except Exception as exc:  # noqa: BLE001 - every transport failure is classified here, once
+        raise transport_error(endpoint.provider, exc) from exc
+    if response.status_code >= 400:
+        try:
+            body = await response.aread()
+        except Exception as exc:  # noqa: BLE001
+            raise transport_error(endpoint.provider, exc) from exc
+        finally:
+            await response.aclose()
+        raise upstream_error(endpoint.provider, response.status_code, body, response.headers)
+    return response
+
+
+async def iter_body(response: httpx.Response, timeouts: Timeouts) -> AsyncIterator[bytes]:
+    """The response body as it arrives, with the first-byte and idle timeouts enforced per chunk."""
+    chunks = response.aiter_raw().__aiter__()
+    wait = timeouts.first_byte
+    while True:
+        try:
+            with anyio.fail_after(wait):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise UpstreamError(504, f"upstream stalled for {wait:g}s", reason="timeout", error_type="timeout_error") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise transport_error("", exc) from exc
+        wait = timeouts.idle
+        if chunk:
+            yield chunk
+
+
+async def read_body(response: httpx.Response, timeouts: Timeouts) -> bytes:
+    parts = [chunk async for chunk in iter_body(response, timeouts)]
+    return b"".join(parts)
+
+
+def transport_error(provider: str, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, UpstreamError):
+        return exc
+    reason: FailureReason
+    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
+        reason, status, text = "connect", 502, "could not connect to upstream"
+    elif isinstance(exc, httpx.TimeoutException | TimeoutError):
+        reason, status, text = "timeout", 504, "upstream timed out"
+    else:
+        reason, status, text = "connect", 502, "upstream connection failed"
+    where = f" {provider!r}" if provider else ""
+    detail = type(exc).__name__
+    return UpstreamError(status, f"{text}{where} ({detail})", reason=reason, provider=provider)
+
+
+def upstream_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    """An upstream's error answer (Anthropic, OpenAI or Gemini shape) as the Anthropic error the client gets."""
+    message = _error_message(body) or f"upstream returned HTTP {status}"
+    retry_after = headers.get("retry-after")
+    if status == 429:
+        return UpstreamError(429, message, "429", provider, "rate_limit_error", retry_after)
+    if status in (503, 529):
+        return UpstreamError(529, message, "529" if status == 529 else "5xx", provider, "overloaded_error", retry_after)
+    if status == 504:
+        return UpstreamError(504, message, "timeout", provider, "timeout_error")
+    if status >= 500:
+        return UpstreamError(500, message, "5xx", provider, "api_error")
+    return UpstreamError(status, message, "4xx", provider)
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] or None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+        if isinstance(data.get("message"), str):
+            return data["message"]
+    return None

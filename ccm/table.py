@@ -1,0 +1,332 @@
+"""The compiled routing table: the one contract between the route language and the server.
+
+The compiler (`ccm.compile`) is the only producer; the server, `select_route`, `ccm explain`, `ccm table` and the
+in-file tests are readers. Everything is frozen: a reload builds a new table and swaps one reference.
+
+Secrets never live here as values. A configurable string is a `Value`: a literal, or a reference to an environment
+variable (with an optional default) resolved at run time by `resolve`. Serialising a table therefore never leaks a
+key: an env reference serialises as `env(NAME)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Span(Frozen):
+    """Where a construct was written: used by diagnostics and by `explain` to point at the matching rule."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+# --- values that may come from the environment -------------------------------------------------------------------
+
+
+class Literal_(Frozen):
+    kind: Literal["literal"] = "literal"
+    value: str
+
+    @model_serializer
+    def _show(self) -> str:
+        return self.value
+
+
+class EnvRef(Frozen):
+    kind: Literal["env"] = "env"
+    name: str
+    default: str | None = None
+
+    @model_serializer
+    def _show(self) -> str:
+        # The default is written in the route file (so in git) and is shown; the variable's value never is.
+        return f"env({self.name})" if self.default is None else f'env({self.name}, "{self.default}")'
+
+
+Value = Annotated[Union[Literal_, EnvRef], Field(discriminator="kind")]
+
+
+def resolve(value: Value | None, environ: Mapping[str, str]) -> str | None:
+    """The run-time string for a value; None when it is an unset variable without default."""
+    if value is None:
+        return None
+    if isinstance(value, Literal_):
+        return value.value
+    found = environ.get(value.name)
+    return found if found not in (None, "") else value.default
+
+
+# --- providers -----------------------------------------------------------------------------------------------------
+
+ProviderType = Literal["anthropic", "openai", "gemini", "openai-responses"]
+RetryOn = Literal["429", "5xx", "529", "timeout", "connect"]
+AuthStyle = Literal["x-api-key", "bearer", "x-goog-api-key"]
+
+# How each wire type sends its key unless the file says otherwise.
+DEFAULT_AUTH: dict[str, AuthStyle] = {
+    "anthropic": "x-api-key",
+    "openai": "bearer",
+    "openai-responses": "bearer",
+    "gemini": "x-goog-api-key",
+}
+
+
+class Timeouts(Frozen):
+    """Seconds. `first_byte` bounds the wait for the first upstream event; `idle` the gap between stream chunks."""
+
+    connect: float = 10.0
+    first_byte: float = 300.0
+    idle: float = 300.0
+    total: float = 1800.0
+
+
+class RetryPolicy(Frozen):
+    """`attempts` is the number of retries after the first try (so `retry 0` means one try)."""
+
+    attempts: int = 2
+    backoff_min: float = 0.5
+    backoff_max: float = 8.0
+    on: tuple[RetryOn, ...] = ("429", "5xx", "529", "timeout", "connect")
+
+
+class Provider(Frozen):
+    name: str
+    type: ProviderType
+    url: Value
+    key: Value | None = None
+    auth: AuthStyle
+    headers: tuple[tuple[str, Value], ...] = ()
+    timeouts: Timeouts = Timeouts()
+    retry: RetryPolicy | None = None  # None: the file-wide policy applies
+    max_concurrency: int | None = None
+    span: Span | None = None
+
+
+# --- models --------------------------------------------------------------------------------------------------------
+
+
+class Price(Frozen):
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+
+# Upstream behaviours a model opts into, declared in the file instead of hard-coded per vendor:
+#   replay_reasoning    send earlier thinking back as `reasoning_content` on tool-call turns (DeepSeek thinking mode)
+#   keep_cache_control  forward `cache_control` to an OpenAI-compatible upstream that honours it (Claude via OpenRouter)
+#   google_search       answer the `web_search` server tool with Gemini's Google Search grounding
+Quirk = Literal["replay_reasoning", "keep_cache_control", "google_search"]
+
+
+class Model(Frozen):
+    """A routable target: an alias declared with `model`, or a `provider/model` written directly in a rule.
+
+    `name` is the alias, or `provider/model` for targets written literally. `force` sets request parameters on every
+    call (after translation, in the upstream's own wire format), `drop` removes them.
+    """
+
+    name: str
+    provider: str
+    model: str
+    declared: bool = True
+    context: int | None = None
+    max_output: int | None = None
+    price: Price | None = None
+    force: tuple[tuple[str, Any], ...] = ()
+    drop: tuple[str, ...] = ()
+    quirks: tuple[Quirk, ...] = ()
+    span: Span | None = None
+
+
+# --- conditions ----------------------------------------------------------------------------------------------------
+
+Comparison = Literal["==", "!=", ">", ">=", "<", "<="]
+EffortLevel = Literal["low", "medium", "high", "xhigh", "max"]
+EFFORT_ORDER: tuple[EffortLevel, ...] = ("low", "medium", "high", "xhigh", "max")
+
+
+class Default(Frozen):
+    """Always true; the `default` rule."""
+
+    kind: Literal["default"] = "default"
+
+
+class Direct(Frozen):
+    """The request's model is a declared alias or `provider/model` (what `/model` in Claude Code sends),
+    or the system prompt carries a `<CCM-SUBAGENT-MODEL>` tag; the target comes from the request."""
+
+    kind: Literal["direct"] = "direct"
+
+
+class Background(Frozen):
+    """The requested model name matches one of the table's background globs (`*haiku*` unless set)."""
+
+    kind: Literal["background"] = "background"
+
+
+class Thinking(Frozen):
+    """Thinking is requested: `thinking.type` is `enabled` or `adaptive`."""
+
+    kind: Literal["thinking"] = "thinking"
+
+
+class Effort(Frozen):
+    """`output_config.effort`, or for older clients the level bucketed from `thinking.budget_tokens`."""
+
+    kind: Literal["effort"] = "effort"
+    op: Comparison
+    level: EffortLevel
+
+
+class Tokens(Frozen):
+    """The request's input token count (counted locally, only when evaluation reaches this condition)."""
+
+    kind: Literal["tokens"] = "tokens"
+    op: Comparison
+    value: int
+
+
+class WebSearch(Frozen):
+    kind: Literal["websearch"] = "websearch"
+
+
+class Image(Frozen):
+    """An image block anywhere in the messages, including inside `tool_result` content."""
+
+    kind: Literal["image"] = "image"
+
+
+class Subagent(Frozen):
+    """`cc_is_subagent=true` in the first system block, or a `<CCM-SUBAGENT-MODEL>` tag in the system prompt."""
+
+    kind: Literal["subagent"] = "subagent"
+
+
+class ModelName(Frozen):
+    """The requested model name matches `glob` (fnmatch-style; a glob without wildcards is an exact match)."""
+
+    kind: Literal["model"] = "model"
+    glob: str
+
+
+class Header(Frozen):
+    """A request header (name case-insensitive) is present, or matches `glob` when one is given."""
+
+    kind: Literal["header"] = "header"
+    name: str
+    glob: str | None = None
+
+
+class Tool(Frozen):
+    """A tool whose name matches `glob` is offered in `tools`."""
+
+    kind: Literal["tool"] = "tool"
+    glob: str
+
+
+class Not(Frozen):
+    kind: Literal["not"] = "not"
+    operand: Condition
+
+
+class All(Frozen):
+    kind: Literal["and"] = "and"
+    operands: tuple[Condition, ...]
+
+
+class AnyOf(Frozen):
+    kind: Literal["or"] = "or"
+    operands: tuple[Condition, ...]
+
+
+Condition = Annotated[
+    Union[
+        Default, Direct, Background, Thinking, Effort, Tokens, WebSearch, Image, Subagent, ModelName, Header, Tool,
+        Not, All, AnyOf,
+    ],
+    Field(discriminator="kind"),
+]
+Not.model_rebuild()
+All.model_rebuild()
+AnyOf.model_rebuild()
+
+
+class Rule(Frozen):
+    """`condition -> target`. `target` names a key of `RoutingTable.models`; it is None only for `direct`,
+    whose target comes from the request. `source` is the rule as written, for `explain` and logs."""
+
+    condition: Condition
+    target: str | None
+    source: str
+    span: Span | None = None
+
+
+# --- in-file tests -------------------------------------------------------------------------------------------------
+
+
+class RouteTest(Frozen):
+    """A named routing case from the file: a request (inline or loaded from a captured JSON at compile time),
+    optional headers and a token count standing in for the real count, and the expected target's name."""
+
+    name: str
+    request: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = ()
+    tokens: int | None = None
+    expect: str
+    span: Span | None = None
+
+
+# --- the table -----------------------------------------------------------------------------------------------------
+
+
+class Settings(Frozen):
+    """File-wide settings. `auth` lists the keys clients must present (none: ccm listens on loopback only).
+    `count_tokens` names an anthropic provider to forward count_tokens to; None counts locally."""
+
+    auth: tuple[Value, ...] = ()
+    background: tuple[str, ...] = ("*haiku*",)
+    count_tokens: str | None = None
+    body_limit: int = 32 * 1024 * 1024
+
+
+class RoutingTable(Frozen):
+    version: str  # a short hash of the sources: logged, shown by /health, changes on every reload
+    sources: tuple[str, ...]
+    settings: Settings = Settings()
+    providers: dict[str, Provider]
+    models: dict[str, Model]
+    rules: tuple[Rule, ...]
+    fallbacks: dict[str, tuple[str, ...]] = {}
+    retry: RetryPolicy = RetryPolicy()
+    tests: tuple[RouteTest, ...] = ()
+
+    def retry_for(self, provider: str) -> RetryPolicy:
+        return self.providers[provider].retry or self.retry
+
+    def needs_token_count(self) -> bool:
+        """Whether any rule reads the token count (a request is then tokenized only when evaluation reaches it)."""
+        return any(_reads_tokens(rule.condition) for rule in self.rules)
+
+
+def _reads_tokens(condition: Condition) -> bool:
+    if isinstance(condition, Tokens):
+        return True
+    if isinstance(condition, Not):
+        return _reads_tokens(condition.operand)
+    if isinstance(condition, (All, AnyOf)):
+        return any(_reads_tokens(c) for c in condition.operands)
+    return False
