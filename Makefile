@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Reinstall only when the project's dependencies change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test check
+.PHONY: install run test check claude-cli
 
 install: $(STAMP)
 
@@ -22,5 +22,9 @@ run: install
 check: install
 	$(VENV)/bin/ccm check routes.ccm
 
-test: install
+test: install claude-cli
 	$(PY) -m pytest
+
+# The pinned Claude Code CLI for the end-to-end tests, cached outside the clone (${CCM_CACHE:-$HOME/.cache/ccm}).
+claude-cli:
+	@bash scripts/install-claude-cli.sh
