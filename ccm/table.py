@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_serializer
 
 
 class Frozen(BaseModel):
@@ -313,6 +313,8 @@ class RoutingTable(Frozen):
     fallbacks: dict[str, tuple[str, ...]] = {}
     retry: RetryPolicy = RetryPolicy()
     tests: tuple[RouteTest, ...] = ()
+    # What `ccm.route` derives once per table (compiled matchers, resolved chains). Not part of the contract.
+    _router: Any = PrivateAttr(default=None)
 
     def retry_for(self, provider: str) -> RetryPolicy:
         return self.providers[provider].retry or self.retry

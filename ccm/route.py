@@ -1,0 +1,361 @@
+"""Pick a route for a request: `select_route(table, request) -> Decision`.
+
+Pure (no I/O) and cheap: the server, `ccm explain` and the in-file tests all call it. Everything that depends only on
+the table (condition matchers, glob regexes, fallback chains) is built once per table and kept on it; everything
+that depends on the request is a lazily computed fact of a `RequestView`, so a rule list that never mentions images
+never scans for images, and the prompt is tokenized only when a `tokens` condition is actually evaluated.
+
+Rules are tried in order; the first whose condition holds wins. `direct` (inserted first by the compiler unless the
+file places or disables it) routes a request that names its target itself: a declared alias, `provider/model`
+(also CCR's `provider,model`) with a declared provider, or a `<CCM-SUBAGENT-MODEL>` tag in the system prompt.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from ccm.table import (
+    EFFORT_ORDER,
+    All,
+    AnyOf,
+    Background,
+    Comparison,
+    Condition,
+    Default,
+    Direct,
+    Effort,
+    EffortLevel,
+    Header,
+    Image,
+    Model,
+    ModelName,
+    Not,
+    Rule,
+    RoutingTable,
+    Subagent,
+    Thinking,
+    Tokens,
+    Tool,
+    WebSearch,
+)
+
+TokenCounter = Callable[[Mapping[str, Any]], int]
+
+SUBAGENT_TAG = re.compile(r"<CCM-SUBAGENT-MODEL>\s*(.*?)\s*</CCM-SUBAGENT-MODEL>\s*", re.S)
+SUBAGENT_MARKER = "cc_is_subagent=true"
+EFFORT_RANK: dict[str, int] = {level: rank for rank, level in enumerate(EFFORT_ORDER)}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    chain: tuple[Model, ...]  # the target first, then its fallbacks
+    rule: Rule | None
+    rule_index: int
+    reason: str
+    strip_subagent_tag: bool = False
+
+    @property
+    def target(self) -> Model:
+        return self.chain[0]
+
+
+class NoRouteError(Exception):
+    """No rule matched. The compiler requires a `default` rule, so only a hand-built table can raise this."""
+
+
+# --- request facts -------------------------------------------------------------------------------------------------
+
+
+def _texts(system: Any) -> list[str]:
+    if isinstance(system, str):
+        return [system]
+    if isinstance(system, list):
+        return [b["text"] for b in system if isinstance(b, dict) and isinstance(b.get("text"), str)]
+    return []
+
+
+def _budget_effort(budget: Any) -> EffortLevel:
+    # Older clients ask for thinking with a token budget: Claude Code's "think" sent 4,000, "think hard" 10,000,
+    # "ultrathink" 31,999.
+    if not isinstance(budget, int) or budget < 4096:
+        return "low"
+    if budget < 16384:
+        return "medium"
+    if budget < 31999:
+        return "high"
+    return "max"
+
+
+def _has_image(blocks: Any) -> bool:
+    if not isinstance(blocks, list):
+        return False
+    for block in blocks:
+        if isinstance(block, dict):
+            kind = block.get("type")
+            if kind == "image" or (kind == "tool_result" and _has_image(block.get("content"))):
+                return True
+    return False
+
+
+class RequestView:
+    """The facts rules read from one request, each computed at most once and only when a rule asks for it."""
+
+    def __init__(self, body: Mapping[str, Any], headers: Mapping[str, str], count_tokens: TokenCounter | None) -> None:
+        self.body = body
+        self.headers = headers
+        self._count_tokens = count_tokens
+
+    @cached_property
+    def model(self) -> str:
+        model = self.body.get("model")
+        return model if isinstance(model, str) else ""
+
+    @cached_property
+    def thinking(self) -> bool:
+        thinking = self.body.get("thinking")
+        return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+    @cached_property
+    def effort(self) -> EffortLevel | None:
+        config = self.body.get("output_config")
+        if isinstance(config, dict) and config.get("effort") in EFFORT_RANK:
+            return config["effort"]  # type: ignore[no-any-return]
+        thinking = self.body.get("thinking")
+        if isinstance(thinking, dict):
+            if thinking.get("type") == "enabled":
+                return _budget_effort(thinking.get("budget_tokens"))
+            if thinking.get("type") == "adaptive":
+                return "high"  # Anthropic's default effort when none is given
+        return None
+
+    @cached_property
+    def image(self) -> bool:
+        messages = self.body.get("messages")
+        if not isinstance(messages, list):
+            return False
+        return any(isinstance(m, dict) and _has_image(m.get("content")) for m in messages)
+
+    @cached_property
+    def web_search(self) -> bool:
+        tools = self.body.get("tools")
+        if not isinstance(tools, list):
+            return False
+        return any(
+            isinstance(t, dict) and isinstance(t.get("type"), str) and t["type"].startswith("web_search") for t in tools
+        )
+
+    @cached_property
+    def tool_names(self) -> tuple[str, ...]:
+        tools = self.body.get("tools")
+        if not isinstance(tools, list):
+            return ()
+        return tuple(t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str))
+
+    @cached_property
+    def system_texts(self) -> list[str]:
+        return _texts(self.body.get("system"))
+
+    @cached_property
+    def subagent_tag(self) -> str | None:
+        """The `provider/model` (or alias) named by a `<CCM-SUBAGENT-MODEL>` tag in the system prompt."""
+        for text in self.system_texts:
+            if "<CCM-SUBAGENT-MODEL>" in text:
+                found = SUBAGENT_TAG.search(text)
+                if found:
+                    return found.group(1)
+        return None
+
+    @cached_property
+    def subagent(self) -> bool:
+        # Claude Code marks a subagent's request in the billing line, the first system block.
+        texts = self.system_texts
+        return bool(texts and SUBAGENT_MARKER in texts[0]) or self.subagent_tag is not None
+
+    @cached_property
+    def tokens(self) -> int:
+        count = self._count_tokens
+        if count is None:
+            from ccm.tokens import count_request_tokens  # tiktoken loads only when a rule needs a count
+
+            count = count_request_tokens
+        return count(self.body)
+
+
+# --- matchers compiled once per table ------------------------------------------------------------------------------
+
+Matcher = Callable[[RequestView], bool]
+
+_COMPARE: dict[str, Callable[[int, int], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def _glob(pattern: str) -> Callable[[str], bool]:
+    if not any(c in pattern for c in "*?["):
+        return pattern.__eq__
+    return re.compile(fnmatch.translate(pattern)).match  # type: ignore[return-value]
+
+
+def _compare(op: Comparison, right: int) -> Callable[[int], bool]:
+    compare = _COMPARE[op]
+    return lambda left: compare(left, right)
+
+
+def compile_condition(condition: Condition, table: RoutingTable, router: Router) -> Matcher:
+    if isinstance(condition, Default):
+        return lambda view: True
+    if isinstance(condition, Direct):
+        return lambda view: router.direct_target(view) is not None
+    if isinstance(condition, Background):
+        globs = [_glob(g) for g in table.settings.background]
+        return lambda view: any(match(view.model) for match in globs)
+    if isinstance(condition, Thinking):
+        return lambda view: view.thinking
+    if isinstance(condition, Effort):
+        holds = _compare(condition.op, EFFORT_RANK[condition.level])
+        return lambda view: view.effort is not None and holds(EFFORT_RANK[view.effort])
+    if isinstance(condition, Tokens):
+        holds = _compare(condition.op, condition.value)
+        return lambda view: holds(view.tokens)
+    if isinstance(condition, WebSearch):
+        return lambda view: view.web_search
+    if isinstance(condition, Image):
+        return lambda view: view.image
+    if isinstance(condition, Subagent):
+        return lambda view: view.subagent
+    if isinstance(condition, ModelName):
+        match = _glob(condition.glob)
+        return lambda view: bool(match(view.model))
+    if isinstance(condition, Header):
+        name = condition.name.lower()
+        if condition.glob is None:
+            return lambda view: name in view.headers
+        match = _glob(condition.glob)
+        return lambda view: name in view.headers and bool(match(view.headers[name]))
+    if isinstance(condition, Tool):
+        match = _glob(condition.glob)
+        return lambda view: any(match(name) for name in view.tool_names)
+    if isinstance(condition, Not):
+        inner = compile_condition(condition.operand, table, router)
+        return lambda view: not inner(view)
+    if isinstance(condition, All):
+        parts = [compile_condition(c, table, router) for c in condition.operands]
+        return lambda view: all(part(view) for part in parts)
+    if isinstance(condition, AnyOf):
+        parts = [compile_condition(c, table, router) for c in condition.operands]
+        return lambda view: any(part(view) for part in parts)
+    raise TypeError(f"unknown condition {condition!r}")
+
+
+class Router:
+    """What one table needs at request time, derived once: matchers, chains, and explicit-pick lookups."""
+
+    def __init__(self, table: RoutingTable) -> None:
+        self.table = table
+        # An explicit pick of `provider/model` that is also a declared alias's target uses that alias (its limits,
+        # its fallbacks).
+        self._by_upstream = {
+            (m.provider, m.model): m for m in table.models.values() if m.declared
+        }
+        self._picks: dict[str, Model | None] = {}
+        self._chains: dict[str, tuple[Model, ...]] = {}
+        self.matchers = [compile_condition(rule.condition, table, self) for rule in table.rules]
+
+    def chain(self, model: Model) -> tuple[Model, ...]:
+        chain = self._chains.get(model.name)
+        if chain is None:
+            names = [model.name, *self.table.fallbacks.get(model.name, ())]
+            seen: dict[str, Model] = {}
+            for name in names:
+                if name not in seen:
+                    seen[name] = model if name == model.name else self.table.models[name]
+            chain = self._chains[model.name] = tuple(seen.values())
+        return chain
+
+    def pick(self, name: str) -> Model | None:
+        """The model a request names itself, or None. Cached: Claude Code repeats the same names all day."""
+        if name in self._picks:
+            return self._picks[name]
+        found = self._resolve_pick(name)
+        if len(self._picks) < 1024:  # bounded: model names come from clients
+            self._picks[name] = found
+        return found
+
+    def _resolve_pick(self, name: str) -> Model | None:
+        table = self.table
+        if name in table.models and table.models[name].declared:
+            return table.models[name]
+        for separator in ("/", ","):
+            provider, sep, model_id = name.partition(separator)
+            if sep and model_id and provider in table.providers:
+                known = self._by_upstream.get((provider, model_id))
+                if known is not None:
+                    return known
+                literal = table.models.get(f"{provider}/{model_id}")
+                return literal or Model(name=f"{provider}/{model_id}", provider=provider, model=model_id, declared=False)
+        return None
+
+    def direct_target(self, view: RequestView) -> Model | None:
+        tag = view.subagent_tag
+        if tag is not None:
+            picked = self.pick(tag)
+            if picked is not None:
+                return picked
+        return self.pick(view.model)
+
+
+def router_for(table: RoutingTable) -> Router:
+    router = table._router
+    if router is None:
+        router = table._router = Router(table)
+    return router  # type: ignore[no-any-return]
+
+
+def select_route(
+    table: RoutingTable,
+    request: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+    count_tokens: TokenCounter | None = None,
+) -> Decision:
+    router = router_for(table)
+    view = RequestView(request, headers or {}, count_tokens)
+    for index, (rule, matches) in enumerate(zip(table.rules, router.matchers)):
+        if not matches(view):
+            continue
+        where = f" ({rule.span})" if rule.span else ""
+        if rule.target is None:
+            model = router.direct_target(view)
+            assert model is not None  # the matcher just found it
+            tagged = view.subagent_tag is not None and router.pick(view.subagent_tag) is model
+            how = f"<CCM-SUBAGENT-MODEL> tag names {view.subagent_tag!r}" if tagged else f"request names {view.model!r}"
+            return Decision(router.chain(model), rule, index, f"rule {index + 1} `direct`{where}: {how}", tagged)
+        model = table.models[rule.target]
+        reason = f"rule {index + 1} `{rule.source}`{where}"
+        return Decision(router.chain(model), rule, index, reason, view.subagent_tag is not None)
+    raise NoRouteError("no rule matched and the table has no default rule")
+
+
+def strip_subagent_tag(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A shallow copy of the body whose system prompt no longer carries the `<CCM-SUBAGENT-MODEL>` tag."""
+    system = body.get("system")
+    stripped: Any = system
+    if isinstance(system, str):
+        stripped = SUBAGENT_TAG.sub("", system)
+    elif isinstance(system, list):
+        stripped = [
+            {**b, "text": SUBAGENT_TAG.sub("", b["text"])}
+            if isinstance(b, dict) and isinstance(b.get("text"), str) and "<CCM-SUBAGENT-MODEL>" in b["text"]
+            else b
+            for b in system
+        ]
+    return {**body, "system": stripped}
