@@ -1,0 +1,156 @@
+"""A circuit breaker per provider: stop sending requests to an upstream that keeps failing.
+
+    closed     requests flow; consecutive health failures are counted, any answer from the upstream resets them
+    open       after `threshold` consecutive failures, or at once on a `retry-after` longer than the retry policy
+               waits: every request skips this provider (straight to its fallbacks) until the cool-down ends
+    half-open  the cool-down is over: exactly one request (the probe) is let through; its success closes the
+               breaker, its failure opens it again with a doubled cool-down (up to `max_cooldown`)
+
+Usage by the dispatcher, once per attempt:
+
+    ticket = breaker.admit()          # None: open, skip this provider
+    ...                               # the attempt
+    breaker.record(ticket, error)     # error None on success; or breaker.release(ticket) when there is no verdict
+
+Health failures are the ones that say the upstream is unwell (429, 5xx, 529, timeouts, connect errors, garbage
+answers). A 4xx is an answer: the upstream is up and the request was wrong, so it counts as a success. An unset
+variable (`config`) or a cancelled attempt says nothing about the upstream and is only a release.
+
+A breaker lives on its provider's runtime, which a table reload keeps when the provider is unchanged, so the state
+survives reloads; a changed provider (new URL, new key) starts closed. Single-threaded (one event loop): no locks.
+The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ccm.errors import FailureReason, UpstreamError
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+HEALTH_FAILURES: frozenset[FailureReason] = frozenset({"429", "5xx", "529", "timeout", "connect", "protocol"})
+
+FAILURE_THRESHOLD = 5
+COOLDOWN = 10.0  # seconds before the first probe after opening on consecutive failures
+MAX_COOLDOWN = 120.0  # a dead upstream is probed at most this rarely
+MAX_HOLD = 600.0  # a `retry-after` beyond this is not trusted further
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Permission for one attempt; `probe` marks the single attempt let through while half-open."""
+
+    probe: bool
+
+
+_PASS = Ticket(probe=False)
+_PROBE = Ticket(probe=True)
+
+
+class Breaker:
+    __slots__ = (
+        "threshold",
+        "cooldown",
+        "max_cooldown",
+        "clock",
+        "_state",
+        "_failures",
+        "_open_until",
+        "_next_cooldown",
+        "_probing",
+        "_opened",
+        "_last_failure",
+    )
+
+    def __init__(
+        self,
+        threshold: int = FAILURE_THRESHOLD,
+        cooldown: float = COOLDOWN,
+        max_cooldown: float = MAX_COOLDOWN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self.clock = clock
+        self._state: BreakerState = "closed"
+        self._failures = 0
+        self._open_until = 0.0
+        self._next_cooldown = cooldown
+        self._probing = False
+        self._opened = 0  # how many times it opened, for /health
+        self._last_failure: str | None = None
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state == "open" and self.clock() >= self._open_until:
+            return "half_open"
+        return self._state
+
+    def admit(self) -> Ticket | None:
+        state = self.state
+        if state == "closed":
+            return _PASS
+        if state == "half_open" and not self._probing:
+            self._state, self._probing = "half_open", True
+            return _PROBE
+        return None
+
+    def record(self, ticket: Ticket, error: UpstreamError | None) -> None:
+        """The verdict of an admitted attempt."""
+        if error is None or error.reason == "4xx":
+            self._success(ticket)
+        elif error.reason in HEALTH_FAILURES:
+            self._failure(ticket, error.reason)
+        else:
+            self.release(ticket)
+
+    def hold(self, seconds: float, reason: str) -> None:
+        """Open now for `seconds` (the upstream said so with a long `retry-after`), unless already held longer."""
+        self._last_failure = reason
+        self._open(min(seconds, MAX_HOLD))
+
+    def release(self, ticket: Ticket) -> None:
+        """The attempt ended without a verdict (cancelled, or never reached the upstream): free the probe slot."""
+        if ticket.probe:
+            self._probing = False
+
+    def snapshot(self) -> dict[str, Any]:
+        """For `GET /health`: plain JSON values."""
+        state = self.state
+        view: dict[str, Any] = {"state": state, "consecutive_failures": self._failures, "opened": self._opened}
+        if state == "open":
+            view["retry_in"] = round(self._open_until - self.clock(), 3)
+        if self._last_failure is not None:
+            view["last_failure"] = self._last_failure
+        return view
+
+    def _success(self, ticket: Ticket) -> None:
+        if self._state == "open" and not ticket.probe:
+            # A late answer to an attempt admitted before the breaker opened says little about now.
+            return
+        self._state, self._failures, self._probing, self._next_cooldown = "closed", 0, False, self.cooldown
+
+    def _failure(self, ticket: Ticket, reason: FailureReason) -> None:
+        self._last_failure = reason
+        if ticket.probe:
+            self._open(self._next_cooldown)
+            self._next_cooldown = min(self._next_cooldown * 2, self.max_cooldown)
+            return
+        if self._state != "closed":
+            return
+        self._failures += 1
+        if self._failures >= self.threshold:
+            self._open(self._next_cooldown)
+
+    def _open(self, seconds: float) -> None:
+        until = self.clock() + seconds
+        if self._state == "open":
+            self._open_until = max(self._open_until, until)  # never shorten a longer hold
+            return
+        self._state, self._open_until, self._probing = "open", until, False
+        self._opened += 1

@@ -1,0 +1,173 @@
+"""The circuit breaker, driven by a fake clock."""
+
+from __future__ import annotations
+
+from ccm.core.breaker import Breaker
+from ccm.errors import UpstreamError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def failure(reason: str = "5xx", status: int = 500) -> UpstreamError:
+    return UpstreamError(status, "boom", reason=reason, provider="p")  # type: ignore[arg-type]
+
+
+def breaker(clock: Clock, threshold: int = 3, cooldown: float = 10.0) -> Breaker:
+    return Breaker(threshold=threshold, cooldown=cooldown, max_cooldown=40.0, clock=clock)
+
+
+def fail(b: Breaker, times: int, reason: str = "5xx") -> None:
+    for _ in range(times):
+        ticket = b.admit()
+        assert ticket is not None
+        b.record(ticket, failure(reason))
+
+
+def test_opens_after_consecutive_failures_and_rejects_while_open() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    fail(b, 2)
+    assert b.state == "closed"
+    fail(b, 1)
+    assert b.state == "open"
+    assert b.admit() is None
+    assert b.snapshot() == {"state": "open", "consecutive_failures": 3, "opened": 1, "retry_in": 10.0, "last_failure": "5xx"}
+
+
+def test_an_answer_resets_the_count() -> None:
+    b = breaker(Clock())
+    fail(b, 2)
+    ticket = b.admit()
+    assert ticket is not None
+    b.record(ticket, None)
+    fail(b, 2)
+    assert b.state == "closed"
+
+
+def test_a_4xx_is_an_answer_not_a_health_failure() -> None:
+    b = breaker(Clock())
+    fail(b, 2)
+    ticket = b.admit()
+    assert ticket is not None
+    b.record(ticket, failure("4xx", 400))
+    fail(b, 2)
+    assert b.state == "closed"
+
+
+def test_config_failures_say_nothing_about_the_upstream() -> None:
+    b = breaker(Clock())
+    fail(b, 5, reason="config")
+    assert b.state == "closed" and b.snapshot()["consecutive_failures"] == 0
+
+
+def test_every_health_failure_counts() -> None:
+    for reason in ("429", "5xx", "529", "timeout", "connect", "protocol"):
+        b = breaker(Clock())
+        fail(b, 3, reason=reason)
+        assert b.state == "open", reason
+
+
+def test_half_opens_after_the_cooldown_with_exactly_one_probe() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    fail(b, 3)
+    clock.now += 9.9
+    assert b.admit() is None
+    clock.now += 0.1
+    assert b.state == "half_open"
+    probe = b.admit()
+    assert probe is not None and probe.probe
+    assert b.admit() is None  # one probe at a time
+    b.record(probe, None)
+    assert b.state == "closed"
+    assert b.snapshot()["consecutive_failures"] == 0
+    ticket = b.admit()
+    assert ticket is not None and not ticket.probe
+
+
+def test_a_failed_probe_reopens_with_a_doubled_cooldown_up_to_the_maximum() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    fail(b, 3)
+    cooldowns = []
+    for _ in range(4):
+        clock.now += 1000
+        probe = b.admit()
+        assert probe is not None and probe.probe
+        b.record(probe, failure("timeout", 504))
+        cooldowns.append(b.snapshot()["retry_in"])
+    assert cooldowns == [10.0, 20.0, 40.0, 40.0]
+    clock.now += 1000
+    probe = b.admit()
+    assert probe is not None
+    b.record(probe, None)
+    fail(b, 3)
+    assert b.snapshot()["retry_in"] == 10.0  # success resets the cool-down
+
+
+def test_a_released_probe_frees_the_slot() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    fail(b, 3)
+    clock.now += 10
+    probe = b.admit()
+    assert probe is not None
+    b.release(probe)
+    assert b.state == "half_open"
+    again = b.admit()
+    assert again is not None and again.probe
+
+
+def test_releasing_an_ordinary_ticket_does_not_free_the_probe_slot() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    early = b.admit()
+    assert early is not None
+    fail(b, 3)
+    clock.now += 10
+    probe = b.admit()
+    assert probe is not None
+    b.release(early)
+    assert b.admit() is None
+
+
+def test_late_success_from_before_opening_is_ignored() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    early = b.admit()
+    assert early is not None
+    fail(b, 3)
+    b.record(early, None)
+    assert b.state == "open"
+
+
+def test_hold_opens_at_once_for_the_hinted_time() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    b.hold(30.0, "429 retry-after 30s")
+    assert b.state == "open" and b.admit() is None
+    assert b.snapshot()["retry_in"] == 30.0
+    assert b.snapshot()["last_failure"] == "429 retry-after 30s"
+    clock.now += 30
+    assert b.state == "half_open"
+
+
+def test_hold_never_shortens_an_open_period() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    b.hold(30.0, "429")
+    b.hold(5.0, "429")
+    assert b.snapshot()["retry_in"] == 30.0
+    assert b.snapshot()["opened"] == 1
+
+
+def test_hold_is_capped() -> None:
+    b = breaker(Clock())
+    b.hold(86_400.0, "429")
+    assert b.snapshot()["retry_in"] == 600.0
