@@ -1,0 +1,181 @@
+"""The runtime: everything the server derives from one routing table, built once per table.
+
+    Runtime            the table plus, per provider, its resolved endpoint, pooled client, adapter and limiter;
+                       the resolved inbound keys; the pre-rendered /health and /v1/models bodies
+    build_runtime      table + environment (+ the previous runtime) -> (runtime, providers to close)
+    RuntimeHolder      the one reference the app reads per request; a reload swaps it atomically
+
+Requests snapshot `holder.current` once and use that runtime to the end, so a swap never changes a request midway.
+`build_runtime` reuses the client and adapter of every provider whose declared settings and resolved endpoint are
+unchanged (so a reload keeps warm connections) and returns the providers it did not reuse; the caller closes them
+with `close_providers` once the requests still using the old runtime are done.
+
+Adapter modules are imported lazily, only for the wire types the table uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import anyio
+import httpx
+import orjson
+
+from ccm.providers.base import Adapter
+from ccm.providers.http import Endpoint, make_client, resolve_endpoint
+from ccm.table import EnvRef, Model, Provider, RoutingTable, resolve
+
+log = logging.getLogger("ccm.core")
+
+# wire type -> "module:class"; every adapter is constructed as Adapter(provider, endpoint, client).
+ADAPTERS: dict[str, str] = {
+    "anthropic": "ccm.providers.anthropic:AnthropicAdapter",
+    "openai": "ccm.providers.openai:OpenAIAdapter",
+    "gemini": "ccm.providers.gemini:GeminiAdapter",
+    "openai-responses": "ccm.providers.openai_responses:ResponsesAdapter",
+}
+
+ClientFactory = Callable[[Provider], httpx.AsyncClient]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRuntime:
+    provider: Provider
+    endpoint: Endpoint
+    client: httpx.AsyncClient
+    adapter: Adapter
+    limiter: anyio.CapacityLimiter | None  # bounds in-flight requests when the provider sets max_concurrency
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    table: RoutingTable
+    providers: Mapping[str, ProviderRuntime]
+    auth_required: bool
+    auth_keys: tuple[bytes, ...]  # the inbound keys that resolved; empty with auth_required means nobody gets in
+    unresolved_auth: tuple[str, ...]  # names of the variables behind declared keys that are unset
+    health_body: bytes
+    models_body: bytes
+    model_bodies: Mapping[str, bytes]  # alias -> its /v1/models/{id} object
+
+    @property
+    def unconfigured(self) -> list[ProviderRuntime]:
+        """Providers that cannot be used until a variable is set (each request to them gets a clear error)."""
+        return [p for p in self.providers.values() if p.endpoint.missing]
+
+
+class RuntimeHolder:
+    """The current runtime. Reading `current` is one attribute load; `swap` replaces it and returns the old one."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.current = runtime
+
+    def swap(self, runtime: Runtime) -> Runtime:
+        previous, self.current = self.current, runtime
+        return previous
+
+
+def build_runtime(
+    table: RoutingTable,
+    environ: Mapping[str, str],
+    previous: Runtime | None = None,
+    client_factory: ClientFactory = make_client,
+) -> tuple[Runtime, list[ProviderRuntime]]:
+    providers: dict[str, ProviderRuntime] = {}
+    for name, provider in table.providers.items():
+        endpoint = resolve_endpoint(provider, environ)
+        old = previous.providers.get(name) if previous is not None else None
+        if old is not None and old.provider == provider and old.endpoint == endpoint:
+            providers[name] = old
+            continue
+        client = client_factory(provider)
+        adapter_class = _adapter_class(provider.type)
+        limiter = anyio.CapacityLimiter(provider.max_concurrency) if provider.max_concurrency else None
+        providers[name] = ProviderRuntime(provider, endpoint, client, adapter_class(provider, endpoint, client), limiter)
+
+    retired = []
+    if previous is not None:
+        kept = {id(p) for p in providers.values()}
+        retired = [p for p in previous.providers.values() if id(p) not in kept]
+
+    keys, unresolved = _inbound_keys(table, environ)
+    declared = {name: m for name, m in table.models.items() if m.declared}
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    model_objects = {name: _model_object(name, created) for name in declared}
+    runtime = Runtime(
+        table=table,
+        providers=providers,
+        auth_required=bool(table.settings.auth),
+        auth_keys=keys,
+        unresolved_auth=unresolved,
+        health_body=_health_body(table, providers),
+        models_body=orjson.dumps(
+            {
+                "data": list(model_objects.values()),
+                "has_more": False,
+                "first_id": next(iter(declared), None),
+                "last_id": next(reversed(declared), None) if declared else None,
+            }
+        ),
+        model_bodies={name: orjson.dumps(obj) for name, obj in model_objects.items()},
+    )
+    return runtime, retired
+
+
+async def close_providers(providers: list[ProviderRuntime]) -> None:
+    """Close adapters and their pooled clients (after the requests that used them have finished)."""
+    for p in providers:
+        try:
+            await p.adapter.aclose()
+            await p.client.aclose()
+        except Exception:  # noqa: BLE001 - closing is best effort; one failure must not keep others open
+            log.exception("closing provider %s failed", p.provider.name)
+
+
+def first_inbound_key(runtime: Runtime) -> str | None:
+    return runtime.auth_keys[0].decode() if runtime.auth_keys else None
+
+
+def _adapter_class(provider_type: str) -> Callable[[Provider, Endpoint, httpx.AsyncClient], Adapter]:
+    module, _, attribute = ADAPTERS[provider_type].partition(":")
+    return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+
+
+def _inbound_keys(table: RoutingTable, environ: Mapping[str, str]) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+    keys: list[bytes] = []
+    unresolved: list[str] = []
+    for value in table.settings.auth:
+        key = resolve(value, environ)
+        if key:
+            keys.append(key.encode())
+        elif isinstance(value, EnvRef):
+            unresolved.append(value.name)
+    return tuple(keys), tuple(unresolved)
+
+
+def _model_object(name: str, created: str) -> dict[str, str]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": created}
+
+
+def _health_body(table: RoutingTable, providers: Mapping[str, ProviderRuntime]) -> bytes:
+    return orjson.dumps(
+        {
+            "status": "ok",
+            "version": table.version,
+            "providers": {
+                name: {"type": p.provider.type, "configured": p.endpoint.missing is None}
+                for name, p in providers.items()
+            },
+        }
+    )
+
+
+def target_name(model: Model) -> str:
+    """`provider/model`: how logs and headers name the upstream model that served."""
+    return f"{model.provider}/{model.model}"
