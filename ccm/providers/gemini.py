@@ -1,0 +1,201 @@
+"""The Gemini adapter (`type gemini`): `generateContent` / `streamGenerateContent?alt=sse` behind Anthropic Messages.
+
+Request translation is `gemini_translate`; this module sends it and translates the answer back. Each streamed SSE
+`data:` is a whole `GenerateContentResponse` holding only new parts, and a non-stream answer is one such response,
+so both go through the same `GeminiReader` (the non-stream message is the folded event sequence).
+
+Reading parts, in order:
+- `thought: true` text → thinking; other text → text; empty text is skipped.
+- `functionCall` → a whole `tool_use` block (start, the complete `args` JSON as one delta, stop). Every call is its
+  own block, so parallel calls that each arrive at part index 0 in separate chunks are numbered by arrival. Ids are
+  Gemini's when present (made safe for Anthropic's id pattern), else minted `toolu_…`.
+- a `thoughtSignature` on a call → the signature of a thinking block just before that call (the open thinking block
+  when there is one, else an empty one), prefixed so `gemini_translate` puts it back on the same call next turn.
+- Google Search grounding (quirk `google_search`) → `server_tool_use` + `web_search_tool_result` blocks at the end,
+  so Claude Code's WebSearch tool sees the sources.
+
+Stop reasons: STOP with calls → `tool_use`, STOP → `end_turn`, MAX_TOKENS → `max_tokens`, SAFETY / RECITATION /
+BLOCKLIST / PROHIBITED_CONTENT / SPII / IMAGE_SAFETY and `promptFeedback.blockReason` → `refusal` (with a short text
+block naming the reason when nothing else was produced, so the turn Claude Code keeps in its history is not empty),
+MALFORMED_FUNCTION_CALL / UNEXPECTED_TOOL_CALL → `UpstreamError` 502 (reason `protocol`, retryable by policy).
+Usage: input = prompt − cached, cache_read = cached, output = candidates + thoughts; the last report wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from ccm.providers.anthropic_reply import (
+    JSON_HEADERS,
+    EventWriter,
+    fold_message,
+    parse_json,
+    protocol_error,
+    read_json,
+    stream_reply,
+    tool_id,
+)
+from ccm.providers.base import Call, Reply, Usage
+from ccm.providers.gemini_translate import SIGNATURE_PREFIX, translate_request
+from ccm.providers.http import Endpoint, open_response, upstream_error
+from ccm.sse import ServerEvent
+from ccm.table import Provider
+
+_REFUSALS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})
+_BROKEN_CALLS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
+
+
+class GeminiReader:
+    """`GenerateContentResponse` objects in, Anthropic events out through `writer` (a `StreamTranslator`)."""
+
+    def __init__(self, provider: str, model: str, usage: Usage) -> None:
+        self.provider = provider
+        self.writer = EventWriter(model, usage)
+        self._finish_reason: str | None = None
+        self._blocked: str | None = None
+        self._grounding: dict[str, Any] | None = None
+
+    def feed(self, event: ServerEvent) -> None:
+        data = parse_json(self.provider, event.data)
+        if not isinstance(data, dict):
+            raise protocol_error(self.provider, f"upstream {self.provider!r} streamed a non-object event")
+        self.read(data)
+
+    def read(self, data: dict[str, Any]) -> None:
+        error = data.get("error")
+        if isinstance(error, dict):
+            status = error.get("code") if isinstance(error.get("code"), int) else 500
+            raise upstream_error(self.provider, status, orjson.dumps(data), {})
+        if isinstance(data.get("usageMetadata"), dict):
+            self._usage(data["usageMetadata"])
+        self.writer.start()
+        feedback = data.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            self._blocked = str(feedback["blockReason"])
+        candidates = data.get("candidates")
+        if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+            return
+        candidate = candidates[0]
+        content = candidate.get("content")
+        for part in content.get("parts") or () if isinstance(content, dict) else ():
+            if isinstance(part, dict):
+                self._part(part)
+        if isinstance(candidate.get("groundingMetadata"), dict):
+            self._grounding = candidate["groundingMetadata"]
+        reason = candidate.get("finishReason")
+        if reason in _BROKEN_CALLS:
+            detail = candidate.get("finishMessage") or "the model produced an invalid function call"
+            raise protocol_error(self.provider, f"upstream {self.provider!r} stopped with {reason}: {detail}")
+        if isinstance(reason, str) and reason:
+            self._finish_reason = reason
+
+    def finish(self) -> None:
+        if self._finish_reason is None and self._blocked is None:
+            raise protocol_error(self.provider, f"upstream {self.provider!r} ended its stream before a finishReason")
+        self._write_grounding()
+        writer = self.writer
+        if self._blocked or self._finish_reason in _REFUSALS:
+            if not writer.has_blocks:
+                writer.text(f"[Gemini declined to answer: {self._blocked or self._finish_reason}]")
+            writer.finish("refusal")
+        elif self._finish_reason == "MAX_TOKENS":
+            writer.finish("max_tokens")
+        else:
+            writer.finish("tool_use" if writer.saw_tool_use else "end_turn")
+
+    def _part(self, part: dict[str, Any]) -> None:
+        call = part.get("functionCall")
+        if isinstance(call, dict):
+            signature = part.get("thoughtSignature")
+            if isinstance(signature, str) and signature:
+                self.writer.signature(SIGNATURE_PREFIX + signature)
+            args = call.get("args") if isinstance(call.get("args"), dict) else {}
+            self.writer.tool_use(tool_id(call.get("id")), str(call.get("name", "")), orjson.dumps(args).decode())
+            return
+        text = part.get("text")
+        if isinstance(text, str):
+            if part.get("thought") is True:
+                self.writer.thinking(text)
+            else:
+                self.writer.text(text)
+
+    def _usage(self, metadata: dict[str, Any]) -> None:
+        usage = self.writer.usage
+        cached = _count(metadata, "cachedContentTokenCount")
+        usage.input_tokens = max(_count(metadata, "promptTokenCount") - cached, 0)
+        usage.cache_read_input_tokens = cached
+        usage.output_tokens = _count(metadata, "candidatesTokenCount") + _count(metadata, "thoughtsTokenCount")
+
+    def _write_grounding(self) -> None:
+        grounding = self._grounding
+        if not grounding:
+            return
+        results = []
+        for chunk in grounding.get("groundingChunks") or ():
+            web = chunk.get("web") if isinstance(chunk, dict) else None
+            if isinstance(web, dict) and web.get("uri"):
+                results.append(
+                    {
+                        "type": "web_search_result",
+                        "url": web["uri"],
+                        "title": web.get("title") or web["uri"],
+                        "encrypted_content": "",
+                        "page_age": None,
+                    }
+                )
+        if not results:
+            return
+        queries = [q for q in grounding.get("webSearchQueries") or () if isinstance(q, str)]
+        search_id = "srvtoolu_" + tool_id(None).removeprefix("toolu_")
+        self.writer.start_tool(search_id, "web_search", kind="server_tool_use")
+        self.writer.tool_arguments(orjson.dumps({"query": "; ".join(queries)}).decode())
+        self.writer.close()
+        self.writer.block({"type": "web_search_tool_result", "tool_use_id": search_id, "content": results})
+
+
+def _count(metadata: dict[str, Any], key: str) -> int:
+    value = metadata.get(key)
+    return value if isinstance(value, int) else 0
+
+
+def translate_response(data: dict[str, Any], provider: str, model: str, usage: Usage) -> dict[str, Any]:
+    """A non-stream `GenerateContentResponse` as a complete Anthropic message."""
+    reader = GeminiReader(provider, model, usage)
+    reader.read(data)
+    reader.finish()
+    return fold_message(reader.writer.take())
+
+
+class GeminiAdapter:
+    """One per `gemini` provider. The pooled client belongs to the runtime, which closes it."""
+
+    def __init__(self, provider: Provider, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+        self.provider = provider
+        self.endpoint = endpoint
+        self.client = client
+        root = endpoint.url
+        # The url is the API root; one that already names the API version is used as written.
+        self._base = root if root.rsplit("/", 1)[-1].startswith("v1") else f"{root}/v1beta"
+
+    async def send(self, call: Call) -> Reply:
+        body = orjson.dumps(translate_request(call.body, call.model))
+        model_path = f"{self._base}/models/{quote(call.model.model.removeprefix('models/'), safe='-._~')}"
+        url = f"{model_path}:streamGenerateContent?alt=sse" if call.stream else f"{model_path}:generateContent"
+        response = await open_response(
+            self.client, self.endpoint, url, body, [("content-type", "application/json")]
+        )
+        name = str(call.body.get("model") or call.model.name)
+        if call.stream:
+            return await stream_reply(response, self.endpoint.timeouts, GeminiReader(self.provider.name, name, Usage()))
+        data = await read_json(self.provider.name, response, self.endpoint.timeouts)
+        usage = Usage()
+        message = translate_response(data, self.provider.name, name, usage)
+        return Reply(status=200, headers=list(JSON_HEADERS), body=orjson.dumps(message), usage=usage)
+
+    async def aclose(self) -> None:
+        return None
+
