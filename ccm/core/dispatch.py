@@ -1,34 +1,64 @@
-"""Dispatch: walk a routing decision's chain until one model answers.
+"""Dispatch: walk a routing decision's chain until one model answers, retrying each provider per its policy.
 
 `dispatch(runtime, chain, request)` tries `chain[0]` (the routed target), then its fallbacks in order. Each try
-builds a `Call` for that model and sends it through the provider's adapter; a reply counts as an answer once the
-adapter returns it (for streams: once the first upstream event arrived, so the client has seen nothing yet).
+builds a `Call` for that model and sends it through the provider's adapter (so each model is translated for its own
+wire format); a reply counts as an answer once the adapter returns it (for streams: once the first upstream event
+arrived, so the client has seen nothing yet and a failure before that falls back transparently).
 
-    failure reason                       what happens
-    429 / 5xx / 529 / timeout / connect  the next model in the chain is tried
-    config (a provider's key is unset)   the next model is tried: that provider cannot answer anyone
-    4xx / protocol                       the walk stops: the request itself is the problem, another model won't fix it
+    before any call   a model whose declared `context` is smaller than the request's token count is skipped
+                      (the count is the app's cached local estimate; when no model fits, the chain is tried as is
+                      and the upstream, which counts exactly, has the last word)
+    breaker open      the provider is skipped without a call (`ccm.core.breaker`)
+    a failure         retried on the same provider when the policy says so (`ccm.core.retry`: backoff with jitter,
+                      `retry-after` honoured up to the cap); then, unless the request itself is at fault, the next
+                      model. The request's fault: a 4xx other than 401/402/403/404 (a key or model the provider
+                      refuses: another provider may serve), 408/409/429 (transient) and a context-length refusal
+    the deadline      the target provider's `timeout total`, counted from the start of the request, bounds every
+                      attempt, every backoff sleep and the relayed stream; a fallback's attempt is also bounded by
+                      its own provider's `total`. When it passes, the walk stops with a 504 `timeout_error`.
 
-When no model answers, the primary's error is raised (its status, type and `retry-after`, so Claude Code retries
-as it would against Anthropic) as a `DispatchFailed` whose message lists what was tried and which carries the
-attempts for the request record. Retries with backoff and circuit breakers belong here too: they wrap `_attempt`.
+Every attempt and skip is logged on `ccm.attempt` (provider, model, status, latency, reason, what happens next)
+and kept as an `Attempt` for the request record. When no model answers, the primary's error is raised (its status,
+type and `retry-after`, so Claude Code retries as it would against Anthropic) as a `DispatchFailed` whose message
+lists what was tried.
+
+The unit a retry and a breaker act on is one provider runtime serving one model (`_serve_model`): a model with
+several deployments would pick one of its healthy deployments there, which the route language cannot declare yet.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import random
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 
+from ccm.core.breaker import Breaker, Ticket
 from ccm.core.finish import Attempt
+from ccm.core.retry import RandomSource, long_retry_after, next_retry
 from ccm.core.runtime import ProviderRuntime, Runtime
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply
-from ccm.table import Model
+from ccm.table import Model, RetryPolicy
 
-FALLBACK_REASONS = frozenset({"429", "5xx", "529", "timeout", "connect", "config"})
+log = logging.getLogger("ccm.attempt")
+
+TokenCount = Callable[[Mapping[str, Any]], int]
+
+# 4xx answers that say "this provider will not serve you" rather than "this request is wrong".
+_PROVIDER_REFUSALS = frozenset({401, 402, 403, 404, 408, 409, 429})
+# How providers word "the prompt is longer than this model's context" (Anthropic, OpenAI, vLLM, Gemini, DeepSeek).
+_CONTEXT_OVERFLOW = re.compile(
+    r"prompt is too long|context[ _]length|context window|maximum context|input (?:token count|is too long)"
+    r"|too many (?:input )?tokens|exceeds the (?:maximum|max) (?:number of )?tokens",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +89,129 @@ class DispatchFailed(UpstreamError):
         self.attempts = attempts
 
 
-async def dispatch(runtime: Runtime, chain: Sequence[Model], request: Request) -> Outcome:
-    attempts: list[Attempt] = []
-    errors: list[UpstreamError] = []
-    for model in chain:
+@dataclass(slots=True)
+class _Walk:
+    """One request's way through its chain."""
+
+    request: Request
+    deadline: float  # on the anyio clock
+    total: float  # the request's time budget, for messages
+    rand: RandomSource
+    attempts: list[Attempt] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)  # what the final error message lists, skips included
+    primary: str | None = None  # the first model that failed
+    primary_error: UpstreamError | None = None  # its latest error (after retries: the freshest `retry-after`)
+    stop: bool = False  # the request's own fault, or the deadline passed: no further model is tried
+
+    def failed(self, model: Model, error: UpstreamError) -> None:
+        if self.primary is None:
+            self.primary = model.name
+        if self.primary == model.name:
+            self.primary_error = error
+
+
+async def dispatch(
+    runtime: Runtime,
+    chain: Sequence[Model],
+    request: Request,
+    count_tokens: TokenCount | None = None,
+    rand: RandomSource = random.random,
+) -> Outcome:
+    total = runtime.providers[chain[0].provider].provider.timeouts.total
+    walk = _Walk(request, anyio.current_time() + total, total, rand)
+    for model in _fitting(chain, request.body, count_tokens, walk):
         provider = runtime.providers[model.provider]
-        call = Call(request.body, request.raw, request.headers, request.stream, model)
+        reply = await _serve_model(provider, model, runtime.table.retry_for(model.provider), walk)
+        if reply is not None:
+            return Outcome(reply, model, walk.attempts)
+        if walk.stop:
+            break
+    assert walk.primary_error is not None  # every model that did not answer recorded why
+    raise DispatchFailed(walk.primary_error, walk.attempts, ", ".join(walk.tried) if len(walk.tried) > 1 else "")
+
+
+def _fitting(chain: Sequence[Model], body: Mapping[str, Any], count_tokens: TokenCount | None, walk: _Walk) -> Sequence[Model]:
+    """The chain without the models whose declared context the request does not fit (all of it when none fits)."""
+    if count_tokens is None or all(model.context is None for model in chain):
+        return chain
+    tokens = count_tokens(body)
+    fitting = [model for model in chain if model.context is None or tokens <= model.context]
+    if not fitting or len(fitting) == len(chain):
+        return chain
+    for model in chain:
+        if model not in fitting:
+            log.info("skip provider=%s model=%s reason=context tokens=%d context=%d", model.provider, model.name, tokens, model.context)
+            walk.tried.append(f"{model.name} skipped: ~{tokens} tokens exceed its context of {model.context}")
+    return fitting
+
+
+async def _serve_model(provider: ProviderRuntime, model: Model, policy: RetryPolicy, walk: _Walk) -> Reply | None:
+    """Try one model on its provider, with the provider's retries; None when it did not answer."""
+    name = provider.provider.name
+    retries = 0
+    while True:
+        ticket = provider.breaker.admit()
+        if ticket is None:
+            error = _circuit_open(name, provider.breaker)
+            log.info("skip provider=%s model=%s reason=breaker_open (%s)", name, model.name, error.message)
+            walk.tried.append(f"{model.name} ({name}) skipped: circuit open")
+            walk.failed(model, error)
+            return None
         started = time.perf_counter()
-        try:
+        outcome = await _attempt_once(provider, model, walk, ticket)
+        latency = (time.perf_counter() - started) * 1000
+        if isinstance(outcome, Reply):
+            walk.attempts.append(Attempt(name, model.name, outcome.status, None, latency))
+            log.info("attempt provider=%s model=%s status=%d latency=%.0fms served", name, model.name, outcome.status, latency)
+            outcome.stream = _bounded(outcome.stream, _attempt_deadline(provider, walk), provider.breaker, name)
+            return outcome
+        error = outcome
+        walk.attempts.append(Attempt(name, model.name, error.status, error.reason, latency))
+        walk.failed(model, error)
+        hold = long_retry_after(policy, error)
+        if hold is not None:
+            provider.breaker.hold(hold, f"{error.reason} retry-after {hold:g}s")
+        remaining = walk.deadline - anyio.current_time()
+        if remaining <= 0:
+            walk.stop = True
+            verdict_delay, why = None, "request deadline passed"
+        else:
+            verdict = next_retry(policy, retries, error, remaining, walk.rand)
+            verdict_delay, why = verdict.delay, verdict.why
+            if verdict_delay is None and _request_at_fault(error):
+                walk.stop = True
+                why += "; the request itself was refused"
+        log.info(
+            "attempt provider=%s model=%s status=%d latency=%.0fms reason=%s: %s (%s)",
+            name, model.name, error.status, latency, error.reason, why, error.message,
+        )
+        if verdict_delay is None:
+            walk.tried.append(_describe_failures(model, name, walk.attempts))
+            return None
+        await anyio.sleep(verdict_delay)
+        retries += 1
+
+
+async def _attempt_once(provider: ProviderRuntime, model: Model, walk: _Walk, ticket: Ticket) -> Reply | UpstreamError:
+    """One call within the deadline; the breaker gets its verdict (or its ticket back when the call is cancelled)."""
+    request = walk.request
+    call = Call(request.body, request.raw, request.headers, request.stream, model)
+    deadline = _attempt_deadline(provider, walk)
+    try:
+        with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
             reply = await _attempt(provider, call)
-        except UpstreamError as error:
-            attempts.append(Attempt(model.provider, model.name, error.status, error.reason, _ms(started)))
-            errors.append(error)
-            if error.reason not in FALLBACK_REASONS:
-                break
-            continue
-        attempts.append(Attempt(model.provider, model.name, reply.status, None, _ms(started)))
-        return Outcome(reply, model, attempts)
-    raise DispatchFailed(errors[0], attempts, _tried(attempts) if len(attempts) > 1 else "")
+    except TimeoutError:
+        error = _deadline_error(provider.provider.name, walk, deadline)
+    except UpstreamError as failure:
+        error = failure if failure.provider else _with_provider(failure, provider.provider.name)
+    except BaseException:
+        provider.breaker.release(ticket)
+        raise
+    else:
+        provider.breaker.record(ticket, None)
+        return reply
+    provider.breaker.record(ticket, error)
+    return error
 
 
 async def _attempt(provider: ProviderRuntime, call: Call) -> Reply:
@@ -106,10 +241,78 @@ async def _attempt(provider: ProviderRuntime, call: Call) -> Reply:
     return reply
 
 
-def _tried(attempts: list[Attempt]) -> str:
-    return ", ".join(f"{a.model} ({a.provider}) {a.status} {a.reason}" for a in attempts)
+def _bounded(
+    stream: AsyncIterator[bytes] | None, deadline: float, breaker: Breaker, provider: str
+) -> AsyncIterator[bytes] | None:
+    """The relayed stream, cut at the deadline; a failure mid-stream counts against the provider's breaker."""
+    if stream is None:
+        return None
+
+    async def relay() -> AsyncIterator[bytes]:
+        chunks = stream.__aiter__()
+        while True:
+            try:
+                with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                error = UpstreamError(504, "the stream outlived the request deadline", "timeout", provider, "timeout_error")
+                breaker.record(Ticket(probe=False), error)
+                raise error from None
+            except UpstreamError as error:
+                breaker.record(Ticket(probe=False), error)
+                log.info("stream provider=%s failed mid-stream reason=%s (%s)", provider, error.reason, error.message)
+                raise
+            yield chunk
+
+    return relay()
 
 
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
+def _attempt_deadline(provider: ProviderRuntime, walk: _Walk) -> float:
+    own = provider.provider.timeouts.total
+    return walk.deadline if own >= walk.total else min(walk.deadline, anyio.current_time() + own)
 
+
+def _request_at_fault(error: UpstreamError) -> bool:
+    if error.reason != "4xx" or error.status in _PROVIDER_REFUSALS:
+        return False
+    return _CONTEXT_OVERFLOW.search(error.message) is None
+
+
+def _circuit_open(provider: str, breaker: Breaker) -> UpstreamError:
+    retry_in = breaker.snapshot().get("retry_in", 0.0)
+    wait = max(1, math.ceil(retry_in))
+    return UpstreamError(
+        529,
+        f"provider {provider!r} is unavailable after repeated failures (circuit open, next try in {wait}s)",
+        "529",
+        provider,
+        "overloaded_error",
+        str(wait),
+    )
+
+
+def _deadline_error(provider: str, walk: _Walk, deadline: float) -> UpstreamError:
+    if deadline >= walk.deadline:
+        walk.stop = True
+        message = f"no answer within the request's {walk.total:g}s total timeout"
+    else:
+        message = f"provider {provider!r} did not answer within its total timeout"
+    return UpstreamError(504, message, "timeout", provider, "timeout_error")
+
+
+def _with_provider(error: UpstreamError, provider: str) -> UpstreamError:
+    error.provider = provider
+    return error
+
+
+def _describe_failures(model: Model, provider: str, attempts: list[Attempt]) -> str:
+    """`sonnet (anthropic): 529, 529 timeout`: a model's failed attempts for the final error message."""
+    failures = [a for a in attempts if a.provider == provider and a.model == model.name and a.reason is not None]
+    return f"{model.name} ({provider}): " + ", ".join(_status(a) for a in failures)
+
+
+def _status(attempt: Attempt) -> str:
+    plain = attempt.reason in ("4xx", "5xx", "429", "529") or attempt.reason == str(attempt.status)
+    return str(attempt.status) if plain else f"{attempt.status} {attempt.reason}"

@@ -19,12 +19,13 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import httpx
 import orjson
 
+from ccm.core.breaker import Breaker
 from ccm.providers.base import Adapter
 from ccm.providers.http import Endpoint, make_client, resolve_endpoint
 from ccm.table import EnvRef, Model, Provider, RoutingTable, resolve
@@ -49,6 +50,8 @@ class ProviderRuntime:
     client: httpx.AsyncClient
     adapter: Adapter
     limiter: anyio.CapacityLimiter | None  # bounds in-flight requests when the provider sets max_concurrency
+    # kept with the rest of this runtime when a reload leaves the provider unchanged, so its state survives reloads
+    breaker: Breaker = field(default_factory=Breaker)
 
 
 @dataclass(frozen=True, slots=True)

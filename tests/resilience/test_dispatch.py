@@ -1,0 +1,235 @@
+"""Dispatch over scripted in-process adapters: retries, fallbacks, breaker, deadline and context skips, fast and
+deterministic (no sockets). The same behaviours are proven end to end through `ccm run` in test_faults.py."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from ccm.core.breaker import Breaker
+from ccm.core.dispatch import DispatchFailed, Request, dispatch
+from ccm.core.runtime import ProviderRuntime, Runtime
+from ccm.errors import UpstreamError
+from ccm.providers.base import Call, Reply
+from ccm.providers.http import Endpoint
+from ccm.table import Literal_, Model, Provider, RetryPolicy, RoutingTable, Timeouts
+
+Script = list[Any]  # each item: Reply, UpstreamError, or a float (hang that long, then fail as a timeout)
+
+
+class ScriptedAdapter:
+    def __init__(self, name: str, script: Script) -> None:
+        self.name = name
+        self.script = script
+        self.calls: list[Call] = []
+
+    async def send(self, call: Call) -> Reply:
+        self.calls.append(call)
+        step = self.script.pop(0) if self.script else ok(self.name)
+        if isinstance(step, float):
+            await anyio.sleep(step)
+            raise UpstreamError(504, "upstream stalled", "timeout", self.name, "timeout_error")
+        if isinstance(step, UpstreamError):
+            raise step
+        return step
+
+    async def aclose(self) -> None:
+        return None
+
+
+def ok(name: str, stream: AsyncIterator[bytes] | None = None) -> Reply:
+    return Reply(200, [("content-type", "application/json")], body=None if stream else name.encode(), stream=stream)
+
+
+def fail(status: int, reason: str, provider: str = "", retry_after: str | None = None, message: str = "boom") -> UpstreamError:
+    return UpstreamError(status, message, reason, provider, retry_after=retry_after)  # type: ignore[arg-type]
+
+
+FAST = RetryPolicy(attempts=2, backoff_min=0.01, backoff_max=0.05)
+
+
+def build(
+    scripts: dict[str, Script],
+    policy: RetryPolicy = FAST,
+    total: float = 30.0,
+    contexts: dict[str, int] | None = None,
+    breakers: dict[str, Breaker] | None = None,
+) -> tuple[Runtime, dict[str, ScriptedAdapter], list[Model]]:
+    providers: dict[str, Provider] = {}
+    runtimes: dict[str, ProviderRuntime] = {}
+    adapters: dict[str, ScriptedAdapter] = {}
+    models: list[Model] = []
+    for name, script in scripts.items():
+        provider = Provider(name=name, type="openai", url=Literal_(value="http://127.0.0.1:9"), auth="bearer",
+                            timeouts=Timeouts(total=total), retry=policy)
+        providers[name] = provider
+        adapters[name] = ScriptedAdapter(name, script)
+        endpoint = Endpoint(name, "http://127.0.0.1:9", (), provider.timeouts)
+        breaker = (breakers or {}).get(name) or Breaker()
+        runtimes[name] = ProviderRuntime(provider, endpoint, httpx.AsyncClient(), adapters[name], None, breaker)
+        models.append(Model(name=f"{name}-model", provider=name, model="m", context=(contexts or {}).get(name)))
+    table = RoutingTable(version="t", sources=(), providers=providers, models={m.name: m for m in models}, rules=())
+    runtime = Runtime(table, runtimes, False, (), (), b"", b"", {})
+    return runtime, adapters, models
+
+
+REQUEST = Request({"model": "x", "messages": []}, b"{}", {}, False)
+
+
+async def test_first_model_answers() -> None:
+    runtime, adapters, chain = build({"a": [], "b": []})
+    outcome = await dispatch(runtime, chain, REQUEST)
+    assert outcome.model.name == "a-model" and len(outcome.attempts) == 1
+    assert not adapters["b"].calls
+
+
+async def test_retries_then_serves_from_the_same_provider() -> None:
+    runtime, adapters, chain = build({"a": [fail(500, "5xx"), fail(529, "529")], "b": []})
+    outcome = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
+    assert outcome.model.name == "a-model"
+    assert [a.reason for a in outcome.attempts] == ["5xx", "529", None]
+    assert not adapters["b"].calls
+
+
+async def test_falls_back_when_retries_are_exhausted() -> None:
+    runtime, adapters, chain = build({"a": [fail(500, "5xx")] * 3, "b": []})
+    outcome = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
+    assert outcome.model.name == "b-model"
+    assert [(a.provider, a.reason) for a in outcome.attempts] == [("a", "5xx")] * 3 + [("b", None)]
+    assert adapters["b"].calls[0].model.name == "b-model"  # each model is sent as itself
+
+
+async def test_request_fault_stops_the_walk_without_retry() -> None:
+    runtime, adapters, chain = build({"a": [fail(400, "4xx", message="messages: field required")], "b": []})
+    with pytest.raises(DispatchFailed) as caught:
+        await dispatch(runtime, chain, REQUEST)
+    assert caught.value.status == 400 and len(caught.value.attempts) == 1
+    assert not adapters["b"].calls
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_provider_refusal_falls_back_without_retry(status: int) -> None:
+    runtime, adapters, chain = build({"a": [fail(status, "4xx")], "b": []})
+    outcome = await dispatch(runtime, chain, REQUEST)
+    assert outcome.model.name == "b-model" and len(adapters["a"].calls) == 1
+
+
+async def test_a_context_overflow_refusal_falls_back() -> None:
+    error = fail(400, "4xx", message="This model's maximum context length is 8192 tokens.")
+    runtime, _, chain = build({"a": [error], "b": []})
+    assert (await dispatch(runtime, chain, REQUEST)).model.name == "b-model"
+
+
+async def test_protocol_failures_fall_back_without_retry() -> None:
+    runtime, adapters, chain = build({"a": [fail(502, "protocol")], "b": []})
+    assert (await dispatch(runtime, chain, REQUEST)).model.name == "b-model"
+    assert len(adapters["a"].calls) == 1
+
+
+async def test_all_fail_raises_the_primary_error_listing_what_was_tried() -> None:
+    runtime, _, chain = build(
+        {"a": [fail(429, "429", retry_after="0")] * 3, "b": [fail(500, "5xx")] * 3}, policy=FAST
+    )
+    with pytest.raises(DispatchFailed) as caught:
+        await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
+    error = caught.value
+    assert (error.status, error.error_type, error.retry_after) == (429, "rate_limit_error", "0")
+    assert len(error.attempts) == 6
+    assert "tried: a-model (a): 429, 429, 429, b-model (b): 500, 500, 500" in error.message
+
+
+async def test_long_retry_after_moves_on_at_once_and_opens_the_breaker() -> None:
+    runtime, adapters, chain = build({"a": [fail(429, "429", retry_after="30")], "b": []})
+    outcome = await dispatch(runtime, chain, REQUEST)
+    assert outcome.model.name == "b-model" and len(adapters["a"].calls) == 1
+    assert runtime.providers["a"].breaker.state == "open"
+    again = await dispatch(runtime, chain, REQUEST)
+    assert again.model.name == "b-model" and len(adapters["a"].calls) == 1  # skipped: no call
+
+
+async def test_open_breaker_everywhere_answers_overloaded_with_retry_after() -> None:
+    clock = [0.0]
+    breaker = Breaker(threshold=1, cooldown=12.5, clock=lambda: clock[0])
+    runtime, adapters, chain = build({"a": [fail(500, "5xx")]}, policy=RetryPolicy(attempts=0), breakers={"a": breaker})
+    with pytest.raises(DispatchFailed):
+        await dispatch(runtime, chain, REQUEST)
+    with pytest.raises(DispatchFailed) as caught:
+        await dispatch(runtime, chain, REQUEST)
+    assert caught.value.status == 529 and caught.value.retry_after == "13"
+    assert "circuit open" in caught.value.message and caught.value.attempts == []
+    assert len(adapters["a"].calls) == 1
+
+
+async def test_the_deadline_bounds_attempts_and_stops_the_walk() -> None:
+    runtime, adapters, chain = build({"a": [5.0], "b": []}, total=0.2)
+    started = anyio.current_time()
+    with pytest.raises(DispatchFailed) as caught:
+        await dispatch(runtime, chain, REQUEST)
+    assert anyio.current_time() - started < 1.0
+    assert caught.value.status == 504 and caught.value.error_type == "timeout_error"
+    assert not adapters["b"].calls
+
+
+async def test_backoff_never_sleeps_past_the_deadline() -> None:
+    slow = RetryPolicy(attempts=5, backoff_min=0.3, backoff_max=0.3)
+    runtime, adapters, chain = build({"a": [fail(500, "5xx")] * 6}, policy=slow, total=0.5)
+    started = anyio.current_time()
+    with pytest.raises(DispatchFailed):
+        await dispatch(runtime, chain, REQUEST)
+    assert anyio.current_time() - started < 0.5
+    assert len(adapters["a"].calls) == 2
+
+
+async def test_context_window_skips_models_that_do_not_fit_before_any_call() -> None:
+    runtime, adapters, chain = build({"small": [], "big": []}, contexts={"small": 1000, "big": 200_000})
+    outcome = await dispatch(runtime, chain, REQUEST, count_tokens=lambda body: 5000)
+    assert outcome.model.name == "big-model" and not adapters["small"].calls
+    assert len(outcome.attempts) == 1
+
+
+async def test_context_window_tries_the_chain_when_nothing_fits() -> None:
+    runtime, _, chain = build({"small": [], "big": []}, contexts={"small": 1000, "big": 2000})
+    outcome = await dispatch(runtime, chain, REQUEST, count_tokens=lambda body: 5000)
+    assert outcome.model.name == "small-model"
+
+
+async def test_tokens_are_not_counted_when_no_model_declares_a_context() -> None:
+    def never(body: Any) -> int:
+        raise AssertionError("counted")
+
+    runtime, _, chain = build({"a": [], "b": []})
+    assert (await dispatch(runtime, chain, REQUEST, count_tokens=never)).model.name == "a-model"
+
+
+async def test_a_stream_is_cut_at_the_deadline_and_counts_against_the_breaker() -> None:
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"event: message_start\n\n"
+        await anyio.sleep(5)
+        yield b"never"
+
+    breaker = Breaker(threshold=1)
+    runtime, _, chain = build({"a": [ok("a", stalls())]}, total=0.3, breakers={"a": breaker})
+    outcome = await dispatch(runtime, chain, Request({}, b"{}", {}, True))
+    assert outcome.reply.stream is not None
+    received = []
+    with pytest.raises(UpstreamError) as caught:
+        async for chunk in outcome.reply.stream:
+            received.append(chunk)
+    assert received == [b"event: message_start\n\n"]
+    assert caught.value.reason == "timeout" and breaker.state == "open"
+
+
+async def test_every_attempt_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    runtime, _, chain = build({"a": [fail(503, "5xx")] * 3, "b": []})
+    with caplog.at_level(logging.INFO, logger="ccm.attempt"):
+        await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ccm.attempt"]
+    assert len(lines) == 4
+    assert lines[0].startswith("attempt provider=a model=a-model status=503 latency=") and "retry in" in lines[0]
+    assert "retries exhausted" in lines[2]
+    assert lines[3].startswith("attempt provider=b model=b-model status=200") and lines[3].endswith("served")
