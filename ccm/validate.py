@@ -1,0 +1,472 @@
+"""Parse a Messages API request body and validate its structure the way Anthropic's API does.
+
+    parse_request(raw, count_only=False) -> dict      the parsed body, unchanged
+                                         raises ApiError(400, "<path>: <problem>")
+
+Called once per request by the server, before routing: `raw` is parsed with orjson exactly once and the dict it
+returns is what every later stage reads. Messages name the offending field by its dotted path, in the words of
+Anthropic's (pydantic) validator: `messages.1.content.0.type: unknown content block type "foo"`,
+`max_tokens: Field required`, `messages: Input should be a valid list`.
+
+What is checked is structure only (types, required fields, known roles, block and tool shapes); semantic rules
+that need the model (context size, thinking signatures, tool_use/tool_result pairing) are left to the upstream.
+Everything current Claude Code sends is accepted: `system`-role messages inside `messages`, unknown top-level and
+per-object fields (Anthropic upstreams receive them untouched), server tools, and any server block type ending in
+`_tool_use` or `_tool_result`, so a new Anthropic server tool needs no release of ccm.
+
+Guarantees to the stages after it: the body is a JSON object no deeper than `MAX_DEPTH`, so it can always be
+serialised again with orjson (whose encoder refuses 255 levels, although its decoder accepts 1024); the validator
+itself never recurses on user data (block nesting is bounded: tool_result and document content hold only leaf
+blocks). Body size limits are the server's job, checked before this is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ccm.errors import ApiError
+
+# Deepest nesting accepted. orjson.dumps fails at 255 levels; the margin leaves room for adapters that wrap the
+# body's free-form parts (tool schemas, tool inputs) a few levels deeper in their own wire format.
+MAX_DEPTH = 224
+# orjson.dumps of a value wrapped in this many lists fails exactly when the value is deeper than MAX_DEPTH.
+_DEPTH_PROBE_WRAPS = 254 - MAX_DEPTH
+
+ROLES = ("user", "assistant", "system")
+TOOL_CHOICE_TYPES = ("auto", "any", "tool", "none")
+THINKING_TYPES = ("enabled", "disabled", "adaptive")
+MIN_THINKING_BUDGET = 1024
+
+
+def parse_request(raw: bytes, *, count_only: bool = False) -> dict[str, Any]:
+    """Parse and validate a `/v1/messages` body (`count_only=True`: a `/v1/messages/count_tokens` body, where
+    `max_tokens` and `stream` are not required)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _json_error(exc) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"The request body must be a JSON object, not {_json_kind(body)}")
+    _check_depth(body)
+    _check_body(body, count_only)
+    return body
+
+
+def _json_error(exc: orjson.JSONDecodeError) -> ApiError:
+    reason = str(exc)
+    if "UTF-8" in reason or "surrogate" in reason:
+        return ApiError(400, f"The request body is not valid UTF-8: {reason}")
+    if "depth limit" in reason:
+        return _too_deep()
+    return ApiError(400, f"The request body is not valid JSON: {reason}")
+
+
+def _check_depth(body: dict[str, Any]) -> None:
+    # orjson's encoder walks the tree in C (~15 µs for a 50 KB body) and refuses more than 254 levels; wrapping the
+    # body in lists moves that limit down to MAX_DEPTH. A Python walk would cost ten times as much.
+    probe: Any = body
+    for _ in range(_DEPTH_PROBE_WRAPS):
+        probe = [probe]
+    try:
+        orjson.dumps(probe)
+    except orjson.JSONEncodeError:
+        # Decoded JSON holds only encodable types (orjson turns integers beyond 64 bits into floats): the one
+        # possible failure is the recursion limit.
+        raise _too_deep() from None
+
+
+# --- top level ---------------------------------------------------------------------------------------------------
+
+
+def _check_body(body: dict[str, Any], count_only: bool) -> None:
+    model = body.get("model")
+    if model is None:
+        raise _required("model")
+    if not isinstance(model, str):
+        raise _invalid("model", "Input should be a valid string")
+    if not model:
+        raise _invalid("model", "String should have at least 1 character")
+
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        if not count_only:
+            raise _required("max_tokens")
+    else:
+        _check_positive_int(max_tokens, "max_tokens")
+
+    messages = body.get("messages")
+    if messages is None:
+        raise _required("messages")
+    if not isinstance(messages, list):
+        raise _invalid("messages", "Input should be a valid list")
+    if not messages:
+        raise _invalid("messages", "at least one message is required")
+    for index, message in enumerate(messages):
+        _check_message(message, index)
+
+    for field, check in _OPTIONAL_FIELDS.items():
+        value = body.get(field)
+        if value is not None:
+            check(value, field)
+
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking["type"] == "enabled" and max_tokens is not None:
+        if thinking["budget_tokens"] >= max_tokens:
+            raise _invalid("max_tokens", "must be greater than thinking.budget_tokens")
+
+
+def _check_stream(value: Any, path: str) -> None:
+    if not isinstance(value, bool):
+        raise _invalid(path, "Input should be a valid boolean")
+
+
+def _check_number(value: Any, path: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(path, "Input should be a valid number")
+
+
+def _check_top_k(value: Any, path: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(path, "Input should be a valid integer")
+    if value < 0:
+        raise _invalid(path, "Input should be greater than or equal to 0")
+
+
+def _check_stop_sequences(value: Any, path: str) -> None:
+    if not isinstance(value, list):
+        raise _invalid(path, "Input should be a valid list")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _invalid(f"{path}.{index}", "Input should be a valid string")
+
+
+def _check_system(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        return
+    if not isinstance(value, list):
+        raise _invalid(path, "Input should be a valid string or a list of text blocks")
+    for index, block in enumerate(value):
+        where = f"{path}.{index}"
+        if not isinstance(block, dict):
+            raise _invalid(where, "Input should be a valid dictionary")
+        if block.get("type") != "text":
+            raise _invalid(f"{where}.type", "Input should be 'text'")
+        _check_text(block, where)
+
+
+def _check_metadata(value: Any, path: str) -> None:
+    _check_object(value, path)
+    user_id = value.get("user_id")
+    if user_id is not None and not isinstance(user_id, str):
+        raise _invalid(f"{path}.user_id", "Input should be a valid string")
+
+
+def _check_thinking(value: Any, path: str) -> None:
+    _check_object(value, path)
+    kind = _require_str(value, "type", path)
+    if kind not in THINKING_TYPES:
+        raise _invalid(f"{path}.type", "Input should be 'enabled', 'disabled' or 'adaptive'")
+    if kind == "enabled":
+        budget = value.get("budget_tokens")
+        if budget is None:
+            raise _required(f"{path}.budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int):
+            raise _invalid(f"{path}.budget_tokens", "Input should be a valid integer")
+        if budget < MIN_THINKING_BUDGET:
+            raise _invalid(f"{path}.budget_tokens", f"Input should be greater than or equal to {MIN_THINKING_BUDGET}")
+
+
+def _check_tool_choice(value: Any, path: str) -> None:
+    _check_object(value, path)
+    kind = _require_str(value, "type", path)
+    if kind not in TOOL_CHOICE_TYPES:
+        raise _invalid(f"{path}.type", "Input should be 'auto', 'any', 'tool' or 'none'")
+    if kind == "tool":
+        _require_str(value, "name", path)
+    parallel = value.get("disable_parallel_tool_use")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _invalid(f"{path}.disable_parallel_tool_use", "Input should be a valid boolean")
+
+
+def _check_tools(value: Any, path: str) -> None:
+    if not isinstance(value, list):
+        raise _invalid(path, "Input should be a valid list")
+    for index, tool in enumerate(value):
+        where = f"{path}.{index}"
+        if not isinstance(tool, dict):
+            raise _invalid(where, "Input should be a valid dictionary")
+        _require_str(tool, "name", where)
+        kind = tool.get("type")
+        if kind is None or kind == "custom":
+            schema = tool.get("input_schema")
+            if schema is None:
+                raise _required(f"{where}.input_schema")
+            _check_object(schema, f"{where}.input_schema")
+            if schema.get("type") != "object":
+                raise _invalid(f"{where}.input_schema.type", "Input should be 'object'")
+            description = tool.get("description")
+            if description is not None and not isinstance(description, str):
+                raise _invalid(f"{where}.description", "Input should be a valid string")
+        elif not isinstance(kind, str):
+            raise _invalid(f"{where}.type", "Input should be a valid string")
+
+
+def _check_object(value: Any, path: str) -> None:
+    if not isinstance(value, dict):
+        raise _invalid(path, "Input should be a valid dictionary")
+
+
+def _check_positive_int(value: Any, path: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(path, "Input should be a valid integer")
+    if value < 1:
+        raise _invalid(path, "Input should be greater than or equal to 1")
+
+
+# Optional top-level fields with a known shape. Anything else (output_config, context_management, safeguards,
+# service_tier, container, fields added after this was written) passes through unchecked.
+_OPTIONAL_FIELDS: dict[str, Callable[[Any, str], None]] = {
+    "system": _check_system,
+    "stream": _check_stream,
+    "temperature": _check_number,
+    "top_p": _check_number,
+    "top_k": _check_top_k,
+    "stop_sequences": _check_stop_sequences,
+    "tools": _check_tools,
+    "tool_choice": _check_tool_choice,
+    "thinking": _check_thinking,
+    "metadata": _check_metadata,
+    "output_config": _check_object,
+    "context_management": _check_object,
+}
+
+
+# --- messages and content blocks ---------------------------------------------------------------------------------
+
+
+def _check_message(message: Any, index: int) -> None:
+    if not isinstance(message, dict):
+        raise _invalid(f"messages.{index}", "Input should be a valid dictionary")
+    role = message.get("role")
+    if role is None:
+        raise _required(f"messages.{index}.role")
+    if role not in ROLES:
+        raise _invalid(f"messages.{index}.role", "Input should be 'user', 'assistant' or 'system'")
+    content = message.get("content")
+    if isinstance(content, str):
+        return
+    if content is None:
+        raise _required(f"messages.{index}.content")
+    if not isinstance(content, list):
+        raise _invalid(f"messages.{index}.content", "Input should be a valid string or a list of content blocks")
+    path = f"messages.{index}.content"
+    for position, block in enumerate(content):
+        _check_block(block, path, position, _MESSAGE_BLOCKS)
+
+
+def _check_block(
+    block: Any, path: str, position: int, allowed: dict[str, Callable[[dict[str, Any], str], None]]
+) -> None:
+    if not isinstance(block, dict):
+        raise _invalid(f"{path}.{position}", "Input should be a valid dictionary")
+    kind = block.get("type")
+    if not isinstance(kind, str):
+        if kind is None:
+            raise _required(f"{path}.{position}.type")
+        raise _invalid(f"{path}.{position}.type", "Input should be a valid string")
+    check = allowed.get(kind)
+    if check is not None:
+        check(block, f"{path}.{position}")
+        return
+    if allowed is _MESSAGE_BLOCKS and kind.endswith(("_tool_use", "_tool_result")):
+        return  # a server tool block ccm does not know yet: Anthropic upstreams judge it
+    if kind in _MESSAGE_BLOCKS:
+        raise _invalid(f"{path}.{position}.type", f'content block type "{kind}" is not allowed here')
+    raise _invalid(f"{path}.{position}.type", f'unknown content block type "{kind}"')
+
+
+def _check_text(block: dict[str, Any], path: str) -> None:
+    text = block.get("text")
+    if text is None:
+        raise _required(f"{path}.text")
+    if not isinstance(text, str):
+        raise _invalid(f"{path}.text", "Input should be a valid string")
+
+
+def _check_image(block: dict[str, Any], path: str) -> None:
+    source = _require_source(block, path)
+    kind = source.get("type")
+    if kind == "base64":
+        _require_str(source, "media_type", f"{path}.source")
+        _require_str(source, "data", f"{path}.source")
+    elif kind == "url":
+        _require_str(source, "url", f"{path}.source")
+    elif kind == "file":
+        _require_str(source, "file_id", f"{path}.source")
+    else:
+        raise _source_type_error(kind, f"{path}.source", "'base64', 'url' or 'file'")
+
+
+def _check_document(block: dict[str, Any], path: str) -> None:
+    source = _require_source(block, path)
+    kind = source.get("type")
+    where = f"{path}.source"
+    if kind in ("base64", "text"):
+        _require_str(source, "data", where)
+    elif kind == "url":
+        _require_str(source, "url", where)
+    elif kind == "file":
+        _require_str(source, "file_id", where)
+    elif kind == "content":
+        content = source.get("content")
+        if isinstance(content, list):
+            for position, inner in enumerate(content):
+                _check_block(inner, f"{where}.content", position, _DOCUMENT_CONTENT_BLOCKS)
+        elif not isinstance(content, str):
+            raise _invalid(f"{where}.content", "Input should be a valid string or a list of content blocks")
+    else:
+        raise _source_type_error(kind, where, "'base64', 'text', 'content', 'url' or 'file'")
+
+
+def _check_tool_use(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "id", path)
+    _require_str(block, "name", path)
+    tool_input = block.get("input")
+    if tool_input is None:
+        raise _required(f"{path}.input")
+    _check_object(tool_input, f"{path}.input")
+
+
+def _check_mcp_tool_use(block: dict[str, Any], path: str) -> None:
+    _check_tool_use(block, path)
+    _require_str(block, "server_name", path)
+
+
+def _check_tool_result(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "tool_use_id", path)
+    content = block.get("content")
+    if isinstance(content, list):
+        for position, inner in enumerate(content):
+            _check_block(inner, f"{path}.content", position, _TOOL_RESULT_BLOCKS)
+    elif content is not None and not isinstance(content, str):
+        raise _invalid(f"{path}.content", "Input should be a valid string or a list of content blocks")
+    is_error = block.get("is_error")
+    if is_error is not None and not isinstance(is_error, bool):
+        raise _invalid(f"{path}.is_error", "Input should be a valid boolean")
+
+
+def _check_mcp_tool_result(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "tool_use_id", path)
+
+
+def _check_thinking_block(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "thinking", path)
+    signature = block.get("signature")
+    if signature is not None and not isinstance(signature, str):
+        raise _invalid(f"{path}.signature", "Input should be a valid string")
+
+
+def _check_redacted_thinking(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "data", path)
+
+
+def _check_server_tool_result(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "tool_use_id", path)
+    if block.get("content") is None:
+        raise _required(f"{path}.content")
+
+
+def _check_search_result(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "source", path)
+    _require_str(block, "title", path)
+    content = block.get("content")
+    if not isinstance(content, list):
+        raise _invalid(f"{path}.content", "Input should be a valid list")
+    for position, inner in enumerate(content):
+        _check_block(inner, f"{path}.content", position, _SEARCH_RESULT_BLOCKS)
+
+
+def _check_container_upload(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "file_id", path)
+
+
+def _check_tool_reference(block: dict[str, Any], path: str) -> None:
+    _require_str(block, "tool_name", path)
+
+
+# Which block types may appear where. Nested content holds only leaf blocks (text, image, document with text or
+# leaf content, search_result with text), so validation depth is bounded whatever the body's nesting.
+_MESSAGE_BLOCKS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    "text": _check_text,
+    "image": _check_image,
+    "document": _check_document,
+    "tool_use": _check_tool_use,
+    "tool_result": _check_tool_result,
+    "thinking": _check_thinking_block,
+    "redacted_thinking": _check_redacted_thinking,
+    "server_tool_use": _check_tool_use,
+    "web_search_tool_result": _check_server_tool_result,
+    "search_result": _check_search_result,
+    "container_upload": _check_container_upload,
+    "mcp_tool_use": _check_mcp_tool_use,
+    "mcp_tool_result": _check_mcp_tool_result,
+    "tool_reference": _check_tool_reference,
+}
+_TOOL_RESULT_BLOCKS = {
+    kind: _MESSAGE_BLOCKS[kind] for kind in ("text", "image", "document", "search_result", "tool_reference")
+}
+_DOCUMENT_CONTENT_BLOCKS = {kind: _MESSAGE_BLOCKS[kind] for kind in ("text", "image")}
+_SEARCH_RESULT_BLOCKS = {"text": _check_text}
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _require_source(block: dict[str, Any], path: str) -> dict[str, Any]:
+    source = block.get("source")
+    if source is None:
+        raise _required(f"{path}.source")
+    _check_object(source, f"{path}.source")
+    return source  # type: ignore[no-any-return]
+
+
+def _source_type_error(kind: Any, path: str, expected: str) -> ApiError:
+    if kind is None:
+        return _required(f"{path}.type")
+    return _invalid(f"{path}.type", f"Input should be {expected}")
+
+
+def _require_str(container: dict[str, Any], field: str, path: str) -> str:
+    value = container.get(field)
+    if isinstance(value, str):
+        return value
+    if value is None:
+        raise _required(f"{path}.{field}")
+    raise _invalid(f"{path}.{field}", "Input should be a valid string")
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, f"The request body is nested too deeply (more than {MAX_DEPTH} levels)")
+
+
+def _required(path: str) -> ApiError:
+    return ApiError(400, f"{path}: Field required")
+
+
+def _invalid(path: str, problem: str) -> ApiError:
+    return ApiError(400, f"{path}: {problem}")
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
