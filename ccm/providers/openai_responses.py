@@ -1,0 +1,515 @@
+"""The OpenAI Responses adapter (`type openai-responses`): `POST {url}/responses` behind Anthropic Messages.
+
+Request (`translate_request`, pure):
+- System text (the `system` field and `system`-role messages, in order, without Claude Code's billing-header block)
+  → `instructions`. Messages → `input` items: user content → `input_text` / `input_image` / `input_file`,
+  assistant text → `output_text`, tool_use → `function_call`, tool_result → `function_call_output` (a string, or
+  `input_text`/`input_image` items when the result holds images), placed right after their calls. Every call is
+  answered (an interrupted call gets a placeholder output) and an output without its call becomes user text, since
+  the API rejects both. Thinking blocks are dropped.
+- Function tools are flat `{type: "function", name, description, parameters, strict: false}` — Responses makes
+  `strict` default to true, which Claude Code's schemas do not satisfy. Server tools are dropped.
+- `tool_choice` auto/any/none/tool → "auto"/"required"/"none"/`{type: "function", name}`;
+  `disable_parallel_tool_use` → `parallel_tool_calls: false`. `max_tokens` → `max_output_tokens`, clamped to the
+  model's `max_output` (and raised to the API's minimum of 16). `store: false`: ccm keeps no server-side state.
+- Reasoning: sent only to reasoning models — ids (after any `vendor/` prefix) starting `o1`, `o3`, `o4`, `gpt-5`,
+  `codex` or `gpt-oss`, except `*-chat*` variants — and only when the client asks for thinking (`enabled`, or
+  `adaptive`) with an effort or a budget. Effort is `output_config.effort` (xhigh/max → high, the highest value every
+  reasoning model accepts), else the budget bucketed ≤1024 low, ≤8192 medium, else high. `summary: "detailed"` is
+  added unless the client asked for `display: "omitted"`. Other models get no `reasoning`, so Claude Code's
+  ever-present adaptive thinking never breaks them; `force { "reasoning.effort" = "high" }` overrides either way.
+- `force`/`drop` apply last, to the Responses body.
+
+Reply: stream events → Anthropic events (`ResponsesReader`); a non-stream response goes through `read_response`.
+Arguments that arrive only in `.done` events (or only in `output_item.done`) are sent whole; a call's arguments
+that do not parse are completed with `tool_json.closing_suffix` (streams) or repaired (non-stream), with a warning.
+`incomplete_details.reason` max_output_tokens → `max_tokens`, content_filter → `refusal`; `response.failed` and
+`error` events → `UpstreamError`. Usage: input = input_tokens − cached, cache_read = cached, output = output_tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from ccm.errors import UpstreamError
+from ccm.providers.anthropic_reply import (
+    JSON_HEADERS,
+    EventWriter,
+    apply_overrides,
+    fold_message,
+    parse_json,
+    protocol_error,
+    read_json,
+    stream_reply,
+    tool_id,
+)
+from ccm.providers.base import Call, Reply, Usage
+from ccm.providers.http import Endpoint, open_response
+from ccm.providers.tool_json import closing_suffix, parse_arguments
+from ccm.sse import ServerEvent
+from ccm.table import Model, Provider
+
+log = logging.getLogger("ccm.providers.openai_responses")
+
+_BILLING_HEADER = "x-anthropic-billing-header:"
+_REASONING_MODEL = re.compile(r"^(o[134]|gpt-5|codex|gpt-oss)")
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+_MIN_OUTPUT_TOKENS = 16
+_UNANSWERED = "(no result: the tool call was interrupted)"
+
+Json = dict[str, Any]
+
+
+# --- request -------------------------------------------------------------------------------------------------------
+
+
+def is_reasoning_model(model_id: str) -> bool:
+    name = model_id.rsplit("/", 1)[-1].lower()
+    return bool(_REASONING_MODEL.match(name)) and "-chat" not in name
+
+
+def reasoning(body: Mapping[str, Any], model_id: str) -> Json | None:
+    thinking = body.get("thinking")
+    if not is_reasoning_model(model_id) or not isinstance(thinking, dict):
+        return None
+    if thinking.get("type") not in ("enabled", "adaptive"):
+        return None
+    output_config = body.get("output_config")
+    effort = output_config.get("effort") if isinstance(output_config, dict) else None
+    budget = thinking.get("budget_tokens")
+    if effort in _EFFORTS:
+        level = _EFFORTS[effort]
+    elif isinstance(budget, int) and not isinstance(budget, bool):
+        level = "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
+    else:
+        return None
+    out: Json = {"effort": level}
+    if thinking.get("display") != "omitted":
+        out["summary"] = "detailed"
+    return out
+
+
+def translate_request(body: Mapping[str, Any], model: Model) -> Json:
+    instructions = _system_texts(body.get("system"))
+    items: list[Json] = []
+    for message in body.get("messages") or ():
+        role = message.get("role")
+        if role == "system":
+            instructions.extend(_system_texts(message.get("content")))
+        elif role == "assistant":
+            items.extend(_assistant_items(message.get("content")))
+        else:
+            items.extend(_user_items(message.get("content")))
+    out: Json = {"model": model.model}
+    if instructions:
+        out["instructions"] = "\n\n".join(instructions)
+    out["input"] = _pair_calls(items)
+    tools = [_function(t) for t in body.get("tools") or () if t.get("type") in (None, "custom")]
+    if tools:
+        out["tools"] = tools
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            mapped = _tool_choice(choice)
+            if mapped is not None:
+                out["tool_choice"] = mapped
+            if choice.get("disable_parallel_tool_use") is True:
+                out["parallel_tool_calls"] = False
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int):
+        clamped = min(max_tokens, model.max_output) if model.max_output else max_tokens
+        out["max_output_tokens"] = max(clamped, _MIN_OUTPUT_TOKENS)
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    effort = reasoning(body, model.model)
+    if effort:
+        out["reasoning"] = effort
+    out["store"] = False
+    if body.get("stream"):
+        out["stream"] = True
+    return apply_overrides(out, model.force, model.drop)
+
+
+def _system_texts(system: Any) -> list[str]:
+    if isinstance(system, str):
+        return [system] if system else []
+    return [
+        b["text"]
+        for b in system or ()
+        if isinstance(b, dict) and b.get("text") and not b["text"].startswith(_BILLING_HEADER)
+    ]
+
+
+def _assistant_items(content: Any) -> list[Json]:
+    if isinstance(content, str):
+        return [_message("assistant", [{"type": "output_text", "text": content}])] if content else []
+    items: list[Json] = []
+    texts: list[Json] = []
+    for block in content or ():
+        kind = block.get("type")
+        if kind == "text" and block.get("text"):
+            texts.append({"type": "output_text", "text": block["text"]})
+        elif kind == "tool_use":
+            if texts:
+                items.append(_message("assistant", texts))
+                texts = []
+            arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
+            items.append({"type": "function_call", "call_id": block.get("id"), "name": block.get("name"), "arguments": arguments})
+    if texts:
+        items.append(_message("assistant", texts))
+    return items
+
+
+def _user_items(content: Any) -> list[Json]:
+    if isinstance(content, str):
+        return [_message("user", [{"type": "input_text", "text": content}])] if content else []
+    outputs: list[Json] = []
+    parts: list[Json] = []
+    for block in content or ():
+        if block.get("type") == "tool_result":
+            outputs.append(_function_output(block))
+        else:
+            parts.extend(_input_parts(block))
+    return outputs + ([_message("user", parts)] if parts else [])
+
+
+def _function_output(block: Mapping[str, Any]) -> Json:
+    content = block.get("content")
+    prefix = "Error: " if block.get("is_error") else ""
+    if isinstance(content, str) or content is None:
+        output: Any = prefix + (content or "")
+    else:
+        parts = [p for item in content for p in _input_parts(item)]
+        if any(p["type"] != "input_text" for p in parts):
+            output = ([{"type": "input_text", "text": prefix.strip()}] if prefix else []) + parts
+        else:
+            output = prefix + "\n".join(p["text"] for p in parts)
+    return {"type": "function_call_output", "call_id": block.get("tool_use_id"), "output": output}
+
+
+def _input_parts(block: Mapping[str, Any]) -> list[Json]:
+    kind = block.get("type")
+    source = block.get("source") or {}
+    if kind == "text":
+        return [{"type": "input_text", "text": block["text"]}] if block.get("text") else []
+    if kind == "image":
+        if source.get("type") == "base64":
+            url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+        else:
+            url = source.get("url", "")
+        return [{"type": "input_image", "image_url": url, "detail": "auto"}] if url else []
+    if kind == "document":
+        if source.get("type") == "base64":
+            data = f"data:{source.get('media_type', 'application/pdf')};base64,{source.get('data', '')}"
+            return [{"type": "input_file", "filename": block.get("title") or "document.pdf", "file_data": data}]
+        if source.get("type") == "url":
+            return [{"type": "input_file", "file_url": source.get("url", "")}]
+        if source.get("type") == "text" and source.get("data"):
+            return [{"type": "input_text", "text": source["data"]}]
+        if source.get("type") == "content":
+            inner = source.get("content")
+            if isinstance(inner, str):
+                return [{"type": "input_text", "text": inner}] if inner else []
+            return [p for item in inner or () for p in _input_parts(item)]
+    if kind == "search_result":
+        return [p for item in block.get("content") or () for p in _input_parts(item)]
+    return []
+
+
+def _message(role: str, content: list[Json]) -> Json:
+    return {"type": "message", "role": role, "content": content}
+
+
+def _pair_calls(items: list[Json]) -> list[Json]:
+    """Each `function_call_output` right after the run of calls it answers; unanswered calls get a placeholder;
+    outputs whose call is not in the history become user text (the API rejects both kinds of orphan)."""
+    outputs = {i["call_id"]: i for i in items if i.get("type") == "function_call_output"}
+    calls = {i["call_id"] for i in items if i.get("type") == "function_call"}
+    paired: list[Json] = []
+    pending: list[Json] = []
+    for item in items:
+        kind = item.get("type")
+        if kind == "function_call":
+            paired.append(item)
+            pending.append(outputs.get(item["call_id"]) or _placeholder(item["call_id"]))
+            continue
+        paired.extend(pending)
+        pending = []
+        if kind != "function_call_output":
+            paired.append(item)
+        elif item["call_id"] not in calls:
+            text = item["output"] if isinstance(item["output"], str) else "\n".join(
+                p.get("text", "") for p in item["output"] if p.get("type") == "input_text"
+            )
+            paired.append(_message("user", [{"type": "input_text", "text": f"Tool result: {text}"}]))
+    paired.extend(pending)
+    return paired
+
+
+def _placeholder(call_id: str) -> Json:
+    return {"type": "function_call_output", "call_id": call_id, "output": _UNANSWERED}
+
+
+def _function(tool: Mapping[str, Any]) -> Json:
+    schema = tool.get("input_schema")
+    return {
+        "type": "function",
+        "name": tool.get("name"),
+        "description": tool.get("description") or "",
+        "parameters": schema if isinstance(schema, dict) else {"type": "object", "properties": {}},
+        "strict": False,
+    }
+
+
+def _tool_choice(choice: Mapping[str, Any]) -> Any:
+    kind = choice.get("type")
+    if kind == "tool" and choice.get("name"):
+        return {"type": "function", "name": choice["name"]}
+    return {"auto": "auto", "any": "required", "none": "none"}.get(str(kind))
+
+
+# --- reply ---------------------------------------------------------------------------------------------------------
+
+
+class ResponsesReader:
+    """Responses stream events in, Anthropic events out through `writer` (a `StreamTranslator`)."""
+
+    def __init__(self, provider: str, model: str, usage: Usage) -> None:
+        self.provider = provider
+        self.writer = EventWriter(model, usage)
+        self._calls: dict[int, _CallState] = {}
+        self._texts: set[tuple[int, int]] = set()  # (output_index, content_index) that streamed text deltas
+        self._summary: tuple[int, int] | None = None  # the reasoning summary part being streamed
+        self._refused = False
+
+    def feed(self, event: ServerEvent) -> None:
+        data = parse_json(self.provider, event.data)
+        if not isinstance(data, dict):
+            raise protocol_error(self.provider, f"upstream {self.provider!r} streamed a non-object event")
+        kind = data.get("type") or event.event or ""
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, data)
+
+    def finish(self) -> None:
+        if not self.writer.finished:
+            raise protocol_error(self.provider, f"upstream {self.provider!r} ended its stream before response.completed")
+
+    # --- items ---
+
+    def _item_added(self, data: Json) -> None:
+        item = data.get("item") or {}
+        if item.get("type") == "function_call":
+            state = _CallState(tool_id(item.get("call_id") or item.get("id")), str(item.get("name", "")))
+            self._calls[_index(data)] = state
+            self.writer.start_tool(state.call_id, state.name)
+            self._arguments(state, item.get("arguments") or "", complete=False)
+
+    def _item_done(self, data: Json) -> None:
+        item = data.get("item") or {}
+        index = _index(data)
+        if item.get("type") == "function_call":
+            if index not in self._calls:  # a backend that sends only finished items
+                self._item_added(data)
+            self._arguments(self._calls[index], item.get("arguments") or "", complete=True)
+        elif item.get("type") == "message":
+            for content_index, part in enumerate(item.get("content") or ()):
+                self._late_text(index, content_index, part.get("text") or part.get("refusal") or "")
+
+    def _arguments_delta(self, data: Json) -> None:
+        state = self._calls.get(_index(data))
+        if state is not None:
+            self._arguments(state, data.get("delta") or "", complete=False)
+
+    def _arguments_done(self, data: Json) -> None:
+        state = self._calls.get(_index(data))
+        if state is not None:
+            self._arguments(state, data.get("arguments") or "", complete=True)
+
+    def _arguments(self, state: _CallState, text: str, *, complete: bool) -> None:
+        if state.closed:
+            return
+        if complete:
+            # A `.done` carries the whole arguments: send what the deltas did not.
+            text = text[len(state.sent) :] if text.startswith(state.sent) else ""
+        if text:
+            self.writer.tool_arguments(text)
+            state.sent += text
+        if complete:
+            suffix = closing_suffix(state.sent)
+            if suffix:
+                if state.sent.strip():
+                    log.warning("completed malformed tool-call arguments from %s for %s", self.provider, state.name)
+                self.writer.tool_arguments(suffix)
+            self.writer.close()
+            state.closed = True
+
+    # --- text and reasoning ---
+
+    def _text_delta(self, data: Json) -> None:
+        self._texts.add((_index(data), data.get("content_index", 0)))
+        self.writer.text(data.get("delta") or "")
+
+    def _text_done(self, data: Json) -> None:
+        self._late_text(_index(data), data.get("content_index", 0), data.get("text") or "")
+
+    def _late_text(self, index: int, content_index: int, text: str) -> None:
+        if (index, content_index) not in self._texts:
+            self._texts.add((index, content_index))
+            self.writer.text(text)
+
+    def _refusal_delta(self, data: Json) -> None:
+        self._refused = True
+        self._text_delta(data)
+
+    def _summary_delta(self, data: Json) -> None:
+        part = (_index(data), data.get("summary_index", 0))
+        if self._summary is not None and self._summary != part and self._summary[0] == part[0]:
+            self.writer.thinking("\n\n")  # summary parts are paragraphs of one reasoning item
+        self._summary = part
+        self.writer.thinking(data.get("delta") or "")
+
+    def _reasoning_delta(self, data: Json) -> None:
+        self.writer.thinking(data.get("delta") or "")
+
+    # --- the end ---
+
+    def _completed(self, data: Json) -> None:
+        response = data.get("response") or {}
+        _read_usage(response.get("usage"), self.writer.usage)
+        self.writer.finish(_stop_reason(response, self.writer.saw_tool_use, self._refused))
+
+    def _failed(self, data: Json) -> None:
+        response = data.get("response") or {}
+        raise _error(self.provider, response.get("error") or {})
+
+    def _error(self, data: Json) -> None:
+        raise _error(self.provider, data.get("error") if isinstance(data.get("error"), dict) else data)
+
+
+class _CallState:
+    __slots__ = ("call_id", "name", "sent", "closed")
+
+    def __init__(self, call_id: str, name: str) -> None:
+        self.call_id = call_id
+        self.name = name
+        self.sent = ""
+        self.closed = False
+
+
+_HANDLERS = {
+    "response.output_item.added": ResponsesReader._item_added,
+    "response.output_item.done": ResponsesReader._item_done,
+    "response.function_call_arguments.delta": ResponsesReader._arguments_delta,
+    "response.function_call_arguments.done": ResponsesReader._arguments_done,
+    "response.output_text.delta": ResponsesReader._text_delta,
+    "response.output_text.done": ResponsesReader._text_done,
+    "response.refusal.delta": ResponsesReader._refusal_delta,
+    "response.reasoning_summary_text.delta": ResponsesReader._summary_delta,
+    "response.reasoning_text.delta": ResponsesReader._reasoning_delta,
+    "response.completed": ResponsesReader._completed,
+    "response.incomplete": ResponsesReader._completed,
+    "response.failed": ResponsesReader._failed,
+    "error": ResponsesReader._error,
+}
+
+
+def _index(data: Mapping[str, Any]) -> int:
+    value = data.get("output_index")
+    return value if isinstance(value, int) else 0
+
+
+def _stop_reason(response: Mapping[str, Any], saw_tool_use: bool, refused: bool) -> str:
+    if response.get("status") == "incomplete":
+        reason = (response.get("incomplete_details") or {}).get("reason")
+        if reason == "max_output_tokens":
+            return "max_tokens"
+        if reason == "content_filter":
+            return "refusal"
+    if refused:
+        return "refusal"
+    return "tool_use" if saw_tool_use else "end_turn"
+
+
+def _read_usage(raw: Any, usage: Usage) -> None:
+    if not isinstance(raw, dict):
+        return
+    details = raw.get("input_tokens_details")
+    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
+    cached = cached if isinstance(cached, int) else 0
+    usage.input_tokens = max(int(raw.get("input_tokens") or 0) - cached, 0)
+    usage.cache_read_input_tokens = cached
+    usage.output_tokens = int(raw.get("output_tokens") or 0)
+
+
+def _error(provider: str, error: Mapping[str, Any]) -> UpstreamError:
+    code = str(error.get("code") or error.get("type") or "")
+    message = f"upstream {provider!r} failed: {error.get('message') or code or 'unknown error'}"
+    if "rate_limit" in code:
+        return UpstreamError(429, message, "429", provider, "rate_limit_error")
+    if code in ("server_error", "internal_error", "") or "overloaded" in code:
+        return UpstreamError(500, message, "5xx", provider, "api_error")
+    return UpstreamError(400, message, "4xx", provider)
+
+
+def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
+    """A non-stream Responses object as a complete Anthropic message."""
+    if data.get("status") == "failed":
+        raise _error(provider, data.get("error") or {})
+    writer = EventWriter(model, usage)
+    refused = False
+    for item in data.get("output") or ():
+        kind = item.get("type")
+        if kind == "reasoning":
+            summary = [s.get("text", "") for s in item.get("summary") or () if s.get("text")]
+            raw = [c.get("text", "") for c in item.get("content") or () if c.get("text")]
+            writer.thinking("\n\n".join(summary or raw))
+        elif kind == "message":
+            for part in item.get("content") or ():
+                refused = refused or part.get("type") == "refusal"
+                writer.text(part.get("text") or part.get("refusal") or "")
+        elif kind == "function_call":
+            arguments, outcome = parse_arguments(item.get("arguments") or "")
+            if outcome != "valid" and item.get("arguments"):
+                log.warning("%s tool-call arguments from %s for %s", outcome, provider, item.get("name"))
+            call_id = tool_id(item.get("call_id") or item.get("id"))
+            writer.tool_use(call_id, str(item.get("name", "")), orjson.dumps(arguments).decode())
+    _read_usage(data.get("usage"), usage)
+    writer.finish(_stop_reason(data, writer.saw_tool_use, refused))
+    return fold_message(writer.take())
+
+
+class ResponsesAdapter:
+    """One per `openai-responses` provider. The pooled client belongs to the runtime, which closes it."""
+
+    def __init__(self, provider: Provider, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+        self.provider = provider
+        self.endpoint = endpoint
+        self.client = client
+        self._url = f"{endpoint.url}/responses"
+
+    async def send(self, call: Call) -> Reply:
+        body = dict(translate_request(call.body, call.model))
+        if call.stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        response = await open_response(
+            self.client, self.endpoint, self._url, orjson.dumps(body), [("content-type", "application/json")]
+        )
+        name = str(call.body.get("model") or call.model.name)
+        if call.stream:
+            return await stream_reply(response, self.endpoint.timeouts, ResponsesReader(self.provider.name, name, Usage()))
+        data = await read_json(self.provider.name, response, self.endpoint.timeouts)
+        usage = Usage()
+        message = read_response(data, self.provider.name, name, usage)
+        return Reply(status=200, headers=list(JSON_HEADERS), body=orjson.dumps(message), usage=usage)
+
+    async def aclose(self) -> None:
+        return None
