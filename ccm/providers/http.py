@@ -145,7 +145,7 @@ def transport_error(provider: str, exc: BaseException) -> UpstreamError:
 def upstream_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """An upstream's error answer (Anthropic, OpenAI or Gemini shape) as the Anthropic error the client gets."""
     message = _error_message(body) or f"upstream returned HTTP {status}"
-    retry_after = headers.get("retry-after")
+    retry_after = _retry_after(headers)
     if status == 429:
         return UpstreamError(429, message, "429", provider, "rate_limit_error", retry_after)
     if status in (503, 529):
@@ -155,6 +155,17 @@ def upstream_error(provider: str, status: int, body: bytes, headers: Mapping[str
     if status >= 500:
         return UpstreamError(500, message, "5xx", provider, "api_error")
     return UpstreamError(status, message, "4xx", provider)
+
+
+def _retry_after(headers: Mapping[str, str]) -> str | None:
+    """The upstream's wait hint in seconds: `retry-after-ms` (OpenAI, Anthropic) is the more precise when sent."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return f"{max(float(millis), 0.0) / 1000:g}"
+        except ValueError:
+            pass
+    return headers.get("retry-after")
 
 
 def _error_message(body: bytes) -> str | None:

@@ -110,3 +110,19 @@ def test_a_retry_never_outlives_the_deadline() -> None:
     assert next_retry(POLICY, 0, error(429, "429", "2"), remaining=2.0).delay is None
     assert next_retry(POLICY, 0, error(500, "5xx"), remaining=0.6, rand=lambda: 0.9).delay is None
     assert next_retry(POLICY, 0, error(500, "5xx"), remaining=0.6, rand=lambda: 0.0).delay == 0.5
+
+
+@pytest.mark.parametrize(
+    ("headers", "hint"),
+    [
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after-ms": "250", "retry-after": "1"}, 0.25),
+        ({"retry-after-ms": "soon", "retry-after": "2"}, 2.0),
+        ({}, None),
+    ],
+)
+def test_upstream_hints_reach_the_policy_in_seconds(headers: dict[str, str], hint: float | None) -> None:
+    from ccm.core.retry import retry_after
+    from ccm.providers.http import upstream_error
+
+    assert retry_after(upstream_error("p", 429, b"{}", headers)) == hint
