@@ -1,0 +1,433 @@
+"""Hot reload: the route file and its includes are watched; a good save replaces the table, a bad one never does.
+
+    Reloader        watches the route file and every file in `table.sources` (and reloads on SIGHUP); on a change
+                    it compiles off the event loop, runs the file's own tests, builds the next runtime (reusing the
+                    providers whose settings did not change) and swaps `holder.current`
+    Reloader.wrap   the ASGI app with reload around it: the reloader runs for the app's lifespan, every request is
+                    counted (`InFlight`), and `GET /health` gains a `reload` object (`status()`)
+    InFlight        requests in flight per reload epoch, so the providers a reload retired are closed only once
+                    every request that could still be using them has finished
+    diff_tables     the one-line summary of what a reload changed
+
+A reload is all or nothing. Requests read `holder.current` once when they arrive, so a request that arrived before
+the swap finishes with the runtime (decision, adapters, pooled clients) it started with, and every later request
+sees the new table. A file that does not compile, or whose tests fail, is rejected: the last good table keeps
+serving, the rendered diagnostics are logged and `status()["last_error"]` reports the failure until a good file
+arrives. Per-provider state (pooled clients, limiters, circuit breakers) lives on the `ProviderRuntime`, which
+`build_runtime` carries over unchanged for every provider whose settings did not change; so it survives a reload.
+
+Reloads are serialised: a change arriving during a reload is picked up by the next one, never lost. Nothing here
+runs per request except `InFlight`'s two counter updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import orjson
+import watchfiles
+from anyio.abc import TaskGroup, TaskStatus
+
+from ccm.core.runtime import ProviderRuntime, RuntimeHolder, build_runtime, close_providers
+from ccm.table import RoutingTable
+
+log = logging.getLogger("ccm.reload")
+
+# watchfiles yields once no new change arrived for STEP_MS (at most DEBOUNCE_MS after the first one), so an editor
+# that writes a file twice, or replaces it by rename, triggers one reload, about STEP_MS after its last write.
+DEBOUNCE_MS = 50
+STEP_MS = 10
+# How often the watch thread returns when idle; the first return also tells `run` that watching has begun.
+IDLE_WAKE_MS = 200
+# Retired providers are closed once their requests finish, or after this many seconds at most: a request that
+# still uses them then has outlived every provider timeout (`timeouts.total` defaults to 1800 s).
+MAX_DRAIN_SECONDS = 1800.0
+
+Scope = Mapping[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Diagnostic(Protocol):
+    """What the reloader needs of a compiler diagnostic (`ccm.diagnostics.Diagnostic`)."""
+
+    @property
+    def is_error(self) -> bool: ...
+
+    def render(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """What compiling the route file gave: a table that passed its own tests, or the problems that stop it."""
+
+    table: RoutingTable | None
+    problems: tuple[Diagnostic, ...] = ()  # errors and failed tests; warnings are logged, never block a reload
+    warnings: tuple[Diagnostic, ...] = ()
+
+
+CompileRoutes = Callable[[Path, Mapping[str, str]], Compiled]
+
+
+def compile_and_test(path: Path, environ: Mapping[str, str]) -> Compiled:
+    """Compile the route file and run its tests. Blocking and CPU-bound: the reloader runs it in a worker thread.
+    The compiler is imported here, not at module level, so the request path never depends on the language."""
+    from ccm.compile import compile_file, run_route_tests
+
+    result = compile_file(path, environ)
+    errors, warnings = tuple(result.errors), tuple(result.warnings)
+    if errors or result.table is None:
+        return Compiled(None, errors, warnings)
+    failures = tuple(run_route_tests(result.table))
+    if failures:
+        return Compiled(None, failures, warnings)
+    return Compiled(result.table, (), warnings)
+
+
+def diff_tables(old: RoutingTable, new: RoutingTable) -> str:
+    """What changed between two tables, in one line: `rules 9→10, models +fast, providers ~deepseek`.
+
+    Where things were written (spans) is ignored: a comment added at the top of the file changes nothing."""
+    parts: list[str] = []
+    if len(old.rules) != len(new.rules):
+        parts.append(f"rules {len(old.rules)}→{len(new.rules)}")
+    else:
+        changed = [i for i, (a, b) in enumerate(zip(old.rules, new.rules), 1) if _meaning(a) != _meaning(b)]
+        if changed:
+            parts.append("rules " + " ".join(f"~#{i}" for i in changed))
+    for label, before, after in (
+        ("models", old.models, new.models),
+        ("providers", old.providers, new.providers),
+    ):
+        names = _name_changes(before, after)
+        if names:
+            parts.append(f"{label} {names}")
+    if old.fallbacks != new.fallbacks:
+        parts.append("fallbacks changed")
+    if old.retry != new.retry:
+        parts.append("retry changed")
+    if old.settings != new.settings:
+        parts.append("settings changed")
+    if len(old.tests) != len(new.tests):
+        parts.append(f"tests {len(old.tests)}→{len(new.tests)}")
+    elif [_meaning(t) for t in old.tests] != [_meaning(t) for t in new.tests]:
+        parts.append("tests changed")
+    return ", ".join(parts) or "no routing changes"
+
+
+def _meaning(item: Any) -> Any:
+    return item.model_dump(exclude={"span"})
+
+
+def _name_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    added = [f"+{name}" for name in after if name not in before]
+    removed = [f"-{name}" for name in before if name not in after]
+    changed = [f"~{name}" for name in after if name in before and _meaning(before[name]) != _meaning(after[name])]
+    return " ".join(added + removed + changed)
+
+
+class InFlight:
+    """Requests in flight, counted per reload epoch.
+
+    Each HTTP request is counted under the epoch current when it arrived (`enter`/`leave`). A reload swaps the
+    runtime and calls `advance()` in the same event-loop step, so every request that arrives afterwards reads the
+    new runtime: only requests of earlier epochs can hold an older one, and `wait_drained(epoch)` returns once
+    they are done.
+    """
+
+    def __init__(self) -> None:
+        self._epoch = 0
+        self._active: dict[int, int] = {}  # epoch -> requests still running; epochs with none are removed
+        self._progress = anyio.Event()
+
+    def enter(self) -> int:
+        epoch = self._epoch
+        self._active[epoch] = self._active.get(epoch, 0) + 1
+        return epoch
+
+    def leave(self, epoch: int) -> None:
+        left = self._active[epoch] - 1
+        if left:
+            self._active[epoch] = left
+            return
+        del self._active[epoch]
+        if epoch != self._epoch:  # the last request of a retired epoch: wake the drains
+            self._progress.set()
+            self._progress = anyio.Event()
+
+    def advance(self) -> int:
+        """Start a new epoch; returns the one that ended (requests up to it may use the previous runtime)."""
+        ended, self._epoch = self._epoch, self._epoch + 1
+        return ended
+
+    def running(self, up_to: int) -> int:
+        return sum(count for epoch, count in self._active.items() if epoch <= up_to)
+
+    async def wait_drained(self, up_to: int) -> None:
+        while self.running(up_to):
+            await self._progress.wait()
+
+
+class Reloader:
+    """Keeps `holder.current` in step with the route file.
+
+    `wrap(app)` is how a server uses it: the reloader then runs for the app's lifespan. Without a lifespan, start
+    it with `await task_group.start(reloader.run)` (it returns once the watcher and the SIGHUP handler are in
+    place) and serve `wrap(app)` all the same, or retired providers are closed before their requests finish."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        holder: RuntimeHolder,
+        environ: Mapping[str, str],
+        *,
+        compile_routes: CompileRoutes = compile_and_test,
+        watch: bool = True,
+        max_drain: float = MAX_DRAIN_SECONDS,
+    ) -> None:
+        self.path = Path(path)
+        self.holder = holder
+        self.environ = environ
+        self.in_flight = InFlight()
+        self._compile = compile_routes
+        self._watch_enabled = watch
+        self._max_drain = max_drain
+        self._lock = anyio.Lock()
+        self._tasks: TaskGroup | None = None
+        self._retiring: list[ProviderRuntime] = []
+        self._sources_changed = anyio.Event()
+        self._loaded_at = time.time()
+        self._reloads = 0
+        self._last_error: dict[str, str] | None = None
+        self._watched = self._relevant_paths(holder.current.table.sources)
+
+    # --- serving -----------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The reload state for /health: `last_error` stays set from a rejected save until a good one arrives."""
+        return {
+            "version": self.holder.current.table.version,
+            "loaded_at": _iso(self._loaded_at),
+            "last_error": self._last_error,
+            "reloads": self._reloads,
+        }
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        in_flight = self.in_flight
+
+        async def reloading(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                async with anyio.create_task_group() as tasks:
+                    await tasks.start(self.run)
+                    await app(scope, receive, send)
+                    tasks.cancel_scope.cancel()
+                return
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            if scope["path"] == "/health" and scope["method"] == "GET":
+                send = self._with_status(send)
+            epoch = in_flight.enter()
+            try:
+                await app(scope, receive, send)
+            finally:
+                in_flight.leave(epoch)
+
+        return reloading
+
+    def _with_status(self, send: Send) -> Send:
+        """`send` for a /health answer: the app's JSON body gains `"reload": status()`."""
+        held: list[Message] = []
+
+        async def send_with_status(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                held.append(message)  # its content-length changes with the body
+                return
+            if held and message["type"] == "http.response.body":
+                start = held.pop()
+                if message.get("more_body", False):  # not the app's one-piece JSON answer: leave it alone
+                    await send(start)
+                    await send(message)
+                    return
+                body = orjson.dumps({**orjson.loads(message["body"]), "reload": self.status()})
+                headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**start, "headers": headers})
+                await send({**message, "body": body})
+                return
+            await send(message)
+
+        return send_with_status
+
+    # --- running -----------------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                await tasks.start(self._reload_on_sighup)
+                if self._watch_enabled:
+                    await tasks.start(self._watch)
+                task_status.started()
+        finally:
+            self._tasks = None
+            with anyio.CancelScope(shield=True):  # shutting down: nobody is left to drain for
+                retiring, self._retiring = self._retiring, []
+                await close_providers(retiring)
+
+    async def reload(self, why: str = "change") -> bool:
+        """Recompile and, if the file is good, swap it in. True when the serving table is the file's table."""
+        if self._tasks is None:
+            raise RuntimeError("Reloader.reload() needs Reloader.run() to be running (it closes retired providers)")
+        async with self._lock:
+            return await self._reload(why)
+
+    async def _reload(self, why: str) -> bool:
+        name = self.path.name
+        started = time.perf_counter()
+        try:
+            compiled = await anyio.to_thread.run_sync(self._compile, self.path, self.environ)
+        except OSError as error:
+            return self._reject(f"{name}: cannot read: {error.strerror or error}", "")
+        except Exception as error:  # noqa: BLE001 - a compiler crash must not take the server down
+            log.exception("compiling %s crashed", name)
+            return self._reject(f"{name}: internal error while compiling ({type(error).__name__})", "")
+        for warning in compiled.warnings:
+            log.warning("%s", warning.render())
+        if compiled.table is None:
+            rendered = [d.render() for d in compiled.problems] or [f"{name}: compilation failed"]
+            return self._reject(rendered[0].splitlines()[0], "\n\n".join(rendered))
+
+        table = compiled.table
+        current = self.holder.current
+        self._watch_sources(table.sources)
+        if table.version == current.table.version:
+            if self._last_error is not None:
+                log.info("%s is good again (v%s), unchanged from the table being served", name, table.version)
+            self._last_error = None
+            return True
+        try:
+            runtime, retired = build_runtime(table, self.environ, previous=current)
+        except Exception as error:  # noqa: BLE001 - e.g. an adapter that cannot be loaded: keep the old table
+            log.exception("building the runtime for %s v%s failed", name, table.version)
+            return self._reject(f"{name}: cannot start the new table ({type(error).__name__}: {error})", "")
+
+        # The swap and the epoch change happen in one event-loop step: no request can arrive in between.
+        previous = self.holder.swap(runtime)
+        ended = self.in_flight.advance()
+        self._loaded_at = time.time()
+        self._reloads += 1
+        self._last_error = None
+        if retired:
+            self._retire(retired, ended)
+        took = (time.perf_counter() - started) * 1000
+        summary = diff_tables(previous.table, table)
+        log.info("reloaded %s (v%s) on %s in %.0f ms: %s", name, table.version, why, took, summary)
+        reused = {id(p) for p in previous.providers.values()}
+        for provider in runtime.unconfigured:
+            if id(provider) not in reused:
+                log.warning("provider %s is not configured: %s is not set", provider.provider.name, provider.endpoint.missing)
+        return True
+
+    def _reject(self, first_error: str, rendered: str) -> bool:
+        self._last_error = {"at": _iso(time.time()), "message": first_error}
+        version = self.holder.current.table.version
+        log.error(
+            "reload of %s rejected; still serving v%s\n%s", self.path.name, version, rendered or first_error
+        )
+        return False
+
+    # --- closing what a reload retired ---------------------------------------------------------------------------
+
+    def _retire(self, providers: list[ProviderRuntime], epoch: int) -> None:
+        self._retiring.extend(providers)
+        assert self._tasks is not None  # checked by reload()
+        self._tasks.start_soon(self._close_after_drain, providers, epoch)
+
+    async def _close_after_drain(self, providers: list[ProviderRuntime], epoch: int) -> None:
+        with anyio.move_on_after(self._max_drain) as bound:
+            await self.in_flight.wait_drained(epoch)
+        if bound.cancelled_caught:
+            log.warning(
+                "closing %s with %d request(s) still running after %.0f s",
+                ", ".join(p.provider.name for p in providers), self.in_flight.running(epoch), self._max_drain,
+            )
+        closing = {id(p) for p in providers}
+        self._retiring = [p for p in self._retiring if id(p) not in closing]
+        await close_providers(providers)
+        log.debug("closed retired provider(s) %s", ", ".join(p.provider.name for p in providers))
+
+    # --- triggers ------------------------------------------------------------------------------------------------
+
+    async def _reload_on_sighup(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with contextlib.ExitStack() as stack:
+            try:
+                signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGHUP))
+            except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+                # Not the main thread, or a platform without SIGHUP: file changes still reload.
+                log.debug("SIGHUP reload unavailable here")
+                task_status.started()
+                return
+            task_status.started()
+            async for _ in signals:
+                await self.reload("SIGHUP")
+
+    async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        ready = False
+        while True:
+            directories = sorted({os.path.dirname(p) for p in self._watched})
+            self._sources_changed = restart = anyio.Event()
+            async for changes in watchfiles.awatch(
+                *directories,
+                watch_filter=self._is_relevant,
+                debounce=DEBOUNCE_MS,
+                step=STEP_MS,
+                rust_timeout=IDLE_WAKE_MS,
+                yield_on_timeout=True,
+                stop_event=restart,
+                recursive=False,
+                ignore_permission_denied=True,
+            ):
+                if not ready:
+                    ready = True
+                    task_status.started()
+                if changes:
+                    await self.reload("save of " + ", ".join(sorted(Path(p).name for _, p in changes)))
+            # The table's sources moved to other directories: watch those, and catch a save made meanwhile.
+            await self.reload("include change")
+
+    def _is_relevant(self, change: watchfiles.Change, path: str) -> bool:
+        if path in self._watched:
+            return True
+        # While the file is broken its includes are unknown (say, one is being created): any route file counts.
+        return self._last_error is not None and path.endswith(self.path.suffix or ".ccm")
+
+    def _watch_sources(self, sources: Iterable[str]) -> None:
+        watched = self._relevant_paths(sources)
+        if {os.path.dirname(p) for p in watched} != {os.path.dirname(p) for p in self._watched}:
+            self._sources_changed.set()
+        self._watched = watched
+
+    def _relevant_paths(self, sources: Iterable[str]) -> frozenset[str]:
+        # Both the path as written and the file it resolves to: a symlinked route file (dotfiles) is edited at its
+        # target, in another directory.
+        paths: set[str] = set()
+        for source in (self.path, *sources):
+            written = os.path.abspath(source)
+            paths.update((written, os.path.realpath(written)))
+        return frozenset(paths)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
