@@ -1,6 +1,6 @@
 """`FakeAnthropic`: a strict Anthropic Messages server (`POST /v1/messages`, `POST /v1/messages/count_tokens`).
 
-It checks `x-api-key` (401 `authentication_error` otherwise) and the `anthropic-version` header, validates bodies
+It checks the key (`x-api-key` or `Authorization: Bearer`; 401 `authentication_error` otherwise) and the `anthropic-version` header, validates bodies
 like the real API (`anthropic_rules`), keeps each request's raw bytes (`Exchange.raw`) and the exact bytes it
 answered (`Exchange.sent`) for byte-for-byte assertions, and answers in Anthropic's JSON and SSE formats:
 `message_start`, `ping`, then per block `content_block_start` / deltas / `content_block_stop` (thinking with
@@ -40,7 +40,8 @@ class FakeAnthropic(FakeUpstream):
         return self.requests("/v1/messages")
 
     def _check_headers(self, exchange: Exchange) -> None:
-        if exchange.headers.get("x-api-key") != self.api_key:
+        # The API takes the key as `x-api-key` or, as the Python SDK 2.x sends it, `Authorization: Bearer`.
+        if self.api_key not in (exchange.headers.get("x-api-key"), exchange.headers.get("authorization", "").removeprefix("Bearer ")):
             raise Rejected(401, "invalid x-api-key", "authentication_error")
         if "anthropic-version" not in exchange.headers:
             raise Rejected(400, "anthropic-version: header is required")
