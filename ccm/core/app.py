@@ -100,8 +100,10 @@ class App:
         holder: RuntimeHolder,
         count_tokens: TokenCount | None = None,
         finisher: Finisher | None = None,
+        health_status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.holder = holder
+        self.health_status = health_status  # extra /health fields from outside the table (e.g. the reloader)
         if count_tokens is None:
             from ccm.tokens import TokenCounter
 
@@ -141,7 +143,7 @@ class App:
             runtime = self.holder.current
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             handler = self._handler(path, scope["method"])
-            if handler is not self._health and runtime.auth_required:
+            if runtime.auth_required and path != "/health":
                 _authenticate(runtime, headers)
             await handler(exchange, runtime, headers)
         except DispatchFailed as error:
@@ -178,7 +180,10 @@ class App:
     # --- endpoints -------------------------------------------------------------------------------------------------
 
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
-        await exchange.respond(200, runtime.health_body, [JSON])
+        body = runtime.health_body
+        if self.health_status is not None:
+            body = orjson.dumps({**orjson.loads(body), **self.health_status()})
+        await exchange.respond(200, body, [JSON])
 
     async def _models(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
         await exchange.respond(200, runtime.models_body, [JSON])
@@ -238,7 +243,7 @@ class App:
         request = Request(body, raw, _upstream_headers(runtime, headers), stream)
 
         async def answer() -> None:
-            outcome = await dispatch(runtime, decision.chain, request)
+            outcome = await dispatch(runtime, decision.chain, request, count_tokens=self.count_tokens)
             record.attempts = tuple(outcome.attempts)
             record.model = outcome.model.name
             record.target = target_name(outcome.model)

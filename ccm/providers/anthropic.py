@@ -90,7 +90,8 @@ class AnthropicAdapter:
         return None  # the pooled client is the runtime's to close
 
     def _headers(self, call: Call) -> list[tuple[str, str]]:
-        headers = [("content-type", "application/json")]
+        # identity: the upstream's bytes are relayed as they are, so they must not arrive compressed
+        headers = [("content-type", "application/json"), ("accept-encoding", "identity")]
         own = self._own_headers
         for name, value in call.headers.items():
             if name in own:

@@ -1,0 +1,220 @@
+"""`ccm run`, `ccm code`, `ccm env`: serve a route file, and point Claude Code at it.
+
+    ccm run  [FILE=routes.ccm] [--host 127.0.0.1] [--port 3456] [--workers N] [--log-level info]
+    ccm code [FILE.ccm] [--port 3456] [-- CLAUDE_ARGS…]   start the router if needed, then run `claude` through it
+    ccm env  [FILE=routes.ccm] [--port 3456]              the `export` lines that point a shell's Claude Code at ccm
+
+`ccm run` refuses to start on a file with errors or failing in-file tests (exit 1, diagnostics on stderr), and
+refuses a non-loopback `--host` when the file declares no inbound `auth` key (exit 2). A provider whose key is
+unset gets one warning and the server starts anyway: requests routed to it get an error naming the variable.
+
+`ccm code` takes its route file as the first argument only when it ends in `.ccm`, so `ccm code -p "hi"` passes
+everything to claude. It never prints keys: `ccm env` writes environment references (`"${CCM_KEY}"`) for keys that
+come from the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ccm.table import EnvRef, RoutingTable, resolve
+
+DEFAULT_FILE = "routes.ccm"
+DEFAULT_PORT = 3456
+PLACEHOLDER_KEY = "ccm-local"  # what Claude Code sends when ccm has no inbound auth: it only needs a non-empty key
+STARTUP_WAIT_SECONDS = 10.0
+
+log = logging.getLogger("ccm")
+
+file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+
+
+def load_table(path: str | Path) -> RoutingTable:
+    """Compile the route file and run its tests; any error is printed and exits 1."""
+    from ccm.compile import compile_file, run_route_tests
+
+    file = Path(path)
+    if not file.is_file():
+        raise click.ClickException(f"route file not found: {file}")
+    result = compile_file(file, os.environ)
+    for diagnostic in result.diagnostics:
+        click.echo(diagnostic.render(), err=True)
+    if result.errors or result.table is None:
+        raise SystemExit(1)
+    failures = run_route_tests(result.table)
+    for failure in failures:
+        click.echo(failure.render(), err=True)
+    if failures:
+        raise SystemExit(1)
+    return result.table
+
+
+def build_app(table: RoutingTable, environ: Mapping[str, str], **runtime_options: Any) -> Any:
+    from ccm.core.app import App
+    from ccm.core.runtime import RuntimeHolder, build_runtime
+
+    runtime, _ = build_runtime(table, environ, **runtime_options)
+    for provider in runtime.unconfigured:
+        log.warning(
+            "provider %s is not configured: environment variable %s is not set (requests routed to it will fail)",
+            provider.provider.name,
+            provider.endpoint.missing,
+        )
+    return App(RuntimeHolder(runtime))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@file_argument
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@port_option
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Server processes.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def run(file: str, host: str, port: int, workers: int, log_level: str) -> None:
+    """Serve FILE: Claude Code's requests routed as the route file says."""
+    configure_logging(log_level)
+    table = load_table(file)
+    if not table.settings.auth and not is_loopback(host):
+        click.echo(
+            f"error: refusing to listen on {host}: the route file declares no inbound `auth` key, so anyone who can "
+            "reach the port could spend your upstream keys. Declare one (auth env(CCM_API_KEY)) or listen on "
+            "127.0.0.1.",
+            err=True,
+        )
+        raise SystemExit(2)
+    unresolved = _unresolved_auth(table)
+    if table.settings.auth and len(unresolved) == len(table.settings.auth):
+        click.echo(
+            f"error: inbound auth is declared but no key is set (set {', '.join(unresolved)}); "
+            "refusing to start a server nobody can use.",
+            err=True,
+        )
+        raise SystemExit(1)
+    from ccm.core import server
+
+    if workers > 1:
+        os.environ["CCM_LOG_LEVEL"] = log_level
+        build_app(table, os.environ)  # warns about unset keys once, in the parent
+        raise SystemExit(server.serve_workers(file, host, port, workers))
+    app = build_app(table, os.environ)
+    log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))
+    server.serve(app, host, port)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@port_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def code(port: int, args: tuple[str, ...]) -> None:
+    """Run Claude Code through ccm, starting the router in the background if it is not running.
+
+    The first argument is the route file when it ends in .ccm (default routes.ccm); the rest go to claude."""
+    file = args[0] if args and args[0].endswith(".ccm") else DEFAULT_FILE
+    claude_args = list(args[1:] if args and args[0].endswith(".ccm") else args)
+    claude = os.environ.get("CCM_CLAUDE") or shutil.which("claude")
+    if not claude:
+        raise click.ClickException("`claude` was not found on PATH; install Claude Code or set CCM_CLAUDE")
+    key = PLACEHOLDER_KEY
+    if Path(file).is_file():
+        table = load_table(file)
+        key = next((k for k in (resolve(v, os.environ) for v in table.settings.auth) if k), PLACEHOLDER_KEY)
+    if not _healthy(port):
+        if not Path(file).is_file():
+            raise click.ClickException(f"route file not found: {file}")
+        _start_background(file, port)
+    env = {**os.environ, "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}", "ANTHROPIC_API_KEY": key}
+    raise SystemExit(subprocess.call([claude, *claude_args], env=env))
+
+
+@click.command()
+@file_argument
+@port_option
+def env(file: str, port: int) -> None:
+    """Print the shell exports that point Claude Code at ccm: eval "$(ccm env)"."""
+    key = shlex.quote(PLACEHOLDER_KEY)
+    if Path(file).is_file():
+        table = load_table(file)
+        if table.settings.auth:
+            key = _shell_reference(table.settings.auth[0])
+    click.echo(f"export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}")
+    click.echo(f"export ANTHROPIC_API_KEY={key}")
+
+
+def _shell_reference(value: Any) -> str:
+    """How a shell spells the value without ccm printing a secret: `"${NAME}"` for environment keys."""
+    if isinstance(value, EnvRef):
+        default = f":-{value.default}" if value.default is not None else ""
+        return f'"${{{value.name}{default}}}"'
+    return shlex.quote(value.value)
+
+
+def _unresolved_auth(table: RoutingTable) -> list[str]:
+    return [v.name for v in table.settings.auth if isinstance(v, EnvRef) and resolve(v, os.environ) is None]
+
+
+def _healthy(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start_background(file: str, port: int) -> None:
+    """Start `ccm run` detached (it outlives this command), logging to ~/.cache/ccm/ccm-<port>.log."""
+    log_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccm"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"ccm-{port}.log"
+    package_root = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-c", "from ccm.cli.main import main; main()", "run", file, "--port", str(port)]
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": python_path},
+        )
+    deadline = time.monotonic() + STARTUP_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if _healthy(port):
+            click.echo(f"ccm: router started on port {port} (log: {log_path})", err=True)
+            return
+        if process.poll() is not None:
+            raise click.ClickException(f"ccm run exited with status {process.returncode}; see {log_path}")
+        time.sleep(0.1)
+    raise click.ClickException(f"ccm run did not answer /health within {STARTUP_WAIT_SECONDS:g}s; see {log_path}")
