@@ -180,9 +180,10 @@ class App:
     # --- endpoints -------------------------------------------------------------------------------------------------
 
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
-        body = runtime.health_body
-        if self.health_status is not None:
-            body = orjson.dumps({**orjson.loads(body), **self.health_status()})
+        # circuit breaker state changes between requests, so it is rendered here rather than once per table
+        breakers = {name: p.breaker.snapshot() for name, p in runtime.providers.items()}
+        extra = self.health_status() if self.health_status is not None else {}
+        body = orjson.dumps({**orjson.loads(runtime.health_body), "breakers": breakers, **extra})
         await exchange.respond(200, body, [JSON])
 
     async def _models(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
