@@ -1,0 +1,204 @@
+"""Compile a route file into a frozen `RoutingTable`, collecting every problem on the way.
+
+    compile_file(path, environ=None) -> CompileResult
+    compile_source(text, name, environ=None, base_dir=None) -> CompileResult
+    run_route_tests(table, sources=None) -> list[Diagnostic]
+
+`CompileResult.table` is None when there is any error; warnings never block a table. The environment is read only
+to warn about unset variables; values never enter the table (it holds `env(NAME)` references). By default the
+file's own tests run after a clean compile and a failing test is an error like any other (`run_tests=False` skips
+them, e.g. for a caller that runs `run_route_tests` itself).
+
+Passes, in order: read and parse every file (includes expanded in place); declarations (providers, settings,
+models, retry); the route block; fallbacks; tests; reachability warnings; then the table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ccm import table as t
+from ccm.compile import declarations, rules
+from ccm.compile.context import Context
+from ccm.compile.loader import Loaded, load
+from ccm.compile.route_tests import run_route_tests, route_test, split_capture
+from ccm.diagnostics import Diagnostic, SourceLines
+from ccm.dsl import syntax as s
+
+__all__ = ["CompileResult", "compile_file", "compile_source", "run_route_tests", "split_capture"]
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    table: t.RoutingTable | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # every file read: name → text
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return self.table is not None
+
+
+def compile_file(path: Path, environ: Mapping[str, str] | None = None, *, run_tests: bool = True) -> CompileResult:
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "not found" if isinstance(error, FileNotFoundError) else error.__class__.__name__
+        problem = Diagnostic(name, 1, 1, "error", f"cannot read route file: {reason}")
+        return CompileResult(None, [problem])
+    return compile_source(text, name, environ, base_dir=path.parent, run_tests=run_tests,
+                          identity=str(path.resolve()))
+
+
+def compile_source(
+    text: str,
+    name: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    base_dir: Path | None = None,
+    run_tests: bool = True,
+    identity: str | None = None,
+) -> CompileResult:
+    """Compile `text`, shown as `name` in diagnostics; includes and request files resolve against `base_dir`
+    (default: `name`'s folder)."""
+    folder = base_dir if base_dir is not None else Path(name).parent
+    loaded = load(text, name, folder, identity)
+    ctx = Context(loaded.lines, os.environ if environ is None else environ)
+    table = _compile(ctx, loaded)
+    texts = {file.name: file.text for file in loaded.files}
+    diagnostics = _ordered(loaded, [*loaded.diagnostics, *ctx.diagnostics])
+    if table is None or any(d.is_error for d in diagnostics):
+        return CompileResult(None, diagnostics, texts)
+    if run_tests and table.tests:
+        failures = run_route_tests(table, texts)
+        if failures:
+            return CompileResult(None, diagnostics + failures, texts)
+    return CompileResult(table, diagnostics, texts)
+
+
+def _ordered(loaded: Loaded, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    order = {name: index for index, name in enumerate(loaded.sources)}
+    return sorted(diagnostics, key=lambda d: (order.get(d.file, len(order)), d.line, d.column))
+
+
+def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
+    statements = loaded.statements
+    blocks = [st for st in statements if isinstance(st, s.Block)]
+    provider_blocks = [b for b in blocks if b.keyword.text == "provider"]
+    settings_blocks = [b for b in blocks if b.keyword.text == "settings"]
+    test_blocks = [b for b in blocks if b.keyword.text == "test"]
+    model_decls = [st for st in statements if isinstance(st, s.ModelDecl)]
+    routes = [st for st in statements if isinstance(st, s.RouteBlock)]
+    retries = [st for st in statements if isinstance(st, s.Retry)]
+
+    for block in provider_blocks:
+        assert isinstance(block.label, s.Word)
+        if _duplicate(ctx, block.label, ctx.provider_spans, "provider"):
+            continue
+        ctx.provider_spans[block.label.text] = block.label.span
+        compiled = declarations.provider(ctx, block)
+        if compiled is not None:
+            ctx.providers[compiled.name] = compiled
+
+    settings, direct_on, direct_span = t.Settings(), True, None
+    for extra in settings_blocks[1:]:
+        ctx.error(extra.keyword.span, "`settings` is given twice", f"first given at {settings_blocks[0].span}")
+    if settings_blocks:
+        settings, direct_on = declarations.settings(ctx, settings_blocks[0])
+        direct_span = next((i.span for i in settings_blocks[0].items if i.keyword.text == "direct"), None)
+
+    for decl in model_decls:
+        if _duplicate(ctx, decl.name, ctx.model_spans, "model"):
+            continue
+        ctx.model_spans[decl.name.text] = decl.name.span
+        model = declarations.model(ctx, decl)
+        if model is not None:
+            ctx.models[model.name] = model
+
+    retry = t.RetryPolicy()
+    for extra in retries[1:]:
+        ctx.error(extra.keyword.span, "the file-wide `retry` is given twice", f"first given at {retries[0].span}")
+    if retries:
+        retry = declarations.retry_policy(ctx, retries[0]) or retry
+
+    compiled_rules: list[rules.CompiledRule] = []
+    if not routes:
+        first = loaded.files[0].name if loaded.files else loaded.sources[0]
+        if not loaded.syntax_failed:
+            problem = s.Span(first, 1, 1, 1, 1)
+            ctx.error(problem, "no `route` block", "add one: route { default -> NAME }")
+    for extra in routes[1:]:
+        ctx.error(extra.span, "a second `route` block", f"rules live in one block, first given at {routes[0].span}")
+    if routes:
+        compiled_rules = rules.route_block(ctx, routes[0], direct_on, direct_span)
+
+    fallbacks = rules.fallbacks(ctx, [st for st in statements if isinstance(st, s.Fallback)])
+
+    tests: list[t.RouteTest] = []
+    test_spans: dict[str, s.Span] = {}
+    for block in test_blocks:
+        assert isinstance(block.label, s.Str)
+        if block.label.value in test_spans:
+            first_span = test_spans[block.label.value]
+            ctx.error(block.label.span, f'test "{block.label.value}" is declared twice', f"first at {first_span}")
+            continue
+        test_spans[block.label.value] = block.label.span
+        compiled_test = route_test(ctx, block, loaded.folders.get(block.span.file, Path(".")))
+        if compiled_test is not None:
+            tests.append(compiled_test)
+
+    if not direct_on:
+        _report_unreachable_names(ctx, compiled_rules, fallbacks, settings)
+
+    if ctx.failed or loaded.syntax_failed:
+        return None
+    return t.RoutingTable(
+        version=loaded.version(),
+        sources=tuple(loaded.sources),
+        settings=settings,
+        providers=ctx.providers,
+        models=ctx.models,
+        rules=tuple(r.rule for r in compiled_rules),
+        fallbacks=fallbacks,
+        retry=retry,
+        tests=tuple(tests),
+    )
+
+
+def _duplicate(ctx: Context, name: s.Word, declared: dict[str, s.Span], what: str) -> bool:
+    if name.text in declared:
+        ctx.error(name.span, f"{what} `{name.text}` is declared twice", f"first declared at {declared[name.text]}")
+        return True
+    return False
+
+
+def _report_unreachable_names(
+    ctx: Context, compiled: list[rules.CompiledRule], fallbacks: dict[str, tuple[str, ...]], settings: t.Settings
+) -> None:
+    """With `direct off`, an alias no rule or fallback names can never answer, nor can a provider none of those
+    models use. (With `direct` on, `/model NAME` reaches every alias and provider: nothing is unused.)"""
+    targets = {r.rule.target for r in compiled if r.rule.target is not None}
+    used = targets | {name for head in targets for name in fallbacks.get(head, ())}
+    for name, model in ctx.models.items():
+        if model.declared and name not in used:
+            ctx.warning(ctx.model_spans[name], f"model `{name}` is never used",
+                        "no rule or fallback chain names it, and `direct` is off")
+    used_providers = {ctx.models[n].provider for n in used if n in ctx.models}
+    if settings.count_tokens:
+        used_providers.add(settings.count_tokens)
+    for name in ctx.providers:
+        if name not in used_providers:
+            ctx.warning(ctx.provider_spans[name], f"provider `{name}` is never used",
+                        "no model that a rule or fallback chain reaches is served by it")

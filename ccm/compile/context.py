@@ -1,0 +1,117 @@
+"""What every compiler pass shares: the diagnostics being collected, the source lines they quote, the environment
+(read only to warn about unset variables), and the names declared so far with where they were declared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ccm import table as t
+from ccm.diagnostics import Diagnostic, SourceLines, Severity, did_you_mean
+from ccm.compile.values import BadValue, check_glob
+from ccm.dsl import syntax as s
+
+T = TypeVar("T")
+
+
+def table_span(span: s.Span) -> t.Span:
+    return t.Span(file=span.file, line=span.line, column=span.column)
+
+
+@dataclass
+class Context:
+    lines: SourceLines
+    environ: Mapping[str, str]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    providers: dict[str, t.Provider] = field(default_factory=dict)
+    provider_spans: dict[str, s.Span] = field(default_factory=dict)
+    models: dict[str, t.Model] = field(default_factory=dict)  # declared aliases, then literals in reference order
+    model_spans: dict[str, s.Span] = field(default_factory=dict)
+    _env_warned: set[str] = field(default_factory=set)
+
+    # --- reporting --------------------------------------------------------------------------------------------
+
+    def report(self, severity: Severity, span: s.Span, message: str, hint: str | None = None) -> None:
+        self.diagnostics.append(
+            self.lines.diagnostic(severity, span.file, span.line, span.column, message, hint,
+                                  span.end_line, span.end_column)
+        )
+
+    def error(self, span: s.Span, message: str, hint: str | None = None) -> None:
+        self.report("error", span, message, hint)
+
+    def warning(self, span: s.Span, message: str, hint: str | None = None) -> None:
+        self.report("warning", span, message, hint)
+
+    @property
+    def failed(self) -> bool:
+        return any(d.is_error for d in self.diagnostics)
+
+    def read(self, reader: Callable[[str], T], word: s.Word) -> T | None:
+        """Apply a value reader to a written word; a bad value becomes an error at the word."""
+        try:
+            return reader(word.text)
+        except BadValue as bad:
+            self.error(word.span, bad.message, bad.hint)
+            return None
+
+    def choose(self, word: s.Word, allowed: tuple[str, ...], what: str) -> str | None:
+        """A word that must be one of a fixed set (provider types, effort levels, quirks…)."""
+        if word.text in allowed:
+            return word.text
+        hint = did_you_mean(word.text, allowed) or "one of: " + ", ".join(allowed)
+        self.error(word.span, f"unknown {what} `{word.text}`", hint)
+        return None
+
+    def glob(self, node: s.Str) -> str | None:
+        try:
+            check_glob(node.value)
+        except BadValue as bad:
+            self.error(node.span, bad.message, bad.hint)
+            return None
+        return node.value
+
+    # --- values -----------------------------------------------------------------------------------------------
+
+    def value(self, node: s.Arg | s.JsonValue) -> t.Literal_ | t.EnvRef | None:
+        """A configurable string: a literal or an environment reference. Warns once per unset variable."""
+        if isinstance(node, s.Str):
+            return t.Literal_(value=node.value)
+        if isinstance(node, s.Env):
+            name = node.name.value
+            if not name:
+                self.error(node.name.span, "empty environment variable name")
+                return None
+            if node.default is None and not self.environ.get(name) and name not in self._env_warned:
+                self._env_warned.add(name)
+                self.warning(node.span, f"environment variable `{name}` is not set",
+                             f'set it, or give a default: env("{name}", "…")')
+            default = node.default.value if node.default is not None else None
+            return t.EnvRef(name=name, default=default)
+        self.error(node.span, "expected a string or env(\"NAME\")")
+        return None
+
+    # --- names ------------------------------------------------------------------------------------------------
+
+    def target(self, word: s.Word) -> str | None:
+        """The `RoutingTable.models` key a rule, fallback or test names; literal `provider/model` targets are added
+        as undeclared models. Unknown names are errors with a did-you-mean."""
+        text = word.text
+        if "/" in text:
+            provider, _, model_id = text.partition("/")
+            if provider not in self.providers:
+                if provider not in self.provider_spans:  # a provider with errors was declared: no second report
+                    hint = did_you_mean(provider, self.providers) or f"declare it: provider {provider} {{ … }}"
+                    self.error(word.span, f"unknown provider `{provider}` in `{text}`", hint)
+                return None
+            if text not in self.models:
+                self.models[text] = t.Model(name=text, provider=provider, model=model_id, declared=False)
+            return text
+        if text in self.models and self.models[text].declared:
+            return text
+        if text not in self.model_spans:
+            declared = [name for name, m in self.models.items() if m.declared]
+            hint = did_you_mean(text, declared) or f"declare it: model {text} = provider/model"
+            self.error(word.span, f"unknown model `{text}`", hint)
+        return None

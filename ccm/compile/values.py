@@ -1,0 +1,140 @@
+"""Reading written values: quantities with suffixes, globs, JSON-ish literals.
+
+Each reader takes the text as written and returns the value or raises `BadValue` (message + hint); the compiler turns
+that into a diagnostic at the word's span. The same text means different things in different places (`2m` is two
+million tokens after `tokens`, two minutes after `idle`), so every place names the reader it wants.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ccm.dsl import syntax as s
+
+
+class BadValue(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)")
+
+TOKEN_SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000}
+SIZE_SUFFIXES = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+DURATION_SUFFIXES = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _split(text: str) -> tuple[float, str, bool]:
+    found = _QUANTITY.fullmatch(text)
+    if not found:
+        raise BadValue(f"`{text}` is not a number")
+    number, suffix = found.groups()
+    return float(number), suffix, "." not in number
+
+
+def token_count(text: str) -> int:
+    """`128k` = 128,000, `1.5m` = 1,500,000, `4096`."""
+    number, suffix, _ = _split(text)
+    if suffix not in TOKEN_SUFFIXES:
+        raise BadValue(f"invalid token count `{text}`", "write a number of tokens, optionally with k or m: 128k, 1.5m")
+    value = number * TOKEN_SUFFIXES[suffix]
+    if value != int(value):
+        raise BadValue(f"invalid token count `{text}`: not a whole number of tokens")
+    return int(value)
+
+
+def size(text: str) -> int:
+    """Bytes: `32mb`, `512kb` (binary multiples), `1gb`, or a plain number of bytes."""
+    number, suffix, _ = _split(text)
+    if suffix not in SIZE_SUFFIXES:
+        raise BadValue(f"invalid size `{text}`", "write a size with b, kb, mb or gb: 32mb, 512kb")
+    return int(number * SIZE_SUFFIXES[suffix])
+
+
+def duration(text: str) -> float:
+    """Seconds: `500ms`, `8s`, `2m`, `1h`."""
+    number, suffix, _ = _split(text)
+    if suffix not in DURATION_SUFFIXES:
+        hint = "a duration needs a unit: ms, s, m or h (500ms, 8s, 2m, 1h)"
+        raise BadValue(f"invalid duration `{text}`", hint)
+    return number * DURATION_SUFFIXES[suffix]
+
+
+def decimal(text: str) -> float:
+    """A plain number without suffix (prices)."""
+    number, suffix, _ = _split(text)
+    if suffix:
+        raise BadValue(f"invalid number `{text}`", "prices are plain numbers: US dollars per million tokens")
+    return number
+
+
+def whole(text: str, minimum: int = 0) -> int:
+    """A plain whole number (retry attempts, concurrency)."""
+    number, suffix, integral = _split(text)
+    if suffix or not integral:
+        raise BadValue(f"invalid number `{text}`: expected a whole number")
+    if number < minimum:
+        raise BadValue(f"`{text}` is too small: at least {minimum}")
+    return int(number)
+
+
+def check_glob(pattern: str) -> None:
+    """fnmatch silently treats a malformed class as literal text; a route file says what it means instead."""
+    if pattern == "":
+        raise BadValue("empty glob", 'a glob matches text: "claude-*", "*haiku*"')
+    depth_open = None
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "[" and depth_open is None:
+            depth_open = index
+            # `[]]` and `[!]]`: a ']' right after the opening (or after '!') is a literal member of the class.
+            index += 1
+            if index < len(pattern) and pattern[index] == "!":
+                index += 1
+            if index < len(pattern) and pattern[index] == "]":
+                index += 1
+            continue
+        if char == "]" and depth_open is not None:
+            depth_open = None
+        index += 1
+    if depth_open is not None:
+        raise BadValue(f"invalid glob `{pattern}`: `[` at position {depth_open + 1} is never closed",
+                       "a character class is written [abc]; match a literal [ with [[]")
+
+
+def json_value(node: s.JsonValue) -> Any:
+    """A JSON-ish literal as Python data. `env(...)` has no place here: the compiler rejects it first."""
+    if isinstance(node, s.Str):
+        return node.value
+    if isinstance(node, s.Scalar):
+        return node.value
+    if isinstance(node, s.Object):
+        return {member_key(m): json_value(m.value) for m in node.members}
+    if isinstance(node, s.Array):
+        return [json_value(item) for item in node.items]
+    raise BadValue("`env(...)` cannot be used here", "environment values are for provider settings and headers")
+
+
+def member_key(member: s.Member) -> str:
+    return member.key.value if isinstance(member.key, s.Str) else member.key.text
+
+
+def find_env(node: s.JsonValue) -> s.Env | None:
+    """The first `env(...)` inside a JSON-ish literal, if any."""
+    if isinstance(node, s.Env):
+        return node
+    if isinstance(node, s.Object):
+        children: tuple[s.JsonValue, ...] = tuple(m.value for m in node.members)
+    elif isinstance(node, s.Array):
+        children = node.items
+    else:
+        return None
+    for child in children:
+        found = find_env(child)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,376 @@
+"""Parse route-file text into a `SourceFile` syntax tree, or raise `RouteSyntaxError` with a friendly diagnostic.
+
+The Lark parser (LALR, contextual lexer, positions propagated) is built once per process. Comments never reach the
+parser: the post-lexer takes them out of the token stream and keeps them beside the tree for `ccm fmt`, and it folds
+runs of newlines into one `_NL` so the grammar only ever sees single line breaks.
+
+Syntax errors name what was found and what would have fitted, in words, and a few common mistakes get their own
+message (lark's `match_examples`). Lark's own exceptions never leave this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lexer import PatternStr
+from lark.tree import Meta
+
+from ccm.diagnostics import Diagnostic, SourceLines, did_you_mean
+from ccm.dsl import syntax as s
+
+GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "routes.lark"
+
+
+class RouteSyntaxError(Exception):
+    """The text is not a route file. Carries the diagnostic to show (never a lark traceback)."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+# --- lexing --------------------------------------------------------------------------------------------------------
+
+_comments: ContextVar[list[Token] | None] = ContextVar("ccm_comments", default=None)
+
+
+class _Layout:
+    """Post-lexer: keep comments aside, fold blank and comment-only lines into one `_NL`, drop leading newlines."""
+
+    always_accept = ("COMMENT", "_NL")
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        sink = _comments.get()
+        at_line_start = True
+        for token in stream:
+            if token.type == "COMMENT":
+                if sink is not None:
+                    sink.append(token)
+            elif token.type == "_NL":
+                if not at_line_start:
+                    at_line_start = True
+                    yield token
+            else:
+                at_line_start = False
+                yield token
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(
+        GRAMMAR.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        postlex=_Layout(),
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
+
+
+# --- tree → syntax nodes -------------------------------------------------------------------------------------------
+
+_SCALARS = {"TRUE": True, "FALSE": False, "NULL": None}
+
+
+class _Build(Transformer[Token, Any]):
+    """One method per grammar rule, each returning a node of `ccm.dsl.syntax`."""
+
+    def __init__(self, file: str, text: str) -> None:
+        super().__init__(visit_tokens=False)
+        self.file = file
+        self.text = text
+
+    # helpers
+    def _span(self, meta: Meta) -> s.Span:
+        return s.Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tspan(self, token: Token) -> s.Span:
+        return s.Span(self.file, token.line or 1, token.column or 1, token.end_line or 1, token.end_column or 1)
+
+    def leaf(self, node: Any) -> Any:
+        if not isinstance(node, Token):
+            return node
+        span = self._tspan(node)
+        if node.type == "STRING":
+            return s.Str(self._decode(node), str(node), span)
+        if node.type == "NUMBER":
+            number = float(node) if any(c in node for c in ".eE") else int(node)
+            return s.Scalar(number, str(node), span)
+        if node.type in _SCALARS:
+            return s.Scalar(_SCALARS[node.type], str(node), span)
+        return s.Word(str(node), span)
+
+    def _decode(self, token: Token) -> str:
+        try:
+            value = json.loads(token, strict=False)
+        except json.JSONDecodeError:
+            raise RouteSyntaxError(
+                SourceLines({self.file: self.text}).diagnostic(
+                    "error", self.file, token.line or 1, token.column or 1, "invalid escape in string",
+                    'strings use JSON escapes: \\" \\\\ \\n \\t \\uXXXX',
+                )
+            ) from None
+        assert isinstance(value, str)
+        return value
+
+    def _leaves(self, children: list[Any]) -> tuple[Any, ...]:
+        return tuple(self.leaf(c) for c in children)
+
+    # file and statements
+    @v_args(meta=True)
+    def start(self, meta: Meta, children: list[Any]) -> tuple[s.Statement, ...]:
+        return tuple(children)
+
+    @v_args(meta=True)
+    def include(self, meta: Meta, children: list[Any]) -> s.Include:
+        return s.Include(self.leaf(children[1]), self._span(meta))
+
+    @v_args(meta=True)
+    def settings(self, meta: Meta, children: list[Any]) -> s.Block:
+        return s.Block(self.leaf(children[0]), None, tuple(children[1:]), self._span(meta))
+
+    @v_args(meta=True)
+    def provider(self, meta: Meta, children: list[Any]) -> s.Block:
+        keyword, name, *items = children
+        return s.Block(self.leaf(keyword), self.leaf(name), tuple(items), self._span(meta))
+
+    @v_args(meta=True)
+    def test(self, meta: Meta, children: list[Any]) -> s.Block:
+        keyword, name, *items = children
+        return s.Block(self.leaf(keyword), self.leaf(name), tuple(items), self._span(meta))
+
+    @v_args(meta=True)
+    def model(self, meta: Meta, children: list[Any]) -> s.ModelDecl:
+        name, path = self.leaf(children[1]), self.leaf(children[3])
+        block = children[4] if len(children) > 4 else None
+        items, block_span = block if block else (None, None)
+        return s.ModelDecl(name, path, items, self._span(meta), block_span)
+
+    @v_args(meta=True)
+    def model_block(self, meta: Meta, children: list[Any]) -> tuple[tuple[s.Item, ...], s.Span]:
+        return tuple(children), self._span(meta)
+
+    @v_args(meta=True)
+    def retry(self, meta: Meta, children: list[Any]) -> s.Retry:
+        keyword, attempts, *rest = children
+        backoff = next((c for c in rest if isinstance(c, s.Range)), None)
+        on = next((c for c in rest if isinstance(c, tuple)), None)
+        return s.Retry(self.leaf(keyword), self.leaf(attempts), backoff, on, self._span(meta))
+
+    @v_args(meta=True)
+    def backoff(self, meta: Meta, children: list[Any]) -> s.Range:
+        return s.Range(self.leaf(children[1]), self.leaf(children[2]), self._span(meta))
+
+    @v_args(meta=True)
+    def retry_on(self, meta: Meta, children: list[Any]) -> tuple[s.Word, ...]:
+        return self._leaves(children[1:])
+
+    @v_args(meta=True)
+    def route(self, meta: Meta, children: list[Any]) -> s.RouteBlock:
+        return s.RouteBlock(tuple(children[1:]), self._span(meta))
+
+    @v_args(meta=True)
+    def fallback(self, meta: Meta, children: list[Any]) -> s.Fallback:
+        chain = tuple(c for c in children[1:] if isinstance(c, s.Word))
+        return s.Fallback(chain, self._span(meta))
+
+    # rules and conditions
+    @v_args(meta=True)
+    def rule(self, meta: Meta, children: list[Any]) -> s.RouteRule:
+        return s.RouteRule(None, self.leaf(children[0]), children[2], self._span(meta))
+
+    @v_args(meta=True)
+    def direct_rule(self, meta: Meta, children: list[Any]) -> s.RouteRule:
+        return s.RouteRule(self.leaf(children[0]), None, None, self._span(meta))
+
+    @v_args(meta=True)
+    def default_rule(self, meta: Meta, children: list[Any]) -> s.RouteRule:
+        return s.RouteRule(self.leaf(children[0]), None, children[2], self._span(meta))
+
+    @v_args(meta=True)
+    def target(self, meta: Meta, children: list[Any]) -> s.Word:
+        word = self.leaf(children[0])
+        assert isinstance(word, s.Word)
+        return word
+
+    @v_args(meta=True)
+    def or_condition(self, meta: Meta, children: list[Any]) -> s.Or:
+        return s.Or(tuple(self.leaf(c) for c in children[::2]), self._span(meta))
+
+    @v_args(meta=True)
+    def and_condition(self, meta: Meta, children: list[Any]) -> s.And:
+        return s.And(tuple(self.leaf(c) for c in children[::2]), self._span(meta))
+
+    @v_args(meta=True)
+    def not_condition(self, meta: Meta, children: list[Any]) -> s.Not:
+        return s.Not(self.leaf(children[1]), self._span(meta))
+
+    @v_args(meta=True)
+    def paren(self, meta: Meta, children: list[Any]) -> s.Paren:
+        return s.Paren(self.leaf(children[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def flag(self, meta: Meta, children: list[Any]) -> s.Atom:
+        return s.Atom(self.leaf(children[0]), (), self._span(meta))
+
+    @v_args(meta=True)
+    def atom(self, meta: Meta, children: list[Any]) -> s.Atom:
+        keyword, *args = self._leaves(children)
+        return s.Atom(keyword, tuple(args), self._span(meta))
+
+    tokens = effort = model_name = header = tool = atom
+
+    # values
+    @v_args(meta=True)
+    def env(self, meta: Meta, children: list[Any]) -> s.Env:
+        name = self.leaf(children[1])
+        default = self.leaf(children[2]) if len(children) > 2 else None
+        return s.Env(name, default, self._span(meta))
+
+    @v_args(meta=True)
+    def object(self, meta: Meta, children: list[Any]) -> s.Object:
+        return s.Object(tuple(children), self._span(meta))
+
+    @v_args(meta=True)
+    def member(self, meta: Meta, children: list[Any]) -> s.Member:
+        key, separator, value = children
+        return s.Member(self.leaf(key), str(separator), self.leaf(value), self._span(meta))
+
+    @v_args(meta=True)
+    def array(self, meta: Meta, children: list[Any]) -> s.Array:
+        return s.Array(self._leaves(children), self._span(meta))
+
+    # every block item (`context 128k`, `timeout connect 5s idle 30s`, `request file "x.json"`, …)
+    def __default__(self, data: Token, children: list[Any], meta: Meta) -> s.Item:
+        keyword, *args = self._leaves(children)
+        return s.Item(keyword, tuple(args), self._span(meta))
+
+
+# --- errors in words -----------------------------------------------------------------------------------------------
+
+_CATEGORY = {
+    "NAME": "a name",
+    "MODELPATH": "a provider/model",
+    "STRING": 'a "string"',
+    "QUANTITY": "a number",
+    "NUMBER": "a number",
+    "COMPARE": "a comparison (== != > >= < <=)",
+    "_NL": "a new line",
+    "$END": "the end of the file",
+}
+
+# Common mistakes, recognised by the parser state they leave (lark's match_examples).
+_EXAMPLES: dict[str, list[str]] = {
+    "a rule is `condition -> target`: the `->` is missing": [
+        "route {\n websearch opus\n}",
+        "route {\n default opus\n}",
+        "route {\n tokens > 100k opus\n}",
+        "route {\n model ~ \"x\" opus\n}",
+    ],
+    "a rule needs a target after `->`": ["route {\n websearch ->\n}", "route {\n default ->\n}"],
+    "a model is declared as `model NAME = provider/model`": ["model a = b", "model a = b c", "model a b/c"],
+    "`tokens` and `effort` need a comparison, as in `tokens > 100k` or `effort >= high`": [
+        "route {\n tokens 100k -> a\n}",
+        "route {\n effort high -> a\n}",
+    ],
+    "`model` in a condition needs `~ \"glob\"` or `== \"name\"`": ["route {\n model \"x\" -> a\n}"],
+    "a fallback chain is `fallback NAME -> NAME …`": ["fallback a b", "fallback a"],
+}
+
+
+def _describe(terminal: str) -> str:
+    if terminal in _CATEGORY:
+        return _CATEGORY[terminal]
+    pattern = _parser().get_terminal(terminal).pattern
+    return f"`{pattern.value}`" if isinstance(pattern, PatternStr) else terminal.lower()
+
+
+def _keyword_values(terminals: set[str]) -> list[str]:
+    values = []
+    for name in terminals:
+        if name in _CATEGORY:
+            continue
+        pattern = _parser().get_terminal(name).pattern
+        if isinstance(pattern, PatternStr) and pattern.value.isidentifier():
+            values.append(pattern.value)
+    return values
+
+
+def _expected(terminals: set[str]) -> str:
+    words = sorted({_describe(t) for t in terminals if t != "COMMENT"}, key=lambda w: (not w.startswith("`"), w))
+    return "expected " + (words[0] if len(words) == 1 else "one of " + ", ".join(words))
+
+
+def _found(token: Token) -> str:
+    if token.type == "_NL":
+        return "end of line"
+    if token.type == "$END":
+        return "end of file"
+    return f"`{token}`"
+
+
+def _acceptable(error: UnexpectedInput) -> set[str]:
+    """What the parser would have taken here: exact when lark can replay the state, else the lexer's guess."""
+    interactive = getattr(error, "interactive_parser", None)
+    if interactive is not None:
+        return set(interactive.accepts())
+    return set(getattr(error, "expected", None) or getattr(error, "allowed", None) or ()) - {"COMMENT"}
+
+
+def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnostic:
+    lines = SourceLines({file: text})
+    expected = _acceptable(error)
+    if isinstance(error, UnexpectedCharacters):
+        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else ""
+        if char == '"':
+            return lines.diagnostic("error", file, error.line, error.column, "unterminated string",
+                                    "a string ends with `\"` on the same line")
+        hint = "strings use double quotes" if char == "'" else _expected(expected)
+        return lines.diagnostic("error", file, error.line, error.column, f"unexpected character `{char}`", hint,
+                                error.line, error.column + 1)
+    if isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
+        last = text.rstrip().splitlines() or [""]
+        line, column = len(last), len(last[-1]) + 1
+        message = "unexpected end of file: a `{` is not closed" if "RBRACE" in expected else "unexpected end of file"
+        return lines.diagnostic("error", file, line, column, message, _expected(expected) if expected else None,
+                                line, column + 1)
+    assert isinstance(error, UnexpectedToken)
+    token = error.token
+    label = error.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
+    message = label if isinstance(label, str) else f"unexpected {_found(token)}"
+    hint = did_you_mean(str(token), _keyword_values(expected)) if str(token).isidentifier() else None
+    if hint is None and expected:
+        hint = _expected(expected)
+    line, column = token.line or 1, token.column or 1
+    end_column = column + (1 if token.type == "_NL" else len(str(token)))
+    return lines.diagnostic("error", file, line, column, message, hint, line, end_column)
+
+
+def parse(text: str, file: str) -> s.SourceFile:
+    """Parse `text` (the contents of `file`, which names it in spans and diagnostics)."""
+    comments: list[Token] = []
+    reset = _comments.set(comments)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as error:
+        raise RouteSyntaxError(_syntax_diagnostic(error, text, file)) from None
+    finally:
+        _comments.reset(reset)
+    try:
+        statements = _Build(file, text).transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, RouteSyntaxError):
+            raise error.orig_exc from None
+        raise
+    notes = tuple(
+        s.Comment(str(c), s.Span(file, c.line or 1, c.column or 1, c.end_line or 1, c.end_column or 1))
+        for c in comments
+    )
+    return s.SourceFile(file, text, statements, notes)

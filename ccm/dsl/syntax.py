@@ -1,0 +1,238 @@
+"""The syntax tree of a route file: what was written and where, with no meaning attached.
+
+Every node carries a `Span` (start and end, 1-based lines and columns, end exclusive) so the compiler can point at
+the exact token and the formatter can keep blank lines and comments where the author put them. Values stay as
+written: `128k` is a `Word`, not a number; the compiler decides whether it is a token count, a size or a duration.
+
+Block items share one shape, `Item(keyword, args)`: `context 128k`, `drop top_k tool_choice`,
+`timeout connect 5s idle 30s`. The grammar has already checked their shape; the compiler reads them by keyword.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    text: str  # including the leading '#'
+    span: Span
+
+
+# --- leaves --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """A name, keyword, number with suffix, comparison operator or `provider/model`, exactly as written."""
+
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Str:
+    """A double-quoted string: `value` decoded, `raw` as written (quotes included)."""
+
+    value: str
+    raw: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """`env("NAME")` or `env("NAME", "default")`."""
+
+    name: Str
+    default: Str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """`500ms..8s`."""
+
+    low: Word
+    high: Word
+    span: Span
+
+
+# --- JSON-ish values -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    """A JSON number, true, false or null."""
+
+    value: Any
+    raw: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    key: Word | Str
+    separator: str  # ':' or '=' as written
+    value: JsonValue
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Object:
+    members: tuple[Member, ...]
+    span: Span
+
+    @property
+    def multiline(self) -> bool:
+        return self.span.end_line > self.span.line
+
+
+@dataclass(frozen=True, slots=True)
+class Array:
+    items: tuple[JsonValue, ...]
+    span: Span
+
+    @property
+    def multiline(self) -> bool:
+        return self.span.end_line > self.span.line
+
+
+JsonValue = Union[Str, Scalar, Object, Array, Env]
+Arg = Union[Word, Str, Env, Object, Range]
+
+
+# --- block items and conditions ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One line-ish entry of a block: a keyword and its arguments (`price input 0.27 output 1.10`)."""
+
+    keyword: Word
+    args: tuple[Arg, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """`retry 3 backoff 500ms..8s on 429 5xx timeout`, at file level or inside a provider."""
+
+    keyword: Word
+    attempts: Word
+    backoff: Range | None
+    on: tuple[Word, ...] | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Atom:
+    """A condition test: `websearch`, `tokens > 100k`, `header "x-team" ~ "infra*"`."""
+
+    keyword: Word
+    args: tuple[Word | Str, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Condition
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    operands: tuple[Condition, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    operands: tuple[Condition, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Paren:
+    """Parentheses as written: kept so the formatter does not rewrite the author's grouping."""
+
+    inner: Condition
+    span: Span
+
+
+Condition = Union[Atom, Not, And, Or, Paren]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """`condition -> target`; `condition` is None for `default -> target`; `target` is None for `direct`."""
+
+    keyword: Word | None  # `default` or `direct`
+    condition: Condition | None
+    target: Word | None
+    span: Span
+
+
+# --- statements ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    path: Str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """`settings { … }`, `provider NAME { … }`, `test "name" { … }`; `label` is the name, if any."""
+
+    keyword: Word
+    label: Word | Str | None
+    items: tuple[Item | Retry, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDecl:
+    """`model NAME = provider/model`, with an optional `{ … }` of options (`items` is None without braces)."""
+
+    name: Word
+    path: Word
+    items: tuple[Item, ...] | None
+    span: Span
+    block_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteBlock:
+    rules: tuple[RouteRule, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    chain: tuple[Word, ...]  # the head first
+    span: Span
+
+
+Statement = Union[Include, Block, ModelDecl, RouteBlock, Fallback, Retry]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    name: str
+    text: str
+    statements: tuple[Statement, ...]
+    comments: tuple[Comment, ...] = field(default=())
