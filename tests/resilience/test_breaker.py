@@ -171,3 +171,30 @@ def test_hold_is_capped() -> None:
     b = breaker(Clock())
     b.hold(86_400.0, "429")
     assert b.snapshot()["retry_in"] == 600.0
+
+
+def test_breaker_state_survives_a_reload_for_unchanged_providers_only() -> None:
+    from ccm.core.runtime import build_runtime
+    from ccm.table import EnvRef, Literal_, Model, Provider, RoutingTable
+
+    def table(url_b: str) -> RoutingTable:
+        providers = {
+            name: Provider(name=name, type="anthropic", url=Literal_(value=url), key=EnvRef(name="K"), auth="x-api-key")
+            for name, url in (("a", "http://127.0.0.1:1"), ("b", url_b))
+        }
+        models = {"m": Model(name="m", provider="a", model="x")}
+        return RoutingTable(version="v", sources=(), providers=providers, models=models, rules=())
+
+    environ = {"K": "secret"}
+    first, _ = build_runtime(table("http://127.0.0.1:2"), environ)
+    first.providers["a"].breaker.hold(30, "429")
+    first.providers["b"].breaker.hold(30, "429")
+    same, retired = build_runtime(table("http://127.0.0.1:2"), environ, previous=first)
+    assert same.providers["a"].breaker.state == "open" and same.providers["b"].breaker.state == "open"
+    assert retired == []
+    moved, retired = build_runtime(table("http://127.0.0.1:3"), environ, previous=same)
+    assert moved.providers["a"].breaker.state == "open"
+    assert moved.providers["b"].breaker.state == "closed"  # a changed provider starts afresh
+    assert [p.provider.name for p in retired] == ["b"]
+    rekeyed, _ = build_runtime(table("http://127.0.0.1:3"), {"K": "rotated"}, previous=moved)
+    assert rekeyed.providers["a"].breaker.state == "closed"  # a new key may be exactly what fixes it
