@@ -82,6 +82,13 @@ def build_app(table: RoutingTable, environ: Mapping[str, str], **runtime_options
     return App(RuntimeHolder(runtime))
 
 
+def with_reload(app: Any, file: str | Path, environ: Mapping[str, str]) -> Any:
+    """The app, reloading FILE (and its includes) on save and on SIGHUP for as long as it serves (ccm.core.reload)."""
+    from ccm.core.reload import Reloader
+
+    return Reloader(file, app.holder, environ).wrap(app)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -128,7 +135,7 @@ def run(file: str, host: str, port: int, workers: int, log_level: str) -> None:
         os.environ["CCM_LOG_LEVEL"] = log_level
         build_app(table, os.environ)  # warns about unset keys once, in the parent
         raise SystemExit(server.serve_workers(file, host, port, workers))
-    app = build_app(table, os.environ)
+    app = with_reload(build_app(table, os.environ), file, os.environ)
     log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))
     server.serve(app, host, port)
 

@@ -84,11 +84,11 @@ def serve_workers(routes_file: str, host: str, port: int, workers: int) -> int:
 
 def worker_app() -> Any:
     """The app of one spawned worker (called by hypercorn in the worker process)."""
-    from ccm.cli.serve import build_app, configure_logging, load_table
+    from ccm.cli.serve import build_app, configure_logging, load_table, with_reload
 
     configure_logging(os.environ.get("CCM_LOG_LEVEL", "info"))
     table = load_table(os.environ[ROUTES_FILE_VARIABLE])
-    return build_app(table, os.environ)
+    return with_reload(build_app(table, os.environ), os.environ[ROUTES_FILE_VARIABLE], os.environ)
 
 
 def _address(sock: socket.socket) -> str:
