@@ -228,10 +228,7 @@ class Reloader:
 
         async def reloading(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "lifespan":
-                async with anyio.create_task_group() as tasks:
-                    await tasks.start(self.run)
-                    await app(scope, receive, send)
-                    tasks.cancel_scope.cancel()
+                await self._lifespan(app, scope, receive, send)
                 return
             if scope["type"] != "http":
                 await app(scope, receive, send)
@@ -245,6 +242,25 @@ class Reloader:
                 in_flight.leave(epoch)
 
         return reloading
+
+    async def _lifespan(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the reloader while the app lives. The app's `lifespan.shutdown.complete` is held back until the
+        reloader has stopped: the server cancels the lifespan task once it has that message, and nothing of ours may
+        still be running then."""
+        completions: list[Message] = []
+
+        async def send_holding_completion(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                completions.append(message)
+            else:
+                await send(message)
+
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(self.run)
+            await app(scope, receive, send_holding_completion)
+            tasks.cancel_scope.cancel()
+        for message in completions:
+            await send(message)
 
     def _with_status(self, send: Send) -> Send:
         """`send` for a /health answer: the app's JSON body gains `"reload": status()`."""
