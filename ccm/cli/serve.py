@@ -200,7 +200,7 @@ def _healthy(port: int) -> bool:
 
 
 def _start_background(file: str, port: int) -> None:
-    """Start `ccm run` detached (it outlives this command), logging to ~/.cache/ccm/ccm-<port>.log."""
+    """Start `ccm run` detached (it outlives this command), logging to ~/.cache/ccm/ccm-<port>.log (pid in .pid)."""
     log_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccm"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"ccm-{port}.log"
@@ -216,6 +216,8 @@ def _start_background(file: str, port: int) -> None:
             start_new_session=True,
             env={**os.environ, "PYTHONPATH": python_path},
         )
+    # the router outlives this command: its pid is kept beside the log so it can be found and stopped
+    (log_dir / f"ccm-{port}.pid").write_text(f"{process.pid}\n")
     deadline = time.monotonic() + STARTUP_WAIT_SECONDS
     while time.monotonic() < deadline:
         if _healthy(port):

@@ -38,6 +38,8 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
+    # listening right away: connections made as soon as the address is logged wait in the backlog, not refused
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 

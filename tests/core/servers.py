@@ -21,7 +21,6 @@ def running(app: Any) -> Iterator[str]:
     from hypercorn.asyncio import serve
 
     sock = bind("127.0.0.1", 0)
-    sock.listen(128)
     port = sock.getsockname()[1]
     config = hypercorn_config(sock)
     config.graceful_timeout = 1.0

@@ -35,7 +35,8 @@ async def test_health_lists_providers_without_keys(harness_factory):
     response = await h.client.get("/health")
     assert response.status_code == 200
     health = response.json()
-    assert health == {"status": "ok", "version": "v-test", "providers": {"anth": {"type": "anthropic", "configured": False}}}
+    assert (health["status"], health["version"]) == ("ok", "v-test")
+    assert health["providers"] == {"anth": {"type": "anthropic", "configured": False}}
     h = harness_factory()
     assert (await h.client.get("/health")).json()["providers"]["anth"]["configured"] is True
     assert b"sk-upstream-secret" not in (await h.client.get("/health")).content

@@ -1,0 +1,216 @@
+"""`ccm run`, `ccm code`, `ccm env` as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+CCM = [sys.executable, "-c", "from ccm.cli.main import main; main()"]
+
+ROUTES = textwrap.dedent(
+    """\
+    provider anth {
+      type anthropic
+      url  env("CCM_TEST_UPSTREAM", "http://127.0.0.1:9")
+      key  env("CCM_TEST_UNSET_KEY_A")
+    }
+    provider other {
+      type openai
+      url  "http://127.0.0.1:9/v1"
+      key  env("CCM_TEST_UNSET_KEY_B")
+    }
+    model main  = anth/claude-x
+    model cheap = other/gpt-x
+    route {
+      background -> cheap
+      default    -> main
+    }
+    """
+)
+AUTH = 'settings {\n  auth env("CCM_TEST_INBOUND")\n}\n'
+
+
+def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCM_TEST_")}
+    env.update(PYTHONPATH=str(REPO), HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), **extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Served:
+    """A `ccm run` subprocess; its stderr lines are collected on a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [*CCM, "run", *args], cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, seconds: float = 15) -> re.Match[str]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(15)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+@pytest.fixture
+def routes(tmp_path: Path) -> Path:
+    path = tmp_path / "routes.ccm"
+    path.write_text(ROUTES)
+    return path
+
+
+def test_run_starts_with_unset_keys_warning_once_per_provider(routes, tmp_path):
+    served = Served([str(routes), "--port", "0"], environment(tmp_path), tmp_path)
+    try:
+        url = "http://" + served.wait_for(r"listening on http://(\S+)").group(1)
+        health = httpx.get(f"{url}/health", timeout=5)
+        ready = time.monotonic() - served.started
+        assert health.json()["providers"] == {
+            "anth": {"type": "anthropic", "configured": False},
+            "other": {"type": "openai", "configured": False},
+        }
+        response = httpx.post(
+            f"{url}/v1/messages",
+            json={"model": "claude-opus-5-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
+            timeout=5,
+        )
+        assert response.status_code == 500
+        assert "CCM_TEST_UNSET_KEY_A" in response.json()["error"]["message"]
+        served.wait_for(r"POST /v1/messages .*status=500")
+    finally:
+        assert served.stop() == 0
+    warnings = [line for line in served.seen if "WARNING ccm: provider" in line]
+    assert len(warnings) == 2, served.seen
+    assert any("CCM_TEST_UNSET_KEY_A" in w for w in warnings) and any("CCM_TEST_UNSET_KEY_B" in w for w in warnings)
+    print(f"ccm run: process start to /health answered in {ready * 1000:.0f} ms")
+
+
+def test_run_refuses_a_public_host_without_auth(routes, tmp_path):
+    result = subprocess.run(
+        [*CCM, "run", str(routes), "--host", "0.0.0.0", "--port", "0"],
+        cwd=tmp_path, env=environment(tmp_path), capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in result.stderr and "auth" in result.stderr
+
+
+def test_run_with_auth_on_a_public_host_requires_the_key(routes, tmp_path):
+    routes.write_text(AUTH + ROUTES)
+    served = Served(
+        [str(routes), "--host", "0.0.0.0", "--port", "0"], environment(tmp_path, CCM_TEST_INBOUND="inbound-1"), tmp_path
+    )
+    try:
+        port = served.wait_for(r"listening on http://\S+:(\d+)").group(1)
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/v1/models", timeout=5).status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers={"x-api-key": "inbound-1"}, timeout=5).status_code == 200
+    finally:
+        served.stop()
+    assert not any("inbound-1" in line for line in served.seen)
+
+
+def test_run_reports_compile_errors_and_exits_1(tmp_path):
+    broken = tmp_path / "broken.ccm"
+    broken.write_text(ROUTES.replace("default    -> main", "default    -> mian"))
+    result = subprocess.run(
+        [*CCM, "run", str(broken)], cwd=tmp_path, env=environment(tmp_path), capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert "broken.ccm:" in result.stderr and "mian" in result.stderr
+
+
+def test_env_prints_exports_without_printing_keys(routes, tmp_path):
+    plain = subprocess.run(
+        [*CCM, "env", str(routes), "--port", "4000"], cwd=tmp_path, env=environment(tmp_path),
+        capture_output=True, text=True, timeout=30,
+    )
+    assert plain.stdout.splitlines() == [
+        "export ANTHROPIC_BASE_URL=http://127.0.0.1:4000",
+        "export ANTHROPIC_API_KEY=ccm-local",
+    ]
+    routes.write_text(AUTH + ROUTES)
+    with_auth = subprocess.run(
+        [*CCM, "env", str(routes)], cwd=tmp_path, env=environment(tmp_path, CCM_TEST_INBOUND="secret-inbound"),
+        capture_output=True, text=True, timeout=30,
+    )
+    assert 'export ANTHROPIC_API_KEY="${CCM_TEST_INBOUND}"' in with_auth.stdout
+    assert "secret-inbound" not in with_auth.stdout
+
+
+def test_code_starts_the_router_and_runs_claude_through_it(routes, tmp_path):
+    routes.write_text(AUTH + ROUTES)
+    fake_claude = tmp_path / "claude"
+    fake_claude.write_text(
+        "#!/bin/sh\n"
+        'echo "url=$ANTHROPIC_BASE_URL key=$ANTHROPIC_API_KEY args=$*"\n'
+        "exit 7\n"
+    )
+    fake_claude.chmod(0o755)
+    port = free_port()
+    env = environment(tmp_path, CCM_CLAUDE=str(fake_claude), CCM_TEST_INBOUND="inbound-2")
+    result = subprocess.run(
+        [*CCM, "code", "--port", str(port), str(routes), "-p", "hello there"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    pid_file = tmp_path / "cache" / "ccm" / f"ccm-{port}.pid"
+    try:
+        assert result.returncode == 7, result.stderr
+        assert f"url=http://127.0.0.1:{port} key=inbound-2 args=-p hello there" in result.stdout
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        assert (tmp_path / "cache" / "ccm" / f"ccm-{port}.log").is_file()
+        # a second run finds the router already answering and does not start another
+        again = subprocess.run(
+            [*CCM, "code", "--port", str(port), "--", "--version"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert again.returncode == 7 and "router started" not in again.stderr
+        assert "args=--version" in again.stdout
+    finally:
+        if pid_file.is_file():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
