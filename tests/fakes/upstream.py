@@ -50,6 +50,8 @@ class Rejected(Exception):
 
 Handler = Callable[[Exchange], Answer]
 
+DEFAULT_REPLY = Reply(text="Hello from the fake upstream.")
+
 
 class FakeUpstream:
     """Base of the fakes. `script(...)` queues behaviours; `default` answers when the queue is empty."""
@@ -57,7 +59,7 @@ class FakeUpstream:
     routes: dict[tuple[str, str], Handler]
 
     def __init__(self, default: Behaviour | None = None) -> None:
-        self.default: Behaviour = default if default is not None else Reply(text="Hello from the fake upstream.")
+        self.default: Behaviour = default if default is not None else DEFAULT_REPLY
         self.exchanges: list[Exchange] = []
         self._queue: deque[Behaviour] = deque()
         self._closing = threading.Event()
@@ -85,6 +87,13 @@ class FakeUpstream:
     @property
     def rejections(self) -> list[str]:
         return [f"{e.method} {e.path}: {e.status} {e.rejection}" for e in self.exchanges if e.rejection]
+
+    def reset(self, default: Behaviour | None = None) -> None:
+        """Forget the script and the recorded exchanges: one fake can serve a module of tests."""
+        self._queue.clear()
+        self.exchanges = []
+        self.crashes = []
+        self.default = default if default is not None else DEFAULT_REPLY
 
     def close(self) -> None:
         """Called by the server before it stops: ends every pending wait."""
