@@ -5,9 +5,9 @@
     run_route_tests(table, sources=None) -> list[Diagnostic]
 
 `CompileResult.table` is None when there is any error; warnings never block a table. The environment is read only
-to warn about unset variables; values never enter the table (it holds `env(NAME)` references). By default the
-file's own tests run after a clean compile and a failing test is an error like any other (`run_tests=False` skips
-them, e.g. for a caller that runs `run_route_tests` itself).
+to warn about unset variables; values never enter the table (it holds `env(NAME)` references). The file's own
+tests are compiled into `table.tests`; `run_route_tests(table)` runs them (`ccm check`, `ccm run` and the reloader
+do), or pass `run_tests=True` to have a failing test count as a compile error.
 
 Passes, in order: read and parse every file (includes expanded in place); declarations (providers, settings,
 models, retry); the route block; fallbacks; tests; reachability warnings; then the table.
@@ -25,7 +25,7 @@ from ccm.compile import declarations, rules
 from ccm.compile.context import Context
 from ccm.compile.loader import Loaded, load
 from ccm.compile.route_tests import run_route_tests, route_test, split_capture
-from ccm.diagnostics import Diagnostic, SourceLines
+from ccm.diagnostics import Diagnostic
 from ccm.dsl import syntax as s
 
 __all__ = ["CompileResult", "compile_file", "compile_source", "run_route_tests", "split_capture"]
@@ -50,7 +50,7 @@ class CompileResult:
         return self.table is not None
 
 
-def compile_file(path: Path, environ: Mapping[str, str] | None = None, *, run_tests: bool = True) -> CompileResult:
+def compile_file(path: Path, environ: Mapping[str, str] | None = None, *, run_tests: bool = False) -> CompileResult:
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -68,7 +68,7 @@ def compile_source(
     environ: Mapping[str, str] | None = None,
     *,
     base_dir: Path | None = None,
-    run_tests: bool = True,
+    run_tests: bool = False,
     identity: str | None = None,
 ) -> CompileResult:
     """Compile `text`, shown as `name` in diagnostics; includes and request files resolve against `base_dir`

@@ -370,7 +370,7 @@ def parse(text: str, file: str) -> s.SourceFile:
             raise error.orig_exc from None
         raise
     notes = tuple(
-        s.Comment(str(c), s.Span(file, c.line or 1, c.column or 1, c.end_line or 1, c.end_column or 1))
+        s.Comment(str(c).rstrip(), s.Span(file, c.line or 1, c.column or 1, c.end_line or 1, c.end_column or 1))
         for c in comments
     )
     return s.SourceFile(file, text, statements, notes)

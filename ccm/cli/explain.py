@@ -1,0 +1,130 @@
+"""`ccm explain FILE REQUEST.json`: where one request goes and why.
+
+Shows what the rules read from the request, which rule matched (the earlier ones did not), the target and the whole
+fallback chain. The request is a bare Messages body or a captured `{method, path, headers, body}` (its headers are
+used); `--header name:value` adds or replaces one. It goes through `select_route`, exactly as the server routes it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from ccm.cli.check import STDIN, load_table_or_exit
+from ccm.compile import split_capture
+from ccm.route import Decision, RequestView, select_route
+from ccm.table import Model, RoutingTable
+
+
+def _read_request(source: str) -> tuple[dict[str, Any], dict[str, str]]:
+    try:
+        raw = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
+        data = orjson.loads(raw)
+    except OSError as error:
+        raise click.ClickException(f"cannot read {source}: {error.strerror or error.__class__.__name__}") from None
+    except orjson.JSONDecodeError as error:
+        raise click.ClickException(f"{source} is not valid JSON: {error}") from None
+    problems: list[str] = []
+    split = split_capture(data, problems.append)
+    if split is None:
+        raise click.ClickException(f"{source}: {problems[0]}")
+    return split
+
+
+def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
+    headers = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"`{value}` is not name:value", param_hint="--header")
+        headers[name.strip().lower()] = content.strip()
+    return headers
+
+
+def _facts(table: RoutingTable, view: RequestView) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "model": view.model,
+        "thinking": view.thinking,
+        "effort": view.effort,
+        "subagent": view.subagent,
+        "websearch": view.web_search,
+        "image": view.image,
+        "tools": len(view.tool_names),
+    }
+    if view.subagent_tag is not None:
+        facts["subagent_tag"] = view.subagent_tag
+    if table.needs_token_count():
+        facts["tokens"] = view.tokens
+    return facts
+
+
+def _model_text(model: Model) -> str:
+    upstream = f"{model.provider}/{model.model}"
+    return upstream if model.name == upstream else f"{model.name} = {upstream}"
+
+
+def _as_json(decision: Decision, facts: dict[str, Any]) -> dict[str, Any]:
+    rule = decision.rule
+    return {
+        "request": facts,
+        "rule": None if rule is None else {
+            "index": decision.rule_index + 1,
+            "source": rule.source,
+            "span": str(rule.span) if rule.span else None,
+        },
+        "reason": decision.reason,
+        "target": decision.target.model_dump(mode="json"),
+        "chain": [m.name for m in decision.chain],
+        "strip_subagent_tag": decision.strip_subagent_tag,
+    }
+
+
+def _fact_text(name: str, value: Any) -> str:
+    if value is True:
+        return name
+    if name == "tools":
+        return f"{value} tools"
+    return f"{name} {value:,}" if isinstance(value, int) else f"{name} {value}"
+
+
+def _as_text(decision: Decision, facts: dict[str, Any]) -> str:
+    shown = ", ".join(_fact_text(k, v) for k, v in facts.items() if v not in (None, False, 0))
+    skipped = decision.rule_index
+    earlier = "" if skipped == 0 else f"; rule{'s 1–' if skipped > 1 else ' '}{skipped} did not match"
+    lines = [
+        f"request   {shown}",
+        f"matched   {decision.reason}{earlier}",
+        f"target    {_model_text(decision.target)}",
+    ]
+    if len(decision.chain) > 1:
+        lines.append("fallback  " + " → ".join(_model_text(m) for m in decision.chain[1:]))
+    else:
+        lines.append("fallback  none")
+    if decision.strip_subagent_tag:
+        lines.append("note      the <CCM-SUBAGENT-MODEL> tag is removed from the system prompt before sending")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("request", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--header", "header_values", multiple=True, metavar="NAME:VALUE", help="Add or replace a header.")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def explain(file: str, request: str, header_values: tuple[str, ...], output: str) -> None:
+    """Show which rule a request matches, why, its target and fallback chain."""
+    if file == STDIN and request == STDIN:
+        raise click.BadParameter("only one of FILE and REQUEST can be read from stdin", param_hint="REQUEST")
+    body, headers = _read_request(request)
+    headers.update(_parse_headers(header_values))
+    table = load_table_or_exit(file).table
+    assert table is not None
+    decision = select_route(table, body, headers)
+    facts = _facts(table, RequestView(body, headers, None))
+    if output == "json":
+        click.echo(orjson.dumps(_as_json(decision, facts), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(_as_text(decision, facts))
