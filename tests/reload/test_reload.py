@@ -1,0 +1,156 @@
+"""Hot reload through a real server: saves become visible, bad saves are refused and reported, requests in flight
+keep the runtime they started with, and what a reload retires is closed once its requests are done."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from ccm.core.reload import diff_tables
+from tests.fakes import FakeAnthropic, Reply
+
+from .conftest import BROKEN, FAILING_TEST, HEADERS, REQUEST, eventually, routes, save_by_rename, serve_routes, write
+
+
+@pytest.fixture
+def route_file(tmp_path: Path) -> Path:
+    path = tmp_path / "routes.ccm"
+    path.write_text(routes(1))
+    return path
+
+
+async def test_a_save_becomes_visible_to_requests(route_file: Path, environ: dict[str, str], caplog) -> None:
+    caplog.set_level(logging.INFO, logger="ccm.reload")
+    async with serve_routes(route_file, environ) as served:
+        assert (await served.ask()).json()["model"] == "model-v1"
+        first = (await served.health())["reload"]
+
+        write(route_file, routes(2))
+        await eventually(lambda: served.serving() == "model-v2", what="the save to be served")
+
+        assert (await served.ask()).json()["model"] == "model-v2"
+        status = (await served.health())["reload"]
+        assert status["reloads"] == 1 and status["last_error"] is None
+        assert status["version"] != first["version"]
+        summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reloaded routes.ccm")]
+        assert len(summary) == 1 and summary[0].endswith(": models ~main"), summary
+
+
+async def test_a_broken_save_is_rejected_and_reported_while_service_continues(
+    route_file: Path, environ: dict[str, str], caplog
+) -> None:
+    async with serve_routes(route_file, environ) as served:
+        write(route_file, BROKEN)
+        await eventually(lambda: served.reloader.status()["last_error"] is not None, what="the rejection")
+
+        assert (await served.ask()).json()["model"] == "model-v1"  # the last good table still serves
+        error = (await served.health())["reload"]["last_error"]
+        assert error["message"].startswith(f"{route_file}:12:14: error:"), error
+        assert "mian" in error["message"] and error["at"]
+        logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+        assert "rejected; still serving" in logged
+        assert "default -> mian" in logged and "^^^^" in logged  # the source line and the caret
+
+        write(route_file, routes(3))  # a good file clears the error
+        await eventually(lambda: served.serving() == "model-v3", what="the good save")
+        assert (await served.health())["reload"]["last_error"] is None
+        assert (await served.ask()).json()["model"] == "model-v3"
+
+
+async def test_a_file_whose_own_tests_fail_is_not_loaded(route_file: Path, environ: dict[str, str], caplog) -> None:
+    async with serve_routes(route_file, environ) as served:
+        write(route_file, FAILING_TEST)
+        await eventually(lambda: served.reloader.status()["last_error"] is not None, what="the rejection")
+        assert served.serving() == "model-v1"
+        assert "everything goes to main" in "\n".join(r.getMessage() for r in caplog.records)
+
+
+async def test_an_in_flight_stream_finishes_on_its_original_target_and_retired_pools_close_after(
+    tmp_path: Path, environ: dict[str, str], upstream: tuple[str, FakeAnthropic]
+) -> None:
+    url, fake = upstream
+    fake.script(Reply(text="one two three four five six", pieces=6, chunk_delay=0.1))
+    route_file = tmp_path / "routes.ccm"
+    route_file.write_text(routes(1, provider="old"))
+    async with serve_routes(route_file, {**environ, "OTHER_URL": url}) as served:
+        old = served.holder.current.providers["old"]
+        async with served.client.stream("POST", "/v1/messages", json={**REQUEST, "stream": True}, headers=HEADERS) as stream:
+            assert stream.status_code == 200
+            chunks = stream.aiter_bytes()
+            received = [await chunks.__anext__()]
+
+            # The reload removes provider `old`: the stream still uses it, so its pool must stay open.
+            write(route_file, routes(2, provider="new", url_variable="OTHER_URL"))
+            await eventually(lambda: served.serving() == "model-v2", what="the reload")
+            assert (await served.ask()).json()["model"] == "model-v2"
+            assert not old.client.is_closed
+
+            received += [chunk async for chunk in chunks]
+        body = b"".join(received)
+        assert b'"model":"model-v1"' in body and b"model-v2" not in body
+        assert body.rstrip().endswith(b'data: {"type":"message_stop"}')
+        await eventually(lambda: old.client.is_closed, what="the retired provider's pool to close")
+
+
+async def test_unchanged_providers_keep_their_pool_and_state(route_file: Path, environ: dict[str, str]) -> None:
+    async with serve_routes(route_file, environ) as served:
+        before = served.holder.current.providers["up"]
+        write(route_file, routes(2))
+        await eventually(lambda: served.serving() == "model-v2", what="the reload")
+        after = served.holder.current.providers["up"]
+        assert after is before  # same client, adapter, limiter and breaker
+        assert not after.client.is_closed
+
+
+async def test_a_change_to_an_included_file_reloads(tmp_path: Path, environ: dict[str, str]) -> None:
+    route_file = tmp_path / "routes.ccm"
+    models = tmp_path / "models" / "main.ccm"
+    models.parent.mkdir()
+    models.write_text("model main = up/model-v1\n")
+    route_file.write_text(routes(1).replace("model main = up/model-v1", 'include "models/main.ccm"'))
+    async with serve_routes(route_file, environ) as served:
+        assert served.serving() == "model-v1"
+        write(models, "model main = up/model-v2\n")
+        await eventually(lambda: served.serving() == "model-v2", what="the include's save to be served")
+        assert (await served.ask()).json()["model"] == "model-v2"
+
+
+async def test_a_save_by_atomic_rename_reloads(route_file: Path, environ: dict[str, str]) -> None:
+    async with serve_routes(route_file, environ) as served:
+        save_by_rename(route_file, routes(2))
+        await eventually(lambda: served.serving() == "model-v2", what="the renamed save to be served")
+        save_by_rename(route_file, routes(3))  # the new inode is watched too
+        await eventually(lambda: served.serving() == "model-v3", what="the second renamed save")
+
+
+async def test_sighup_reloads(route_file: Path, environ: dict[str, str]) -> None:
+    async with serve_routes(route_file, environ, watch=False) as served:
+        write(route_file, routes(2))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: served.serving() == "model-v2", what="the SIGHUP reload")
+        assert (await served.health())["reload"]["reloads"] == 1
+
+
+def test_diff_tables_names_what_changed(tmp_path: Path, environ: dict[str, str]) -> None:
+    from ccm.core.reload import compile_and_test
+
+    def table(text: str):  # type: ignore[no-untyped-def]
+        path = tmp_path / "routes.ccm"
+        path.write_text(text)
+        compiled = compile_and_test(path, environ)
+        assert compiled.table is not None, [d.render() for d in compiled.problems]
+        return compiled.table
+
+    base = table(routes(1))
+    assert diff_tables(base, table("# a comment moves every line\n" + routes(1))) == "no routing changes"
+    grown = routes(1).replace(
+        "route {\n", "model fast = up/fast-model\n\nroute {\n  thinking -> fast\n"
+    ).replace("model spare = up/spare-model\n", "")
+    assert diff_tables(base, table(grown)) == "rules 2→3, models +fast -spare"  # `direct` comes first
+    moved = routes(1, url_variable="OTHER_URL").replace("model-v1", "model-v2")
+    assert diff_tables(base, table(moved)) == "models ~main, providers ~up"
+
