@@ -1,8 +1,9 @@
 """OpenAI Chat Completions stream → Anthropic Messages stream: the state machine of PROTOCOL.md §6, pure.
 
-`StreamTranslator.feed(raw)` takes upstream body bytes as they arrive, split anywhere, and yields the Anthropic SSE
-bytes of each event they complete, at once; `finish()` flushes at EOF. Framing (`: comment` lines, CRLF, multi-line `data`) is
-`ccm.sse.SSEDecoder`'s job; `feed_event(data)` is the state machine proper, one upstream event's `data` at a time.
+`StreamTranslator.feed(raw)` takes upstream body bytes as they arrive, split anywhere, and yields the Anthropic
+SSE bytes of each event they complete, at once; `finish()` flushes at EOF. Framing (`: comment` lines, CRLF,
+multi-line `data`) is `ccm.sse.SSEDecoder`'s job; `feed_event(data)` is the state machine proper, one event's
+`data` at a time.
 
 - `message_start` goes out on the first chunk (usage zeros, both cache fields included); block indices are
   contiguous from 0 and exactly one block is open at a time. A delta of another kind (reasoning ⇄ text ⇄ tool) closes
@@ -43,6 +44,9 @@ from ccm.providers.tool_json import closing_suffix
 from ccm.sse import SSEDecoder, encode_event
 
 log = logging.getLogger("ccm.providers.openai")
+
+_EMPTY_THINKING = {"type": "thinking", "thinking": "", "signature": ""}
+_EMPTY_TEXT = {"type": "text", "text": ""}
 
 
 # --- shared with the non-streaming translation --------------------------------------------------------------------
@@ -170,8 +174,9 @@ class StreamTranslator:
     def finish(self) -> Iterator[bytes]:
         """End of the upstream body: flush what is held. EOF before any chunk is an error."""
         for event in self._decoder.flush():
-            if not self.done:
-                yield self.feed_event(event.data)
+            output = b"" if self.done else self.feed_event(event.data)
+            if output:
+                yield output
         if not self.done:
             out: list[bytes] = []
             self._end(out)
@@ -244,11 +249,15 @@ class StreamTranslator:
             self._close(out)
             self._kind = kind
             self._index += 1
-            block = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else {"type": "text", "text": ""}
+            block = _EMPTY_THINKING if kind == "thinking" else _EMPTY_TEXT
             out.append(_event("content_block_start", {"type": "content_block_start", "index": self._index,
                                                       "content_block": block}))
-        delta = {"type": "thinking_delta", "thinking": text} if kind == "thinking" else {"type": "text_delta", "text": text}
-        out.append(_event("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta}))
+        if kind == "thinking":
+            delta = {"type": "thinking_delta", "thinking": text}
+        else:
+            delta = {"type": "text_delta", "text": text}
+        out.append(_event("content_block_delta", {"type": "content_block_delta", "index": self._index,
+                                                  "delta": delta}))
 
     def _tool_delta(self, call: Mapping[str, Any], out: list[bytes]) -> None:
         tool = self._tool if self._kind == "tool" else None
@@ -267,14 +276,13 @@ class StreamTranslator:
             self._close(out)
             tool = _ToolCall(key, call_id, name)
             self._tool, self._kind = tool, "tool"
-            self._saw_tool_calls = True
         else:
             tool.upstream_id = tool.upstream_id or call_id
             tool.name = tool.name or name
         if arguments:
             tool.arguments.append(arguments)
         if not tool.started and tool.name:
-            tool.started = True
+            tool.started = self._saw_tool_calls = True
             self._index += 1
             block = {"type": "tool_use", "id": self.context.tool_id(tool.upstream_id),
                      "name": self.context.names.anthropic(tool.name), "input": {}}
