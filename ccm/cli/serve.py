@@ -48,8 +48,9 @@ def configure_logging(level: str) -> None:
     )
 
 
-def load_table(path: str | Path) -> RoutingTable:
-    """Compile the route file and run its tests; any error is printed and exits 1."""
+def load_table(path: str | Path, report: bool = True) -> RoutingTable:
+    """Compile the route file and run its tests; any error is printed and exits 1. `report=False` keeps warnings
+    quiet (a worker process, whose parent has already shown them)."""
     from ccm.compile import compile_file, run_route_tests
 
     file = Path(path)
@@ -57,7 +58,8 @@ def load_table(path: str | Path) -> RoutingTable:
         raise click.ClickException(f"route file not found: {file}")
     result = compile_file(file, os.environ)
     for diagnostic in result.diagnostics:
-        click.echo(diagnostic.render(), err=True)
+        if report or diagnostic.is_error:
+            click.echo(diagnostic.render(), err=True)
     if result.errors or result.table is None:
         raise SystemExit(1)
     failures = run_route_tests(result.table)
@@ -68,18 +70,28 @@ def load_table(path: str | Path) -> RoutingTable:
     return result.table
 
 
-def build_app(table: RoutingTable, environ: Mapping[str, str], **runtime_options: Any) -> Any:
+def build_app(table: RoutingTable, environ: Mapping[str, str], report: bool = True, **runtime_options: Any) -> Any:
     from ccm.core.app import App
     from ccm.core.runtime import RuntimeHolder, build_runtime
 
+    if report:
+        report_unconfigured(table, environ)
     runtime, _ = build_runtime(table, environ, **runtime_options)
-    for provider in runtime.unconfigured:
-        log.warning(
-            "provider %s is not configured: environment variable %s is not set (requests routed to it will fail)",
-            provider.provider.name,
-            provider.endpoint.missing,
-        )
     return App(RuntimeHolder(runtime))
+
+
+def report_unconfigured(table: RoutingTable, environ: Mapping[str, str]) -> None:
+    """One warning per provider that cannot be used until a variable is set; the server starts anyway."""
+    from ccm.providers.http import resolve_endpoint
+
+    for provider in table.providers.values():
+        missing = resolve_endpoint(provider, environ).missing
+        if missing:
+            log.warning(
+                "provider %s is not configured: environment variable %s is not set (requests routed to it will fail)",
+                provider.name,
+                missing,
+            )
 
 
 def with_reload(app: Any, file: str | Path, environ: Mapping[str, str]) -> Any:
@@ -133,7 +145,7 @@ def run(file: str, host: str, port: int, workers: int, log_level: str) -> None:
 
     if workers > 1:
         os.environ["CCM_LOG_LEVEL"] = log_level
-        build_app(table, os.environ)  # warns about unset keys once, in the parent
+        report_unconfigured(table, os.environ)  # once, here: the workers build their apps quietly
         raise SystemExit(server.serve_workers(file, host, port, workers))
     app = with_reload(build_app(table, os.environ), file, os.environ)
     log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))

@@ -28,7 +28,7 @@ import orjson
 from ccm.core.breaker import Breaker
 from ccm.providers.base import Adapter
 from ccm.providers.http import Endpoint, make_client, resolve_endpoint
-from ccm.table import EnvRef, Model, Provider, RoutingTable, resolve
+from ccm.table import Model, Provider, RoutingTable, resolve
 
 log = logging.getLogger("ccm.core")
 
@@ -60,7 +60,6 @@ class Runtime:
     providers: Mapping[str, ProviderRuntime]
     auth_required: bool
     auth_keys: tuple[bytes, ...]  # the inbound keys that resolved; empty with auth_required means nobody gets in
-    unresolved_auth: tuple[str, ...]  # names of the variables behind declared keys that are unset
     health_body: bytes
     models_body: bytes
     model_bodies: Mapping[str, bytes]  # alias -> its /v1/models/{id} object
@@ -107,7 +106,7 @@ def build_runtime(
         kept = {id(p) for p in providers.values()}
         retired = [p for p in previous.providers.values() if id(p) not in kept]
 
-    keys, unresolved = _inbound_keys(table, environ)
+    keys = _inbound_keys(table, environ)
     declared = {name: m for name, m in table.models.items() if m.declared}
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     model_objects = {name: _model_object(name, created) for name in declared}
@@ -116,7 +115,6 @@ def build_runtime(
         providers=providers,
         auth_required=bool(table.settings.auth),
         auth_keys=keys,
-        unresolved_auth=unresolved,
         health_body=_health_body(table, providers),
         models_body=orjson.dumps(
             {
@@ -141,25 +139,14 @@ async def close_providers(providers: list[ProviderRuntime]) -> None:
             log.exception("closing provider %s failed", p.provider.name)
 
 
-def first_inbound_key(runtime: Runtime) -> str | None:
-    return runtime.auth_keys[0].decode() if runtime.auth_keys else None
-
-
 def _adapter_class(provider_type: str) -> Callable[[Provider, Endpoint, httpx.AsyncClient], Adapter]:
     module, _, attribute = ADAPTERS[provider_type].partition(":")
     return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
 
 
-def _inbound_keys(table: RoutingTable, environ: Mapping[str, str]) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
-    keys: list[bytes] = []
-    unresolved: list[str] = []
-    for value in table.settings.auth:
-        key = resolve(value, environ)
-        if key:
-            keys.append(key.encode())
-        elif isinstance(value, EnvRef):
-            unresolved.append(value.name)
-    return tuple(keys), tuple(unresolved)
+def _inbound_keys(table: RoutingTable, environ: Mapping[str, str]) -> tuple[bytes, ...]:
+    resolved = (resolve(value, environ) for value in table.settings.auth)
+    return tuple(key.encode() for key in resolved if key)
 
 
 def _model_object(name: str, created: str) -> dict[str, str]:

@@ -89,8 +89,8 @@ def worker_app() -> Any:
     from ccm.cli.serve import build_app, configure_logging, load_table, with_reload
 
     configure_logging(os.environ.get("CCM_LOG_LEVEL", "info"))
-    table = load_table(os.environ[ROUTES_FILE_VARIABLE])
-    return with_reload(build_app(table, os.environ), os.environ[ROUTES_FILE_VARIABLE], os.environ)
+    table = load_table(os.environ[ROUTES_FILE_VARIABLE], report=False)  # the parent reported warnings once
+    return with_reload(build_app(table, os.environ, report=False), os.environ[ROUTES_FILE_VARIABLE], os.environ)
 
 
 def _address(sock: socket.socket) -> str:
