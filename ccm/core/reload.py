@@ -62,9 +62,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Diagnostic(Protocol):
     """What the reloader needs of a compiler diagnostic (`ccm.diagnostics.Diagnostic`)."""
 
-    @property
-    def is_error(self) -> bool: ...
-
     def render(self) -> str: ...
 
 
@@ -402,8 +399,15 @@ class Reloader:
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         ready = False
         while True:
-            directories = sorted({os.path.dirname(p) for p in self._watched})
+            # A folder that is gone (renamed, unmounted) cannot be watched: look again every second until it is back.
+            directories = sorted({d for d in map(os.path.dirname, self._watched) if os.path.isdir(d)})
             self._sources_changed = restart = anyio.Event()
+            if not directories:
+                if not ready:
+                    ready = True
+                    task_status.started()
+                await anyio.sleep(1.0)
+                continue
             async for changes in watchfiles.awatch(
                 *directories,
                 watch_filter=self._is_relevant,
