@@ -148,6 +148,13 @@ def call_then_quote(call: ToolCall, outputs: Callable[[Exchange], list[str]]) ->
     return scenario
 
 
+def is_subagent(exchange: Exchange) -> bool:
+    """A subagent's request. The billing-header system block that marks it (`cc_is_subagent=true`) is
+    Anthropic-specific and the OpenAI translation drops it, so the subagent's own system prompt identifies it."""
+    first = json.dumps(exchange.messages[:1])
+    return "cc_is_subagent=true" in exchange.raw.decode() or "You are an agent for Claude Code" in first
+
+
 def png(width: int = 8, height: int = 8) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -217,20 +224,21 @@ def test_subagent(claude_bin: Path, cli_openai: Stack, workdir: Path) -> None:
     report = f"SUBAGENT-REPORT-{random.randrange(32768)}"
     agent = ToolCall(
         "Agent",
-        {"description": "Inspect the folder", "prompt": "Report back with one line.", "subagent_type": "general-purpose"},
+        {"description": "Inspect the folder", "prompt": "Report back with one line.", "subagent_type": "general-purpose",
+         "run_in_background": False},
     )
     parent = call_then_quote(agent, openai_tool_outputs)
 
     def scenario(exchange: Exchange) -> Reply:
-        if "cc_is_subagent=true" in json.dumps(exchange.messages[:2]):
-            return Reply(text=report)
-        return parent(exchange)
+        return Reply(text=report) if is_subagent(exchange) else parent(exchange)
 
     cli_openai.fake.default = scenario
     result = run_claude(claude_bin, cli_openai, workdir, "Use a subagent to inspect the folder", "--allowedTools", "Agent")
     assert report in result["result"]
     assert cli_openai.fake.rejections == []
-    subagent_requests = [
-        e for e in cli_openai.fake.requests("/v1/chat/completions") if "cc_is_subagent=true" in json.dumps(e.messages[:2])
-    ]
-    assert subagent_requests, "Claude Code never started the subagent"
+    requests = cli_openai.fake.requests("/v1/chat/completions")
+    assert any(is_subagent(e) for e in requests), "Claude Code never started the subagent"
+    # examples/openai-compatible.ccm routes `subagent -> fast` (gpt-5-mini) and the main agent to `big` (gpt-5).
+    assert {e.json["model"] for e in requests if is_subagent(e)} == {"gpt-5-mini"}
+    assert {e.json["model"] for e in requests if not is_subagent(e)} == {"gpt-5"}
+    assert report in openai_tool_outputs(requests[-1])[-1]  # the parent received the subagent's report

@@ -81,6 +81,13 @@ def test_sdk_stream_with_thinking_and_parallel_tools(anthropic_stack: Stack) -> 
     assert json.loads(anthropic_stack.fake.exchanges[-1].raw)["model"] == MODEL
 
 
+def test_upstream_connections_are_pooled(anthropic_stack: Stack) -> None:
+    client = anthropic_stack.client()
+    for _ in range(5):
+        client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+    assert len(anthropic_stack.fake.exchanges) == 5 and anthropic_stack.fake.connections == 1
+
+
 def test_rate_limit_passes_through_with_retry_after(anthropic_stack: Stack) -> None:
     anthropic_stack.fake.script(retry_later(4))
     with pytest.raises(anthropic.RateLimitError) as raised:

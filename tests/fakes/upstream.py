@@ -81,6 +81,11 @@ class FakeUpstream:
         """Requests being answered right now: a leak check after a test expects 0."""
         return self._in_flight
 
+    @property
+    def connections(self) -> int:
+        """Distinct client connections (source ports) seen: shows whether a client pools its connections."""
+        return len({e.client_port for e in self.exchanges})
+
     def requests(self, path: str | None = None) -> list[Exchange]:
         return [e for e in self.exchanges if path is None or e.path == path]
 
