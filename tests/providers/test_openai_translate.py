@@ -323,10 +323,14 @@ def test_parameters_force_and_drop() -> None:
         "stream_options": {"include_usage": True},
     }
     model = Model(name="o", provider="up", model="o4", max_output=16384, drop=("max_tokens", "temperature"),
-                  force=(("max_completion_tokens", 16384), ("reasoning_effort", "high")))
+                  force=(("reasoning_effort", "high"),))
     out, _ = translate_request(body, model)
     assert "max_tokens" not in out and "temperature" not in out
     assert (out["max_completion_tokens"], out["reasoning_effort"], out["model"]) == (16384, "high", "o4")
+    fixed, _ = translate_request(body, model.model_copy(update={"force": (("max_completion_tokens", 4096),)}))
+    assert fixed["max_completion_tokens"] == 4096
+    unlimited, _ = translate_request(body, model.model_copy(update={"drop": ("max_tokens", "max_completion_tokens")}))
+    assert "max_tokens" not in unlimited and "max_completion_tokens" not in unlimited
 
 
 def test_documents_and_images_in_user_content() -> None:
@@ -361,3 +365,16 @@ def test_tool_ids_round_trip() -> None:
     long_id = "x." * 50
     assert re.match(r"^[a-zA-Z0-9_-]+$", client_tool_id(long_id))
     assert ToolNames.of(["Bash", "a.b"]).renamed == {openai_tool_name("a.b"): "a.b"}
+
+
+@pytest.mark.parametrize("fixture", fixture_names())
+def test_the_strict_fake_openai_accepts_every_translation(fixture: str) -> None:
+    """A second, independent model of OpenAI's request checks: the one behind tests/fakes/openai.py."""
+    from tests.fakes.openai_rules import Limits, check_chat_request
+
+    body = load_fixture(fixture)["body"]
+    check_chat_request(translate_request(body, PLAIN)[0], Limits(strict=True))
+    check_chat_request(translate_request(body, SETTINGS["max-output-8k"])[0], Limits(max_output=8192, strict=True))
+    check_chat_request(translate_request(body, SETTINGS["replay-reasoning"])[0], Limits(strict=True))
+    # cache_control is only for upstreams that honour it (Claude behind OpenRouter), which do not reject it
+    check_chat_request(translate_request(body, SETTINGS["keep-cache-control"])[0], Limits(strict=False))
