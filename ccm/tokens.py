@@ -4,8 +4,8 @@
     count_request_tokens(body) -> int                       the same, on one process-wide counter
 
 Used by `/v1/messages/count_tokens` when it answers locally and by the route file's `tokens > N` conditions.
-`body` is a request as `ccm.validate.parse_request` returns it; other JSON-shaped mappings are counted too (a piece
-of unexpected shape is counted by its JSON text), never rejected.
+`body` is a request as `ccm.validate.parse_request` returns it. Any other mapping orjson could decode and encode is
+counted too (a piece of unexpected shape is counted by its JSON text), never rejected.
 
 What is counted: `system` (string or blocks), every message (`system`-role ones included) with a small per-message
 overhead, every block type — text, image (Anthropic's documented (w*h)/750 from the dimensions in the PNG, JPEG,
