@@ -20,16 +20,11 @@ Request (`translate_request`, pure):
   ever-present adaptive thinking never breaks them; `force { "reasoning.effort" = "high" }` overrides either way.
 - `force`/`drop` apply last, to the Responses body.
 
-Reply: stream events → Anthropic events (`ResponsesReader`); a non-stream response goes through `read_response`.
-Arguments that arrive only in `.done` events (or only in `output_item.done`) are sent whole; a call's arguments
-that do not parse are completed with `tool_json.closing_suffix` (streams) or repaired (non-stream), with a warning.
-`incomplete_details.reason` max_output_tokens → `max_tokens`, content_filter → `refusal`; `response.failed` and
-`error` events → `UpstreamError`. Usage: input = input_tokens − cached, cache_read = cached, output = output_tokens.
+The reply side (stream events and non-stream responses → Anthropic) is `openai_responses_reply`.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,25 +32,11 @@ from typing import Any
 import httpx
 import orjson
 
-from ccm.errors import UpstreamError
-from ccm.providers.anthropic_reply import (
-    JSON_HEADERS,
-    EventWriter,
-    apply_overrides,
-    fold_message,
-    parse_json,
-    protocol_error,
-    read_json,
-    stream_reply,
-    tool_id,
-)
+from ccm.providers.anthropic_reply import JSON_HEADERS, apply_overrides, read_json, stream_reply
 from ccm.providers.base import Call, Reply, Usage
 from ccm.providers.http import Endpoint, open_response
-from ccm.providers.tool_json import closing_suffix, parse_arguments
-from ccm.sse import ServerEvent
+from ccm.providers.openai_responses_reply import ResponsesReader, read_response
 from ccm.table import Model, Provider
-
-log = logging.getLogger("ccm.providers.openai_responses")
 
 _BILLING_HEADER = "x-anthropic-billing-header:"
 _REASONING_MODEL = re.compile(r"^(o[134]|gpt-5|codex|gpt-oss)")
@@ -274,217 +255,6 @@ def _tool_choice(choice: Mapping[str, Any]) -> Any:
     return {"auto": "auto", "any": "required", "none": "none"}.get(str(kind))
 
 
-# --- reply ---------------------------------------------------------------------------------------------------------
-
-
-class ResponsesReader:
-    """Responses stream events in, Anthropic events out through `writer` (a `StreamTranslator`)."""
-
-    def __init__(self, provider: str, model: str, usage: Usage) -> None:
-        self.provider = provider
-        self.writer = EventWriter(model, usage)
-        self._calls: dict[int, _CallState] = {}
-        self._texts: set[tuple[int, int]] = set()  # (output_index, content_index) that streamed text deltas
-        self._summary: tuple[int, int] | None = None  # the reasoning summary part being streamed
-        self._refused = False
-
-    def feed(self, event: ServerEvent) -> None:
-        data = parse_json(self.provider, event.data)
-        if not isinstance(data, dict):
-            raise protocol_error(self.provider, f"upstream {self.provider!r} streamed a non-object event")
-        kind = data.get("type") or event.event or ""
-        handler = _HANDLERS.get(kind)
-        if handler is not None:
-            handler(self, data)
-
-    def finish(self) -> None:
-        if not self.writer.finished:
-            raise protocol_error(self.provider, f"upstream {self.provider!r} ended its stream before response.completed")
-
-    # --- items ---
-
-    def _item_added(self, data: Json) -> None:
-        item = data.get("item") or {}
-        if item.get("type") == "function_call":
-            state = _CallState(tool_id(item.get("call_id") or item.get("id")), str(item.get("name", "")))
-            self._calls[_index(data)] = state
-            self.writer.start_tool(state.call_id, state.name)
-            self._arguments(state, item.get("arguments") or "", complete=False)
-
-    def _item_done(self, data: Json) -> None:
-        item = data.get("item") or {}
-        index = _index(data)
-        if item.get("type") == "function_call":
-            if index not in self._calls:  # a backend that sends only finished items
-                self._item_added(data)
-            self._arguments(self._calls[index], item.get("arguments") or "", complete=True)
-        elif item.get("type") == "message":
-            for content_index, part in enumerate(item.get("content") or ()):
-                self._late_text(index, content_index, part.get("text") or part.get("refusal") or "")
-
-    def _arguments_delta(self, data: Json) -> None:
-        state = self._calls.get(_index(data))
-        if state is not None:
-            self._arguments(state, data.get("delta") or "", complete=False)
-
-    def _arguments_done(self, data: Json) -> None:
-        state = self._calls.get(_index(data))
-        if state is not None:
-            self._arguments(state, data.get("arguments") or "", complete=True)
-
-    def _arguments(self, state: _CallState, text: str, *, complete: bool) -> None:
-        if state.closed:
-            return
-        if complete:
-            # A `.done` carries the whole arguments: send what the deltas did not.
-            text = text[len(state.sent) :] if text.startswith(state.sent) else ""
-        if text:
-            self.writer.tool_arguments(text)
-            state.sent += text
-        if complete:
-            suffix = closing_suffix(state.sent)
-            if suffix:
-                if state.sent.strip():
-                    log.warning("completed malformed tool-call arguments from %s for %s", self.provider, state.name)
-                self.writer.tool_arguments(suffix)
-            self.writer.close()
-            state.closed = True
-
-    # --- text and reasoning ---
-
-    def _text_delta(self, data: Json) -> None:
-        self._texts.add((_index(data), data.get("content_index", 0)))
-        self.writer.text(data.get("delta") or "")
-
-    def _text_done(self, data: Json) -> None:
-        self._late_text(_index(data), data.get("content_index", 0), data.get("text") or "")
-
-    def _late_text(self, index: int, content_index: int, text: str) -> None:
-        if (index, content_index) not in self._texts:
-            self._texts.add((index, content_index))
-            self.writer.text(text)
-
-    def _refusal_delta(self, data: Json) -> None:
-        self._refused = True
-        self._text_delta(data)
-
-    def _summary_delta(self, data: Json) -> None:
-        part = (_index(data), data.get("summary_index", 0))
-        if self._summary is not None and self._summary != part and self._summary[0] == part[0]:
-            self.writer.thinking("\n\n")  # summary parts are paragraphs of one reasoning item
-        self._summary = part
-        self.writer.thinking(data.get("delta") or "")
-
-    def _reasoning_delta(self, data: Json) -> None:
-        self.writer.thinking(data.get("delta") or "")
-
-    # --- the end ---
-
-    def _completed(self, data: Json) -> None:
-        response = data.get("response") or {}
-        _read_usage(response.get("usage"), self.writer.usage)
-        self.writer.finish(_stop_reason(response, self.writer.saw_tool_use, self._refused))
-
-    def _failed(self, data: Json) -> None:
-        response = data.get("response") or {}
-        raise _error(self.provider, response.get("error") or {})
-
-    def _error(self, data: Json) -> None:
-        raise _error(self.provider, data.get("error") if isinstance(data.get("error"), dict) else data)
-
-
-class _CallState:
-    __slots__ = ("call_id", "name", "sent", "closed")
-
-    def __init__(self, call_id: str, name: str) -> None:
-        self.call_id = call_id
-        self.name = name
-        self.sent = ""
-        self.closed = False
-
-
-_HANDLERS = {
-    "response.output_item.added": ResponsesReader._item_added,
-    "response.output_item.done": ResponsesReader._item_done,
-    "response.function_call_arguments.delta": ResponsesReader._arguments_delta,
-    "response.function_call_arguments.done": ResponsesReader._arguments_done,
-    "response.output_text.delta": ResponsesReader._text_delta,
-    "response.output_text.done": ResponsesReader._text_done,
-    "response.refusal.delta": ResponsesReader._refusal_delta,
-    "response.reasoning_summary_text.delta": ResponsesReader._summary_delta,
-    "response.reasoning_text.delta": ResponsesReader._reasoning_delta,
-    "response.completed": ResponsesReader._completed,
-    "response.incomplete": ResponsesReader._completed,
-    "response.failed": ResponsesReader._failed,
-    "error": ResponsesReader._error,
-}
-
-
-def _index(data: Mapping[str, Any]) -> int:
-    value = data.get("output_index")
-    return value if isinstance(value, int) else 0
-
-
-def _stop_reason(response: Mapping[str, Any], saw_tool_use: bool, refused: bool) -> str:
-    if response.get("status") == "incomplete":
-        reason = (response.get("incomplete_details") or {}).get("reason")
-        if reason == "max_output_tokens":
-            return "max_tokens"
-        if reason == "content_filter":
-            return "refusal"
-    if refused:
-        return "refusal"
-    return "tool_use" if saw_tool_use else "end_turn"
-
-
-def _read_usage(raw: Any, usage: Usage) -> None:
-    if not isinstance(raw, dict):
-        return
-    details = raw.get("input_tokens_details")
-    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
-    cached = cached if isinstance(cached, int) else 0
-    usage.input_tokens = max(int(raw.get("input_tokens") or 0) - cached, 0)
-    usage.cache_read_input_tokens = cached
-    usage.output_tokens = int(raw.get("output_tokens") or 0)
-
-
-def _error(provider: str, error: Mapping[str, Any]) -> UpstreamError:
-    code = str(error.get("code") or error.get("type") or "")
-    message = f"upstream {provider!r} failed: {error.get('message') or code or 'unknown error'}"
-    if "rate_limit" in code:
-        return UpstreamError(429, message, "429", provider, "rate_limit_error")
-    if code in ("server_error", "internal_error", "") or "overloaded" in code:
-        return UpstreamError(500, message, "5xx", provider, "api_error")
-    return UpstreamError(400, message, "4xx", provider)
-
-
-def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
-    """A non-stream Responses object as a complete Anthropic message."""
-    if data.get("status") == "failed":
-        raise _error(provider, data.get("error") or {})
-    writer = EventWriter(model, usage)
-    refused = False
-    for item in data.get("output") or ():
-        kind = item.get("type")
-        if kind == "reasoning":
-            summary = [s.get("text", "") for s in item.get("summary") or () if s.get("text")]
-            raw = [c.get("text", "") for c in item.get("content") or () if c.get("text")]
-            writer.thinking("\n\n".join(summary or raw))
-        elif kind == "message":
-            for part in item.get("content") or ():
-                refused = refused or part.get("type") == "refusal"
-                writer.text(part.get("text") or part.get("refusal") or "")
-        elif kind == "function_call":
-            arguments, outcome = parse_arguments(item.get("arguments") or "")
-            if outcome != "valid" and item.get("arguments"):
-                log.warning("%s tool-call arguments from %s for %s", outcome, provider, item.get("name"))
-            call_id = tool_id(item.get("call_id") or item.get("id"))
-            writer.tool_use(call_id, str(item.get("name", "")), orjson.dumps(arguments).decode())
-    _read_usage(data.get("usage"), usage)
-    writer.finish(_stop_reason(data, writer.saw_tool_use, refused))
-    return fold_message(writer.take())
-
-
 class ResponsesAdapter:
     """One per `openai-responses` provider. The pooled client belongs to the runtime, which closes it."""
 
@@ -495,8 +265,8 @@ class ResponsesAdapter:
         self._url = f"{endpoint.url}/responses"
 
     async def send(self, call: Call) -> Reply:
-        body = dict(translate_request(call.body, call.model))
-        if call.stream:
+        body = translate_request(call.body, call.model)
+        if call.stream:  # `call.stream` decides, whatever the client body says
             body["stream"] = True
         else:
             body.pop("stream", None)

@@ -1,0 +1,133 @@
+"""Responses event streams (tests/providers/golden/responses/streams/*.sse, in the API's documented event shapes)
+→ Anthropic events: golden files, the §3 grammar, random byte splits, the official SDK's accumulator, failures."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ccm.errors import UpstreamError
+from ccm.providers.anthropic_reply import encode_events
+from ccm.providers.base import Usage
+from ccm.providers.openai_responses_reply import ResponsesReader, read_response
+from ccm.sse import SSEDecoder
+from tests.fakes.fake_responses import call_item, message_item, reasoning_item
+from tests.providers.translation_checks import GOLDEN, assert_golden, check_grammar, normalise, sdk_final_message
+
+STREAMS = GOLDEN / "responses" / "streams"
+TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse") if not p.stem.startswith("error-"))
+
+
+def translate(pieces: list[bytes]) -> tuple[bytes, Usage]:
+    usage = Usage()
+    reader = ResponsesReader("openai", "claude-opus-5-5", usage)
+    decoder = SSEDecoder()
+    out = b""
+    for piece in pieces:
+        for event in decoder.feed(piece):
+            reader.feed(event)
+        out += encode_events(reader.writer.take())
+    for event in decoder.flush():
+        reader.feed(event)
+    reader.finish()
+    return out + encode_events(reader.writer.take()), usage
+
+
+def random_splits(data: bytes, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    pieces, i = [], 0
+    while i < len(data):
+        step = rng.randint(1, 60)
+        pieces.append(data[i : i + step])
+        i += step
+    return pieces
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+def test_transcript_matches_golden_and_protocol(name: str) -> None:
+    raw = (STREAMS / f"{name}.sse").read_bytes()
+    out, _ = translate([raw])
+    check_grammar(out)
+    assert_golden(STREAMS / f"{name}.txt", normalise(out.decode()))
+    for seed in range(3):
+        assert normalise(translate(random_splits(raw, seed))[0].decode()) == normalise(out.decode())
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+async def test_the_anthropic_sdk_accepts_the_stream(name: str) -> None:
+    out, usage = translate([(STREAMS / f"{name}.sse").read_bytes()])
+    message = await sdk_final_message(out)
+    assert message.stop_reason == check_grammar(out)[-2][1]["delta"]["stop_reason"]
+    assert message.usage.output_tokens == usage.output_tokens
+
+
+async def test_reasoning_summary_parts_become_one_thinking_block_before_the_text() -> None:
+    message = await sdk_final_message(translate([(STREAMS / "reasoning-summary.sse").read_bytes()])[0])
+    thinking, answer = message.content
+    assert thinking.thinking == (
+        "**Reading the request**\n\nThe user wants a file listing.\n\n**Choosing a tool**\n\nBash is right."
+    )
+    assert answer.text == "I'll list the files." and message.stop_reason == "end_turn"
+
+
+async def test_function_call_arguments_stream_or_arrive_only_in_done() -> None:
+    message = await sdk_final_message(translate([(STREAMS / "function-call.sse").read_bytes()])[0])
+    assert [b.type for b in message.content] == ["thinking", "tool_use"]
+    assert message.content[1].id == "call_abc123"
+    assert message.content[1].input == {"command": "ls -la", "description": "List files"}
+    message = await sdk_final_message(translate([(STREAMS / "function-call-args-only-in-done.sse").read_bytes()])[0])
+    assert [b.input for b in message.content] == [{"file_path": "/tmp/a.py"}, {"file_path": "/tmp/b.py"}]
+    assert message.stop_reason == "tool_use"
+
+
+def test_usage_subtracts_cached_tokens() -> None:
+    _, usage = translate([(STREAMS / "text.sse").read_bytes()])
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (1200 - 1024, 1024, 25)
+
+
+async def test_incomplete_reasons() -> None:
+    cut = await sdk_final_message(translate([(STREAMS / "incomplete-max-output.sse").read_bytes()])[0])
+    assert cut.stop_reason == "max_tokens" and cut.content[0].text == "This answer was cut"
+    filtered = await sdk_final_message(translate([(STREAMS / "incomplete-content-filter.sse").read_bytes()])[0])
+    assert filtered.stop_reason == "refusal" and filtered.content == []
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "reason"),
+    [("error-failed", 500, "5xx"), ("error-event", 429, "429"), ("error-truncated", 502, "protocol")],
+)
+def test_failures(name: str, status: int, reason: str) -> None:
+    with pytest.raises(UpstreamError) as caught:
+        translate([(STREAMS / f"{name}.sse").read_bytes()])
+    assert (caught.value.status, caught.value.reason) == (status, reason)
+
+
+def test_a_cut_off_argument_stream_is_completed_so_claude_code_can_parse_it() -> None:
+    frames = [
+        b'data: {"type":"response.output_item.added","output_index":0,"item":{"type":"function_call","call_id":"c1","name":"Bash","arguments":""}}\n\n',
+        b'data: {"type":"response.function_call_arguments.delta","output_index":0,"delta":"{\\"command\\": \\"ls"}\n\n',
+        b'data: {"type":"response.output_item.done","output_index":0,"item":{"type":"function_call","call_id":"c1","name":"Bash","arguments":"{\\"command\\": \\"ls"}}\n\n',
+        b'data: {"type":"response.completed","response":{"status":"completed","usage":{"input_tokens":3,"output_tokens":2}}}\n\n',
+    ]
+    out, _ = translate(frames)
+    partial = "".join(d["delta"]["partial_json"] for _, d in check_grammar(out) if d.get("delta", {}).get("type") == "input_json_delta")
+    assert partial == '{"command": "ls"}'
+
+
+def test_non_stream_response() -> None:
+    usage = Usage()
+    data = {
+        "status": "completed",
+        "output": [reasoning_item("Think."), message_item("Running it."),
+                   call_item("Bash", {"command": "ls"}, "call_1"),
+                   {"type": "function_call", "call_id": "call.2", "name": "Read", "arguments": "{'file_path': '/x',}"}],
+        "usage": {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 10}, "output_tokens": 7},
+    }
+    message = read_response(data, "openai", "claude-opus-5-5", usage)
+    assert [b["type"] for b in message["content"]] == ["thinking", "text", "tool_use", "tool_use"]
+    assert message["content"][3] == {"type": "tool_use", "id": "call_2", "name": "Read", "input": {"file_path": "/x"}}
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"]["input_tokens"] == 40 and message["usage"]["cache_read_input_tokens"] == 10
+    with pytest.raises(UpstreamError):
+        read_response({"status": "failed", "error": {"code": "server_error", "message": "boom"}}, "openai", "m", Usage())

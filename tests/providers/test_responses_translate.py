@@ -1,0 +1,166 @@
+"""Anthropic → OpenAI Responses request translation: a golden file per captured Claude Code request, each accepted
+by the strict fake's validation (reasoning and non-reasoning models), plus the rules behind the goldens."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from ccm.providers.openai_responses import is_reasoning_model, translate_request
+from ccm.table import Model
+from tests.conftest import fixture_names, load_fixture
+from tests.fakes.fake_responses import ResponsesRejected, check_responses_request
+from tests.providers.translation_checks import GOLDEN, assert_golden, golden_json
+
+REQUESTS = GOLDEN / "responses" / "requests"
+GPT5 = Model(name="gpt", provider="openai", model="gpt-5.5", max_output=128000)
+GPT41 = Model(name="gpt41", provider="openai", model="gpt-4.1", max_output=32768)
+PNG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+
+
+def user(*content: Any) -> dict[str, Any]:
+    return {"role": "user", "content": list(content)}
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_every_captured_request_translates_to_its_golden_and_is_accepted(name: str) -> None:
+    body = load_fixture(name)["body"]
+    before = copy.deepcopy(body)
+    translated = translate_request(body, GPT5)
+    assert body == before
+    check_responses_request(translated)
+    check_responses_request(translate_request(body, GPT41))
+    assert_golden(REQUESTS / name, golden_json(translated))
+
+
+def test_strict_function_schemas_would_be_rejected_which_is_why_strict_is_off() -> None:
+    translated = translate_request(load_fixture("print-mode-first-turn.json")["body"], GPT5)
+    assert all(tool["strict"] is False for tool in translated["tools"])
+    for tool in translated["tools"]:
+        tool.pop("strict")
+    with pytest.raises(ResponsesRejected, match="additionalProperties|required"):
+        check_responses_request(translated)
+
+
+def test_system_messages_calls_and_outputs() -> None:
+    body = {
+        "system": [text("x-anthropic-billing-header: cc=1"), text("Be brief.")],
+        "messages": [
+            user(text("look")),
+            {"role": "system", "content": "Env: linux"},
+            {"role": "assistant", "content": [text("Two calls."), {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"p": 1}},
+                                              {"type": "tool_use", "id": "toolu_2", "name": "Bash", "input": {}},
+                                              {"type": "thinking", "thinking": "x", "signature": "s"}]},
+            user({"type": "tool_result", "tool_use_id": "toolu_2", "content": "boom", "is_error": True},
+                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": [text("see image"), PNG]},
+                 {"type": "tool_result", "tool_use_id": "toolu_gone", "content": "late"},
+                 text("next?")),
+        ],
+        "max_tokens": 8,
+    }
+    out = translate_request(body, GPT41)
+    check_responses_request(out)
+    assert out["instructions"] == "Be brief.\n\nEnv: linux"
+    assert out["max_output_tokens"] == 16
+    kinds = [(i["type"], i.get("role") or i.get("call_id")) for i in out["input"]]
+    assert kinds == [
+        ("message", "user"),
+        ("message", "assistant"),
+        ("function_call", "toolu_1"),
+        ("function_call", "toolu_2"),
+        ("function_call_output", "toolu_1"),
+        ("function_call_output", "toolu_2"),
+        ("message", "user"),
+        ("message", "user"),
+    ]
+    assert out["input"][4]["output"] == [
+        {"type": "input_text", "text": "see image"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "auto"},
+    ]
+    assert out["input"][5]["output"] == "Error: boom"
+    assert out["input"][6]["content"] == [{"type": "input_text", "text": "Tool result: late"}]
+
+
+def test_an_interrupted_call_gets_a_placeholder_output() -> None:
+    body = {"messages": [user(text("go")), {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]},
+                         user(text("never mind"))], "max_tokens": 100}
+    out = translate_request(body, GPT5)
+    check_responses_request(out)
+    assert out["input"][2]["type"] == "function_call_output" and out["input"][3]["role"] == "user"
+
+
+@pytest.mark.parametrize(
+    ("model", "thinking", "effort", "expected"),
+    [
+        ("gpt-5.5", {"type": "adaptive", "display": "omitted"}, "medium", {"effort": "medium"}),
+        ("gpt-5.5", {"type": "adaptive"}, "max", {"effort": "high", "summary": "detailed"}),
+        ("o4-mini", {"type": "enabled", "budget_tokens": 31999}, None, {"effort": "high", "summary": "detailed"}),
+        ("openai/gpt-5-codex", {"type": "enabled", "budget_tokens": 1024}, None, {"effort": "low", "summary": "detailed"}),
+        ("gpt-5.5", {"type": "adaptive"}, None, None),
+        ("gpt-5.5", None, "high", None),
+        ("gpt-5-chat-latest", {"type": "adaptive"}, "high", None),
+        ("gpt-4.1", {"type": "enabled", "budget_tokens": 8000}, "high", None),
+    ],
+)
+def test_reasoning_only_for_reasoning_models_that_were_asked_to_think(model: str, thinking: Any, effort: Any, expected: Any) -> None:
+    body: dict[str, Any] = {"messages": [user(text("hi"))], "max_tokens": 1000}
+    if thinking:
+        body["thinking"] = thinking
+    if effort:
+        body["output_config"] = {"effort": effort}
+    out = translate_request(body, Model(name="m", provider="openai", model=model))
+    assert out.get("reasoning") == expected
+    check_responses_request(out)
+
+
+def test_reasoning_model_rule() -> None:
+    assert [is_reasoning_model(m) for m in ("o3", "gpt-5.1-codex-max", "codex-mini-latest", "gpt-oss-120b", "gpt-4o", "gpt-5-chat")] == [
+        True, True, True, True, False, False]
+
+
+def test_tools_choice_parallel_and_overrides() -> None:
+    body = {
+        "messages": [user(text("hi"))],
+        "max_tokens": 200000,
+        "tools": [{"name": "Bash", "description": "run", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}},
+                  {"type": "web_search_20250305", "name": "web_search"}],
+        "tool_choice": {"type": "tool", "name": "Bash", "disable_parallel_tool_use": True},
+        "temperature": 0.5,
+        "stop_sequences": ["END"],
+    }
+    model = GPT5.model_copy(update={"force": (("reasoning.effort", "high"), ("text.verbosity", "low")), "drop": ("temperature",)})
+    out = translate_request(body, model)
+    check_responses_request(out)
+    assert [t["name"] for t in out["tools"]] == ["Bash"]
+    assert out["tool_choice"] == {"type": "function", "name": "Bash"} and out["parallel_tool_calls"] is False
+    assert out["max_output_tokens"] == 128000 and "temperature" not in out and "stop" not in out
+    assert out["reasoning"] == {"effort": "high"} and out["text"] == {"verbosity": "low"}
+    assert out["store"] is False
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("auto", "auto"), ("any", "required"), ("none", "none")])
+def test_tool_choice_kinds(choice: str, expected: str) -> None:
+    body = {"messages": [user(text("hi"))], "max_tokens": 100, "tool_choice": {"type": choice},
+            "tools": [{"name": "Bash", "input_schema": {"type": "object", "properties": {}}}]}
+    assert translate_request(body, GPT5)["tool_choice"] == expected
+
+
+def test_documents_and_url_images() -> None:
+    body = {"messages": [user(
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+        {"type": "document", "title": "spec.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}},
+    )], "max_tokens": 100}
+    out = translate_request(body, GPT5)
+    check_responses_request(out)
+    assert out["input"][0]["content"] == [
+        {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "auto"},
+        {"type": "input_file", "filename": "spec.pdf", "file_data": "data:application/pdf;base64,JVBERi0="},
+        {"type": "input_text", "text": "plain"},
+    ]
