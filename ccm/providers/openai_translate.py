@@ -114,6 +114,8 @@ def translate_request(body: Mapping[str, Any], model: Model) -> tuple[Json, Tool
     system_parts = _system_parts(body.get("system"), keep_cache)
     conversation: list[Mapping[str, Any]] = []
     for message in body.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
         if message.get("role") == "system":
             system_parts += _text_parts(_blocks(message.get("content")), keep_cache)
         else:
@@ -148,7 +150,8 @@ def translate_request(body: Mapping[str, Any], model: Model) -> tuple[Json, Tool
     for name in ("temperature", "top_p"):
         if _is_number(body.get(name)):
             out[name] = body[name]
-    stop = [s for s in body.get("stop_sequences") or () if isinstance(s, str) and s]
+    stop_sequences = body.get("stop_sequences")
+    stop = [s for s in stop_sequences if isinstance(s, str) and s] if isinstance(stop_sequences, list) else []
     if stop:
         out["stop"] = stop[:MAX_STOP]
     metadata = body.get("metadata")
@@ -186,7 +189,7 @@ def _all_tool_names(body: Mapping[str, Any], tools: list[Json]) -> Iterable[str]
         if isinstance(tool.get("name"), str):
             yield tool["name"]
     for message in body.get("messages") or ():
-        for block in _blocks(message.get("content")):
+        for block in _blocks(message.get("content") if isinstance(message, dict) else None):
             if block.get("type") == "tool_use" and isinstance(block.get("name"), str):
                 yield block["name"]
 

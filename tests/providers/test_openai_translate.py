@@ -22,6 +22,7 @@ import pytest
 
 from ccm.providers.openai_translate import (
     ENCODED_ID_PREFIX,
+    EMPTY_RESULT,
     UNANSWERED,
     ToolNames,
     client_tool_id,
@@ -378,3 +379,22 @@ def test_the_strict_fake_openai_accepts_every_translation(fixture: str) -> None:
     check_chat_request(translate_request(body, SETTINGS["replay-reasoning"])[0], Limits(strict=True))
     # cache_control is only for upstreams that honour it (Claude behind OpenRouter), which do not reject it
     check_chat_request(translate_request(body, SETTINGS["keep-cache-control"])[0], Limits(strict=False))
+
+
+def test_odd_blocks_never_break_the_translation() -> None:
+    body = request([
+        "not a message",
+        {"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f1"}},
+                                     {"type": "mystery", "data": 1}, {"type": "text"}]},
+        {"role": "assistant", "content": [{"type": "tool_use"}, {"type": "redacted_thinking", "data": "x"},
+                                          {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search"}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": ""},
+                                     {"type": "tool_result", "tool_use_id": "toolu_9", "content": [
+                                         {"type": "tool_reference", "tool_name": "Grep"}]}]},
+    ], tools=[{"name": "t"}], tool_choice="auto", metadata="x", stop_sequences="END", thinking={"type": "enabled"})
+    out, _ = translate_request(body, PLAIN)
+    check_openai_rules(out, PLAIN)
+    assert out["messages"][0] == {"role": "user", "content": "[image omitted: unsupported source]"}
+    assert out["messages"][2] == {"role": "tool", "tool_call_id": ENCODED_ID_PREFIX, "content": EMPTY_RESULT}
+    assert "stop" not in out and "user" not in out and "reasoning_effort" not in out
+    assert out["messages"][3]["content"] == "[result of tool call toolu_9]\n[tool Grep is now available]"
