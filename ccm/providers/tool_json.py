@@ -4,11 +4,11 @@ Weaker models (and servers that cut a stream short) hand back arguments that are
 single quotes, bare keys, trailing or missing commas, raw newlines inside strings, a markdown fence, text around the
 object, or an object truncated mid-way. Two entry points:
 
-    parse_arguments(text)  complete arguments (non-streaming replies) → (input object, "valid" | "repaired" | "invalid");
-                           "invalid" comes with `{}`, the only safe stand-in.
-    closing_suffix(text)   streamed arguments, whose fragments were already forwarded verbatim: the text to append so the
-                           concatenation parses as an object ("" when it already does, or when only a rewrite could fix
-                           it). Covers the common stream failures: no arguments at all, and a cut-off object.
+    parse_arguments(text)  complete arguments (non-streaming replies) → (input object, outcome), the outcome one of
+                           "valid", "repaired", "invalid"; "invalid" comes with `{}`, the only safe stand-in.
+    closing_suffix(text)   streamed arguments, whose fragments were already forwarded verbatim: the text to append so
+                           the concatenation parses as an object ("" when it already does, or when only a rewrite
+                           could fix it). Covers the common stream failures: no arguments at all, a cut-off object.
 
 Both are pure and never raise.
 """

@@ -83,7 +83,8 @@ async def test_non_stream_request_and_reply(caplog: pytest.LogCaptureFixture) ->
             "choices": [{"index": 0, "finish_reason": "stop", "message": {
                 "role": "assistant", "content": "Checking.", "reasoning_content": "need ls",
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": "{'command': 'ls',}"}},
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "Bash", "arguments": "{'command': 'ls',}"}},
                     {"id": "functions.Read:1", "type": "function", "function": {"name": "Read", "arguments": ""}},
                 ]}}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 60}},
