@@ -293,7 +293,7 @@ class FakeGemini:
 
     key: str = "gemini-test-key"
     max_output: int = 65536
-    default: list[Chunk] = field(default_factory=lambda: [text_chunk("Hello from fake Gemini.", finish="STOP")])
+    default: Turn = field(default_factory=lambda: [text_chunk("Hello from fake Gemini.", finish="STOP")])
     exchanges: list[GeminiExchange] = field(default_factory=list)
     issued: set[str] = field(default_factory=set)
     _turns: deque[Turn] = field(default_factory=deque)

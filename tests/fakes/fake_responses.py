@@ -203,7 +203,7 @@ class FakeResponses:
         "input_tokens": 1200, "input_tokens_details": {"cached_tokens": 1024}, "output_tokens": 25,
         "output_tokens_details": {"reasoning_tokens": 10}, "total_tokens": 1225,
     })
-    default: list[Item] = field(default_factory=lambda: [message_item("Hello from fake Responses.")])
+    default: Turn = field(default_factory=lambda: [message_item("Hello from fake Responses.")])
     exchanges: list[ResponsesExchange] = field(default_factory=list)
     _turns: deque[Turn] = field(default_factory=deque)
     _ids: itertools.count = field(default_factory=itertools.count)

@@ -67,7 +67,8 @@ class LoopbackServer:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         config = Config()
-        config.bind = [f"fd://{self._sock.fileno()}"]
+        # Hand the descriptor over: hypercorn wraps it in its own socket object and closes it at shutdown.
+        config.bind = [f"fd://{self._sock.detach()}"]
         config.graceful_timeout = 1.0
         config.keep_alive_timeout = 30.0
         config.accesslog = None

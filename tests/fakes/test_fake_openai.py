@@ -4,6 +4,7 @@ error shape), streams in OpenAI's chunk format, and performs every scripted faul
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -301,3 +302,24 @@ def test_malformed_and_in_stream_errors(fake_openai: tuple[str, FakeOpenAI]) -> 
     assert json.loads(events(chat(url, stream_body()))[-1])["error"]["type"] == "server_error"
     response = chat(url, round_trip())
     assert response.status_code == 200 and response.json()["error"]["code"] is None
+
+
+def test_stopping_the_server_ends_a_hang_at_once() -> None:
+    fake = FakeOpenAI()
+    fake.script(Hang(60))
+    outcome: list[BaseException | httpx.Response] = []
+
+    def waiting_client(url: str) -> None:
+        try:
+            outcome.append(chat(url, round_trip(), timeout=30))
+        except httpx.HTTPError as error:
+            outcome.append(error)
+
+    with serve(fake) as (url, _):
+        client = threading.Thread(target=waiting_client, args=(url,))
+        client.start()
+        while not fake.in_flight:
+            time.sleep(0.01)
+        started = time.monotonic()
+    client.join(5)
+    assert time.monotonic() - started < 3 and outcome and not client.is_alive()
