@@ -312,15 +312,15 @@ class Reloader:
         try:
             compiled = await anyio.to_thread.run_sync(self._compile, self.path, self.environ)
         except OSError as error:
-            return self._reject(f"{name}: cannot read: {error.strerror or error}", "")
+            return self._reject(why, f"{name}: cannot read: {error.strerror or error}", "")
         except Exception as error:  # noqa: BLE001 - a compiler crash must not take the server down
             log.exception("compiling %s crashed", name)
-            return self._reject(f"{name}: internal error while compiling ({type(error).__name__})", "")
+            return self._reject(why, f"{name}: internal error while compiling ({type(error).__name__})", "")
         for warning in compiled.warnings:
             log.warning("%s", warning.render())
         if compiled.table is None:
             rendered = [d.render() for d in compiled.problems] or [f"{name}: compilation failed"]
-            return self._reject(rendered[0].splitlines()[0], "\n\n".join(rendered))
+            return self._reject(why, rendered[0].splitlines()[0], "\n\n".join(rendered))
 
         table = compiled.table
         current = self.holder.current
@@ -334,7 +334,7 @@ class Reloader:
             runtime, retired = build_runtime(table, self.environ, previous=current)
         except Exception as error:  # noqa: BLE001 - e.g. an adapter that cannot be loaded: keep the old table
             log.exception("building the runtime for %s v%s failed", name, table.version)
-            return self._reject(f"{name}: cannot start the new table ({type(error).__name__}: {error})", "")
+            return self._reject(why, f"{name}: cannot start the new table ({type(error).__name__}: {error})", "")
 
         # The swap and the epoch change happen in one event-loop step: no request can arrive in between.
         previous = self.holder.swap(runtime)
@@ -353,11 +353,11 @@ class Reloader:
                 log.warning("provider %s is not configured: %s is not set", provider.provider.name, provider.endpoint.missing)
         return True
 
-    def _reject(self, first_error: str, rendered: str) -> bool:
+    def _reject(self, why: str, first_error: str, rendered: str) -> bool:
         self._last_error = {"at": _iso(time.time()), "message": first_error}
         version = self.holder.current.table.version
         log.error(
-            "reload of %s rejected; still serving v%s\n%s", self.path.name, version, rendered or first_error
+            "reload of %s on %s rejected; still serving v%s\n%s", self.path.name, why, version, rendered or first_error
         )
         return False
 
@@ -397,6 +397,10 @@ class Reloader:
                 await self.reload("SIGHUP")
 
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # watchfiles logs "1 change detected" at INFO on every save; the reload's own line says more.
+        watchfiles_log = logging.getLogger("watchfiles.main")
+        if watchfiles_log.level == logging.NOTSET:
+            watchfiles_log.setLevel(logging.WARNING)
         ready = False
         while True:
             # A folder that is gone (renamed, unmounted) cannot be watched: look again every second until it is back.
