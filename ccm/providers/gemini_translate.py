@@ -236,37 +236,41 @@ def _fill_missing_signatures(contents: list[dict[str, Any]]) -> None:
 
 # --- tools ---------------------------------------------------------------------------------------------------------
 
-_declarations: dict[bytes, dict[str, Any]] = {}
-_DECLARATIONS_MAX = 1024
-
-
-def _declaration(tool: Mapping[str, Any]) -> dict[str, Any]:
-    """A tool's function declaration, cached by the tool's JSON: Claude Code repeats the same tools every turn.
-    Cached values are shared; the translated body is serialised right away and `apply_overrides` copies before
-    writing, so nothing modifies them."""
-    key = orjson.dumps(tool)
-    found = _declarations.get(key)
-    if found is None:
-        found = {"name": tool.get("name", "")}
-        if tool.get("description"):
-            found["description"] = tool["description"]
-        parameters = clean_parameters(tool.get("input_schema"))
-        if parameters is not None:
-            found["parameters"] = parameters
-        if len(_declarations) >= _DECLARATIONS_MAX:
-            _declarations.clear()
-        _declarations[key] = found
-    return found
+_translated_tools: dict[tuple[bytes, bool], list[dict[str, Any]]] = {}
+_TOOLS_CACHE_MAX = 256
 
 
 def _tools(tools: Any, model: Model) -> list[dict[str, Any]]:
+    """The Gemini `tools`, cached by the tool list's JSON: Claude Code repeats the same tools every turn, and
+    serialising them is far cheaper than cleaning every schema again. Cached values are shared: the translated body
+    is serialised right away and `apply_overrides` copies before writing, so nothing modifies them."""
+    if not tools:
+        return []
+    search = "google_search" in model.quirks
+    key = (orjson.dumps(tools), search)
+    found = _translated_tools.get(key)
+    if found is None:
+        found = _build_tools(tools, search)
+        if len(_translated_tools) >= _TOOLS_CACHE_MAX:
+            _translated_tools.clear()
+        _translated_tools[key] = found
+    return found
+
+
+def _build_tools(tools: Any, search_quirk: bool) -> list[dict[str, Any]]:
     declarations = []
     search = False
     for tool in tools:
         kind = tool.get("type")
         if kind in (None, "custom"):
-            declarations.append(_declaration(tool))
-        elif kind.startswith("web_search") and "google_search" in model.quirks:
+            declaration = {"name": tool.get("name", "")}
+            if tool.get("description"):
+                declaration["description"] = tool["description"]
+            parameters = clean_parameters(tool.get("input_schema"))
+            if parameters is not None:
+                declaration["parameters"] = parameters
+            declarations.append(declaration)
+        elif kind.startswith("web_search") and search_quirk:
             search = True
     out: list[dict[str, Any]] = []
     if declarations:
