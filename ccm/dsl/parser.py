@@ -5,7 +5,8 @@ parser: the post-lexer takes them out of the token stream and keeps them beside 
 runs of newlines into one `_NL` so the grammar only ever sees single line breaks.
 
 Syntax errors name what was found and what would have fitted, in words, and a few common mistakes get their own
-message (lark's `match_examples`). Lark's own exceptions never leave this module.
+message (labelled bad examples, matched by parser state as lark's `match_examples` does). Lark's own
+exceptions never leave this module.
 """
 
 from __future__ import annotations
@@ -266,10 +267,11 @@ _CATEGORY = {
     "$END": "the end of the file",
 }
 
-# Common mistakes, recognised by the parser state they leave (lark's match_examples).
+# Common mistakes, recognised by the parser state they leave.
 _EXAMPLES: dict[str, list[str]] = {
     "a rule is `condition -> target`: the `->` is missing": [
         "route {\n websearch opus\n}",
+        "route {\n websearch p/x\n}",
         "route {\n default opus\n}",
         "route {\n tokens > 100k opus\n}",
         "route {\n model ~ \"x\" opus\n}",
@@ -283,6 +285,28 @@ _EXAMPLES: dict[str, list[str]] = {
     "`model` in a condition needs `~ \"glob\"` or `== \"name\"`": ["route {\n model \"x\" -> a\n}"],
     "a fallback chain is `fallback NAME -> NAME …`": ["fallback a b", "fallback a"],
 }
+
+
+def _state_of(error: UnexpectedInput) -> int | None:
+    state = getattr(error, "state", None)
+    position = getattr(state, "position", None)
+    return position if isinstance(position, int) else None
+
+
+@lru_cache(maxsize=1)
+def _example_states() -> dict[int, str]:
+    """LALR state → label, from the examples. Matching on the state alone (not lark's whole-stack comparison)
+    recognises a mistake wherever in the file it is made."""
+    states: dict[int, str] = {}
+    for label, examples in _EXAMPLES.items():
+        for example in examples:
+            try:
+                _parser().parse(example)
+            except UnexpectedInput as error:
+                position = _state_of(error)
+                if position is not None:
+                    states.setdefault(position, label)
+    return states
 
 
 def _describe(terminal: str) -> str:
@@ -343,8 +367,8 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnost
                                 line, column + 1)
     assert isinstance(error, UnexpectedToken)
     token = error.token
-    label = error.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
-    message = label if isinstance(label, str) else f"unexpected {_found(token)}"
+    label = _example_states().get(_state_of(error))
+    message = label or f"unexpected {_found(token)}"
     hint = did_you_mean(str(token), _keyword_values(expected)) if str(token).isidentifier() else None
     if hint is None and expected:
         hint = _expected(expected)
