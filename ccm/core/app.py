@@ -100,10 +100,8 @@ class App:
         holder: RuntimeHolder,
         count_tokens: TokenCount | None = None,
         finisher: Finisher | None = None,
-        health_status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.holder = holder
-        self.health_status = health_status  # extra /health fields from outside the table (e.g. the reloader)
         if count_tokens is None:
             from ccm.tokens import TokenCounter
 
@@ -182,8 +180,7 @@ class App:
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
         # circuit breaker state changes between requests, so it is rendered here rather than once per table
         breakers = {name: p.breaker.snapshot() for name, p in runtime.providers.items()}
-        extra = self.health_status() if self.health_status is not None else {}
-        body = orjson.dumps({**orjson.loads(runtime.health_body), "breakers": breakers, **extra})
+        body = orjson.dumps({**orjson.loads(runtime.health_body), "breakers": breakers})
         await exchange.respond(200, body, [JSON])
 
     async def _models(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:

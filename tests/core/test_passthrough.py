@@ -141,3 +141,19 @@ async def test_stream_that_starts_with_an_error_frame_is_a_real_status(harness_f
     response = await h.client.post("/v1/messages", json=message_body(stream=True))
     assert response.status_code == 529
     assert response.json()["error"] == {"type": "overloaded_error", "message": "Overloaded"}
+
+
+async def test_every_captured_claude_code_request_passes_through(harness_factory):
+    from tests.conftest import fixture_names
+
+    h = harness_factory()
+    for name in fixture_names():
+        captured = load_fixture(name)
+        path = captured["path"]
+        response = await h.client.post(path, content=orjson.dumps(captured["body"]), headers=captured["headers"])
+        assert response.status_code == 200, (name, response.text)
+        if "count_tokens" in path:
+            assert response.json()["input_tokens"] > 0
+        else:
+            assert orjson.loads(h.upstream.seen[-1].content)["model"] == "claude-upstream-1"
+    assert all(record.status == 200 for record in h.records)
