@@ -11,7 +11,7 @@ returns one error per failing test at the test's name. The hot-reload path calls
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ def _request(ctx: Context, item: s.Item, base_dir: Path) -> tuple[dict[str, Any]
     return split_capture(data, lambda message: ctx.error(path_node.span, message))
 
 
-def split_capture(data: Any, problem: Any) -> tuple[dict[str, Any], dict[str, str]] | None:
+def split_capture(data: Any, problem: Callable[[str], object]) -> tuple[dict[str, Any], dict[str, str]] | None:
     """A captured request as (body, lower-cased headers): the fixtures' `{method, path, headers, body}` shape or a
     bare Messages body. `problem(message)` is called when it is neither."""
     if isinstance(data, dict) and isinstance(data.get("body"), dict) and ("path" in data or "method" in data):

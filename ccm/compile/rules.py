@@ -4,6 +4,7 @@ fallback cycles)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ccm import table as t
@@ -78,14 +79,15 @@ def _atom(ctx: Context, atom: s.Atom) -> t.Condition | None:
     return t.Tool(glob=checked) if checked is not None else None
 
 
-def _match(ctx: Context, op: s.Word, text: s.Str, build: object, what: str) -> t.Condition | None:
-    assert callable(build)
+def _match(
+    ctx: Context, op: s.Word, text: s.Str, build: Callable[[str], t.Condition], what: str
+) -> t.Condition | None:
     if op.text == "~":
         glob = ctx.glob(text)
-        return build(glob) if glob is not None else None  # type: ignore[no-any-return]
+        return build(glob) if glob is not None else None
     if op.text in ("==", "!="):
         exact = build(_exact(text.value))
-        return exact if op.text == "==" else t.Not(operand=exact)  # type: ignore[no-any-return]
+        return exact if op.text == "==" else t.Not(operand=exact)
     ctx.error(op.span, f"`{what}` is matched with `~` (glob), `==` or `!=`, not `{op.text}`")
     return None
 
