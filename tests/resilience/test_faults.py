@@ -206,6 +206,16 @@ def test_the_total_timeout_bounds_retries_and_stops_the_walk(tmp_path: Path) -> 
         assert not rig.fallback.chat_requests()  # no time left for a fallback
 
 
+def test_the_total_timeout_cancels_a_stream_still_waiting_for_its_first_event(tmp_path: Path) -> None:
+    with Rig.start(tmp_path, primary_total="1s") as rig:
+        rig.primary.script(*[Reply(text="x", fault=StreamFault("hang", after=0, seconds=10))] * 2)
+        status, _, data, elapsed = rig.stream_raw()
+        assert status == 504 and b'"timeout_error"' in data and b"1s total timeout" in data
+        assert 0.95 <= elapsed < 1.6  # the second try was cut by the deadline, not by its own 600 ms first_byte
+        assert not rig.fallback.chat_requests()
+        # on exit the rig checks the primary has nothing in flight: the cut attempt's connection was closed
+
+
 def test_a_client_that_gives_up_cancels_the_upstream_request(rig: Rig) -> None:
     rig.primary.script(Reply(text="never read", pieces=4, chunk_delay=0.5))
     body = {"model": "claude-opus-5-5", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -323,6 +333,19 @@ def test_the_fallback_chain_crosses_from_openai_to_anthropic(tmp_path: Path) -> 
         assert message.content[0].type == "text"
         events, headers, failure, _ = rig.stream()
         assert failure is None and events[-1].type == "message_stop"
+
+
+def test_the_fallback_example_retries_its_primary_then_fails_over(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "fallback.ccm"
+    with Rig.start(tmp_path, routes=example.read_text()) as rig:
+        rig.primary.script(*[Status(429, "slow down", headers=(("retry-after-ms", "20"),))] * 4)
+        message, headers, elapsed = rig.ask()
+        served_by(headers, "spare", 5)  # `retry 3`: four tries on the primary, each after its 20 ms hint
+        assert message.content[0].text == PRIMARY_TEXT
+        assert [r.json["model"] for r in rig.fallback.chat_requests()] == ["gpt-5"]
+        assert 0.08 <= elapsed < 1.0
+        _, headers, _ = rig.ask(model="claude-haiku-5-5")
+        served_by(headers, "quick", 1)
 
 
 def test_connections_to_upstreams_stay_bounded_over_many_failures(rig: Rig) -> None:
