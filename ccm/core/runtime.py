@@ -84,6 +84,11 @@ class RuntimeHolder:
         return previous
 
 
+def _same_settings(old: Provider, new: Provider) -> bool:
+    """Equal but for where they were written: an edit that only moves a provider's lines keeps its pool and breaker."""
+    return old.model_copy(update={"span": None}) == new.model_copy(update={"span": None})
+
+
 def build_runtime(
     table: RoutingTable,
     environ: Mapping[str, str],
@@ -94,7 +99,7 @@ def build_runtime(
     for name, provider in table.providers.items():
         endpoint = resolve_endpoint(provider, environ)
         old = previous.providers.get(name) if previous is not None else None
-        if old is not None and old.provider == provider and old.endpoint == endpoint:
+        if old is not None and _same_settings(old.provider, provider) and old.endpoint == endpoint:
             providers[name] = old
             continue
         client = client_factory(provider)

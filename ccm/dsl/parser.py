@@ -12,12 +12,15 @@ exceptions never leave this module.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
@@ -26,7 +29,15 @@ from lark.tree import Meta
 from ccm.diagnostics import Diagnostic, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
 
-GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "routes.lark"
+
+
+def _grammar() -> str:
+    """grammar/routes.lark: read from the checkout when running from one (tests, editable installs), else from the
+    `ccm.grammar` package data a wheel installs."""
+    checkout = Path(__file__).resolve().parents[2] / "grammar" / "routes.lark"
+    if checkout.is_file():
+        return checkout.read_text(encoding="utf-8")
+    return (resources.files("ccm.grammar") / "routes.lark").read_text(encoding="utf-8")
 
 
 class RouteSyntaxError(Exception):
@@ -63,15 +74,28 @@ class _Layout:
                 yield token
 
 
+def _analysis_cache() -> str | bool:
+    """Where lark keeps its analysed grammar (5x faster start: `ccm run` and `ccm check` build the parser every time).
+    The user's own cache folder rather than the shared temp dir, since lark stores it as a pickle; lark checks the
+    grammar's hash before using it."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccm"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return str(folder / f"routes-lark-{lark.__version__}.cache")
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     return Lark(
-        GRAMMAR.read_text(encoding="utf-8"),
+        _grammar(),
         parser="lalr",
         lexer="contextual",
         postlex=_Layout(),
         propagate_positions=True,
         maybe_placeholders=False,
+        cache=_analysis_cache(),
     )
 
 

@@ -190,7 +190,12 @@ def _without_unsigned_thinking(messages: Any) -> list[Any] | None:
 
 
 def _unsigned_thinking(block: Any) -> bool:
-    return isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature")
+    """A thinking block Anthropic did not sign: none or an empty signature (OpenAI-compatible history), or one ccm
+    minted to carry another provider's state (`ccm.gemini.…`). Anthropic rejects both with a 400."""
+    if not isinstance(block, dict) or block.get("type") != "thinking":
+        return False
+    signature = block.get("signature")
+    return not signature or (isinstance(signature, str) and signature.startswith("ccm."))
 
 
 async def _first_frame(chunks: AsyncIterator[bytes]) -> bytes:

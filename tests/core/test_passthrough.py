@@ -93,6 +93,11 @@ def test_unsigned_thinking_removed_signed_kept_and_call_body_never_mutated():
                 {"type": "text", "text": "b"},
             ]},
             {"role": "user", "content": "q3"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "", "signature": "ccm.gemini.c2ln"},  # minted by ccm for Gemini
+                {"type": "text", "text": "c"},
+            ]},
+            {"role": "user", "content": "q4"},
         ]
     )
     snapshot = orjson.dumps(body)
@@ -100,6 +105,7 @@ def test_unsigned_thinking_removed_signed_kept_and_call_body_never_mutated():
     sent = orjson.loads(passthrough_body(call))
     assert sent["messages"][1]["content"] == [{"type": "text", "text": "a"}]
     assert sent["messages"][3] == body["messages"][3]
+    assert sent["messages"][5]["content"] == [{"type": "text", "text": "c"}]
     assert orjson.dumps(body) == snapshot
 
 

@@ -106,6 +106,14 @@ async def test_unchanged_providers_keep_their_pool_and_state(route_file: Path, e
         assert not after.client.is_closed
 
 
+async def test_an_edit_that_only_moves_lines_keeps_every_provider(route_file: Path, environ: dict[str, str]) -> None:
+    async with serve_routes(route_file, environ) as served:
+        before = served.holder.current.providers["up"]
+        write(route_file, "# a comment that shifts every line down\n\n" + routes(2))
+        await eventually(lambda: served.serving() == "model-v2", what="the reload")
+        assert served.holder.current.providers["up"] is before
+
+
 async def test_a_change_to_an_included_file_reloads(tmp_path: Path, environ: dict[str, str]) -> None:
     route_file = tmp_path / "routes.ccm"
     models = tmp_path / "models" / "main.ccm"
