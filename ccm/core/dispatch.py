@@ -130,7 +130,9 @@ async def dispatch(
     raise DispatchFailed(walk.primary_error, walk.attempts, ", ".join(walk.tried) if len(walk.tried) > 1 else "")
 
 
-def _fitting(chain: Sequence[Model], body: Mapping[str, Any], count_tokens: TokenCount | None, walk: _Walk) -> Sequence[Model]:
+def _fitting(
+    chain: Sequence[Model], body: Mapping[str, Any], count_tokens: TokenCount | None, walk: _Walk
+) -> Sequence[Model]:
     """The chain without the models whose declared context the request does not fit (all of it when none fits)."""
     if count_tokens is None or all(model.context is None for model in chain):
         return chain
@@ -140,7 +142,8 @@ def _fitting(chain: Sequence[Model], body: Mapping[str, Any], count_tokens: Toke
         return chain
     for model in chain:
         if model not in fitting:
-            log.info("skip provider=%s model=%s reason=context tokens=%d context=%d", model.provider, model.name, tokens, model.context)
+            log.info("skip provider=%s model=%s reason=context tokens=%d context=%d", model.provider, model.name,
+                     tokens, model.context)
             walk.tried.append(f"{model.name} skipped: ~{tokens} tokens exceed its context of {model.context}")
     return fitting
 
@@ -152,18 +155,17 @@ async def _serve_model(provider: ProviderRuntime, model: Model, policy: RetryPol
     while True:
         ticket = provider.breaker.admit()
         if ticket is None:
-            error = _circuit_open(name, provider.breaker)
-            log.info("skip provider=%s model=%s reason=breaker_open (%s)", name, model.name, error.message)
-            walk.tried.append(f"{model.name} ({name}) skipped: circuit open")
-            walk.failed(model, error)
+            _skip_open_circuit(provider, model, walk, tried_before=retries > 0)
             return None
+        deadline = _attempt_deadline(provider, walk)
         started = time.perf_counter()
-        outcome = await _attempt_once(provider, model, walk, ticket)
+        outcome = await _attempt_once(provider, model, walk, ticket, deadline)
         latency = (time.perf_counter() - started) * 1000
         if isinstance(outcome, Reply):
             walk.attempts.append(Attempt(name, model.name, outcome.status, None, latency))
-            log.info("attempt provider=%s model=%s status=%d latency=%.0fms served", name, model.name, outcome.status, latency)
-            outcome.stream = _bounded(outcome.stream, _attempt_deadline(provider, walk), provider.breaker, name)
+            log.info("attempt provider=%s model=%s status=%d latency=%.0fms served", name, model.name, outcome.status,
+                     latency)
+            outcome.stream = _bounded(outcome.stream, deadline, provider.breaker, name)
             return outcome
         error = outcome
         walk.attempts.append(Attempt(name, model.name, error.status, error.reason, latency))
@@ -171,32 +173,49 @@ async def _serve_model(provider: ProviderRuntime, model: Model, policy: RetryPol
         hold = long_retry_after(policy, error)
         if hold is not None:
             provider.breaker.hold(hold, f"{error.reason} retry-after {hold:g}s")
-        remaining = walk.deadline - anyio.current_time()
-        if remaining <= 0:
-            walk.stop = True
-            verdict_delay, why = None, "request deadline passed"
-        else:
-            verdict = next_retry(policy, retries, error, remaining, walk.rand)
-            verdict_delay, why = verdict.delay, verdict.why
-            if verdict_delay is None and _request_at_fault(error):
-                walk.stop = True
-                why += "; the request itself was refused"
+        delay, why = _next_step(policy, retries, error, walk)
         log.info(
             "attempt provider=%s model=%s status=%d latency=%.0fms reason=%s: %s (%s)",
             name, model.name, error.status, latency, error.reason, why, error.message,
         )
-        if verdict_delay is None:
+        if delay is None:
             walk.tried.append(_describe_failures(model, name, walk.attempts))
             return None
-        await anyio.sleep(verdict_delay)
+        await anyio.sleep(delay)
         retries += 1
 
 
-async def _attempt_once(provider: ProviderRuntime, model: Model, walk: _Walk, ticket: Ticket) -> Reply | UpstreamError:
+def _next_step(policy: RetryPolicy, retries: int, error: UpstreamError, walk: _Walk) -> tuple[float | None, str]:
+    """Sleep this long and retry; or (None) move on, setting `walk.stop` when no other model should be tried."""
+    remaining = walk.deadline - anyio.current_time()
+    if remaining <= 0:
+        walk.stop = True
+        return None, "request deadline passed"
+    verdict = next_retry(policy, retries, error, remaining, walk.rand)
+    if verdict.delay is None and _request_at_fault(error):
+        walk.stop = True
+        return None, f"{verdict.why}; the request itself was refused"
+    return verdict.delay, verdict.why
+
+
+def _skip_open_circuit(provider: ProviderRuntime, model: Model, walk: _Walk, tried_before: bool) -> None:
+    name = provider.provider.name
+    error = _circuit_open(name, provider.breaker)
+    log.info("skip provider=%s model=%s reason=breaker_open (%s)", name, model.name, error.message)
+    if tried_before:
+        # this request's own failures opened it: they are the story, and the primary's error stays the real one
+        walk.tried.append(f"{_describe_failures(model, name, walk.attempts)}, then circuit open")
+    else:
+        walk.tried.append(f"{model.name} ({name}) skipped: circuit open")
+        walk.failed(model, error)
+
+
+async def _attempt_once(
+    provider: ProviderRuntime, model: Model, walk: _Walk, ticket: Ticket, deadline: float
+) -> Reply | UpstreamError:
     """One call within the deadline; the breaker gets its verdict (or its ticket back when the call is cancelled)."""
     request = walk.request
     call = Call(request.body, request.raw, request.headers, request.stream, model)
-    deadline = _attempt_deadline(provider, walk)
     try:
         with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
             reply = await _attempt(provider, call)
@@ -257,7 +276,9 @@ def _bounded(
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                error = UpstreamError(504, "the stream outlived the request deadline", "timeout", provider, "timeout_error")
+                error = UpstreamError(
+                    504, "the stream outlived its total timeout", "timeout", provider, "timeout_error"
+                )
                 breaker.record(Ticket(probe=False), error)
                 raise error from None
             except UpstreamError as error:

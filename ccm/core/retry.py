@@ -106,7 +106,9 @@ def next_retry(
     return RetryVerdict(delay, f"retry in {delay:.2f}s")
 
 
-def long_retry_after(policy: RetryPolicy, error: UpstreamError, wall_clock: Callable[[], float] = time.time) -> float | None:
+def long_retry_after(
+    policy: RetryPolicy, error: UpstreamError, wall_clock: Callable[[], float] = time.time
+) -> float | None:
     """The hint when it is longer than the policy will wait: the breaker keeps the provider out for that long."""
     hint = retry_after(error, wall_clock)
     return hint if hint is not None and hint > policy.backoff_max else None

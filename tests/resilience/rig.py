@@ -159,7 +159,8 @@ class Rig:
             _, headers, _ = self.ask(model=alias)
             assert headers["x-ccm-model"] == alias
         breakers = self.health()["breakers"]
-        assert all(b == {"state": "closed", "consecutive_failures": 0, "opened": 0} | _last(b) for b in breakers.values()), breakers
+        clean = {"state": "closed", "consecutive_failures": 0, "opened": 0}
+        assert all(b == clean | _last(b) for b in breakers.values()), breakers
 
     def ask(self, text: str = "Say hello.", **extra: Any) -> tuple[anthropic.types.Message, httpx.Headers, float]:
         """A non-streaming request; returns the message, the response headers and the elapsed seconds."""

@@ -37,7 +37,9 @@ def test_opens_after_consecutive_failures_and_rejects_while_open() -> None:
     fail(b, 1)
     assert b.state == "open"
     assert b.admit() is None
-    assert b.snapshot() == {"state": "open", "consecutive_failures": 3, "opened": 1, "retry_in": 10.0, "last_failure": "5xx"}
+    assert b.snapshot() == {
+        "state": "open", "consecutive_failures": 3, "opened": 1, "retry_in": 10.0, "last_failure": "5xx"
+    }
 
 
 def test_an_answer_resets_the_count() -> None:

@@ -46,7 +46,9 @@ def ok(name: str, stream: AsyncIterator[bytes] | None = None) -> Reply:
     return Reply(200, [("content-type", "application/json")], body=None if stream else name.encode(), stream=stream)
 
 
-def fail(status: int, reason: str, provider: str = "", retry_after: str | None = None, message: str = "boom") -> UpstreamError:
+def fail(
+    status: int, reason: str, provider: str = "", retry_after: str | None = None, message: str = "boom"
+) -> UpstreamError:
     return UpstreamError(status, message, reason, provider, retry_after=retry_after)  # type: ignore[arg-type]
 
 
@@ -233,3 +235,26 @@ async def test_every_attempt_is_logged(caplog: pytest.LogCaptureFixture) -> None
     assert lines[0].startswith("attempt provider=a model=a-model status=503 latency=") and "retry in" in lines[0]
     assert "retries exhausted" in lines[2]
     assert lines[3].startswith("attempt provider=b model=b-model status=200") and lines[3].endswith("served")
+
+
+async def test_a_breaker_opened_by_this_requests_failures_keeps_their_error() -> None:
+    breaker = Breaker(threshold=2)
+    runtime, adapters, chain = build({"a": [fail(500, "5xx", message="real failure")] * 3}, breakers={"a": breaker})
+    with pytest.raises(DispatchFailed) as caught:
+        await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
+    assert len(adapters["a"].calls) == 2  # the third try was refused by the breaker the second failure opened
+    assert caught.value.status == 500
+    assert caught.value.message == "real failure"  # one model: no list of what was tried
+
+
+async def test_a_cancelled_attempt_gives_its_probe_back() -> None:
+    clock = [0.0]
+    breaker = Breaker(threshold=1, cooldown=1.0, clock=lambda: clock[0])
+    runtime, adapters, chain = build({"a": [fail(500, "5xx"), 5.0]}, policy=RetryPolicy(attempts=0),
+                                     breakers={"a": breaker})
+    with pytest.raises(DispatchFailed):
+        await dispatch(runtime, chain, REQUEST)
+    clock[0] = 2.0
+    with anyio.move_on_after(0.1):  # the client goes away while the probe is in flight
+        await dispatch(runtime, chain, REQUEST)
+    assert breaker.state == "half_open" and breaker.admit() is not None

@@ -218,7 +218,8 @@ def test_the_total_timeout_cancels_a_stream_still_waiting_for_its_first_event(tm
 
 def test_a_client_that_gives_up_cancels_the_upstream_request(rig: Rig) -> None:
     rig.primary.script(Reply(text="never read", pieces=4, chunk_delay=0.5))
-    body = {"model": "claude-opus-5-5", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "claude-opus-5-5", "max_tokens": 64, "stream": True,
+            "messages": [{"role": "user", "content": "hi"}]}
     with httpx.stream("POST", f"{rig.ccm.url}/v1/messages", json=body, timeout=10.0) as response:
         assert response.status_code == 200
         next(response.iter_bytes())

@@ -58,7 +58,10 @@ def test_backoff_with_min_above_max_stays_at_max() -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("3", 3.0), (" 0.25 ", 0.25), ("0", 0.0), ("-4", 0.0), ("soon", None), ("", None), (None, None), ("nan", None), ("inf", None)],
+    [
+        ("3", 3.0), (" 0.25 ", 0.25), ("0", 0.0), ("-4", 0.0),
+        ("soon", None), ("", None), (None, None), ("nan", None), ("inf", None),
+    ],
 )
 def test_parse_retry_after_numbers(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value) == seconds
