@@ -104,8 +104,10 @@ async def open_response(
 
 
 async def iter_body(response: httpx.Response, timeouts: Timeouts) -> AsyncIterator[bytes]:
-    """The response body as it arrives, with the first-byte and idle timeouts enforced per chunk."""
-    chunks = response.aiter_raw().__aiter__()
+    """The response body as it arrives, decoded if the upstream compressed it (httpx asks for gzip by default; the
+    passthrough asks for identity, so its bytes stay the upstream's own), with the first-byte and idle timeouts
+    enforced per chunk."""
+    chunks = response.aiter_bytes().__aiter__()
     wait = timeouts.first_byte
     while True:
         try:

@@ -1,0 +1,84 @@
+"""The shared HTTP edge: endpoints resolved from the environment, upstream errors mapped once, bodies decoded."""
+
+from __future__ import annotations
+
+import gzip
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+from ccm.errors import UpstreamError
+from ccm.providers.http import iter_body, open_response, read_body, resolve_endpoint, upstream_error
+from ccm.table import EnvRef, Literal_, Provider, Timeouts
+
+
+def provider(**extra: object) -> Provider:
+    fields = {"name": "up", "type": "openai", "url": Literal_(value="http://up.test/v1/"), "auth": "bearer"}
+    return Provider(**{**fields, **extra})  # type: ignore[arg-type]
+
+
+def test_endpoint_resolves_url_key_and_headers_without_keeping_the_environment() -> None:
+    endpoint = resolve_endpoint(
+        provider(key=EnvRef(name="UP_KEY"), headers=(("X-Title", EnvRef(name="TITLE", default="ccm")),)),
+        {"UP_KEY": "sk-secret"},
+    )
+    assert endpoint.url == "http://up.test/v1"
+    assert endpoint.headers == (("authorization", "Bearer sk-secret"), ("x-title", "ccm"))
+    assert endpoint.missing is None
+
+
+def test_an_unset_key_is_named_on_use_never_valued() -> None:
+    endpoint = resolve_endpoint(provider(key=EnvRef(name="UP_KEY")), {})
+    with pytest.raises(UpstreamError) as raised:
+        endpoint.check()
+    assert "UP_KEY" in raised.value.message and raised.value.reason == "config"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (429, b'{"error":{"message":"slow down","type":"rate_limit"}}', (429, "rate_limit_error", "429", "slow down")),
+        (503, b'{"error":{"code":503,"message":"busy","status":"UNAVAILABLE"}}', (529, "overloaded_error", "5xx", "busy")),
+        (529, b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}', (529, "overloaded_error", "529", "Overloaded")),
+        (500, b"<html>oops</html>", (500, "api_error", "5xx", "<html>oops</html>")),
+        (400, b'{"error":{"message":"bad field"}}', (400, "invalid_request_error", "4xx", "bad field")),
+        (401, b"", (401, "authentication_error", "4xx", "upstream returned HTTP 401")),
+    ],
+)
+def test_upstream_errors_become_anthropic_errors(status: int, body: bytes, expected: tuple[int, str, str, str]) -> None:
+    error = upstream_error("up", status, body, {"retry-after": "3"})
+    assert (error.status, error.error_type, error.reason, error.message) == expected
+    assert orjson.loads(error.body())["error"]["type"] == expected[1]
+
+
+async def test_a_compressed_upstream_body_is_decoded() -> None:
+    payload = b'{"id":"chatcmpl-1"}'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, content=gzip.compress(payload))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        endpoint = resolve_endpoint(provider(), {})
+        response = await open_response(client, endpoint, "http://up.test/v1/chat/completions", b"{}", [])
+        assert await read_body(response, Timeouts()) == payload
+
+
+async def test_a_stalled_stream_is_a_timeout() -> None:
+    class Stalled(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[override]
+            yield b"data: 1\n\n"
+            await anyio.sleep(5)
+            yield b"never"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Stalled())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        response = await open_response(client, resolve_endpoint(provider(), {}), "http://up.test/v1/x", b"{}", [])
+        chunks = iter_body(response, Timeouts(first_byte=1.0, idle=0.05))
+        assert await chunks.__anext__() == b"data: 1\n\n"
+        with pytest.raises(UpstreamError) as raised:
+            await chunks.__anext__()
+        assert raised.value.reason == "timeout" and raised.value.status == 504
