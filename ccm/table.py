@@ -129,7 +129,9 @@ class Price(Frozen):
 #   replay_reasoning    send earlier thinking back as `reasoning_content` on tool-call turns (DeepSeek thinking mode)
 #   keep_cache_control  forward `cache_control` to an OpenAI-compatible upstream that honours it (Claude via OpenRouter)
 #   google_search       answer the `web_search` server tool with Gemini's Google Search grounding
-Quirk = Literal["replay_reasoning", "keep_cache_control", "google_search"]
+#   max_completion_tokens  send the output cap as `max_completion_tokens` (OpenAI's o-series and gpt-5 reject
+#                          `max_tokens`)
+Quirk = Literal["replay_reasoning", "keep_cache_control", "google_search", "max_completion_tokens"]
 
 
 class Model(Frozen):

@@ -20,8 +20,8 @@ Choices every OpenAI-compatible server accepts (PROTOCOL.md §6 and §8 are the 
   Adaptive thinking (every Claude Code request) sends nothing, so non-reasoning models never fail on it; a model
   that should always reason says so with `force {reasoning_effort = "high"}`.
 - `max_tokens` is clamped to the model's `max_output` and sent as `max_tokens`, which every server takes but OpenAI's
-  reasoning models; for those, `drop max_tokens` sends the same clamped value as `max_completion_tokens` instead
-  (`force {max_completion_tokens = N}` sets a fixed one, dropping both sends no limit). `tool_choice: auto` is omitted (it is
+  reasoning models; for those, quirk `max_completion_tokens` sends the same clamped value under that name
+  (`force {max_completion_tokens = N}` sets a fixed one, `drop max_tokens` sends no limit). `tool_choice: auto` is omitted (it is
   the default, and some servers reject the field). Server tools (`web_search_…`) are removed.
 - Every field not listed in §6 is dropped (an allow-list, so new Anthropic-only fields never leak). Then the
   model's `drop` keys are removed and its `force` keys set, last, and the upstream model id is `model.model`.
@@ -161,8 +161,8 @@ def translate_request(body: Mapping[str, Any], model: Model) -> tuple[Json, Tool
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
 
-    if "max_tokens" in model.drop and "max_completion_tokens" not in model.drop and "max_tokens" in out:
-        out["max_completion_tokens"] = out["max_tokens"]  # the server wants the newer field (OpenAI o/gpt-5 series)
+    if "max_completion_tokens" in model.quirks and "max_tokens" in out:
+        out["max_completion_tokens"] = out.pop("max_tokens")  # the server wants the newer field (OpenAI o/gpt-5 series)
     for name in model.drop:
         out.pop(name, None)
     for name, value in model.force:

@@ -323,14 +323,14 @@ def test_parameters_force_and_drop() -> None:
         "temperature": 0.2, "top_p": 0.9, "stop": ["a", "b", "c", "d"], "user": "u" * 64, "stream": True,
         "stream_options": {"include_usage": True},
     }
-    model = Model(name="o", provider="up", model="o4", max_output=16384, drop=("max_tokens", "temperature"),
-                  force=(("reasoning_effort", "high"),))
+    model = Model(name="o", provider="up", model="o4", max_output=16384, drop=("temperature",),
+                  force=(("reasoning_effort", "high"),), quirks=("max_completion_tokens",))
     out, _ = translate_request(body, model)
     assert "max_tokens" not in out and "temperature" not in out
     assert (out["max_completion_tokens"], out["reasoning_effort"], out["model"]) == (16384, "high", "o4")
     fixed, _ = translate_request(body, model.model_copy(update={"force": (("max_completion_tokens", 4096),)}))
     assert fixed["max_completion_tokens"] == 4096
-    unlimited, _ = translate_request(body, model.model_copy(update={"drop": ("max_tokens", "max_completion_tokens")}))
+    unlimited, _ = translate_request(body, model.model_copy(update={"drop": ("max_completion_tokens",)}))
     assert "max_tokens" not in unlimited and "max_completion_tokens" not in unlimited
 
 
