@@ -126,6 +126,7 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
         model = declarations.model(ctx, decl)
         if model is not None:
             ctx.models[model.name] = model
+            _warn_uncapped(ctx, model, decl)
 
     retry = t.RetryPolicy()
     for extra in retries[1:]:
@@ -175,6 +176,16 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
         retry=retry,
         tests=tuple(tests),
     )
+
+
+def _warn_uncapped(ctx: Context, model: t.Model, decl: s.ModelDecl) -> None:
+    """Claude Code asks for up to 128,000 output tokens; most APIs other than Anthropic's reject that outright, so a
+    translated model without a cap fails every request (a top complaint about other routers)."""
+    provider = ctx.providers.get(model.provider)
+    if provider is not None and provider.type != "anthropic" and model.max_output is None:
+        ctx.warning(decl.name.span, f"model `{model.name}` has no `max_output`",
+                    "Claude Code asks for up to 128k output tokens, which most non-Anthropic APIs reject; "
+                    "add the model's real limit, e.g. `max_output 32k`")
 
 
 def _duplicate(ctx: Context, name: s.Word, declared: dict[str, s.Span], what: str) -> bool:
