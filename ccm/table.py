@@ -100,6 +100,16 @@ class RetryPolicy(Frozen):
     on: tuple[RetryOn, ...] = ("429", "5xx", "529", "timeout", "connect")
 
 
+class BreakerPolicy(Frozen):
+    """`breaker 5 failures cooldown 10s..2m`: open after `failures` consecutive health failures; stay open
+    `cooldown` seconds, doubled after each failed probe up to `max_cooldown`. `breaker off`: never open."""
+
+    enabled: bool = True
+    failures: int = 5
+    cooldown: float = 10.0
+    max_cooldown: float = 120.0
+
+
 class Provider(Frozen):
     name: str
     type: ProviderType
@@ -111,6 +121,7 @@ class Provider(Frozen):
     retry: RetryPolicy | None = None  # None: the file-wide policy applies
     max_concurrency: int | None = None
     span: Span | None = None
+    breaker: BreakerPolicy | None = None  # None: the file-wide policy applies
 
 
 # --- models --------------------------------------------------------------------------------------------------------
@@ -134,11 +145,30 @@ class Price(Frozen):
 Quirk = Literal["replay_reasoning", "keep_cache_control", "google_search", "max_completion_tokens"]
 
 
+class Deployment(Frozen):
+    """One upstream serving a model alias: `provider/model weight N` on the right of `model NAME =`."""
+
+    provider: str
+    model: str
+    weight: int = 1
+    span: Span | None = None
+
+
+# How a model with several deployments picks one per attempt, among those whose breaker lets requests through:
+#   weighted    at random, in proportion to the weights
+#   least-busy  the fewest requests in flight per unit of weight (ties: weighted at random)
+Balance = Literal["weighted", "least-busy"]
+
+
 class Model(Frozen):
     """A routable target: an alias declared with `model`, or a `provider/model` written directly in a rule.
 
     `name` is the alias, or `provider/model` for targets written literally. `force` sets request parameters on every
     call (after translation, in the upstream's own wire format), `drop` removes them.
+
+    `provider`/`model` name the first (or only) deployment. `deployments` lists every deployment, that first one
+    included, when there are several; it is empty for a model with one. Every option of the alias (context,
+    max_output, force, drop, quirks) applies to each deployment.
     """
 
     name: str
@@ -152,6 +182,8 @@ class Model(Frozen):
     drop: tuple[str, ...] = ()
     quirks: tuple[Quirk, ...] = ()
     span: Span | None = None
+    deployments: tuple[Deployment, ...] = ()
+    balance: Balance = "weighted"
 
 
 # --- conditions ----------------------------------------------------------------------------------------------------
@@ -315,11 +347,15 @@ class RoutingTable(Frozen):
     fallbacks: dict[str, tuple[str, ...]] = {}
     retry: RetryPolicy = RetryPolicy()
     tests: tuple[RouteTest, ...] = ()
+    breaker: BreakerPolicy = BreakerPolicy()
     # What `ccm.route` derives once per table (compiled matchers, resolved chains). Not part of the contract.
     _router: Any = PrivateAttr(default=None)
 
     def retry_for(self, provider: str) -> RetryPolicy:
         return self.providers[provider].retry or self.retry
+
+    def breaker_for(self, provider: str) -> BreakerPolicy:
+        return self.providers[provider].breaker or self.breaker
 
     def needs_token_count(self) -> bool:
         """Whether any rule reads the token count (a request is then tokenized only when evaluation reaches it)."""

@@ -10,7 +10,7 @@ tests are compiled into `table.tests`; `run_route_tests(table)` runs them (`ccm 
 do), or pass `run_tests=True` to have a failing test count as a compile error.
 
 Passes, in order: read and parse every file (includes expanded in place); declarations (providers, settings,
-models, retry); the route block; fallbacks; tests; reachability warnings; then the table.
+models, retry, breaker); the route block; fallbacks; tests; reachability warnings; then the table.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
     model_decls = [st for st in statements if isinstance(st, s.ModelDecl)]
     routes = [st for st in statements if isinstance(st, s.RouteBlock)]
     retries = [st for st in statements if isinstance(st, s.Retry)]
+    breakers = [st for st in statements if isinstance(st, s.Breaker)]
 
     for block in provider_blocks:
         assert isinstance(block.label, s.Word)
@@ -133,6 +134,13 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
         ctx.error(extra.keyword.span, "the file-wide `retry` is given twice", f"first given at {retries[0].span}")
     if retries:
         retry = declarations.retry_policy(ctx, retries[0]) or retry
+
+    breaker = t.BreakerPolicy()
+    for extra_breaker in breakers[1:]:
+        ctx.error(extra_breaker.keyword.span, "the file-wide `breaker` is given twice",
+                  f"first given at {breakers[0].span}")
+    if breakers:
+        breaker = declarations.breaker_policy(ctx, breakers[0]) or breaker
 
     compiled_rules: list[rules.CompiledRule] = []
     if not routes:
@@ -175,17 +183,23 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
         fallbacks=fallbacks,
         retry=retry,
         tests=tuple(tests),
+        breaker=breaker,
     )
 
 
 def _warn_uncapped(ctx: Context, model: t.Model, decl: s.ModelDecl) -> None:
     """Claude Code asks for up to 128,000 output tokens; most APIs other than Anthropic's reject that outright, so a
     translated model without a cap fails every request (a top complaint about other routers)."""
-    provider = ctx.providers.get(model.provider)
-    if provider is not None and provider.type != "anthropic" and model.max_output is None:
+    translated = any(ctx.providers[name].type != "anthropic" for name in _providers_of(model))
+    if translated and model.max_output is None:
         ctx.warning(decl.name.span, f"model `{model.name}` has no `max_output`",
                     "Claude Code asks for up to 128k output tokens, which most non-Anthropic APIs reject; "
                     "add the model's real limit, e.g. `max_output 32k`")
+
+
+def _providers_of(model: t.Model) -> list[str]:
+    """The providers serving a model: its first deployment's, and every other deployment's."""
+    return [d.provider for d in model.deployments] or [model.provider]
 
 
 def _duplicate(ctx: Context, name: s.Word, declared: dict[str, s.Span], what: str) -> bool:
@@ -206,7 +220,7 @@ def _report_unreachable_names(
         if model.declared and name not in used:
             ctx.warning(ctx.model_spans[name], f"model `{name}` is never used",
                         "no rule or fallback chain names it, and `direct` is off")
-    used_providers = {ctx.models[n].provider for n in used if n in ctx.models}
+    used_providers = {provider for n in used if n in ctx.models for provider in _providers_of(ctx.models[n])}
     if settings.count_tokens:
         used_providers.add(settings.count_tokens)
     for name in ctx.providers:

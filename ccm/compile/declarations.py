@@ -1,4 +1,4 @@
-"""Settings, providers, models and retry policies: syntax items to table objects, every value checked.
+"""Settings, providers, models, retry and breaker policies: syntax items to table objects, every value checked.
 
 Each block is read item by item; an item given twice is an error at the second, with the first named in the hint.
 A declaration with errors is left out of the table (its name stays known, so references to it do not pile up
@@ -22,10 +22,14 @@ RETRY_CAUSES: tuple[str, ...] = get_args(t.RetryOn)
 QUIRKS: tuple[str, ...] = get_args(t.Quirk)
 TIMEOUTS: tuple[str, ...] = tuple(t.Timeouts.model_fields)
 PRICES: tuple[str, ...] = tuple(t.Price.model_fields)
+BALANCES: tuple[str, ...] = get_args(t.Balance)
 
 
-def _unique_items(ctx: Context, items: tuple[s.Item | s.Retry, ...]) -> dict[str, s.Item | s.Retry]:
-    seen: dict[str, s.Item | s.Retry] = {}
+ProviderItem = s.Item | s.Retry | s.Breaker
+
+
+def _unique_items(ctx: Context, items: tuple[ProviderItem, ...]) -> dict[str, ProviderItem]:
+    seen: dict[str, ProviderItem] = {}
     for item in items:
         keyword = item.keyword.text
         if keyword in seen:
@@ -41,7 +45,7 @@ def _pairs(args: tuple[s.Arg, ...]) -> list[tuple[s.Word, s.Word]]:
     return list(zip(words[::2], words[1::2]))
 
 
-def _words(item: s.Item | s.Retry) -> list[s.Word]:
+def _words(item: ProviderItem) -> list[s.Word]:
     assert isinstance(item, s.Item)
     return [a for a in item.args if isinstance(a, s.Word)]
 
@@ -64,9 +68,47 @@ def retry_policy(ctx: Context, node: s.Retry) -> t.RetryPolicy | None:
     if node.on is not None:
         causes = [ctx.choose(word, RETRY_CAUSES, "retry cause") for word in node.on]
         fields["on"] = tuple(dict.fromkeys(c for c in causes if c is not None))
-    if ctx.failed and not failed:
+    if ctx.failed and not failed or None in fields.values():
         return None
     return t.RetryPolicy(**fields)
+
+
+# --- breaker -----------------------------------------------------------------------------------------------------
+
+
+def breaker_policy(ctx: Context, node: s.Breaker) -> t.BreakerPolicy | None:
+    """Parts left out take the defaults (5 failures, cooldown 10s..2m); one cool-down (`cooldown 30s`) is fixed."""
+    if node.setting is not None:
+        if node.setting.text != "off":
+            ctx.error(node.setting.span, f"unknown breaker setting `{node.setting.text}`",
+                      "write `breaker off`, or the numbers: breaker 5 failures cooldown 10s..2m")
+            return None
+        return t.BreakerPolicy(enabled=False)
+    failed = ctx.failed
+    fields: dict[str, Any] = {}
+    if node.failures is not None:
+        fields["failures"] = ctx.read(lambda text: values.whole(text, 1), node.failures)
+    if isinstance(node.cooldown, s.Range):
+        low = _cooldown(ctx, node.cooldown.low)
+        high = _cooldown(ctx, node.cooldown.high)
+        if low is not None and high is not None and low > high:
+            ctx.error(node.cooldown.span, f"cool-down range `{value_text(node.cooldown)}` runs backwards",
+                      "write the first cool-down first: 10s..2m (it doubles after each failed probe, up to the second)")
+        fields["cooldown"], fields["max_cooldown"] = low, high
+    elif isinstance(node.cooldown, s.Word):
+        fields["cooldown"] = fields["max_cooldown"] = _cooldown(ctx, node.cooldown)
+    if ctx.failed and not failed or None in fields.values():
+        return None
+    return t.BreakerPolicy(**fields)
+
+
+def _cooldown(ctx: Context, word: s.Word) -> float | None:
+    seconds = ctx.read(values.duration, word)
+    if seconds is not None and seconds <= 0:
+        ctx.error(word.span, f"a cool-down of `{word.text}` would never keep a failing provider out",
+                  "give it a length, e.g. 10s; to never open the breaker, write `breaker off`")
+        return None
+    return seconds
 
 
 # --- settings ----------------------------------------------------------------------------------------------------
@@ -132,6 +174,9 @@ def provider(ctx: Context, block: s.Block) -> t.Provider | None:
         if isinstance(item, s.Retry):
             fields["retry"] = retry_policy(ctx, item)
             continue
+        if isinstance(item, s.Breaker):
+            fields["breaker"] = breaker_policy(ctx, item)
+            continue
         if keyword == "type":
             kind = ctx.choose(_words(item)[0], PROVIDER_TYPES, "provider type")
         elif keyword in ("url", "key"):
@@ -187,13 +232,13 @@ def _timeouts(ctx: Context, item: s.Item) -> t.Timeouts:
 def model(ctx: Context, decl: s.ModelDecl) -> t.Model | None:
     name = decl.name.text
     failed = ctx.failed
-    provider_name, _, model_id = decl.path.text.partition("/")
-    if provider_name not in ctx.providers and provider_name not in ctx.provider_spans:
-        hint = _did_you_mean_provider(ctx, provider_name)
-        ctx.error(decl.path.span, f"unknown provider `{provider_name}`", hint)
+    deployments = _deployments(ctx, decl)
+    first = deployments[0]
     fields: dict[str, Any] = {
-        "name": name, "provider": provider_name, "model": model_id, "span": table_span(decl.name.span),
+        "name": name, "provider": first.provider, "model": first.model, "span": table_span(decl.name.span),
     }
+    if len(deployments) > 1:
+        fields["deployments"] = tuple(deployments)
     for keyword, item in _unique_items(ctx, decl.items or ()).items():
         assert isinstance(item, s.Item)
         if keyword in ("context", "max_output"):
@@ -207,9 +252,38 @@ def model(ctx: Context, decl: s.ModelDecl) -> t.Model | None:
         elif keyword == "quirks":
             quirks = [ctx.choose(w, QUIRKS, "quirk") for w in _words(item)]
             fields["quirks"] = tuple(dict.fromkeys(q for q in quirks if q is not None))
-    if ctx.failed and not failed or provider_name not in ctx.providers:
+        elif keyword == "balance":
+            fields["balance"] = ctx.choose(_words(item)[0], BALANCES, "balance")
+            if len(deployments) == 1:
+                ctx.warning(item.keyword.span, f"`balance` has no effect: model `{name}` has one deployment",
+                            "list several, separated by commas: model NAME = a/model, b/model")
+    if ctx.failed and not failed or any(d.provider not in ctx.providers for d in deployments):
         return None
     return t.Model(**{k: v for k, v in fields.items() if v is not None})
+
+
+def _deployments(ctx: Context, decl: s.ModelDecl) -> list[t.Deployment]:
+    """Every deployment as written, checked: a known provider, a weight of at least 1, none listed twice."""
+    out: list[t.Deployment] = []
+    seen: dict[str, s.Span] = {}
+    for written in decl.deployments:
+        provider_name, _, model_id = written.path.text.partition("/")
+        if provider_name not in ctx.providers and provider_name not in ctx.provider_spans:
+            ctx.error(written.path.span, f"unknown provider `{provider_name}`", _did_you_mean_provider(ctx, provider_name))
+        if written.path.text in seen:
+            ctx.error(written.path.span, f"deployment `{written.path.text}` is listed twice in model `{decl.name.text}`",
+                      f"first listed at {seen[written.path.text]}; give it one entry with the combined weight")
+        seen.setdefault(written.path.text, written.path.span)
+        weight = 1
+        if written.weight is not None:
+            weight = ctx.read(values.weight, written.weight) or 1
+            if len(decl.deployments) == 1:
+                ctx.warning(written.weight.span, f"a weight has no effect: model `{decl.name.text}` has one deployment",
+                            "weights share requests between several deployments: model NAME = a/model weight 3, "
+                            "b/model weight 1")
+        out.append(t.Deployment(provider=provider_name, model=model_id, weight=weight,
+                                span=table_span(written.path.span)))
+    return out
 
 
 def _did_you_mean_provider(ctx: Context, name: str) -> str:

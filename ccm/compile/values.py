@@ -81,6 +81,18 @@ def whole(text: str, minimum: int = 0) -> int:
     return int(number)
 
 
+def weight(text: str) -> int:
+    """A deployment's share: a whole number of at least 1."""
+    number, suffix, integral = _split(text)
+    hint = "weights are relative shares: `weight 3` and `weight 1` send three requests to the first for every one " \
+           "to the second; to stop using a deployment, remove it"
+    if suffix or not integral:
+        raise BadValue(f"invalid weight `{text}`: a weight is a whole number", hint)
+    if number < 1:
+        raise BadValue(f"weight `{text}` must be at least 1", hint)
+    return int(number)
+
+
 def check_glob(pattern: str) -> None:
     """fnmatch silently treats a malformed class as literal text; a route file says what it means instead."""
     if pattern == "":

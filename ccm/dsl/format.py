@@ -78,12 +78,15 @@ class _Printer:
     # --- blocks -----------------------------------------------------------------------------------------------
 
     def block(self, header: str, span: s.Span, depth: int, items: Sequence[object],
-              item: Callable[[object, int, bool], None], take_header_comment: bool = True) -> None:
-        """`header {`, the items one level deeper, `}`. `item(node, depth, last_on_its_line)` prints one item."""
+              item: Callable[[object, int, bool], None], take_header_comment: bool = True,
+              header_depth: int | None = None) -> None:
+        """`header {`, the items one level deeper, `}`. `item(node, depth, last_on_its_line)` prints one item.
+        `header_depth` indents a header that continues an earlier line (a model's last line of deployments)."""
+        opening = depth if header_depth is None else header_depth
         if not items and span.end_line == span.line:
-            self.emit(_Line(depth, f"{header} {{}}"), span.line)
+            self.emit(_Line(opening, f"{header} {{}}"), span.line)
             return
-        self.emit(_Line(depth, f"{header} {{"), span.line, take_header_comment)
+        self.emit(_Line(opening, f"{header} {{"), span.line, take_header_comment)
         self.fresh = True
         for index, node in enumerate(items):
             following = items[index + 1] if index + 1 < len(items) else None
@@ -103,23 +106,45 @@ class _Printer:
             self.emit(_Line(depth, f"include {node.path.raw}"), span.end_line, last_on_line)
         elif isinstance(node, s.Retry):
             self.emit(_Line(depth, node.keyword.text, _retry_text(node), group="item"), span.end_line, last_on_line)
+        elif isinstance(node, s.Breaker):
+            self.emit(_Line(depth, node.keyword.text, _breaker_text(node), group="item"), span.end_line, last_on_line)
         elif isinstance(node, s.Fallback):
             self.emit(_Line(depth, "fallback " + " -> ".join(w.text for w in node.chain)), span.end_line,
                       last_on_line)
         elif isinstance(node, s.ModelDecl):
-            header = f"model {node.name.text}"
-            if node.items is None:
-                self.emit(_Line(depth, header, f"= {node.path.text}", group="model"), span.end_line, last_on_line)
-            else:
-                assert node.block_span is not None
-                block_span = replace(node.block_span, line=span.line)
-                self.block(f"{header} = {node.path.text}", block_span, depth, node.items, self.item)
+            self.model(node, depth, last_on_line)
         elif isinstance(node, s.RouteBlock):
             self.block("route", span, depth, node.rules, self.rule)
         else:
             assert isinstance(node, s.Block)
             label = "" if node.label is None else " " + value_text(node.label)
             self.block(node.keyword.text + label, span, depth, node.items, self.item)
+
+    def model(self, node: s.ModelDecl, depth: int, last_on_line: bool) -> None:
+        """`model NAME = deployments`, keeping the author's line breaks between deployments: each later line of them
+        is indented two levels, so it reads as a continuation rather than as an item of the block."""
+        header = f"model {node.name.text}"
+        lines = _deployment_lines(node.deployments)
+        if len(lines) == 1 and node.items is None:
+            self.emit(_Line(depth, header, f"= {lines[0][0]}", group="model"), node.span.end_line, last_on_line)
+            return
+        *leading, (last_text, last_line) = lines
+        for index, (text, line) in enumerate(leading):
+            if index == 0:
+                self.emit(_Line(depth, f"{header} = {text},"), line)
+            else:
+                self.leading(line, depth + 2)
+                self.emit(_Line(depth + 2, f"{text},"), line)
+        head = last_text if leading else f"{header} = {last_text}"
+        head_depth = depth + 2 if leading else depth
+        if leading:
+            self.leading(last_line, depth + 2)
+        if node.items is None:
+            self.emit(_Line(head_depth, head), last_line, last_on_line)
+            return
+        assert node.block_span is not None
+        block_span = replace(node.block_span, line=last_line)
+        self.block(head, block_span, depth, node.items, self.item, header_depth=head_depth)
 
     def rule(self, node: object, depth: int, last_on_line: bool) -> None:
         assert isinstance(node, s.RouteRule)
@@ -133,7 +158,7 @@ class _Printer:
         self.emit(line, node.span.end_line, last_on_line)
 
     def item(self, node: object, depth: int, last_on_line: bool) -> None:
-        if isinstance(node, s.Retry):
+        if isinstance(node, (s.Retry, s.Breaker)):
             self.statement(node, depth, last_on_line)
             return
         assert isinstance(node, s.Item)
@@ -183,6 +208,29 @@ def _retry_text(node: s.Retry) -> str:
     if node.on is not None:
         parts += ["on", *(w.text for w in node.on)]
     return " ".join(parts)
+
+
+def _breaker_text(node: s.Breaker) -> str:
+    if node.setting is not None:
+        return node.setting.text
+    parts = []
+    if node.failures is not None:
+        parts += [node.failures.text, "failures"]
+    if node.cooldown is not None:
+        parts += ["cooldown", value_text(node.cooldown)]
+    return " ".join(parts)
+
+
+def _deployment_lines(deployments: Sequence[s.Deployment]) -> list[tuple[str, int]]:
+    """The deployments as written on each source line: (`a/b weight 3, c/d`, the line they end on)."""
+    lines: list[tuple[str, int]] = []
+    for deployment in deployments:
+        text = deployment.path.text if deployment.weight is None else f"{deployment.path.text} weight {deployment.weight.text}"
+        if lines and lines[-1][1] == deployment.span.line:
+            lines[-1] = (f"{lines[-1][0]}, {text}", deployment.span.end_line)
+        else:
+            lines.append((text, deployment.span.end_line))
+    return lines
 
 
 def _span(node: object) -> s.Span:

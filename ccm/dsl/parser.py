@@ -173,10 +173,16 @@ class _Build(Transformer[Token, Any]):
 
     @v_args(meta=True)
     def model(self, meta: Meta, children: list[Any]) -> s.ModelDecl:
-        name, path = self.leaf(children[1]), self.leaf(children[3])
-        block = children[4] if len(children) > 4 else None
+        name = self.leaf(children[1])
+        deployments = tuple(c for c in children[3:] if isinstance(c, s.Deployment))
+        block = children[-1] if isinstance(children[-1], tuple) else None
         items, block_span = block if block else (None, None)
-        return s.ModelDecl(name, path, items, self._span(meta), block_span)
+        return s.ModelDecl(name, deployments, items, self._span(meta), block_span)
+
+    @v_args(meta=True)
+    def deployment(self, meta: Meta, children: list[Any]) -> s.Deployment:
+        weight = self.leaf(children[2]) if len(children) > 2 else None
+        return s.Deployment(self.leaf(children[0]), weight, self._span(meta))
 
     @v_args(meta=True)
     def model_block(self, meta: Meta, children: list[Any]) -> tuple[tuple[s.Item, ...], s.Span]:
@@ -188,6 +194,24 @@ class _Build(Transformer[Token, Any]):
         backoff = next((c for c in rest if isinstance(c, s.Range)), None)
         on = next((c for c in rest if isinstance(c, tuple)), None)
         return s.Retry(self.leaf(keyword), self.leaf(attempts), backoff, on, self._span(meta))
+
+    @v_args(meta=True)
+    def breaker(self, meta: Meta, children: list[Any]) -> s.Breaker:
+        keyword, *rest = children
+        setting = self.leaf(rest[0]) if isinstance(rest[0], Token) else None
+        failures = next((c[0] for c in rest if isinstance(c, tuple) and c[1] == "failures"), None)
+        cooldown = next((c[0] for c in rest if isinstance(c, tuple) and c[1] == "cooldown"), None)
+        return s.Breaker(self.leaf(keyword), setting, failures, cooldown, self._span(meta))
+
+    @v_args(meta=True)
+    def breaker_failures(self, meta: Meta, children: list[Any]) -> tuple[s.Word, str]:
+        return self.leaf(children[0]), "failures"
+
+    @v_args(meta=True)
+    def breaker_cooldown(self, meta: Meta, children: list[Any]) -> tuple[s.Range | s.Word, str]:
+        if len(children) == 2:
+            return self.leaf(children[1]), "cooldown"
+        return s.Range(self.leaf(children[1]), self.leaf(children[2]), self._span(meta)), "cooldown"
 
     @v_args(meta=True)
     def backoff(self, meta: Meta, children: list[Any]) -> s.Range:
@@ -289,6 +313,7 @@ _CATEGORY = {
     "COMPARE": "a comparison (== != > >= < <=)",
     "_NL": "a new line",
     "$END": "the end of the file",
+    "FAILURES": "`failures`",
 }
 
 # Common mistakes, recognised by the parser state they leave.
@@ -308,6 +333,20 @@ _EXAMPLES: dict[str, list[str]] = {
     ],
     "`model` in a condition needs `~ \"glob\"` or `== \"name\"`": ["route {\n model \"x\" -> a\n}"],
     "a fallback chain is `fallback NAME -> NAME …`": ["fallback a b", "fallback a"],
+    "deployments are separated by commas: `model NAME = a/model weight 3, b/model weight 1`": [
+        "model a = p/m q/m",
+        "model a = p/m weight 3 q/m",
+    ],
+    "`weight` needs a whole number, as in `deepseek/deepseek-chat weight 3`": [
+        "model a = p/m weight\n",
+        "model a = p/m weight x",
+    ],
+    "a breaker is `breaker N failures cooldown MIN..MAX`, `breaker cooldown MIN..MAX` or `breaker off`": [
+        "breaker 5\n",
+        "breaker 5 x",
+        "breaker\n",
+        "provider p {\n breaker\n}",
+    ],
 }
 
 

@@ -138,6 +138,18 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Breaker:
+    """`breaker 5 failures cooldown 10s..2m`, `breaker cooldown 30s`, `breaker off`: at file level or in a provider.
+    `setting` is the word written instead of the numbers (`off`)."""
+
+    keyword: Word
+    setting: Word | None
+    failures: Word | None
+    cooldown: Range | Word | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Atom:
     """A condition test: `websearch`, `tokens > 100k`, `header "x-team" ~ "infra*"`."""
 
@@ -200,19 +212,34 @@ class Block:
 
     keyword: Word
     label: Word | Str | None
-    items: tuple[Item | Retry, ...]
+    items: tuple[Item | Retry | Breaker, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """`provider/model`, optionally `weight 3`: one upstream on the right of `model NAME =`."""
+
+    path: Word
+    weight: Word | None
     span: Span
 
 
 @dataclass(frozen=True, slots=True)
 class ModelDecl:
-    """`model NAME = provider/model`, with an optional `{ … }` of options (`items` is None without braces)."""
+    """`model NAME = provider/model`, or several deployments separated by commas, with an optional `{ … }` of
+    options (`items` is None without braces)."""
 
     name: Word
-    path: Word
+    deployments: tuple[Deployment, ...]  # at least one
     items: tuple[Item, ...] | None
     span: Span
     block_span: Span | None = None
+
+    @property
+    def path(self) -> Word:
+        """The first deployment's `provider/model`."""
+        return self.deployments[0].path
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +254,7 @@ class Fallback:
     span: Span
 
 
-Statement = Union[Include, Block, ModelDecl, RouteBlock, Fallback, Retry]
+Statement = Union[Include, Block, ModelDecl, RouteBlock, Fallback, Retry, Breaker]
 
 
 @dataclass(frozen=True, slots=True)
