@@ -1,10 +1,16 @@
-"""A circuit breaker per provider: stop sending requests to an upstream that keeps failing.
+"""A circuit breaker per deployment (a provider and an upstream model): stop sending requests to one that keeps
+failing.
 
     closed     requests flow; consecutive health failures are counted, any answer from the upstream resets them
     open       after `threshold` consecutive failures, or at once on a `retry-after` longer than the retry policy
-               waits: every request skips this provider (straight to its fallbacks) until the cool-down ends
+               waits: every request skips this deployment (to another deployment of the same model, else to the
+               model's fallbacks) until the cool-down ends
     half-open  the cool-down is over: exactly one request (the probe) is let through; its success closes the
                breaker, its failure opens it again with a doubled cool-down (up to `max_cooldown`)
+    off        `breaker off` in the route file: never opens (failures are still counted, for /health)
+
+The thresholds come from the route file (`breaker 5 failures cooldown 10s..2m`, `BreakerPolicy`): build one with
+`Breaker.from_policy`.
 
 Usage by the dispatcher, once per attempt:
 
@@ -16,9 +22,9 @@ Health failures are the ones that say the upstream is unwell (429, 5xx, 529, tim
 answers). A 4xx is an answer: the upstream is up and the request was wrong, so it counts as a success. An unset
 variable (`config`) or a cancelled attempt says nothing about the upstream and is only a release.
 
-A breaker lives on its provider's runtime, which a table reload keeps when the provider is unchanged, so the state
-survives reloads; a changed provider (new URL, new key) starts closed. Single-threaded (one event loop): no locks.
-The clock is injectable for tests.
+Breakers live on their provider's runtime (`ccm.core.deployments`), which a table reload keeps when the provider is
+unchanged, so the state survives reloads; a changed provider (new URL, new key, new breaker policy) starts closed.
+Single-threaded (one event loop): no locks. The clock is injectable for tests.
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ccm.errors import FailureReason, UpstreamError
+from ccm.table import BreakerPolicy
 
-BreakerState = Literal["closed", "open", "half_open"]
+BreakerState = Literal["closed", "open", "half_open", "off"]
 
 HEALTH_FAILURES: frozenset[FailureReason] = frozenset({"429", "5xx", "529", "timeout", "connect", "protocol"})
 
-FAILURE_THRESHOLD = 5
-COOLDOWN = 10.0  # seconds before the first probe after opening on consecutive failures
-MAX_COOLDOWN = 120.0  # a dead upstream is probed at most this rarely
+_DEFAULT = BreakerPolicy()
+FAILURE_THRESHOLD = _DEFAULT.failures
+COOLDOWN = _DEFAULT.cooldown  # seconds before the first probe after opening on consecutive failures
+MAX_COOLDOWN = _DEFAULT.max_cooldown  # a dead upstream is probed at most this rarely
 MAX_HOLD = 600.0  # a `retry-after` beyond this is not trusted further
 
 
@@ -53,6 +61,7 @@ _PROBE = Ticket(probe=True)
 
 class Breaker:
     __slots__ = (
+        "enabled",
         "threshold",
         "cooldown",
         "max_cooldown",
@@ -72,7 +81,9 @@ class Breaker:
         cooldown: float = COOLDOWN,
         max_cooldown: float = MAX_COOLDOWN,
         clock: Callable[[], float] = time.monotonic,
+        enabled: bool = True,
     ) -> None:
+        self.enabled = enabled
         self.threshold = threshold
         self.cooldown = cooldown
         self.max_cooldown = max_cooldown
@@ -85,15 +96,27 @@ class Breaker:
         self._opened = 0  # how many times it opened, for /health
         self._last_failure: str | None = None
 
+    @classmethod
+    def from_policy(cls, policy: BreakerPolicy, clock: Callable[[], float] = time.monotonic) -> Breaker:
+        return cls(policy.failures, policy.cooldown, policy.max_cooldown, clock, policy.enabled)
+
     @property
     def state(self) -> BreakerState:
+        if not self.enabled:
+            return "off"
         if self._state == "open" and self.clock() >= self._open_until:
             return "half_open"
         return self._state
 
+    @property
+    def available(self) -> bool:
+        """Whether `admit` would let an attempt through now (without taking the probe slot)."""
+        state = self.state
+        return state == "closed" or state == "off" or (state == "half_open" and not self._probing)
+
     def admit(self) -> Ticket | None:
         state = self.state
-        if state == "closed":
+        if state == "closed" or state == "off":
             return _PASS
         if state == "half_open" and not self._probing:
             self._state, self._probing = "half_open", True
@@ -112,7 +135,8 @@ class Breaker:
     def hold(self, seconds: float, reason: str) -> None:
         """Open now for `seconds` (the upstream said so with a long `retry-after`), unless already held longer."""
         self._last_failure = reason
-        self._open(min(seconds, MAX_HOLD))
+        if self.enabled:
+            self._open(min(seconds, MAX_HOLD))
 
     def release(self, ticket: Ticket) -> None:
         """The attempt ended without a verdict (cancelled, or never reached the upstream): free the probe slot."""
@@ -144,7 +168,7 @@ class Breaker:
         if self._state != "closed":
             return
         self._failures += 1
-        if self._failures >= self.threshold:
+        if self._failures >= self.threshold and self.enabled:
             self._open(self._next_cooldown)
 
     def _open(self, seconds: float) -> None:

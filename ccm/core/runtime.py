@@ -1,14 +1,16 @@
 """The runtime: everything the server derives from one routing table, built once per table.
 
-    Runtime            the table plus, per provider, its resolved endpoint, pooled client, adapter and limiter;
-                       the resolved inbound keys; the pre-rendered /health and /v1/models bodies
+    Runtime            the table plus, per provider, its resolved endpoint, pooled client, adapter, limiter and
+                       deployment states (breakers, in-flight counts); the resolved inbound keys; the pre-rendered
+                       /health and /v1/models bodies; each model's dispatch targets, built on first use
     build_runtime      table + environment (+ the previous runtime) -> (runtime, providers to close)
     RuntimeHolder      the one reference the app reads per request; a reload swaps it atomically
 
 Requests snapshot `holder.current` once and use that runtime to the end, so a swap never changes a request midway.
-`build_runtime` reuses the client and adapter of every provider whose declared settings and resolved endpoint are
-unchanged (so a reload keeps warm connections) and returns the providers it did not reuse; the caller closes them
-with `close_providers` once the requests still using the old runtime are done.
+`build_runtime` reuses the client, adapter, limiter and deployment states of every provider whose declared settings,
+effective breaker policy and resolved endpoint are unchanged (so a reload keeps warm connections, open breakers and
+in-flight counts) and returns the providers it did not reuse; the caller closes them with `close_providers` once
+the requests still using the old runtime are done.
 
 Adapter modules are imported lazily, only for the wire types the table uses.
 """
@@ -25,7 +27,7 @@ import anyio
 import httpx
 import orjson
 
-from ccm.core.breaker import Breaker
+from ccm.core.deployments import ProviderDeployments, Target, deployments_of
 from ccm.providers.base import Adapter
 from ccm.providers.http import Endpoint, make_client, resolve_endpoint
 from ccm.table import EnvRef, Model, Provider, RoutingTable, resolve
@@ -51,7 +53,12 @@ class ProviderRuntime:
     adapter: Adapter
     limiter: anyio.CapacityLimiter | None  # bounds in-flight requests when the provider sets max_concurrency
     # kept with the rest of this runtime when a reload leaves the provider unchanged, so its state survives reloads
-    breaker: Breaker = field(default_factory=Breaker)
+    deployments: ProviderDeployments = field(default_factory=ProviderDeployments)
+
+    @property
+    def breaker(self) -> ProviderDeployments:
+        """What `GET /health` renders per provider (`snapshot()`): its breakers and in-flight counts."""
+        return self.deployments
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,7 @@ class Runtime:
     health_body: bytes
     models_body: bytes
     model_bodies: Mapping[str, bytes]  # alias -> its /v1/models/{id} object
+    targets: dict[str, tuple[Target, ...]] = field(default_factory=dict)  # model name -> deployments to call
 
     @property
     def unconfigured(self) -> list[ProviderRuntime]:
@@ -96,16 +104,21 @@ def build_runtime(
     client_factory: ClientFactory = make_client,
 ) -> tuple[Runtime, list[ProviderRuntime]]:
     providers: dict[str, ProviderRuntime] = {}
+    routed = _upstream_models(table)
     for name, provider in table.providers.items():
         endpoint = resolve_endpoint(provider, environ)
+        policy = table.breaker_for(name)
         old = previous.providers.get(name) if previous is not None else None
-        if old is not None and _same_settings(old.provider, provider) and old.endpoint == endpoint:
+        if (old is not None and _same_settings(old.provider, provider) and old.endpoint == endpoint
+                and old.deployments.policy == policy):
+            old.deployments.keep(routed.get(name, ()))
             providers[name] = old
             continue
         client = client_factory(provider)
-        adapter_class = _adapter_class(provider.type)
+        adapter = _adapter_class(provider.type)(provider, endpoint, client)
         limiter = anyio.CapacityLimiter(provider.max_concurrency) if provider.max_concurrency else None
-        providers[name] = ProviderRuntime(provider, endpoint, client, adapter_class(provider, endpoint, client), limiter)
+        states = ProviderDeployments(policy, routed.get(name, ()))
+        providers[name] = ProviderRuntime(provider, endpoint, client, adapter, limiter, states)
 
     retired = []
     if previous is not None:
@@ -151,6 +164,17 @@ async def close_providers(providers: list[ProviderRuntime]) -> None:
 def _adapter_class(provider_type: str) -> Callable[[Provider, Endpoint, httpx.AsyncClient], Adapter]:
     module, _, attribute = ADAPTERS[provider_type].partition(":")
     return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+
+
+def _upstream_models(table: RoutingTable) -> dict[str, list[str]]:
+    """Provider name -> the upstream models the table's models deploy on it."""
+    routed: dict[str, list[str]] = {}
+    for model in table.models.values():
+        for deployment in deployments_of(model):
+            models = routed.setdefault(deployment.provider, [])
+            if deployment.model not in models:
+                models.append(deployment.model)
+    return routed
 
 
 def _inbound_keys(table: RoutingTable, environ: Mapping[str, str]) -> tuple[bytes, ...]:
