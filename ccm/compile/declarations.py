@@ -266,23 +266,25 @@ def _deployments(ctx: Context, decl: s.ModelDecl) -> list[t.Deployment]:
     """Every deployment as written, checked: a known provider, a weight of at least 1, none listed twice."""
     out: list[t.Deployment] = []
     seen: dict[str, s.Span] = {}
+    name = decl.name.text
     for written in decl.deployments:
-        provider_name, _, model_id = written.path.text.partition("/")
+        path = written.path
+        provider_name, _, model_id = path.text.partition("/")
         if provider_name not in ctx.providers and provider_name not in ctx.provider_spans:
-            ctx.error(written.path.span, f"unknown provider `{provider_name}`", _did_you_mean_provider(ctx, provider_name))
-        if written.path.text in seen:
-            ctx.error(written.path.span, f"deployment `{written.path.text}` is listed twice in model `{decl.name.text}`",
-                      f"first listed at {seen[written.path.text]}; give it one entry with the combined weight")
-        seen.setdefault(written.path.text, written.path.span)
+            ctx.error(path.span, f"unknown provider `{provider_name}`", _did_you_mean_provider(ctx, provider_name))
+        if path.text in seen:
+            ctx.error(path.span, f"deployment `{path.text}` is listed twice in model `{name}`",
+                      f"first listed at {seen[path.text]}; give it one entry with the combined weight")
+        seen.setdefault(path.text, path.span)
         weight = 1
         if written.weight is not None:
             weight = ctx.read(values.weight, written.weight) or 1
             if len(decl.deployments) == 1:
-                ctx.warning(written.weight.span, f"a weight has no effect: model `{decl.name.text}` has one deployment",
+                ctx.warning(written.weight.span, f"a weight has no effect: model `{name}` has one deployment",
                             "weights share requests between several deployments: model NAME = a/model weight 3, "
                             "b/model weight 1")
         out.append(t.Deployment(provider=provider_name, model=model_id, weight=weight,
-                                span=table_span(written.path.span)))
+                                span=table_span(path.span)))
     return out
 
 

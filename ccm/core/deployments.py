@@ -110,6 +110,7 @@ class Target:
     policy: RetryPolicy
     state: DeploymentState
     label: str
+    who: str  # `provider=P model=ALIAS`, plus `deployment=P/M` when the model has several: how log lines name it
 
     @property
     def has_room(self) -> bool:
@@ -138,13 +139,16 @@ def _target(runtime: Runtime, model: Model, deployment: Deployment) -> Target:
     view = model
     if (deployment.provider, deployment.model) != (model.provider, model.model):
         view = model.model_copy(update={"provider": deployment.provider, "model": deployment.model})
+    label = f"{deployment.provider}/{deployment.model}"
+    who = f"provider={deployment.provider} model={model.name}"
     return Target(
         provider,
         view,
         deployment.weight,
         runtime.table.retry_for(deployment.provider),
         provider.deployments.state(deployment.model),
-        f"{deployment.provider}/{deployment.model}",
+        label,
+        f"{who} deployment={label}" if model.deployments else who,
     )
 
 

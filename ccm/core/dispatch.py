@@ -8,22 +8,28 @@ arrived, so the client has seen nothing yet and a failure before that falls back
     before any call   a model whose declared `context` is smaller than the request's token count is skipped
                       (the count is the app's cached local estimate; when no model fits, the chain is tried as is
                       and the upstream, which counts exactly, has the last word)
-    breaker open      the provider is skipped without a call (`ccm.core.breaker`)
-    a failure         retried on the same provider when the policy says so (`ccm.core.retry`: backoff with jitter,
-                      `retry-after` honoured up to the cap); then, unless the request itself is at fault, the next
-                      model. The request's fault: a 4xx other than 401/402/403/404 (a key or model the provider
-                      refuses: another provider may serve), 408/409/429 (transient) and a context-length refusal
+    deployments       each attempt goes to one deployment of the model, chosen among those whose breaker lets
+                      it through (`ccm.core.deployments.choose`: weighted or least-busy, preferring a provider with
+                      a free concurrency slot); a model with one deployment has nothing to choose
+    breaker open      a deployment is skipped without a call (`ccm.core.breaker`); with every deployment open,
+                      the model is skipped
+    a failure         unless the request itself is at fault, a deployment of the same model not yet tried in this
+                      request is tried at once; when every one has failed, the failed deployment's provider policy
+                      decides whether to retry (`ccm.core.retry`: backoff with jitter, `retry-after` honoured up to
+                      the cap; the retry prefers another deployment); then the next model. The request's fault: a
+                      4xx other than 401/402/403/404 (a key or model the provider refuses: another provider may
+                      serve), 408/409/429 (transient) and a context-length refusal
+    a full provider   `concurrency N` reached: the attempt waits for a slot, in order, within the deadline; the
+                      wait is not an upstream failure (the breaker ignores it)
     the deadline      the target provider's `timeout total`, counted from the start of the request, bounds every
                       attempt, every backoff sleep and the relayed stream; a fallback's attempt is also bounded by
                       its own provider's `total`. When it passes, the walk stops with a 504 `timeout_error`.
 
-Every attempt and skip is logged on `ccm.attempt` (provider, model, status, latency, reason, what happens next)
-and kept as an `Attempt` for the request record. When no model answers, the primary's error is raised (its status,
-type and `retry-after`, so Claude Code retries as it would against Anthropic) as a `DispatchFailed` whose message
-lists what was tried.
-
-The unit a retry and a breaker act on is one provider runtime serving one model (`_serve_model`): a model with
-several deployments would pick one of its healthy deployments there, which the route language cannot declare yet.
+Every attempt and skip is logged on `ccm.attempt` (provider, model, deployment when there are several, status,
+latency, reason, what happens next) and kept as an `Attempt` for the request record. The answer carries
+`x-ccm-deployment: provider/model`, and `Outcome.model` is the alias as that deployment serves it. When no model
+answers, the primary's error is raised (its status, type and `retry-after`, so Claude Code retries as it would
+against Anthropic) as a `DispatchFailed` whose message lists what was tried.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from ccm.core.breaker import Breaker, Ticket
+from ccm.core.deployments import DeploymentState, Target, choose, targets
 from ccm.core.finish import Attempt
 from ccm.core.retry import RandomSource, long_retry_after, next_retry
 from ccm.core.runtime import ProviderRuntime, Runtime
@@ -74,7 +81,7 @@ class Request:
 @dataclass(slots=True)
 class Outcome:
     reply: Reply
-    model: Model
+    model: Model  # the alias that answered, with the provider and upstream model of the deployment that served
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -120,10 +127,10 @@ async def dispatch(
     total = runtime.providers[chain[0].provider].provider.timeouts.total
     walk = _Walk(request, anyio.current_time() + total, total, rand)
     for model in _fitting(chain, request.body, count_tokens, walk):
-        provider = runtime.providers[model.provider]
-        reply = await _serve_model(provider, model, runtime.table.retry_for(model.provider), walk)
-        if reply is not None:
-            return Outcome(reply, model, walk.attempts)
+        served = await _serve_model(targets(runtime, model), model, walk)
+        if served is not None:
+            reply, target = served
+            return Outcome(reply, target.model, walk.attempts)
         if walk.stop:
             break
     assert walk.primary_error is not None  # every model that did not answer recorded why
@@ -148,45 +155,68 @@ def _fitting(
     return fitting
 
 
-async def _serve_model(provider: ProviderRuntime, model: Model, policy: RetryPolicy, walk: _Walk) -> Reply | None:
-    """Try one model on its provider, with the provider's retries; None when it did not answer."""
-    name = provider.provider.name
+async def _serve_model(choices: tuple[Target, ...], model: Model, walk: _Walk) -> tuple[Reply, Target] | None:
+    """Try one model: a deployment per attempt, every untried deployment before a retry, retries per the failed
+    deployment's provider policy. The reply and the deployment that gave it; None when the model did not answer."""
+    several = len(choices) > 1
+    untried = list(choices) if several else []
+    target = _first_choice(choices, model, walk) if several else choices[0]
     retries = 0
+    tried = False
     while True:
-        ticket = provider.breaker.admit()
-        if ticket is None:
-            _skip_open_circuit(provider, model, walk, tried_before=retries > 0)
+        ticket = target.state.breaker.admit() if target is not None else None
+        if target is None or ticket is None:
+            _skip_open_circuit(choices, model, walk, tried_before=tried)
             return None
-        deadline = _attempt_deadline(provider, walk)
+        tried = True
+        deadline = _attempt_deadline(target.provider, walk)
         started = time.perf_counter()
-        outcome = await _attempt_once(provider, model, walk, ticket, deadline)
+        outcome = await _attempt_once(target, walk, ticket, deadline)
         latency = (time.perf_counter() - started) * 1000
+        name = target.provider.provider.name
         if isinstance(outcome, Reply):
             walk.attempts.append(Attempt(name, model.name, outcome.status, None, latency))
-            log.info("attempt provider=%s model=%s status=%d latency=%.0fms served", name, model.name, outcome.status,
-                     latency)
-            outcome.stream = _bounded(outcome.stream, deadline, provider.breaker, name)
-            return outcome
+            log.info("attempt %s status=%d latency=%.0fms served", target.who, outcome.status, latency)
+            outcome.stream = _bounded(outcome.stream, deadline, target.state.breaker, name)
+            outcome.headers = [*outcome.headers, ("x-ccm-deployment", target.label)]
+            return outcome, target
         error = outcome
         walk.attempts.append(Attempt(name, model.name, error.status, error.reason, latency))
         walk.failed(model, error)
-        hold = long_retry_after(policy, error)
+        hold = long_retry_after(target.policy, error)
         if hold is not None:
-            provider.breaker.hold(hold, f"{error.reason} retry-after {hold:g}s")
-        delay, why = _next_step(policy, retries, error, walk)
-        log.info(
-            "attempt provider=%s model=%s status=%d latency=%.0fms reason=%s: %s (%s)",
-            name, model.name, error.status, latency, error.reason, why, error.message,
-        )
+            target.state.breaker.hold(hold, f"{error.reason} retry-after {hold:g}s")
+        if target in untried:
+            untried.remove(target)
+        spare = choose(untried, model.balance, walk.rand) if untried else None
+        delay, why = _next_step(target.policy, retries, error, walk, spare)
+        log.info("attempt %s status=%d latency=%.0fms reason=%s: %s (%s)", target.who, error.status, latency,
+                 error.reason, why, error.message)
         if delay is None:
-            walk.tried.append(_describe_failures(model, name, walk.attempts))
+            walk.tried.append(_describe_failures(model, walk.attempts))
             return None
+        if spare is not None:
+            target = spare
+            continue
         await anyio.sleep(delay)
         retries += 1
+        if several:  # another deployment if one can be tried, else the same again
+            others = choose(choices, model.balance, walk.rand, avoid=(target,))
+            target = others or choose((target,), model.balance, walk.rand)
 
 
-def _next_step(policy: RetryPolicy, retries: int, error: UpstreamError, walk: _Walk) -> tuple[float | None, str]:
-    """Sleep this long and retry; or (None) move on, setting `walk.stop` when no other model should be tried."""
+def _first_choice(choices: tuple[Target, ...], model: Model, walk: _Walk) -> Target | None:
+    for target in choices:
+        if not target.state.breaker.available:
+            log.info("skip %s reason=breaker_open", target.who)
+    return choose(choices, model.balance, walk.rand)
+
+
+def _next_step(
+    policy: RetryPolicy, retries: int, error: UpstreamError, walk: _Walk, spare: Target | None
+) -> tuple[float | None, str]:
+    """Sleep this long and retry; or (None) move on, setting `walk.stop` when no other model should be tried.
+    With a `spare` (a deployment of the same model not tried yet) the retry goes there at once."""
     remaining = walk.deadline - anyio.current_time()
     if remaining <= 0:
         walk.stop = True
@@ -195,69 +225,85 @@ def _next_step(policy: RetryPolicy, retries: int, error: UpstreamError, walk: _W
     if verdict.delay is None and _request_at_fault(error):
         walk.stop = True
         return None, f"{verdict.why}; the request itself was refused"
+    if spare is not None:
+        return 0.0, f"trying deployment {spare.label}"
     return verdict.delay, verdict.why
 
 
-def _skip_open_circuit(provider: ProviderRuntime, model: Model, walk: _Walk, tried_before: bool) -> None:
-    name = provider.provider.name
-    error = _circuit_open(name, provider.breaker)
-    log.info("skip provider=%s model=%s reason=breaker_open (%s)", name, model.name, error.message)
+def _skip_open_circuit(choices: tuple[Target, ...], model: Model, walk: _Walk, tried_before: bool) -> None:
+    error = _circuit_open(choices, model)
+    if len(choices) == 1 or tried_before:  # (else `_first_choice` has logged each deployment's skip)
+        for target in choices:
+            log.info("skip %s reason=breaker_open (%s)", target.who, error.message)
     if tried_before:
         # this request's own failures opened it: they are the story, and the primary's error stays the real one
-        walk.tried.append(f"{_describe_failures(model, name, walk.attempts)}, then circuit open")
+        walk.tried.append(f"{_describe_failures(model, walk.attempts)}, then circuit open")
     else:
-        walk.tried.append(f"{model.name} ({name}) skipped: circuit open")
+        where = error.provider if len(choices) == 1 else "every deployment"
+        walk.tried.append(f"{model.name} ({where}) skipped: circuit open")
         walk.failed(model, error)
 
 
-async def _attempt_once(
-    provider: ProviderRuntime, model: Model, walk: _Walk, ticket: Ticket, deadline: float
-) -> Reply | UpstreamError:
-    """One call within the deadline; the breaker gets its verdict (or its ticket back when the call is cancelled)."""
+async def _attempt_once(target: Target, walk: _Walk, ticket: Ticket, deadline: float) -> Reply | UpstreamError:
+    """One call within the deadline, counted in flight on its deployment and holding a slot of its provider's
+    concurrency limit until the reply is closed. The breaker gets its verdict, or its ticket back when the attempt
+    was cancelled or never got a slot (ccm's own queue says nothing about the upstream)."""
     request = walk.request
-    call = Call(request.body, request.raw, request.headers, request.stream, model)
+    call = Call(request.body, request.raw, request.headers, request.stream, target.model)
+    provider, state = target.provider, target.state
+    limiter = provider.limiter
+    borrower = object() if limiter is not None else None
+    waiting = limiter is not None  # for a free slot
+    state.in_flight += 1
     try:
         with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
-            reply = await _attempt(provider, call)
+            if limiter is not None:
+                await limiter.acquire_on_behalf_of(borrower)
+                waiting = False
+            reply = await provider.adapter.send(call)
     except TimeoutError:
-        error = _deadline_error(provider.provider.name, walk, deadline)
+        error = _deadline_error(provider, walk, deadline, waiting)
     except UpstreamError as failure:
         error = failure if failure.provider else _with_provider(failure, provider.provider.name)
     except BaseException:
-        provider.breaker.release(ticket)
+        _give_back(state, None if waiting else limiter, borrower)
+        state.breaker.release(ticket)
         raise
     else:
-        provider.breaker.record(ticket, None)
+        state.breaker.record(ticket, None)
+        reply.aclose = _giving_back_on_close(reply.aclose, state, limiter, borrower)
         return reply
-    provider.breaker.record(ticket, error)
+    _give_back(state, None if waiting else limiter, borrower)
+    if waiting:
+        state.breaker.release(ticket)
+    else:
+        state.breaker.record(ticket, error)
     return error
 
 
-async def _attempt(provider: ProviderRuntime, call: Call) -> Reply:
-    """One try on one provider, holding a slot of its concurrency limit until the reply is closed."""
-    if provider.limiter is None:
-        return await provider.adapter.send(call)
-    borrower = object()
-    await provider.limiter.acquire_on_behalf_of(borrower)
-    try:
-        reply = await provider.adapter.send(call)
-    except BaseException:
-        provider.limiter.release_on_behalf_of(borrower)
-        raise
-    close_upstream = reply.aclose
-    released = False
+def _give_back(state: DeploymentState, limiter: anyio.CapacityLimiter | None, borrower: object) -> None:
+    state.in_flight -= 1
+    if limiter is not None:
+        limiter.release_on_behalf_of(borrower)
 
-    async def close_and_release() -> None:
-        nonlocal released
+
+def _giving_back_on_close(
+    close: Callable[[], Awaitable[None]], state: DeploymentState, limiter: anyio.CapacityLimiter | None,
+    borrower: object,
+) -> Callable[[], Awaitable[None]]:
+    """The reply's `aclose`, which also ends the attempt's count and slot (once, however often it is called)."""
+    given_back = False
+
+    async def close_and_give_back() -> None:
+        nonlocal given_back
         try:
-            await close_upstream()
+            await close()
         finally:
-            if not released:
-                released = True
-                provider.limiter.release_on_behalf_of(borrower)  # type: ignore[union-attr]
+            if not given_back:
+                given_back = True
+                _give_back(state, limiter, borrower)
 
-    reply.aclose = close_and_release
-    return reply
+    return close_and_give_back
 
 
 def _bounded(
@@ -301,12 +347,14 @@ def _request_at_fault(error: UpstreamError) -> bool:
     return _CONTEXT_OVERFLOW.search(error.message) is None
 
 
-def _circuit_open(provider: str, breaker: Breaker) -> UpstreamError:
-    retry_in = breaker.snapshot().get("retry_in", 0.0)
+def _circuit_open(choices: tuple[Target, ...], model: Model) -> UpstreamError:
+    retry_in = min(t.state.breaker.snapshot().get("retry_in", 0.0) for t in choices)
     wait = max(1, math.ceil(retry_in))
+    provider = choices[0].provider.provider.name
+    who = f"provider {provider!r}" if len(choices) == 1 else f"every deployment of {model.name!r}"
     return UpstreamError(
         529,
-        f"provider {provider!r} is unavailable after repeated failures (circuit open, next try in {wait}s)",
+        f"{who} is unavailable after repeated failures (circuit open, next try in {wait}s)",
         "529",
         provider,
         "overloaded_error",
@@ -314,13 +362,16 @@ def _circuit_open(provider: str, breaker: Breaker) -> UpstreamError:
     )
 
 
-def _deadline_error(provider: str, walk: _Walk, deadline: float) -> UpstreamError:
+def _deadline_error(provider: ProviderRuntime, walk: _Walk, deadline: float, waiting: bool) -> UpstreamError:
+    name = provider.provider.name
     if deadline >= walk.deadline:
         walk.stop = True
         message = f"no answer within the request's {walk.total:g}s total timeout"
     else:
-        message = f"provider {provider!r} did not answer within its total timeout"
-    return UpstreamError(504, message, "timeout", provider, "timeout_error")
+        message = f"provider {name!r} did not answer within its total timeout"
+    if waiting:
+        message += f" (every one of its {provider.provider.max_concurrency} concurrent slots was busy)"
+    return UpstreamError(504, message, "timeout", name, "timeout_error")
 
 
 def _with_provider(error: UpstreamError, provider: str) -> UpstreamError:
@@ -328,10 +379,15 @@ def _with_provider(error: UpstreamError, provider: str) -> UpstreamError:
     return error
 
 
-def _describe_failures(model: Model, provider: str, attempts: list[Attempt]) -> str:
-    """`sonnet (anthropic): 529, 529 timeout`: a model's failed attempts for the final error message."""
-    failures = [a for a in attempts if a.provider == provider and a.model == model.name and a.reason is not None]
-    return f"{model.name} ({provider}): " + ", ".join(_status(a) for a in failures)
+def _describe_failures(model: Model, attempts: list[Attempt]) -> str:
+    """`sonnet (anthropic): 529, 529 timeout`, or `coder (deepseek: 500; backup: 529)` across deployments: a
+    model's failed attempts for the final error message."""
+    failures = [a for a in attempts if a.model == model.name and a.reason is not None]
+    providers = list(dict.fromkeys(a.provider for a in failures))
+    if len(providers) == 1:
+        return f"{model.name} ({providers[0]}): " + ", ".join(_status(a) for a in failures)
+    per_provider = (f"{p}: " + ", ".join(_status(a) for a in failures if a.provider == p) for p in providers)
+    return f"{model.name} ({'; '.join(per_provider)})"
 
 
 def _status(attempt: Attempt) -> str:

@@ -225,7 +225,9 @@ def _deployment_lines(deployments: Sequence[s.Deployment]) -> list[tuple[str, in
     """The deployments as written on each source line: (`a/b weight 3, c/d`, the line they end on)."""
     lines: list[tuple[str, int]] = []
     for deployment in deployments:
-        text = deployment.path.text if deployment.weight is None else f"{deployment.path.text} weight {deployment.weight.text}"
+        text = deployment.path.text
+        if deployment.weight is not None:
+            text += f" weight {deployment.weight.text}"
         if lines and lines[-1][1] == deployment.span.line:
             lines[-1] = (f"{lines[-1][0]}, {text}", deployment.span.end_line)
         else:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from ccm.core.breaker import Breaker
+from ccm.core.deployments import OTHER_MODELS, ProviderDeployments
+from ccm.core.runtime import Runtime, build_runtime
 from ccm.errors import UpstreamError
+from ccm.table import BreakerPolicy, Deployment, EnvRef, Literal_, Model, Provider, RoutingTable
 
 
 class Clock:
@@ -175,28 +178,90 @@ def test_hold_is_capped() -> None:
     assert b.snapshot()["retry_in"] == 600.0
 
 
+def _table(url_b: str, breaker: BreakerPolicy = BreakerPolicy(), upstream: str = "x") -> RoutingTable:
+    providers = {
+        name: Provider(name=name, type="anthropic", url=Literal_(value=url), key=EnvRef(name="K"), auth="x-api-key")
+        for name, url in (("a", "http://127.0.0.1:1"), ("b", url_b))
+    }
+    deployments = (Deployment(provider="a", model=upstream), Deployment(provider="b", model=upstream))
+    models = {"m": Model(name="m", provider="a", model=upstream, deployments=deployments)}
+    return RoutingTable(version="v", sources=(), providers=providers, models=models, rules=(), breaker=breaker)
+
+
+def _breaker(runtime: Runtime, provider: str, upstream: str = "x") -> Breaker:
+    return runtime.providers[provider].deployments.state(upstream).breaker
+
+
 def test_breaker_state_survives_a_reload_for_unchanged_providers_only() -> None:
-    from ccm.core.runtime import build_runtime
-    from ccm.table import EnvRef, Literal_, Model, Provider, RoutingTable
-
-    def table(url_b: str) -> RoutingTable:
-        providers = {
-            name: Provider(name=name, type="anthropic", url=Literal_(value=url), key=EnvRef(name="K"), auth="x-api-key")
-            for name, url in (("a", "http://127.0.0.1:1"), ("b", url_b))
-        }
-        models = {"m": Model(name="m", provider="a", model="x")}
-        return RoutingTable(version="v", sources=(), providers=providers, models=models, rules=())
-
     environ = {"K": "secret"}
-    first, _ = build_runtime(table("http://127.0.0.1:2"), environ)
-    first.providers["a"].breaker.hold(30, "429")
-    first.providers["b"].breaker.hold(30, "429")
-    same, retired = build_runtime(table("http://127.0.0.1:2"), environ, previous=first)
-    assert same.providers["a"].breaker.state == "open" and same.providers["b"].breaker.state == "open"
+    first, _ = build_runtime(_table("http://127.0.0.1:2"), environ)
+    _breaker(first, "a").hold(30, "429")
+    _breaker(first, "b").hold(30, "429")
+    same, retired = build_runtime(_table("http://127.0.0.1:2"), environ, previous=first)
+    assert _breaker(same, "a").state == "open" and _breaker(same, "b").state == "open"
     assert retired == []
-    moved, retired = build_runtime(table("http://127.0.0.1:3"), environ, previous=same)
-    assert moved.providers["a"].breaker.state == "open"
-    assert moved.providers["b"].breaker.state == "closed"  # a changed provider starts afresh
+    moved, retired = build_runtime(_table("http://127.0.0.1:3"), environ, previous=same)
+    assert _breaker(moved, "a").state == "open"
+    assert _breaker(moved, "b").state == "closed"  # a changed provider starts afresh
     assert [p.provider.name for p in retired] == ["b"]
-    rekeyed, _ = build_runtime(table("http://127.0.0.1:3"), {"K": "rotated"}, previous=moved)
-    assert rekeyed.providers["a"].breaker.state == "closed"  # a new key may be exactly what fixes it
+    rekeyed, _ = build_runtime(_table("http://127.0.0.1:3"), {"K": "rotated"}, previous=moved)
+    assert _breaker(rekeyed, "a").state == "closed"  # a new key may be exactly what fixes it
+
+
+def test_a_new_breaker_policy_starts_the_provider_afresh_with_it() -> None:
+    first, _ = build_runtime(_table("http://127.0.0.1:2"), {"K": "k"})
+    _breaker(first, "a").hold(30, "429")
+    stricter = BreakerPolicy(failures=1, cooldown=2.0, max_cooldown=2.0)
+    second, retired = build_runtime(_table("http://127.0.0.1:2", stricter), {"K": "k"}, previous=first)
+    assert len(retired) == 2 and _breaker(second, "a").state == "closed"
+    assert _breaker(second, "a").threshold == 1 and _breaker(second, "a").cooldown == 2.0
+
+
+def test_a_reload_keeps_the_state_of_deployments_it_keeps_and_adds_the_new_ones() -> None:
+    first, _ = build_runtime(_table("http://127.0.0.1:2"), {"K": "k"})
+    kept = first.providers["a"].deployments.state("x")
+    kept.breaker.hold(30, "429")
+    second, _ = build_runtime(_table("http://127.0.0.1:2", upstream="y"), {"K": "k"}, previous=first)
+    assert second.providers["a"] is first.providers["a"]
+    assert set(second.providers["a"].deployments.snapshot()["models"]) == {"y"}  # x is no longer routed here
+    third, _ = build_runtime(_table("http://127.0.0.1:2"), {"K": "k"}, previous=second)
+    assert third.providers["a"].deployments.state("x").breaker.state == "closed"  # x came back: a new state
+
+
+def test_breaker_off_never_opens_but_still_counts() -> None:
+    clock = Clock()
+    b = Breaker.from_policy(BreakerPolicy(enabled=False), clock)
+    fail(b, 50)
+    b.hold(600, "429 retry-after 600s")
+    assert b.state == "off" and b.available and b.admit() is not None
+    assert b.snapshot()["consecutive_failures"] == 50
+
+
+def test_from_policy_takes_the_files_thresholds() -> None:
+    clock = Clock()
+    b = Breaker.from_policy(BreakerPolicy(failures=2, cooldown=3.0, max_cooldown=5.0), clock)
+    fail(b, 2)
+    assert b.state == "open" and not b.available
+    clock.now += 3.0
+    assert b.available  # half-open: the probe slot is free
+    probe = b.admit()
+    assert probe is not None and not b.available  # one probe at a time
+    b.record(probe, failure())
+    clock.now += 5.0
+    assert b.state == "half_open"  # the doubled cool-down (6 s) capped at 5 s
+
+
+def test_health_shows_each_deployment_and_the_worst_on_top() -> None:
+    clock = Clock()
+    states = ProviderDeployments(BreakerPolicy(failures=1), ("x", "y"), clock)
+    ticket = states.state("y").breaker.admit()
+    assert ticket is not None
+    states.state("y").breaker.record(ticket, failure())
+    states.state("x").in_flight = 2
+    view = states.snapshot()
+    assert view["state"] == "open" and view["in_flight"] == 2
+    assert view["models"]["x"] == {"state": "closed", "consecutive_failures": 0, "opened": 0, "in_flight": 2}
+    assert view["models"]["y"]["state"] == "open"
+    assert OTHER_MODELS not in view["models"]
+    assert states.state("unnamed") is states.state("another")  # a direct pick the table does not name: shared
+    assert OTHER_MODELS in states.snapshot()["models"]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ccm.core.breaker import Breaker
+from ccm.core.deployments import ProviderDeployments
 from ccm.core.dispatch import DispatchFailed, Request, dispatch
 from ccm.core.runtime import ProviderRuntime, Runtime
 from ccm.errors import UpstreamError
@@ -72,8 +73,10 @@ def build(
         providers[name] = provider
         adapters[name] = ScriptedAdapter(name, script)
         endpoint = Endpoint(name, "http://127.0.0.1:9", (), provider.timeouts)
-        breaker = (breakers or {}).get(name) or Breaker()
-        runtimes[name] = ProviderRuntime(provider, endpoint, httpx.AsyncClient(), adapters[name], None, breaker)
+        deployments = ProviderDeployments(models=("m",))
+        if breakers and name in breakers:
+            deployments.state("m").breaker = breakers[name]
+        runtimes[name] = ProviderRuntime(provider, endpoint, httpx.AsyncClient(), adapters[name], None, deployments)
         models.append(Model(name=f"{name}-model", provider=name, model="m", context=(contexts or {}).get(name)))
     table = RoutingTable(version="t", sources=(), providers=providers, models={m.name: m for m in models}, rules=())
     runtime = Runtime(table, runtimes, False, (), (), b"", b"", {})
@@ -149,7 +152,7 @@ async def test_long_retry_after_moves_on_at_once_and_opens_the_breaker() -> None
     runtime, adapters, chain = build({"a": [fail(429, "429", retry_after="30")], "b": []})
     outcome = await dispatch(runtime, chain, REQUEST)
     assert outcome.model.name == "b-model" and len(adapters["a"].calls) == 1
-    assert runtime.providers["a"].breaker.state == "open"
+    assert runtime.providers["a"].deployments.state("m").breaker.state == "open"
     again = await dispatch(runtime, chain, REQUEST)
     assert again.model.name == "b-model" and len(adapters["a"].calls) == 1  # skipped: no call
 
