@@ -1,6 +1,7 @@
 """`ccm run`, `ccm code`, `ccm env`: serve a route file, and point Claude Code at it.
 
-    ccm run  [FILE=routes.ccm] [--host 127.0.0.1] [--port 3456] [--workers N] [--log-level info]
+    ccm run  [FILE=routes.ccm] [--host 127.0.0.1] [--port 3456] [--workers N] [--server uvicorn|hypercorn]
+             [--log-level info]
     ccm code [FILE.ccm] [--port 3456] [-- CLAUDE_ARGS…]   start the router if needed, then run `claude` through it
     ccm env  [FILE=routes.ccm] [--port 3456]              the `export` lines that point a shell's Claude Code at ccm
 
@@ -116,12 +117,20 @@ def is_loopback(host: str) -> bool:
 @port_option
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Server processes.")
 @click.option(
+    "--server",
+    "server_name",
+    default="uvicorn",
+    show_default=True,
+    type=click.Choice(["uvicorn", "hypercorn"]),
+    help="The ASGI server (docs/performance-notes.md compares them).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
-def run(file: str, host: str, port: int, workers: int, log_level: str) -> None:
+def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str) -> None:
     """Serve FILE: Claude Code's requests routed as the route file says."""
     configure_logging(log_level)
     table = load_table(file)
@@ -146,10 +155,10 @@ def run(file: str, host: str, port: int, workers: int, log_level: str) -> None:
     if workers > 1:
         os.environ["CCM_LOG_LEVEL"] = log_level
         report_unconfigured(table, os.environ)  # once, here: the workers build their apps quietly
-        raise SystemExit(server.serve_workers(file, host, port, workers))
+        raise SystemExit(server.serve_workers(file, host, port, workers, server_name))
     app = with_reload(build_app(table, os.environ), file, os.environ)
     log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))
-    server.serve(app, host, port)
+    server.serve(app, host, port, server_name)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

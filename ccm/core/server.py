@@ -1,11 +1,17 @@
-"""Serving the app with hypercorn: socket binding, the event loop, workers, graceful shutdown.
+"""Serving the app: socket binding, the ASGI server, the event loop, workers, graceful shutdown.
 
-`serve(app, host, port)` runs one process on uvloop when it is installed (asyncio otherwise) until SIGINT/SIGTERM,
-then stops accepting, lets in-flight requests finish for up to `GRACEFUL_SECONDS`, and closes the providers'
-clients through the app's lifespan shutdown. The listening socket is bound here, before hypercorn starts, so port 0
-works and the log names the real address.
+`serve(app, host, port, server=...)` runs one process on uvloop when it is installed (asyncio otherwise) until
+SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish for up to `GRACEFUL_SECONDS`, and closes the
+providers' clients through the app's lifespan shutdown. The listening socket is bound here, before the server
+starts, so port 0 works and the log names the real address.
 
-With `workers > 1` hypercorn spawns that many processes sharing the socket; each builds its own app from the route
+Two servers can run the (plain ASGI) app, chosen by `ccm run --server`:
+
+    uvicorn    the default: with httptools' parser it costs a fraction of hypercorn's time per request
+               (docs/performance-notes.md)
+    hypercorn  pure Python (h11/h2); also what the core's tests serve with
+
+With `workers > 1` the server spawns that many processes sharing the socket; each builds its own app from the route
 file (`worker_app`, which reads `CCM_ROUTES_FILE`), since apps cannot cross a process boundary.
 """
 
@@ -14,14 +20,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
+
+import uvicorn
 
 log = logging.getLogger("ccm.core")
 
 GRACEFUL_SECONDS = 30.0  # long enough for most streams in flight to finish on Ctrl-C / SIGTERM
+KEEP_ALIVE_SECONDS = 75  # Claude Code keeps connections between turns; don't drop them every 5 s
 ROUTES_FILE_VARIABLE = "CCM_ROUTES_FILE"
+SERVERS = ("uvicorn", "hypercorn")
+DEFAULT_SERVER = "uvicorn"
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -54,43 +67,85 @@ def hypercorn_config(sock: socket.socket, workers: int = 1) -> Any:
     config.graceful_timeout = GRACEFUL_SECONDS
     config.accesslog = None  # the app logs one line per request itself (ccm.request)
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 75  # Claude Code keeps connections between turns; don't drop them every 5 s
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     return config
 
 
-def serve(app: Any, host: str, port: int) -> None:
+class UvicornServer(uvicorn.Server):
+    """uvicorn's server, ending a graceful stop with exit status 0 as hypercorn does: uvicorn re-raises the stop
+    signal once it has shut down, so the process would otherwise end "killed by SIGTERM"."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop waiting for requests in flight
+        self.should_exit = True
+
+
+def uvicorn_config(app: Any, workers: int = 1) -> uvicorn.Config:
+    _quiet("uvicorn.error")  # its start/stop chatter at INFO; ccm logs its own lines, uvicorn's errors still show
+    return uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        workers=workers,
+        interface="asgi3",  # the app is ASGI 3: skip uvicorn's per-app detection
+        lifespan="on",  # the reloader and the clients' shutdown live in the lifespan
+        http="httptools",
+        ws="none",
+        proxy_headers=False,  # no X-Forwarded-* rewriting middleware on every request: ccm does not use the client IP
+        server_header=False,
+        access_log=False,  # the app logs one line per request itself (ccm.request)
+        log_config=None,  # keep ccm's logging set-up
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+    )
+
+
+def serve(app: Any, host: str, port: int, server: str = DEFAULT_SERVER) -> None:
     """Serve `app` in this process until a shutdown signal."""
-    from hypercorn.asyncio import serve as hypercorn_serve
-
     sock = bind(host, port)
-    address = _address(sock)
-    config = hypercorn_config(sock)
-    log.info("listening on http://%s", address)
+    log.info("listening on http://%s (%s)", _address(sock), server)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(hypercorn_serve(app, config))
+        if server == "uvicorn":
+            runner.run(UvicornServer(uvicorn_config(app)).serve(sockets=[sock]))
+        else:
+            from hypercorn.asyncio import serve as hypercorn_serve
+
+            runner.run(hypercorn_serve(app, hypercorn_config(sock)))
 
 
-def serve_workers(routes_file: str, host: str, port: int, workers: int) -> int:
+def serve_workers(routes_file: str, host: str, port: int, workers: int, server: str = DEFAULT_SERVER) -> int:
     """Serve with `workers` processes, each building its app from `routes_file`. Returns the exit code."""
-    from hypercorn.run import run as hypercorn_run
-
     sock = bind(host, port)
     address = _address(sock)
     os.environ[ROUTES_FILE_VARIABLE] = os.path.abspath(routes_file)
+    log.info("listening on http://%s with %d %s workers", address, workers, server)
+    if server == "uvicorn":
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn_config(f"{__name__}:worker_app", workers)
+        Multiprocess(config, target=UvicornServer(config).run, sockets=[sock]).run()
+        return 0
+    from hypercorn.run import run as hypercorn_run
+
     config = hypercorn_config(sock, workers)
-    config.application_path = "ccm.core.server:worker_app()"
+    config.application_path = f"{__name__}:worker_app()"
     config.worker_class = "uvloop" if loop_factory() is not asyncio.new_event_loop else "asyncio"
-    log.info("listening on http://%s with %d workers", address, workers)
     return int(hypercorn_run(config))
 
 
 def worker_app() -> Any:
-    """The app of one spawned worker (called by hypercorn in the worker process)."""
+    """The app of one spawned worker (called by the server in the worker process)."""
     from ccm.cli.serve import build_app, configure_logging, load_table, with_reload
 
     configure_logging(os.environ.get("CCM_LOG_LEVEL", "info"))
     table = load_table(os.environ[ROUTES_FILE_VARIABLE], report=False)  # the parent reported warnings once
     return with_reload(build_app(table, os.environ, report=False), os.environ[ROUTES_FILE_VARIABLE], os.environ)
+
+
+def _quiet(name: str) -> None:
+    logger = logging.getLogger(name)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
 
 
 def _address(sock: socket.socket) -> str:
