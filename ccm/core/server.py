@@ -123,7 +123,7 @@ def serve_workers(routes_file: str, host: str, port: int, workers: int, server: 
         from uvicorn.supervisors import Multiprocess
 
         config = uvicorn_config(f"{__name__}:worker_app", workers)
-        Multiprocess(config, target=UvicornServer(config).run, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock]).run()
         return 0
     from hypercorn.run import run as hypercorn_run
 
