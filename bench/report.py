@@ -1,0 +1,347 @@
+"""From raw results to figures people read: the headline per router, the console table (with the previous run
+beside it), and docs/benchmarks.md.
+
+docs/benchmarks.md mixes hand-written prose with generated blocks fenced by `<!-- bench:NAME -->` and
+`<!-- /bench:NAME -->`; a run replaces only what is inside the fences (machine, results, profile, micro), so the
+prose around them survives every rerun. A missing file is created with the fences and headings in place.
+
+"Added" is always router p50 minus the upstream-alone p50 for the same request shape, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.targets import CACHE, REPO
+from bench.upstream import STREAM_CHUNKS
+from bench.workloads import REAL_REQUEST
+
+DOC = REPO / "docs" / "benchmarks.md"
+CHART = REPO / "docs" / "benchmarks" / "latency-throughput.png"
+ROUTERS = ("ccm", "ccr", "litellm")
+REAL = Path(REAL_REQUEST).stem
+BIG_REQUEST_BYTES = 40_000  # "the 50 KB ones": every fixture above this size
+
+# key, label, unit, lower is better, the issue's target for ccm (None: no target)
+METRICS: tuple[tuple[str, str, str, bool, float | None], ...] = (
+    ("tiny_p50_ms", "tiny request, 1 conn, p50", "ms", True, None),
+    ("tiny_added_ms", "tiny request, added p50", "ms", True, 0.5),
+    ("real_p50_ms", "real 50 KB request → OpenAI, 1 conn, p50", "ms", True, None),
+    ("real_added_ms", "real 50 KB request → OpenAI, added p50", "ms", True, 1.5),
+    ("fixtures_50kb_added_ms", "all 50 KB fixtures → OpenAI, added p50 (median)", "ms", True, 1.5),
+    ("passthrough_added_ms", "real 50 KB request → Anthropic passthrough, added p50", "ms", True, None),
+    ("rps_32", "real request, 32 conns, req/s", "req/s", False, 500),
+    ("stream_first_byte_added_ms", "stream → OpenAI, added to first byte", "ms", True, 1.0),
+    ("stream_chunk_added_us", "stream → OpenAI, added per chunk", "µs", True, 100),
+    ("stream_passthrough_first_byte_added_ms", "stream → Anthropic, added to first byte", "ms", True, None),
+    ("stream_passthrough_chunk_added_us", "stream → Anthropic, added per chunk", "µs", True, None),
+    ("burst_ms", "/context burst, 26 count_tokens at once", "ms", True, 50),
+    ("rss_idle_mb", "RSS at idle", "MB", True, 80),
+    ("rss_streams_mb", "RSS with 256 concurrent streams", "MB", True, 150),
+    ("startup_s", "startup → first answered request", "s", True, 1.0),
+    ("reload_ms", "reload save-to-live, median", "ms", True, 100),
+)
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _minus(a: float | None, b: float | None, scale: float = 1.0) -> float | None:
+    return None if a is None or b is None else round((a - b) * scale, 3)
+
+
+def headline(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per target: the figures of METRICS (None where not measured), plus the 50 KB fixtures' spread."""
+    targets = results.get("targets", {})
+    direct = targets.get("upstream", {}).get("workloads", {})
+    summary: dict[str, dict[str, Any]] = {}
+    for name, data in targets.items():
+        work = data.get("workloads", {})
+        row: dict[str, Any] = {"version": data.get("version"), "error": data.get("error")}
+        row["tiny_p50_ms"] = _get(work, "tiny", "p50_ms")
+        row["real_p50_ms"] = _get(work, "fixtures", REAL, "p50_ms") or _get(work, "sweep", "1", "p50_ms")
+        row["rps_32"] = _get(work, "sweep", "32", "rps")
+        big = {fixture: entry["p50_ms"] for fixture, entry in (work.get("fixtures") or {}).items()
+               if isinstance(entry, dict) and "p50_ms" in entry and entry.get("bytes", 0) > BIG_REQUEST_BYTES}
+        if big:
+            row["fixtures_50kb_p50"] = {"median": round(statistics.median(big.values()), 3),
+                                        "min": min(big.values()), "max": max(big.values()), "count": len(big)}
+        if name != "upstream":
+            row["tiny_added_ms"] = _minus(row["tiny_p50_ms"], _get(direct, "tiny", "p50_ms"))
+            direct_real = _get(direct, "fixtures", REAL, "p50_ms") or _get(direct, "sweep", "1", "p50_ms")
+            row["real_added_ms"] = _minus(row["real_p50_ms"], direct_real)
+            added = [_minus(p50, _get(direct, "fixtures", fixture, "p50_ms")) for fixture, p50 in big.items()]
+            added = [value for value in added if value is not None]
+            row["fixtures_50kb_added_ms"] = round(statistics.median(added), 3) if added else None
+            row["passthrough_added_ms"] = _minus(_get(work, "passthrough", REAL, "p50_ms"),
+                                                 _get(direct, "passthrough", REAL, "p50_ms"))
+            for flavour, prefix in (("openai", "stream"), ("anthropic", "stream_passthrough")):
+                mine, theirs = _get(work, "stream", flavour), _get(direct, "stream", flavour)
+                if mine and theirs and "total_p50_ms" in mine and "total_p50_ms" in theirs:
+                    # first byte: the short stream's (one event, so no router can hide a batch behind it); per
+                    # chunk: what 200 chunks cost over the short stream, beyond what they cost the upstream alone
+                    first = mine["short_first_byte_p50_ms"] - theirs["short_first_byte_p50_ms"]
+                    extra = (mine["total_p50_ms"] - mine["short_total_p50_ms"]) - \
+                        (theirs["total_p50_ms"] - theirs["short_total_p50_ms"])
+                    row[f"{prefix}_first_byte_added_ms"] = round(first, 3)
+                    row[f"{prefix}_chunk_added_us"] = round(extra / (mine["chunks"] - mine["short_chunks"]) * 1000, 1)
+            row["burst_ms"] = _get(work, "burst", "median_ms")
+            row["rss_idle_mb"] = data.get("rss_idle_mb")
+            row["rss_streams_mb"] = _get(work, "memory", "peak_mb")
+            row["startup_s"] = data.get("startup_s")
+        if name == "ccm":
+            row["reload_ms"] = _get(results, "reload", "median_ms")
+        summary[name] = row
+    return summary
+
+
+def _format(value: Any, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, (int, float)):
+        text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+        return f"{text} {unit}".strip()
+    return str(value)
+
+
+def _ratio(ccm: Any, peer: Any, lower_is_better: bool) -> str:
+    """How many times better ccm is than the peer (below 1: worse)."""
+    if not isinstance(ccm, (int, float)) or not isinstance(peer, (int, float)) or ccm <= 0 or peer <= 0:
+        return "—"
+    ratio = peer / ccm if lower_is_better else ccm / peer
+    return f"{ratio:.1f}×" if ratio < 100 else f"{ratio:,.0f}×"
+
+
+def console_table(summary: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]] | None) -> str:
+    """Every measured metric per target; with `before` (latest.json's summary), the earlier figure beside it."""
+    lines = []
+    for name, row in summary.items():
+        if row.get("error"):
+            lines.append(f"{name}: unavailable: {row['error']}")
+            continue
+        for key, label, unit, _, target in METRICS:
+            if row.get(key) is None:
+                continue
+            earlier = (before or {}).get(name, {}).get(key)
+            was = f"   (latest.json: {_format(earlier, unit)})" if earlier is not None else ""
+            goal = f"   [target {_format(target, unit)}]" if target is not None and name == "ccm" else ""
+            lines.append(f"{name:8s} {label:55s} {_format(row[key], unit):>12s}{was}{goal}")
+    return "\n".join(lines)
+
+
+def profile_line(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"error: {result['error']}"
+    top = ", ".join(f"{entry['package'].split(' ')[0]} {entry['us']:.0f} µs" for entry in result["by_package"][:4])
+    return f"{result['cpu_us_per_request']:.0f} µs CPU per request: {top}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# docs/benchmarks.md
+
+
+def machine_block(meta: dict[str, Any], summary: dict[str, dict[str, Any]]) -> str:
+    versions = [f"ccm {summary.get('ccm', {}).get('version') or '—'}",
+                f"claude-code-router {summary.get('ccr', {}).get('version') or '—'}",
+                f"LiteLLM {summary.get('litellm', {}).get('version') or '—'}"]
+    return "\n".join([
+        "| | |", "| --- | --- |",
+        f"| date | {meta['date']} |",
+        f"| CPU | {meta['cpu']}, `nproc` = {meta['nproc']} |",
+        f"| memory | {meta['memory_gb']} GB |",
+        f"| kernel | {meta['kernel']} |",
+        f"| load average (1 min) at start / end | {meta['loadavg_start']:.2f} / {meta['loadavg_end']:.2f} |",
+        f"| Python (ccm) | {meta['python']} |",
+        f"| Node (claude-code-router) | {meta['node']} |",
+        f"| routers | {', '.join(versions)} |",
+        f"| ccm's stack | {meta['ccm_packages']} |",
+        f"| upstream, load generator | {meta['nginx']}; {meta['wrk'] if meta['loadgen'] == 'wrk' else 'bench.loadgen'} |",
+        f"| run | `make bench` {' '.join(meta.get('argv') or [])}, {meta['seconds']} s |",
+    ])
+
+
+def results_block(results: dict[str, Any]) -> str:
+    summary = results["summary"]
+    present = [name for name in ROUTERS if name in summary]
+    names = {"ccm": "ccm", "ccr": "claude-code-router", "litellm": "LiteLLM"}
+    out = ["| metric | issue target | " + " | ".join(names[name] for name in present)
+           + " | upstream alone | " + " | ".join(f"{names[name]} ÷ ccm" for name in present if name != "ccm")
+           + " |",
+           "| --- " * (3 + len(present) + max(len(present) - 1, 0)) + "|"]
+    direct = summary.get("upstream", {})
+    for key, label, unit, lower, target in METRICS:
+        cells = [_format(summary[name].get(key), unit) for name in present]
+        if all(cell == "—" for cell in cells):
+            continue
+        ratios = [_ratio(summary.get("ccm", {}).get(key), summary[name].get(key), lower)
+                  for name in present if name != "ccm"]
+        goal = ("≤ " if lower else "≥ ") + _format(target, unit) if target is not None else ""
+        out.append(f"| {label} | {goal} | " + " | ".join(cells) + f" | {_format(direct.get(key), unit)} | "
+                   + " | ".join(ratios) + " |")
+    out.append("")
+    out.append("Ratios: how many times better ccm is (the peer's figure ÷ ccm's, or ccm's ÷ the peer's for req/s); "
+               "below 1× ccm is behind. Unavailable peers: " + (", ".join(
+                   f"{names[name]} ({summary[name]['error']})" for name in present if summary[name].get("error"))
+                   or "none") + ".")
+    out += ["", *fixtures_table(results), "", *sweep_table(results), "", *stream_table(results)]
+    return "\n".join(out)
+
+
+def fixtures_table(results: dict[str, Any]) -> list[str]:
+    targets = results["targets"]
+    present = [name for name in ("upstream", *ROUTERS) if _get(targets, name, "workloads", "fixtures")]
+    if not present:
+        return []
+    out = ["Each captured Claude Code request, 1 connection, p50 in ms (→ OpenAI / → Anthropic passthrough):", "",
+           "| request | bytes | " + " | ".join(present) + " |", "| --- " * (2 + len(present)) + "|"]
+    for fixture, entry in targets[present[0]]["workloads"]["fixtures"].items():
+        cells = []
+        for name in present:
+            translated = _get(targets, name, "workloads", "fixtures", fixture, "p50_ms")
+            passed = _get(targets, name, "workloads", "passthrough", fixture, "p50_ms")
+            cells.append(f"{_format(translated)} / {_format(passed)}")
+        out.append(f"| {fixture} | {entry.get('bytes', 0):,} | " + " | ".join(cells) + " |")
+    return out
+
+
+def sweep_table(results: dict[str, Any]) -> list[str]:
+    targets = results["targets"]
+    present = [name for name in ("upstream", *ROUTERS) if _get(targets, name, "workloads", "sweep")]
+    if not present:
+        return []
+    levels = list(targets[present[0]]["workloads"]["sweep"])
+    out = ["Concurrency sweep, real 50 KB request → OpenAI: req/s (p50 / p99 ms):", "",
+           "| connections | " + " | ".join(present) + " |", "| --- " * (1 + len(present)) + "|"]
+    for level in levels:
+        cells = []
+        for name in present:
+            entry = _get(targets, name, "workloads", "sweep", level) or {}
+            cells.append("error" if "error" in entry else
+                         f"{_format(entry.get('rps'))} ({_format(entry.get('p50_ms'))} / {_format(entry.get('p99_ms'))})"
+                         + (f", {entry['errors']} errors" if entry.get("errors") else ""))
+        out.append(f"| {level} | " + " | ".join(cells) + " |")
+    return out
+
+
+def stream_table(results: dict[str, Any]) -> list[str]:
+    targets = results["targets"]
+    present = [name for name in ("upstream", *ROUTERS) if _get(targets, name, "workloads", "stream")]
+    if not present:
+        return []
+    out = [f"Streams, p50 in ms: the short stream's first body byte and last byte, then the {STREAM_CHUNKS}-chunk "
+           "stream's:", "", "| flavour | " + " | ".join(present) + " |", "| --- " * (1 + len(present)) + "|"]
+    for flavour in ("openai", "anthropic"):
+        cells = []
+        for name in present:
+            entry = _get(targets, name, "workloads", "stream", flavour) or {}
+            cells.append("error" if "error" in entry else
+                         f"{_format(entry.get('short_first_byte_p50_ms'))} / {_format(entry.get('short_total_p50_ms'))}"
+                         f"; {_format(entry.get('first_byte_p50_ms'))} / {_format(entry.get('total_p50_ms'))}")
+        out.append(f"| → {flavour} | " + " | ".join(cells) + " |")
+    return out
+
+
+def profile_block(results: dict[str, Any]) -> str:
+    result = _get(results, "targets", "ccm", "profile")
+    if not result:
+        return "Not profiled in this run."
+    if "error" in result:
+        return f"Profile failed: {result['error']}"
+    out = [f"py-spy at {result['rate']} Hz over {result['requests']:,} requests (p50 while profiled "
+           f"{result['p50_ms_while_profiled']:.3f} ms): **{result['cpu_us_per_request']:.0f} µs of Python CPU per "
+           "request**.", "", "| where (leaf frame's package) | µs / request | share |", "| --- | --- | --- |"]
+    out += [f"| {entry['package']} | {entry['us']:.1f} | {entry['share']:.0%} |" for entry in result["by_package"][:12]]
+    out += ["", "Hottest functions, self time:", "", "| function | µs / request | share |", "| --- | --- | --- |"]
+    out += [f"| `{entry['function']}` | {entry['us']:.1f} | {entry['share']:.0%} |" for entry in result["self"][:15]]
+    out += ["", "ccm's own functions, including what they call:", "", "| function | µs / request | share |",
+            "| --- | --- | --- |"]
+    out += [f"| `{entry['function']}` | {entry['us']:.1f} | {entry['share']:.0%} |" for entry in result["inclusive"]]
+    return "\n".join(out)
+
+
+def micro_block(results: dict[str, Any]) -> str:
+    parts = []
+    for key, title in (("reload", "bench/bench_reload.py 20"), ("micro", None)):
+        value = results.get(key)
+        if not value:
+            continue
+        entries = {"route": value["route"], "tokens": value["tokens"]} if key == "micro" else {"reload": value}
+        for name, entry in entries.items():
+            heading = title or {"route": "bench/bench_route.py", "tokens": "python -m bench.bench_tokens"}[name]
+            parts += [f"`{heading}`:", "", "```", entry.get("output") or entry.get("error", ""), "```", ""]
+    return "\n".join(parts).strip() or "Not run in this run."
+
+
+SKELETON = """# Benchmarks: ccm, claude-code-router and LiteLLM, side by side
+
+Generated by `make bench` (bench/run.py); the blocks between `bench:` markers are rewritten by every full run, the
+prose around them is kept. Raw figures: [bench/results/latest.json](../bench/results/latest.json).
+
+## Machine
+
+<!-- bench:machine -->
+<!-- /bench:machine -->
+
+## Method
+
+## Results
+
+![latency and throughput](benchmarks/latency-throughput.png)
+
+<!-- bench:results -->
+<!-- /bench:results -->
+
+## Profile
+
+<!-- bench:profile -->
+<!-- /bench:profile -->
+
+## In-process benchmarks
+
+<!-- bench:micro -->
+<!-- /bench:micro -->
+
+## What changed
+"""
+
+
+def fill(text: str, name: str, content: str) -> str:
+    pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+    if not pattern.search(text):
+        return text + f"\n<!-- bench:{name} -->\n{content}\n<!-- /bench:{name} -->\n"
+    return pattern.sub(lambda found: f"{found.group(1)}{content}\n{found.group(2)}", text)
+
+
+def write_docs(results: dict[str, Any]) -> None:
+    text = DOC.read_text() if DOC.exists() else SKELETON
+    text = fill(text, "machine", machine_block(results["meta"], results["summary"]))
+    text = fill(text, "results", results_block(results))
+    text = fill(text, "profile", profile_block(results))
+    text = fill(text, "micro", micro_block(results))
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+    draw_chart(results)
+
+
+def draw_chart(results: dict[str, Any]) -> None:
+    """The chart is drawn by the bench venv's Python (matplotlib is not one of ccm's dependencies)."""
+    python = CACHE / "venv" / "bin" / "python"
+    if not python.exists():
+        print(f"no chart: {python} is missing (make bench installs matplotlib there)")
+        return
+    CHART.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([str(python), "-m", "bench.chart", str(CHART)], input=json.dumps(results), text=True,
+                          cwd=REPO, capture_output=True, timeout=120)
+    if done.returncode != 0:
+        print(f"no chart: {done.stderr.strip()[-400:]}")
