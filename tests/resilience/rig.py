@@ -62,7 +62,9 @@ route {{
 fallback main -> backup
 """
 
-ATTEMPT_LINE = re.compile(r"attempt provider=(\S+) model=(\S+) status=(\d+) latency=(\d+)ms(?: reason=([^\s:]+))?")
+ATTEMPT_LINE = re.compile(
+    r"attempt provider=(\S+) model=(\S+)(?: deployment=\S+)? status=(\d+) latency=(\d+)ms(?: reason=([^\s:]+))?"
+)
 
 
 def established(port: int) -> int:
@@ -159,8 +161,9 @@ class Rig:
             _, headers, _ = self.ask(model=alias)
             assert headers["x-ccm-model"] == alias
         breakers = self.health()["breakers"]
-        clean = {"state": "closed", "consecutive_failures": 0, "opened": 0}
-        assert all(b == clean | _last(b) for b in breakers.values()), breakers
+        clean = {"state": "closed", "consecutive_failures": 0, "opened": 0, "in_flight": 0}
+        deployments = [d for b in breakers.values() for d in b["models"].values()]
+        assert all(d == clean | _last(d) for d in deployments), breakers
 
     def ask(self, text: str = "Say hello.", **extra: Any) -> tuple[anthropic.types.Message, httpx.Headers, float]:
         """A non-streaming request; returns the message, the response headers and the elapsed seconds."""
