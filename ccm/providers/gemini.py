@@ -7,8 +7,9 @@ so both go through the same `GeminiReader` (the non-stream message is the folded
 Reading parts, in order:
 - `thought: true` text → thinking; other text → text; empty text is skipped.
 - `functionCall` → a whole `tool_use` block (start, the complete `args` JSON as one delta, stop). Every call is its
-  own block, so parallel calls that each arrive at part index 0 in separate chunks are numbered by arrival. Ids are
-  Gemini's when present (made safe for Anthropic's id pattern), else minted `toolu_…`.
+  own block, so parallel calls that each arrive at part index 0 in separate chunks are numbered by arrival. Ids
+  follow the writer's tool-id policy (`reply`): Gemini's when valid, encoded when not (decoded again by
+  `gemini_translate`), minted when missing or repeated.
 - a `thoughtSignature` on a call → the signature of a thinking block just before that call (the open thinking block
   when there is one, else an empty one), prefixed so `gemini_translate` puts it back on the same call next turn.
 - Google Search grounding (quirk `google_search`) → `server_tool_use` + `web_search_tool_result` blocks at the end,
@@ -29,7 +30,10 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from ccm.providers.anthropic_reply import (
+from ccm.providers.base import Call, Reply, Usage
+from ccm.providers.gemini_translate import SIGNATURE_PREFIX, translate_request
+from ccm.providers.http import Endpoint, open_response, upstream_error
+from ccm.providers.reply import (
     JSON_HEADERS,
     EventWriter,
     fold_message,
@@ -37,11 +41,7 @@ from ccm.providers.anthropic_reply import (
     protocol_error,
     read_json,
     stream_reply,
-    tool_id,
 )
-from ccm.providers.base import Call, Reply, Usage
-from ccm.providers.gemini_translate import SIGNATURE_PREFIX, translate_request
-from ccm.providers.http import Endpoint, open_response, upstream_error
 from ccm.sse import ServerEvent
 from ccm.table import Provider
 
@@ -114,7 +114,8 @@ class GeminiReader:
             if isinstance(signature, str) and signature:
                 self.writer.signature(SIGNATURE_PREFIX + signature)
             args = call.get("args") if isinstance(call.get("args"), dict) else {}
-            self.writer.tool_use(tool_id(call.get("id")), str(call.get("name", "")), orjson.dumps(args).decode())
+            writer = self.writer
+            writer.tool_use(writer.tool_id(call.get("id")), str(call.get("name", "")), orjson.dumps(args).decode())
             return
         text = part.get("text")
         if isinstance(text, str):
@@ -150,7 +151,7 @@ class GeminiReader:
         if not results:
             return
         queries = [q for q in grounding.get("webSearchQueries") or () if isinstance(q, str)]
-        search_id = "srvtoolu_" + tool_id(None).removeprefix("toolu_")
+        search_id = "srvtoolu_" + self.writer.tool_id(None).removeprefix("toolu_")
         self.writer.start_tool(search_id, "web_search", kind="server_tool_use")
         self.writer.tool_arguments(orjson.dumps({"query": "; ".join(queries)}).decode())
         self.writer.close()

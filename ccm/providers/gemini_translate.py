@@ -9,7 +9,8 @@ Decisions, so they are stated once:
   downloads from arbitrary hosts at run time; Gemini fetches public URLs itself on models that support it and
   rejects them otherwise, which reaches the client as a clear 400. PDFs likewise; text documents → text.
 - tool_result → `functionResponse {id, name, response: {result}}` (`{error}` when `is_error`), names looked up from
-  the matching tool_use, in the order of the calls; images inside results follow as `inlineData` parts.
+  the matching tool_use, in the order of the calls; images inside results follow as `inlineData` parts. Call ids
+  go back as Gemini gave them (`reply.upstream_tool_id` decodes the ones the reply side had to encode).
 - Thought signatures: the reply side (gemini.py) hands Gemini's `thoughtSignature` to Claude Code as a thinking block
   whose signature is `SIGNATURE_PREFIX + signature`, placed just before the call it belongs to. Here such a block
   puts the signature back on the first `functionCall` after it; every other thinking block is dropped. The prefix
@@ -35,8 +36,8 @@ from typing import Any
 import orjson
 
 from ccm.errors import ApiError
-from ccm.providers.anthropic_reply import apply_overrides
 from ccm.providers.gemini_schema import clean_parameters
+from ccm.providers.reply import apply_overrides, upstream_tool_id
 from ccm.table import Model
 
 SIGNATURE_PREFIX = "ccm.gemini."
@@ -131,7 +132,8 @@ def _model_parts(content: Any) -> list[dict[str, Any]]:
             if carried.startswith(SIGNATURE_PREFIX):
                 signature = carried[len(SIGNATURE_PREFIX) :]
         elif kind == "tool_use":
-            part: dict[str, Any] = {"functionCall": {"id": block.get("id"), "name": block.get("name"), "args": _args(block)}}
+            call = {"id": _upstream_id(block.get("id")), "name": block.get("name"), "args": _args(block)}
+            part: dict[str, Any] = {"functionCall": call}
             if signature:
                 part["thoughtSignature"] = signature
                 signature = None
@@ -139,6 +141,11 @@ def _model_parts(content: Any) -> list[dict[str, Any]]:
         elif kind in ("image", "document"):
             parts.extend(_media_parts(block))
     return parts
+
+
+def _upstream_id(client_id: Any) -> Any:
+    """The call id Gemini gave (see `reply.upstream_tool_id`); a missing id stays missing."""
+    return upstream_tool_id(client_id) if isinstance(client_id, str) else client_id
 
 
 def _args(block: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,7 +198,7 @@ def _function_response(
     if not text and media:
         text = "(the result is the attachment that follows)"
     response = {"error": text or "error"} if block.get("is_error") else {"result": text}
-    return order, {"functionResponse": {"id": call_id, "name": name, "response": response}}, media
+    return order, {"functionResponse": {"id": _upstream_id(call_id), "name": name, "response": response}}, media
 
 
 def _media_parts(block: Mapping[str, Any]) -> list[dict[str, Any]]:

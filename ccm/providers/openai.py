@@ -2,14 +2,12 @@
 LM Studio…): one upstream attempt per `send`, Anthropic Messages in and out.
 
 The translation is pure and lives beside this module: `openai_translate.translate_request` (request),
-`translate_response` here (a complete completion), `openai_stream.StreamTranslator` (a stream). This module only
-moves bytes: it POSTs `{url}/chat/completions` through `ccm.providers.http` (the one place transport failures and
-error statuses become `UpstreamError`s) and wraps the result in a `Reply`.
-
-A streamed reply is primed: `send` returns only once the first upstream event has produced output, so a failure
-before that (an error event, a stream that ends empty, a timeout) is raised from `send` and the core can still
-answer with a real status or fall back. Later failures are raised from the reply's iterator. Each upstream event's
-output is yielded as soon as it is translated.
+`translate_response` here (a complete completion), `openai_stream.StreamTranslator` (a stream). Both reply
+directions write through the same `reply.EventWriter`; a non-stream message is the folded event sequence, so the
+two kinds of reply cannot disagree. This module only moves bytes: it POSTs `{url}/chat/completions` through
+`ccm.providers.http` (the one place transport failures and error statuses become `UpstreamError`s) and relays the
+answer with `reply.stream_reply`, which primes the stream (a failure before the first output is raised from `send`,
+so the core can still answer with a real status or fall back) and forwards each read's output as it is translated.
 
 The adapter does not own its `httpx.AsyncClient` (the core builds one per provider and closes it), so `aclose`
 has nothing to release.
@@ -18,82 +16,70 @@ has nothing to release.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply, Usage
-from ccm.providers.http import Endpoint, iter_body, open_response, read_body
+from ccm.providers.http import Endpoint, open_response, read_body
 from ccm.providers.openai_stream import (
+    INVALID,
     ReplyContext,
     StreamTranslator,
     embedded_error,
-    protocol_error,
     stop_reason,
     usage_from,
-    usage_json,
 )
 from ccm.providers.openai_translate import translate_request
+from ccm.providers.reply import JSON_HEADERS, EventWriter, fold_message, protocol_error, stream_reply
 from ccm.providers.tool_json import parse_arguments
 from ccm.table import Provider
 
 log = logging.getLogger("ccm.providers.openai")
 
-JSON_HEADERS = [("content-type", "application/json")]
-STREAM_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
-
-def translate_response(data: Mapping[str, Any], context: ReplyContext) -> tuple[dict[str, Any], Usage]:
-    """A complete Chat Completions answer → an Anthropic message (thinking, text, then tool_use blocks) and usage."""
+def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Usage) -> dict[str, Any]:
+    """A complete Chat Completions answer → an Anthropic message (thinking, text, then tool_use blocks); `usage`
+    is filled in place."""
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise protocol_error(context.provider, "the completion has no choices")
+        raise protocol_error(context.provider, INVALID + "the completion has no choices")
     choice = choices[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    content: list[dict[str, Any]] = []
+    writer = context.writer(usage)
+    writer.start()
     reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    if isinstance(reasoning, str):
+        writer.thinking(reasoning)
     text = message.get("content")
     if isinstance(text, list):  # content parts (Mistral): keep the text ones
         text = "".join(p["text"] for p in text if isinstance(p, dict) and isinstance(p.get("text"), str))
     text = text if isinstance(text, str) and text else message.get("refusal")
-    if isinstance(text, str) and text:
-        content.append({"type": "text", "text": text})
+    if isinstance(text, str):
+        writer.text(text)
     calls = message.get("tool_calls")
     for call in calls if isinstance(calls, list) else ():
-        block = _tool_use(call, context)
-        if block is not None:
-            content.append(block)
+        _tool_use(call, context, writer)
 
-    usage = Usage()
     if isinstance(data.get("usage"), dict):
         usage_from(data["usage"], usage)
     finish = choice.get("finish_reason")
     stop_string = context.matched_stop(choice.get("stop_reason"))
-    reason = stop_reason(finish if isinstance(finish, str) else None,
-                         any(b["type"] == "tool_use" for b in content), stop_string)
-    return {
-        "id": context.message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": context.model,
-        "content": content,
-        "stop_reason": reason,
-        "stop_sequence": stop_string if reason == "stop_sequence" else None,
-        "usage": usage_json(usage),
-    }, usage
+    reason = stop_reason(finish if isinstance(finish, str) else None, writer.saw_tool_use, stop_string)
+    writer.finish(reason, stop_string if reason == "stop_sequence" else None)
+    return fold_message(writer.take())
 
 
-def _tool_use(call: Any, context: ReplyContext) -> dict[str, Any] | None:
+def _tool_use(call: Any, context: ReplyContext, writer: EventWriter) -> None:
     function = call.get("function") if isinstance(call, dict) else None
     name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(name, str) or not name:
         log.warning("dropped a tool call without a name from %s", context.provider or "upstream")
-        return None
+        return
     arguments = function.get("arguments")
     if isinstance(arguments, dict):
         tool_input = arguments
@@ -104,8 +90,7 @@ def _tool_use(call: Any, context: ReplyContext) -> dict[str, Any] | None:
             # The arguments themselves may hold user data: log only their size.
             log.warning("%s malformed arguments of tool %s (%d chars)",
                         "repaired" if outcome == "repaired" else "discarded", name, len(text))
-    return {"type": "tool_use", "id": context.tool_id(call.get("id")), "name": context.names.anthropic(name),
-            "input": tool_input}
+    writer.tool_use(writer.tool_id(call.get("id")), context.names.anthropic(name), orjson.dumps(tool_input).decode())
 
 
 class OpenAIAdapter:
@@ -128,73 +113,37 @@ class OpenAIAdapter:
         response = await open_response(self.client, self.endpoint, self.url, orjson.dumps(body),
                                        [*JSON_HEADERS, ("accept", accept)])
         if call.stream and not _is_json(response):
-            return await self._stream(response, context)
+            return await stream_reply(response, self.endpoint.timeouts, StreamTranslator(context))
         try:
             raw = await read_body(response, self.endpoint.timeouts)
         except UpstreamError as exc:
-            raise self._named(exc) from None
+            if not exc.provider:
+                exc.provider = self.provider.name
+            raise
         finally:
-            await response.aclose()
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
         data = self._completion(raw)
         if call.stream:  # a server that ignored `stream: true`
-            raise protocol_error(self.provider.name, "a JSON body instead of a stream")
-        message, usage = translate_response(data, context)
+            raise protocol_error(self.provider.name, INVALID + "a JSON body instead of a stream")
+        usage = Usage()
+        message = translate_response(data, context, usage)
         return Reply(status=200, headers=list(JSON_HEADERS), body=orjson.dumps(message), usage=usage)
 
     async def aclose(self) -> None:
         return None
-
-    async def _stream(self, response: httpx.Response, context: ReplyContext) -> Reply:
-        translator = StreamTranslator(context)
-        events = self._translated(response, translator)
-        try:
-            first = await events.__anext__()  # priming: the translator yields or raises, it never just ends
-        except BaseException:
-            await events.aclose()
-            await response.aclose()
-            raise
-
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                yield first
-                async for output in events:
-                    yield output
-            finally:
-                await events.aclose()
-                await response.aclose()
-
-        return Reply(status=200, headers=list(STREAM_HEADERS), stream=relay(), usage=translator.usage,
-                     aclose=response.aclose)
-
-    async def _translated(self, response: httpx.Response, translator: StreamTranslator) -> AsyncIterator[bytes]:
-        """Anthropic SSE bytes, one piece per upstream event that produced output."""
-        try:
-            async for raw in iter_body(response, self.endpoint.timeouts):
-                for output in translator.feed(raw):
-                    yield output
-                if translator.done:
-                    return
-            for output in translator.finish():
-                yield output
-        except UpstreamError as exc:
-            raise self._named(exc) from None
 
     def _completion(self, raw: bytes) -> dict[str, Any]:
         """A 200 body as a completion object; an `{"error": …}` object or anything but a JSON object raises."""
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise protocol_error(self.provider.name, "the body is not JSON") from None
+            raise protocol_error(self.provider.name, INVALID + "the body is not JSON") from None
         if not isinstance(data, dict):
-            raise protocol_error(self.provider.name, "the body is not a JSON object")
+            raise protocol_error(self.provider.name, INVALID + "the body is not a JSON object")
         if data.get("error"):
             raise embedded_error(self.provider.name, data["error"])
         return data
-
-    def _named(self, exc: UpstreamError) -> UpstreamError:
-        if not exc.provider:
-            exc.provider = self.provider.name
-        return exc
 
 
 def _is_json(response: httpx.Response) -> bool:

@@ -4,7 +4,8 @@ Request (`translate_request`, pure):
 - System text (the `system` field and `system`-role messages, in order, without Claude Code's billing-header block)
   → `instructions`. Messages → `input` items: user content → `input_text` / `input_image` / `input_file`,
   assistant text → `output_text`, tool_use → `function_call`, tool_result → `function_call_output` (a string, or
-  `input_text`/`input_image` items when the result holds images), placed right after their calls. Every call is
+  `input_text`/`input_image` items when the result holds images), placed right after their calls. Call ids go back
+  as the API gave them (`reply.upstream_tool_id` decodes the ones the reply side had to encode). Every call is
   answered (an interrupted call gets a placeholder output) and an output without its call becomes user text, since
   the API rejects both. Thinking blocks are dropped.
 - Function tools are flat `{type: "function", name, description, parameters, strict: false}` — Responses makes
@@ -32,10 +33,10 @@ from typing import Any
 import httpx
 import orjson
 
-from ccm.providers.anthropic_reply import JSON_HEADERS, apply_overrides, read_json, stream_reply
 from ccm.providers.base import Call, Reply, Usage
 from ccm.providers.http import Endpoint, open_response
 from ccm.providers.openai_responses_reply import ResponsesReader, read_response
+from ccm.providers.reply import JSON_HEADERS, apply_overrides, read_json, stream_reply, upstream_tool_id
 from ccm.table import Model, Provider
 
 _BILLING_HEADER = "x-anthropic-billing-header:"
@@ -141,7 +142,8 @@ def _assistant_items(content: Any) -> list[Json]:
                 items.append(_message("assistant", texts))
                 texts = []
             arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
-            items.append({"type": "function_call", "call_id": block.get("id"), "name": block.get("name"), "arguments": arguments})
+            call_id = _upstream_id(block.get("id"))
+            items.append({"type": "function_call", "call_id": call_id, "name": block.get("name"), "arguments": arguments})
     if texts:
         items.append(_message("assistant", texts))
     return items
@@ -171,7 +173,12 @@ def _function_output(block: Mapping[str, Any]) -> Json:
             output = ([{"type": "input_text", "text": prefix.strip()}] if prefix else []) + parts
         else:
             output = prefix + "\n".join(p["text"] for p in parts)
-    return {"type": "function_call_output", "call_id": block.get("tool_use_id"), "output": output}
+    return {"type": "function_call_output", "call_id": _upstream_id(block.get("tool_use_id")), "output": output}
+
+
+def _upstream_id(client_id: Any) -> Any:
+    """The call id the API gave (see `reply.upstream_tool_id`); a missing id stays missing."""
+    return upstream_tool_id(client_id) if isinstance(client_id, str) else client_id
 
 
 def _input_parts(block: Mapping[str, Any]) -> list[Json]:

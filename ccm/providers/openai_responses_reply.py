@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 
 from ccm.errors import UpstreamError
-from ccm.providers.anthropic_reply import EventWriter, fold_message, parse_json, protocol_error, tool_id
 from ccm.providers.base import Usage
+from ccm.providers.reply import EventWriter, fold_message, parse_json, protocol_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.sse import ServerEvent
 
@@ -64,7 +64,8 @@ class ResponsesReader:
     def _item_added(self, data: Json) -> None:
         item = data.get("item") or {}
         if item.get("type") == "function_call":
-            state = _CallState(tool_id(item.get("call_id") or item.get("id")), str(item.get("name", "")))
+            call_id = self.writer.tool_id(item.get("call_id") or item.get("id"))
+            state = _CallState(call_id, str(item.get("name", "")))
             self._calls[_index(data)] = state
             self.writer.start_tool(state.call_id, state.name)
             self._arguments(state, item.get("arguments") or "", complete=False)
@@ -236,7 +237,7 @@ def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
             arguments, outcome = parse_arguments(item.get("arguments") or "")
             if outcome != "valid" and item.get("arguments"):
                 log.warning("%s tool-call arguments from %s for %s", outcome, provider, item.get("name"))
-            call_id = tool_id(item.get("call_id") or item.get("id"))
+            call_id = writer.tool_id(item.get("call_id") or item.get("id"))
             writer.tool_use(call_id, str(item.get("name", "")), orjson.dumps(arguments).decode())
     _read_usage(data.get("usage"), usage)
     writer.finish(_stop_reason(data, writer.saw_tool_use, refused))

@@ -23,12 +23,13 @@ Choices every OpenAI-compatible server accepts (PROTOCOL.md §6 and §8 are the 
   reasoning models; for those, quirk `max_completion_tokens` sends the same clamped value under that name
   (`force {max_completion_tokens = N}` sets a fixed one, `drop max_tokens` sends no limit). `tool_choice: auto` is omitted (it is
   the default, and some servers reject the field). Server tools (`web_search_…`) are removed.
-- Every field not listed in §6 is dropped (an allow-list, so new Anthropic-only fields never leak). Then the
-  model's `drop` keys are removed and its `force` keys set, last, and the upstream model id is `model.model`.
+- Every field not listed in §6 is dropped (an allow-list, so new Anthropic-only fields never leak). The upstream
+  model id is `model.model`. The model's `force` and `drop` apply last (`reply.apply_overrides`, dotted paths for
+  nested fields).
 
 Tool names that break `^[a-zA-Z0-9_-]{1,64}$` are shortened and hashed; the returned `ToolNames` maps them back.
-Tool ids: an id the upstream minted that Anthropic would reject (kimi's `functions.Bash:0`) reaches the client as
-`toolu_ccm_<hex of the original>` and is decoded back on the way up, so both sides see ids they accept.
+Tool ids in the history are decoded with `reply.upstream_tool_id`, the inverse of the id policy the reply side
+applies (an id Anthropic would reject, like kimi's `functions.Bash:0`, reached the client encoded).
 """
 
 from __future__ import annotations
@@ -41,11 +42,10 @@ from typing import Any
 
 import orjson
 
+from ccm.providers.reply import apply_overrides, upstream_tool_id
 from ccm.table import Model
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
-ENCODED_ID_PREFIX = "toolu_ccm_"
 BILLING_HEADER = "x-anthropic-billing-header:"
 USER_FIELD_LIMIT = 64  # OpenAI's documented maximum for `user`; longer values are rejected by some servers
 MAX_STOP = 4  # OpenAI rejects more than four stop sequences
@@ -56,7 +56,7 @@ UNANSWERED = "(no result: the tool call was interrupted)"
 Json = dict[str, Any]
 
 
-# --- names and ids ------------------------------------------------------------------------------------------------
+# --- tool names ---------------------------------------------------------------------------------------------------
 
 
 def openai_tool_name(name: str) -> str:
@@ -79,27 +79,6 @@ class ToolNames:
     @classmethod
     def of(cls, names: Iterable[str]) -> ToolNames:
         return cls({openai_tool_name(n): n for n in names if not TOOL_NAME.match(n)})
-
-
-def client_tool_id(upstream_id: str) -> str:
-    """The id the client sees for an upstream tool-call id (non-empty): valid ids unchanged, others encoded."""
-    if TOOL_ID.match(upstream_id):
-        return upstream_id
-    raw = upstream_id.encode()
-    if len(raw) <= 64:
-        return ENCODED_ID_PREFIX + raw.hex()
-    return "toolu_" + hashlib.sha256(raw).hexdigest()[:24]
-
-
-def upstream_tool_id(client_id: str) -> str:
-    """The id to send upstream for an id from the client's history; the inverse of `client_tool_id`."""
-    if client_id.startswith(ENCODED_ID_PREFIX):
-        try:
-            original = bytes.fromhex(client_id[len(ENCODED_ID_PREFIX) :]).decode()
-        except ValueError:
-            return client_id
-        return client_id if TOOL_ID.match(original) else original
-    return client_id if TOOL_ID.match(client_id) else client_tool_id(client_id)
 
 
 # --- the request --------------------------------------------------------------------------------------------------
@@ -163,11 +142,7 @@ def translate_request(body: Mapping[str, Any], model: Model) -> tuple[Json, Tool
 
     if "max_completion_tokens" in model.quirks and "max_tokens" in out:
         out["max_completion_tokens"] = out.pop("max_tokens")  # the server wants the newer field (OpenAI o/gpt-5 series)
-    for name in model.drop:
-        out.pop(name, None)
-    for name, value in model.force:
-        out[name] = value
-    return out, names
+    return apply_overrides(out, model.force, model.drop), names
 
 
 def reasoning_effort(body: Mapping[str, Any]) -> str | None:

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from ccm.errors import UpstreamError
-from ccm.providers.anthropic_reply import encode_events
+from ccm.providers.reply import encode_events
 from ccm.providers.base import Usage
 from ccm.providers.gemini import GeminiReader
 from ccm.sse import SSEDecoder

@@ -98,6 +98,15 @@ def test_tool_results_follow_call_order_with_names_looked_up_and_images_after() 
     ]
 
 
+def test_call_ids_the_reply_side_encoded_go_back_as_gemini_gave_them() -> None:
+    encoded = "toolu_ccm_" + b"fn.call:1".hex()
+    body = {"messages": [user(text("go")), assistant(call(encoded, "Bash", command="ls")), user(result(encoded))],
+            "max_tokens": 100}
+    out = translate_request(body, GEMINI_25)
+    assert out["contents"][1]["parts"][0]["functionCall"]["id"] == "fn.call:1"
+    assert out["contents"][2]["parts"][0]["functionResponse"]["id"] == "fn.call:1"
+
+
 def test_a_result_for_an_unknown_call_is_a_clear_client_error() -> None:
     body = {"messages": [user(result("toolu_nowhere"))], "max_tokens": 10}
     with pytest.raises(ApiError) as caught:

@@ -176,8 +176,9 @@ async def test_send_returns_at_the_first_event_and_forwards_chunks_as_they_come(
     await asyncio.sleep(0.05)
     assert not following.done()
     gate.set()
-    assert b'"text":"lo"' in await asyncio.wait_for(following, timeout=5)
-    tail = await collect(reply)
+    second = await asyncio.wait_for(following, timeout=5)  # everything that read translated to, at once
+    assert b'"text":"lo"' in second
+    tail = second + await collect(reply)
     assert tail.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from ccm.errors import UpstreamError
+from ccm.providers.base import Usage
 from ccm.providers.openai import translate_response
 from ccm.providers.openai_stream import ReplyContext
 from ccm.providers.openai_translate import ToolNames, openai_tool_name
@@ -20,6 +21,11 @@ def completion(message: dict[str, Any], finish: Any = "stop", **choice: Any) -> 
 def context() -> ReplyContext:
     return ReplyContext(model="claude-sonnet-5-5", names=ToolNames.of(["fs.read"]), message_id="msg_t",
                         stop_sequences=("END",), provider="up")
+
+
+def translate(data: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+    usage = Usage()
+    return translate_response(data, context(), usage), usage
 
 
 @pytest.mark.parametrize(("finish", "tools", "expected"), [
@@ -37,12 +43,12 @@ def context() -> ReplyContext:
 ])
 def test_stop_reasons(finish: Any, tools: bool, expected: str) -> None:
     calls = [{"id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": "{}"}}] if tools else []
-    message, _ = translate_response(completion({"content": "x", "tool_calls": calls}, finish), context())
+    message, _ = translate(completion({"content": "x", "tool_calls": calls}, finish))
     assert message["stop_reason"] == expected
 
 
 def test_a_matched_stop_sequence_is_reported() -> None:
-    message, _ = translate_response(completion({"content": "x"}, "stop", stop_reason="END"), context())
+    message, _ = translate(completion({"content": "x"}, "stop", stop_reason="END"))
     assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "END")
 
 
@@ -56,7 +62,7 @@ def test_blocks_ids_names_and_usage() -> None:
             {"id": "call_x", "type": "function", "function": {"arguments": "{}"}},
         ]}, "tool_calls")
     data["usage"] = {"prompt_tokens": 500, "completion_tokens": 9, "prompt_cache_hit_tokens": 384}
-    message, usage = translate_response(data, context())
+    message, usage = translate(data)
     assert message["content"] == [
         {"type": "thinking", "thinking": "thought", "signature": ""},
         {"type": "tool_use", "id": "call_1", "name": "fs.read", "input": {}},
@@ -71,14 +77,14 @@ def test_blocks_ids_names_and_usage() -> None:
 
 
 def test_refusal_and_content_parts() -> None:
-    message, _ = translate_response(completion({"content": None, "refusal": "I can't help."}), context())
+    message, _ = translate(completion({"content": None, "refusal": "I can't help."}))
     assert message["content"] == [{"type": "text", "text": "I can't help."}]
-    message, _ = translate_response(completion({"content": [{"type": "text", "text": "a"},
-                                                            {"type": "text", "text": "b"}]}), context())
+    message, _ = translate(completion({"content": [{"type": "text", "text": "a"},
+                                                            {"type": "text", "text": "b"}]}))
     assert message["content"] == [{"type": "text", "text": "ab"}]
 
 
 def test_no_choices_is_a_protocol_error() -> None:
     with pytest.raises(UpstreamError) as raised:
-        translate_response({"id": "c1", "choices": []}, context())
+        translate({"id": "c1", "choices": []})
     assert (raised.value.status, raised.value.reason) == (502, "protocol")

@@ -19,6 +19,8 @@ from anthropic import AsyncAnthropic
 from ccm.errors import UpstreamError
 from ccm.providers.openai_stream import ReplyContext, StreamTranslator
 from ccm.providers.openai_translate import ToolNames
+from ccm.providers.reply import encode_events
+from ccm.sse import SSEDecoder
 
 STREAMS = Path(__file__).parent / "golden" / "openai" / "streams"
 TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse"))
@@ -36,15 +38,21 @@ def context() -> ReplyContext:
 
 
 def translate(pieces: list[bytes]) -> tuple[bytes, UpstreamError | None]:
+    """What the relay does with the pieces (reads) of an upstream body: decode, translate, encode."""
     translator = StreamTranslator(context())
+    decoder = SSEDecoder()
     out: list[bytes] = []
     try:
         for piece in pieces:
-            out.extend(translator.feed(piece))
-        out.extend(translator.finish())
+            for event in decoder.feed(piece):
+                translator.feed(event)
+                out.append(encode_events(translator.writer.take()))
+        for event in decoder.flush():
+            translator.feed(event)
+        translator.finish()
     except UpstreamError as exc:
-        return b"".join(out), exc
-    return b"".join(out), None
+        return b"".join(out) + encode_events(translator.writer.take()), exc
+    return b"".join(out) + encode_events(translator.writer.take()), None
 
 
 def render(output: bytes, error: UpstreamError | None) -> str:
@@ -239,9 +247,13 @@ def test_errors() -> None:
 
 def test_nothing_after_message_stop() -> None:
     translator = StreamTranslator(context())
-    list(translator.feed(b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}\n\n'
-                         b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'))
-    assert translator.done
-    assert list(translator.feed(b'data: {"choices":[{"index":0,"delta":{"content":"late"}}]}\n\n')) == []
-    assert b"".join(translator.finish()) == b""
-    assert (translator.usage.input_tokens, translator.usage.output_tokens) == (3, 1)
+    for event in SSEDecoder().feed(b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}\n\n'
+                                   b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'):
+        translator.feed(event)
+    assert translator.writer.finished
+    translator.writer.take()
+    for event in SSEDecoder().feed(b'data: {"choices":[{"index":0,"delta":{"content":"late"}}]}\n\n'):
+        translator.feed(event)
+    translator.finish()
+    assert translator.writer.take() == []
+    assert (translator.writer.usage.input_tokens, translator.writer.usage.output_tokens) == (3, 1)

@@ -21,15 +21,13 @@ from typing import Any
 import pytest
 
 from ccm.providers.openai_translate import (
-    ENCODED_ID_PREFIX,
     EMPTY_RESULT,
     UNANSWERED,
     ToolNames,
-    client_tool_id,
     openai_tool_name,
     translate_request,
-    upstream_tool_id,
 )
+from ccm.providers.reply import ENCODED_ID_PREFIX
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
 
@@ -332,6 +330,11 @@ def test_parameters_force_and_drop() -> None:
     assert fixed["max_completion_tokens"] == 4096
     unlimited, _ = translate_request(body, model.model_copy(update={"drop": ("max_completion_tokens",)}))
     assert "max_tokens" not in unlimited and "max_completion_tokens" not in unlimited
+    nested, _ = translate_request(body, model.model_copy(update={  # dotted paths, as for every translating adapter
+        "force": (("stream_options.include_usage", False), ("extra_body.provider.order", ["groq"])),
+        "drop": ("top_p",)}))
+    assert nested["stream_options"] == {"include_usage": False} and nested["extra_body"] == {"provider": {"order": ["groq"]}}
+    assert "top_p" not in nested
 
 
 def test_documents_and_images_in_user_content() -> None:
@@ -354,17 +357,7 @@ def test_documents_and_images_in_user_content() -> None:
     assert cached["messages"][0]["content"][-1]["cache_control"] == {"type": "ephemeral"}
 
 
-def test_tool_ids_round_trip() -> None:
-    assert client_tool_id("call_abc-1") == "call_abc-1"
-    encoded = client_tool_id("functions.Bash:0")
-    assert encoded.startswith(ENCODED_ID_PREFIX) and re.match(r"^[a-zA-Z0-9_-]+$", encoded)
-    assert upstream_tool_id(encoded) == "functions.Bash:0"
-    assert upstream_tool_id("toolu_01abc") == "toolu_01abc"
-    assert upstream_tool_id(ENCODED_ID_PREFIX + "zz") == ENCODED_ID_PREFIX + "zz"  # not ours: unchanged
-    foreign = upstream_tool_id("fs.read/1")  # an invalid id in the client's history: made valid, consistently
-    assert re.match(r"^[a-zA-Z0-9_-]+$", foreign) and foreign == upstream_tool_id("fs.read/1")
-    long_id = "x." * 50
-    assert re.match(r"^[a-zA-Z0-9_-]+$", client_tool_id(long_id))
+def test_renamed_tool_names_map_back() -> None:
     assert ToolNames.of(["Bash", "a.b"]).renamed == {openai_tool_name("a.b"): "a.b"}
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from ccm.errors import UpstreamError
-from ccm.providers.anthropic_reply import encode_events
+from ccm.providers.reply import encode_events
 from ccm.providers.base import Usage
 from ccm.providers.openai_responses_reply import ResponsesReader, read_response
 from ccm.sse import SSEDecoder
@@ -126,7 +126,9 @@ def test_non_stream_response() -> None:
     }
     message = read_response(data, "openai", "claude-opus-5-5", usage)
     assert [b["type"] for b in message["content"]] == ["thinking", "text", "tool_use", "tool_use"]
-    assert message["content"][3] == {"type": "tool_use", "id": "call_2", "name": "Read", "input": {"file_path": "/x"}}
+    # an id Anthropic would reject is encoded, and decoded again when the history goes back (test_responses_translate)
+    encoded = "toolu_ccm_" + b"call.2".hex()
+    assert message["content"][3] == {"type": "tool_use", "id": encoded, "name": "Read", "input": {"file_path": "/x"}}
     assert message["stop_reason"] == "tool_use"
     assert message["usage"]["input_tokens"] == 40 and message["usage"]["cache_read_input_tokens"] == 10
     with pytest.raises(UpstreamError):

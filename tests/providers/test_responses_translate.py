@@ -164,3 +164,14 @@ def test_documents_and_url_images() -> None:
         {"type": "input_file", "filename": "spec.pdf", "file_data": "data:application/pdf;base64,JVBERi0="},
         {"type": "input_text", "text": "plain"},
     ]
+
+
+def test_call_ids_the_reply_side_encoded_go_back_as_the_api_gave_them() -> None:
+    encoded = "toolu_ccm_" + b"call.2".hex()
+    body = {"max_tokens": 100, "messages": [
+        user(text("read it")),
+        {"role": "assistant", "content": [{"type": "tool_use", "id": encoded, "name": "Read", "input": {}}]},
+        user({"type": "tool_result", "tool_use_id": encoded, "content": "ok"}),
+    ]}
+    items = translate_request(body, GPT5)["input"]
+    assert [i.get("call_id") for i in items if i["type"].startswith("function_call")] == ["call.2", "call.2"]

@@ -21,7 +21,7 @@ from anthropic.types import Message
 
 GOLDEN = Path(__file__).parent / "golden"
 _MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
-_MINTED = re.compile(r"\b(srvtoolu|toolu)_[A-Za-z0-9]{24}\b")
+_MINTED = re.compile(r"\b(srvtoolu|toolu)_[0-9a-f]{32}_\d+\b")  # minted from the message id
 
 
 def normalise(text: str) -> str:

@@ -1,0 +1,434 @@
+"""What the translating adapters (OpenAI Chat, Gemini, OpenAI Responses) share: the one way to write an Anthropic
+reply, to relay it, to name tool calls, and to apply a model's `force` / `drop`.
+
+Writing a reply. A translator (one per upstream wire format) reads upstream output and calls an `EventWriter`,
+which produces the Anthropic event sequence of PROTOCOL §3 and nothing else: `message_start` before the first block,
+contiguous block indices, one open block at a time, no empty text or thinking deltas, `signature_delta` just before
+a thinking block's stop, a `message_delta` whose usage is always present (zeros when the upstream sent none) and
+`message_stop` last. The same events serve both kinds of reply: `encode_events` turns them into SSE bytes for a
+stream, `fold_message` into the complete message of a non-stream reply, so the two can never disagree.
+
+Relaying a stream. `stream_reply` primes it: it returns only once the translator produced its first output, so an
+early upstream failure is raised as `UpstreamError` (a real status the core can fall back on) instead of becoming an
+`event: error` after a 200. The output of each upstream read is then yielded as soon as it is translated; the
+output of the events before a failure is yielded before the failure is raised (the failing event's own is
+dropped). Reading stops once the reply is finished (nothing may follow `message_stop`). Closing the upstream
+response is shielded from cancellation, so it completes even when the client's request is being cancelled.
+
+Tool ids (`EventWriter.tool_id`, and `upstream_tool_id` on the request side): Anthropic accepts `tool_use.id` only
+when it matches `^[a-zA-Z0-9_-]+$` (PROTOCOL §8 pitfall 2). An upstream id that does is kept; one that does not
+(kimi's `functions.Bash:0`) reaches the client as `toolu_ccm_<hex of the original>` and is decoded back on the way
+up, so both sides see ids they accept; a missing id, or one repeated within the reply, is minted from the message
+id (`toolu_<message hex>_<n>`), unique within the reply and reproducible in tests.
+
+`apply_overrides` applies a model's `force` and `drop` to an upstream body, dotted paths included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Protocol
+
+import anyio
+import httpx
+import orjson
+
+from ccm.errors import UpstreamError
+from ccm.providers.base import Reply, Usage
+from ccm.providers.http import iter_body, read_body
+from ccm.sse import ServerEvent, SSEDecoder, encode_event
+from ccm.table import Timeouts
+
+# One Anthropic event: (name, payload), the payload being the event's JSON object, except for the event written per
+# token, `content_block_delta`, whose payload is (index, delta type, value): kept compact, so that encoding it costs
+# one string serialisation (`encode_events`) and folding it no dict lookups.
+Event = tuple[str, Any]
+
+_DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json",
+                 "signature_delta": "signature"}
+_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+# What follows the index in a delta frame, up to the value, per delta type: the bytes orjson writes for the dict.
+_DELTA_MIDDLES = {kind: f',"delta":{{"type":"{kind}","{field}":'.encode() for kind, field in _DELTA_FIELDS.items()}
+
+JSON_HEADERS = [("content-type", "application/json")]
+SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+ENCODED_ID_PREFIX = "toolu_ccm_"
+
+
+def new_message_id() -> str:
+    return "msg_" + os.urandom(16).hex()
+
+
+def usage_payload(usage: Usage) -> dict[str, int]:
+    """Anthropic's usage object, both cache fields always present (Claude Code reads them as caching support)."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+
+
+# --- tool ids -----------------------------------------------------------------------------------------------------
+
+
+def client_tool_id(upstream_id: str) -> str:
+    """The id the client sees for a non-empty upstream tool-call id: valid ids unchanged, others encoded."""
+    if TOOL_ID.match(upstream_id):
+        return upstream_id
+    raw = upstream_id.encode()
+    if len(raw) <= 64:
+        return ENCODED_ID_PREFIX + raw.hex()
+    return "toolu_" + hashlib.sha256(raw).hexdigest()[:24]
+
+
+def upstream_tool_id(client_id: str) -> str:
+    """The id to send upstream for an id from the client's history; the inverse of `client_tool_id`."""
+    if client_id.startswith(ENCODED_ID_PREFIX):
+        try:
+            original = bytes.fromhex(client_id[len(ENCODED_ID_PREFIX) :]).decode()
+        except ValueError:
+            return client_id
+        return client_id if TOOL_ID.match(original) else original
+    return client_id if TOOL_ID.match(client_id) else client_tool_id(client_id)
+
+
+# --- the writer ---------------------------------------------------------------------------------------------------
+
+
+class EventWriter:
+    """Builds one reply's Anthropic events. `usage` is the Reply's own object: translators update it in place and
+    the writer reports it in `message_start` and `message_delta`. `message_id` is minted when not given."""
+
+    __slots__ = ("model", "usage", "message_id", "saw_tool_use", "finished", "_events", "_started", "_index", "_open",
+                 "_tool_ids")
+
+    def __init__(self, model: str, usage: Usage, message_id: str | None = None) -> None:
+        self.model = model
+        self.usage = usage
+        self.message_id = message_id or new_message_id()
+        self.saw_tool_use = False
+        self.finished = False
+        self._events: list[Event] = []
+        self._started = False
+        self._index = -1
+        self._open: str | None = None
+        self._tool_ids: set[str] = set()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def has_blocks(self) -> bool:
+        return self._index >= 0
+
+    def take(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def tool_id(self, upstream_id: object) -> str:
+        """The client's id for an upstream tool-call id (see the module docstring)."""
+        candidate = client_tool_id(upstream_id) if isinstance(upstream_id, str) and upstream_id else ""
+        if not candidate or candidate in self._tool_ids:
+            candidate = f"toolu_{self.message_id.removeprefix('msg_')}_{len(self._tool_ids)}"
+        self._tool_ids.add(candidate)
+        return candidate
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        message = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": self.model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage_payload(self.usage),
+        }
+        self._events.append(("message_start", {"type": "message_start", "message": message}))
+
+    def text(self, text: str) -> None:
+        if not text:  # empty text blocks are rejected when Claude Code sends them back (PROTOCOL §8 pitfall 1)
+            return
+        if self._open != "text":
+            self._open_block("text", {"type": "text", "text": ""})
+        self._events.append(("content_block_delta", (self._index, "text_delta", text)))
+
+    def thinking(self, text: str) -> None:
+        if not text:
+            return
+        if self._open != "thinking":
+            self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        self._events.append(("content_block_delta", (self._index, "thinking_delta", text)))
+
+    def signature(self, signature: str) -> None:
+        """Ends the open thinking block with `signature`, or writes a thinking block holding only the signature."""
+        if self._open != "thinking":
+            self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        self._events.append(("content_block_delta", (self._index, "signature_delta", signature)))
+        self.close()
+
+    def start_tool(self, call_id: str, name: str, kind: str = "tool_use") -> None:
+        """Opens a `tool_use` (or `server_tool_use`) block; its arguments follow as `tool_arguments` fragments."""
+        if kind == "tool_use":
+            self.saw_tool_use = True
+        self._open_block(kind, {"type": kind, "id": call_id, "name": name, "input": {}})
+
+    def tool_arguments(self, fragment: str) -> None:
+        """A fragment of the open tool call's JSON arguments, forwarded unparsed."""
+        if fragment:
+            self._events.append(("content_block_delta", (self._index, "input_json_delta", fragment)))
+
+    def tool_use(self, call_id: str, name: str, arguments: str) -> None:
+        """A whole tool call: start, its complete JSON arguments as one delta, stop."""
+        self.start_tool(call_id, name)
+        self.tool_arguments(arguments)
+        self.close()
+
+    def block(self, content_block: dict[str, Any]) -> None:
+        """A block that arrives whole in its `content_block_start` (e.g. `web_search_tool_result`)."""
+        self._open_block(content_block["type"], content_block)
+        self.close()
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
+            self._open = None
+
+    def finish(self, stop_reason: str, stop_sequence: str | None = None) -> None:
+        if self.finished:
+            return
+        self.start()
+        self.close()
+        self.finished = True
+        self._events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                    "usage": usage_payload(self.usage),
+                },
+            )
+        )
+        self._events.append(("message_stop", {"type": "message_stop"}))
+
+    def _open_block(self, kind: str, content_block: dict[str, Any]) -> None:
+        self.start()
+        self.close()
+        self._index += 1
+        self._open = kind
+        self._events.append(
+            ("content_block_start", {"type": "content_block_start", "index": self._index, "content_block": content_block})
+        )
+
+
+def encode_events(events: Iterable[Event]) -> bytes:
+    """The events as Anthropic SSE frames, exactly as `encode_event(name, orjson.dumps(payload))` would write them."""
+    frames = []
+    for name, payload in events:
+        if name == "content_block_delta":
+            index, kind, value = payload
+            frames.append(_DELTA_HEAD + b"%d" % index + _DELTA_MIDDLES[kind] + orjson.dumps(value) + b"}}\n\n")
+        else:
+            frames.append(encode_event(name, orjson.dumps(payload)))
+    return b"".join(frames)
+
+
+def fold_message(events: Iterable[Event]) -> dict[str, Any]:
+    """The complete Anthropic message a finished event sequence describes (tool arguments parsed at block stop)."""
+    message: dict[str, Any] = {}
+    arguments: dict[int, str] = {}
+    for name, payload in events:
+        if name == "message_start":
+            message = dict(payload["message"], content=[])
+        elif name == "content_block_start":
+            message["content"].append(dict(payload["content_block"]))
+        elif name == "content_block_delta":
+            index, kind, value = payload
+            block = message["content"][index]
+            if kind == "input_json_delta":
+                arguments[index] = arguments.get(index, "") + value
+            elif kind == "signature_delta":
+                block["signature"] = value
+            else:
+                field = _DELTA_FIELDS[kind]
+                block[field] += value
+        elif name == "content_block_stop" and payload["index"] in arguments:
+            message["content"][payload["index"]]["input"] = orjson.loads(arguments.pop(payload["index"]))
+        elif name == "message_delta":
+            message.update(payload["delta"])
+            message["usage"] = dict(message["usage"], **payload["usage"])
+    return message
+
+
+# --- errors and bodies --------------------------------------------------------------------------------------------
+
+
+def protocol_error(provider: str, message: str) -> UpstreamError:
+    """An upstream answer ccm cannot read as its wire format: 502 `api_error`, reason `protocol`."""
+    return UpstreamError(502, message, reason="protocol", provider=provider, error_type="api_error")
+
+
+def parse_json(provider: str, data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise protocol_error(provider, f"upstream {provider!r} sent malformed JSON ({exc})") from exc
+
+
+async def read_json(provider: str, response: httpx.Response, timeouts: Timeouts) -> dict[str, Any]:
+    """A non-stream upstream body as a JSON object; a 200 that is not one, or that holds an error, is a failure."""
+    try:
+        body = await read_body(response, timeouts)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+    data = parse_json(provider, body)
+    if not isinstance(data, dict):
+        raise protocol_error(provider, f"upstream {provider!r} answered with a JSON {type(data).__name__}, not an object")
+    error = data.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise UpstreamError(500, f"upstream {provider!r} answered 200 with an error: {message}", "5xx", provider)
+    return data
+
+
+# --- streams ------------------------------------------------------------------------------------------------------
+
+
+class StreamTranslator(Protocol):
+    """Upstream SSE events in, Anthropic events out (through its `EventWriter`)."""
+
+    provider: str
+    writer: EventWriter
+
+    def feed(self, event: ServerEvent) -> None: ...
+
+    def finish(self) -> None:
+        """The upstream stream ended before the writer finished: finish it, or raise `UpstreamError`."""
+
+
+async def stream_reply(response: httpx.Response, timeouts: Timeouts, translator: StreamTranslator) -> Reply:
+    """A primed streaming Reply: returns once the translator produced its first output, raising what went wrong
+    before that. The rest is translated read by read as it arrives."""
+    relay = _relay(response, timeouts, translator)
+    try:
+        first = await relay.__anext__()
+    except StopAsyncIteration:
+        await _close(relay, response)
+        raise protocol_error(translator.provider, f"upstream {translator.provider!r} ended its stream without output") from None
+    except BaseException:
+        await _close(relay, response)
+        raise
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for chunk in relay:
+                yield chunk
+        finally:
+            await _close(relay, response)
+
+    async def aclose() -> None:
+        await _close(relay, response)
+
+    return Reply(status=200, headers=list(SSE_HEADERS), stream=stream(), usage=translator.writer.usage, aclose=aclose)
+
+
+async def _relay(response: httpx.Response, timeouts: Timeouts, translator: StreamTranslator) -> AsyncIterator[bytes]:
+    decoder = SSEDecoder()
+    writer = translator.writer
+    try:
+        async for chunk in iter_body(response, timeouts):
+            out, failure = _translate(translator, decoder.feed(chunk))
+            if out:
+                yield encode_events(out)
+            if failure is not None:
+                raise failure
+            if writer.finished:
+                return  # nothing may follow message_stop: the rest of the body is not read
+        out, failure = _translate(translator, decoder.flush(), at_end=True)
+        if out:
+            yield encode_events(out)
+        if failure is not None:
+            raise failure
+    except UpstreamError as exc:
+        if not exc.provider:  # transport failures and timeouts from `iter_body` do not know whose they are
+            exc.provider = translator.provider
+        raise
+
+
+def _translate(
+    translator: StreamTranslator, events: list[ServerEvent], at_end: bool = False
+) -> tuple[list[Event], UpstreamError | None]:
+    """The output of `events`, fed until the reply is finished (and finished at the end of the body), and the
+    failure that stopped them if any. The output of the events before a failure is kept, so it still goes out
+    first; the failing event's own partial output is not (a first event that fails leaves nothing to send, and
+    the failure becomes a real status)."""
+    writer = translator.writer
+    out: list[Event] = []
+    try:
+        for event in events:
+            translator.feed(event)
+            out += writer.take()
+            if writer.finished:
+                return out, None
+        if at_end and not writer.finished:
+            translator.finish()
+            out += writer.take()
+    except UpstreamError as exc:
+        writer.take()
+        return out, exc
+    return out, None
+
+
+async def _close(relay: Any, response: httpx.Response) -> None:
+    with anyio.CancelScope(shield=True):  # the upstream is released even when the client's request is cancelled
+        await response.aclose()
+        try:
+            await relay.aclose()
+        except RuntimeError:  # the generator is running in another task; closing the response ends it there
+            pass
+
+
+# --- force / drop --------------------------------------------------------------------------------------------------
+
+
+def apply_overrides(body: dict[str, Any], force: Iterable[tuple[str, Any]], drop: Iterable[str]) -> dict[str, Any]:
+    """`force` sets keys, then `drop` removes them, in the upstream's own wire format; `a.b.c` addresses nested
+    objects. Dicts along a written path are copied first, so shared (cached) parts of the body are never modified."""
+    for path, value in force:
+        _set(body, path.split("."), value)
+    for path in drop:
+        _remove(body, path.split("."))
+    return body
+
+
+def _set(body: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = body
+    for key in keys[:-1]:
+        child = node.get(key)
+        node[key] = dict(child) if isinstance(child, Mapping) else {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def _remove(body: dict[str, Any], keys: list[str]) -> None:
+    node = body
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, Mapping):
+            return
+        node[key] = dict(child)
+        node = node[key]
+    node.pop(keys[-1], None)
