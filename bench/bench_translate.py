@@ -84,8 +84,8 @@ def gemini_text_stream() -> list[bytes]:
     usage = {"promptTokenCount": 12, "candidatesTokenCount": 1}
     reads = [sse({"candidates": [{"content": {"role": "model", "parts": [{"text": f"tok{i} "}]}}],
                   "usageMetadata": usage}) for i in range(CHUNKS - 1)]
-    reads.append(sse({"candidates": [{"content": {"role": "model", "parts": [{"text": "end"}]}, "finishReason": "STOP"}],
-                      "usageMetadata": usage}))
+    last = {"content": {"role": "model", "parts": [{"text": "end"}]}, "finishReason": "STOP"}
+    reads.append(sse({"candidates": [last], "usageMetadata": usage}))
     return reads
 
 

@@ -27,7 +27,7 @@ from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply, Usage
 from ccm.providers.http import Endpoint, open_response, read_body
 from ccm.providers.openai_stream import (
-    INVALID,
+    INVALID_RESPONSE,
     ReplyContext,
     StreamTranslator,
     embedded_error,
@@ -47,7 +47,7 @@ def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Us
     is filled in place."""
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise protocol_error(context.provider, INVALID + "the completion has no choices")
+        raise protocol_error(context.provider, INVALID_RESPONSE + "the completion has no choices")
     choice = choices[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     writer = context.writer(usage)
@@ -125,7 +125,7 @@ class OpenAIAdapter:
                 await response.aclose()
         data = self._completion(raw)
         if call.stream:  # a server that ignored `stream: true`
-            raise protocol_error(self.provider.name, INVALID + "a JSON body instead of a stream")
+            raise protocol_error(self.provider.name, INVALID_RESPONSE + "a JSON body instead of a stream")
         usage = Usage()
         message = translate_response(data, context, usage)
         return Reply(status=200, headers=list(JSON_HEADERS), body=orjson.dumps(message), usage=usage)
@@ -138,9 +138,9 @@ class OpenAIAdapter:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise protocol_error(self.provider.name, INVALID + "the body is not JSON") from None
+            raise protocol_error(self.provider.name, INVALID_RESPONSE + "the body is not JSON") from None
         if not isinstance(data, dict):
-            raise protocol_error(self.provider.name, INVALID + "the body is not a JSON object")
+            raise protocol_error(self.provider.name, INVALID_RESPONSE + "the body is not a JSON object")
         if data.get("error"):
             raise embedded_error(self.provider.name, data["error"])
         return data

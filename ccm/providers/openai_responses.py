@@ -143,7 +143,8 @@ def _assistant_items(content: Any) -> list[Json]:
                 texts = []
             arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
             call_id = _upstream_id(block.get("id"))
-            items.append({"type": "function_call", "call_id": call_id, "name": block.get("name"), "arguments": arguments})
+            items.append({"type": "function_call", "call_id": call_id, "name": block.get("name"),
+                          "arguments": arguments})
     if texts:
         items.append(_message("assistant", texts))
     return items

@@ -45,7 +45,7 @@ from ccm.sse import ServerEvent
 
 log = logging.getLogger("ccm.providers.openai")
 
-INVALID = "upstream sent an invalid response: "
+INVALID_RESPONSE = "upstream sent an invalid response: "
 
 
 # --- shared with the non-streaming translation --------------------------------------------------------------------
@@ -144,9 +144,9 @@ class StreamTranslator:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise protocol_error(self.provider, INVALID + "a stream event is not JSON") from None
+            raise protocol_error(self.provider, INVALID_RESPONSE + "a stream event is not JSON") from None
         if not isinstance(chunk, dict):
-            raise protocol_error(self.provider, INVALID + "a stream event is not a JSON object")
+            raise protocol_error(self.provider, INVALID_RESPONSE + "a stream event is not a JSON object")
         if chunk.get("error"):
             raise embedded_error(self.provider, chunk["error"])
         writer.start()  # before reading usage: message_start reports zeros, the final usage comes in message_delta
@@ -255,7 +255,7 @@ class StreamTranslator:
 
     def _end(self) -> None:
         if not self.writer.started:
-            raise protocol_error(self.provider, INVALID + "the stream ended before any event")
+            raise protocol_error(self.provider, INVALID_RESPONSE + "the stream ended before any event")
         self._close()
         reason = stop_reason(self._finish, self.writer.saw_tool_use, self._stop_string)
         self.writer.finish(reason, self._stop_string if reason == "stop_sequence" else None)

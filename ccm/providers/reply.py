@@ -44,7 +44,7 @@ from ccm.table import Timeouts
 
 # One Anthropic event: (name, payload), the payload being the event's JSON object, except for the event written per
 # token, `content_block_delta`, whose payload is (index, delta type, value): kept compact, so that encoding it costs
-# one string serialisation (`encode_events`) and folding it no dict lookups.
+# one string serialisation (`encode_events`).
 Event = tuple[str, Any]
 
 _DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json",
@@ -227,9 +227,8 @@ class EventWriter:
         self.close()
         self._index += 1
         self._open = kind
-        self._events.append(
-            ("content_block_start", {"type": "content_block_start", "index": self._index, "content_block": content_block})
-        )
+        start = {"type": "content_block_start", "index": self._index, "content_block": content_block}
+        self._events.append(("content_block_start", start))
 
 
 def encode_events(events: Iterable[Event]) -> bytes:
@@ -295,7 +294,8 @@ async def read_json(provider: str, response: httpx.Response, timeouts: Timeouts)
             await response.aclose()
     data = parse_json(provider, body)
     if not isinstance(data, dict):
-        raise protocol_error(provider, f"upstream {provider!r} answered with a JSON {type(data).__name__}, not an object")
+        kind = type(data).__name__
+        raise protocol_error(provider, f"upstream {provider!r} answered with a JSON {kind}, not an object")
     error = data.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else str(error)
@@ -326,7 +326,8 @@ async def stream_reply(response: httpx.Response, timeouts: Timeouts, translator:
         first = await relay.__anext__()
     except StopAsyncIteration:
         await _close(relay, response)
-        raise protocol_error(translator.provider, f"upstream {translator.provider!r} ended its stream without output") from None
+        name = translator.provider
+        raise protocol_error(name, f"upstream {name!r} ended its stream without output") from None
     except BaseException:
         await _close(relay, response)
         raise

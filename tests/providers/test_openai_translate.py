@@ -333,7 +333,8 @@ def test_parameters_force_and_drop() -> None:
     nested, _ = translate_request(body, model.model_copy(update={  # dotted paths, as for every translating adapter
         "force": (("stream_options.include_usage", False), ("extra_body.provider.order", ["groq"])),
         "drop": ("top_p",)}))
-    assert nested["stream_options"] == {"include_usage": False} and nested["extra_body"] == {"provider": {"order": ["groq"]}}
+    assert nested["stream_options"] == {"include_usage": False}
+    assert nested["extra_body"] == {"provider": {"order": ["groq"]}}
     assert "top_p" not in nested
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import httpx
+import orjson
 import pytest
 
 from ccm.errors import UpstreamError
@@ -23,7 +24,7 @@ from ccm.providers.reply import (
     stream_reply,
     upstream_tool_id,
 )
-from ccm.sse import ServerEvent
+from ccm.sse import ServerEvent, encode_event
 from ccm.table import Timeouts
 
 VALID_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -70,7 +71,9 @@ def test_the_stream_and_the_folded_message_say_the_same() -> None:
     writer.finish("end_turn")  # a second finish writes nothing
     events = writer.take()
     assert [name for name, _ in events].count("message_stop") == 1
-    assert encode_events(events).startswith(b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1"')
+    frames = encode_events(events)
+    assert frames.startswith(b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1"')
+    assert b'data: {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":" there"}}\n\n' in frames
     assert fold_message(events) == {
         "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
         "content": [
@@ -82,6 +85,25 @@ def test_the_stream_and_the_folded_message_say_the_same() -> None:
         "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
                   "output_tokens": 9},
     }
+
+
+def test_delta_frames_are_the_serialised_event_objects() -> None:
+    """Deltas are encoded straight to bytes: the frames must be exactly what serialising the event object gives."""
+    fields = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json",
+              "signature_delta": "signature"}
+    tricky = 'quote " backslash \\ newline \n tab \t emoji \U0001f600 nul \x00 </script> \u2028'
+    writer = EventWriter("m", Usage(), "msg_1")
+    writer.thinking(tricky)
+    writer.signature("s/+=")
+    for _ in range(12):  # indices past one digit
+        writer.text(tricky)
+        writer.start_tool("c", "t")
+        writer.tool_arguments('{"a": "' + tricky)
+    deltas = [(name, payload) for name, payload in writer.take() if name == "content_block_delta"]
+    assert {payload[1] for _, payload in deltas} == set(fields)
+    for name, (index, kind, value) in deltas:
+        event = {"type": name, "index": index, "delta": {"type": kind, fields[kind]: value}}
+        assert encode_events([(name, (index, kind, value))]) == encode_event(name, orjson.dumps(event))
 
 
 def test_overrides_set_and_remove_dotted_paths_without_touching_shared_parts() -> None:
