@@ -14,13 +14,15 @@ from ccm.dsl import RouteSyntaxError
 from ccm.dsl.format import format_source
 from tests.lang.conftest import EXAMPLES, ROUTES
 
-SOURCES = [p.read_text() for p in [ROUTES, *EXAMPLES]]
+BALANCED = ROUTES.parent / "tests" / "lang" / "golden" / "valid" / "balance.ccm"
+SOURCES = [p.read_text() for p in [ROUTES, *EXAMPLES, BALANCED]]
 BASE = ROUTES.parent
 VOCABULARY = [
     "{", "}", "(", ")", "[", "]", "->", "..", "=", ":", ",", "~", "==", ">=", "<", "\n", " ", '"', "#", "not", "and",
     "or", "default", "direct", "route", "model", "provider", "test", "request", "expect", "tokens", "effort",
     "header", "tool", "retry", "fallback", "include", "settings", "env(", '"X"', "128k", "1.5m", "8s", "32mb", "p/x",
-    "a", "high", "\\", "é", "\t", "0", "-1", "true", "null",
+    "a", "high", "\\", "é", "\t", "0", "-1", "true", "null", "weight", "3", "q/y", "balance", "least-busy", "breaker",
+    "failures", "cooldown", "off", "10s..2m",
 ]
 
 # CCM_FUZZ_EXAMPLES=2000 for a deeper run than CI affords.
