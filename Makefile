@@ -28,3 +28,11 @@ test: install claude-cli
 # The pinned Claude Code CLI for the end-to-end tests, cached outside the clone (${CCM_CACHE:-$HOME/.cache/ccm}).
 claude-cli:
 	@bash scripts/install-claude-cli.sh
+
+# The side-by-side benchmark (by hand, not in CI): sets up claude-code-router, LiteLLM, nginx and wrk under
+# ${CCM_CACHE:-$HOME/.cache/ccm}/bench, runs every workload, writes docs/benchmarks.md and bench/results/latest.json.
+# One workload against one target: make bench ARGS="--only tiny --targets ccm"   (see bench/run.py)
+.PHONY: bench
+bench: install
+	@bash bench/setup.sh
+	$(PY) -m bench.run $(ARGS)

@@ -43,7 +43,7 @@ METRICS: tuple[tuple[str, str, str, bool, float | None], ...] = (
     ("stream_passthrough_chunk_added_us", "stream → Anthropic, added per chunk", "µs", True, None),
     ("burst_ms", "/context burst, 26 count_tokens at once", "ms", True, 50),
     ("rss_idle_mb", "RSS at idle", "MB", True, 80),
-    ("rss_streams_mb", "RSS with 256 concurrent streams", "MB", True, 150),
+    ("rss_streams_mb", "RSS with {streams} concurrent streams", "MB", True, 150),
     ("startup_s", "startup → first answered request", "s", True, 1.0),
     ("reload_ms", "reload save-to-live, median", "ms", True, 100),
 )
@@ -99,6 +99,7 @@ def headline(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             row["burst_ms"] = _get(work, "burst", "median_ms")
             row["rss_idle_mb"] = data.get("rss_idle_mb")
             row["rss_streams_mb"] = _get(work, "memory", "peak_mb")
+            row["streams"] = _get(work, "memory", "streams")
             row["startup_s"] = data.get("startup_s")
         if name == "ccm":
             row["reload_ms"] = _get(results, "reload", "median_ms")
@@ -136,6 +137,7 @@ def console_table(summary: dict[str, dict[str, Any]], before: dict[str, dict[str
             earlier = (before or {}).get(name, {}).get(key)
             was = f"   (latest.json: {_format(earlier, unit)})" if earlier is not None else ""
             goal = f"   [target {_format(target, unit)}]" if target is not None and name == "ccm" else ""
+            label = label.format(streams=row.get("streams") or 256)
             lines.append(f"{name:8s} {label:55s} {_format(row[key], unit):>12s}{was}{goal}")
     return "\n".join(lines)
 
@@ -187,6 +189,7 @@ def results_block(results: dict[str, Any]) -> str:
         ratios = [_ratio(summary.get("ccm", {}).get(key), summary[name].get(key), lower)
                   for name in present if name != "ccm"]
         goal = ("≤ " if lower else "≥ ") + _format(target, unit) if target is not None else ""
+        label = label.format(streams=summary.get("ccm", {}).get("streams") or 256)
         out.append(f"| {label} | {goal} | " + " | ".join(cells) + f" | {_format(direct.get(key), unit)} | "
                    + " | ".join(ratios) + " |")
     out.append("")

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from bench.workloads import WORKLOADS, Plan, run_all
 EXTRA = ("startup", "reload", "profile", "micro")
 ROUTERS = {"ccm": (Ccm, "ccm"), "ccr": (ClaudeCodeRouter, "claude-code-router"), "litellm": (LiteLLM, "LiteLLM")}
 LATEST = REPO / "bench" / "results" / "latest.json"
+STARTUP_RUNS = 3  # the first start, then two more: the median of three
 QUICK = Plan(seconds=1.0, fixture_seconds=1.0, stream_seconds=1.0, burst_rounds=3, streams=64)
 
 
@@ -116,7 +118,25 @@ async def measure_router(target: Target, options: argparse.Namespace, plan: Plan
         print(f"  {target.name:8s} unavailable: {error}", flush=True)
     finally:
         target.stop()
+    if "startup" in options.workloads and "error" not in result:
+        samples = [target.startup_s]
+        for _ in range(STARTUP_RUNS - 1):
+            try:
+                await target.start()
+                samples.append(target.startup_s)
+            except TargetUnavailable as error:
+                result["startup_error"] = str(error)
+            finally:
+                target.stop()
+        result["startup_samples_s"] = [round(sample, 3) for sample in samples]
+        result["startup_s"] = round(statistics.median(samples), 3)
+        print(f"  {target.name:8s} startup      median {result['startup_s']:.2f} s of {samples_text(samples)}",
+              flush=True)
     return result
+
+
+def samples_text(samples: list[float]) -> str:
+    return ", ".join(f"{sample:.2f}" for sample in samples)
 
 
 def run_script(arguments: list[str], timeout: float) -> dict[str, Any]:

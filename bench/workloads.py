@@ -7,7 +7,7 @@
                  byte and to the last
     burst        the 26 count_tokens requests of one `/context`, all at once: wall time
     sweep        the real 50 KB request at 1, 8, 32, 128 connections: req/s, p50, p99
-    memory       RSS of the process tree at idle and while 256 slow streams are open
+    memory       RSS of the process tree before and while 256 slow streams are open (idle: bench.run, after start)
 
 Each returns a JSON-ready dict; a failure inside one workload is recorded as {"error": "..."} and the run goes on.
 Latencies are in milliseconds.
@@ -205,8 +205,8 @@ async def memory(target: Target, plan: Plan) -> dict[str, Any]:
     """Peak RSS while `plan.streams` slow streams (each ~4 s at the upstream's pace) are open at once."""
     url = url_for(target, OPENAI_SLOW)
     body = with_model(TINY, OPENAI_SLOW.model, stream=True)
-    idle = target.rss_mb()
-    peak = idle
+    before = target.rss_mb()
+    peak = before
     tasks = [asyncio.create_task(loadgen.fetch(url, body, CLIENT_HEADERS, timeout=60)) for _ in range(plan.streams)]
     started = time.perf_counter()
     while not all(task.done() for task in tasks) and time.perf_counter() - started < 70:
@@ -214,7 +214,7 @@ async def memory(target: Target, plan: Plan) -> dict[str, Any]:
         await asyncio.sleep(0.1)
     answers = await asyncio.gather(*tasks, return_exceptions=True)
     completed = sum(1 for answer in answers if isinstance(answer, loadgen.Answer) and answer.status == 200)
-    return {"idle_mb": round(idle, 1), "streams": plan.streams, "peak_mb": round(peak, 1), "completed": completed,
+    return {"before_mb": round(before, 1), "streams": plan.streams, "peak_mb": round(peak, 1), "completed": completed,
             "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -270,6 +270,6 @@ def summary(name: str, result: dict[str, Any]) -> str:
         return ", ".join(f"{level}: {entry['rps']:.0f} req/s" if "rps" in entry else f"{level}: error"
                          for level, entry in result.items())
     if name == "memory":
-        return f"idle {result['idle_mb']:.0f} MB, {result['streams']} streams {result['peak_mb']:.0f} MB " \
+        return f"before {result['before_mb']:.0f} MB, {result['streams']} streams {result['peak_mb']:.0f} MB " \
                f"({result['completed']} completed)"
     return ""

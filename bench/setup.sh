@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# What `make bench` compares, installed idempotently under ${CCM_CACHE:-$HOME/.cache/ccm}/bench (outside the clone):
+#   nginx, wrk               Debian packages (the upstream and the load generator)
+#   ccr/                     claude-code-router 2.0.0 from npm
+#   litellm-venv/            LiteLLM's proxy from PyPI, in its own venv
+#   venv/                    matplotlib (the chart) and py-spy (the profile): not ccm's dependencies
+# Each step runs only when its result is missing. A step that fails is reported and the others go on: the harness
+# then reports that peer as unavailable, with the reason.
+set -uo pipefail
+
+CACHE="${CCM_CACHE:-$HOME/.cache/ccm}/bench"
+PYTHON="${PYTHON:-python3}"
+CCR_VERSION="2.0.0"
+mkdir -p "$CACHE"
+
+say() { echo "bench setup: $*" >&2; }
+quiet_pip() { "$@" 2>&1 | grep -v "^WARNING: Location" ; return "${PIPESTATUS[0]}"; }
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+    say "installing nginx and wrk (apt-get)"
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    { $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq &&
+      $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq nginx wrk >/dev/null; } ||
+        say "could not install nginx/wrk; the run falls back to the Python load generator and needs nginx"
+fi
+
+ccr_package="$CACHE/ccr/node_modules/@musistudio/claude-code-router/package.json"
+if [ "$(node -p "require('$ccr_package').version" 2>/dev/null)" != "$CCR_VERSION" ]; then
+    say "installing claude-code-router $CCR_VERSION (npm)"
+    npm install --prefix "$CACHE/ccr" --no-audit --no-fund --loglevel=error \
+        "@musistudio/claude-code-router@$CCR_VERSION" >/dev/null || say "could not install claude-code-router"
+fi
+
+if [ ! -x "$CACHE/litellm-venv/bin/litellm" ]; then
+    say "installing LiteLLM's proxy (pip, its own venv; a few minutes)"
+    { "$PYTHON" -m venv "$CACHE/litellm-venv" &&
+      quiet_pip "$CACHE/litellm-venv/bin/pip" install -q --disable-pip-version-check 'litellm[proxy]'; } ||
+        say "could not install LiteLLM"
+fi
+
+if [ ! -x "$CACHE/venv/bin/py-spy" ] || ! "$CACHE/venv/bin/python" -c "import matplotlib" 2>/dev/null; then
+    say "installing matplotlib and py-spy (pip, the bench venv)"
+    { "$PYTHON" -m venv "$CACHE/venv" &&
+      quiet_pip "$CACHE/venv/bin/pip" install -q --disable-pip-version-check matplotlib py-spy; } ||
+        say "could not install matplotlib/py-spy: no chart, no profile"
+fi
+exit 0
