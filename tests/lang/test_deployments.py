@@ -40,7 +40,8 @@ def test_one_deployment_leaves_the_model_as_it_always_was(compile_text: Compile)
 
 
 def test_a_provider_serving_only_a_later_deployment_is_used(compile_text: Compile) -> None:
-    text = "settings { direct off }\n" + PROVIDERS + "model m = b/x, a/y { max_output 8k }\nroute {\n  default -> m\n}\n"
+    model = "model m = b/x, a/y { max_output 8k }\n"
+    text = "settings { direct off }\n" + PROVIDERS + model + "route {\n  default -> m\n}\n"
     result = compile_text(text)
     assert result.table is not None
     assert not any("never used" in w.message for w in result.warnings)
@@ -52,7 +53,8 @@ def test_a_translated_later_deployment_needs_max_output(compile_text: Compile) -
 
 
 def test_the_long_context_check_reads_the_alias_every_deployment_shares(compile_text: Compile) -> None:
-    text = PROVIDERS + "model m = a/x, b/y { context 32k  max_output 8k }\nroute {\n  tokens > 100k -> m\n  default -> m\n}\n"
+    model = "model m = a/x, b/y { context 32k  max_output 8k }\n"
+    text = PROVIDERS + model + "route {\n  tokens > 100k -> m\n  default -> m\n}\n"
     result = compile_text(text)
     assert [e.message for e in result.errors] == [
         "`m` has a context window of 32,000 tokens, but this rule sends it requests of 100,001 tokens or more"

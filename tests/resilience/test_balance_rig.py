@@ -116,7 +116,8 @@ def test_least_busy_prefers_the_idle_deployment_under_concurrent_slow_requests(t
                 assert abs(primary - fallback) <= 1, busy()  # each new request went to the idler deployment
             assert busy() == (2, 2)
             answers = [future.result() for future in requests]
-        assert sorted(deployment(headers) for _, headers, _ in answers) == sorted([PRIMARY, PRIMARY, SECONDARY, SECONDARY])
+        served = sorted(deployment(headers) for _, headers, _ in answers)
+        assert served == sorted([PRIMARY, PRIMARY, SECONDARY, SECONDARY])
         assert all(message.content[0].text == "slow but sure" for message, _, _ in answers)
 
 
