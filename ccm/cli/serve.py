@@ -47,6 +47,10 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
+    # httpx logs every upstream request at INFO: a second line per request (ccm.attempt already names it) and
+    # formatting work on the hot path. Its warnings still show; --log-level debug shows everything.
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def load_table(path: str | Path, report: bool = True) -> RoutingTable:

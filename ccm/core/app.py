@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from ccm.core.runtime import Runtime, RuntimeHolder, close_providers, target_nam
 from ccm.errors import ApiError, UpstreamError
 from ccm.providers.base import Call, Reply
 from ccm.route import NoRouteError, select_route, strip_subagent_tag
-from ccm.table import Model
+from ccm.table import Model, RoutingTable
 from ccm.validate import parse_request
 
 log = logging.getLogger("ccm.core")
@@ -102,6 +103,7 @@ class App:
         finisher: Finisher | None = None,
     ) -> None:
         self.holder = holder
+        self._counts_locally = count_tokens is None
         if count_tokens is None:
             from ccm.tokens import TokenCounter
 
@@ -125,6 +127,8 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self._counts_locally and _counts_tokens(self.holder.current.table):
+                    _preload_encoding()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await close_providers(list(self.holder.current.providers.values()))
@@ -261,6 +265,25 @@ class App:
 
 
 # --- request plumbing --------------------------------------------------------------------------------------------
+
+
+def _counts_tokens(table: RoutingTable) -> bool:
+    """Whether requests on this table will be counted locally: count_tokens answered here, a `tokens` rule, or a
+    model whose declared context dispatch checks."""
+    return (
+        table.settings.count_tokens is None
+        or table.needs_token_count()
+        or any(model.context is not None for model in table.models.values())
+    )
+
+
+def _preload_encoding() -> None:
+    """Load the tokenizer (0.15-0.8 s) on a thread now, so the server starts listening at once and the first request
+    that counts does not pay for it. One arriving mid-load waits on tiktoken's registry lock for this load rather
+    than starting a second one."""
+    from ccm.tokens import load_encoding
+
+    threading.Thread(target=load_encoding, name="ccm-load-encoding", daemon=True).start()
 
 
 def _authenticate(runtime: Runtime, headers: Mapping[str, str]) -> None:
