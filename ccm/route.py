@@ -215,7 +215,7 @@ def compile_condition(condition: Condition, table: RoutingTable, router: Router)
     if isinstance(condition, Default):
         return lambda view: True
     if isinstance(condition, Direct):
-        return lambda view: router.direct_target(view) is not None
+        return lambda view: router.direct_chain(view) is not None
     if isinstance(condition, Background):
         globs = [_glob(g) for g in table.settings.background]
         return lambda view: any(match(view.model) for match in globs)
@@ -262,28 +262,35 @@ class Router:
 
     def __init__(self, table: RoutingTable) -> None:
         self.table = table
-        # An explicit pick of `provider/model` that is also a declared alias's target uses that alias (its limits,
-        # its fallbacks).
-        self._by_upstream = {
-            (m.provider, m.model): m for m in table.models.values() if m.declared
-        }
-        self._picks: dict[str, Model | None] = {}
-        self._chains: dict[str, tuple[Model, ...]] = {}
+        self._chains = {name: self._chain_of(model, name) for name, model in table.models.items()}
+        # `provider/model` picks that name an alias's upstream: served by that upstream alone, with the alias's
+        # options (caps, quirks) and its fallbacks. A model balanced over several deployments can be pinned to any.
+        self._pinned: dict[tuple[str, str], tuple[Model, ...]] = {}
+        for name, model in table.models.items():
+            if not model.declared:
+                continue
+            upstreams = [(d.provider, d.model) for d in model.deployments] or [(model.provider, model.model)]
+            for provider, model_id in upstreams:
+                pinned = model
+                if model.deployments:
+                    pinned = model.model_copy(update={"provider": provider, "model": model_id, "deployments": ()})
+                self._pinned.setdefault((provider, model_id), (pinned, *self._chains[name][1:]))
+        self._picks: dict[str, tuple[Model, ...] | None] = {}
         self.matchers = [compile_condition(rule.condition, table, self) for rule in table.rules]
 
-    def chain(self, model: Model) -> tuple[Model, ...]:
-        chain = self._chains.get(model.name)
-        if chain is None:
-            names = [model.name, *self.table.fallbacks.get(model.name, ())]
-            seen: dict[str, Model] = {}
-            for name in names:
-                if name not in seen:
-                    seen[name] = model if name == model.name else self.table.models[name]
-            chain = self._chains[model.name] = tuple(seen.values())
-        return chain
+    def _chain_of(self, model: Model, name: str) -> tuple[Model, ...]:
+        chain = [model]
+        for fallback in self.table.fallbacks.get(name, ()):
+            candidate = self.table.models[fallback]
+            if all(candidate is not m for m in chain):
+                chain.append(candidate)
+        return tuple(chain)
 
-    def pick(self, name: str) -> Model | None:
-        """The model a request names itself, or None. Cached: Claude Code repeats the same names all day."""
+    def chain(self, name: str) -> tuple[Model, ...]:
+        return self._chains[name]
+
+    def pick(self, name: str) -> tuple[Model, ...] | None:
+        """The chain for a model a request names itself, or None. Cached: Claude Code repeats the same names."""
         if name in self._picks:
             return self._picks[name]
         found = self._resolve_pick(name)
@@ -291,21 +298,23 @@ class Router:
             self._picks[name] = found
         return found
 
-    def _resolve_pick(self, name: str) -> Model | None:
+    def _resolve_pick(self, name: str) -> tuple[Model, ...] | None:
         table = self.table
         if name in table.models and table.models[name].declared:
-            return table.models[name]
+            return self._chains[name]
         for separator in ("/", ","):
             provider, sep, model_id = name.partition(separator)
             if sep and model_id and provider in table.providers:
-                known = self._by_upstream.get((provider, model_id))
-                if known is not None:
-                    return known
-                literal = table.models.get(f"{provider}/{model_id}")
-                return literal or Model(name=f"{provider}/{model_id}", provider=provider, model=model_id, declared=False)
+                pinned = self._pinned.get((provider, model_id))
+                if pinned is not None:
+                    return pinned
+                literal = f"{provider}/{model_id}"
+                if literal in table.models:
+                    return self._chains[literal]
+                return (Model(name=literal, provider=provider, model=model_id, declared=False),)
         return None
 
-    def direct_target(self, view: RequestView) -> Model | None:
+    def direct_chain(self, view: RequestView) -> tuple[Model, ...] | None:
         tag = view.subagent_tag
         if tag is not None:
             picked = self.pick(tag)
@@ -316,7 +325,7 @@ class Router:
 
 def router_for(table: RoutingTable) -> Router:
     router = table._router
-    if router is None:
+    if router is None or router.table is not table:  # model_copy() copies private attributes: rebuild for the copy
         router = table._router = Router(table)
     return router  # type: ignore[no-any-return]
 
@@ -334,14 +343,13 @@ def select_route(
             continue
         where = f" ({rule.span})" if rule.span else ""
         if rule.target is None:
-            model = router.direct_target(view)
-            assert model is not None  # the matcher just found it
-            tagged = view.subagent_tag is not None and router.pick(view.subagent_tag) is model
+            tagged = router.pick(view.subagent_tag) if view.subagent_tag is not None else None
+            chain = tagged or router.pick(view.model)
+            assert chain is not None  # the matcher just found it
             how = f"<CCM-SUBAGENT-MODEL> tag names {view.subagent_tag!r}" if tagged else f"request names {view.model!r}"
-            return Decision(router.chain(model), rule, index, f"rule {index + 1} `direct`{where}: {how}", tagged)
-        model = table.models[rule.target]
+            return Decision(chain, rule, index, f"rule {index + 1} `direct`{where}: {how}", view.subagent_tag is not None)
         reason = f"rule {index + 1} `{rule.source}`{where}"
-        return Decision(router.chain(model), rule, index, reason, view.subagent_tag is not None)
+        return Decision(router.chain(rule.target), rule, index, reason, view.subagent_tag is not None)
     raise NoRouteError("no rule matched and the table has no default rule")
 
 

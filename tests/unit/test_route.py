@@ -12,6 +12,7 @@ from ccm.table import (
     AnyOf,
     Background,
     Default,
+    Deployment,
     Direct,
     Effort,
     Header,
@@ -143,6 +144,20 @@ def test_direct_picks() -> None:
     assert select_route(SCENARIOS, body(model="deep/perplexity/sonar")).target.model == "perplexity/sonar"
     # unknown provider: not a pick, falls through the rules
     assert target(body(model="nope/x")) == "coder"
+
+
+def test_a_pick_of_one_deployment_pins_it_with_the_alias_options_and_fallbacks() -> None:
+    balanced = model(
+        "coder", "deep", "deepseek-chat", max_output=8000,
+        deployments=(Deployment(provider="deep", model="deepseek-chat", weight=3),
+                     Deployment(provider="gem", model="deepseek-mirror", weight=1)),
+    )
+    table = SCENARIOS.model_copy(update={"models": {**SCENARIOS.models, "coder": balanced}})
+    assert select_route(table, body(model="coder")).target is balanced  # the alias: balanced across both
+    for name, provider_name in (("deep/deepseek-chat", "deep"), ("gem/deepseek-mirror", "gem")):
+        chain = select_route(table, body(model=name)).chain
+        assert (chain[0].provider, chain[0].deployments, chain[0].max_output) == (provider_name, (), 8000)
+        assert [m.name for m in chain] == ["coder", "cheap", "opus"]
 
 
 def test_subagent_tag_picks_and_is_stripped() -> None:
