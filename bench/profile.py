@@ -22,6 +22,7 @@ from bench.targets import CACHE, CLIENT_HEADERS, DEFAULT, Target
 from bench.workloads import REAL_REQUEST, Plan, encode, fixture_bodies, url_for, warm
 
 PY_SPY = CACHE / "venv" / "bin" / "py-spy"
+OUTERMOST = ("ccm/cli/", "ccm/core/server.py")  # under every sample: left out of the inclusive table
 RATE = 500  # samples per second: fine enough for a 5 s window, light enough not to bend the figures much
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 PACKAGES = (  # path fragment -> group; the first match wins, so specific paths come first
@@ -46,7 +47,8 @@ PACKAGES = (  # path fragment -> group; the first match wins, so specific paths 
 
 def group(file: str) -> str:
     path = "/" + file.lstrip("/")
-    return next((name for fragment, name in PACKAGES if fragment in path), "other: " + "/".join(Path(file).parts[-2:]))
+    return next((name for fragment, name in PACKAGES if fragment in path),
+                "other: " + "/".join(path.split("/")[-2:]).lstrip("/"))
 
 
 def short(frame: str) -> str:
@@ -55,7 +57,7 @@ def short(frame: str) -> str:
     if not found:
         return frame
     path = "/" + found["file"].lstrip("/")
-    where = "ccm/" + path.rsplit("/ccm/", 1)[1] if "/ccm/" in path else "/".join(Path(path).parts[-2:])
+    where = "ccm/" + path.rsplit("/ccm/", 1)[1] if "/ccm/" in path else "/".join(path.split("/")[-2:]).lstrip("/")
     return f"{where}:{found['function']}"
 
 
@@ -92,7 +94,8 @@ def summarise(collapsed: str, requests: int, rate: int, top: int = 15) -> dict[s
         "self": [{"function": name, "us": per_request(count), "share": round(count / samples, 3)}
                  for name, count in self_time.most_common(top)] if samples else [],
         "inclusive": [{"function": name, "us": per_request(count), "share": round(count / samples, 3)}
-                      for name, count in inclusive.most_common() if name.startswith("ccm/")][:top] if samples else [],
+                      for name, count in inclusive.most_common()
+                      if name.startswith("ccm/") and not name.startswith(OUTERMOST)][:top] if samples else [],
     }
 
 

@@ -168,8 +168,9 @@ def machine_block(meta: dict[str, Any], summary: dict[str, dict[str, Any]]) -> s
         f"| Node (claude-code-router) | {meta['node']} |",
         f"| routers | {', '.join(versions)} |",
         f"| ccm's stack | {meta['ccm_packages']} |",
-        f"| upstream, load generator | {meta['nginx']}; {meta['wrk'] if meta['loadgen'] == 'wrk' else 'bench.loadgen'} |",
-        f"| run | `make bench` {' '.join(meta.get('argv') or [])}, {meta['seconds']} s |",
+        f"| upstream, load generator | {meta['nginx']}; "
+        f"{meta['wrk'] if meta['loadgen'] == 'wrk' else 'bench.loadgen (Python)'} |",
+        f"| run | `{' '.join(['make bench', *(meta.get('argv') or [])])}`, {meta['seconds']} s |",
     ])
 
 
@@ -192,6 +193,16 @@ def results_block(results: dict[str, Any]) -> str:
         label = label.format(streams=summary.get("ccm", {}).get("streams") or 256)
         out.append(f"| {label} | {goal} | " + " | ".join(cells) + f" | {_format(direct.get(key), unit)} | "
                    + " | ".join(ratios) + " |")
+    spread = [summary[name].get("fixtures_50kb_p50") for name in present]
+    if any(spread):
+        cells = [f"{_format(entry['median'])} ({_format(entry['min'])}–{_format(entry['max'])}) ms" if entry else "—"
+                 for entry in spread]
+        direct_spread = direct.get("fixtures_50kb_p50")
+        out.append(f"| the {spread[0]['count'] if spread[0] else ''} fixtures ≥ 40 KB → OpenAI, p50 median (min–max) "
+                   f"| | " + " | ".join(cells) + " | "
+                   + (f"{_format(direct_spread['median'])} ({_format(direct_spread['min'])}–"
+                      f"{_format(direct_spread['max'])}) ms" if direct_spread else "—")
+                   + " |" + " |" * max(len(present) - 1, 0))
     out.append("")
     out.append("Ratios: how many times better ccm is (the peer's figure ÷ ccm's, or ccm's ÷ the peer's for req/s); "
                "below 1× ccm is behind. Unavailable peers: " + (", ".join(
@@ -231,7 +242,8 @@ def sweep_table(results: dict[str, Any]) -> list[str]:
         for name in present:
             entry = _get(targets, name, "workloads", "sweep", level) or {}
             cells.append("error" if "error" in entry else
-                         f"{_format(entry.get('rps'))} ({_format(entry.get('p50_ms'))} / {_format(entry.get('p99_ms'))})"
+                         f"{_format(entry.get('rps'))} "
+                         f"({_format(entry.get('p50_ms'))} / {_format(entry.get('p99_ms'))})"
                          + (f", {entry['errors']} errors" if entry.get("errors") else ""))
         out.append(f"| {level} | " + " | ".join(cells) + " |")
     return out

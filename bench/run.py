@@ -8,9 +8,10 @@ its start), reload (bench/bench_reload.py), profile (py-spy on ccm, bench.profil
 and bench/bench_tokens.py, in-process). The upstream is always started; it is measured alone too unless
 `--targets` leaves it out.
 
-A full run (no --only, no --targets) writes bench/results/latest.json, docs/benchmarks.md and the chart. A partial
-run writes its JSON under the cache (${CCM_CACHE:-~/.cache/ccm}/bench/results/) and prints each figure beside the
-one in latest.json, so a change to ccm can be measured in seconds: `make bench ARGS="--only tiny --targets ccm"`.
+A full run (no --only, --targets, --quick) writes bench/results/latest.json, docs/benchmarks.md and the chart. A
+partial run writes its JSON under the cache (${CCM_CACHE:-~/.cache/ccm}/bench/results/) and prints each figure
+beside the one in latest.json, so a change to ccm can be measured in seconds: `make bench ARGS="--only tiny
+--targets ccm"`. `--report` measures nothing: it rebuilds the page and the chart from latest.json.
 Every process the run starts is stopped at its end, also on Ctrl-C.
 """
 
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from bench.workloads import WORKLOADS, Plan, run_all
 EXTRA = ("startup", "reload", "profile", "micro")
 ROUTERS = {"ccm": (Ccm, "ccm"), "ccr": (ClaudeCodeRouter, "claude-code-router"), "litellm": (LiteLLM, "LiteLLM")}
 LATEST = REPO / "bench" / "results" / "latest.json"
+KEEP_RUNS = 3  # run folders (configs and logs of every process) kept under the cache
 STARTUP_RUNS = 3  # the first start, then two more: the median of three
 QUICK = Plan(seconds=1.0, fixture_seconds=1.0, stream_seconds=1.0, burst_rounds=3, streams=64)
 
@@ -49,6 +52,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter windows (1 s), fewer streams: for iterating")
     parser.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if wrk.available() else "python")
     parser.add_argument("--ccm-arg", action="append", default=[], help="passed to `ccm run` (repeat per word)")
+    parser.add_argument("--report", action="store_true",
+                        help="measure nothing: rebuild docs/benchmarks.md and the chart from latest.json")
     options = parser.parse_args(argv)
     options.workloads = _names(options.only, WORKLOADS + EXTRA)
     options.targets_selected = _names(options.targets, ("upstream", *ROUTERS))
@@ -68,6 +73,7 @@ def _names(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
 
 async def measure(options: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     runs = CACHE / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    prune(CACHE / "runs", keep=KEEP_RUNS - 1)
     upstream = Upstream("upstream", "nginx (upstream alone)", runs / "upstream")
     results: dict[str, Any] = {"targets": {}}
     try:
@@ -139,6 +145,13 @@ def samples_text(samples: list[float]) -> str:
     return ", ".join(f"{sample:.2f}" for sample in samples)
 
 
+def prune(folder: Path, keep: int) -> None:
+    """Remove all but the newest `keep` run folders (claude-code-router's request logs take ~200 MB a run)."""
+    if folder.is_dir():
+        for old in sorted(folder.iterdir())[:-keep or None]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def run_script(arguments: list[str], timeout: float) -> dict[str, Any]:
     """One of the in-process benchmarks next to this file, run with ccm's own interpreter; its printout is kept."""
     try:
@@ -179,12 +192,19 @@ def machine() -> dict[str, Any]:
         "nproc": os.cpu_count(), "cpu": cpu, "memory_gb": round(memory_kb / 1024 / 1024, 1),
         "kernel": platform.release(), "loadavg_start": os.getloadavg()[0],
         "python": command(str(Ccm.python), "--version"), "node": command("node", "--version"),
-        "nginx": command("nginx", "-v"), "wrk": command("wrk", "-v"), "ccm_packages": packages,
+        "nginx": command("nginx", "-v").replace("nginx version: ", ""),
+        "wrk": " ".join(command("wrk", "-v").split()[:2]), "ccm_packages": packages,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     options = parse(sys.argv[1:] if argv is None else argv)
+    if options.report:
+        results = json.loads(LATEST.read_text())
+        results["summary"] = report.headline(results)
+        report.write_docs(results)
+        print("rebuilt docs/benchmarks.md and its chart from bench/results/latest.json")
+        return
     plan = QUICK if options.quick else Plan()
     plan = Plan(**{**plan.__dict__, "use_wrk": options.loadgen == "wrk"})
     started = time.perf_counter()

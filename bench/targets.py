@@ -145,7 +145,7 @@ class Target:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         command, environ = self.launch()
-        log = open(self.workdir / f"{self.name}.log", "wb")
+        log = open(self.workdir / f"{self.name}.log", "ab")  # appended: every start of the run is kept
         started = time.perf_counter()
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=environ, cwd=self.workdir, start_new_session=True)
@@ -165,7 +165,8 @@ class Target:
                 pass
             await asyncio.sleep(0.01)
         self.stop()
-        raise TargetUnavailable(f"{self.label} did not answer within {timeout:.0f} s; last log lines: {self.log_tail()}")
+        raise TargetUnavailable(f"{self.label} did not answer within {timeout:.0f} s; "
+                                f"last log lines: {self.log_tail()}")
 
     def rss_mb(self) -> float:
         return tree_rss_mb(self.process.pid) if self.process else 0.0

@@ -242,8 +242,8 @@ async def run_all(target: Target, names: tuple[str, ...], plan: Plan) -> dict[st
         if name in names and not (isinstance(target, Upstream) and name == "memory"):
             started = time.perf_counter()
             results[name] = await guarded(steps[name])
-            print(f"  {target.name:8s} {name:12s} {time.perf_counter() - started:6.1f} s  {summary(name, results[name])}",
-                  flush=True)
+            took = time.perf_counter() - started
+            print(f"  {target.name:8s} {name:12s} {took:6.1f} s  {summary(name, results[name])}", flush=True)
     return results
 
 
