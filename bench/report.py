@@ -100,6 +100,7 @@ def headline(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             row["rss_idle_mb"] = data.get("rss_idle_mb")
             row["rss_streams_mb"] = _get(work, "memory", "peak_mb")
             row["streams"] = _get(work, "memory", "streams")
+            row["streams_completed"] = _get(work, "memory", "completed")
             row["startup_s"] = data.get("startup_s")
         if name == "ccm":
             row["reload_ms"] = _get(results, "reload", "median_ms")
@@ -184,7 +185,7 @@ def results_block(results: dict[str, Any]) -> str:
            "| --- " * (3 + len(present) + max(len(present) - 1, 0)) + "|"]
     direct = summary.get("upstream", {})
     for key, label, unit, lower, target in METRICS:
-        cells = [_format(summary[name].get(key), unit) for name in present]
+        cells = [_format(summary[name].get(key), unit) + _incomplete(summary[name], key) for name in present]
         if all(cell == "—" for cell in cells):
             continue
         ratios = [_ratio(summary.get("ccm", {}).get(key), summary[name].get(key), lower)
@@ -210,6 +211,14 @@ def results_block(results: dict[str, Any]) -> str:
                    or "none") + ".")
     out += ["", *fixtures_table(results), "", *sweep_table(results), "", *stream_table(results)]
     return "\n".join(out)
+
+
+def _incomplete(row: dict[str, Any], key: str) -> str:
+    """A memory figure under streams that did not all finish says so."""
+    if key == "rss_streams_mb" and row.get("streams_completed") is not None and \
+            row["streams_completed"] < (row.get("streams") or 0):
+        return f" ({row['streams_completed']} of {row['streams']} streams done in 60 s)"
+    return ""
 
 
 def fixtures_table(results: dict[str, Any]) -> list[str]:
