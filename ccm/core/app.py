@@ -230,8 +230,9 @@ class App:
         record = exchange.record
         raw = await _read_body(exchange, runtime.table.settings.body_limit, headers)
         body = parse_request(raw)
+        count_tokens = _count_once(self.count_tokens)
         try:
-            decision = select_route(runtime.table, body, headers, count_tokens=self.count_tokens)
+            decision = select_route(runtime.table, body, headers, count_tokens=count_tokens)
         except NoRouteError as error:
             raise ApiError(500, str(error), "api_error") from None
         record.rule = decision.rule.source if decision.rule is not None else None
@@ -245,7 +246,7 @@ class App:
         request = Request(body, raw, _upstream_headers(runtime, headers), stream)
 
         async def answer() -> None:
-            outcome = await dispatch(runtime, decision.chain, request, count_tokens=self.count_tokens)
+            outcome = await dispatch(runtime, decision.chain, request, count_tokens=count_tokens)
             record.attempts = tuple(outcome.attempts)
             record.model = outcome.model.name
             record.target = target_name(outcome.model)
@@ -275,6 +276,20 @@ def _counts_tokens(table: RoutingTable) -> bool:
         or table.needs_token_count()
         or any(model.context is not None for model in table.models.values())
     )
+
+
+def _count_once(count_tokens: TokenCount) -> TokenCount:
+    """`count_tokens` for one request: routing (a `tokens` rule) and dispatch (context fit) share one count of the
+    same body instead of walking its ~50 KB twice (the per-piece cache makes a repeat cheap, not free)."""
+    counted: tuple[Mapping[str, Any], int] | None = None
+
+    def count(body: Mapping[str, Any]) -> int:
+        nonlocal counted
+        if counted is None or counted[0] is not body:
+            counted = (body, count_tokens(body))
+        return counted[1]
+
+    return count
 
 
 def _preload_encoding() -> None:
