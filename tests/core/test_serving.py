@@ -1,0 +1,131 @@
+"""Serving choices made for speed: `ccm run --server`, each server's graceful stop, and the tokenizer loaded at
+startup on a thread (startup does not wait for it)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import ccm.tokens
+from ccm.core.app import App
+from ccm.core.runtime import RuntimeHolder, build_runtime
+from ccm.table import Settings
+from tests.conftest import REPO
+from tests.core.conftest import make_table
+
+ROUTES = """\
+provider anth {
+  type anthropic
+  url  "http://127.0.0.1:9"
+}
+model main = anth/claude-x
+route {
+  default -> main
+}
+"""
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+def test_each_server_serves_and_stops_gracefully_with_status_0(server: str, tmp_path: Path) -> None:
+    routes = tmp_path / "routes.ccm"
+    routes.write_text(ROUTES)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from ccm.cli.main import main; main()", "run", str(routes), "--port", "0",
+         "--server", server],
+        cwd=tmp_path, env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stderr is not None
+        listening = None
+        deadline = time.monotonic() + 20
+        while listening is None and time.monotonic() < deadline:
+            listening = re.search(r"listening on http://(\S+) \((\w+)\)", process.stderr.readline())
+        assert listening is not None and listening.group(2) == server
+        health = httpx.get(f"http://{listening.group(1)}/health", timeout=5)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(20)
+    assert status == 0
+
+
+def test_an_unknown_server_is_refused(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.ccm"
+    routes.write_text(ROUTES)
+    result = subprocess.run(
+        [sys.executable, "-c", "from ccm.cli.main import main; main()", "run", str(routes), "--server", "gunicorn"],
+        cwd=tmp_path, env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path)}, capture_output=True, text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "gunicorn" in result.stderr
+
+
+async def lifespan_startup(app: App) -> None:
+    """Run the app's lifespan until startup completes."""
+    messages = [{"type": "lifespan.startup"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        raise LookupError("startup done")  # ends the lifespan loop once startup has been answered
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with pytest.raises(LookupError):
+        await app({"type": "lifespan"}, receive, send)
+    assert sent == [{"type": "lifespan.startup.complete"}]
+
+
+Gates = tuple[threading.Event, threading.Event]  # (the load started, release the load)
+
+
+@pytest.fixture
+def slow_encoding(monkeypatch: pytest.MonkeyPatch) -> Gates:
+    """`load_encoding` replaced by one that reports it started and then blocks until released."""
+    started, release = threading.Event(), threading.Event()
+
+    def load() -> None:
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(ccm.tokens, "load_encoding", load)
+    return started, release
+
+
+async def test_startup_loads_the_tokenizer_on_a_thread_without_waiting(slow_encoding: Gates) -> None:
+    started, release = slow_encoding
+    runtime, _ = build_runtime(make_table(), {})
+    try:
+        await lifespan_startup(App(RuntimeHolder(runtime)))  # completes while the load is still blocked
+        assert started.wait(5)
+    finally:
+        release.set()
+
+
+async def test_no_tokenizer_load_when_nothing_is_counted_locally(slow_encoding: Gates) -> None:
+    started, release = slow_encoding
+    table = make_table(settings=Settings(count_tokens="anth"))  # forwarded counts, no tokens rule, no context
+    runtime, _ = build_runtime(table, {})
+    await lifespan_startup(App(RuntimeHolder(runtime)))
+    assert not started.wait(0.2)
+    release.set()
+
+
+async def test_no_tokenizer_load_with_an_injected_counter(slow_encoding: Gates) -> None:
+    started, release = slow_encoding
+    runtime, _ = build_runtime(make_table(), {})
+    await lifespan_startup(App(RuntimeHolder(runtime), count_tokens=lambda body: 1))
+    assert not started.wait(0.2)
+    release.set()
