@@ -182,8 +182,8 @@ class App:
     # --- endpoints -------------------------------------------------------------------------------------------------
 
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
-        # circuit breaker state changes between requests, so it is rendered here rather than once per table
-        breakers = {name: p.breaker.snapshot() for name, p in runtime.providers.items()}
+        # breaker state and in-flight counts change between requests, so they are rendered here, not once per table
+        breakers = {name: p.deployments.snapshot() for name, p in runtime.providers.items()}
         body = orjson.dumps({**orjson.loads(runtime.health_body), "breakers": breakers})
         await exchange.respond(200, body, [JSON])
 

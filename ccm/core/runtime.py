@@ -55,11 +55,6 @@ class ProviderRuntime:
     # kept with the rest of this runtime when a reload leaves the provider unchanged, so its state survives reloads
     deployments: ProviderDeployments = field(default_factory=ProviderDeployments)
 
-    @property
-    def breaker(self) -> ProviderDeployments:
-        """What `GET /health` renders per provider (`snapshot()`): its breakers and in-flight counts."""
-        return self.deployments
-
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
