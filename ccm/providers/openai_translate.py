@@ -336,8 +336,11 @@ class _MessageWriter:
         message: Json = {"role": "assistant", "content": _content(texts) if texts else None}
         if calls:
             message["tool_calls"] = calls
-        if self.replay_reasoning and (reasoning or calls):
-            # DeepSeek thinking mode rejects tool-call turns without the field (PROTOCOL §8 pitfall 8).
+        if self.replay_reasoning:
+            # DeepSeek's thinking mode rejects a request when any assistant message of a turn that called tools
+            # lacks the field, the turn's final text answer included, and keeps rejecting it in every later request
+            # (PROTOCOL §8 pitfall 8). `""` satisfies it, and turns without tool calls ignore it, so every
+            # assistant message carries it.
             message["reasoning_content"] = "\n\n".join(reasoning)
         self.out.append(message)
         self.pending = [c["id"] for c in calls]
