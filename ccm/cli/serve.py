@@ -16,18 +16,15 @@ come from the environment.
 
 from __future__ import annotations
 
-import atexit
 import ipaddress
 import logging
 import os
-import queue
 import shlex
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 from typing import Any
 
@@ -41,41 +38,19 @@ PLACEHOLDER_KEY = "ccm-local"  # what Claude Code sends when ccm has no inbound 
 STARTUP_WAIT_SECONDS = 10.0
 
 log = logging.getLogger("ccm")
-_log_listener: QueueListener | None = None  # the thread writing log lines (configure_logging)
 
 file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
 port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 
 
 def configure_logging(level: str) -> None:
-    """Log to stderr from a background thread: a request only queues its record, while formatting and the write
-    (a syscall per line, which cost ~30-100 µs per request line on the benchmark machine) happen off the event loop.
-    Lines keep their order; the queue is drained at exit."""
-    global _log_listener
-    if _log_listener is None:
-        atexit.register(_stop_log_listener)
-    else:
-        _log_listener.stop()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    _log_listener = QueueListener(queue.SimpleQueue(), handler)
-    queued = QueueHandler(_log_listener.queue)
-    queued.setFormatter(logging.Formatter("%(message)s"))  # the message (and traceback) text; the writer adds the rest
-    logging.basicConfig(level=level.upper(), handlers=[queued], force=True)
-    _log_listener.start()
-    # The records carry no thread, process or caller details: the format does not show them (the logging HOWTO's
-    # optimisations), and finding the caller walks the stack on every line.
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
     # httpx logs every upstream request at INFO: a second line per request (ccm.attempt already names it) and
     # formatting work on the hot path. Its warnings still show; --log-level debug shows everything.
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def _stop_log_listener() -> None:
-    if _log_listener is not None:
-        _log_listener.stop()  # writes the lines still queued
 
 
 def load_table(path: str | Path, report: bool = True) -> RoutingTable:
