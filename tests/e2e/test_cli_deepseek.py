@@ -81,7 +81,7 @@ def bash_scenario(marker: str, final_reasoning: str) -> Any:
 
 
 def run_claude_events(claude: Path, stack: Stack, workdir: Path, prompt: str, *flags: str) -> list[dict[str, Any]]:
-    """`claude -p` with `--output-format stream-json --verbose`: every message the CLI kept, thinking blocks included."""
+    """`claude -p … --output-format stream-json --verbose`: every message the CLI kept, thinking blocks included."""
     home = workdir.parent / "home"
     home.mkdir(exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "ANTHROPIC_BASE_URL": stack.url,
@@ -122,7 +122,8 @@ def test_the_fake_refuses_like_deepseek(deepseek: Stack) -> None:
     tool_turn = [{"role": "system", "content": "s"}, {"role": "user", "content": "go"},
                  {"role": "assistant", "content": None, "tool_calls": [call]},
                  {"role": "tool", "tool_call_id": "call_00_a", "content": "ok"}]
-    assert refusal(post(tool_turn)).startswith("Missing `reasoning_content` field in the assistant message at message index 2.")
+    missing = "Missing `reasoning_content` field in the assistant message at message index 2."
+    assert refusal(post(tool_turn)).startswith(missing)
     tool_turn[2]["reasoning_content"] = ""  # present, even empty, is enough
     assert post(tool_turn).status_code == 200
     # The turn's final text answer needs it too, in every later request; a turn without tool calls does not.
@@ -131,11 +132,12 @@ def test_the_fake_refuses_like_deepseek(deepseek: Stack) -> None:
     assert post([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
                  {"role": "user", "content": "again"}]).status_code == 200
     first = [{"role": "user", "content": "go"}]
-    assert refusal(post(first, max_tokens=128000)) == "Invalid max_tokens value, the valid range of max_tokens is [1, 32768]"
+    cap = "Invalid max_tokens value, the valid range of max_tokens is [1, 32768]"
+    assert refusal(post(first, max_tokens=128000)) == cap
     assert refusal(post(first, tool_choice="required")) == "deepseek-reasoner does not support this tool_choice"
 
 
-# --- the real Claude Code CLI ------------------------------------------------------------------------------------------
+# --- the real Claude Code CLI -----------------------------------------------------------------------------------------
 
 
 def test_bash_round_trip_replays_the_reasoning(claude_bin: Path, deepseek: Stack, workdir: Path) -> None:  # noqa: F811
@@ -166,9 +168,9 @@ def test_a_continued_session_keeps_every_tool_turn_valid(claude_bin: Path, deeps
     thinking block for it): `claude --continue` sends that history back."""
     marker = f"ccm-e2e-{random.randrange(32768)}"
     deepseek.fake.default = bash_scenario(marker, final_reasoning="")
-    run_claude(claude_bin, deepseek, workdir, f"Run echo {marker}", "--allowedTools", "Bash")  # type: ignore[arg-type]
+    run_claude(claude_bin, deepseek, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
     deepseek.fake.default = Reply(reasoning="A follow-up.", text="Still here.")
-    result = run_claude(claude_bin, deepseek, workdir, "Anything else?", "--continue", "--allowedTools", "Bash")  # type: ignore[arg-type]
+    result = run_claude(claude_bin, deepseek, workdir, "Anything else?", "--continue", "--allowedTools", "Bash")
     assert result["result"] == "Still here."
     assert deepseek.fake.rejections == []
     messages = chats(deepseek)[-1]["messages"]
@@ -176,7 +178,7 @@ def test_a_continued_session_keeps_every_tool_turn_valid(claude_bin: Path, deeps
     assert answer["reasoning_content"] == ""  # no thinking to replay, but the field DeepSeek checks is there
 
 
-# --- through the SDK ------------------------------------------------------------------------------------------------
+# --- through the SDK --------------------------------------------------------------------------------------------------
 
 
 def tool_history(thinking: str) -> list[dict[str, Any]]:
@@ -204,7 +206,8 @@ def test_thinking_block_and_cache_usage_through_the_sdk(deepseek: Stack) -> None
     assert message.content[0].thinking == "Two files, so answer briefly."  # type: ignore[union-attr]
     assert message.content[1].text == "There is a.txt."  # type: ignore[union-attr]
     # DeepSeek reports its cache in prompt_cache_hit_tokens only; prompt_tokens includes the hits.
-    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (260, 640, 30)
+    usage = message.usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (260, 640, 30)
     sent = chats(deepseek)[-1]
     assert sent["model"] == "deepseek-reasoner" and sent["max_tokens"] == REASONER_CAP
     assert sent["messages"][1]["reasoning_content"] == "ls lists them."

@@ -125,10 +125,11 @@ class FakeDeepSeek(FakeOpenAI):
             error_type = "rate_limit_reached_error"
         elif rejected.status >= 500:
             error_type = "server_error"
-        body = {"error": {"message": rejected.message, "type": error_type, "param": None, "code": "invalid_request_error"}}
+        error = {"message": rejected.message, "type": error_type, "param": None, "code": "invalid_request_error"}
+        body = {"error": error}
         return Answer(rejected.status, [("content-type", "application/json"), *rejected.headers], orjson.dumps(body))
 
-    # --- rendering ---------------------------------------------------------------------------------------------
+    # --- rendering ----------------------------------------------------------------------------------------------------
 
     def render(self, reply: Reply, exchange: Exchange) -> Answer:
         body = exchange.json
@@ -177,7 +178,8 @@ class FakeDeepSeek(FakeOpenAI):
         frames += [chunk({"reasoning_content": piece}) for piece in reply.split(reply.reasoning)]
         frames += [chunk({"content": piece}) for piece in reply.split(reply.text)]
         for index, (call_id, call) in enumerate(calls):
-            start = {"index": index, "id": call_id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+            function = {"name": call.name, "arguments": ""}
+            start = {"index": index, "id": call_id, "type": "function", "function": function}
             frames.append(chunk({"tool_calls": [start]}))
             frames += [
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
