@@ -137,7 +137,7 @@ class Price(Frozen):
 
 
 # Upstream behaviours a model opts into, declared in the file instead of hard-coded per vendor:
-#   replay_reasoning    send earlier thinking back as `reasoning_content` on tool-call turns (DeepSeek thinking mode)
+#   replay_reasoning    send earlier thinking back as `reasoning_content` on assistant messages (DeepSeek thinking mode)
 #   keep_cache_control  forward `cache_control` to an OpenAI-compatible upstream that honours it (Claude via OpenRouter)
 #   google_search       answer the `web_search` server tool with Gemini's Google Search grounding
 #   max_completion_tokens  send the output cap as `max_completion_tokens` (OpenAI's o-series and gpt-5 reject

@@ -253,11 +253,15 @@ def test_reasoning_is_replayed_only_with_the_quirk() -> None:
         {"type": "thinking", "thinking": "plan", "signature": ""},
         {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}}]}
     body = request([{"role": "user", "content": "go"}, turn,
-                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}])
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]},
+                    {"role": "assistant", "content": "done"},  # the turn's final answer, which had no thinking
+                    {"role": "user", "content": "anything else?"}])
     plain, _ = translate_request(body, PLAIN)
-    assert "reasoning_content" not in plain["messages"][1]
+    assert all("reasoning_content" not in m for m in plain["messages"])
     replayed, _ = translate_request(body, SETTINGS["replay-reasoning"])
     assert replayed["messages"][1]["reasoning_content"] == "plan"
+    # DeepSeek wants every assistant message of a turn that called tools to carry it, the final answer included
+    assert replayed["messages"][3] == {"role": "assistant", "content": "done", "reasoning_content": ""}
 
 
 def test_tools_choice_and_names() -> None:
