@@ -63,7 +63,11 @@ def load_encoding() -> tiktoken.Encoding:
     startup so the first request does not pay for it."""
     import tiktoken  # imported here: importing tiktoken alone costs ~65 ms that `ccm check` should not pay
 
-    return tiktoken.get_encoding(ENCODING_NAME)
+    encoding = tiktoken.get_encoding(ENCODING_NAME)
+    # The Python-side rank table (~100k bytes -> int, ~15 MB) is only read when an Encoding is pickled or rebuilt;
+    # encoding runs in the Rust core, which holds its own copy. ccm does neither, so the process keeps one copy.
+    encoding._mergeable_ranks = {}
+    return encoding
 
 
 class TokenCounter:

@@ -69,6 +69,25 @@ def webp_vp8(width: int, height: int) -> str:
     return webp(b"VP8 ", b"\x00\x00\x00\x9d\x01\x2a" + width.to_bytes(2, "little") + height.to_bytes(2, "little"))
 
 
+def test_the_loaded_encoding_drops_its_python_rank_table_and_counts_as_a_pristine_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tiktoken
+    from tiktoken.registry import ENCODING_CONSTRUCTORS
+
+    trimmed = tokens.load_encoding()
+    assert not trimmed._mergeable_ranks  # the ~15 MB copy load_encoding frees
+    pristine = tiktoken.Encoding(**ENCODING_CONSTRUCTORS[tokens.ENCODING_NAME]())
+    assert pristine._mergeable_ranks
+    bodies = [load_fixture(name)["body"] for name in fixture_names()]
+    trimmed_counts = [TokenCounter().count(body) for body in bodies]
+    monkeypatch.setattr(tokens, "load_encoding", lambda: pristine)
+    assert [TokenCounter().count(body) for body in bodies] == trimmed_counts
+    for body in bodies:
+        text = orjson.dumps(body).decode()
+        assert trimmed.encode_ordinary(text) == pristine.encode_ordinary(text)
+
+
 # --- what is counted ---------------------------------------------------------------------------------------------
 
 
