@@ -11,8 +11,11 @@ the httpx exception of the same meaning, so `ccm.providers.http.transport_error`
 and hands body bytes on as soon as they arrive.
 
 The contract, as httpx's default transport keeps it:
-    timeouts     `connect` bounds opening a connection, `pool` waiting for a free one, `read` each socket read
-                 (ccm sets it to the first-byte timeout and enforces the idle timeout itself)
+    timeouts     `connect` bounds opening a connection, `pool` waiting for a free one, `read` the socket's silence
+                 until the first body bytes (ccm's first-byte timeout); from then on the request extension
+                 `IDLE_TIMEOUT` (ccm's idle timeout), when set, bounds it instead. aiohttp enforces both with one
+                 timer per socket read, so no per-chunk cancel scope is needed above (a response says so with the
+                 extension `TIMED_READS`); the timer stops while reading is paused by a slow consumer
     bodies       passed through undecoded: the `httpx.Response` decodes `content-encoding` as usual
     closing      closing a response whose body was not read to the end closes its connection (so a client that
                  leaves mid-stream hangs up on the upstream too); a finished one returns to the pool
@@ -33,6 +36,8 @@ from contextlib import contextmanager
 
 import aiohttp
 import httpx
+
+from ccm.providers.http import IDLE_TIMEOUT, TIMED_READS
 
 # aiohttp exception -> httpx exception of the same meaning; the first match wins, so subclasses come first.
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -61,14 +66,27 @@ def _httpx_errors(request: httpx.Request) -> Iterator[None]:
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request, idle: float | None) -> None:
         self._response = response
         self._request = request
+        self._idle = idle
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _httpx_errors(self._request):
-            async for chunk in self._response.content.iter_any():
+            chunks = self._response.content.iter_any()
+            async for chunk in chunks:
+                if self._idle is not None:
+                    self._idle_from_now_on(self._idle)
                 yield chunk
+                break
+            async for chunk in chunks:
+                yield chunk
+
+    def _idle_from_now_on(self, idle: float) -> None:
+        connection = self._response.connection
+        if connection is not None and connection.protocol is not None:  # (None: the body is already all in)
+            connection.protocol.read_timeout = idle
+            connection.protocol.start_timeout()  # re-arm the running timer with the idle timeout
 
     async def aclose(self) -> None:
         if self._response.content.at_eof():
@@ -114,13 +132,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
-        extensions = {"http_version": b"HTTP/1.1"}
+        extensions: dict[str, object] = {"http_version": b"HTTP/1.1", TIMED_READS: True}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
         return httpx.Response(
             response.status,
             headers=response.raw_headers,
-            stream=_Body(response, request),
+            stream=_Body(response, request, request.extensions.get(IDLE_TIMEOUT)),
             request=request,
             extensions=extensions,
         )
