@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import lark
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.grammar import Rule
 from lark.lexer import PatternStr
-from lark.tree import Meta
 
 from ccm.diagnostics import Diagnostic, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
@@ -48,74 +49,22 @@ class RouteSyntaxError(Exception):
         self.diagnostic = diagnostic
 
 
-# --- lexing --------------------------------------------------------------------------------------------------------
-
-_comments: ContextVar[list[Token] | None] = ContextVar("ccm_comments", default=None)
+# --- per-parse state -----------------------------------------------------------------------------------------------
 
 
-class _Layout:
-    """Post-lexer: keep comments aside, fold blank and comment-only lines into one `_NL`, drop leading newlines."""
-
-    always_accept = ("COMMENT", "_NL")
-
-    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        sink = _comments.get()
-        at_line_start = True
-        for token in stream:
-            if token.type == "COMMENT":
-                if sink is not None:
-                    sink.append(token)
-            elif token.type == "_NL":
-                if not at_line_start:
-                    at_line_start = True
-                    yield token
-            else:
-                at_line_start = False
-                yield token
-
-
-def _analysis_cache() -> str | bool:
-    """Where lark keeps its analysed grammar (5x faster start: `ccm run` and `ccm check` build the parser every time).
-    The user's own cache folder rather than the shared temp dir, since lark stores it as a pickle; lark checks the
-    grammar's hash before using it."""
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccm"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return str(folder / f"routes-lark-{lark.__version__}.cache")
-
-
-@lru_cache(maxsize=1)
-def _parser() -> Lark:
-    return Lark(
-        _grammar(),
-        parser="lalr",
-        lexer="contextual",
-        postlex=_Layout(),
-        propagate_positions=True,
-        maybe_placeholders=False,
-        cache=_analysis_cache(),
-    )
-
-
-# --- tree → syntax nodes -------------------------------------------------------------------------------------------
-
-_SCALARS = {"TRUE": True, "FALSE": False, "NULL": None}
-
-
-class _Build(Transformer[Token, Any]):
-    """One method per grammar rule, each returning a node of `ccm.dsl.syntax`."""
+class _Build:
+    """One method per grammar rule, each turning a rule's children into a node of `ccm.dsl.syntax`. The parser calls
+    them as it reduces, so no lark tree is built. One instance per parse: the file name for spans, the text for the
+    escape diagnostic, the comments the post-lexer set aside, and the first bad escape (reported only when the whole
+    file parses, so a syntax error anywhere still wins, as it would if the tree were built first)."""
 
     def __init__(self, file: str, text: str) -> None:
-        super().__init__(visit_tokens=False)
         self.file = file
         self.text = text
+        self.comments: list[Token] = []
+        self.bad_escape: Diagnostic | None = None
 
     # helpers
-    def _span(self, meta: Meta) -> s.Span:
-        return s.Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
-
     def _tspan(self, token: Token) -> s.Span:
         return s.Span(self.file, token.line or 1, token.column or 1, token.end_line or 1, token.end_column or 1)
 
@@ -136,12 +85,12 @@ class _Build(Transformer[Token, Any]):
         try:
             value = json.loads(token, strict=False)
         except json.JSONDecodeError:
-            raise RouteSyntaxError(
-                SourceLines({self.file: self.text}).diagnostic(
+            if self.bad_escape is None:
+                self.bad_escape = SourceLines({self.file: self.text}).diagnostic(
                     "error", self.file, token.line or 1, token.column or 1, "invalid escape in string",
                     'strings use JSON escapes: \\" \\\\ \\n \\t \\uXXXX',
                 )
-            ) from None
+            return str(token)
         assert isinstance(value, str)
         return value
 
@@ -149,157 +98,284 @@ class _Build(Transformer[Token, Any]):
         return tuple(self.leaf(c) for c in children)
 
     # file and statements
-    @v_args(meta=True)
-    def start(self, meta: Meta, children: list[Any]) -> tuple[s.Statement, ...]:
+    def start(self, children: list[Any], span: s.Span) -> tuple[s.Statement, ...]:
         return tuple(children)
 
-    @v_args(meta=True)
-    def include(self, meta: Meta, children: list[Any]) -> s.Include:
-        return s.Include(self.leaf(children[1]), self._span(meta))
+    def include(self, children: list[Any], span: s.Span) -> s.Include:
+        return s.Include(self.leaf(children[1]), span)
 
-    @v_args(meta=True)
-    def settings(self, meta: Meta, children: list[Any]) -> s.Block:
-        return s.Block(self.leaf(children[0]), None, tuple(children[1:]), self._span(meta))
+    def settings(self, children: list[Any], span: s.Span) -> s.Block:
+        return s.Block(self.leaf(children[0]), None, tuple(children[1:]), span)
 
-    @v_args(meta=True)
-    def provider(self, meta: Meta, children: list[Any]) -> s.Block:
+    def provider(self, children: list[Any], span: s.Span) -> s.Block:
         keyword, name, *items = children
-        return s.Block(self.leaf(keyword), self.leaf(name), tuple(items), self._span(meta))
+        return s.Block(self.leaf(keyword), self.leaf(name), tuple(items), span)
 
-    @v_args(meta=True)
-    def test(self, meta: Meta, children: list[Any]) -> s.Block:
-        keyword, name, *items = children
-        return s.Block(self.leaf(keyword), self.leaf(name), tuple(items), self._span(meta))
+    test = provider
 
-    @v_args(meta=True)
-    def model(self, meta: Meta, children: list[Any]) -> s.ModelDecl:
+    def model(self, children: list[Any], span: s.Span) -> s.ModelDecl:
         name = self.leaf(children[1])
         deployments = tuple(c for c in children[3:] if isinstance(c, s.Deployment))
-        block = children[-1] if isinstance(children[-1], tuple) else None
-        items, block_span = block if block else (None, None)
-        return s.ModelDecl(name, deployments, items, self._span(meta), block_span)
+        block = children[-1] if isinstance(children[-1], _Part) else None
+        items, block_span = (block.value, block.span) if block else (None, None)
+        return s.ModelDecl(name, deployments, items, span, block_span)
 
-    @v_args(meta=True)
-    def deployment(self, meta: Meta, children: list[Any]) -> s.Deployment:
+    def deployment(self, children: list[Any], span: s.Span) -> s.Deployment:
         weight = self.leaf(children[2]) if len(children) > 2 else None
-        return s.Deployment(self.leaf(children[0]), weight, self._span(meta))
+        return s.Deployment(self.leaf(children[0]), weight, span)
 
-    @v_args(meta=True)
-    def model_block(self, meta: Meta, children: list[Any]) -> tuple[tuple[s.Item, ...], s.Span]:
-        return tuple(children), self._span(meta)
+    def model_block(self, children: list[Any], span: s.Span) -> _Part:
+        return _Part("block", tuple(children), span)
 
-    @v_args(meta=True)
-    def retry(self, meta: Meta, children: list[Any]) -> s.Retry:
+    def retry(self, children: list[Any], span: s.Span) -> s.Retry:
         keyword, attempts, *rest = children
         backoff = next((c for c in rest if isinstance(c, s.Range)), None)
-        on = next((c for c in rest if isinstance(c, tuple)), None)
-        return s.Retry(self.leaf(keyword), self.leaf(attempts), backoff, on, self._span(meta))
+        on = next((c.value for c in rest if isinstance(c, _Part)), None)
+        return s.Retry(self.leaf(keyword), self.leaf(attempts), backoff, on, span)
 
-    @v_args(meta=True)
-    def breaker(self, meta: Meta, children: list[Any]) -> s.Breaker:
+    def breaker(self, children: list[Any], span: s.Span) -> s.Breaker:
         keyword, *rest = children
         setting = self.leaf(rest[0]) if isinstance(rest[0], Token) else None
-        failures = next((c[0] for c in rest if isinstance(c, tuple) and c[1] == "failures"), None)
-        cooldown = next((c[0] for c in rest if isinstance(c, tuple) and c[1] == "cooldown"), None)
-        return s.Breaker(self.leaf(keyword), setting, failures, cooldown, self._span(meta))
+        failures = next((c.value for c in rest if isinstance(c, _Part) and c.kind == "failures"), None)
+        cooldown = next((c.value for c in rest if isinstance(c, _Part) and c.kind == "cooldown"), None)
+        return s.Breaker(self.leaf(keyword), setting, failures, cooldown, span)
 
-    @v_args(meta=True)
-    def breaker_failures(self, meta: Meta, children: list[Any]) -> tuple[s.Word, str]:
-        return self.leaf(children[0]), "failures"
+    def breaker_failures(self, children: list[Any], span: s.Span) -> _Part:
+        return _Part("failures", self.leaf(children[0]), span)
 
-    @v_args(meta=True)
-    def breaker_cooldown(self, meta: Meta, children: list[Any]) -> tuple[s.Range | s.Word, str]:
+    def breaker_cooldown(self, children: list[Any], span: s.Span) -> _Part:
         if len(children) == 2:
-            return self.leaf(children[1]), "cooldown"
-        return s.Range(self.leaf(children[1]), self.leaf(children[2]), self._span(meta)), "cooldown"
+            return _Part("cooldown", self.leaf(children[1]), span)
+        return _Part("cooldown", s.Range(self.leaf(children[1]), self.leaf(children[2]), span), span)
 
-    @v_args(meta=True)
-    def backoff(self, meta: Meta, children: list[Any]) -> s.Range:
-        return s.Range(self.leaf(children[1]), self.leaf(children[2]), self._span(meta))
+    def backoff(self, children: list[Any], span: s.Span) -> s.Range:
+        return s.Range(self.leaf(children[1]), self.leaf(children[2]), span)
 
-    @v_args(meta=True)
-    def retry_on(self, meta: Meta, children: list[Any]) -> tuple[s.Word, ...]:
-        return self._leaves(children[1:])
+    def retry_on(self, children: list[Any], span: s.Span) -> _Part:
+        return _Part("on", self._leaves(children[1:]), span)
 
-    @v_args(meta=True)
-    def route(self, meta: Meta, children: list[Any]) -> s.RouteBlock:
-        return s.RouteBlock(tuple(children[1:]), self._span(meta))
+    def route(self, children: list[Any], span: s.Span) -> s.RouteBlock:
+        return s.RouteBlock(tuple(children[1:]), span)
 
-    @v_args(meta=True)
-    def fallback(self, meta: Meta, children: list[Any]) -> s.Fallback:
+    def fallback(self, children: list[Any], span: s.Span) -> s.Fallback:
         chain = tuple(c for c in children[1:] if isinstance(c, s.Word))
-        return s.Fallback(chain, self._span(meta))
+        return s.Fallback(chain, span)
 
     # rules and conditions
-    @v_args(meta=True)
-    def rule(self, meta: Meta, children: list[Any]) -> s.RouteRule:
-        return s.RouteRule(None, self.leaf(children[0]), children[2], self._span(meta))
+    def rule(self, children: list[Any], span: s.Span) -> s.RouteRule:
+        return s.RouteRule(None, self.leaf(children[0]), children[2], span)
 
-    @v_args(meta=True)
-    def direct_rule(self, meta: Meta, children: list[Any]) -> s.RouteRule:
-        return s.RouteRule(self.leaf(children[0]), None, None, self._span(meta))
+    def direct_rule(self, children: list[Any], span: s.Span) -> s.RouteRule:
+        return s.RouteRule(self.leaf(children[0]), None, None, span)
 
-    @v_args(meta=True)
-    def default_rule(self, meta: Meta, children: list[Any]) -> s.RouteRule:
-        return s.RouteRule(self.leaf(children[0]), None, children[2], self._span(meta))
+    def default_rule(self, children: list[Any], span: s.Span) -> s.RouteRule:
+        return s.RouteRule(self.leaf(children[0]), None, children[2], span)
 
-    @v_args(meta=True)
-    def target(self, meta: Meta, children: list[Any]) -> s.Word:
+    def target(self, children: list[Any], span: s.Span) -> s.Word:
         word = self.leaf(children[0])
         assert isinstance(word, s.Word)
         return word
 
-    @v_args(meta=True)
-    def or_condition(self, meta: Meta, children: list[Any]) -> s.Or:
-        return s.Or(tuple(self.leaf(c) for c in children[::2]), self._span(meta))
+    def or_condition(self, children: list[Any], span: s.Span) -> s.Or:
+        return s.Or(tuple(self.leaf(c) for c in children[::2]), span)
 
-    @v_args(meta=True)
-    def and_condition(self, meta: Meta, children: list[Any]) -> s.And:
-        return s.And(tuple(self.leaf(c) for c in children[::2]), self._span(meta))
+    def and_condition(self, children: list[Any], span: s.Span) -> s.And:
+        return s.And(tuple(self.leaf(c) for c in children[::2]), span)
 
-    @v_args(meta=True)
-    def not_condition(self, meta: Meta, children: list[Any]) -> s.Not:
-        return s.Not(self.leaf(children[1]), self._span(meta))
+    def not_condition(self, children: list[Any], span: s.Span) -> s.Not:
+        return s.Not(self.leaf(children[1]), span)
 
-    @v_args(meta=True)
-    def paren(self, meta: Meta, children: list[Any]) -> s.Paren:
-        return s.Paren(self.leaf(children[0]), self._span(meta))
+    def paren(self, children: list[Any], span: s.Span) -> s.Paren:
+        return s.Paren(self.leaf(children[0]), span)
 
-    @v_args(meta=True)
-    def flag(self, meta: Meta, children: list[Any]) -> s.Atom:
-        return s.Atom(self.leaf(children[0]), (), self._span(meta))
+    def flag(self, children: list[Any], span: s.Span) -> s.Atom:
+        return s.Atom(self.leaf(children[0]), (), span)
 
-    @v_args(meta=True)
-    def atom(self, meta: Meta, children: list[Any]) -> s.Atom:
+    def atom(self, children: list[Any], span: s.Span) -> s.Atom:
         keyword, *args = self._leaves(children)
-        return s.Atom(keyword, tuple(args), self._span(meta))
+        return s.Atom(keyword, tuple(args), span)
 
     tokens = effort = model_name = header = tool = atom
 
     # values
-    @v_args(meta=True)
-    def env(self, meta: Meta, children: list[Any]) -> s.Env:
+    def env(self, children: list[Any], span: s.Span) -> s.Env:
         name = self.leaf(children[1])
         default = self.leaf(children[2]) if len(children) > 2 else None
-        return s.Env(name, default, self._span(meta))
+        return s.Env(name, default, span)
 
-    @v_args(meta=True)
-    def object(self, meta: Meta, children: list[Any]) -> s.Object:
-        return s.Object(tuple(children), self._span(meta))
+    def object(self, children: list[Any], span: s.Span) -> s.Object:
+        return s.Object(tuple(children), span)
 
-    @v_args(meta=True)
-    def member(self, meta: Meta, children: list[Any]) -> s.Member:
+    def member(self, children: list[Any], span: s.Span) -> s.Member:
         key, separator, value = children
-        return s.Member(self.leaf(key), str(separator), self.leaf(value), self._span(meta))
+        return s.Member(self.leaf(key), str(separator), self.leaf(value), span)
 
-    @v_args(meta=True)
-    def array(self, meta: Meta, children: list[Any]) -> s.Array:
-        return s.Array(self._leaves(children), self._span(meta))
+    def array(self, children: list[Any], span: s.Span) -> s.Array:
+        return s.Array(self._leaves(children), span)
 
     # every block item (`context 128k`, `timeout connect 5s idle 30s`, `request file "x.json"`, …)
-    def __default__(self, data: Token, children: list[Any], meta: Meta) -> s.Item:
+    def item(self, children: list[Any], span: s.Span) -> s.Item:
         keyword, *args = self._leaves(children)
-        return s.Item(keyword, tuple(args), self._span(meta))
+        return s.Item(keyword, tuple(args), span)
+
+
+_building: ContextVar[_Build] = ContextVar("ccm_building")
+
+_SCALARS = {"TRUE": True, "FALSE": False, "NULL": None}
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A piece of a bigger node, with its span: a model's `{ … }`, a retry's `on …`, a breaker's `5 failures` or
+    `cooldown 10s..2m`."""
+
+    kind: str
+    value: Any
+    span: s.Span
+
+
+# --- lexing --------------------------------------------------------------------------------------------------------
+
+
+class _Layout:
+    """Post-lexer: keep comments aside, fold blank and comment-only lines into one `_NL`, drop leading newlines."""
+
+    always_accept = ("COMMENT", "_NL")
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        sink = _building.get().comments
+        at_line_start = True
+        for token in stream:
+            if token.type == "COMMENT":
+                sink.append(token)
+            elif token.type == "_NL":
+                if not at_line_start:
+                    at_line_start = True
+                    yield token
+            else:
+                at_line_start = False
+                yield token
+
+
+# --- reducing: children and spans, as lark's tree builder would give them ------------------------------------------
+
+
+class _Inline:
+    """What a rule lark inlines into its parent returns (`_statement`, `_setting`, the repetitions lark generates for
+    `(…)*`): its children for the parent, and every value it was made of, so a parent's span can start or end in it."""
+
+    __slots__ = ("children", "parts")
+
+    def __init__(self, children: list[Any], parts: list[Any]) -> None:
+        self.children = children
+        self.parts = parts
+
+
+def _start(parts: list[Any]) -> tuple[int, int] | None:
+    """Where the first thing written among `parts` starts (None when they hold nothing written)."""
+    for part in parts:
+        if isinstance(part, Token):
+            return part.line, part.column
+        if isinstance(part, _Inline):
+            found = _start(part.parts)
+            if found is not None:
+                return found
+            continue
+        return part.span.line, part.span.column
+    return None
+
+
+def _end(parts: list[Any]) -> tuple[int, int] | None:
+    for part in reversed(parts):
+        if isinstance(part, Token):
+            return part.end_line, part.end_column
+        if isinstance(part, _Inline):
+            found = _end(part.parts)
+            if found is not None:
+                return found
+            continue
+        return part.span.end_line, part.span.end_column
+    return None
+
+
+def _reducer(rule: Rule) -> Callable[[list[Any]], Any]:
+    """The callback for one grammar rule. It gets every value the rule matched, braces and newlines included, keeps
+    what lark's tree builder would keep (named tokens and nodes; the children of inlined `_rules`), collapses `?rule`s
+    with one child, and spans the node from its first written thing to its last, as `propagate_positions` does."""
+    keep = [
+        (index, not symbol.is_term and symbol.name.startswith("_"))
+        for index, symbol in enumerate(rule.expansion)
+        if rule.options.keep_all_tokens or not (symbol.is_term and symbol.filter_out)
+    ]
+    filtered = len(keep) < len(rule.expansion) or any(expand for _, expand in keep)
+    inline = rule.origin.name.startswith("_")
+    collapse = rule.options.expand1 and not rule.alias
+    name = rule.alias or rule.options.template_source or rule.origin.name
+    build: Callable[[_Build, list[Any], s.Span], Any] = getattr(_Build, name, _Build.item)
+
+    def reduce(parts: list[Any]) -> Any:
+        if filtered:
+            children: list[Any] = []
+            for index, expand in keep:
+                if expand:
+                    children.extend(parts[index].children)
+                else:
+                    children.append(parts[index])
+        else:
+            children = parts
+        if inline:
+            return _Inline(children, parts)
+        if collapse and len(children) == 1:
+            return children[0]
+        state = _building.get()
+        first, last = _start(parts) or (1, 1), _end(parts) or (1, 1)
+        return build(state, children, s.Span(state.file, first[0], first[1], last[0], last[1]))
+
+    return reduce
+
+
+class _RouteLark(Lark):
+    """Lark calling `_Build` as it reduces each rule. Lark's own `transformer=` option would too, but it hands a
+    callback only the tokens the grammar keeps, so a node could not span its braces, and its `v_args(meta=True)`
+    (tree building, then a second pass) cost more than lexing and parsing together on a 2,000-rule file."""
+
+    def _prepare_callbacks(self) -> None:
+        self._callbacks = {rule: _reducer(rule) for rule in self.rules}
+
+
+def _analysis_cache() -> str | bool:
+    """Where lark keeps its analysed grammar (5x faster start: `ccm run` and `ccm check` build the parser every time).
+    The user's own cache folder rather than the shared temp dir, since lark stores it as a pickle; lark checks the
+    grammar's hash before using it."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccm"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return str(folder / f"routes-lark-{lark.__version__}.cache")
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return _RouteLark(
+        _grammar(),
+        parser="lalr",
+        lexer="contextual",
+        postlex=_Layout(),
+        maybe_placeholders=False,
+        cache=_analysis_cache(),
+    )
+
+
+def _reduce_all(text: str, file: str) -> tuple[tuple[s.Statement, ...], _Build]:
+    """Parse `text` into statements (lark's `UnexpectedInput` passes through), with the parse's state."""
+    build = _Build(file, text)
+    reset = _building.set(build)
+    try:
+        statements = _parser().parse(text)
+    finally:
+        _building.reset(reset)
+    return statements, build
 
 
 # --- errors in words -----------------------------------------------------------------------------------------------
@@ -364,7 +440,7 @@ def _example_states() -> dict[int, str]:
     for label, examples in _EXAMPLES.items():
         for example in examples:
             try:
-                _parser().parse(example)
+                _reduce_all(example, "<example>")
             except UnexpectedInput as error:
                 position = _state_of(error)
                 if position is not None:
@@ -442,22 +518,14 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnost
 
 def parse(text: str, file: str) -> s.SourceFile:
     """Parse `text` (the contents of `file`, which names it in spans and diagnostics)."""
-    comments: list[Token] = []
-    reset = _comments.set(comments)
     try:
-        tree = _parser().parse(text)
+        statements, build = _reduce_all(text, file)
     except UnexpectedInput as error:
         raise RouteSyntaxError(_syntax_diagnostic(error, text, file)) from None
-    finally:
-        _comments.reset(reset)
-    try:
-        statements = _Build(file, text).transform(tree)
-    except VisitError as error:
-        if isinstance(error.orig_exc, RouteSyntaxError):
-            raise error.orig_exc from None
-        raise
+    if build.bad_escape is not None:
+        raise RouteSyntaxError(build.bad_escape)
     notes = tuple(
         s.Comment(str(c).rstrip(), s.Span(file, c.line or 1, c.column or 1, c.end_line or 1, c.end_column or 1))
-        for c in comments
+        for c in build.comments
     )
     return s.SourceFile(file, text, statements, notes)
