@@ -6,7 +6,7 @@ small asyncio upstream in this process writes each of the 200 OpenAI stream chun
 run` (the tree's code, from the repo venv) relays them to a client reading the stream, and the figure is ccm's own
 CPU time (user + system, from /proc) over the streams, divided by the events relayed. Issue 7's target is ≤ 100 µs.
 
-    .venv/bin/python -m bench.paced [--streams 10] [--gap 0.001] [--rounds 3]
+    .venv/bin/python -m bench.paced [--streams 10] [--gap 0.001] [--rounds 3] [--against OLD_TREE]
 """
 
 from __future__ import annotations
@@ -71,14 +71,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(streams: int, gap: float, rounds: int) -> list[float]:
+def ccm_command(source: Path | None) -> list[str]:
+    """`ccm` from the repo venv; with `source`, the ccm package of that tree instead (e.g. `git archive` of an older
+    commit), for a before/after in one run. The venv's editable install would win over PYTHONPATH: it is dropped."""
+    if source is None:
+        return [str(Path(sys.executable).parent / "ccm")]
+    boot = (f"import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+            f"sys.path.insert(0, {str(source)!r}); from ccm.cli.main import main; sys.argv[0] = 'ccm'; main()")
+    return [sys.executable, "-c", boot]
+
+
+async def measure(streams: int, gap: float, rounds: int, source: Path | None = None) -> list[float]:
     server, upstream_port = await serve_paced(gap)
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         routes = Path(workdir) / "routes.ccm"
         routes.write_text(TABLE.format(port=upstream_port))
-        ccm = subprocess.Popen([str(Path(sys.executable).parent / "ccm"), "run", str(routes), "--port", str(port),
-                                "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ccm = subprocess.Popen([*ccm_command(source), "run", str(routes), "--port", str(port), "--log-level", "warning"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}/v1/messages"
             for _ in range(100):
@@ -105,11 +115,18 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=10, help="streams per round (sequential)")
     parser.add_argument("--gap", type=float, default=0.001, help="seconds between two upstream events")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--against", type=Path, help="also measure the ccm package of this source tree, alternating")
     options = parser.parse_args()
     started = time.perf_counter()
-    figures = asyncio.run(measure(options.streams, options.gap, options.rounds))
-    print(f"ccm CPU per paced event: median {statistics.median(figures):.0f} µs "
-          f"(rounds: {', '.join(f'{f:.0f}' for f in figures)}; {time.perf_counter() - started:.1f} s)")
+    sources: list[Path | None] = [None] if options.against is None else [options.against, None]
+    figures: dict[Path | None, list[float]] = {source: [] for source in sources}
+    for _ in range(options.rounds):
+        for source in sources:
+            figures[source] += asyncio.run(measure(options.streams, options.gap, 1, source))
+    for source, values in figures.items():
+        print(f"{source or 'this tree'}: ccm CPU per paced event: median {statistics.median(values):.0f} µs "
+              f"(rounds: {', '.join(f'{f:.0f}' for f in values)})")
+    print(f"({time.perf_counter() - started:.1f} s)")
 
 
 if __name__ == "__main__":

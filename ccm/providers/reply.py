@@ -349,15 +349,17 @@ async def stream_reply(response: httpx.Response, timeouts: Timeouts, translator:
 async def _relay(response: httpx.Response, timeouts: Timeouts, translator: StreamTranslator) -> AsyncIterator[bytes]:
     decoder = SSEDecoder()
     writer = translator.writer
+    body = iter_body(response, timeouts)
     try:
-        async for chunk in iter_body(response, timeouts):
+        async for chunk in body:
             out, failure = _translate(translator, decoder.feed(chunk))
             if out:
                 yield encode_events(out)
             if failure is not None:
                 raise failure
-            if writer.finished:
-                return  # nothing may follow message_stop: the rest of the body is not read
+            if writer.finished:  # nothing may follow message_stop: what is left is read only to keep the connection
+                await _drain(body)
+                return
         out, failure = _translate(translator, decoder.flush(), at_end=True)
         if out:
             yield encode_events(out)
@@ -367,6 +369,25 @@ async def _relay(response: httpx.Response, timeouts: Timeouts, translator: Strea
         if not exc.provider:  # transport failures and timeouts from `iter_body` do not know whose they are
             exc.provider = translator.provider
         raise
+
+
+# After the reply finished (OpenAI's `[DONE]`, Anthropic's message_stop) the body's end often comes in a later read;
+# reading up to it returns the connection to the pool instead of hanging up. Bounded: a server that keeps talking
+# after its end marker is hung up on.
+DRAIN_SECONDS = 0.05
+DRAIN_BYTES = 64 * 1024
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    read = 0
+    with anyio.move_on_after(DRAIN_SECONDS):
+        try:
+            async for chunk in body:
+                read += len(chunk)
+                if read > DRAIN_BYTES:
+                    return
+        except UpstreamError:
+            return  # the reply is complete: a failure after its end changes nothing
 
 
 def _translate(
