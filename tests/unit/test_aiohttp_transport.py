@@ -161,3 +161,49 @@ async def test_closing_an_unfinished_stream_hangs_up_on_the_upstream() -> None:
         await response.aclose()  # what a cancelled relay does: the client left mid-stream
         await asyncio.wait_for(served.client_hung_up.wait(), 2)
         await client.aclose()
+
+
+async def test_the_idle_timeout_is_kept_by_the_socket_timer_once_the_body_started() -> None:
+    async def one_event_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(STREAM_HEAD + chunked(b"data: 1\n\n"))
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with upstream(one_event_then_silence) as (url, _):
+        client, response = await post(url, Timeouts(first_byte=5, idle=0.2))
+        chunks = iter_body(response, Timeouts(first_byte=5, idle=0.2))
+        assert await chunks.__anext__() == b"data: 1\n\n"
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamError) as raised:
+            await chunks.__anext__()
+        assert 0.15 <= asyncio.get_running_loop().time() - started < 2
+        assert (raised.value.status, raised.value.reason) == (504, "timeout") and "0.2s" in raised.value.message
+        await response.aclose()
+        await client.aclose()
+
+
+async def test_a_stream_whose_end_follows_done_in_a_later_read_keeps_its_connection() -> None:
+    from ccm.providers.base import Call
+    from ccm.providers.openai import OpenAIAdapter
+    from ccm.table import Model
+
+    async def done_then_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        delta = b'{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}'
+        writer.write(STREAM_HEAD + chunked(b"data: " + delta + b"\n\n", b"data: [DONE]\n\n"))
+        await writer.drain()
+        await asyncio.sleep(0.01)  # the chunked terminator comes in a read of its own
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with upstream(done_then_end) as (url, served):
+        client = make_client(provider(url))
+        adapter = OpenAIAdapter(provider(url), resolve_endpoint(provider(url), {}), client)
+        model = Model(name="gpt", provider="up", model="gpt-up")
+        body = {"model": "gpt", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(3):
+            reply = await adapter.send(Call(body, b"", {}, True, model))
+            assert reply.stream is not None
+            assert b"message_stop" in b"".join([chunk async for chunk in reply.stream])
+            await reply.aclose()
+        await client.aclose()
+    assert served.connections == 1
