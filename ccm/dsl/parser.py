@@ -82,6 +82,8 @@ class _Build:
         return s.Word(str(node), span)
 
     def _decode(self, token: Token) -> str:
+        if "\\" not in token:  # nothing to unescape (the lexer admits no bare quote or line break)
+            return token[1:-1]
         try:
             value = json.loads(token, strict=False)
         except json.JSONDecodeError:
@@ -307,20 +309,24 @@ def _reducer(rule: Rule) -> Callable[[list[Any]], Any]:
         for index, symbol in enumerate(rule.expansion)
         if rule.options.keep_all_tokens or not (symbol.is_term and symbol.filter_out)
     ]
-    filtered = len(keep) < len(rule.expansion) or any(expand for _, expand in keep)
+    kept = [index for index, _ in keep]
+    expands = any(expand for _, expand in keep)
+    filtered = len(keep) < len(rule.expansion)
     inline = rule.origin.name.startswith("_")
     collapse = rule.options.expand1 and not rule.alias
     name = rule.alias or rule.options.template_source or rule.origin.name
     build: Callable[[_Build, list[Any], s.Span], Any] = getattr(_Build, name, _Build.item)
 
     def reduce(parts: list[Any]) -> Any:
-        if filtered:
+        if expands:
             children: list[Any] = []
             for index, expand in keep:
                 if expand:
                     children.extend(parts[index].children)
                 else:
                     children.append(parts[index])
+        elif filtered:
+            children = [parts[index] for index in kept]
         else:
             children = parts
         if inline:
