@@ -1,17 +1,23 @@
-"""`ccm check` on a generated file of 2,000 rules: the issue asks for under a second; the bound here is looser
-(3 s) so a busy CI machine does not flake. The real figure is printed with `-s`."""
+"""`ccm check` on a generated file of 2,000 rules: the issue asks for under a second, as a fresh process (imports,
+parse, compile, in-file tests). The bound here is looser (3 s) so a busy CI machine does not flake; the real figures
+are printed, fresh process and warm in-process, even without `-s`."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ccm.cli.main import main
 from ccm.compile import compile_file
 
 RULES = 2000
+BOUND = 3.0
+CHECK = "from ccm.cli.main import main; main()"
 
 
 def generate(rules: int) -> str:
@@ -39,14 +45,26 @@ def generate(rules: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_check_of_2000_rules_is_fast(tmp_path: Path) -> None:
+def test_check_of_2000_rules_is_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "big.ccm"
     path.write_text(generate(RULES))
-    compile_file(path, {})  # warm: grammar built, modules imported (the CLI pays this once per process too)
+    summary = f"{RULES + 2} rules, 2 tests passed"
+    compile_file(path, {})  # warm: grammar analysed and cached, modules imported
+
+    started = time.perf_counter()
+    fresh = subprocess.run([sys.executable, "-c", CHECK, "check", str(path)], capture_output=True, text=True)
+    fresh_elapsed = time.perf_counter() - started
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert summary in fresh.stdout
+
     started = time.perf_counter()
     result = CliRunner().invoke(main, ["check", str(path)])
-    elapsed = time.perf_counter() - started
+    warm_elapsed = time.perf_counter() - started
     assert result.exit_code == 0, result.output
-    assert f"{RULES + 2} rules, 2 tests passed" in result.stdout
-    print(f"\nccm check, {RULES} rules: {elapsed * 1000:.0f} ms")
-    assert elapsed < 3.0
+    assert summary in result.stdout
+
+    with capsys.disabled():
+        print(f"\nccm check, {RULES} rules: {fresh_elapsed * 1000:.0f} ms as a fresh process, "
+              f"{warm_elapsed * 1000:.0f} ms in a warm one")
+    assert fresh_elapsed < BOUND
+    assert warm_elapsed < BOUND
