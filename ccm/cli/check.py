@@ -7,6 +7,8 @@ test, 2 for usage errors (click). `-` reads a route file from stdin. `--format j
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from pathlib import Path
 
@@ -17,6 +19,11 @@ from ccm.compile import CompileResult, compile_file, compile_source, run_route_t
 from ccm.diagnostics import Diagnostic
 
 STDIN = "-"
+
+# The interpreter's shutdown runs a full collection over everything still alive (all of lark, pydantic and click),
+# only to free memory the OS is about to take back: ~0.1 s of `ccm check` on 2,000 rules. Freezing them from an
+# exit hook, which runs before that clean-up, leaves them out of it; nothing else about the exit changes.
+atexit.register(gc.freeze)
 
 route_files = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 
