@@ -296,11 +296,11 @@ def profile_block(results: dict[str, Any]) -> str:
 
 def micro_block(results: dict[str, Any]) -> str:
     parts = []
-    for key, title in (("reload", "bench/bench_reload.py 20"), ("micro", None)):
+    for key, title in (("reload", "bench/bench_reload.py 20"), ("paced", "python -m bench.paced"), ("micro", None)):
         value = results.get(key)
         if not value:
             continue
-        entries = {"route": value["route"], "tokens": value["tokens"]} if key == "micro" else {"reload": value}
+        entries = {"route": value["route"], "tokens": value["tokens"]} if key == "micro" else {key: value}
         for name, entry in entries.items():
             heading = title or {"route": "bench/bench_route.py", "tokens": "python -m bench.bench_tokens"}[name]
             parts += [f"`{heading}`:", "", "```", entry.get("output") or entry.get("error", ""), "```", ""]

@@ -4,8 +4,9 @@
                         [--loadgen wrk|python] [--ccm-arg=--server --ccm-arg=uvicorn]
 
 Workloads: tiny fixtures passthrough stream burst sweep memory (bench.workloads), plus startup (every router, on
-its start), reload (bench/bench_reload.py), profile (py-spy on ccm, bench.profile) and micro (bench/bench_route.py
-and bench/bench_tokens.py, in-process). The upstream is always started; it is measured alone too unless
+its start), reload (bench/bench_reload.py), profile (py-spy on ccm, bench.profile), micro (bench/bench_route.py
+and bench/bench_tokens.py, in-process) and paced (bench.paced: ccm's CPU per event of a stream whose events arrive
+one at a time, against its own Python upstream). The upstream is always started; it is measured alone too unless
 `--targets` leaves it out.
 
 A full run (no --only, --targets, --quick) writes bench/results/latest.json, docs/benchmarks.md and the chart. A
@@ -37,7 +38,7 @@ from bench.profile import profile
 from bench.targets import CACHE, REPO, Ccm, ClaudeCodeRouter, LiteLLM, Target, TargetUnavailable, Upstream
 from bench.workloads import WORKLOADS, Plan, run_all
 
-EXTRA = ("startup", "reload", "profile", "micro")
+EXTRA = ("startup", "reload", "profile", "micro", "paced")
 ROUTERS = {"ccm": (Ccm, "ccm"), "ccr": (ClaudeCodeRouter, "claude-code-router"), "litellm": (LiteLLM, "LiteLLM")}
 LATEST = REPO / "bench" / "results" / "latest.json"
 KEEP_RUNS = 3  # run folders (configs and logs of every process) kept under the cache
@@ -95,6 +96,13 @@ async def measure(options: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     if "ccm" in options.targets_selected:
         if "reload" in options.workloads:
             results["reload"] = run_script([str(REPO / "bench" / "bench_reload.py"), "20"], timeout=180)
+        if "paced" in options.workloads:
+            results["paced"] = run_script(["-m", "bench.paced"], timeout=240)
+            found = re.search(r"median ([\d.]+) µs", results["paced"].get("output", ""))
+            if found:
+                results["paced"]["median_us"] = float(found.group(1))
+            print(f"  ccm      paced        {results['paced'].get('output') or results['paced'].get('error')}",
+                  flush=True)
         if "micro" in options.workloads:
             results["micro"] = {"route": run_script([str(REPO / "bench" / "bench_route.py")], timeout=180),
                                 "tokens": run_script(["-m", "bench.bench_tokens"], timeout=180)}

@@ -3,6 +3,7 @@ startup on a thread (startup does not wait for it)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import ccm.tokens
 from ccm.core.app import App
 from ccm.core.runtime import RuntimeHolder, build_runtime
-from ccm.table import Settings
+from ccm.table import Model, Settings
 from tests.conftest import REPO
 from tests.core.conftest import make_table
 
@@ -106,7 +107,9 @@ def slow_encoding(monkeypatch: pytest.MonkeyPatch) -> Gates:
 
 async def test_startup_loads_the_tokenizer_on_a_thread_without_waiting(slow_encoding: Gates) -> None:
     started, release = slow_encoding
-    runtime, _ = build_runtime(make_table(), {})
+    # a model with a declared context: dispatch counts every request, so the tokenizer is wanted from the start
+    table = make_table(models=[Model(name="main", provider="anth", model="claude-upstream-1", context=200_000)])
+    runtime, _ = build_runtime(table, {})
     try:
         await lifespan_startup(App(RuntimeHolder(runtime)))  # completes while the load is still blocked
         assert started.wait(5)
@@ -121,6 +124,36 @@ async def test_no_tokenizer_load_when_nothing_is_counted_locally(slow_encoding: 
     await lifespan_startup(App(RuntimeHolder(runtime)))
     assert not started.wait(0.2)
     release.set()
+
+
+async def test_a_table_counting_only_for_count_tokens_loads_the_tokenizer_on_the_first_count_on_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    real_load = ccm.tokens.load_encoding
+
+    def load() -> Any:  # a slow load that ends with the real tokenizer
+        started.set()
+        release.wait(10)
+        return real_load()
+
+    monkeypatch.setattr(ccm.tokens, "load_encoding", load)
+    runtime, _ = build_runtime(make_table(), {})  # count_tokens answered locally; no tokens rule, no context
+    app = App(RuntimeHolder(runtime))
+    await lifespan_startup(app)
+    assert not started.wait(0.2)  # not at startup
+    body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ccm.test") as client:
+        counts = [asyncio.create_task(client.post("/v1/messages/count_tokens", json=body)) for _ in range(3)]
+        while not started.is_set():  # the first count started the load, on a thread...
+            await asyncio.sleep(0.01)
+        health = await client.get("/health")  # ...and the event loop keeps serving meanwhile
+        assert health.status_code == 200 and not any(count.done() for count in counts)
+        release.set()
+        answers = [await count for count in counts]
+    # the three counts waited for that one load, then counted
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert len({answer.json()["input_tokens"] for answer in answers}) == 1
 
 
 async def test_no_tokenizer_load_with_an_injected_counter(slow_encoding: Gates) -> None:
