@@ -203,7 +203,16 @@ _COMPARE: dict[str, Callable[[int, int], bool]] = {
 def _glob(pattern: str) -> Callable[[str], bool]:
     if not any(c in pattern for c in "*?["):
         return pattern.__eq__
-    return re.compile(fnmatch.translate(pattern)).match  # type: ignore[return-value]
+    compiled: Callable[[str], re.Match[str] | None] | None = None
+
+    def match(value: str) -> bool:
+        # compiled on first use: a table's router is built on every check and reload, most globs never run
+        nonlocal compiled
+        if compiled is None:
+            compiled = re.compile(fnmatch.translate(pattern)).match
+        return compiled(value) is not None
+
+    return match
 
 
 def _compare(op: Comparison, right: int) -> Callable[[int], bool]:
