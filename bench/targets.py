@@ -13,6 +13,7 @@ to the streams (200 chunks, a short one, a slow one) and to the Anthropic upstre
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import json
 import os
 import shutil
@@ -108,7 +109,7 @@ def tree_rss_mb(pid: int) -> float:
 
 
 @dataclass
-class Target:
+class Target(ABC):
     """One process under test. Subclasses say how to configure and launch it."""
 
     name: str
@@ -127,15 +128,15 @@ class Target:
     def messages_url(self) -> str:
         return f"{self.base_url}/v1/messages"
 
-    def version(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def version(self) -> str: ...
 
     def check(self) -> None:
         """Raise TargetUnavailable when the target is not installed."""
 
+    @abstractmethod
     def launch(self) -> tuple[list[str], dict[str, str]]:
         """Write the configuration; return the command and its environment."""
-        raise NotImplementedError
 
     def ready_probe(self) -> tuple[str, bytes]:
         return self.messages_url(), TINY

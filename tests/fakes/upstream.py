@@ -12,6 +12,7 @@ test, or the server thread, alive after it is done.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import threading
 import traceback
 from collections import deque
@@ -53,7 +54,7 @@ Handler = Callable[[Exchange], Answer]
 DEFAULT_REPLY = Reply(text="Hello from the fake upstream.")
 
 
-class FakeUpstream:
+class FakeUpstream(ABC):
     """Base of the fakes. `script(...)` queues behaviours; `default` answers when the queue is empty."""
 
     routes: dict[tuple[str, str], Handler]
@@ -106,11 +107,11 @@ class FakeUpstream:
 
     # --- flavour hooks -----------------------------------------------------------------------------------------
 
-    def error_answer(self, rejected: Rejected) -> Answer:
-        raise NotImplementedError
+    @abstractmethod
+    def error_answer(self, rejected: Rejected) -> Answer: ...
 
-    def render(self, reply: Reply, exchange: Exchange) -> Answer:
-        raise NotImplementedError
+    @abstractmethod
+    def render(self, reply: Reply, exchange: Exchange) -> Answer: ...
 
     def next_behaviour(self, exchange: Exchange) -> Behaviour:
         return self._queue.popleft() if self._queue else self.default
