@@ -70,6 +70,23 @@ def load_encoding() -> tiktoken.Encoding:
     return encoding
 
 
+# `\u` escapes of ASCII letters: a body spelling a block type that way ("\u0069mage") hides it from a byte search.
+_LETTER_ESCAPES = (b"\\u004", b"\\u005", b"\\u006", b"\\u007")
+
+
+def token_ceiling(raw: bytes) -> int | None:
+    """A number `TokenCounter.count` never exceeds on the body `raw` parses to (one `ccm.validate.parse_request`
+    accepted), from its size alone; None when the body may hold an image or a document, whose counts do not follow
+    from their bytes. Why it holds: a cl100k token stands for at least one byte of its text, and every counted text
+    is a stretch of the body of its own; the framing tokens of a message, block or tool are fewer than the JSON
+    around it; a value counted by its orjson text may be longer than in the body (`1e15` is `1000000000000000.0`),
+    but not twice as many tokens; redacted thinking counts a quarter of its bytes. Hence twice the body's bytes, plus
+    the tool-use prompt and the request's framing. Lets a table whose thresholds are far above it skip counting."""
+    if b'"image"' in raw or b'"document"' in raw or any(escape in raw for escape in _LETTER_ESCAPES):
+        return None
+    return 2 * len(raw) + TOOL_USE_SYSTEM_PROMPT + REQUEST_OVERHEAD
+
+
 class TokenCounter:
     def __init__(self, max_entries: int = 4096, max_key_chars: int = 64 * 1024 * 1024) -> None:
         # Bounded by entries and by total key length: tool results of 100 KB are common, and the cache holds its

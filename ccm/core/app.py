@@ -22,7 +22,6 @@ import asyncio
 import hmac
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from ccm.core.runtime import Runtime, RuntimeHolder, close_providers, target_nam
 from ccm.errors import ApiError, UpstreamError
 from ccm.providers.base import Call, Reply
 from ccm.route import NoRouteError, select_route, strip_subagent_tag
-from ccm.table import Model, RoutingTable
+from ccm.table import Model
 from ccm.validate import parse_request
 
 log = logging.getLogger("ccm.core")
@@ -130,8 +129,6 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if self._counts_locally and _counts_on_request_path(self.holder.current.table):
-                    _preload_encoding()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await close_providers(list(self.holder.current.providers.values()))
@@ -214,10 +211,24 @@ class App:
         count = self.count_tokens(body)
         await exchange.respond(200, orjson.dumps({"input_tokens": count}), [JSON])
 
+    async def _request_counter(self, runtime: Runtime, raw: bytes) -> TokenCount:
+        """How this request is counted, if routing or dispatch asks: the body's size, when it alone bounds the count
+        below every threshold of the table (then each decision is the one the exact count gives, and most requests
+        need no tokenizer); else the local counter, its tokenizer loaded on a thread first."""
+        floor = runtime.count_floor
+        if self._counts_locally and floor is not None:
+            from ccm.tokens import token_ceiling
+
+            ceiling = token_ceiling(raw)
+            if ceiling is not None and ceiling < floor:
+                return lambda body: ceiling
+            await self._encoding_ready()
+        return _count_once(self.count_tokens)
+
     async def _encoding_ready(self) -> None:
-        """The tokenizer, loaded on a worker thread the first time a count needs it (a table that counts only for
-        `count_tokens` does not preload it: ~25 MB of idle RSS). The event loop keeps serving meanwhile; the counts
-        that arrive during the load (a `/context` burst) wait for that one load."""
+        """The tokenizer, loaded on a worker thread the first time a count needs it (not at startup: ~25 MB of
+        idle RSS, and most requests never need it, see `_request_counter`). The event loop keeps serving meanwhile;
+        the requests that need it during the load (a `/context` burst) wait for that one load."""
         if self._encoding_loaded:
             return
         if self._encoding_lock is None:
@@ -250,7 +261,7 @@ class App:
         record = exchange.record
         raw = await _read_body(exchange, runtime.table.settings.body_limit, headers)
         body = parse_request(raw)
-        count_tokens = _count_once(self.count_tokens)
+        count_tokens = await self._request_counter(runtime, raw)
         try:
             decision = select_route(runtime.table, body, headers, count_tokens=count_tokens)
         except NoRouteError as error:
@@ -288,14 +299,6 @@ class App:
 # --- request plumbing --------------------------------------------------------------------------------------------
 
 
-def _counts_on_request_path(table: RoutingTable) -> bool:
-    """Whether `/v1/messages` requests on this table are counted locally (a `tokens` rule, or a model whose
-    declared context dispatch checks): then the tokenizer is loaded at startup, since a count on the event loop
-    would otherwise load it there. A table that counts only for `/v1/messages/count_tokens` loads it on the first
-    such request, on a thread (`App._encoding_ready`)."""
-    return table.needs_token_count() or any(model.context is not None for model in table.models.values())
-
-
 def _count_once(count_tokens: TokenCount) -> TokenCount:
     """`count_tokens` for one request: routing (a `tokens` rule) and dispatch (context fit) share one count of the
     same body instead of walking its ~50 KB twice (the per-piece cache makes a repeat cheap, not free)."""
@@ -308,15 +311,6 @@ def _count_once(count_tokens: TokenCount) -> TokenCount:
         return counted[1]
 
     return count
-
-
-def _preload_encoding() -> None:
-    """Load the tokenizer (0.15-0.8 s) on a thread now, so the server starts listening at once and the first request
-    that counts does not pay for it. One arriving mid-load waits on tiktoken's registry lock for this load rather
-    than starting a second one."""
-    from ccm.tokens import load_encoding
-
-    threading.Thread(target=load_encoding, name="ccm-load-encoding", daemon=True).start()
 
 
 def _authenticate(runtime: Runtime, headers: Mapping[str, str]) -> None:

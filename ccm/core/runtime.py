@@ -30,7 +30,7 @@ import orjson
 from ccm.core.deployments import ProviderDeployments, Target, deployments_of
 from ccm.providers.base import Adapter
 from ccm.providers.http import Endpoint, make_client, resolve_endpoint
-from ccm.table import EnvRef, Model, Provider, RoutingTable, resolve
+from ccm.table import All, AnyOf, Condition, EnvRef, Model, Not, Provider, RoutingTable, Tokens, resolve
 
 log = logging.getLogger("ccm.core")
 
@@ -67,6 +67,10 @@ class Runtime:
     models_body: bytes
     model_bodies: Mapping[str, bytes]  # alias -> its /v1/models/{id} object
     targets: dict[str, tuple[Target, ...]] = field(default_factory=dict)  # model name -> deployments to call
+    # Requests on this table are counted when a `tokens` rule is reached or a model declares a context: every such
+    # decision is the same for any count below `count_floor` (0: a `tokens ==`/`!=` rule, every count matters).
+    # None: /v1/messages never counts.
+    count_floor: int | None = None
 
     @property
     def unconfigured(self) -> list[ProviderRuntime]:
@@ -142,8 +146,25 @@ def build_runtime(
             }
         ),
         model_bodies={name: orjson.dumps(obj) for name, obj in model_objects.items()},
+        count_floor=count_floor(table),
     )
     return runtime, retired
+
+
+def count_floor(table: RoutingTable) -> int | None:
+    """See `Runtime.count_floor`. `tokens > N` and `tokens >= N` are false, `tokens < N` and `tokens <= N` true,
+    and a request fits every declared context, for any count below the smallest N and context."""
+    thresholds = [model.context for model in table.models.values() if model.context is not None]
+    pending: list[Condition] = [rule.condition for rule in table.rules]
+    while pending:
+        condition = pending.pop()
+        if isinstance(condition, Tokens):
+            thresholds.append(condition.value if condition.op not in ("==", "!=") else 0)
+        elif isinstance(condition, Not):
+            pending.append(condition.operand)
+        elif isinstance(condition, All | AnyOf):
+            pending.extend(condition.operands)
+    return min(thresholds) if thresholds else None
 
 
 async def close_providers(providers: list[ProviderRuntime]) -> None:

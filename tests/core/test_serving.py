@@ -21,7 +21,7 @@ from ccm.core.app import App
 from ccm.core.runtime import RuntimeHolder, build_runtime
 from ccm.table import Model, Settings
 from tests.conftest import REPO
-from tests.core.conftest import make_table
+from tests.core.conftest import make_table, message_body
 
 ROUTES = """\
 provider anth {
@@ -105,16 +105,53 @@ def slow_encoding(monkeypatch: pytest.MonkeyPatch) -> Gates:
     return started, release
 
 
-async def test_startup_loads_the_tokenizer_on_a_thread_without_waiting(slow_encoding: Gates) -> None:
+async def test_startup_does_not_load_the_tokenizer_even_when_requests_are_counted(slow_encoding: Gates) -> None:
     started, release = slow_encoding
-    # a model with a declared context: dispatch counts every request, so the tokenizer is wanted from the start
+    # a model with a declared context: dispatch counts requests, but only those whose size does not rule it out
     table = make_table(models=[Model(name="main", provider="anth", model="claude-upstream-1", context=200_000)])
     runtime, _ = build_runtime(table, {})
-    try:
-        await lifespan_startup(App(RuntimeHolder(runtime)))  # completes while the load is still blocked
-        assert started.wait(5)
-    finally:
+    await lifespan_startup(App(RuntimeHolder(runtime)))
+    assert not started.wait(0.2)
+    release.set()
+
+
+async def test_a_request_too_small_to_reach_any_threshold_is_routed_without_the_tokenizer(
+    slow_encoding: Gates, harness_factory: Any
+) -> None:
+    started, release = slow_encoding
+    table = make_table(models=[Model(name="main", provider="anth", model="claude-upstream-1", context=200_000)])
+    harness = harness_factory(table)
+    app = App(harness.app.holder, finisher=harness.app.finisher)  # the real local counter
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ccm.test") as client:
+        answer = await client.post("/v1/messages", json=message_body())
+    assert answer.status_code == 200 and not started.is_set()
+    release.set()
+
+
+async def test_a_request_that_needs_a_count_loads_the_tokenizer_on_a_thread(
+    monkeypatch: pytest.MonkeyPatch, harness_factory: Any
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    real_load = ccm.tokens.load_encoding
+
+    def load() -> Any:
+        started.set()
+        release.wait(10)
+        return real_load()
+
+    monkeypatch.setattr(ccm.tokens, "load_encoding", load)
+    # a context so small that the body's size cannot rule out a count
+    table = make_table(models=[Model(name="main", provider="anth", model="claude-upstream-1", context=100)])
+    harness = harness_factory(table)
+    app = App(harness.app.holder, finisher=harness.app.finisher)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ccm.test") as client:
+        routed = asyncio.create_task(client.post("/v1/messages", json=message_body()))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        assert (await client.get("/health")).status_code == 200  # the loop serves while the tokenizer loads
+        assert not routed.done()
         release.set()
+        assert (await routed).status_code == 200
 
 
 async def test_no_tokenizer_load_when_nothing_is_counted_locally(slow_encoding: Gates) -> None:

@@ -88,6 +88,33 @@ def test_the_loaded_encoding_drops_its_python_rank_table_and_counts_as_a_pristin
         assert trimmed.encode_ordinary(text) == pristine.encode_ordinary(text)
 
 
+@pytest.mark.parametrize("name", fixture_names())
+def test_the_size_ceiling_bounds_the_count_of_every_captured_request(name: str) -> None:
+    raw = orjson.dumps(load_fixture(name)["body"])
+    ceiling = tokens.token_ceiling(raw)
+    if ceiling is None:
+        assert b'"image"' in raw or b'"document"' in raw
+        return
+    assert TokenCounter().count(parse_request(raw, count_only=True)) <= ceiling
+
+
+def test_the_size_ceiling_holds_where_orjson_writes_a_value_longer_than_the_body() -> None:
+    inputs = ",".join(['{"type":"tool_use","id":"t%d","name":"n","input":{"v":[1e15,2e15,3e15,1e9]}}' % i
+                       for i in range(50)])
+    raw = ('{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[%s]}]}' % inputs).encode()
+    ceiling = tokens.token_ceiling(raw)
+    assert ceiling is not None and TokenCounter().count(parse_request(raw)) <= ceiling
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"content":[{"type":"image","source":{}}]}',
+    b'{"content":[{"type": "document"}]}',
+    b'{"content":[{"type":"\\u0069mage"}]}',  # a block type spelled with escapes is not missed
+])
+def test_no_size_ceiling_when_the_body_may_hold_images_or_documents(raw: bytes) -> None:
+    assert tokens.token_ceiling(raw) is None
+
+
 # --- what is counted ---------------------------------------------------------------------------------------------
 
 
