@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 import json
 import os
 import shutil
+import secrets
 import signal
 import subprocess
 import time
@@ -30,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("CCM_CACHE") or Path.home() / ".cache" / "ccm") / "bench"
 CCR_PACKAGE = CACHE / "ccr" / "node_modules" / "@musistudio" / "claude-code-router"
 LITELLM_VENV = CACHE / "litellm-venv"
-MASTER_KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # LiteLLM refuses to start without one; local only
+# LiteLLM refuses to start without a master key (and wants the `sk-` prefix); a fresh one per run, used on loopback only
+MASTER_KEY = "sk-bench-" + secrets.token_hex(16)
 CLIENT_HEADERS = {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
 
 DEFAULT_MODEL = "claude-opus-5-5"
