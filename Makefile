@@ -23,6 +23,7 @@ check: install
 	$(VENV)/bin/ccm check routes.ccm
 
 test: install claude-cli
+	$(VENV)/bin/ruff check ccm tests bench
 	$(PY) -m pytest
 
 # The pinned Claude Code CLI for the end-to-end tests, cached outside the clone (${CCM_CACHE:-$HOME/.cache/ccm}).

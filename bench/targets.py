@@ -13,14 +13,14 @@ to the streams (200 chunks, a short one, a slow one) and to the Anthropic upstre
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
 import json
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -25,8 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, wrk
-from bench.targets import (ANTHROPIC, DEFAULT, ANTHROPIC_STREAM, ANTHROPIC_STREAM_SHORT, CLIENT_HEADERS, OPENAI_SLOW,
-                           OPENAI_STREAM, OPENAI_STREAM_SHORT, TINY, Route, Target, Upstream)
+from bench.targets import (
+    ANTHROPIC,
+    ANTHROPIC_STREAM,
+    ANTHROPIC_STREAM_SHORT,
+    CLIENT_HEADERS,
+    DEFAULT,
+    OPENAI_SLOW,
+    OPENAI_STREAM,
+    OPENAI_STREAM_SHORT,
+    TINY,
+    Route,
+    Target,
+    Upstream,
+)
 from bench.upstream import SHORT_CHUNKS, STREAM_CHUNKS
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"

@@ -26,7 +26,7 @@ from ccm import table as t
 from ccm.compile import declarations, rules
 from ccm.compile.context import Context
 from ccm.compile.loader import Loaded, load
-from ccm.compile.route_tests import run_route_tests, route_test, split_capture
+from ccm.compile.route_tests import route_test, run_route_tests, split_capture
 from ccm.diagnostics import Diagnostic
 from ccm.dsl import syntax as s
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ccm import table as t
-from ccm.diagnostics import Diagnostic, SourceLines, Severity, did_you_mean
 from ccm.compile.values import BadValue, check_glob
+from ccm.diagnostics import Diagnostic, Severity, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
 
 T = TypeVar("T")

@@ -32,7 +32,6 @@ from ccm.diagnostics import Diagnostic, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
 
 
-
 def _grammar() -> str:
     """grammar/routes.lark: read from the checkout when running from one (tests, editable installs), else from the
     `ccm.grammar` package data a wheel installs."""

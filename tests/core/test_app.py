@@ -10,6 +10,7 @@ from ccm.table import EnvRef, Literal_, Model, Settings
 
 from .conftest import make_table, message_body, respond
 
+
 def error_of(response: httpx.Response) -> dict:
     body = response.json()
     assert body["type"] == "error", body

@@ -80,15 +80,15 @@ def bash_scenario(marker: str, final_reasoning: str) -> Any:
     return scenario
 
 
-def run_claude_events(claude: Path, stack: Stack, workdir: Path, prompt: str, *flags: str) -> list[dict[str, Any]]:
+def run_claude_events(claude: Path, stack: Stack, cwd: Path, prompt: str, *flags: str) -> list[dict[str, Any]]:
     """`claude -p … --output-format stream-json --verbose`: every message the CLI kept, thinking blocks included."""
-    home = workdir.parent / "home"
+    home = cwd.parent / "home"
     home.mkdir(exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "ANTHROPIC_BASE_URL": stack.url,
            "ANTHROPIC_API_KEY": CLIENT_KEY, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
     command = [str(claude), "-p", prompt, "--output-format", "stream-json", "--verbose", *flags]
     try:
-        done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     except subprocess.TimeoutExpired as timeout:
         pytest.fail(f"claude did not finish within {CLI_TIMEOUT} s: {timeout.stderr!r}\nccm log:\n{stack.ccm.logs()}")
     report = f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}\nccm log:\n{stack.ccm.logs()}"

@@ -72,7 +72,7 @@ def check_responses_request(body: Any) -> None:
     if reasoning is not None:
         name = body["model"].rsplit("/", 1)[-1]
         if not _REASONING_MODEL.match(name) or "-chat" in name:
-            raise ResponsesRejected(f"Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort")
+            raise ResponsesRejected("Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort")
         if reasoning.get("effort") not in (None, "none", "minimal", "low", "medium", "high", "xhigh"):
             raise ResponsesRejected(f"Invalid value: '{reasoning.get('effort')}'.", "reasoning.effort")
         if reasoning.get("summary") not in (None, "auto", "concise", "detailed"):

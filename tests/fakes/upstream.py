@@ -12,9 +12,9 @@ test, or the server thread, alive after it is done.
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
 import threading
 import traceback
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field

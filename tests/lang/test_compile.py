@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from ccm import table as t
-from ccm.compile import CompileResult, compile_source, run_route_tests
-from ccm.compile import values
+from ccm.compile import CompileResult, compile_source, run_route_tests, values
 
 Compile = Callable[..., CompileResult]
 

@@ -12,9 +12,9 @@ import random
 import pytest
 
 from ccm.errors import UpstreamError
-from ccm.providers.reply import encode_events
 from ccm.providers.base import Usage
 from ccm.providers.gemini import GeminiReader
+from ccm.providers.reply import encode_events
 from ccm.sse import SSEDecoder
 from tests.providers.translation_checks import GOLDEN, assert_golden, check_grammar, normalise, sdk_final_message
 

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from ccm.errors import UpstreamError
-from ccm.providers.reply import encode_events
 from ccm.providers.base import Usage
 from ccm.providers.openai_responses_reply import ResponsesReader, read_response
+from ccm.providers.reply import encode_events
 from ccm.sse import SSEDecoder
 from tests.fakes.fake_responses import call_item, message_item, reasoning_item
 from tests.providers.translation_checks import GOLDEN, assert_golden, check_grammar, normalise, sdk_final_message

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ccm.core.deployments import ProviderDeployments, choose, targets
-from ccm.core.dispatch import DispatchFailed, Request, dispatch
+from ccm.core.dispatch import DispatchFailed, dispatch
 from ccm.core.runtime import ProviderRuntime, Runtime
 from ccm.errors import UpstreamError
 from ccm.providers.base import Reply
