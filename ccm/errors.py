@@ -72,6 +72,9 @@ class UpstreamError(ApiError):
         retry_after: str | None = None,
     ) -> None:
         headers = (("retry-after", retry_after),) if retry_after else ()
+        if reason == "config":
+            # A missing key will not appear by retrying: tell the Anthropic SDK (Claude Code) not to retry a 500.
+            headers += (("x-should-retry", "false"),)
         super().__init__(status, message, error_type, headers)
         self.reason: FailureReason = reason
         self.provider = provider

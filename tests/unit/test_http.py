@@ -34,6 +34,7 @@ def test_an_unset_key_is_named_on_use_never_valued() -> None:
     with pytest.raises(UpstreamError) as raised:
         endpoint.check()
     assert "UP_KEY" in raised.value.message and raised.value.reason == "config"
+    assert ("x-should-retry", "false") in raised.value.headers  # the SDK would otherwise retry the 500
 
 
 @pytest.mark.parametrize(
