@@ -14,9 +14,15 @@ import pytest
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
 from ccm.providers.gemini import GeminiReader
-from ccm.providers.reply import encode_events
-from ccm.sse import SSEDecoder
-from tests.providers.translation_checks import GOLDEN, assert_golden, check_grammar, normalise, sdk_final_message
+from tests.providers.translation_checks import (
+    GOLDEN,
+    assert_golden,
+    check_grammar,
+    normalise,
+    random_splits,
+    relay,
+    sdk_final_message,
+)
 
 STREAMS = GOLDEN / "gemini" / "streams"
 TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse") if not p.stem.startswith("error-"))
@@ -24,27 +30,10 @@ TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse") if not p.stem.startsw
 
 def translate(pieces: list[bytes]) -> tuple[bytes, Usage]:
     usage = Usage()
-    reader = GeminiReader("gemini", "claude-opus-5-5", usage)
-    decoder = SSEDecoder()
-    out = b""
-    for piece in pieces:
-        for event in decoder.feed(piece):
-            reader.feed(event)
-        out += encode_events(reader.writer.take())
-    for event in decoder.flush():
-        reader.feed(event)
-    reader.finish()
-    return out + encode_events(reader.writer.take()), usage
-
-
-def random_splits(data: bytes, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    pieces, i = [], 0
-    while i < len(data):
-        step = rng.randint(1, 40)
-        pieces.append(data[i : i + step])
-        i += step
-    return pieces
+    out, error = relay(GeminiReader("gemini", "claude-opus-5-5", usage), pieces)
+    if error is not None:
+        raise error
+    return out, usage
 
 
 @pytest.mark.parametrize("name", TRANSCRIPTS)
@@ -54,7 +43,7 @@ def test_transcript_matches_golden_and_protocol(name: str) -> None:
     check_grammar(out)
     assert_golden(STREAMS / f"{name}.txt", normalise(out.decode()))
     for seed in range(3):
-        split, _ = translate(random_splits(raw, seed))
+        split, _ = translate(random_splits(raw, random.Random(seed)))
         assert normalise(split.decode()) == normalise(out.decode())
 
 

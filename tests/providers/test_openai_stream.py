@@ -12,15 +12,13 @@ import os
 import random
 from pathlib import Path
 
-import httpx2  # the HTTP package the anthropic SDK is built on
 import pytest
-from anthropic import AsyncAnthropic
 
 from ccm.errors import UpstreamError
 from ccm.providers.openai_stream import ReplyContext, StreamTranslator
 from ccm.providers.openai_translate import ToolNames
-from ccm.providers.reply import encode_events
 from ccm.sse import SSEDecoder
+from tests.providers.translation_checks import random_splits, relay, sdk_final_message
 
 STREAMS = Path(__file__).parent / "golden" / "openai" / "streams"
 TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse"))
@@ -38,21 +36,7 @@ def context() -> ReplyContext:
 
 
 def translate(pieces: list[bytes]) -> tuple[bytes, UpstreamError | None]:
-    """What the relay does with the pieces (reads) of an upstream body: decode, translate, encode."""
-    translator = StreamTranslator(context())
-    decoder = SSEDecoder()
-    out: list[bytes] = []
-    try:
-        for piece in pieces:
-            for event in decoder.feed(piece):
-                translator.feed(event)
-                out.append(encode_events(translator.writer.take()))
-        for event in decoder.flush():
-            translator.feed(event)
-        translator.finish()
-    except UpstreamError as exc:
-        return b"".join(out) + encode_events(translator.writer.take()), exc
-    return b"".join(out) + encode_events(translator.writer.take()), None
+    return relay(StreamTranslator(context()), pieces)
 
 
 def render(output: bytes, error: UpstreamError | None) -> str:
@@ -60,15 +44,6 @@ def render(output: bytes, error: UpstreamError | None) -> str:
     if error is not None:
         text += f"# raised UpstreamError {error.status} {error.error_type} reason={error.reason}: {error.message}\n"
     return text
-
-
-def random_splits(raw: bytes, rng: random.Random) -> list[bytes]:
-    pieces, i = [], 0
-    while i < len(raw):
-        step = rng.randint(1, 40)
-        pieces.append(raw[i : i + step])
-        i += step
-    return pieces
 
 
 @pytest.mark.parametrize("name", TRANSCRIPTS)
@@ -145,15 +120,7 @@ async def test_the_anthropic_sdk_accumulates_the_stream(name: str) -> None:
     output, error = translate([(STREAMS / f"{name}.sse").read_bytes()])
     assert error is None
 
-    def answer(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=output)
-
-    http = httpx2.AsyncClient(transport=httpx2.MockTransport(answer))
-    client = AsyncAnthropic(api_key="test", base_url="http://127.0.0.1:9", http_client=http, max_retries=0)
-    async with client.messages.stream(model="claude-opus-5-5", max_tokens=100,
-                                      messages=[{"role": "user", "content": "hi"}]) as stream:
-        message = await stream.get_final_message()
-    await http.aclose()
+    message = await sdk_final_message(output)
     expected = [(k, d["content_block"]) for k, d in parse_events(output.decode()) if k == "content_block_start"]
     assert [b.type for b in message.content] == [block["type"] for _, block in expected]
     for block in message.content:

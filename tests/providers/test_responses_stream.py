@@ -10,10 +10,16 @@ import pytest
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
 from ccm.providers.openai_responses_reply import ResponsesReader, read_response
-from ccm.providers.reply import encode_events
-from ccm.sse import SSEDecoder
 from tests.fakes.fake_responses import call_item, message_item, reasoning_item
-from tests.providers.translation_checks import GOLDEN, assert_golden, check_grammar, normalise, sdk_final_message
+from tests.providers.translation_checks import (
+    GOLDEN,
+    assert_golden,
+    check_grammar,
+    normalise,
+    random_splits,
+    relay,
+    sdk_final_message,
+)
 
 STREAMS = GOLDEN / "responses" / "streams"
 TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse") if not p.stem.startswith("error-"))
@@ -21,27 +27,10 @@ TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse") if not p.stem.startsw
 
 def translate(pieces: list[bytes]) -> tuple[bytes, Usage]:
     usage = Usage()
-    reader = ResponsesReader("openai", "claude-opus-5-5", usage)
-    decoder = SSEDecoder()
-    out = b""
-    for piece in pieces:
-        for event in decoder.feed(piece):
-            reader.feed(event)
-        out += encode_events(reader.writer.take())
-    for event in decoder.flush():
-        reader.feed(event)
-    reader.finish()
-    return out + encode_events(reader.writer.take()), usage
-
-
-def random_splits(data: bytes, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    pieces, i = [], 0
-    while i < len(data):
-        step = rng.randint(1, 60)
-        pieces.append(data[i : i + step])
-        i += step
-    return pieces
+    out, error = relay(ResponsesReader("openai", "claude-opus-5-5", usage), pieces)
+    if error is not None:
+        raise error
+    return out, usage
 
 
 @pytest.mark.parametrize("name", TRANSCRIPTS)
@@ -51,7 +40,7 @@ def test_transcript_matches_golden_and_protocol(name: str) -> None:
     check_grammar(out)
     assert_golden(STREAMS / f"{name}.txt", normalise(out.decode()))
     for seed in range(3):
-        assert normalise(translate(random_splits(raw, seed))[0].decode()) == normalise(out.decode())
+        assert normalise(translate(random_splits(raw, random.Random(seed), 60))[0].decode()) == normalise(out.decode())
 
 
 @pytest.mark.parametrize("name", TRANSCRIPTS)

@@ -1,5 +1,6 @@
-"""Checks shared by the Gemini and Responses adapter tests: golden files, the PROTOCOL §3 event grammar, and the
-official `anthropic` SDK accumulating a translated stream.
+"""Checks shared by the translating adapters' tests (OpenAI Chat, Gemini, Responses): golden files, feeding an
+upstream transcript to a stream translator as the relay does, the PROTOCOL §3 event grammar, and the official
+`anthropic` SDK accumulating a translated stream.
 
 Golden files are rewritten instead of compared when `CCM_UPDATE_GOLDEN=1`. Generated ids (`msg_…`, minted
 `toolu_…`/`srvtoolu_…`) are normalised first; long strings in request goldens are shortened to a prefix, their
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ import httpx2
 import orjson
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
+
+from ccm.errors import UpstreamError
+from ccm.providers.reply import StreamTranslator, encode_events
+from ccm.sse import SSEDecoder
 
 GOLDEN = Path(__file__).parent / "golden"
 _MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
@@ -51,6 +57,34 @@ def assert_golden(path: Path, actual: str) -> None:
 
 def golden_json(value: Any) -> str:
     return orjson.dumps(abbreviate(value), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+
+
+def relay(translator: StreamTranslator, pieces: list[bytes]) -> tuple[bytes, UpstreamError | None]:
+    """What the relay does with the pieces (reads) of an upstream body: decode, translate, encode. A failure is
+    returned with the output written up to it."""
+    decoder = SSEDecoder()
+    out: list[bytes] = []
+    try:
+        for piece in pieces:
+            for event in decoder.feed(piece):
+                translator.feed(event)
+            out.append(encode_events(translator.writer.take()))
+        for event in decoder.flush():
+            translator.feed(event)
+        translator.finish()
+    except UpstreamError as exc:
+        return b"".join(out) + encode_events(translator.writer.take()), exc
+    return b"".join(out) + encode_events(translator.writer.take()), None
+
+
+def random_splits(data: bytes, rng: random.Random, max_step: int = 40) -> list[bytes]:
+    """`data` cut into pieces of 1 to `max_step` bytes, as reads of a body may cut it."""
+    pieces, i = [], 0
+    while i < len(data):
+        step = rng.randint(1, max_step)
+        pieces.append(data[i : i + step])
+        i += step
+    return pieces
 
 
 def parse_events(sse: bytes) -> list[tuple[str, dict[str, Any]]]:
