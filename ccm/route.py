@@ -224,7 +224,7 @@ def compile_condition(condition: Condition, table: RoutingTable, router: Router)
     if isinstance(condition, Default):
         return lambda view: True
     if isinstance(condition, Direct):
-        return lambda view: router.direct_chain(view) is not None
+        return lambda view: router.direct(view) is not None
     if isinstance(condition, Background):
         globs = [_glob(g) for g in table.settings.background]
         return lambda view: any(match(view.model) for match in globs)
@@ -323,13 +323,16 @@ class Router:
                 return (Model(name=literal, provider=provider, model=model_id, declared=False),)
         return None
 
-    def direct_chain(self, view: RequestView) -> tuple[Model, ...] | None:
+    def direct(self, view: RequestView) -> tuple[tuple[Model, ...], bool] | None:
+        """The chain a request names itself, and whether its `<CCM-SUBAGENT-MODEL>` tag named it (the tag wins over
+        `model`); None when it names nothing routable."""
         tag = view.subagent_tag
         if tag is not None:
             picked = self.pick(tag)
             if picked is not None:
-                return picked
-        return self.pick(view.model)
+                return picked, True
+        picked = self.pick(view.model)
+        return None if picked is None else (picked, False)
 
 
 def router_for(table: RoutingTable) -> Router:
@@ -352,9 +355,9 @@ def select_route(
             continue
         where = f" ({rule.span})" if rule.span else ""
         if rule.target is None:
-            tagged = router.pick(view.subagent_tag) if view.subagent_tag is not None else None
-            chain = tagged or router.pick(view.model)
-            assert chain is not None  # the matcher just found it
+            direct = router.direct(view)
+            assert direct is not None  # the matcher just found it
+            chain, tagged = direct
             how = f"<CCM-SUBAGENT-MODEL> tag names {view.subagent_tag!r}" if tagged else f"request names {view.model!r}"
             return Decision(chain, rule, index, f"rule {index + 1} `direct`{where}: {how}", view.subagent_tag is not None)
         reason = f"rule {index + 1} `{rule.source}`{where}"
