@@ -31,6 +31,8 @@ from typing import Any
 
 import orjson
 
+from .upstream import WholeBodyFake
+
 Chunk = dict[str, Any]
 Turn = list[Chunk] | Callable[[dict[str, Any]], list[Chunk]]
 
@@ -288,7 +290,7 @@ class GeminiExchange:
 
 
 @dataclass
-class FakeGemini:
+class FakeGemini(WholeBodyFake):
     """Answers scripted turns (default: a short text). Records every request in `exchanges`."""
 
     key: str = "gemini-test-key"
@@ -302,24 +304,7 @@ class FakeGemini:
     def script(self, *turns: Turn) -> None:
         self._turns.extend(turns)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                event = (await receive())["type"]
-                await send({"type": f"{event}.complete"})
-                if event == "lifespan.shutdown":
-                    return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        status, headers, payload = self.answer(scope, raw)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-
-    def answer(self, scope: dict[str, Any], raw: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def respond(self, scope: dict[str, Any], raw: bytes) -> tuple[int, bytes, bytes]:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         found = re.fullmatch(r"/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)", scope["path"])
         if scope["method"] != "POST" or found is None:
@@ -344,8 +329,8 @@ class FakeGemini:
             chunks = self._signed(chunks)
         if stream:
             frames = b"".join(b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in chunks)
-            return 200, [(b"content-type", b"text/event-stream")], frames
-        return 200, [(b"content-type", b"application/json")], orjson.dumps(merge_chunks(chunks))
+            return 200, b"text/event-stream", frames
+        return 200, b"application/json", orjson.dumps(merge_chunks(chunks))
 
     def _signed(self, chunks: list[Chunk]) -> list[Chunk]:
         """Like Gemini 3: the first functionCall part of the turn carries a thought signature."""
@@ -361,9 +346,9 @@ class FakeGemini:
         return signed
 
 
-def _error(status: int, message: str, code: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _error(status: int, message: str, code: str) -> tuple[int, bytes, bytes]:
     body = orjson.dumps({"error": {"code": status, "message": message, "status": code}})
-    return status, [(b"content-type", b"application/json")], body
+    return status, b"application/json", body
 
 
 def merge_chunks(chunks: list[Chunk]) -> Chunk:

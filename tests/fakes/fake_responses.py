@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from .upstream import WholeBodyFake
+
 Item = dict[str, Any]
 Turn = list[Item] | Callable[[dict[str, Any]], list[Item]]
 
@@ -196,7 +198,7 @@ class ResponsesExchange:
 
 
 @dataclass
-class FakeResponses:
+class FakeResponses(WholeBodyFake):
     key: str = "responses-test-key"
     args_only_in_done: bool = False
     usage: dict[str, Any] = field(default_factory=lambda: {
@@ -211,24 +213,7 @@ class FakeResponses:
     def script(self, *turns: Turn) -> None:
         self._turns.extend(turns)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                event = (await receive())["type"]
-                await send({"type": f"{event}.complete"})
-                if event == "lifespan.shutdown":
-                    return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        status, content_type, payload = self.answer(scope, raw)
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
-        await send({"type": "http.response.body", "body": payload})
-
-    def answer(self, scope: dict[str, Any], raw: bytes) -> tuple[int, bytes, bytes]:
+    def respond(self, scope: dict[str, Any], raw: bytes) -> tuple[int, bytes, bytes]:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if scope["method"] != "POST" or scope["path"] != "/v1/responses":
             return _error(404, f"Invalid URL ({scope['method']} {scope['path']})", None)

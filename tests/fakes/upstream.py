@@ -259,6 +259,32 @@ async def _watch_disconnect(receive: Any, disconnected: asyncio.Event) -> None:
     disconnected.set()
 
 
+class WholeBodyFake(ABC):
+    """Base of the simpler fakes (Gemini, Responses) that answer each request with one whole body, computed from the
+    request by `respond`; the ASGI side (lifespan, reading the body, writing the answer) is this class's."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event = (await receive())["type"]
+                await send({"type": f"{event}.complete"})
+                if event == "lifespan.shutdown":
+                    return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, content_type, payload = self.respond(scope, raw)
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+        await send({"type": "http.response.body", "body": payload})
+
+    @abstractmethod
+    def respond(self, scope: dict[str, Any], raw: bytes) -> tuple[int, bytes, bytes]:
+        """(status, content type, body) for one request."""
+
+
 def json_body(exchange: Exchange, flavour_message: str) -> Any:
     """The request's JSON, parsed once and kept on the exchange; `Rejected` 400 when it is not JSON."""
     try:
