@@ -12,14 +12,14 @@ import orjson
 import pytest
 
 from ccm.errors import UpstreamError
-from ccm.providers.base import Call, Reply
+from ccm.providers.base import Call
 from ccm.providers.gemini import GeminiAdapter
 from ccm.providers.http import Endpoint
 from ccm.table import Literal_, Model, Provider, Timeouts
 from tests.conftest import load_fixture
 from tests.fakes.fake_gemini import FakeGemini, call_chunk, check_gemini_request, text_chunk
 from tests.fakes.loopback import serve
-from tests.providers.translation_checks import check_grammar, parse_events, sdk_final_message
+from tests.providers.translation_checks import Frames, check_grammar, drain, parse_events, sdk_final_message
 
 MODEL = Model(name="gemini-pro", provider="gemini", model="gemini-3-pro-preview", max_output=65536)
 USAGE = {"promptTokenCount": 100, "candidatesTokenCount": 5, "totalTokenCount": 105}
@@ -43,17 +43,6 @@ def mock(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[GeminiAdapt
     return gemini, client, seen
 
 
-class Frames(httpx.AsyncByteStream):
-    """A streamed body delivered one frame per read, as a real upstream would."""
-
-    def __init__(self, frames: list[bytes]) -> None:
-        self.frames = frames
-
-    async def __aiter__(self):  # type: ignore[no-untyped-def]
-        for frame in self.frames:
-            yield frame
-
-
 def sse(*chunks: dict[str, Any]) -> httpx.Response:
     frames = [b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in chunks]
     return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames(frames))
@@ -61,13 +50,6 @@ def sse(*chunks: dict[str, Any]) -> httpx.Response:
 
 def call_for(body: dict[str, Any], stream: bool = True, model: Model = MODEL) -> Call:
     return Call(body=body, raw=orjson.dumps(body), headers={}, stream=stream, model=model)
-
-
-async def drain(reply: Reply) -> bytes:
-    assert reply.stream is not None
-    out = b"".join([chunk async for chunk in reply.stream])
-    await reply.aclose()
-    return out
 
 
 async def test_streaming_request_url_key_body_and_primed_reply() -> None:

@@ -10,26 +10,17 @@ import orjson
 import pytest
 
 from ccm.errors import UpstreamError
-from ccm.providers.base import Call, Reply
+from ccm.providers.base import Call
 from ccm.providers.http import Endpoint
 from ccm.providers.openai_responses import ResponsesAdapter
 from ccm.table import Literal_, Model, Provider, Timeouts
 from tests.conftest import load_fixture
 from tests.fakes.fake_responses import FakeResponses, call_item, check_responses_request, message_item
 from tests.fakes.loopback import serve
-from tests.providers.translation_checks import GOLDEN, check_grammar, sdk_final_message
+from tests.providers.translation_checks import GOLDEN, Frames, check_grammar, drain, sdk_final_message
 
 MODEL = Model(name="gpt", provider="openai", model="gpt-5.5", max_output=128000)
 STREAMS = GOLDEN / "responses" / "streams"
-
-
-class Frames(httpx.AsyncByteStream):
-    def __init__(self, frames: list[bytes]) -> None:
-        self.frames = frames
-
-    async def __aiter__(self):  # type: ignore[no-untyped-def]
-        for frame in self.frames:
-            yield frame
 
 
 def adapter(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[ResponsesAdapter, httpx.AsyncClient]:
@@ -41,13 +32,6 @@ def adapter(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tupl
 
 def call_for(body: dict[str, Any], stream: bool = True) -> Call:
     return Call(body=body, raw=orjson.dumps(body), headers={}, stream=stream, model=MODEL)
-
-
-async def drain(reply: Reply) -> bytes:
-    assert reply.stream is not None
-    out = b"".join([chunk async for chunk in reply.stream])
-    await reply.aclose()
-    return out
 
 
 def event_stream(name: str) -> httpx.Response:

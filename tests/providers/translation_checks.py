@@ -16,12 +16,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import orjson
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
 
 from ccm.errors import UpstreamError
+from ccm.providers.base import Reply
 from ccm.providers.reply import StreamTranslator, encode_events
 from ccm.sse import SSEDecoder
 
@@ -151,3 +153,22 @@ async def sdk_final_message(sse: bytes) -> Message:
             model="claude-opus-5-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
         ) as stream:
             return await stream.get_final_message()
+
+
+class Frames(httpx.AsyncByteStream):
+    """A streamed body delivered one frame per read, as a real upstream would."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        for frame in self.frames:
+            yield frame
+
+
+async def drain(reply: Reply) -> bytes:
+    """A streaming reply's whole output, the reply closed after."""
+    assert reply.stream is not None
+    out = b"".join([chunk async for chunk in reply.stream])
+    await reply.aclose()
+    return out
