@@ -126,7 +126,7 @@ def _check_body(body: dict[str, Any], count_only: bool, free: list[Any]) -> None
         if not count_only:
             raise _required("max_tokens")
     else:
-        _check_positive_int(max_tokens, "max_tokens")
+        _check_int(max_tokens, "max_tokens", 1)
 
     messages = body.get("messages")
     if messages is None:
@@ -206,10 +206,7 @@ def _check_number(value: Any, path: str) -> None:
 
 
 def _check_top_k(value: Any, path: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(path, "Input should be a valid integer")
-    if value < 0:
-        raise _invalid(path, "Input should be greater than or equal to 0")
+    _check_int(value, path, 0)
 
 
 def _check_stop_sequences(value: Any, path: str) -> None:
@@ -236,10 +233,7 @@ def _check_thinking(value: Any, path: str) -> None:
         budget = value.get("budget_tokens")
         if budget is None:
             raise _required(f"{path}.budget_tokens")
-        if isinstance(budget, bool) or not isinstance(budget, int):
-            raise _invalid(f"{path}.budget_tokens", "Input should be a valid integer")
-        if budget < MIN_THINKING_BUDGET:
-            raise _invalid(f"{path}.budget_tokens", f"Input should be greater than or equal to {MIN_THINKING_BUDGET}")
+        _check_int(budget, f"{path}.budget_tokens", MIN_THINKING_BUDGET)
 
 
 def _check_tool_choice(value: Any, path: str) -> None:
@@ -259,11 +253,11 @@ def _check_object(value: Any, path: str) -> None:
         raise _invalid(path, "Input should be a valid dictionary")
 
 
-def _check_positive_int(value: Any, path: str) -> None:
+def _check_int(value: Any, path: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(path, "Input should be a valid integer")
-    if value < 1:
-        raise _invalid(path, "Input should be greater than or equal to 1")
+    if value < minimum:
+        raise _invalid(path, f"Input should be greater than or equal to {minimum}")
 
 
 # Optional top-level fields with a known shape, checked but not walked (their containers count as free values).
@@ -327,11 +321,7 @@ def _check_block(block: Any, path: str, position: int, allowed: dict[str, BlockC
 
 
 def _check_text(block: dict[str, Any], path: str, free: list[Any]) -> None:
-    text = block.get("text")
-    if text is None:
-        raise _required(f"{path}.text")
-    if not isinstance(text, str):
-        raise _invalid(f"{path}.text", "Input should be a valid string")
+    _require_str(block, "text", path)
 
 
 def _check_image(block: dict[str, Any], path: str, free: list[Any]) -> None:
