@@ -36,14 +36,12 @@ import orjson
 from ccm.providers.base import Call, Reply, Usage
 from ccm.providers.http import Endpoint, open_response
 from ccm.providers.openai_responses_reply import ResponsesReader, read_response
+from ccm.providers.openai_translate import BILLING_HEADER, UNANSWERED, effort_level
 from ccm.providers.reply import JSON_HEADERS, apply_overrides, read_json, stream_reply, upstream_tool_id
 from ccm.table import Model, Provider
 
-_BILLING_HEADER = "x-anthropic-billing-header:"
 _REASONING_MODEL = re.compile(r"^(o[134]|gpt-5|codex|gpt-oss)")
-_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 _MIN_OUTPUT_TOKENS = 16
-_UNANSWERED = "(no result: the tool call was interrupted)"
 
 Json = dict[str, Any]
 
@@ -62,14 +60,8 @@ def reasoning(body: Mapping[str, Any], model_id: str) -> Json | None:
         return None
     if thinking.get("type") not in ("enabled", "adaptive"):
         return None
-    output_config = body.get("output_config")
-    effort = output_config.get("effort") if isinstance(output_config, dict) else None
-    budget = thinking.get("budget_tokens")
-    if effort in _EFFORTS:
-        level = _EFFORTS[effort]
-    elif isinstance(budget, int) and not isinstance(budget, bool):
-        level = "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
-    else:
+    level = effort_level(body, thinking)
+    if level is None:
         return None
     out: Json = {"effort": level}
     if thinking.get("display") != "omitted":
@@ -124,7 +116,7 @@ def _system_texts(system: Any) -> list[str]:
     return [
         b["text"]
         for b in system or ()
-        if isinstance(b, dict) and b.get("text") and not b["text"].startswith(_BILLING_HEADER)
+        if isinstance(b, dict) and b.get("text") and not b["text"].startswith(BILLING_HEADER)
     ]
 
 
@@ -242,7 +234,7 @@ def _pair_calls(items: list[Json]) -> list[Json]:
 
 
 def _placeholder(call_id: str) -> Json:
-    return {"type": "function_call_output", "call_id": call_id, "output": _UNANSWERED}
+    return {"type": "function_call_output", "call_id": call_id, "output": UNANSWERED}
 
 
 def _function(tool: Mapping[str, Any]) -> Json:

@@ -149,6 +149,12 @@ def reasoning_effort(body: Mapping[str, Any]) -> str | None:
     thinking = body.get("thinking")
     if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
         return None
+    return effort_level(body, thinking)
+
+
+def effort_level(body: Mapping[str, Any], thinking: Mapping[str, Any]) -> str | None:
+    """The OpenAI effort a thinking request asks for: `output_config.effort` (xhigh/max → high), else the budget
+    bucketed ≤1024 low, ≤8192 medium, else high; None when it names neither."""
     output_config = body.get("output_config")
     effort = output_config.get("effort") if isinstance(output_config, dict) else None
     if isinstance(effort, str) and effort in EFFORTS:
