@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ccm import table as t
 from ccm.compile import declarations, rules
@@ -132,11 +133,10 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
             ctx.providers[compiled.name] = compiled
 
     settings, direct_on, direct_span = t.Settings(), True, None
-    for extra in settings_blocks[1:]:
-        ctx.error(extra.keyword.span, "`settings` is given twice", f"first given at {settings_blocks[0].span}")
-    if settings_blocks:
-        settings, direct_on = declarations.settings(ctx, settings_blocks[0])
-        direct_span = next((i.span for i in settings_blocks[0].items if i.keyword.text == "direct"), None)
+    settings_block = _given_once(ctx, settings_blocks, "`settings`")
+    if settings_block is not None:
+        settings, direct_on = declarations.settings(ctx, settings_block)
+        direct_span = next((i.span for i in settings_block.items if i.keyword.text == "direct"), None)
 
     for decl in model_decls:
         if _duplicate(ctx, decl.name, ctx.model_spans, "model"):
@@ -148,17 +148,14 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
             _warn_uncapped(ctx, model, decl)
 
     retry = t.RetryPolicy()
-    for extra in retries[1:]:
-        ctx.error(extra.keyword.span, "the file-wide `retry` is given twice", f"first given at {retries[0].span}")
-    if retries:
-        retry = declarations.retry_policy(ctx, retries[0]) or retry
+    retry_statement = _given_once(ctx, retries, "the file-wide `retry`")
+    if retry_statement is not None:
+        retry = declarations.retry_policy(ctx, retry_statement) or retry
 
     breaker = t.BreakerPolicy()
-    for extra_breaker in breakers[1:]:
-        ctx.error(extra_breaker.keyword.span, "the file-wide `breaker` is given twice",
-                  f"first given at {breakers[0].span}")
-    if breakers:
-        breaker = declarations.breaker_policy(ctx, breakers[0]) or breaker
+    breaker_statement = _given_once(ctx, breakers, "the file-wide `breaker`")
+    if breaker_statement is not None:
+        breaker = declarations.breaker_policy(ctx, breaker_statement) or breaker
 
     compiled_rules: list[rules.CompiledRule] = []
     if not routes:
@@ -218,6 +215,16 @@ def _warn_uncapped(ctx: Context, model: t.Model, decl: s.ModelDecl) -> None:
 def _providers_of(model: t.Model) -> list[str]:
     """The providers serving a model: its first deployment's, and every other deployment's."""
     return [d.provider for d in model.deployments] or [model.provider]
+
+
+_Once = TypeVar("_Once", s.Block, s.Retry, s.Breaker)
+
+
+def _given_once(ctx: Context, statements: list[_Once], what: str) -> _Once | None:
+    """The first of `statements` (None when there is none), reporting every later one as given twice."""
+    for extra in statements[1:]:
+        ctx.error(extra.keyword.span, f"{what} is given twice", f"first given at {statements[0].span}")
+    return statements[0] if statements else None
 
 
 def _duplicate(ctx: Context, name: s.Word, declared: dict[str, s.Span], what: str) -> bool:
