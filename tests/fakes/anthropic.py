@@ -22,7 +22,7 @@ from ccm.errors import error_type_for
 
 from .anthropic_rules import check_messages_request
 from .script import Behaviour, Exchange, Reply
-from .upstream import Answer, FakeUpstream, Rejected, json_body
+from .upstream import Answer, FakeUpstream, Rejected, json_body, stream_answer
 
 _ids = itertools.count(1)
 
@@ -148,12 +148,5 @@ class FakeAnthropic(FakeUpstream):
         )
         frames.append(event("message_stop", {"type": "message_stop"}))
         overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-        return Answer(
-            200,
-            [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"), *headers],
-            frames=frames,
-            chunk_delay=reply.chunk_delay,
-            fault=reply.fault,
-            fault_frame=event("error", overloaded) if reply.fault and reply.fault.kind == "error"
-            else b"event: content_block_delta\ndata: {not json\n\n",
-        )
+        return stream_answer(reply, frames, headers, error_frame=event("error", overloaded),
+                             malformed_frame=b"event: content_block_delta\ndata: {not json\n\n")

@@ -41,7 +41,7 @@ import orjson
 from .openai import FakeOpenAI
 from .openai_rules import Limits, check_chat_request
 from .script import Behaviour, Exchange, Reply
-from .upstream import Answer, Rejected, json_body
+from .upstream import Answer, Rejected, json_body, stream_answer
 
 DEFAULT_CAPS = {"deepseek-chat": 8192, "deepseek-reasoner": 32768}
 THINKING_MODELS = frozenset({"deepseek-reasoner"})
@@ -194,14 +194,7 @@ class FakeDeepSeek(FakeOpenAI):
         frames.append(b"data: [DONE]\n\n")
         error = {"error": {"message": "Service is too busy. Please try again later.", "type": "server_error",
                            "param": None, "code": "invalid_request_error"}}
-        return Answer(
-            200,
-            [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"), *headers],
-            frames=frames,
-            chunk_delay=reply.chunk_delay,
-            fault=reply.fault,
-            fault_frame=frame(error) if reply.fault and reply.fault.kind == "error" else b"data: {not json\n\n",
-        )
+        return stream_answer(reply, frames, headers, error_frame=frame(error), malformed_frame=b"data: {not json\n\n")
 
 
 def _usage(reply: Reply) -> dict[str, Any]:

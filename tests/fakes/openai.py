@@ -19,7 +19,7 @@ import orjson
 
 from .openai_rules import Limits, check_chat_request
 from .script import Behaviour, Exchange, Reply
-from .upstream import Answer, FakeUpstream, Rejected, json_body
+from .upstream import Answer, FakeUpstream, Rejected, json_body, stream_answer
 
 _ids = itertools.count(1)
 
@@ -172,11 +172,5 @@ class FakeOpenAI(FakeUpstream):
         frames.append(frame(b"[DONE]"))
         error = {"error": {"message": "The server had an error while processing your request.", "type": "server_error",
                            "param": None, "code": None}}
-        return Answer(
-            200,
-            [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"), *headers],
-            frames=frames,
-            chunk_delay=reply.chunk_delay,
-            fault=reply.fault,
-            fault_frame=frame(orjson.dumps(error)) if reply.fault and reply.fault.kind == "error" else b"data: {not json" + newline + newline,
-        )
+        return stream_answer(reply, frames, headers, error_frame=frame(orjson.dumps(error)),
+                             malformed_frame=b"data: {not json" + newline + newline)

@@ -51,6 +51,19 @@ class Rejected(Exception):
 
 Handler = Callable[[Exchange], Answer]
 
+
+def stream_answer(reply: Reply, frames: list[bytes], headers: Headers, *, error_frame: bytes, malformed_frame: bytes) -> Answer:
+    """A streamed reply: its frames, paced and faulted as `reply` says; an `error` fault writes the flavour's
+    `error_frame`, a `malformed` one its `malformed_frame`."""
+    return Answer(
+        200,
+        [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"), *headers],
+        frames=frames,
+        chunk_delay=reply.chunk_delay,
+        fault=reply.fault,
+        fault_frame=error_frame if reply.fault and reply.fault.kind == "error" else malformed_frame,
+    )
+
 DEFAULT_REPLY = Reply(text="Hello from the fake upstream.")
 
 
