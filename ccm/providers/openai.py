@@ -19,13 +19,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
 import httpx
 import orjson
 
-from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply, Usage
-from ccm.providers.http import Endpoint, open_response, read_body
+from ccm.providers.http import Endpoint, open_response
 from ccm.providers.openai_stream import (
     INVALID_RESPONSE,
     ReplyContext,
@@ -35,7 +33,7 @@ from ccm.providers.openai_stream import (
     usage_from,
 )
 from ccm.providers.openai_translate import translate_request
-from ccm.providers.reply import JSON_HEADERS, EventWriter, fold_message, protocol_error, stream_reply
+from ccm.providers.reply import JSON_HEADERS, EventWriter, fold_message, protocol_error, read_all, stream_reply
 from ccm.providers.tool_json import parse_arguments
 from ccm.table import Provider
 
@@ -114,16 +112,7 @@ class OpenAIAdapter:
                                        [*JSON_HEADERS, ("accept", accept)])
         if call.stream and not _is_json(response):
             return await stream_reply(response, self.endpoint.timeouts, StreamTranslator(context))
-        try:
-            raw = await read_body(response, self.endpoint.timeouts)
-        except UpstreamError as exc:
-            if not exc.provider:
-                exc.provider = self.provider.name
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
-        data = self._completion(raw)
+        data = self._completion(await read_all(self.provider.name, response, self.endpoint.timeouts))
         if call.stream:  # a server that ignored `stream: true`
             raise protocol_error(self.provider.name, INVALID_RESPONSE + "a JSON body instead of a stream")
         usage = Usage()

@@ -285,14 +285,22 @@ def parse_json(provider: str, data: bytes | str) -> Any:
         raise protocol_error(provider, f"upstream {provider!r} sent malformed JSON ({exc})") from exc
 
 
-async def read_json(provider: str, response: httpx.Response, timeouts: Timeouts) -> dict[str, Any]:
-    """A non-stream upstream body as a JSON object; a 200 that is not one, or that holds an error, is a failure."""
+async def read_all(provider: str, response: httpx.Response, timeouts: Timeouts) -> bytes:
+    """A non-stream upstream body, the response closed after even when the request is being cancelled."""
     try:
-        body = await read_body(response, timeouts)
+        return await read_body(response, timeouts)
+    except UpstreamError as exc:
+        if not exc.provider:  # transport failures and timeouts from `read_body` do not know whose they are
+            exc.provider = provider
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             await response.aclose()
-    data = parse_json(provider, body)
+
+
+async def read_json(provider: str, response: httpx.Response, timeouts: Timeouts) -> dict[str, Any]:
+    """A non-stream upstream body as a JSON object; a 200 that is not one, or that holds an error, is a failure."""
+    data = parse_json(provider, await read_all(provider, response, timeouts))
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise protocol_error(provider, f"upstream {provider!r} answered with a JSON {kind}, not an object")

@@ -21,6 +21,7 @@ from ccm.providers.reply import (
     client_tool_id,
     encode_events,
     fold_message,
+    read_json,
     stream_reply,
     upstream_tool_id,
 )
@@ -203,3 +204,11 @@ async def test_closing_the_upstream_completes_even_when_the_request_is_cancelled
         scope.cancel()  # the client went away while ccm was releasing the upstream
         await reply.aclose()
     assert body.closed
+
+
+async def test_a_non_stream_body_that_stalls_names_its_provider_and_is_released() -> None:
+    upstream = response(pieces(b'{"id": ', then=asyncio.Event()))
+    with pytest.raises(UpstreamError) as raised:
+        await read_json("gem", upstream, Timeouts(idle=0.05))
+    assert (raised.value.reason, raised.value.provider) == ("timeout", "gem")
+    assert upstream.is_closed
