@@ -530,8 +530,5 @@ def parse(text: str, file: str) -> s.SourceFile:
         raise RouteSyntaxError(_syntax_diagnostic(error, text, file)) from None
     if build.bad_escape is not None:
         raise RouteSyntaxError(build.bad_escape)
-    notes = tuple(
-        s.Comment(str(c).rstrip(), s.Span(file, c.line or 1, c.column or 1, c.end_line or 1, c.end_column or 1))
-        for c in build.comments
-    )
+    notes = tuple(s.Comment(str(c).rstrip(), build._tspan(c)) for c in build.comments)
     return s.SourceFile(file, text, statements, notes)
