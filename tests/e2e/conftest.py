@@ -50,6 +50,12 @@ class Stack:
         assert self.ccm.running, f"`ccm run` died:\n{self.ccm.logs()}"
         assert "Traceback" not in self.ccm.logs(), self.ccm.logs()
 
+    def for_one_test(self) -> Iterator[Stack]:
+        """A per-test fixture's body: the module's stack with its fake reset, checked healthy after the test."""
+        self.fake.reset()
+        yield self
+        self.check_healthy()
+
 
 def start_stack(folder: Path, routes: str, fake: FakeUpstream, env_for_url: dict[str, str]) -> Iterator[Stack]:
     """Serve `fake`, then `ccm run` on the route text `routes`, with `{url}` in env values set to the fake's URL."""
@@ -75,13 +81,9 @@ def anthropic_stack_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def openai_stack(openai_stack_module: Stack) -> Iterator[Stack]:
-    openai_stack_module.fake.reset()
-    yield openai_stack_module
-    openai_stack_module.check_healthy()
+    yield from openai_stack_module.for_one_test()
 
 
 @pytest.fixture
 def anthropic_stack(anthropic_stack_module: Stack) -> Iterator[Stack]:
-    anthropic_stack_module.fake.reset()
-    yield anthropic_stack_module
-    anthropic_stack_module.check_healthy()
+    yield from anthropic_stack_module.for_one_test()

@@ -51,9 +51,7 @@ def deepseek_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
 
 @pytest.fixture
 def deepseek(deepseek_module: Stack) -> Iterator[Stack]:
-    deepseek_module.fake.reset()
-    yield deepseek_module
-    deepseek_module.check_healthy()
+    yield from deepseek_module.for_one_test()
 
 
 def chats(stack: Stack) -> list[dict[str, Any]]:

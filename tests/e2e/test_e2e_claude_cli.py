@@ -61,16 +61,12 @@ def cli_anthropic_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 @pytest.fixture
 def cli_openai(cli_openai_module: Stack) -> Iterator[Stack]:
-    cli_openai_module.fake.reset()
-    yield cli_openai_module
-    cli_openai_module.check_healthy()
+    yield from cli_openai_module.for_one_test()
 
 
 @pytest.fixture
 def cli_anthropic(cli_anthropic_module: Stack) -> Iterator[Stack]:
-    cli_anthropic_module.fake.reset()
-    yield cli_anthropic_module
-    cli_anthropic_module.check_healthy()
+    yield from cli_anthropic_module.for_one_test()
 
 
 def run_claude(claude: Path, stack: Stack, workdir: Path, prompt: str, *flags: str) -> dict[str, Any]:
