@@ -37,13 +37,12 @@ import orjson
 
 from ccm.errors import ApiError
 from ccm.providers.gemini_schema import clean_parameters
-from ccm.providers.reply import apply_overrides, upstream_tool_id
+from ccm.providers.reply import BILLING_HEADER, apply_overrides, upstream_tool_id
 from ccm.table import Model
 
 SIGNATURE_PREFIX = "ccm.gemini."
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
-_BILLING_HEADER = "x-anthropic-billing-header:"
 _GENERATION = re.compile(r"gemini-(\d+)")
 _BUDGET_FOR_EFFORT_2X = {"low": 1024, "medium": -1}
 _STOP_SEQUENCES_MAX = 5  # Gemini rejects more
@@ -100,7 +99,7 @@ def _system_parts(system: Any) -> list[dict[str, Any]]:
     parts = []
     for block in system or ():
         text = block.get("text") if isinstance(block, dict) else None
-        if text and not text.startswith(_BILLING_HEADER):
+        if text and not text.startswith(BILLING_HEADER):
             parts.append({"text": text})
     return parts
 

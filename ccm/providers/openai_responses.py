@@ -36,8 +36,8 @@ import orjson
 from ccm.providers.base import Call, Reply, Usage
 from ccm.providers.http import Endpoint, open_response
 from ccm.providers.openai_responses_reply import ResponsesReader, read_response
-from ccm.providers.openai_translate import BILLING_HEADER, UNANSWERED, effort_level
-from ccm.providers.reply import JSON_HEADERS, apply_overrides, read_json, stream_reply, upstream_tool_id
+from ccm.providers.openai_translate import UNANSWERED, effort_level
+from ccm.providers.reply import BILLING_HEADER, JSON_HEADERS, apply_overrides, read_json, stream_reply, upstream_tool_id
 from ccm.table import Model, Provider
 
 _REASONING_MODEL = re.compile(r"^(o[134]|gpt-5|codex|gpt-oss)")

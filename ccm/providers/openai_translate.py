@@ -42,11 +42,10 @@ from typing import Any
 
 import orjson
 
-from ccm.providers.reply import apply_overrides, upstream_tool_id
+from ccm.providers.reply import BILLING_HEADER, apply_overrides, upstream_tool_id
 from ccm.table import Model
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-BILLING_HEADER = "x-anthropic-billing-header:"
 USER_FIELD_LIMIT = 64  # OpenAI's documented maximum for `user`; longer values are rejected by some servers
 MAX_STOP = 4  # OpenAI rejects more than four stop sequences
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}

@@ -56,6 +56,10 @@ _DELTA_MIDDLES = {kind: f',"delta":{{"type":"{kind}","{field}":'.encode() for ki
 JSON_HEADERS = [("content-type", "application/json")]
 SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
+# Claude Code's first system block: Anthropic bookkeeping that changes between requests. Every translating adapter
+# drops it, since it means nothing to other models and would defeat their prefix caches.
+BILLING_HEADER = "x-anthropic-billing-header:"
+
 TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 ENCODED_ID_PREFIX = "toolu_ccm_"
 
