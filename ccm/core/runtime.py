@@ -30,7 +30,7 @@ import orjson
 from ccm.core.deployments import ProviderDeployments, Target, deployments_of
 from ccm.providers.base import Adapter
 from ccm.providers.http import Endpoint, make_client, resolve_endpoint
-from ccm.table import All, AnyOf, Condition, EnvRef, Model, Not, Provider, RoutingTable, Tokens, resolve
+from ccm.table import All, AnyOf, Condition, Model, Not, Provider, RoutingTable, Tokens, resolve
 
 log = logging.getLogger("ccm.core")
 
@@ -62,7 +62,6 @@ class Runtime:
     providers: Mapping[str, ProviderRuntime]
     auth_required: bool
     auth_keys: tuple[bytes, ...]  # the inbound keys that resolved; empty with auth_required means nobody gets in
-    unresolved_auth: tuple[str, ...]  # names of the variables behind declared keys that are unset
     health_body: bytes
     models_body: bytes
     model_bodies: Mapping[str, bytes]  # alias -> its /v1/models/{id} object
@@ -133,9 +132,6 @@ def build_runtime(
         providers=providers,
         auth_required=bool(table.settings.auth),
         auth_keys=keys,
-        unresolved_auth=tuple(
-            value.name for value in table.settings.auth if isinstance(value, EnvRef) and not resolve(value, environ)
-        ),
         health_body=_health_body(table, providers),
         models_body=orjson.dumps(
             {
