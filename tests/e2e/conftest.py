@@ -37,6 +37,11 @@ class Stack:
     def client(self, **options: object) -> anthropic.Anthropic:
         return anthropic.Anthropic(base_url=self.url, api_key=CLIENT_KEY, max_retries=0, timeout=30.0, **options)  # type: ignore[arg-type]
 
+    def stream_hi(self, model: str) -> anthropic.types.Message:
+        """A short streamed request read to its final message: an upstream failure surfaces as the SDK raises it."""
+        with self.client().messages.stream(model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as stream:
+            return stream.get_final_message()
+
     def settle(self, timeout: float = 5.0) -> None:
         """Wait until the fake has finished answering (ccm may close an upstream stream just after the client)."""
         deadline = time.monotonic() + timeout

@@ -99,10 +99,7 @@ def test_rate_limit_passes_through_with_retry_after(anthropic_stack: Stack) -> N
 def test_overloaded_before_the_stream_is_a_status(anthropic_stack: Stack) -> None:
     anthropic_stack.fake.script(Status(529, "Overloaded"))
     with pytest.raises(anthropic.APIStatusError) as raised:
-        with anthropic_stack.client().messages.stream(
-            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
-            stream.get_final_message()
+        anthropic_stack.stream_hi(MODEL)
     assert raised.value.status_code == 529 and raised.value.body["error"]["type"] == "overloaded_error"
 
 
@@ -110,7 +107,4 @@ def test_overloaded_before_the_stream_is_a_status(anthropic_stack: Stack) -> Non
 def test_failure_mid_stream_reaches_the_sdk(anthropic_stack: Stack, fault: str) -> None:
     anthropic_stack.fake.script(Reply(text="A long answer, interrupted.", pieces=6, fault=StreamFault(fault, after=5)))  # type: ignore[arg-type]
     with pytest.raises(anthropic.APIStatusError):
-        with anthropic_stack.client().messages.stream(
-            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
-            stream.get_final_message()
+        anthropic_stack.stream_hi(MODEL)

@@ -175,10 +175,7 @@ def test_rate_limit_reaches_the_sdk_with_retry_after(openai_stack: Stack) -> Non
 def test_server_error_before_the_stream_is_a_status(openai_stack: Stack) -> None:
     openai_stack.fake.script(Status(500, "upstream exploded"))
     with pytest.raises(anthropic.APIStatusError) as raised:
-        with openai_stack.client().messages.stream(
-            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
-            stream.get_final_message()
+        openai_stack.stream_hi(MODEL)
     assert raised.value.status_code >= 500
     assert raised.value.body["type"] == "error" and raised.value.body["error"]["type"] in ("api_error", "overloaded_error")
 
