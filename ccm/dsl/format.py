@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from ccm.dsl import syntax as s
 from ccm.dsl.parser import parse
-from ccm.dsl.printer import condition_text, member_text, value_text
+from ccm.dsl.printer import member_text, rule_text, value_text
 
 INDENT = "  "
 
@@ -149,12 +149,8 @@ class _Printer:
     def rule(self, node: object, depth: int, last_on_line: bool) -> None:
         assert isinstance(node, s.RouteRule)
         self.start(node.span.line, depth)
-        if node.target is None:
-            assert node.keyword is not None
-            line = _Line(depth, node.keyword.text, group="rule")
-        else:
-            left = condition_text(node.condition) if node.condition is not None else "default"
-            line = _Line(depth, left, f"-> {node.target.text}", group="rule")
+        target = None if node.target is None else f"-> {node.target.text}"
+        line = _Line(depth, rule_text(node), target, group="rule")
         self.emit(line, node.span.end_line, last_on_line)
 
     def item(self, node: object, depth: int, last_on_line: bool) -> None:
@@ -180,7 +176,7 @@ class _Printer:
             span = child.span
             self.start(span.line, depth + 1)
             inner = child.value if isinstance(child, s.Member) else child
-            if isinstance(inner, (s.Object, s.Array)) and inner.span.end_line > inner.span.line:
+            if isinstance(inner, (s.Object, s.Array)) and inner.multiline:
                 head = _member_head(child) if isinstance(child, s.Member) else ""
                 self.json_block(head, inner, depth + 1)
                 continue
