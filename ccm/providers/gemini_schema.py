@@ -22,17 +22,7 @@ from typing import Any
 
 _TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object"})
 _NUMERIC = ("minimum", "maximum")
-_COUNTS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
 _FORMATS = frozenset({"enum", "date-time"})
-
-# The keywords `clean_parameters` may emit; the fake upstream validates against the same list.
-ALLOWED_KEYS = frozenset(
-    {
-        "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties",
-        "required", "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example", "anyOf",
-        "propertyOrdering", "default", "items", "minimum", "maximum",
-    }
-)
 
 
 def clean_parameters(schema: Any) -> dict[str, Any] | None:
