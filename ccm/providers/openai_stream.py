@@ -124,11 +124,11 @@ class _ToolCall:
 
 
 class StreamTranslator:
-    def __init__(self, context: ReplyContext, usage: Usage | None = None) -> None:
+    def __init__(self, context: ReplyContext) -> None:
         self.provider = context.provider
         self.context = context
-        # `usage` is updated in place as it arrives: the adapter hands the same object to the core.
-        self.writer = context.writer(usage if usage is not None else Usage())
+        # The writer's usage is updated in place as it arrives: the relay hands the same object to the core.
+        self.writer = context.writer(Usage())
         self._tool: _ToolCall | None = None  # the current tool call, open or still waiting for its name
         self._finish: str | None = None
         self._stop_string: str | None = None
