@@ -29,7 +29,8 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply, Usage
-from ccm.providers.http import Endpoint, iter_body, open_response, read_body, transport_error
+from ccm.providers.http import Endpoint, iter_body, open_response, transport_error
+from ccm.providers.reply import read_all
 from ccm.table import Provider
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -60,11 +61,7 @@ class AnthropicAdapter:
         )
         if call.stream:
             return await self._stream_reply(response)
-        try:
-            body = await read_body(response, self._endpoint.timeouts)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+        body = await read_all(self._endpoint.provider, response, self._endpoint.timeouts)
         usage = Usage()
         try:
             parsed = orjson.loads(body)
@@ -79,11 +76,7 @@ class AnthropicAdapter:
         response = await open_response(
             self._client, self._endpoint, self._count_url, passthrough_body(call), self._headers(call)
         )
-        try:
-            body = await read_body(response, self._endpoint.timeouts)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+        body = await read_all(self._endpoint.provider, response, self._endpoint.timeouts)
         return Reply(response.status_code, self._reply_headers(response, "application/json"), body=body)
 
     async def aclose(self) -> None:
