@@ -116,14 +116,8 @@ def _blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
     allowed = {"user": USER_BLOCKS, "assistant": ASSISTANT_BLOCKS, "system": frozenset({"text"})}[role]
     for j, block in enumerate(content):
         here = f"{where}.content.{j}"
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind not in allowed:
-            raise invalid(f"{here}: Input tag '{kind}' found using 'type' does not match any of the expected tags")
-        if kind == "text":
-            _check_text_block(block, here)
-        elif kind == "image":
-            _check_image(block, here)
-        elif kind == "tool_use":
+        kind = _check_tagged_block(block, here, allowed)
+        if kind == "tool_use":
             if not isinstance(block.get("id"), str) or not TOOL_ID.match(block["id"]):
                 raise invalid(f"{here}.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'")
             if not isinstance(block.get("name"), str) or not isinstance(block.get("input"), dict):
@@ -137,6 +131,19 @@ def _blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
         elif kind == "tool_result":
             _check_tool_result(block, here)
     return content
+
+
+def _check_tagged_block(block: Any, where: str, allowed: frozenset[str]) -> str | None:
+    """A content block's `type`, refused unless `allowed`; text and image blocks are checked here, the rest by the
+    caller."""
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind not in allowed:
+        raise invalid(f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected tags")
+    if kind == "text":
+        _check_text_block(block, where)
+    elif kind == "image":
+        _check_image(block, where)
+    return kind
 
 
 def _check_text_block(block: Any, where: str) -> None:
@@ -171,14 +178,7 @@ def _check_tool_result(block: dict[str, Any], where: str) -> None:
     if not isinstance(content, list):
         raise invalid(f"{where}.tool_result.content: Input should be a valid string or list")
     for k, inner in enumerate(content):
-        here = f"{where}.tool_result.content.{k}"
-        kind = inner.get("type") if isinstance(inner, dict) else None
-        if kind not in TOOL_RESULT_BLOCKS:
-            raise invalid(f"{here}: Input tag '{kind}' found using 'type' does not match any of the expected tags")
-        if kind == "text":
-            _check_text_block(inner, here)
-        elif kind == "image":
-            _check_image(inner, here)
+        _check_tagged_block(inner, f"{where}.tool_result.content.{k}", TOOL_RESULT_BLOCKS)
 
 
 def _check_tool_protocol(turns: list[tuple[str, list[dict[str, Any]]]]) -> None:
