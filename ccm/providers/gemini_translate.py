@@ -131,7 +131,7 @@ def _model_parts(content: Any) -> list[dict[str, Any]]:
             if carried.startswith(SIGNATURE_PREFIX):
                 signature = carried[len(SIGNATURE_PREFIX) :]
         elif kind == "tool_use":
-            call = {"id": _upstream_id(block.get("id")), "name": block.get("name"), "args": _args(block)}
+            call = {"id": upstream_tool_id(block.get("id")), "name": block.get("name"), "args": _args(block)}
             part: dict[str, Any] = {"functionCall": call}
             if signature:
                 part["thoughtSignature"] = signature
@@ -140,11 +140,6 @@ def _model_parts(content: Any) -> list[dict[str, Any]]:
         elif kind in ("image", "document"):
             parts.extend(_media_parts(block))
     return parts
-
-
-def _upstream_id(client_id: Any) -> Any:
-    """The call id Gemini gave (see `reply.upstream_tool_id`); a missing id stays missing."""
-    return upstream_tool_id(client_id) if isinstance(client_id, str) else client_id
 
 
 def _args(block: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,7 +192,7 @@ def _function_response(
     if not text and media:
         text = "(the result is the attachment that follows)"
     response = {"error": text or "error"} if block.get("is_error") else {"result": text}
-    return order, {"functionResponse": {"id": _upstream_id(call_id), "name": name, "response": response}}, media
+    return order, {"functionResponse": {"id": upstream_tool_id(call_id), "name": name, "response": response}}, media
 
 
 def _media_parts(block: Mapping[str, Any]) -> list[dict[str, Any]]:

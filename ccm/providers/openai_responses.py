@@ -134,7 +134,7 @@ def _assistant_items(content: Any) -> list[Json]:
                 items.append(_message("assistant", texts))
                 texts = []
             arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
-            call_id = _upstream_id(block.get("id"))
+            call_id = upstream_tool_id(block.get("id"))
             items.append({"type": "function_call", "call_id": call_id, "name": block.get("name"),
                           "arguments": arguments})
     if texts:
@@ -166,12 +166,7 @@ def _function_output(block: Mapping[str, Any]) -> Json:
             output = ([{"type": "input_text", "text": prefix.strip()}] if prefix else []) + parts
         else:
             output = prefix + "\n".join(p["text"] for p in parts)
-    return {"type": "function_call_output", "call_id": _upstream_id(block.get("tool_use_id")), "output": output}
-
-
-def _upstream_id(client_id: Any) -> Any:
-    """The call id the API gave (see `reply.upstream_tool_id`); a missing id stays missing."""
-    return upstream_tool_id(client_id) if isinstance(client_id, str) else client_id
+    return {"type": "function_call_output", "call_id": upstream_tool_id(block.get("tool_use_id")), "output": output}
 
 
 def _input_parts(block: Mapping[str, Any]) -> list[Json]:

@@ -91,8 +91,11 @@ def client_tool_id(upstream_id: str) -> str:
     return "toolu_" + hashlib.sha256(raw).hexdigest()[:24]
 
 
-def upstream_tool_id(client_id: str) -> str:
-    """The id to send upstream for an id from the client's history; the inverse of `client_tool_id`."""
+def upstream_tool_id(client_id: Any) -> Any:
+    """The id to send upstream for an id from the client's history; the inverse of `client_tool_id`. Anything but
+    a string (a missing id) is returned as it is."""
+    if not isinstance(client_id, str):
+        return client_id
     if client_id.startswith(ENCODED_ID_PREFIX):
         try:
             original = bytes.fromhex(client_id[len(ENCODED_ID_PREFIX) :]).decode()
