@@ -221,13 +221,23 @@ def _incomplete(row: dict[str, Any], key: str) -> str:
     return ""
 
 
+def _measured(targets: dict[str, Any], workload: str) -> list[str]:
+    """The upstream and the routers that have results for `workload`, in the tables' column order."""
+    return [name for name in ("upstream", *ROUTERS) if _get(targets, name, "workloads", workload)]
+
+
+def _header(columns: list[str]) -> list[str]:
+    """A markdown table's header row and separator."""
+    return ["| " + " | ".join(columns) + " |", "| --- " * len(columns) + "|"]
+
+
 def fixtures_table(results: dict[str, Any]) -> list[str]:
     targets = results["targets"]
-    present = [name for name in ("upstream", *ROUTERS) if _get(targets, name, "workloads", "fixtures")]
+    present = _measured(targets, "fixtures")
     if not present:
         return []
     out = ["Each captured Claude Code request, 1 connection, p50 in ms (→ OpenAI / → Anthropic passthrough):", "",
-           "| request | bytes | " + " | ".join(present) + " |", "| --- " * (2 + len(present)) + "|"]
+           *_header(["request", "bytes", *present])]
     for fixture, entry in targets[present[0]]["workloads"]["fixtures"].items():
         cells = []
         for name in present:
@@ -240,12 +250,12 @@ def fixtures_table(results: dict[str, Any]) -> list[str]:
 
 def sweep_table(results: dict[str, Any]) -> list[str]:
     targets = results["targets"]
-    present = [name for name in ("upstream", *ROUTERS) if _get(targets, name, "workloads", "sweep")]
+    present = _measured(targets, "sweep")
     if not present:
         return []
     levels = list(targets[present[0]]["workloads"]["sweep"])
     out = ["Concurrency sweep, real 50 KB request → OpenAI: req/s (p50 / p99 ms):", "",
-           "| connections | " + " | ".join(present) + " |", "| --- " * (1 + len(present)) + "|"]
+           *_header(["connections", *present])]
     for level in levels:
         cells = []
         for name in present:
@@ -260,11 +270,11 @@ def sweep_table(results: dict[str, Any]) -> list[str]:
 
 def stream_table(results: dict[str, Any]) -> list[str]:
     targets = results["targets"]
-    present = [name for name in ("upstream", *ROUTERS) if _get(targets, name, "workloads", "stream")]
+    present = _measured(targets, "stream")
     if not present:
         return []
     out = [f"Streams, p50 in ms: the short stream's first body byte and last byte, then the {STREAM_CHUNKS}-chunk "
-           "stream's:", "", "| flavour | " + " | ".join(present) + " |", "| --- " * (1 + len(present)) + "|"]
+           "stream's:", "", *_header(["flavour", *present])]
     for flavour in ("openai", "anthropic"):
         cells = []
         for name in present:
