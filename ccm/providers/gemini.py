@@ -37,7 +37,7 @@ from ccm.providers.reply import (
     JSON_HEADERS,
     EventWriter,
     fold_message,
-    parse_json,
+    parse_event,
     protocol_error,
     read_json,
     stream_reply,
@@ -60,9 +60,7 @@ class GeminiReader:
         self._grounding: dict[str, Any] | None = None
 
     def feed(self, event: ServerEvent) -> None:
-        data = parse_json(self.provider, event.data)
-        if not isinstance(data, dict):
-            raise protocol_error(self.provider, f"upstream {self.provider!r} streamed a non-object event")
+        data = parse_event(self.provider, event.data)
         self.read(data)
 
     def read(self, data: dict[str, Any]) -> None:

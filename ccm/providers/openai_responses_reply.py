@@ -27,7 +27,7 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.reply import EventWriter, fold_message, parse_json, protocol_error
+from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.sse import ServerEvent
 
@@ -48,9 +48,7 @@ class ResponsesReader:
         self._refused = False
 
     def feed(self, event: ServerEvent) -> None:
-        data = parse_json(self.provider, event.data)
-        if not isinstance(data, dict):
-            raise protocol_error(self.provider, f"upstream {self.provider!r} streamed a non-object event")
+        data = parse_event(self.provider, event.data)
         kind = data.get("type") or event.event or ""
         handler = _HANDLERS.get(kind)
         if handler is not None:

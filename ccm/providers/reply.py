@@ -292,6 +292,14 @@ def parse_json(provider: str, data: bytes | str) -> Any:
         raise protocol_error(provider, f"upstream {provider!r} sent malformed JSON ({exc})") from exc
 
 
+def parse_event(provider: str, data: str) -> dict[str, Any]:
+    """A streamed event's data, which must be a JSON object."""
+    value = parse_json(provider, data)
+    if not isinstance(value, dict):
+        raise protocol_error(provider, f"upstream {provider!r} streamed a non-object event")
+    return value
+
+
 async def read_all(provider: str, response: httpx.Response, timeouts: Timeouts) -> bytes:
     """A non-stream upstream body, the response closed after even when the request is being cancelled."""
     try:
