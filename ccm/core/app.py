@@ -140,7 +140,6 @@ class App:
         path: str = scope["path"]
         record = RequestRecord(time.time(), scope["method"], path, 500, 0.0)
         exchange = Exchange(receive, send, record)
-        attempts = 0
         try:
             runtime = self.holder.current
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -150,10 +149,9 @@ class App:
             await handler(exchange, runtime, headers)
         except DispatchFailed as error:
             record.attempts = tuple(error.attempts)
-            attempts = len(error.attempts)
-            await exchange.fail(error, attempts)
+            await exchange.fail(error, len(error.attempts))
         except ApiError as error:
-            await exchange.fail(error, attempts)
+            await exchange.fail(error)
         except ClientDisconnected:
             record.client_disconnected = True
         except Exception:  # noqa: BLE001 - the one place an unexpected failure is turned into a 500
