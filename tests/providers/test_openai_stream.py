@@ -7,7 +7,6 @@ Regenerate the expected files with CCM_UPDATE_GOLDEN=1 and review the diff.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -18,7 +17,7 @@ from ccm.errors import UpstreamError
 from ccm.providers.openai_stream import ReplyContext, StreamTranslator
 from ccm.providers.openai_translate import ToolNames
 from ccm.sse import SSEDecoder
-from tests.providers.translation_checks import random_splits, relay, sdk_final_message
+from tests.providers.translation_checks import parse_events, random_splits, relay, sdk_final_message
 
 STREAMS = Path(__file__).parent / "golden" / "openai" / "streams"
 TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse"))
@@ -66,21 +65,12 @@ def test_any_byte_split_gives_the_same_output(name: str) -> None:
     assert render(*translate([raw[i : i + 1] for i in range(len(raw))])) == whole
 
 
-def parse_events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for frame in text.split("\n\n"):
-        if frame.startswith("event: "):
-            head, data = frame.split("\n", 1)
-            events.append((head.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
-    return events
-
-
 @pytest.mark.parametrize("name", TRANSCRIPTS)
 def test_stream_grammar(name: str) -> None:
     """PROTOCOL §3: message_start first, contiguous block indices with matching deltas, no empty deltas,
     one message_delta with a stop reason and full usage, message_stop last."""
     output, error = translate([(STREAMS / f"{name}.sse").read_bytes()])
-    events = parse_events(output.decode())
+    events = parse_events(output)
     if not events:
         assert error is not None and error.reason == "protocol"
         return
@@ -121,12 +111,12 @@ async def test_the_anthropic_sdk_accumulates_the_stream(name: str) -> None:
     assert error is None
 
     message = await sdk_final_message(output)
-    expected = [(k, d["content_block"]) for k, d in parse_events(output.decode()) if k == "content_block_start"]
+    expected = [(k, d["content_block"]) for k, d in parse_events(output) if k == "content_block_start"]
     assert [b.type for b in message.content] == [block["type"] for _, block in expected]
     for block in message.content:
         if block.type == "tool_use":
             assert isinstance(block.input, dict)
-    final = parse_events(output.decode())[-2][1]
+    final = parse_events(output)[-2][1]
     assert message.stop_reason == final["delta"]["stop_reason"]
     assert message.usage.output_tokens == final["usage"]["output_tokens"]
 
@@ -138,7 +128,7 @@ def accumulate(name: str):  # type: ignore[no-untyped-def]
     output, _ = translate([(STREAMS / f"{name}.sse").read_bytes()])
     snapshot = None
     json_bufs: dict[int, bytes] = {}
-    for _, data in parse_events(output.decode()):
+    for _, data in parse_events(output):
         snapshot = accumulate_event(event=data, current_snapshot=snapshot, json_bufs=json_bufs)
     return snapshot
 
