@@ -166,9 +166,9 @@ def test_a_continued_session_keeps_every_tool_turn_valid(claude_bin: Path, deeps
     thinking block for it): `claude --continue` sends that history back."""
     marker = f"ccm-e2e-{random.randrange(32768)}"
     deepseek.fake.default = bash_scenario(marker, final_reasoning="")
-    run_claude(claude_bin, deepseek, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
+    run_claude(claude_bin, deepseek.ccm, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
     deepseek.fake.default = Reply(reasoning="A follow-up.", text="Still here.")
-    result = run_claude(claude_bin, deepseek, workdir, "Anything else?", "--continue", "--allowedTools", "Bash")
+    result = run_claude(claude_bin, deepseek.ccm, workdir, "Anything else?", "--continue", "--allowedTools", "Bash")
     assert result["result"] == "Still here."
     assert deepseek.fake.rejections == []
     messages = chats(deepseek)[-1]["messages"]

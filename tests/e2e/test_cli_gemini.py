@@ -26,7 +26,7 @@ USAGE = {"promptTokenCount": 12000, "candidatesTokenCount": 20, "totalTokenCount
 
 class GeminiStack:
     def __init__(self, ccm: CcmServer, fake: FakeGemini) -> None:
-        self.ccm, self.fake, self.url = ccm, fake, ccm.url
+        self.ccm, self.fake = ccm, fake
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_bash_round_trip_keeps_the_thought_signature(claude_bin: Path, gemini: G
         return [text_chunk("A side answer.", finish="STOP", usage=USAGE)]
 
     gemini.fake.default = scenario
-    result = run_claude(claude_bin, gemini, workdir, f"Run echo {marker}", "--allowedTools", "Bash")  # type: ignore[arg-type]
+    result = run_claude(claude_bin, gemini.ccm, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
     assert marker in result["result"]
     assert [e.rejected for e in gemini.fake.exchanges if e.rejected] == []
     final = gemini.fake.exchanges[-1]

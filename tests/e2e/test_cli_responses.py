@@ -21,7 +21,7 @@ OPENAI_KEY = "sk-e2e-responses"
 
 class ResponsesStack:
     def __init__(self, ccm: CcmServer, fake: FakeResponses) -> None:
-        self.ccm, self.fake, self.url = ccm, fake, ccm.url
+        self.ccm, self.fake = ccm, fake
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_bash_round_trip(claude_bin: Path, responses: ResponsesStack, workdir: P
         return [message_item("A side answer.")]
 
     responses.fake.default = scenario
-    result = run_claude(claude_bin, responses, workdir, f"Run echo {marker}", "--allowedTools", "Bash")  # type: ignore[arg-type]
+    result = run_claude(claude_bin, responses.ccm, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
     assert marker in result["result"]
     assert [e.rejected for e in responses.fake.exchanges if e.rejected] == []
     final = responses.fake.exchanges[-1].body

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import Exchange, FakeAnthropic, FakeOpenAI, Reply, ToolCall
+from tests.fakes import CcmServer, Exchange, FakeAnthropic, FakeOpenAI, Reply, ToolCall
 
 from .conftest import ANTHROPIC_KEY, CLIENT_KEY, OPENAI_KEY, Stack, start_stack
 
@@ -69,13 +69,13 @@ def cli_anthropic(cli_anthropic_module: Stack) -> Iterator[Stack]:
     yield from cli_anthropic_module.for_one_test()
 
 
-def run_claude(claude: Path, stack: Stack, workdir: Path, prompt: str, *flags: str) -> dict[str, Any]:
+def run_claude(claude: Path, ccm: CcmServer, workdir: Path, prompt: str, *flags: str) -> dict[str, Any]:
     home = workdir.parent / "home"
     home.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
-        "ANTHROPIC_BASE_URL": stack.url,
+        "ANTHROPIC_BASE_URL": ccm.url,
         "ANTHROPIC_API_KEY": CLIENT_KEY,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
@@ -83,8 +83,8 @@ def run_claude(claude: Path, stack: Stack, workdir: Path, prompt: str, *flags: s
     try:
         done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     except subprocess.TimeoutExpired as timeout:
-        pytest.fail(f"claude did not finish within {CLI_TIMEOUT} s: {timeout.stderr!r}\nccm log:\n{stack.ccm.logs()}")
-    report = f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}\nccm log:\n{stack.ccm.logs()}"
+        pytest.fail(f"claude did not finish within {CLI_TIMEOUT} s: {timeout.stderr!r}\nccm log:\n{ccm.logs()}")
+    report = f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}\nccm log:\n{ccm.logs()}"
     assert done.returncode == 0, report
     result: dict[str, Any] = json.loads(done.stdout)
     assert result["is_error"] is False and result["subtype"] == "success", report
@@ -165,7 +165,7 @@ def png(width: int = 8, height: int = 8) -> bytes:
 
 def test_plain_answer(claude_bin: Path, cli_openai: Stack, workdir: Path) -> None:
     cli_openai.fake.default = Reply(text="Hello from the fake, through ccm.")
-    result = run_claude(claude_bin, cli_openai, workdir, "Say hello")
+    result = run_claude(claude_bin, cli_openai.ccm, workdir, "Say hello")
     assert result["result"] == "Hello from the fake, through ccm."
     assert cli_openai.fake.rejections == []
     sent = cli_openai.fake.requests("/v1/chat/completions")[0].json
@@ -176,7 +176,7 @@ def test_bash_round_trip(claude_bin: Path, cli_openai: Stack, workdir: Path) -> 
     marker = f"ccm-e2e-{random.randrange(32768)}"
     bash = ToolCall("Bash", {"command": f"echo {marker}", "description": "Print the marker"})
     cli_openai.fake.default = call_then_quote(bash, openai_tool_outputs)
-    result = run_claude(claude_bin, cli_openai, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
+    result = run_claude(claude_bin, cli_openai.ccm, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
     assert marker in result["result"]
     assert cli_openai.fake.rejections == []
     final = cli_openai.fake.requests("/v1/chat/completions")[-1].json["messages"]
@@ -192,7 +192,7 @@ def test_bash_round_trip_passthrough(claude_bin: Path, cli_anthropic: Stack, wor
     marker = f"ccm-e2e-{random.randrange(32768)}"
     bash = ToolCall("Bash", {"command": f"echo {marker}", "description": "Print the marker"})
     cli_anthropic.fake.default = call_then_quote(bash, anthropic_tool_outputs)
-    result = run_claude(claude_bin, cli_anthropic, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
+    result = run_claude(claude_bin, cli_anthropic.ccm, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
     assert marker in result["result"]
     assert cli_anthropic.fake.rejections == []
     turns = cli_anthropic.fake.requests("/v1/messages")
@@ -205,7 +205,7 @@ def test_read_an_image(claude_bin: Path, cli_openai: Stack, workdir: Path) -> No
     picture.write_bytes(png())
     read = ToolCall("Read", {"file_path": str(picture)})
     cli_openai.fake.default = call_then_quote(read, openai_tool_outputs)
-    run_claude(claude_bin, cli_openai, workdir, "Describe pixel.png", "--allowedTools", "Read")
+    run_claude(claude_bin, cli_openai.ccm, workdir, "Describe pixel.png", "--allowedTools", "Read")
     assert cli_openai.fake.rejections == []
     final = cli_openai.fake.requests("/v1/chat/completions")[-1].json["messages"]
     roles = [m["role"] for m in final]
@@ -229,7 +229,7 @@ def test_subagent(claude_bin: Path, cli_openai: Stack, workdir: Path) -> None:
         return Reply(text=report) if is_subagent(exchange) else parent(exchange)
 
     cli_openai.fake.default = scenario
-    result = run_claude(claude_bin, cli_openai, workdir, "Use a subagent to inspect the folder", "--allowedTools", "Agent")
+    result = run_claude(claude_bin, cli_openai.ccm, workdir, "Use a subagent to inspect the folder", "--allowedTools", "Agent")
     assert report in result["result"]
     assert cli_openai.fake.rejections == []
     requests = cli_openai.fake.requests("/v1/chat/completions")
