@@ -286,6 +286,12 @@ class Router:
                 self._pinned.setdefault((provider, model_id), (pinned, *self._chains[name][1:]))
         self._picks: dict[str, tuple[Model, ...] | None] = {}
         self.matchers = [compile_condition(rule.condition, table, self) for rule in table.rules]
+        # What a decision says about its rule (`direct` adds which name picked the target), written once per table:
+        # only `explain` reads it, the server passes it along on every request.
+        self.reasons = [
+            f"rule {index + 1} `{rule.source}`" + (f" ({rule.span})" if rule.span else "")
+            for index, rule in enumerate(table.rules)
+        ]
 
     def _chain_of(self, model: Model, name: str) -> tuple[Model, ...]:
         chain = [model]
@@ -355,15 +361,13 @@ def select_route(
     for index, (rule, matches) in enumerate(zip(table.rules, router.matchers)):
         if not matches(view):
             continue
-        where = f" ({rule.span})" if rule.span else ""
         if rule.target is None:
             direct = router.direct(view)
             assert direct is not None  # the matcher just found it
             chain, tagged = direct
             how = f"<CCM-SUBAGENT-MODEL> tag names {view.subagent_tag!r}" if tagged else f"request names {view.model!r}"
-            return Decision(chain, rule, index, f"rule {index + 1} `direct`{where}: {how}", view.subagent_tag is not None)
-        reason = f"rule {index + 1} `{rule.source}`{where}"
-        return Decision(router.chain(rule.target), rule, index, reason, view.subagent_tag is not None)
+            return Decision(chain, rule, index, f"{router.reasons[index]}: {how}", view.subagent_tag is not None)
+        return Decision(router.chain(rule.target), rule, index, router.reasons[index], view.subagent_tag is not None)
     raise NoRouteError("no rule matched and the table has no default rule")
 
 
