@@ -13,34 +13,21 @@ from ccm.providers.gemini_translate import SKIP_SIGNATURE, translate_request
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
 from tests.fakes.fake_gemini import GeminiRejected, check_gemini_request
-from tests.providers.translation_checks import GOLDEN, assert_golden, golden_json
+from tests.providers.translation_checks import (
+    GOLDEN,
+    PNG,
+    assert_golden,
+    assistant,
+    call,
+    golden_json,
+    result,
+    text,
+    user,
+)
 
 REQUESTS = GOLDEN / "gemini" / "requests"
 GEMINI_3 = Model(name="g3", provider="gemini", model="gemini-3-pro-preview", max_output=65536)
 GEMINI_25 = Model(name="g25", provider="gemini", model="gemini-2.5-flash", max_output=65536)
-
-
-def user(*content: Any) -> dict[str, Any]:
-    return {"role": "user", "content": list(content)}
-
-
-def assistant(*content: Any) -> dict[str, Any]:
-    return {"role": "assistant", "content": list(content)}
-
-
-def text(value: str) -> dict[str, Any]:
-    return {"type": "text", "text": value}
-
-
-def call(id: str, name: str, **args: Any) -> dict[str, Any]:
-    return {"type": "tool_use", "id": id, "name": name, "input": args}
-
-
-def result(id: str, content: Any = "ok", **extra: Any) -> dict[str, Any]:
-    return {"type": "tool_result", "tool_use_id": id, "content": content, **extra}
-
-
-PNG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
 
 
 @pytest.mark.parametrize("name", fixture_names())

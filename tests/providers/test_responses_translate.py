@@ -12,20 +12,11 @@ from ccm.providers.openai_responses import is_reasoning_model, translate_request
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
 from tests.fakes.fake_responses import ResponsesRejected, check_responses_request
-from tests.providers.translation_checks import GOLDEN, assert_golden, golden_json
+from tests.providers.translation_checks import GOLDEN, PNG, assert_golden, golden_json, text, user
 
 REQUESTS = GOLDEN / "responses" / "requests"
 GPT5 = Model(name="gpt", provider="openai", model="gpt-5.5", max_output=128000)
 GPT41 = Model(name="gpt41", provider="openai", model="gpt-4.1", max_output=32768)
-PNG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
-
-
-def user(*content: Any) -> dict[str, Any]:
-    return {"role": "user", "content": list(content)}
-
-
-def text(value: str) -> dict[str, Any]:
-    return {"type": "text", "text": value}
 
 
 @pytest.mark.parametrize("name", fixture_names())

@@ -1,6 +1,6 @@
 """Checks shared by the translating adapters' tests (OpenAI Chat, Gemini, Responses): golden files, feeding an
 upstream transcript to a stream translator as the relay does, the PROTOCOL §3 event grammar, and the official
-`anthropic` SDK accumulating a translated stream.
+`anthropic` SDK accumulating a translated stream; and builders of Anthropic request pieces.
 
 Golden files are rewritten instead of compared when `CCM_UPDATE_GOLDEN=1`. Generated ids (`msg_…`, minted
 `toolu_…`/`srvtoolu_…`) are normalised first; long strings in request goldens are shortened to a prefix, their
@@ -30,6 +30,29 @@ from ccm.sse import SSEDecoder
 GOLDEN = Path(__file__).parent / "golden"
 _MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
 _MINTED = re.compile(r"\b(srvtoolu|toolu)_[0-9a-f]{32}_\d+\b")  # minted from the message id
+
+
+def user(*content: Any) -> dict[str, Any]:
+    return {"role": "user", "content": list(content)}
+
+
+def assistant(*content: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": list(content)}
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def call(id: str, name: str, **args: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": id, "name": name, "input": args}
+
+
+def result(id: str, content: Any = "ok", **extra: Any) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": id, "content": content, **extra}
+
+
+PNG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
 
 
 def normalise(text: str) -> str:
