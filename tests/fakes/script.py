@@ -139,6 +139,3 @@ class Exchange:
     @property
     def messages(self) -> list[dict[str, Any]]:
         return list(self.json.get("messages", [])) if isinstance(self.json, dict) else []
-
-    def has_role(self, role: str) -> bool:
-        return any(isinstance(m, dict) and m.get("role") == role for m in self.messages)
