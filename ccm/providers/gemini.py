@@ -184,9 +184,7 @@ class GeminiAdapter:
         body = orjson.dumps(translate_request(call.body, call.model))
         model_path = f"{self._base}/models/{quote(call.model.model.removeprefix('models/'), safe='-._~')}"
         url = f"{model_path}:streamGenerateContent?alt=sse" if call.stream else f"{model_path}:generateContent"
-        response = await open_response(
-            self.client, self.endpoint, url, body, [("content-type", "application/json")]
-        )
+        response = await open_response(self.client, self.endpoint, url, body, JSON_HEADERS)
         name = str(call.body.get("model") or call.model.name)
         if call.stream:
             return await stream_reply(response, self.endpoint.timeouts, GeminiReader(self.provider.name, name, Usage()))

@@ -265,9 +265,7 @@ class ResponsesAdapter:
             body["stream"] = True
         else:
             body.pop("stream", None)
-        response = await open_response(
-            self.client, self.endpoint, self._url, orjson.dumps(body), [("content-type", "application/json")]
-        )
+        response = await open_response(self.client, self.endpoint, self._url, orjson.dumps(body), JSON_HEADERS)
         name = str(call.body.get("model") or call.model.name)
         if call.stream:
             return await stream_reply(response, self.endpoint.timeouts, ResponsesReader(self.provider.name, name, Usage()))
