@@ -10,9 +10,7 @@ removed makes the fake refuse the very same request, which proves that setting i
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,11 @@ import anthropic
 import httpx
 import pytest
 
-from tests.fakes import Exchange, Reply, ToolCall
+from tests.fakes import CcmServer, Exchange, Reply, ToolCall
 from tests.fakes.fake_deepseek import FakeDeepSeek
 
-from .conftest import CLIENT_KEY, Stack, start_stack
-from .test_e2e_claude_cli import CLI_TIMEOUT, EXAMPLES, claude_bin, run_claude, workdir  # noqa: F401 - shared fixtures
+from .conftest import Stack, start_stack
+from .test_e2e_claude_cli import EXAMPLES, claude_bin, claude_output, run_claude, workdir  # noqa: F401 - shared fixtures
 
 DEEPSEEK_KEY = "sk-e2e-deepseek"
 ENV = {"DEEPSEEK_BASE_URL": "{url}/v1", "DEEPSEEK_API_KEY": DEEPSEEK_KEY}
@@ -78,20 +76,10 @@ def bash_scenario(marker: str, final_reasoning: str) -> Any:
     return scenario
 
 
-def run_claude_events(claude: Path, stack: Stack, cwd: Path, prompt: str, *flags: str) -> list[dict[str, Any]]:
+def run_claude_events(claude: Path, ccm: CcmServer, cwd: Path, prompt: str, *flags: str) -> list[dict[str, Any]]:
     """`claude -p … --output-format stream-json --verbose`: every message the CLI kept, thinking blocks included."""
-    home = cwd.parent / "home"
-    home.mkdir(exist_ok=True)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "ANTHROPIC_BASE_URL": stack.url,
-           "ANTHROPIC_API_KEY": CLIENT_KEY, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
-    command = [str(claude), "-p", prompt, "--output-format", "stream-json", "--verbose", *flags]
-    try:
-        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
-    except subprocess.TimeoutExpired as timeout:
-        pytest.fail(f"claude did not finish within {CLI_TIMEOUT} s: {timeout.stderr!r}\nccm log:\n{stack.ccm.logs()}")
-    report = f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}\nccm log:\n{stack.ccm.logs()}"
-    assert done.returncode == 0, report
-    events = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    stdout, report = claude_output(claude, ccm, cwd, prompt, "--output-format", "stream-json", "--verbose", *flags)
+    events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     result = events[-1]
     assert result["type"] == "result" and result["is_error"] is False, report
     return events
@@ -142,7 +130,7 @@ def test_bash_round_trip_replays_the_reasoning(claude_bin: Path, deepseek: Stack
     marker = f"ccm-e2e-{random.randrange(32768)}"
     final_reasoning = "The command printed the marker; quote it back."
     deepseek.fake.default = bash_scenario(marker, final_reasoning)
-    events = run_claude_events(claude_bin, deepseek, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
+    events = run_claude_events(claude_bin, deepseek.ccm, workdir, f"Run echo {marker}", "--allowedTools", "Bash")
     assert marker in events[-1]["result"]
     assert deepseek.fake.rejections == []
     sent = chats(deepseek)

@@ -70,6 +70,16 @@ def cli_anthropic(cli_anthropic_module: Stack) -> Iterator[Stack]:
 
 
 def run_claude(claude: Path, ccm: CcmServer, workdir: Path, prompt: str, *flags: str) -> dict[str, Any]:
+    """`claude -p … --output-format json`: the run's result object."""
+    stdout, report = claude_output(claude, ccm, workdir, prompt, "--output-format", "json", *flags)
+    result: dict[str, Any] = json.loads(stdout)
+    assert result["is_error"] is False and result["subtype"] == "success", report
+    return result
+
+
+def claude_output(claude: Path, ccm: CcmServer, workdir: Path, prompt: str, *options: str) -> tuple[str, str]:
+    """`claude -p prompt *options` against `ccm`, in `workdir` with a throwaway HOME beside it: its stdout, and the
+    report a failed assertion shows (exit, output, ccm's log). A timeout or a non-zero exit fails the test."""
     home = workdir.parent / "home"
     home.mkdir(exist_ok=True)
     env = {
@@ -79,16 +89,14 @@ def run_claude(claude: Path, ccm: CcmServer, workdir: Path, prompt: str, *flags:
         "ANTHROPIC_API_KEY": CLIENT_KEY,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
-    command = [str(claude), "-p", prompt, "--output-format", "json", *flags]
+    command = [str(claude), "-p", prompt, *options]
     try:
         done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     except subprocess.TimeoutExpired as timeout:
         pytest.fail(f"claude did not finish within {CLI_TIMEOUT} s: {timeout.stderr!r}\nccm log:\n{ccm.logs()}")
     report = f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}\nccm log:\n{ccm.logs()}"
     assert done.returncode == 0, report
-    result: dict[str, Any] = json.loads(done.stdout)
-    assert result["is_error"] is False and result["subtype"] == "success", report
-    return result
+    return done.stdout, report
 
 
 @pytest.fixture
