@@ -268,11 +268,12 @@ class App:
         record.rule_index = decision.rule_index
         record.model = decision.target.name
         record.target = target_name(decision.target)
+        exact: bytes | None = raw
         if decision.strip_subagent_tag:
             body = strip_subagent_tag(body)
-            raw = orjson.dumps(body)
+            exact = None  # serialised only by an adapter that forwards bytes (the passthrough), once, with its edits
         record.stream = stream = body.get("stream") is True
-        request = Request(body, raw, _upstream_headers(runtime, headers), stream)
+        request = Request(body, exact, _upstream_headers(runtime, headers), stream)
 
         async def answer() -> None:
             outcome = await dispatch(runtime, decision.chain, request, count_tokens=count_tokens)

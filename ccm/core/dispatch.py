@@ -73,7 +73,7 @@ class Request:
     """What every attempt of one client request shares (the body is never mutated: each attempt reuses it)."""
 
     body: dict[str, Any]
-    raw: bytes
+    raw: bytes | None  # None when the app rewrote the body (see `Call.raw`)
     headers: Mapping[str, str]
     stream: bool
 

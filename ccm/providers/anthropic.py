@@ -158,9 +158,9 @@ def passthrough_body(call: Call) -> bytes:
     messages = _without_unsigned_thinking(body.get("messages"))
     if messages is not None:
         changes["messages"] = messages
-    if not changes:
+    if not changes and call.raw is not None:
         return call.raw
-    return orjson.dumps({**body, **changes})
+    return orjson.dumps({**body, **changes} if changes else body)
 
 
 def _without_unsigned_thinking(messages: Any) -> list[Any] | None:

@@ -30,7 +30,9 @@ class Usage:
 @dataclass(slots=True)
 class Call:
     body: dict[str, Any]  # the client's Anthropic Messages body; adapters must not mutate it (fallbacks reuse it)
-    raw: bytes  # the exact bytes the client sent, for passthrough when nothing needs changing
+    # the exact bytes the client sent, for passthrough when nothing needs changing; None when the core rewrote the
+    # body (then an adapter that needs bytes serialises `body`: most never do, so the core does not)
+    raw: bytes | None
     headers: Mapping[str, str]  # the client's headers, lower-case names
     stream: bool
     model: Model  # the target being tried: upstream model id, max_output, force/drop

@@ -163,3 +163,15 @@ async def test_every_captured_claude_code_request_passes_through(harness_factory
         else:
             assert orjson.loads(h.upstream.seen[-1].content)["model"] == "claude-upstream-1"
     assert all(record.status == 200 for record in h.records)
+
+
+async def test_subagent_tag_removed_from_a_body_forwarded_without_other_changes(harness_factory):
+    # the app drops the client's bytes once it rewrites the body: the passthrough serialises the body itself
+    h = harness_factory()
+    tagged = "<CCM-SUBAGENT-MODEL>main</CCM-SUBAGENT-MODEL>You are a helper."
+    body = message_body(model="claude-upstream-1", system=[{"type": "text", "text": tagged}])
+    response = await h.client.post("/v1/messages", json=body)
+    assert response.status_code == 200, response.text
+    sent = orjson.loads(h.upstream.seen[0].content)
+    assert "CCM-SUBAGENT-MODEL" not in h.upstream.seen[0].content.decode()
+    assert {**sent, "system": body["system"]} == body
