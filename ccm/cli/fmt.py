@@ -25,7 +25,12 @@ def fmt(files: tuple[str, ...], check_only: bool) -> None:
     failed = False
     for file in files:
         name = "<stdin>" if file == STDIN else file
-        text = sys.stdin.read() if file == STDIN else Path(file).read_text(encoding="utf-8")
+        try:
+            text = sys.stdin.read() if file == STDIN else Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            click.echo(f"{name}:1:1: error: cannot read route file: {error.__class__.__name__}", err=True)
+            failed = True
+            continue
         try:
             formatted = format_source(text, name)
         except RouteSyntaxError as error:

@@ -104,6 +104,14 @@ def test_fmt_refuses_a_file_that_does_not_parse(runner: CliRunner, tmp_path: Pat
     assert path.read_text() == "route {\n  default p/x\n}\n"
 
 
+def test_fmt_reports_a_file_that_is_not_utf8_without_a_traceback(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "r.ccm"
+    path.write_bytes(b"route {\n  default -> p/\xff\n}\n")
+    result = runner.invoke(main, ["fmt", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a clean exit, no traceback
+    assert "cannot read route file: UnicodeDecodeError" in result.stderr
+
+
 def test_explain_text_and_json(runner: CliRunner, tmp_path: Path) -> None:
     request = tmp_path / "req.json"
     request.write_text(json.dumps({"model": "claude-haiku-5-5", "max_tokens": 10, "messages": []}))
