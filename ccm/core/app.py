@@ -112,6 +112,8 @@ class App:
             count_tokens = TokenCounter().count
         self.count_tokens = count_tokens
         self.finisher = finisher if finisher is not None else Finisher([log_request])
+        # more top-level /health fields, each rendered per /health request (the reloader adds `reload`)
+        self.health_sections: dict[str, Callable[[], Any]] = {}
         self._routes: dict[str, tuple[str, Callable[[Exchange, Runtime, dict[str, str]], Awaitable[None]]]] = {
             "/v1/messages": ("POST", self._messages),
             "/v1/messages/count_tokens": ("POST", self._count_tokens),
@@ -182,7 +184,8 @@ class App:
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
         # breaker state and in-flight counts change between requests, so they are rendered here, not once per table
         breakers = {name: p.deployments.snapshot() for name, p in runtime.providers.items()}
-        body = orjson.dumps({**orjson.loads(runtime.health_body), "breakers": breakers})
+        sections = {name: section() for name, section in self.health_sections.items()}
+        body = orjson.dumps({**orjson.loads(runtime.health_body), "breakers": breakers, **sections})
         await exchange.respond(200, body, [JSON])
 
     async def _models(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:

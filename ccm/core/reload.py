@@ -3,7 +3,7 @@
     Reloader        watches the route file and every file in `table.sources` (and reloads on SIGHUP); on a change
                     it compiles off the event loop, runs the file's own tests, builds the next runtime (reusing the
                     providers whose settings did not change) and swaps `holder.current`
-    Reloader.wrap   the ASGI app with reload around it: the reloader runs for the app's lifespan, every request is
+    Reloader.wrap   the app with reload around it: the reloader runs for the app's lifespan, every request is
                     counted (`InFlight`), and `GET /health` gains a `reload` object (`status()`)
     InFlight        requests in flight per reload epoch, so the providers a reload retired are closed only once
                     every request that could still be using them has finished
@@ -30,15 +30,17 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import orjson
 import watchfiles
 from anyio.abc import TaskGroup, TaskStatus
 
 from ccm.core.runtime import ProviderRuntime, RuntimeHolder, build_runtime, close_providers
 from ccm.table import RoutingTable
+
+if TYPE_CHECKING:
+    from ccm.core.app import App
 
 log = logging.getLogger("ccm.reload")
 
@@ -220,8 +222,9 @@ class Reloader:
             "reloads": self._reloads,
         }
 
-    def wrap(self, app: ASGIApp) -> ASGIApp:
+    def wrap(self, app: App) -> ASGIApp:
         in_flight = self.in_flight
+        app.health_sections["reload"] = self.status
 
         async def reloading(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "lifespan":
@@ -230,8 +233,6 @@ class Reloader:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            if scope["path"] == "/health" and scope["method"] == "GET":
-                send = self._with_status(send)
             epoch = in_flight.enter()
             try:
                 await app(scope, receive, send)
@@ -258,30 +259,6 @@ class Reloader:
             tasks.cancel_scope.cancel()
         for message in completions:
             await send(message)
-
-    def _with_status(self, send: Send) -> Send:
-        """`send` for a /health answer: the app's JSON body gains `"reload": status()`."""
-        held: list[Message] = []
-
-        async def send_with_status(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 200:
-                held.append(message)  # its content-length changes with the body
-                return
-            if held and message["type"] == "http.response.body":
-                start = held.pop()
-                if message.get("more_body", False):  # not the app's one-piece JSON answer: leave it alone
-                    await send(start)
-                    await send(message)
-                    return
-                body = orjson.dumps({**orjson.loads(message["body"]), "reload": self.status()})
-                headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-                headers.append((b"content-length", str(len(body)).encode()))
-                await send({**start, "headers": headers})
-                await send({**message, "body": body})
-                return
-            await send(message)
-
-        return send_with_status
 
     # --- running -----------------------------------------------------------------------------------------------
 
