@@ -301,9 +301,6 @@ class FakeGemini(WholeBodyFake):
     _turns: deque[Turn] = field(default_factory=deque)
     _serial: itertools.count = field(default_factory=itertools.count)
 
-    def script(self, *turns: Turn) -> None:
-        self._turns.extend(turns)
-
     def respond(self, scope: dict[str, Any], raw: bytes) -> tuple[int, bytes, bytes]:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         found = re.fullmatch(r"/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)", scope["path"])
@@ -323,8 +320,7 @@ class FakeGemini(WholeBodyFake):
         except GeminiRejected as rejected:
             exchange.rejected = rejected.message
             return _error(rejected.status, rejected.message, rejected.code)
-        turn = self._turns.popleft() if self._turns else self.default
-        chunks = turn(body) if callable(turn) else turn
+        chunks = self.next_turn(body)
         if is_gemini_3(model):
             chunks = self._signed(chunks)
         if stream:

@@ -210,9 +210,6 @@ class FakeResponses(WholeBodyFake):
     _turns: deque[Turn] = field(default_factory=deque)
     _ids: itertools.count = field(default_factory=itertools.count)
 
-    def script(self, *turns: Turn) -> None:
-        self._turns.extend(turns)
-
     def respond(self, scope: dict[str, Any], raw: bytes) -> tuple[int, bytes, bytes]:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if scope["method"] != "POST" or scope["path"] != "/v1/responses":
@@ -227,8 +224,7 @@ class FakeResponses(WholeBodyFake):
         except ResponsesRejected as rejected:
             exchange.rejected = rejected.message
             return _error(rejected.status, rejected.message, rejected.param)
-        turn = self._turns.popleft() if self._turns else self.default
-        items = turn(body) if callable(turn) else turn
+        items = self.next_turn(body)
         items = [dict(item, id=item.get("id") or f"item_{next(self._ids)}") for item in items]
         response = {"id": f"resp_{next(self._ids)}", "object": "response", "model": body["model"], "status": "completed",
                     "output": items, "usage": self.usage, "incomplete_details": None, "error": None}

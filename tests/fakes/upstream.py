@@ -274,7 +274,19 @@ async def _watch_disconnect(receive: Any, disconnected: asyncio.Event) -> None:
 
 class WholeBodyFake(ABC):
     """Base of the simpler fakes (Gemini, Responses) that answer each request with one whole body, computed from the
-    request by `respond`; the ASGI side (lifespan, reading the body, writing the answer) is this class's."""
+    request by `respond`; the ASGI side (lifespan, reading the body, writing the answer) is this class's, and so is
+    the script: `script(*turns)` queues turns, `default` answers when the queue is empty. A turn is a list of the
+    flavour's response parts, or a callable(request body) returning one."""
+
+    default: Any
+    _turns: deque[Any]
+
+    def script(self, *turns: Any) -> None:
+        self._turns.extend(turns)
+
+    def next_turn(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        turn = self._turns.popleft() if self._turns else self.default
+        return turn(body) if callable(turn) else turn
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
         if scope["type"] == "lifespan":
