@@ -5,6 +5,8 @@ A flavour subclass (`FakeOpenAI`, `FakeAnthropic`) supplies `routes` (method, pa
 (its protocol's error body) and `render` (a `Reply` in its protocol). Handlers return an `Answer`, or raise
 `Rejected` for a request the real API would refuse; the refusal is recorded on the exchange so a test can print why.
 
+`WholeBodyFake` is the lighter base of the fakes that answer each request in one piece (Gemini, Responses).
+
 Waits (hangs, trickles) end early when the client disconnects or the server shuts down, so a fake never keeps a
 test, or the server thread, alive after it is done.
 """
