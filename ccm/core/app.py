@@ -34,7 +34,7 @@ from ccm.core.dispatch import DispatchFailed, Request, dispatch
 from ccm.core.finish import Finisher, RequestRecord, log_request
 from ccm.core.runtime import Runtime, RuntimeHolder, close_providers, target_name
 from ccm.errors import ApiError, UpstreamError
-from ccm.providers.base import Call, Reply
+from ccm.providers.base import CLIENT_AUTH, Call, Reply
 from ccm.route import NoRouteError, select_route, strip_subagent_tag
 from ccm.table import Model
 from ccm.validate import parse_request
@@ -48,7 +48,6 @@ Send = Callable[[Message], Awaitable[None]]
 TokenCount = Callable[[Mapping[str, Any]], int]
 
 JSON = (b"content-type", b"application/json")
-CLIENT_AUTH = ("x-api-key", "authorization")
 CLIENT_CLOSED = 499  # the status logged for a request whose client left before any answer (nginx's convention)
 
 

@@ -28,14 +28,13 @@ import httpx
 import orjson
 
 from ccm.errors import UpstreamError
-from ccm.providers.base import Call, Reply, Usage
+from ccm.providers.base import CLIENT_AUTH, Call, Reply, Usage
 from ccm.providers.http import Endpoint, iter_body, open_response, transport_error
 from ccm.providers.reply import read_all
 from ccm.table import Provider
 
 ANTHROPIC_VERSION = "2023-06-01"
 FORWARDED = frozenset({"anthropic-version", "anthropic-beta", "user-agent", "x-app"})
-CLIENT_AUTH = ("x-api-key", "authorization")
 # An `error` frame at the very start of a stream, by its Anthropic error type: (status, failure reason).
 STREAM_START_ERRORS: dict[str, tuple[int, Any]] = {
     "overloaded_error": (529, "529"),

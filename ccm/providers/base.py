@@ -18,6 +18,10 @@ from typing import Any, Protocol
 
 from ccm.table import Model
 
+# The headers a client authenticates with: the core removes them when they carry ccm's own inbound key, the
+# Anthropic passthrough forwards them when its provider declares no key of its own.
+CLIENT_AUTH = ("x-api-key", "authorization")
+
 
 @dataclass(slots=True)
 class Usage:
