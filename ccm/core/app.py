@@ -184,7 +184,7 @@ class App:
         # breaker state and in-flight counts change between requests, so they are rendered here, not once per table
         breakers = {name: p.deployments.snapshot() for name, p in runtime.providers.items()}
         sections = {name: section() for name, section in self.health_sections.items()}
-        body = orjson.dumps({**orjson.loads(runtime.health_body), "breakers": breakers, **sections})
+        body = orjson.dumps({**runtime.health, "breakers": breakers, **sections})
         await exchange.respond(200, body, [JSON])
 
     async def _models(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:

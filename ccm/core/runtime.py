@@ -1,8 +1,8 @@
 """The runtime: everything the server derives from one routing table, built once per table.
 
     Runtime            the table plus, per provider, its resolved endpoint, pooled client, adapter, limiter and
-                       deployment states (breakers, in-flight counts); the resolved inbound keys; the pre-rendered
-                       /health and /v1/models bodies; each model's dispatch targets, built on first use
+                       deployment states (breakers, in-flight counts); the resolved inbound keys; /health's fixed
+                       part and the pre-rendered /v1/models bodies; each model's dispatch targets, built on first use
     build_runtime      table + environment (+ the previous runtime) -> (runtime, providers to close)
     RuntimeHolder      the one reference the app reads per request; a reload swaps it atomically
 
@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import httpx
@@ -62,7 +63,7 @@ class Runtime:
     providers: Mapping[str, ProviderRuntime]
     auth_required: bool
     auth_keys: tuple[bytes, ...]  # the inbound keys that resolved; empty with auth_required means nobody gets in
-    health_body: bytes
+    health: Mapping[str, Any]  # /health's fields that only change with the table (the app adds the live ones)
     models_body: bytes
     model_bodies: Mapping[str, bytes]  # alias -> its /v1/models/{id} object
     targets: dict[str, tuple[Target, ...]] = field(default_factory=dict)  # model name -> deployments to call
@@ -132,7 +133,7 @@ def build_runtime(
         providers=providers,
         auth_required=bool(table.settings.auth),
         auth_keys=keys,
-        health_body=_health_body(table, providers),
+        health=_health(table, providers),
         models_body=orjson.dumps(
             {
                 "data": list(model_objects.values()),
@@ -198,17 +199,14 @@ def _model_object(name: str, created: str) -> dict[str, str]:
     return {"type": "model", "id": name, "display_name": name, "created_at": created}
 
 
-def _health_body(table: RoutingTable, providers: Mapping[str, ProviderRuntime]) -> bytes:
-    return orjson.dumps(
-        {
-            "status": "ok",
-            "version": table.version,
-            "providers": {
-                name: {"type": p.provider.type, "configured": p.endpoint.missing is None}
-                for name, p in providers.items()
-            },
-        }
-    )
+def _health(table: RoutingTable, providers: Mapping[str, ProviderRuntime]) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "version": table.version,
+        "providers": {
+            name: {"type": p.provider.type, "configured": p.endpoint.missing is None} for name, p in providers.items()
+        },
+    }
 
 
 def target_name(model: Model) -> str:

@@ -57,7 +57,7 @@ def build(
     if "spare" in scripts:
         chain.append(Model(name="f", provider="spare", model="spare-up"))
     table = RoutingTable(version="t", sources=(), providers=providers, models={m.name: m for m in chain}, rules=())
-    return Runtime(table, runtimes, False, (), b"", b"", {}), adapters, chain
+    return Runtime(table, runtimes, False, (), {}, b"", {}), adapters, chain
 
 
 def sequence(*values: float) -> Iterator[float]:

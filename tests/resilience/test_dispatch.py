@@ -79,7 +79,7 @@ def build(
         runtimes[name] = ProviderRuntime(provider, endpoint, httpx.AsyncClient(), adapters[name], None, deployments)
         models.append(Model(name=f"{name}-model", provider=name, model="m", context=(contexts or {}).get(name)))
     table = RoutingTable(version="t", sources=(), providers=providers, models={m.name: m for m in models}, rules=())
-    runtime = Runtime(table, runtimes, False, (), b"", b"", {})
+    runtime = Runtime(table, runtimes, False, (), {}, b"", {})
     return runtime, adapters, models
 
 
