@@ -51,7 +51,7 @@ class FakeAnthropic(FakeUpstream):
     def _messages(self, exchange: Exchange) -> Answer:
         self._check_headers(exchange)
         check_messages_request(json_body(exchange, "There was an error parsing the body of your request."))
-        return self.answer(self.next_behaviour(exchange), exchange)
+        return self.scripted_answer(exchange)
 
     def _count_tokens(self, exchange: Exchange) -> Answer:
         self._check_headers(exchange)

@@ -117,7 +117,7 @@ class FakeDeepSeek(FakeOpenAI):
         body = json_body(exchange, "Failed to deserialize the JSON body into the target type")
         check_chat_request(body, self.limits)
         check_deepseek_request(body, self.caps, self.thinking_models)
-        return self.answer(self.next_behaviour(exchange), exchange)
+        return self.scripted_answer(exchange)
 
     def error_answer(self, rejected: Rejected) -> Answer:
         error_type = rejected.error_type

@@ -69,7 +69,7 @@ class FakeOpenAI(FakeUpstream):
             "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
         )
         check_chat_request(body, self.limits)
-        return self.answer(self.next_behaviour(exchange), exchange)
+        return self.scripted_answer(exchange)
 
     def _models(self, exchange: Exchange) -> Answer:
         self._authorize(exchange)

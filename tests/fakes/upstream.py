@@ -128,8 +128,9 @@ class FakeUpstream(ABC):
     @abstractmethod
     def render(self, reply: Reply, exchange: Exchange) -> Answer: ...
 
-    def next_behaviour(self, exchange: Exchange) -> Behaviour:
-        return self._queue.popleft() if self._queue else self.default
+    def scripted_answer(self, exchange: Exchange) -> Answer:
+        """The answer of the next scripted behaviour, or of `default` when the script is used up."""
+        return self.answer(self._queue.popleft() if self._queue else self.default, exchange)
 
     def answer(self, behaviour: Behaviour, exchange: Exchange) -> Answer:
         """A behaviour (callables resolved against the request) turned into the bytes to write."""
