@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import loadgen, wrk
 from bench.targets import CACHE, CLIENT_HEADERS, DEFAULT, Target
-from bench.workloads import REAL_REQUEST, Plan, encode, fixture_bodies, url_for, warm
+from bench.workloads import REAL_REQUEST, TINY, Plan, encode, fixture_bodies, url_for, warm
 
 PY_SPY = CACHE / "venv" / "bin" / "py-spy"
 OUTERMOST = ("ccm/cli/", "ccm/core/server.py")  # under every sample: left out of the inclusive table
@@ -34,9 +34,8 @@ PACKAGES = (  # path fragment -> group; the first match wins, so specific paths 
     ("/granian/", "granian (server)"),
     ("/h11/", "h11 (HTTP/1.1 parsing)"),
     ("/httpcore/", "httpcore (client transport)"),
-    ("/httpx_aiohttp/", "httpx-aiohttp (transport)"),
     ("/httpx/", "httpx (client)"),
-    ("/aiohttp/", "aiohttp (client)"),
+    ("/httptools/", "httptools (HTTP/1.1 parsing)"),
     ("/anyio/", "anyio"),
     ("/asyncio/", "asyncio (incl. the uvloop C loop, seen as Runner.run)"),
     ("/logging/", "logging"),
@@ -99,12 +98,13 @@ def summarise(collapsed: str, requests: int, rate: int, top: int = 15) -> dict[s
     }
 
 
-async def profile(target: Target, plan: Plan, seconds: float = 6.0) -> dict[str, Any]:
-    """Profile `target` (a started ccm) under the real request, translated to OpenAI, one connection."""
+async def profile(target: Target, plan: Plan, seconds: float = 6.0, request: str = "real") -> dict[str, Any]:
+    """Profile `target` (a started ccm) under the real request (or, `request="tiny"`, the tiny one), translated to
+    OpenAI, one connection."""
     if not PY_SPY.exists():
         return {"error": f"py-spy is not installed at {PY_SPY} (make bench installs it)"}
     assert target.process is not None
-    body = encode(fixture_bodies(Plan(fixtures=(REAL_REQUEST,)))[Path(REAL_REQUEST).stem])
+    body = TINY if request == "tiny" else encode(fixture_bodies(Plan(fixtures=(REAL_REQUEST,)))[Path(REAL_REQUEST).stem])
     url = url_for(target, DEFAULT)
     await warm(url, body, 20)
     with tempfile.TemporaryDirectory(prefix="ccm-profile-") as folder:
@@ -129,4 +129,5 @@ async def profile(target: Target, plan: Plan, seconds: float = 6.0) -> dict[str,
         # py-spy samples a little longer than the load runs; idle samples are not recorded, so that adds nothing
         result = summarise(output.read_text(), requests, RATE)
     result["p50_ms_while_profiled"] = round(p50, 3)
+    result["request"] = request
     return result

@@ -53,6 +53,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter windows (1 s), fewer streams: for iterating")
     parser.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if wrk.available() else "python")
     parser.add_argument("--ccm-arg", action="append", default=[], help="passed to `ccm run` (repeat per word)")
+    parser.add_argument("--profile-request", choices=("real", "tiny"), default="real",
+                        help="the request the profile workload sends (default: the real 50 KB one)")
     parser.add_argument("--report", action="store_true",
                         help="measure nothing: rebuild docs/benchmarks.md and the chart from latest.json")
     options = parser.parse_args(argv)
@@ -122,7 +124,7 @@ async def measure_router(target: Target, options: argparse.Namespace, plan: Plan
               flush=True)
         result["workloads"] = await run_all(target, options.workloads, plan)
         if isinstance(target, Ccm) and "profile" in options.workloads:
-            result["profile"] = await profile(target, plan)
+            result["profile"] = await profile(target, plan, request=options.profile_request)
             print(f"  {target.name:8s} profile      {report.profile_line(result['profile'])}", flush=True)
         result["rss_after_mb"] = round(target.rss_mb(), 1)
         if isinstance(target, Ccm):
@@ -188,7 +190,7 @@ def machine() -> dict[str, Any]:
                      if line.startswith("MemTotal"))
     packages = command(str(Ccm.python), "-c",
                        "import importlib.metadata as m\n"
-                       "names = ('hypercorn', 'uvicorn', 'granian', 'httpx', 'httpcore', 'aiohttp', 'httpx-aiohttp',"
+                       "names = ('hypercorn', 'uvicorn', 'granian', 'httpx', 'httpcore', 'httptools',"
                        " 'uvloop', 'orjson', 'h11', 'anyio', 'tiktoken')\n"
                        "found = []\n"
                        "for name in names:\n"

@@ -15,7 +15,7 @@ import orjson
 from ccm.errors import FailureReason, UpstreamError
 from ccm.table import EnvRef, Provider, Timeouts, resolve
 
-# Extensions between `open_response`/`iter_body` and a transport that times its own reads (aiohttp_transport).
+# Extensions between `open_response`/`iter_body` and a transport that times its own reads (`ccm.providers.http1`).
 IDLE_TIMEOUT = "ccm.idle_timeout"  # request: seconds of upstream silence allowed once the body started
 TIMED_READS = "ccm.timed_reads"  # response: the transport enforces the first-byte and idle timeouts itself
 
@@ -79,17 +79,17 @@ class PooledClient(httpx.AsyncClient):
 
 
 def make_client(provider: Provider) -> httpx.AsyncClient:
-    """One pooled client per provider, on aiohttp's connection pool (`ccm.providers.aiohttp_transport`: httpx's own
+    """One pooled client per provider, on ccm's own HTTP/1.1 transport (`ccm.providers.http1`: httpx's own
     transport costs over 1 ms per request and collapses under concurrency). Timeouts are per request
     (`open_response`), so none is set here."""
-    from ccm.providers.aiohttp_transport import AiohttpTransport
+    from ccm.providers.http1 import Http1Transport
 
     limit = provider.max_concurrency or 256
     limits = httpx.Limits(max_connections=limit, max_keepalive_connections=min(limit, 64), keepalive_expiry=60)
     # a proxy named in the environment (HTTPS_PROXY…) still applies: httpx mounts its own transport for those URLs,
     # so such a client goes through `send`
     proxied = any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
-    return PooledClient(AiohttpTransport(limits), limits, direct=not proxied)
+    return PooledClient(Http1Transport(limits), limits, direct=not proxied)
 
 
 async def open_response(

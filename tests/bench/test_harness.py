@@ -109,7 +109,7 @@ def test_nginx_config_serves_every_canned_path(tmp_path: Path) -> None:
 def test_profile_summary_counts_microseconds_per_request() -> None:
     stacks = "\n".join([
         "serve (/x/ccm/core/server.py:10);_messages (/x/ccm/core/app.py:20);parse_request (/x/ccm/validate.py:5) 50",
-        "serve (/x/ccm/core/server.py:10);send (aiohttp/client.py:3) 30",
+        "serve (/x/ccm/core/server.py:10);send (httpx/_client.py:3) 30",
         "run (asyncio/runners.py:1) 20",
     ])
     result = summarise(stacks, requests=100, rate=1000)
