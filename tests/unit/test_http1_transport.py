@@ -1,40 +1,70 @@
-"""The aiohttp transport under `make_client`, against a scripted HTTP/1.1 upstream on 127.0.0.1: failures mean what
-they meant with httpx's own transport, bodies arrive as they are sent, and closing decides the connection's fate."""
+"""ccm's own HTTP/1.1 transport (`ccm.providers.http1`) under `make_client`, against a scripted HTTP/1.1 upstream on
+127.0.0.1: failures mean what they meant with httpx's own transport, bodies arrive as they are sent (and stop being
+read when ccm stops reading), and closing decides the connection's fate."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
+import os
+import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import trustme
 
 from ccm.errors import UpstreamError
-from ccm.providers.http import iter_body, make_client, open_response, read_body, resolve_endpoint
+from ccm.providers import http1
+from ccm.providers.http import Endpoint, iter_body, make_client, open_response, read_body, resolve_endpoint
+from ccm.providers.http1 import HIGH_WATER, Http1Transport, Pool
 from ccm.table import Literal_, Provider, Timeouts
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class Upstream:
-    """Serves each connection with `script`; counts connections and notices those the client closed."""
+    """Serves each connection with `script` (once per request read); counts the requests each connection carried
+    and notices those the client closed."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
-        self.connections = 0
+        self.requests: list[int] = []  # requests read, per connection, in the order the connections opened
+        self.writers: list[asyncio.StreamWriter] = []
         self.client_hung_up = asyncio.Event()
+        self.handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def connections(self) -> int:
+        return len(self.requests)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
+        index = len(self.requests)
+        self.requests.append(0)
+        self.writers.append(writer)
+        handler = asyncio.current_task()
+        assert handler is not None
+        self.handlers.add(handler)
         try:
             while await _read_request(reader):
+                self.requests[index] += 1
                 await self.script(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:  # `stop`: a cancelled handler task would be logged by asyncio's server
+            writer.transport.abort()
+            return
         self.client_hung_up.set()
         writer.close()
+
+    async def stop(self) -> None:
+        """Ends the connections still being served (a script still sleeping or reading, say)."""
+        for handler in self.handlers:
+            handler.cancel()
+        await asyncio.gather(*self.handlers)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bool:
@@ -49,14 +79,15 @@ async def _read_request(reader: asyncio.StreamReader) -> bool:
 
 
 @asynccontextmanager
-async def upstream(script: Script) -> AsyncIterator[tuple[str, Upstream]]:
+async def upstream(script: Script, tls: ssl.SSLContext | None = None) -> AsyncIterator[tuple[str, Upstream]]:
     served = Upstream(script)
-    server = await asyncio.start_server(served.serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(served.serve, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}/v1", served
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}/v1", served
     finally:
         server.close()
+        await served.stop()
 
 
 def provider(url: str) -> Provider:
@@ -207,3 +238,414 @@ async def test_a_stream_whose_end_follows_done_in_a_later_read_keeps_its_connect
             await reply.aclose()
         await client.aclose()
     assert served.connections == 1
+
+
+# --- connections: reuse, replacement, framing -------------------------------------------------------------------
+
+OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
+
+
+async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(OK)
+    await writer.drain()
+
+
+def client_for(url: str, **settings: object) -> tuple[httpx.AsyncClient, Endpoint]:
+    """A pooled client for the upstream at `url`, and its endpoint; `settings` update the Provider."""
+    configured = provider(url).model_copy(update=settings)
+    return make_client(configured), resolve_endpoint(configured, {})
+
+
+async def ask(client: httpx.AsyncClient, endpoint: Endpoint) -> bytes:
+    """One request read to the end and closed (its connection goes back to the pool when it can)."""
+    response = await open_response(client, endpoint, f"{endpoint.url}/chat/completions", b'{"x":1}', [])
+    try:
+        return await read_body(response, endpoint.timeouts)
+    finally:
+        await response.aclose()
+
+
+def pool_of(client: httpx.AsyncClient) -> Pool:
+    transport = client.direct  # type: ignore[attr-defined]
+    assert isinstance(transport, Http1Transport)
+    return transport.pool
+
+
+async def settle(condition: Callable[[], bool], within: float = 1.0) -> None:
+    """Waits until `condition` holds (the client noticed something the upstream did), failing after `within`."""
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_a_kept_connection_the_upstream_closed_meanwhile_is_replaced_and_the_request_sent_once() -> None:
+    async with upstream(answer_ok) as (url, served):
+        client, endpoint = client_for(url)
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        [kept] = [c for idle in pool_of(client).idle.values() for c in idle]
+        served.writers[0].get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+        assert not kept.closed  # no await since the hang-up: the client cannot have noticed it, and sends on `kept`
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        await client.aclose()
+    # the request sent on the dead connection was refused by the upstream's kernel (reset), not read: the upstream
+    # saw the second request once, on a new connection
+    assert served.requests == [1, 1]
+
+
+async def test_a_kept_connection_the_upstream_closed_while_idle_is_not_reused() -> None:
+    async def answer_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answer_ok(reader, writer)  # no `connection: close`: the upstream closes without a word
+        writer.close()
+
+    async with upstream(answer_then_hang_up) as (url, served):
+        client, endpoint = client_for(url)
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        await settle(lambda: not pool_of(client).open)  # the client noticed the hang-up and dropped the connection
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        await client.aclose()
+    assert served.requests == [1, 1]
+
+
+async def test_an_answer_saying_connection_close_does_not_leave_its_connection_for_the_next_request() -> None:
+    async def answer_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # says `close` but keeps the socket open: the client must go by the header, not wait for the hang-up
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with upstream(answer_close) as (url, served):
+        client, endpoint = client_for(url)
+        assert await ask(client, endpoint) == b"ok"
+        await asyncio.wait_for(served.client_hung_up.wait(), 1)  # the client closed it itself
+        assert await ask(client, endpoint) == b"ok"
+        await client.aclose()
+    assert served.requests == [1, 1]
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 200 OK\r\nconnection: close", b"HTTP/1.0 200 OK"])
+async def test_a_body_without_length_or_chunks_is_read_until_the_upstream_closes(status_line: bytes) -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(status_line + b"\r\ncontent-type: application/json\r\n\r\n" + b'{"text":"')
+        await writer.drain()
+        await asyncio.sleep(0.01)  # the rest in a later read: only the hang-up says where the body ends
+        writer.write(b'hello"}')
+        await writer.drain()
+        writer.close()
+
+    async with upstream(until_close) as (url, served):
+        client, endpoint = client_for(url)
+        assert await ask(client, endpoint) == b'{"text":"hello"}'
+        assert await ask(client, endpoint) == b'{"text":"hello"}'
+        await client.aclose()
+    assert served.requests == [1, 1]
+
+
+async def test_a_new_connection_closed_before_any_answer_is_a_connect_failure_and_not_sent_again() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async with upstream(hang_up) as (url, served):
+        client, endpoint = client_for(url)
+        with pytest.raises(UpstreamError) as raised:
+            await ask(client, endpoint)
+        await client.aclose()
+    assert (raised.value.status, raised.value.reason) == (502, "connect")
+    assert served.requests == [1]  # a new connection that fails is not stale: no second attempt
+
+
+async def test_a_connection_closed_as_soon_as_it_opened_is_a_connect_failure() -> None:
+    accepted: list[int] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    client, endpoint = client_for(url)
+    with pytest.raises(UpstreamError) as raised:
+        await ask(client, endpoint)
+    await client.aclose()
+    server.close()
+    assert (raised.value.status, raised.value.reason) == (502, "connect")
+    assert accepted == [1]
+
+
+async def test_an_invalid_answer_is_a_protocol_failure() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SMTP ready, not HTTP\r\n\r\n")
+        await writer.drain()
+
+    async with upstream(garbage) as (url, served):
+        client, endpoint = client_for(url)
+        with pytest.raises(UpstreamError) as raised:
+            await ask(client, endpoint)
+        await asyncio.wait_for(served.client_hung_up.wait(), 1)  # a connection out of step is not kept
+        await client.aclose()
+    assert (raised.value.status, raised.value.reason) == (502, "connect")
+    assert "RemoteProtocolError" in raised.value.message
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["one-read", "two-reads"])
+async def test_an_informational_answer_is_skipped_for_the_final_one(apart: bool) -> None:
+    async def continue_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\nx-interim: yes\r\n\r\n")
+        if apart:
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"HTTP/1.1 200 Fine\r\nx-final: yes\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with upstream(continue_then_answer) as (url, served):
+        client, endpoint = client_for(url)
+        for _ in range(2):
+            response = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
+            assert (response.status_code, response.reason_phrase) == (200, "Fine")
+            assert response.headers.get("x-final") == "yes" and "x-interim" not in response.headers
+            assert await read_body(response, Timeouts()) == b"ok"
+            await response.aclose()
+        await client.aclose()
+    assert served.requests == [2]  # the connection stays usable after an interim answer
+
+
+# --- the pool's limits ------------------------------------------------------------------------------------------
+
+
+async def test_with_max_concurrency_one_concurrent_requests_take_turns_on_one_connection() -> None:
+    in_flight: list[int] = []
+
+    async def slow_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        in_flight.append(1)
+        await asyncio.sleep(0.02)
+        await answer_ok(reader, writer)
+
+    async with upstream(slow_answer) as (url, served):
+        client, endpoint = client_for(url, max_concurrency=1)
+        bodies = await asyncio.gather(*(ask(client, endpoint) for _ in range(3)))
+        await client.aclose()
+    assert bodies == [b'{"ok":true}'] * 3
+    assert served.requests == [3]
+
+
+async def test_a_request_waiting_longer_than_the_pool_timeout_for_a_connection_is_a_connect_failure() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(STREAM_HEAD + chunked(b"data: 1\n\n"))
+        await writer.drain()
+        await reader.read()  # until the client hangs up
+
+    async with upstream(endless) as (url, served):
+        client, endpoint = client_for(url, max_concurrency=1, timeouts=Timeouts(connect=0.1))
+        holding = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(UpstreamError) as raised:
+            await ask(client, endpoint)  # the one connection is busy with `holding`
+        assert 0.08 <= loop.time() - started < 0.5
+        assert (raised.value.status, raised.value.reason) == (502, "connect")
+        assert "PoolTimeout" in raised.value.message
+        await holding.aclose()  # unfinished: hung up, and its place is free again
+        await asyncio.wait_for(served.client_hung_up.wait(), 1)
+        followed = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
+        await followed.aclose()
+        await client.aclose()
+    assert served.requests == [1, 1]
+
+
+async def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused() -> None:
+    transport = Http1Transport(httpx.Limits(keepalive_expiry=0.05))
+
+    async def request(url: str) -> bytes:
+        response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+        try:
+            return await response.aread()
+        finally:
+            await response.aclose()
+
+    async with upstream(answer_ok) as (url, served):
+        assert await request(url) == b'{"ok":true}'
+        assert await request(url) == b'{"ok":true}'  # straight away: the same connection
+        await asyncio.sleep(0.1)
+        assert await request(url) == b'{"ok":true}'  # past the expiry: a new one, and the old one hung up
+        await asyncio.wait_for(served.client_hung_up.wait(), 1)
+        await transport.aclose()
+    assert served.requests == [2, 1]
+
+
+# --- flow control -----------------------------------------------------------------------------------------------
+
+
+async def test_an_upstream_faster_than_its_reader_is_held_back_and_its_body_arrives_whole() -> None:
+    body = os.urandom(24 * 1024 * 1024)  # more than loopback's socket buffers can hold
+    sent = [0]  # bytes the upstream handed to its transport and drained
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for start in range(0, len(body), 64 * 1024):
+            writer.write(chunked(body[start : start + 64 * 1024]))
+            await writer.drain()
+            sent[0] = start + 64 * 1024
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with upstream(flood) as (url, served):
+        timeouts = Timeouts(first_byte=5, idle=0.1)
+        client, endpoint = client_for(url, timeouts=timeouts)
+        response = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
+        await settle(lambda: sent[0] > 0)
+        # ccm does not read for a while (three idle timeouts): the upstream ends up blocked in drain()
+        progress = -1
+        while progress != sent[0]:
+            progress = sent[0]
+            await asyncio.sleep(0.1)
+        assert progress < len(body)
+        assert served.writers[0].transport.get_write_buffer_size() > 0
+        [connection] = pool_of(client).open
+        assert connection.paused
+        assert connection.buffered <= HIGH_WATER + 256 * 1024  # one socket read past the mark at most
+        await asyncio.sleep(0.1)  # ccm's own pause is not the upstream's silence: no idle timeout
+        received = hashlib.sha256()
+        async for chunk in iter_body(response, timeouts):
+            received.update(chunk)
+        await response.aclose()
+        await client.aclose()
+    assert received.digest() == hashlib.sha256(body).digest()
+    assert served.requests == [1]
+
+
+# --- TLS --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    return trustme.CA()
+
+
+def trusting(authority: trustme.CA) -> ssl.SSLContext:
+    """A client context that trusts only the test authority (the process-wide one stays as it is)."""
+    with authority.cert_pem.tempfile() as cafile:
+        context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def serving(authority: trustme.CA, *names: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(*names).configure_cert(context)
+    return context
+
+
+async def test_an_https_upstream_is_answered_over_tls(authority: trustme.CA, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "tls_context", lambda: trusting(authority))
+    async with upstream(answer_ok, tls=serving(authority, "127.0.0.1")) as (url, served):
+        client, endpoint = client_for(url)
+        assert url.startswith("https://")
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        assert served.writers[0].get_extra_info("ssl_object") is not None
+        await client.aclose()
+    assert served.requests == [2]
+
+
+async def test_a_certificate_for_another_host_is_a_connect_failure(
+    authority: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http1, "tls_context", lambda: trusting(authority))
+    async with upstream(answer_ok, tls=serving(authority, "upstream.example")) as (url, served):
+        client, endpoint = client_for(url)
+        with pytest.raises(UpstreamError) as raised:
+            await ask(client, endpoint)
+        assert pool_of(client).connecting == 0 and not pool_of(client).open
+        await client.aclose()
+    assert (raised.value.status, raised.value.reason) == (502, "connect")
+    assert "ConnectError" in raised.value.message
+    assert served.requests == []  # the handshake failed: no HTTP exchange began
+
+
+# --- what is sent, what is received between exchanges -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["sk-secret\r\nx-injected: 1", "sk-secret\n", "sk-secret\rx"])
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(value: str) -> None:
+    async with upstream(answer_ok) as (url, served):
+        transport = Http1Transport(httpx.Limits())
+        request = httpx.Request("POST", url, content=b"{}", headers=[("authorization", value)])
+        with pytest.raises(httpx.LocalProtocolError) as raised:
+            await transport.handle_async_request(request)
+        assert "sk-secret" not in str(raised.value)
+        # through the adapters' path too: a key with a stray newline (an env file written on Windows, say)
+        client, endpoint = client_for(url)
+        endpoint = resolve_endpoint(provider(url).model_copy(update={"key": Literal_(value=value)}), {})
+        with pytest.raises(UpstreamError) as failed:
+            await ask(client, endpoint)
+        assert "sk-secret" not in failed.value.message
+        await client.aclose()
+        await transport.aclose()
+    assert served.connections == 0
+
+
+async def test_an_unsolicited_answer_on_an_idle_connection_does_not_reach_the_next_request() -> None:
+    idle = asyncio.Event()
+
+    async def answer_then_time_out(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await answer_ok(reader, writer)
+        if not idle.is_set():  # the first connection only, once the client has put it back in the pool
+            await idle.wait()
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")  # and keeps the socket open
+            await writer.drain()
+
+    async with upstream(answer_then_time_out) as (url, served):
+        client, endpoint = client_for(url)
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        idle.set()
+        await asyncio.wait_for(served.client_hung_up.wait(), 1)  # the client dropped the connection
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        await client.aclose()
+    assert served.requests == [1, 1]
+
+
+# --- cancelling and closing -------------------------------------------------------------------------------------
+
+
+async def test_a_request_cancelled_while_waiting_for_its_answer_hangs_up_and_frees_its_place() -> None:
+    asked = asyncio.Event()
+    hung_up = asyncio.Event()
+
+    async def silent_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not asked.is_set():
+            asked.set()
+            await reader.read()  # never answers; returns when the client hangs up
+            hung_up.set()
+            return
+        await answer_ok(reader, writer)
+
+    async with upstream(silent_first) as (url, served):
+        client, endpoint = client_for(url, max_concurrency=1, timeouts=Timeouts(connect=0.5))
+        waiting = asyncio.create_task(ask(client, endpoint))
+        await asyncio.wait_for(asked.wait(), 1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await asyncio.wait_for(hung_up.wait(), 1)
+        assert await ask(client, endpoint) == b'{"ok":true}'  # the one place went back to the pool
+        await client.aclose()
+    assert served.requests == [1, 1]
+
+
+async def test_closing_the_client_fails_a_body_being_read_promptly() -> None:
+    async def stalled_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(STREAM_HEAD + chunked(b"data: 1\n\n"))
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(stalled_stream) as (url, served):
+        client, endpoint = client_for(url)
+        response = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
+        chunks = iter_body(response, Timeouts())
+        assert await chunks.__anext__() == b"data: 1\n\n"
+        reading = asyncio.create_task(chunks.__anext__())
+        await asyncio.sleep(0.01)  # the reader is waiting for the next chunk
+        await client.aclose()
+        with pytest.raises(UpstreamError) as raised:
+            await asyncio.wait_for(reading, 1)
+        await asyncio.wait_for(served.client_hung_up.wait(), 1)
+        await response.aclose()
+    assert (raised.value.status, raised.value.reason) == (502, "connect")
