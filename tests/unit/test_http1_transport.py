@@ -470,6 +470,24 @@ async def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused() -> N
     assert served.requests == [2, 1]
 
 
+async def test_a_full_pool_closes_an_idle_connection_to_another_upstream_to_make_room() -> None:
+    transport = Http1Transport(httpx.Limits(max_connections=1))
+
+    async def request(url: str) -> bytes:
+        response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+        try:
+            return await response.aread()
+        finally:
+            await response.aclose()
+
+    async with upstream(answer_ok) as (first, first_served), upstream(answer_ok) as (second, second_served):
+        assert await request(first) == b'{"ok":true}'  # its connection stays idle, taking the one place
+        assert await request(second) == b'{"ok":true}'
+        await asyncio.wait_for(first_served.client_hung_up.wait(), 1)
+        await transport.aclose()
+    assert (first_served.requests, second_served.requests) == ([1], [1])
+
+
 # --- flow control -----------------------------------------------------------------------------------------------
 
 
