@@ -321,7 +321,9 @@ async def test_an_answer_saying_connection_close_does_not_leave_its_connection_f
     assert served.requests == [1, 1]
 
 
-@pytest.mark.parametrize("status_line", [b"HTTP/1.1 200 OK\r\nconnection: close", b"HTTP/1.0 200 OK"])
+@pytest.mark.parametrize(
+    "status_line", [b"HTTP/1.1 200 OK\r\nconnection: close", b"HTTP/1.0 200 OK"], ids=["1.1-close", "1.0"]
+)
 async def test_a_body_without_length_or_chunks_is_read_until_the_upstream_closes(status_line: bytes) -> None:
     async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(status_line + b"\r\ncontent-type: application/json\r\n\r\n" + b'{"text":"')
@@ -509,7 +511,7 @@ async def test_an_upstream_faster_than_its_reader_is_held_back_and_its_body_arri
         client, endpoint = client_for(url, timeouts=timeouts)
         response = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
         await settle(lambda: sent[0] > 0)
-        # ccm does not read for a while (three idle timeouts): the upstream ends up blocked in drain()
+        # ccm does not read for longer than the idle timeout: the upstream ends up blocked in drain()
         progress = -1
         while progress != sent[0]:
             progress = sent[0]
