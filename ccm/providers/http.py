@@ -185,6 +185,8 @@ def transport_error(provider: str, exc: BaseException) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
     reason: FailureReason
+    if isinstance(exc, httpx.LocalProtocolError):  # ccm's own request is malformed: a header value from the file
+        return UpstreamError(500, f"provider {provider!r}: {exc}", reason="config", provider=provider)
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
         reason, status, text = "connect", 502, "could not connect to upstream"
     elif isinstance(exc, httpx.TimeoutException | TimeoutError):

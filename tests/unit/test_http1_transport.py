@@ -10,6 +10,7 @@ import hashlib
 import os
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -597,6 +598,7 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(val
         with pytest.raises(UpstreamError) as failed:
             await ask(client, endpoint)
         assert "sk-secret" not in failed.value.message
+        assert (failed.value.status, failed.value.reason) == (500, "config")  # not retried, not the breaker's
         await client.aclose()
         await transport.aclose()
     assert served.connections == 0
@@ -669,3 +671,139 @@ async def test_closing_the_client_fails_a_body_being_read_promptly() -> None:
         await asyncio.wait_for(served.client_hung_up.wait(), 1)
         await response.aclose()
     assert (raised.value.status, raised.value.reason) == (502, "connect")
+
+
+# --- found in review: the answer's end, bodies cut short, the pool's places -----------------------------------
+async def test_bytes_after_an_answer_in_the_same_read_are_not_taken_into_it() -> None:
+    async def answer_and_more(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # the end of the answer and an unsolicited one arrive together (one write, one read)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" + b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 7\r\n\r\ntimeout")
+        await writer.drain()
+
+    async with upstream(answer_and_more) as (url, served):
+        client, endpoint = client_for(url)
+        response = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
+        assert response.status_code == 200
+        assert response.headers.get_list("content-length") == ["2"]
+        assert await read_body(response, Timeouts()) == b"ok"
+        await response.aclose()
+        await client.aclose()
+
+
+@pytest.mark.parametrize("head", [STREAM_HEAD, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"], ids=["chunked", "until-close"])
+async def test_closing_the_client_fails_any_body_being_read(head: bytes) -> None:
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(head + (chunked(b"data: 1\n\n") if b"chunked" in head else b"data: 1\n\n"))
+        await writer.drain()
+        await reader.read()
+
+    async with upstream(stalled) as (url, served):
+        client, endpoint = client_for(url)
+        response = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
+        chunks = iter_body(response, Timeouts())
+        assert await chunks.__anext__() == b"data: 1\n\n"
+        reading = asyncio.create_task(chunks.__anext__())
+        await asyncio.sleep(0.01)
+        await client.aclose()
+        with pytest.raises(UpstreamError):
+            await asyncio.wait_for(reading, 1)  # not StopAsyncIteration: the body was cut by ccm, not ended
+        await response.aclose()
+
+
+async def test_a_body_until_close_cut_by_a_reset_is_a_failure_not_an_end() -> None:
+    async def reset_midway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b'{"text":"hel')
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN
+
+    async with upstream(reset_midway) as (url, served):
+        client, endpoint = client_for(url)
+        with pytest.raises(UpstreamError) as raised:
+            await ask(client, endpoint)
+        await client.aclose()
+    assert (raised.value.status, raised.value.reason) == (502, "connect")
+
+
+async def test_a_request_cancelled_while_connecting_frees_its_place_for_a_waiting_one() -> None:
+    accepted = asyncio.Event()
+
+    async def no_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # a TCP peer that never answers the TLS handshake
+
+    mute = await asyncio.start_server(no_handshake, "127.0.0.1", 0)
+    mute_url = f"https://127.0.0.1:{mute.sockets[0].getsockname()[1]}/v1"
+    transport = Http1Transport(httpx.Limits(max_connections=1))
+    timeout = {"connect": 5.0, "pool": 0.5, "read": 5.0, "write": 5.0}
+    async with upstream(answer_ok) as (url, served):
+        connecting = asyncio.create_task(
+            transport.handle_async_request(httpx.Request("POST", mute_url, content=b"{}", extensions={"timeout": timeout}))
+        )
+        await asyncio.wait_for(accepted.wait(), 1)
+        waiting = asyncio.create_task(
+            transport.handle_async_request(httpx.Request("POST", url, content=b"{}", extensions={"timeout": timeout}))
+        )
+        await asyncio.sleep(0.01)  # `waiting` is queued for the one place, held by `connecting`
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+        response = await waiting  # not PoolTimeout: the place was freed
+        assert loop.time() - started < 0.2
+        assert await response.aread() == b'{"ok":true}'
+        await response.aclose()
+        await transport.aclose()
+    mute.close()
+
+
+async def test_a_place_given_to_a_waiter_as_its_deadline_comes_is_not_lost() -> None:
+    transport = Http1Transport(httpx.Limits(max_connections=1))
+    pool = transport.pool
+    async with upstream(answer_ok) as (url, served):
+        holding = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+        assert b"".join([chunk async for chunk in holding.stream]) == b'{"ok":true}'  # complete, still held
+        origin = (b"http", b"127.0.0.1", httpx.URL(url).port)
+        late = asyncio.create_task(pool.acquire(origin, 1.0, 0.0))  # its deadline is now: its timer fires next
+        patient = asyncio.create_task(pool.acquire(origin, 1.0, 0.3))
+        await asyncio.sleep(0)  # both queued
+        await holding.aclose()  # the place goes to `late`, whose deadline fires in the same loop turn
+        outcomes = await asyncio.gather(late, patient, return_exceptions=True)
+        # the place is not lost: one of them has it (`late` despite its deadline, or `patient` after it)
+        assert [isinstance(outcome, http1.Connection) for outcome in outcomes].count(True) == 1, outcomes
+        await transport.aclose()
+
+
+async def test_idle_connections_past_their_expiry_are_closed_while_another_one_is_in_use() -> None:
+    transport = Http1Transport(httpx.Limits(keepalive_expiry=0.1))
+
+    async def request(url: str) -> None:
+        response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+        await response.aread()
+        await response.aclose()
+
+    async def slow_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.01)
+        await answer_ok(reader, writer)
+
+    async with upstream(slow_answer) as (url, served):
+        await asyncio.gather(request(url), request(url))  # a burst: two connections, both then idle
+        assert served.connections == 2
+        for _ in range(10):  # then one request at a time for 0.3 s: the most recently used one serves them all
+            await request(url)
+            await asyncio.sleep(0.03)
+        # the other one has been idle for 0.3 s, three times its expiry: it should have been closed by now
+        assert len(transport.pool.open) == 1
+        await transport.aclose()
+
+
+async def test_a_closed_client_sends_nothing_more() -> None:
+    async with upstream(answer_ok) as (url, served):
+        client, endpoint = client_for(url)
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        await client.aclose()
+        with pytest.raises(UpstreamError):
+            await ask(client, endpoint)
+    assert served.requests == [1]
