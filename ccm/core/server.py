@@ -27,6 +27,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("ccm.core")
 
@@ -71,6 +72,54 @@ def hypercorn_config(sock: socket.socket, workers: int = 1) -> Any:
     return config
 
 
+class _HeadWithBody:
+    """A connection's transport that sends a response's head together with the first body bytes.
+
+    uvicorn writes a response's status line and headers as soon as the app starts the response, and the body with
+    a write of its own: two syscalls and two TCP segments for every answer, and a client woken twice. The app sends
+    the start and the body (or a stream's first event) one right after the other, so the head is held until the
+    next write joins it; if none comes in this turn of the event loop, it goes out alone when the turn ends."""
+
+    __slots__ = ("_transport", "_head", "_loop")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif data.startswith(b"HTTP/1.1 "):  # a head (a body chunk that looks like one only waits for the turn)
+            self._head = data
+            self._loop.call_soon(self._flush)
+            return
+        self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of asyncio.Transport: pause_reading, get_extra_info…
+        return getattr(self._transport, name)
+
+
+class HttpToolsOneWrite(HttpToolsProtocol):
+    """uvicorn's httptools protocol, writing through `_HeadWithBody`."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(_HeadWithBody(transport))  # type: ignore[arg-type]
+
+
 class UvicornServer(uvicorn.Server):
     """uvicorn's server, ending a graceful stop with exit status 0 as hypercorn does: uvicorn re-raises the stop
     signal once it has shut down, so the process would otherwise end "killed by SIGTERM"."""
@@ -89,7 +138,7 @@ def uvicorn_config(app: Any, workers: int = 1) -> uvicorn.Config:
         workers=workers,
         interface="asgi3",  # the app is ASGI 3: skip uvicorn's per-app detection
         lifespan="on",  # the reloader and the clients' shutdown live in the lifespan
-        http="httptools",
+        http=HttpToolsOneWrite,
         ws="none",
         proxy_headers=False,  # no X-Forwarded-* rewriting middleware on every request: ccm does not use the client IP
         server_header=False,
