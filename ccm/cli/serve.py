@@ -51,6 +51,12 @@ def configure_logging(level: str) -> None:
     # formatting work on the hot path. Its warnings still show; --log-level debug shows everything.
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    # What the lines do not show, not gathered for every record (the logging HOWTO's "Optimization"): the caller's
+    # file and line (a frame walk per record), the thread, the process and its name.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def load_table(path: str | Path, report: bool = True) -> RoutingTable:
