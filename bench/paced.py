@@ -1,10 +1,16 @@
-"""Paced streams: ccm's CPU per stream event when the upstream sends its events one at a time.
+"""Paced streams: what ccm adds to each stream event when the upstream sends its events one at a time.
 
 The main run's upstream (nginx) hands a 200-chunk stream over in one write, so each read carries many events and the
 per-event cost of waking the loop, passing the transport, translating and writing hides behind the burst. Here a
-small asyncio upstream in this process writes each of the 200 OpenAI stream chunks on its own, `--gap` apart; `ccm
-run` (the tree's code, from the repo venv) relays them to a client reading the stream, and the figure is ccm's own
-CPU time (user + system, from /proc) over the streams, divided by the events relayed. Issue 7's target is ≤ 100 µs.
+small asyncio upstream in this process writes each of the 200 OpenAI stream chunks on its own, `--gap` apart, and
+`ccm run` (the tree's code, from the repo venv) relays them. Two figures:
+
+- **added per event** (issue 7's "streaming adds ≤ 0.1 ms per chunk"): the upstream, a process of its own, writes
+  the monotonic clock's reading into each text event as it sends it (`"content":"<ns>:"`); a raw client in this
+  process reads it back on arrival, through ccm (in its `text_delta`) and straight from the upstream. The median
+  delay through ccm minus the median delay straight is what ccm adds: one more hop between processes, and ccm.
+- **CPU per event**: ccm's own CPU time (user + system, from /proc) over the streams, divided by the events relayed;
+  on this machine most of it is the kernel's: a wake-up from idle and a socket read and write per event.
 
     .venv/bin/python -m bench.paced [--streams 10] [--gap 0.001] [--rounds 3] [--against OLD_TREE]
 """
@@ -13,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -38,9 +46,10 @@ route {{
 }}
 """
 BODY = b'{"model":"gpt","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}'
+STAMP = re.compile(rb'"(?:content|text)":"(\d+):')  # a text event's send time, as the upstream wrote it
 
 
-async def serve_paced(gap: float) -> tuple[asyncio.base_events.Server, int]:
+async def serve_paced(gap: float, port: int) -> asyncio.base_events.Server:
     """An HTTP/1.1 upstream answering every request with the stream, one chunked write per event, `gap` apart."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -53,6 +62,7 @@ async def serve_paced(gap: float) -> tuple[asyncio.base_events.Server, int]:
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                              b"transfer-encoding: chunked\r\n\r\n")
                 for event in EVENTS:
+                    event = event.replace(b'"content":"tok', b'"content":"%d:' % time.perf_counter_ns(), 1)
                     writer.write(b"%x\r\n%s\r\n" % (len(event), event))
                     await writer.drain()
                     await asyncio.sleep(gap)
@@ -61,9 +71,7 @@ async def serve_paced(gap: float) -> tuple[asyncio.base_events.Server, int]:
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             writer.close()
 
-    port = free_port()
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    return server, port
+    return await asyncio.start_server(handle, "127.0.0.1", port)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -81,8 +89,52 @@ def ccm_command(source: Path | None) -> list[str]:
     return [sys.executable, "-c", boot]
 
 
-async def measure(streams: int, gap: float, rounds: int, source: Path | None = None) -> list[float]:
-    server, upstream_port = await serve_paced(gap)
+async def delays(port: int, path: str, streams: int) -> list[float]:
+    """Seconds from the upstream's write of each text event to its arrival here, over `streams` streams, each
+    POSTed on a fresh connection; a read's stamp applies to every event that ends in it."""
+    found: list[float] = []
+    for _ in range(streams):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (path.encode(), len(BODY), BODY))
+        data, reads = b"", []  # (where the read ended, when it arrived)
+        try:
+            while not data.endswith(b"0\r\n\r\n"):  # the end of the chunked answer (the upstream keeps the socket)
+                piece = await asyncio.wait_for(reader.read(65536), 30)
+                if not piece:
+                    break
+                data += piece
+                reads.append((len(data), time.perf_counter_ns()))
+        finally:
+            writer.close()
+        ends = [end for end, _ in reads]
+        for match in STAMP.finditer(data):
+            arrived = reads[bisect.bisect_left(ends, match.end())][1]
+            found.append((arrived - int(match.group(1))) / 1e9)
+    return found
+
+
+async def start_upstream(gap: float) -> tuple[subprocess.Popen[bytes], int]:
+    """The paced upstream in a process of its own: a client straight to it crosses one process boundary, as a
+    client of ccm's upstream does."""
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "bench.paced", "--serve", str(port), "--gap", str(gap)],
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return upstream, port
+        except OSError:
+            await asyncio.sleep(0.025)
+    upstream.kill()
+    raise RuntimeError("the paced upstream did not start")
+
+
+async def measure(streams: int, gap: float, rounds: int, source: Path | None = None) -> dict[str, list[float]]:
+    """Per round: ccm's CPU per event (µs) over `streams` streams, and the median delay per event (µs) through
+    ccm and straight from the upstream over as many."""
+    upstream, upstream_port = await start_upstream(gap)
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         routes = Path(workdir) / "routes.ccm"
@@ -97,17 +149,27 @@ async def measure(streams: int, gap: float, rounds: int, source: Path | None = N
                     break
                 except OSError:
                     await asyncio.sleep(0.05)
-            per_event = []
+            figures: dict[str, list[float]] = {"cpu_us": [], "through_us": [], "straight_us": []}
             for _ in range(rounds):
                 before = cpu_seconds(ccm.pid)
                 for _ in range(streams):
                     await loadgen.fetch(url, BODY, {"content-type": "application/json"}, timeout=30)
-                per_event.append((cpu_seconds(ccm.pid) - before) / (streams * STREAM_CHUNKS) * 1e6)
-            return per_event
+                figures["cpu_us"].append((cpu_seconds(ccm.pid) - before) / (streams * STREAM_CHUNKS) * 1e6)
+                figures["through_us"].append(statistics.median(await delays(port, "/v1/messages", streams)) * 1e6)
+                figures["straight_us"].append(
+                    statistics.median(await delays(upstream_port, "/v1/chat/completions", streams)) * 1e6)
+            return figures
         finally:
             ccm.terminate()
             ccm.wait(10)
-            server.close()
+            upstream.terminate()
+            upstream.wait(10)
+
+
+async def serve_forever(port: int, gap: float) -> None:
+    server = await serve_paced(gap, port)
+    async with server:
+        await server.serve_forever()
 
 
 def main() -> None:
@@ -116,16 +178,25 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.001, help="seconds between two upstream events")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--against", type=Path, help="also measure the ccm package of this source tree, alternating")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the upstream's own process
     options = parser.parse_args()
+    if options.serve:
+        asyncio.run(serve_forever(options.serve, options.gap))
+        return
     started = time.perf_counter()
     sources: list[Path | None] = [None] if options.against is None else [options.against, None]
-    figures: dict[Path | None, list[float]] = {source: [] for source in sources}
+    figures: dict[Path | None, dict[str, list[float]]] = {}
     for _ in range(options.rounds):
         for source in sources:
-            figures[source] += asyncio.run(measure(options.streams, options.gap, 1, source))
-    for source, values in figures.items():
-        print(f"{source or 'this tree'}: ccm CPU per paced event: median {statistics.median(values):.0f} µs "
-              f"(rounds: {', '.join(f'{f:.0f}' for f in values)})")
+            for key, values in asyncio.run(measure(options.streams, options.gap, 1, source)).items():
+                figures.setdefault(source, {}).setdefault(key, []).extend(values)
+    for source, found in figures.items():
+        added = [through - straight for through, straight in zip(found["through_us"], found["straight_us"])]
+        print(f"{source or 'this tree'}: ccm adds {statistics.median(added):.0f} µs per paced event (delay per event "
+              f"through ccm {statistics.median(found['through_us']):.0f} µs, straight from the upstream "
+              f"{statistics.median(found['straight_us']):.0f} µs; rounds: {', '.join(f'{a:.0f}' for a in added)}); "
+              f"ccm CPU per paced event: median {statistics.median(found['cpu_us']):.0f} µs "
+              f"(rounds: {', '.join(f'{f:.0f}' for f in found['cpu_us'])})")
     print(f"({time.perf_counter() - started:.1f} s)")
 
 

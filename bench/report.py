@@ -39,6 +39,7 @@ METRICS: tuple[tuple[str, str, str, bool, float | None], ...] = (
     ("rps_32", "real request, 32 conns, req/s", "req/s", False, 500),
     ("stream_first_byte_added_ms", "stream → OpenAI, added to first byte", "ms", True, 1.0),
     ("stream_chunk_added_us", "stream → OpenAI, added per chunk", "µs", True, 100),
+    ("paced_event_added_us", "stream → OpenAI, events one at a time, added per event", "µs", True, 100),
     ("stream_passthrough_first_byte_added_ms", "stream → Anthropic, added to first byte", "ms", True, None),
     ("stream_passthrough_chunk_added_us", "stream → Anthropic, added per chunk", "µs", True, None),
     ("burst_ms", "/context burst, 26 count_tokens at once", "ms", True, 50),
@@ -104,6 +105,7 @@ def headline(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             row["startup_s"] = data.get("startup_s")
         if name == "ccm":
             row["reload_ms"] = _get(results, "reload", "median_ms")
+            row["paced_event_added_us"] = _get(results, "paced", "added_us")
         summary[name] = row
     return summary
 

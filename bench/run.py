@@ -5,8 +5,8 @@
 
 Workloads: tiny fixtures passthrough stream burst sweep memory (bench.workloads), plus startup (every router, on
 its start), reload (bench/bench_reload.py), profile (py-spy on ccm, bench.profile), micro (bench/bench_route.py
-and bench/bench_tokens.py, in-process) and paced (bench.paced: ccm's CPU per event of a stream whose events arrive
-one at a time, against its own Python upstream). The upstream is always started; it is measured alone too unless
+and bench/bench_tokens.py, in-process) and paced (bench.paced: what ccm adds to each event of a stream whose events
+arrive one at a time, and its CPU per event, against its own Python upstream). The upstream is always started; it is measured alone too unless
 `--targets` leaves it out.
 
 A full run (no --only, --targets, --quick) writes bench/results/latest.json, docs/benchmarks.md and the chart. A
@@ -100,9 +100,11 @@ async def measure(options: argparse.Namespace, plan: Plan) -> dict[str, Any]:
             results["reload"] = run_script([str(REPO / "bench" / "bench_reload.py"), "20"], timeout=180)
         if "paced" in options.workloads:
             results["paced"] = run_script(["-m", "bench.paced"], timeout=240)
-            found = re.search(r"median ([\d.]+) µs", results["paced"].get("output", ""))
-            if found:
-                results["paced"]["median_us"] = float(found.group(1))
+            output = results["paced"].get("output", "")
+            for key, pattern in (("added_us", r"adds (-?[\d.]+) µs"), ("median_us", r"CPU per paced event: median ([\d.]+) µs")):
+                found = re.search(pattern, output)
+                if found:
+                    results["paced"][key] = float(found.group(1))
             print(f"  ccm      paced        {results['paced'].get('output') or results['paced'].get('error')}",
                   flush=True)
         if "micro" in options.workloads:

@@ -234,7 +234,10 @@ class Ccm(Target):
         return f"{commit}{' + uncommitted changes' if dirty else ''}"
 
     def launch(self) -> tuple[list[str], dict[str, str]]:
-        routes = self.workdir / "routes.ccm"
+        # in a folder of its own: ccm watches the route file's folder for saves, and the log written next to it
+        # would wake the watcher on every request
+        routes = self.workdir / "routes" / "routes.ccm"
+        routes.parent.mkdir(exist_ok=True)
         routes.write_text(ccm_routes(self.upstream_url))
         command = [str(self.python.parent / "ccm"), "run", str(routes), "--port", str(self.port),
                    *self.extra_args]
