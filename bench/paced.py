@@ -9,6 +9,8 @@ small asyncio upstream in this process writes each of the 200 OpenAI stream chun
   the monotonic clock's reading into each text event as it sends it (`"content":"<ns>:"`); a raw client in this
   process reads it back on arrival, through ccm (in its `text_delta`) and straight from the upstream. The median
   delay through ccm minus the median delay straight is what ccm adds: one more hop between processes, and ccm.
+  For scale, the same through a byte-for-byte relay (a process that copies the sockets' bytes, on uvloop, and does
+  nothing else): the floor for anything that sits in the path, on this machine.
 - **CPU per event**: ccm's own CPU time (user + system, from /proc) over the streams, divided by the events relayed;
   on this machine most of it is the kernel's: a wake-up from idle and a socket read and write per event.
 
@@ -28,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import uvloop
 
 from bench import loadgen
 from bench.targets import free_port
@@ -114,27 +118,28 @@ async def delays(port: int, path: str, streams: int) -> list[float]:
     return found
 
 
-async def start_upstream(gap: float) -> tuple[subprocess.Popen[bytes], int]:
-    """The paced upstream in a process of its own: a client straight to it crosses one process boundary, as a
-    client of ccm's upstream does."""
+async def start_helper(*arguments: str) -> tuple[subprocess.Popen[bytes], int]:
+    """This module in a process of its own (the paced upstream, or the relay), once it accepts connections: a
+    client straight to the upstream crosses one process boundary, as a client of ccm's upstream does."""
     port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-m", "bench.paced", "--serve", str(port), "--gap", str(gap)],
-                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    process = subprocess.Popen([sys.executable, "-m", "bench.paced", *arguments, "--port", str(port)],
+                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     for _ in range(200):
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
-            return upstream, port
+            return process, port
         except OSError:
             await asyncio.sleep(0.025)
-    upstream.kill()
-    raise RuntimeError("the paced upstream did not start")
+    process.kill()
+    raise RuntimeError(f"bench.paced {' '.join(arguments)} did not start")
 
 
 async def measure(streams: int, gap: float, rounds: int, source: Path | None = None) -> dict[str, list[float]]:
     """Per round: ccm's CPU per event (µs) over `streams` streams, and the median delay per event (µs) through
     ccm and straight from the upstream over as many."""
-    upstream, upstream_port = await start_upstream(gap)
+    upstream, upstream_port = await start_helper("--serve", "--gap", str(gap))
+    relay, relay_port = await start_helper("--relay-to", str(upstream_port))
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         routes = Path(workdir) / "routes.ccm"
@@ -149,7 +154,7 @@ async def measure(streams: int, gap: float, rounds: int, source: Path | None = N
                     break
                 except OSError:
                     await asyncio.sleep(0.05)
-            figures: dict[str, list[float]] = {"cpu_us": [], "through_us": [], "straight_us": []}
+            figures: dict[str, list[float]] = {"cpu_us": [], "through_us": [], "straight_us": [], "relay_us": []}
             for _ in range(rounds):
                 before = cpu_seconds(ccm.pid)
                 for _ in range(streams):
@@ -158,16 +163,40 @@ async def measure(streams: int, gap: float, rounds: int, source: Path | None = N
                 figures["through_us"].append(statistics.median(await delays(port, "/v1/messages", streams)) * 1e6)
                 figures["straight_us"].append(
                     statistics.median(await delays(upstream_port, "/v1/chat/completions", streams)) * 1e6)
+                figures["relay_us"].append(
+                    statistics.median(await delays(relay_port, "/v1/chat/completions", streams)) * 1e6)
             return figures
         finally:
             ccm.terminate()
             ccm.wait(10)
-            upstream.terminate()
-            upstream.wait(10)
+            for helper in (upstream, relay):
+                helper.terminate()
+                helper.wait(10)
 
 
 async def serve_forever(port: int, gap: float) -> None:
     server = await serve_paced(gap, port)
+    async with server:
+        await server.serve_forever()
+
+
+async def relay_forever(port: int, upstream_port: int) -> None:
+    """Copy bytes both ways between each client and a connection of its own to the upstream, as they arrive."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
     async with server:
         await server.serve_forever()
 
@@ -178,10 +207,16 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.001, help="seconds between two upstream events")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--against", type=Path, help="also measure the ccm package of this source tree, alternating")
-    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the upstream's own process
+    # the helpers' own processes
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--relay-to", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve:
-        asyncio.run(serve_forever(options.serve, options.gap))
+        asyncio.run(serve_forever(options.port, options.gap))
+        return
+    if options.relay_to:
+        uvloop.run(relay_forever(options.port, options.relay_to))
         return
     started = time.perf_counter()
     sources: list[Path | None] = [None] if options.against is None else [options.against, None]
@@ -192,9 +227,11 @@ def main() -> None:
                 figures.setdefault(source, {}).setdefault(key, []).extend(values)
     for source, found in figures.items():
         added = [through - straight for through, straight in zip(found["through_us"], found["straight_us"])]
+        relayed = [relay - straight for relay, straight in zip(found["relay_us"], found["straight_us"])]
         print(f"{source or 'this tree'}: ccm adds {statistics.median(added):.0f} µs per paced event (delay per event "
               f"through ccm {statistics.median(found['through_us']):.0f} µs, straight from the upstream "
               f"{statistics.median(found['straight_us']):.0f} µs; rounds: {', '.join(f'{a:.0f}' for a in added)}); "
+              f"a byte-for-byte relay adds {statistics.median(relayed):.0f} µs; "
               f"ccm CPU per paced event: median {statistics.median(found['cpu_us']):.0f} µs "
               f"(rounds: {', '.join(f'{f:.0f}' for f in found['cpu_us'])})")
     print(f"({time.perf_counter() - started:.1f} s)")
