@@ -101,6 +101,15 @@ async def post(url: str, timeouts: Timeouts = Timeouts()) -> tuple[httpx.AsyncCl
     return client, await open_response(client, endpoint, f"{url}/chat/completions", b'{"x":1}', [])
 
 
+async def post_through(transport: Http1Transport, url: str) -> bytes:
+    """POST `{}` straight to `transport` and read the whole answer."""
+    response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+    try:
+        return await response.aread()
+    finally:
+        await response.aclose()
+
+
 def chunked(*parts: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts)
 
@@ -456,18 +465,11 @@ async def test_a_request_waiting_longer_than_the_pool_timeout_for_a_connection_i
 async def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused() -> None:
     transport = Http1Transport(httpx.Limits(keepalive_expiry=0.05))
 
-    async def request(url: str) -> bytes:
-        response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
-        try:
-            return await response.aread()
-        finally:
-            await response.aclose()
-
     async with upstream(answer_ok) as (url, served):
-        assert await request(url) == b'{"ok":true}'
-        assert await request(url) == b'{"ok":true}'  # straight away: the same connection
+        assert await post_through(transport, url) == b'{"ok":true}'
+        assert await post_through(transport, url) == b'{"ok":true}'  # straight away: the same connection
         await asyncio.sleep(0.1)
-        assert await request(url) == b'{"ok":true}'  # past the expiry: a new one, and the old one hung up
+        assert await post_through(transport, url) == b'{"ok":true}'  # past the expiry: a new one, and the old one hung up
         await asyncio.wait_for(served.client_hung_up.wait(), 1)
         await transport.aclose()
     assert served.requests == [2, 1]
@@ -476,16 +478,9 @@ async def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused() -> N
 async def test_a_full_pool_closes_an_idle_connection_to_another_upstream_to_make_room() -> None:
     transport = Http1Transport(httpx.Limits(max_connections=1))
 
-    async def request(url: str) -> bytes:
-        response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
-        try:
-            return await response.aread()
-        finally:
-            await response.aclose()
-
     async with upstream(answer_ok) as (first, first_served), upstream(answer_ok) as (second, second_served):
-        assert await request(first) == b'{"ok":true}'  # its connection stays idle, taking the one place
-        assert await request(second) == b'{"ok":true}'
+        assert await post_through(transport, first) == b'{"ok":true}'  # its connection stays idle, taking the one place
+        assert await post_through(transport, second) == b'{"ok":true}'
         await asyncio.wait_for(first_served.client_hung_up.wait(), 1)
         await transport.aclose()
     assert (first_served.requests, second_served.requests) == ([1], [1])
@@ -779,20 +774,15 @@ async def test_a_place_given_to_a_waiter_as_its_deadline_comes_is_not_lost() -> 
 async def test_idle_connections_past_their_expiry_are_closed_while_another_one_is_in_use() -> None:
     transport = Http1Transport(httpx.Limits(keepalive_expiry=0.1))
 
-    async def request(url: str) -> None:
-        response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
-        await response.aread()
-        await response.aclose()
-
     async def slow_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(0.01)
         await answer_ok(reader, writer)
 
     async with upstream(slow_answer) as (url, served):
-        await asyncio.gather(request(url), request(url))  # a burst: two connections, both then idle
+        await asyncio.gather(post_through(transport, url), post_through(transport, url))  # a burst: two connections, both then idle
         assert served.connections == 2
         for _ in range(10):  # then one request at a time for 0.3 s: the most recently used one serves them all
-            await request(url)
+            await post_through(transport, url)
             await asyncio.sleep(0.03)
         # the other one has been idle for 0.3 s, three times its expiry: it should have been closed by now
         assert len(transport.pool.open) == 1
