@@ -647,28 +647,9 @@ async def test_a_request_cancelled_while_waiting_for_its_answer_hangs_up_and_fre
     assert served.requests == [1, 1]
 
 
-async def test_closing_the_client_fails_a_body_being_read_promptly() -> None:
-    async def stalled_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(STREAM_HEAD + chunked(b"data: 1\n\n"))
-        await writer.drain()
-        await reader.read()
-
-    async with upstream(stalled_stream) as (url, served):
-        client, endpoint = client_for(url)
-        response = await open_response(client, endpoint, f"{url}/chat/completions", b"{}", [])
-        chunks = iter_body(response, Timeouts())
-        assert await chunks.__anext__() == b"data: 1\n\n"
-        reading = asyncio.create_task(chunks.__anext__())
-        await asyncio.sleep(0.01)  # the reader is waiting for the next chunk
-        await client.aclose()
-        with pytest.raises(UpstreamError) as raised:
-            await asyncio.wait_for(reading, 1)
-        await asyncio.wait_for(served.client_hung_up.wait(), 1)
-        await response.aclose()
-    assert (raised.value.status, raised.value.reason) == (502, "connect")
-
-
 # --- found in review: the answer's end, bodies cut short, the pool's places -----------------------------------
+
+
 async def test_bytes_after_an_answer_in_the_same_read_are_not_taken_into_it() -> None:
     async def answer_and_more(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # the end of the answer and an unsolicited one arrive together (one write, one read)
@@ -700,9 +681,11 @@ async def test_closing_the_client_fails_any_body_being_read(head: bytes) -> None
         reading = asyncio.create_task(chunks.__anext__())
         await asyncio.sleep(0.01)
         await client.aclose()
-        with pytest.raises(UpstreamError):
-            await asyncio.wait_for(reading, 1)  # not StopAsyncIteration: the body was cut by ccm, not ended
+        with pytest.raises(UpstreamError) as raised:
+            await asyncio.wait_for(reading, 1)  # promptly; not StopAsyncIteration: the body was cut by ccm, not ended
+        await asyncio.wait_for(served.client_hung_up.wait(), 1)
         await response.aclose()
+    assert (raised.value.status, raised.value.reason) == (502, "connect")
 
 
 async def test_a_body_until_close_cut_by_a_reset_is_a_failure_not_an_end() -> None:
