@@ -13,6 +13,13 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO.parent / "shared" / "fixtures" / "claude-code-2.1.328"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # without them every golden test would be collected with an empty parameter set: skipped, not failed
+    if not any(FIXTURES.glob("*.json")):
+        raise pytest.UsageError(f"the captured Claude Code requests are missing: {FIXTURES} "
+                                "(the tests expect ../shared beside the checkout)")
+
+
 def fixture_names() -> list[str]:
     return sorted(p.name for p in FIXTURES.glob("*.json"))
 
