@@ -201,6 +201,30 @@ async def relay_forever(port: int, upstream_port: int) -> None:
         await server.serve_forever()
 
 
+def summary_line(name: str, found: dict[str, list[float]]) -> str:
+    """One tree's figures over its rounds, as `make bench` reads them back (`parse_summary`)."""
+    added = [through - straight for through, straight in zip(found["through_us"], found["straight_us"], strict=True)]
+    relayed = [relay - straight for relay, straight in zip(found["relay_us"], found["straight_us"], strict=True)]
+    return (f"{name}: ccm adds {statistics.median(added):.0f} µs per paced event (delay per event "
+            f"through ccm {statistics.median(found['through_us']):.0f} µs, straight from the upstream "
+            f"{statistics.median(found['straight_us']):.0f} µs; rounds: {', '.join(f'{a:.0f}' for a in added)}); "
+            f"a byte-for-byte relay adds {statistics.median(relayed):.0f} µs; "
+            f"ccm CPU per paced event: median {statistics.median(found['cpu_us']):.0f} µs "
+            f"(rounds: {', '.join(f'{f:.0f}' for f in found['cpu_us'])})")
+
+
+def parse_summary(text: str) -> dict[str, float]:
+    """The figures of the last `summary_line` in `text`: added_us, relay_us, median_us (CPU per event)."""
+    patterns = {"added_us": r"ccm adds (-?[\d.]+) µs", "relay_us": r"relay adds (-?[\d.]+) µs",
+                "median_us": r"CPU per paced event: median ([\d.]+) µs"}
+    found = {}
+    for key, pattern in patterns.items():
+        matches = re.findall(pattern, text)
+        if matches:
+            found[key] = float(matches[-1])
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=10, help="streams per round (sequential)")
@@ -226,14 +250,7 @@ def main() -> None:
             for key, values in asyncio.run(measure(options.streams, options.gap, 1, source)).items():
                 figures.setdefault(source, {}).setdefault(key, []).extend(values)
     for source, found in figures.items():
-        added = [through - straight for through, straight in zip(found["through_us"], found["straight_us"])]
-        relayed = [relay - straight for relay, straight in zip(found["relay_us"], found["straight_us"])]
-        print(f"{source or 'this tree'}: ccm adds {statistics.median(added):.0f} µs per paced event (delay per event "
-              f"through ccm {statistics.median(found['through_us']):.0f} µs, straight from the upstream "
-              f"{statistics.median(found['straight_us']):.0f} µs; rounds: {', '.join(f'{a:.0f}' for a in added)}); "
-              f"a byte-for-byte relay adds {statistics.median(relayed):.0f} µs; "
-              f"ccm CPU per paced event: median {statistics.median(found['cpu_us']):.0f} µs "
-              f"(rounds: {', '.join(f'{f:.0f}' for f in found['cpu_us'])})")
+        print(summary_line(str(source or "this tree"), found))
     print(f"({time.perf_counter() - started:.1f} s)")
 
 

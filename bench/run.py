@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import report, wrk
+from bench import paced, report, wrk
 from bench.profile import profile
 from bench.targets import CACHE, REPO, Ccm, ClaudeCodeRouter, LiteLLM, Target, TargetUnavailable, Upstream
 from bench.workloads import WORKLOADS, Plan, run_all
@@ -100,11 +100,7 @@ async def measure(options: argparse.Namespace, plan: Plan) -> dict[str, Any]:
             results["reload"] = run_script([str(REPO / "bench" / "bench_reload.py"), "20"], timeout=180)
         if "paced" in options.workloads:
             results["paced"] = run_script(["-m", "bench.paced"], timeout=240)
-            output = results["paced"].get("output", "")
-            for key, pattern in (("added_us", r"adds (-?[\d.]+) µs"), ("median_us", r"CPU per paced event: median ([\d.]+) µs")):
-                found = re.search(pattern, output)
-                if found:
-                    results["paced"][key] = float(found.group(1))
+            results["paced"].update(paced.parse_summary(results["paced"].get("output", "")))
             print(f"  ccm      paced        {results['paced'].get('output') or results['paced'].get('error')}",
                   flush=True)
         if "micro" in options.workloads:

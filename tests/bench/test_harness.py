@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import loadgen, report
+from bench import loadgen, paced, report
 from bench.profile import summarise
 from bench.targets import ANTHROPIC, DEFAULT, OPENAI_STREAM, TINY, Ccm, Upstream, ccm_routes
 from bench.upstream import STREAM_CHUNKS, nginx_config, openai_stream, serve_python
@@ -132,3 +132,15 @@ def test_docs_keep_their_prose_when_blocks_are_refilled() -> None:
 def test_with_model_sets_model_and_stream(stream: bool) -> None:
     body = json.loads(with_model(TINY, OPENAI_STREAM.model, stream=stream))
     assert body["model"] == OPENAI_STREAM.model and body["stream"] is stream
+
+
+async def test_paced_streams_are_timed_through_ccm_a_relay_and_straight() -> None:
+    found = await paced.measure(streams=1, gap=0.0005, rounds=1)
+    assert set(found) == {"cpu_us", "through_us", "straight_us", "relay_us"}
+    assert all(len(values) == 1 and values[0] > 0 for values in found.values()), found
+    # what `make bench` reads back from the printed line
+    line = paced.summary_line("this tree", found)
+    parsed = paced.parse_summary(f"noise\n{line}\n(1.0 s)")
+    assert parsed["added_us"] == round(found["through_us"][0] - found["straight_us"][0])
+    assert parsed["relay_us"] == round(found["relay_us"][0] - found["straight_us"][0])
+    assert parsed["median_us"] == round(found["cpu_us"][0])
