@@ -67,29 +67,29 @@ def resolve_endpoint(provider: Provider, environ: Mapping[str, str]) -> Endpoint
 
 
 class PooledClient(httpx.AsyncClient):
-    """The client `make_client` builds. `direct` is its transport when every URL goes through it (no proxy named in
-    the environment): `open_response` then hands requests to the transport itself, skipping the client's send
-    layers (auth, redirects, cookies, event hooks: ccm uses none of them; ~100 µs a request). `default_headers`
-    are the client's own (accept, accept-encoding, user-agent…), which a request's headers override by name."""
+    """The client `make_client` builds. With a `direct` transport (no proxy named in the environment) every URL
+    goes through it, and `open_response` hands requests to it itself, skipping the client's send layers (auth,
+    redirects, cookies, event hooks: ccm uses none of them; ~100 µs a request). Without one, the client is httpx's
+    own, which routes each URL through the proxy the environment names for it (HTTPS_PROXY, HTTP_PROXY,
+    ALL_PROXY, NO_PROXY): httpx honours those only when no transport is given. `default_headers` are the client's
+    own (accept, accept-encoding, user-agent…), which a request's headers override by name."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport, limits: httpx.Limits, direct: bool) -> None:
-        super().__init__(timeout=None, limits=limits, transport=transport, follow_redirects=False)
-        self.direct = transport if direct else None
+    def __init__(self, limits: httpx.Limits, direct: httpx.AsyncBaseTransport | None) -> None:
+        super().__init__(timeout=None, limits=limits, transport=direct, follow_redirects=False)
+        self.direct = direct
         self.default_headers = tuple(self.headers.multi_items())
 
 
 def make_client(provider: Provider) -> httpx.AsyncClient:
     """One pooled client per provider, on ccm's own HTTP/1.1 transport (`ccm.providers.http1`: httpx's own
-    transport costs over 1 ms per request and collapses under concurrency). Timeouts are per request
-    (`open_response`), so none is set here."""
+    transport costs over 1 ms per request and collapses under concurrency) unless the environment names a proxy.
+    Timeouts are per request (`open_response`), so none is set here."""
     from ccm.providers.http1 import Http1Transport
 
     limit = provider.max_concurrency or 256
     limits = httpx.Limits(max_connections=limit, max_keepalive_connections=min(limit, 64), keepalive_expiry=60)
-    # a proxy named in the environment (HTTPS_PROXY…) still applies: httpx mounts its own transport for those URLs,
-    # so such a client goes through `send`
     proxied = any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
-    return PooledClient(Http1Transport(limits), limits, direct=not proxied)
+    return PooledClient(limits, None if proxied else Http1Transport(limits))
 
 
 async def open_response(

@@ -1,0 +1,79 @@
+"""A proxy named in the environment is honoured: httpx applies HTTP_PROXY/HTTPS_PROXY/ALL_PROXY/NO_PROXY only to a
+client built without a transport of its own, so `make_client` builds that one when the environment names a proxy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from ccm.providers.http import PooledClient, make_client, open_response, read_body, resolve_endpoint
+from ccm.providers.http1 import Http1Transport
+from ccm.table import Literal_, Provider, Timeouts
+
+ANSWER = b'{"ok":true}'
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                   "no_proxy")
+
+
+@asynccontextmanager
+async def recording_server() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """Answers every request with ANSWER and records its request line (a proxy sees the absolute URL there)."""
+    lines: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines.append(head.split(b"\r\n", 1)[0])
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(ANSWER), ANSWER))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", lines
+    finally:
+        server.close()
+
+
+async def post(url: str) -> bytes:
+    provider = Provider(name="up", type="openai", url=Literal_(value=url), auth="bearer")
+    client = make_client(provider)
+    try:
+        response = await open_response(client, resolve_endpoint(provider, {}), f"{url}/chat/completions", b"{}", [])
+        try:
+            return await read_body(response, Timeouts())
+        finally:
+            await response.aclose()
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_without_a_proxy_the_client_uses_ccms_transport() -> None:
+    client = make_client(Provider(name="up", type="openai", url=Literal_(value="http://x"), auth="bearer"))
+    assert isinstance(client, PooledClient) and isinstance(client.direct, Http1Transport)
+
+
+async def test_a_proxy_named_in_the_environment_carries_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with recording_server() as (proxy, seen):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        assert await post("http://upstream.invalid/v1") == ANSWER
+    assert seen == [b"POST http://upstream.invalid/v1/chat/completions HTTP/1.1"]
+
+
+async def test_no_proxy_sends_its_hosts_straight(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with recording_server() as (proxy, through_proxy), recording_server() as (upstream, straight):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert await post(f"{upstream}/v1") == ANSWER
+    assert through_proxy == [] and straight == [b"POST /v1/chat/completions HTTP/1.1"]
