@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,10 @@ FIXTURES = REPO.parent / "shared" / "fixtures" / "claude-code-2.1.328"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the suite talks to loopback only: a proxy the environment names (for package downloads, say) must not carry
+    # the in-process clients' calls to the fakes (ccm honours HTTP(S)_PROXY; `ccm run` children get a bare env)
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = ",".join(filter(None, [os.environ.get(name, ""), "127.0.0.1,localhost,::1"]))
     # without them every golden test would be collected with an empty parameter set: skipped, not failed
     if not any(FIXTURES.glob("*.json")):
         raise pytest.UsageError(f"the captured Claude Code requests are missing: {FIXTURES} "
@@ -33,3 +38,15 @@ def load_fixture(name: str) -> dict[str, Any]:
 def fixtures_dir() -> Path:
     assert FIXTURES.is_dir(), f"captured requests not found at {FIXTURES}"
     return FIXTURES
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                   "no_proxy")
+
+
+@pytest.fixture
+def without_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy named in the environment: `make_client` builds ccm's own transport, as on a machine without one."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+

@@ -24,6 +24,8 @@ from ccm.providers.http import Endpoint, iter_body, make_client, open_response, 
 from ccm.providers.http1 import HIGH_WATER, Http1Transport, Pool
 from ccm.table import Literal_, Provider, Timeouts
 
+pytestmark = pytest.mark.usefixtures("without_proxies")  # ccm's own transport is what is under test
+
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 

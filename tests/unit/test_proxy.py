@@ -14,8 +14,7 @@ from ccm.providers.http1 import Http1Transport
 from ccm.table import Literal_, Provider, Timeouts
 
 ANSWER = b'{"ok":true}'
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
-                   "no_proxy")
+pytestmark = pytest.mark.usefixtures("without_proxies")  # each test names the proxy it wants
 
 
 @asynccontextmanager
@@ -51,12 +50,6 @@ async def post(url: str) -> bytes:
             await response.aclose()
     finally:
         await client.aclose()
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_yet(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 def test_without_a_proxy_the_client_uses_ccms_transport() -> None:
