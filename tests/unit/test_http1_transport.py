@@ -13,6 +13,7 @@ import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -577,6 +578,25 @@ async def test_a_certificate_for_another_host_is_a_connect_failure(
     assert "ConnectError" in raised.value.message
     assert served.requests == []  # the handshake failed: no HTTP exchange began
 
+
+
+async def test_the_default_context_takes_its_authorities_from_ssl_cert_file(
+    authority: trustme.CA, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What docs/providers.md promises a user behind a corporate CA: SSL_CERT_FILE names the authorities trusted."""
+    cafile = tmp_path / "corporate-ca.pem"
+    authority.cert_pem.write_to_path(str(cafile))
+    async with upstream(answer_ok, tls=serving(authority, "127.0.0.1")) as (url, served):
+        monkeypatch.setattr(http1, "tls_context", http1.tls_context.__wrapped__)  # built afresh, not the cached one
+        client, endpoint = client_for(url)
+        with pytest.raises(UpstreamError):  # the system's store does not know the test authority
+            await ask(client, endpoint)
+        await client.aclose()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cafile))
+        client, endpoint = client_for(url)
+        assert await ask(client, endpoint) == b'{"ok":true}'
+        await client.aclose()
+    assert served.requests == [1]
 
 # --- what is sent, what is received between exchanges -----------------------------------------------------------
 
