@@ -17,12 +17,13 @@ The contract (what httpx's own transport keeps, and what `ccm.providers.http` re
                  not read it does not answer either, which the read timeout catches
     bodies       passed on undecoded, as they arrive: the `httpx.Response` decodes `content-encoding` as usual. Past
                  `HIGH_WATER` unread bytes the socket stops being read until the consumer catches up
-    connections  kept alive and reused (most recently used first) up to `max_keepalive_connections`, for at most
-                 `keepalive_expiry` seconds idle; at most `max_connections` open at once. A request sent on a reused
-                 connection that the upstream closes before any byte of an answer is sent again on another
-                 connection. ccm's choice for POSTs too (httpcore never resends, aiohttp only idempotent methods):
-                 a keep-alive connection the upstream dropped while idle is the common case, and ccm's retry
-                 policy would resend such a "connect" failure anyway
+    connections  kept alive and reused (most recently used first) up to `max_keepalive_connections`; one idle
+                 longer than `keepalive_expiry` is closed when a request to its upstream next takes a connection;
+                 at most `max_connections` open at once. A request sent on a reused connection that the upstream
+                 closes before any byte of an answer is sent again on another connection. ccm's choice for POSTs
+                 too (httpcore never resends, aiohttp only idempotent methods): a keep-alive connection the
+                 upstream dropped while idle is the common case, and ccm's retry policy would resend such a
+                 "connect" failure anyway
     closing      closing a response whose body was not read to the end closes its connection (a client leaving
                  mid-stream hangs up on the upstream too); a finished one returns to the pool
     failures     raised as the httpx exception of the same meaning (ConnectError, ConnectTimeout, PoolTimeout,
@@ -127,6 +128,8 @@ class Connection(asyncio.Protocol):
                 self._fail(httpx.RemoteProtocolError("upstream closed the connection without sending a response"))
             elif exc is None and not self.aborted and self._body_until_close():
                 self.on_message_complete()
+            elif self.aborted:
+                self._fail(httpx.ReadError("ccm closed the connection before the body ended"))
             else:
                 self._fail(httpx.ReadError("upstream closed the connection before the body ended"))
         self.pool.forget(self)
@@ -214,7 +217,8 @@ class Connection(asyncio.Protocol):
         if not self.busy:
             return
         self.busy = False
-        if self.complete and self.keep_alive and not self.closed:
+        # not reused while its reading is paused (the answer ended inside a burst ccm had not read yet)
+        if self.complete and self.keep_alive and not self.closed and not self.paused:
             self.used = True
             self.pool.release(self)
         else:
@@ -315,7 +319,7 @@ class Pool:
             await self._wait_for_room(deadline)
 
     def release(self, connection: Connection) -> None:
-        if self.max_idle is not None and self.idle_count >= self.max_idle:
+        if self.closed or (self.max_idle is not None and self.idle_count >= self.max_idle):
             connection.abort()
             return
         connection.idle_since = connection.loop.time()
@@ -363,7 +367,8 @@ class Pool:
         """The pool is full: an idle connection to another origin makes room (it is closed, and `forget` wakes us)."""
         for other, idle in self.idle.items():
             if other != origin and idle:
-                idle[0].abort()
+                self.idle_count -= 1
+                idle.pop(0).abort()  # out of the list now: a second waiter in this turn evicts another one
                 return
 
     async def _wait_for_room(self, deadline: float | None) -> None:
@@ -418,6 +423,9 @@ class Pool:
         if connection.closed:  # hung up before ccm could say anything
             self._wake_one()
             raise httpx.ConnectError(f"{hostname}:{port} closed the connection as soon as it opened")
+        if self.closed:  # the client was closed while this connection was being opened
+            connection.abort()
+            raise httpx.PoolTimeout("the client was closed")
         self.open.add(connection)
         return connection
 

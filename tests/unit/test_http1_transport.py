@@ -802,3 +802,71 @@ async def test_a_closed_client_sends_nothing_more() -> None:
         with pytest.raises(UpstreamError):
             await ask(client, endpoint)
     assert served.requests == [1]
+
+
+# --- found in the second review: a paused connection, the pool's evictions, a client closed while connecting ----
+
+
+async def test_a_connection_whose_reading_is_paused_is_not_reused() -> None:
+    """The answer ended inside a burst ccm had not read (reading paused past HIGH_WATER), then the response was
+    closed: the connection must not carry the next request, whose answer would never be read (nor time out)."""
+    size, first_part = HIGH_WATER + 44 * 1024, 200 * 1024  # the read with the rest crosses HIGH_WATER and ends it
+
+    async def burst_then_small(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if sum(served.requests) == 1:  # the first request of the test
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"a" * first_part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"b" * (size - first_part))
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with upstream(burst_then_small) as (url, served):
+        transport = Http1Transport(httpx.Limits(max_connections=1))
+        timeout = {"connect": 1.0, "read": 1.0, "pool": 1.0}
+        first = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}",
+                                                                   extensions={"timeout": timeout}))
+        connection = first.stream.connection  # type: ignore[attr-defined]
+        await settle(lambda: connection.complete)
+        assert connection.paused  # the whole answer is in, unread, with reading paused
+        await first.aclose()
+        second = await asyncio.wait_for(transport.handle_async_request(
+            httpx.Request("POST", url, content=b"{}", extensions={"timeout": timeout})), 2)
+        assert await second.aread() == b"ok"
+        await second.aclose()
+        await transport.aclose()
+    assert served.requests == [1, 1]
+
+
+async def test_two_requests_making_room_in_one_turn_evict_two_idle_connections() -> None:
+    async def slow_or_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(STREAM_HEAD + chunked(b"data: 1\n\n"))
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    transport = Http1Transport(httpx.Limits(max_connections=2))
+    timeout = {"connect": 1.0, "read": 5.0, "pool": 1.0}
+    async with upstream(answer_ok) as (other, _), upstream(slow_or_ok) as (url, served):
+        # two requests at once: two connections to `other`, both idle afterwards, filling the pool
+        await asyncio.gather(post_through(transport, other), post_through(transport, other))
+        assert transport.pool.idle_count == 2
+        streams = await asyncio.wait_for(asyncio.gather(*(transport.handle_async_request(
+            httpx.Request("POST", url, content=b"{}", extensions={"timeout": timeout})) for _ in range(2))), 0.8)
+        assert len(served.requests) == 2  # both got a connection of their own, neither waited for the pool
+        for response in streams:
+            await response.aclose()
+        await transport.aclose()
+
+
+async def test_a_connection_opened_for_a_client_closed_meanwhile_is_not_kept() -> None:
+    async with upstream(answer_ok) as (url, served):
+        transport = Http1Transport(httpx.Limits())
+        request = asyncio.create_task(post_through(transport, url))
+        await asyncio.sleep(0)  # inside create_connection
+        assert transport.pool.connecting == 1
+        await transport.aclose()
+        with pytest.raises(httpx.PoolTimeout):
+            await request
+        await asyncio.wait_for(served.client_hung_up.wait(), 1)
+    assert not transport.pool.open and served.requests == [0]  # connected, and hung up on before any request
