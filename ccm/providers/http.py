@@ -4,6 +4,7 @@ exceptions and upstream error responses become `UpstreamError`s."""
 from __future__ import annotations
 
 import functools
+import logging
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ import orjson
 
 from ccm.errors import FailureReason, UpstreamError
 from ccm.table import EnvRef, Provider, Timeouts, resolve
+
+log = logging.getLogger("ccm.providers")
 
 # Extensions between `open_response`/`iter_body` and a transport that times its own reads (`ccm.providers.http1`).
 IDLE_TIMEOUT = "ccm.idle_timeout"  # request: seconds of upstream silence allowed once the body started
@@ -71,11 +74,17 @@ class PooledClient(httpx.AsyncClient):
     goes through it, and `open_response` hands requests to it itself, skipping the client's send layers (auth,
     redirects, cookies, event hooks: ccm uses none of them; ~100 µs a request). Without one, the client is httpx's
     own, which routes each URL through the proxy the environment names for it (HTTPS_PROXY, HTTP_PROXY,
-    ALL_PROXY, NO_PROXY): httpx honours those only when no transport is given. `default_headers` are the client's
-    own (accept, accept-encoding, user-agent…), which a request's headers override by name."""
+    ALL_PROXY, NO_PROXY): httpx honours those only when no transport is given. It trusts the same CA store as
+    ccm's transport. `default_headers` are the client's own (accept, accept-encoding, user-agent…), which a
+    request's headers override by name."""
 
     def __init__(self, limits: httpx.Limits, direct: httpx.AsyncBaseTransport | None) -> None:
-        super().__init__(timeout=None, limits=limits, transport=direct, follow_redirects=False)
+        if direct is None:
+            from ccm.providers.http1 import tls_context
+
+            super().__init__(timeout=None, limits=limits, follow_redirects=False, verify=tls_context())
+        else:
+            super().__init__(timeout=None, limits=limits, transport=direct, follow_redirects=False)
         self.direct = direct
         self.default_headers = tuple(self.headers.multi_items())
 
@@ -88,8 +97,13 @@ def make_client(provider: Provider) -> httpx.AsyncClient:
 
     limit = provider.max_concurrency or 256
     limits = httpx.Limits(max_connections=limit, max_keepalive_connections=min(limit, 64), keepalive_expiry=60)
-    proxied = any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
-    return PooledClient(limits, None if proxied else Http1Transport(limits))
+    if any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies()):
+        try:
+            return PooledClient(limits, None)
+        except ValueError as exc:  # a proxy URL httpx cannot use (an unknown scheme…): said once, not a traceback
+            log.warning("provider %r connects directly: the proxy named in the environment cannot be used (%s)",
+                        provider.name, exc)
+    return PooledClient(limits, Http1Transport(limits))
 
 
 async def open_response(
@@ -118,10 +132,15 @@ async def open_response(
             )
             response = await direct.handle_async_request(request)
         else:
+            # httpx's own transport applies `read` to every socket read, the body's included, whose gaps may last
+            # up to `idle`: the wait for the head is bounded here instead (iter_body times each chunk on this path)
+            timeouts = {**extensions["timeout"], "read": max(t.first_byte, t.idle)}
             request = client.build_request(
-                "POST", _parsed_url(url), content=content, headers=[*endpoint.headers, *headers], extensions=extensions
+                "POST", _parsed_url(url), content=content, headers=[*endpoint.headers, *headers],
+                extensions={**extensions, "timeout": timeouts},
             )
-            response = await client.send(request, stream=True)
+            with anyio.fail_after(t.first_byte):
+                response = await client.send(request, stream=True)
     except Exception as exc:  # noqa: BLE001 - every transport failure is classified here, once
         raise transport_error(endpoint.provider, exc) from exc
     if response.status_code >= 400:
