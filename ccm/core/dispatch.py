@@ -257,8 +257,9 @@ async def _attempt_once(target: Target, walk: _Walk, ticket: Ticket, deadline: f
     waiting = limiter is not None  # for a free slot
     state.in_flight += 1
     try:
-        # asyncio's own timeout (the anyio clock is the loop's): a third of anyio's cancel scope's cost per attempt
-        async with asyncio.timeout_at(deadline):
+        # anyio's scope, not asyncio's cheaper timeout: the adapters close responses under anyio shields, which a
+        # native cancel would cut through (a connection left open on httpx's own transport)
+        with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
             if limiter is not None:
                 await limiter.acquire_on_behalf_of(borrower)
                 waiting = False
