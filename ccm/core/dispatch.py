@@ -26,7 +26,8 @@ arrived, so the client has seen nothing yet and a failure before that falls back
                       its own provider's `total`. When it passes, the walk stops with a 504 `timeout_error`.
 
 Every attempt and skip is logged on `ccm.attempt` (provider, model, deployment when there are several, status,
-latency, reason, what happens next) and kept as an `Attempt` for the request record. The answer carries
+latency, reason, what happens next; at debug for an answer at the first try that is not a stream, which the
+request's own line repeats) and kept as an `Attempt` for the request record. The answer carries
 `x-ccm-deployment: provider/model`, and `Outcome.model` is the alias as that deployment serves it. When no model
 answers, the primary's error is raised (its status, type and `retry-after`, so Claude Code retries as it would
 against Anthropic) as a `DispatchFailed` whose message lists what was tried.
@@ -177,7 +178,11 @@ async def _serve_model(choices: tuple[Target, ...], model: Model, walk: _Walk) -
         name = target.provider.provider.name
         if isinstance(outcome, Reply):
             walk.attempts.append(Attempt(name, model.name, outcome.status, None, latency))
-            log.info("attempt %s status=%d latency=%.0fms served", target.who, outcome.status, latency)
+            # an answer at the first try that is not a stream says nothing the request's own line, a moment later,
+            # does not (~20 µs a line): it is logged at debug; a stream's start is news, its request line comes
+            # only when it ends
+            level = logging.INFO if walk.request.stream or len(walk.attempts) > 1 else logging.DEBUG
+            log.log(level, "attempt %s status=%d latency=%.0fms served", target.who, outcome.status, latency)
             outcome.stream = _bounded(outcome.stream, deadline, target.state.breaker, name)
             outcome.headers = [*outcome.headers, ("x-ccm-deployment", target.label)]
             return outcome, target

@@ -240,6 +240,17 @@ async def test_every_attempt_is_logged(caplog: pytest.LogCaptureFixture) -> None
     assert lines[3].startswith("attempt provider=b model=b-model status=200") and lines[3].endswith("served")
 
 
+@pytest.mark.parametrize(("stream", "logged"), [(False, logging.DEBUG), (True, logging.INFO)])
+async def test_an_answer_at_the_first_try_is_logged_at_info_only_when_it_starts_a_stream(
+    caplog: pytest.LogCaptureFixture, stream: bool, logged: int
+) -> None:
+    runtime, _, chain = build({"a": []})
+    with caplog.at_level(logging.DEBUG, logger="ccm.attempt"):
+        await dispatch(runtime, chain, Request({"model": "x", "messages": []}, b"{}", {}, stream))
+    (record,) = [r for r in caplog.records if r.name == "ccm.attempt"]
+    assert record.levelno == logged and record.getMessage().endswith("served")
+
+
 async def test_a_breaker_opened_by_this_requests_failures_keeps_their_error() -> None:
     breaker = Breaker(threshold=2)
     runtime, adapters, chain = build({"a": [fail(500, "5xx", message="real failure")] * 3}, breakers={"a": breaker})
