@@ -148,31 +148,43 @@ async def fixtures(target: Target, plan: Plan, passthrough: bool = False) -> dic
     return results
 
 
+STREAM_ROUNDS = 4  # the long and the short stream alternate in this many windows: a noisy second hits both alike
+
+
 async def stream(target: Target, plan: Plan) -> dict[str, Any]:
-    """Per flavour, the 200-chunk stream and the short one, each on one connection, back to back. The short one
-    gives the cost per stream (its first byte is the first-byte figure); the difference between the two, the cost
-    per chunk — even when the router writes nothing until it has translated a whole burst of chunks."""
+    """Per flavour, the 200-chunk stream and the short one, each on one connection, in alternating windows. The
+    short one gives the cost per stream (its first byte is the first-byte figure); the difference between the two,
+    the cost per chunk — even when the router writes nothing until it has translated a whole burst of chunks."""
     results: dict[str, Any] = {}
     for flavour, full, short in (("openai", OPENAI_STREAM, OPENAI_STREAM_SHORT),
                                  ("anthropic", ANTHROPIC_STREAM, ANTHROPIC_STREAM_SHORT)):
         async def one(full: Route = full, short: Route = short, flavour: str = flavour) -> dict[str, Any]:
-            long_run = await stream_timings(url_for(target, full), with_model(TINY, full.model, stream=True), plan)
-            short_run = await stream_timings(url_for(target, short), with_model(TINY, short.model, stream=True), plan)
-            return {"chunks": STREAM_CHUNKS, **long_run, "short_chunks": SHORT_CHUNKS[flavour],
-                    **{f"short_{key}": value for key, value in short_run.items()}}
+            shapes = {"": full, "short_": short}
+            samples: dict[str, tuple[list[float], list[float]]] = {prefix: ([], []) for prefix in shapes}
+            for prefix, route in shapes.items():
+                await warm(url_for(target, route), with_model(TINY, route.model, stream=True))
+            for _ in range(STREAM_ROUNDS):
+                for prefix, route in shapes.items():
+                    first, total = samples[prefix]
+                    await stream_timings(url_for(target, route), with_model(TINY, route.model, stream=True),
+                                         plan.stream_seconds / STREAM_ROUNDS, first, total)
+            figures: dict[str, Any] = {"chunks": STREAM_CHUNKS, "short_chunks": SHORT_CHUNKS[flavour]}
+            for prefix, (first, total) in samples.items():
+                figures |= {f"{prefix}first_byte_p50_ms": round(statistics.median(first), 3),
+                            f"{prefix}total_p50_ms": round(statistics.median(total), 3),
+                            f"{prefix}samples": len(total)}
+            return figures
 
         results[flavour] = await guarded(one)
     return results
 
 
-async def stream_timings(url: str, body: bytes, plan: Plan) -> dict[str, Any]:
-    """Sequential streams on one keep-alive connection for `plan.stream_seconds`: p50 of the first body byte and
-    of the last."""
-    await warm(url, body)
+async def stream_timings(url: str, body: bytes, seconds: float, first: list[float], total: list[float]) -> None:
+    """Sequential streams on one keep-alive connection for `seconds`: the time to each one's first body byte and
+    to its last, in ms, appended to `first` and `total`."""
     connection = loadgen.Connection(*_host_port(url))
     raw = loadgen.request_bytes(url, body, CLIENT_HEADERS)
-    first, total = [], []
-    deadline = time.perf_counter() + plan.stream_seconds
+    deadline = time.perf_counter() + seconds
     try:
         while time.perf_counter() < deadline and len(total) < 2000:
             answer = await asyncio.wait_for(connection.exchange(raw), 30)
@@ -182,8 +194,6 @@ async def stream_timings(url: str, body: bytes, plan: Plan) -> dict[str, Any]:
             total.append(answer.total_s * 1000)
     finally:
         await connection.close()
-    return {"first_byte_p50_ms": round(statistics.median(first), 3), "total_p50_ms": round(statistics.median(total), 3),
-            "samples": len(total)}
 
 
 async def burst(target: Target, plan: Plan) -> dict[str, Any]:
