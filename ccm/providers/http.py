@@ -14,13 +14,12 @@ import httpx
 import orjson
 
 from ccm.errors import FailureReason, UpstreamError
+from ccm.providers import http1
+from ccm.providers.http1 import IDLE_TIMEOUT, TIMED_READS
 from ccm.table import EnvRef, Provider, Timeouts, resolve
 
 log = logging.getLogger("ccm.providers")
 
-# Extensions between `open_response`/`iter_body` and a transport that times its own reads (`ccm.providers.http1`).
-IDLE_TIMEOUT = "ccm.idle_timeout"  # request: seconds of upstream silence allowed once the body started
-TIMED_READS = "ccm.timed_reads"  # response: the transport enforces the first-byte and idle timeouts itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +79,7 @@ class PooledClient(httpx.AsyncClient):
 
     def __init__(self, limits: httpx.Limits, direct: httpx.AsyncBaseTransport | None) -> None:
         if direct is None:
-            from ccm.providers.http1 import tls_context
-
-            super().__init__(timeout=None, limits=limits, follow_redirects=False, verify=tls_context())
+            super().__init__(timeout=None, limits=limits, follow_redirects=False, verify=http1.tls_context())
         else:
             super().__init__(timeout=None, limits=limits, transport=direct, follow_redirects=False)
         self.direct = direct
@@ -93,8 +90,6 @@ def make_client(provider: Provider) -> httpx.AsyncClient:
     """One pooled client per provider, on ccm's own HTTP/1.1 transport (`ccm.providers.http1`: httpx's own
     transport costs over 1 ms per request and collapses under concurrency) unless the environment names a proxy.
     Timeouts are per request (`open_response`), so none is set here."""
-    from ccm.providers.http1 import Http1Transport
-
     limit = provider.max_concurrency or 256
     limits = httpx.Limits(max_connections=limit, max_keepalive_connections=min(limit, 64), keepalive_expiry=60)
     if any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies()):
@@ -103,7 +98,7 @@ def make_client(provider: Provider) -> httpx.AsyncClient:
         except ValueError as exc:  # a proxy URL httpx cannot use (an unknown scheme…): said once, not a traceback
             log.warning("provider %r connects directly: the proxy named in the environment cannot be used (%s)",
                         provider.name, exc)
-    return PooledClient(limits, Http1Transport(limits))
+    return PooledClient(limits, http1.Http1Transport(limits))
 
 
 async def open_response(

@@ -1,7 +1,7 @@
 """ccm's upstream HTTP/1.1 client: an httpx transport on asyncio protocols and llhttp (httptools' parser).
 
 Why its own: the adapters keep httpx's API, but what sits under it is the largest cost on ccm's hot path. Measured
-here (bench/bench_transport.py, CPU per POST to a loopback nginx): httpx's own transport (httpcore) ~800 µs and
+here (docs/performance-notes.md, CPU per POST to a loopback nginx): httpx's own transport (httpcore) ~800 µs and
 collapsing under concurrency, httpx over aiohttp's pool ~350 µs, this transport ~100 µs. The difference is layers, not
 I/O: one protocol object per connection feeds the socket's bytes to llhttp (the C parser Node.js uses, already here
 under uvicorn) and hands body bytes to the reader as they arrive; there is no stream-reader, payload, tracing or
@@ -46,8 +46,9 @@ from collections.abc import AsyncIterator
 import httptools
 import httpx
 
-from ccm.providers.http import IDLE_TIMEOUT, TIMED_READS
-
+# Extensions between `ccm.providers.http` (open_response, iter_body) and a transport that times its own reads.
+IDLE_TIMEOUT = "ccm.idle_timeout"  # request: seconds of upstream silence allowed once the body started
+TIMED_READS = "ccm.timed_reads"  # response: the transport enforces the first-byte and idle timeouts itself
 HIGH_WATER = 256 * 1024  # unread body bytes above which the socket is no longer read
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
 
