@@ -298,12 +298,15 @@ class Pool:
         self.max_connections = limits.max_connections
         self.max_idle = limits.max_keepalive_connections
         self.expiry = limits.keepalive_expiry
-        self.idle: dict[Origin, list[Connection]] = {}
-        self.idle_count = 0
+        self.idle: dict[Origin, list[Connection]] = {}  # per origin, in the order they were released
         self.open: set[Connection] = set()
         self.connecting = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+
+    @property
+    def idle_count(self) -> int:
+        return sum(len(idle) for idle in self.idle.values())  # an origin or two: not worth a counter to keep in step
 
     async def acquire(self, origin: Origin, connect_timeout: float | None, pool_timeout: float | None) -> Connection:
         loop = asyncio.get_running_loop()
@@ -325,7 +328,6 @@ class Pool:
             return
         connection.idle_since = connection.loop.time()
         self.idle.setdefault(connection.origin, []).append(connection)
-        self.idle_count += 1
         self._wake_one()
 
     def forget(self, connection: Connection) -> None:
@@ -336,7 +338,6 @@ class Pool:
         idle = self.idle.get(connection.origin)
         if idle and connection in idle:
             idle.remove(connection)
-            self.idle_count -= 1
         self._wake_one()
 
     def close(self) -> None:
@@ -351,15 +352,10 @@ class Pool:
     def _take_idle(self, origin: Origin, now: float) -> Connection | None:
         idle = self.idle.get(origin)
         while idle and self.expiry is not None and now - idle[0].idle_since > self.expiry:
-            idle.pop(0).abort()  # the oldest first (released in order): expired ones do not linger under the fresh
-            self.idle_count -= 1
+            idle.pop(0).abort()  # the oldest first (released in order): what is left is within the expiry
         while idle:
             connection = idle.pop()  # the most recently used: the likeliest to be alive and warm
-            self.idle_count -= 1
             if connection.closed or connection.transport is None or connection.transport.is_closing():
-                continue
-            if self.expiry is not None and now - connection.idle_since > self.expiry:
-                connection.abort()
                 continue
             return connection
         return None
@@ -368,7 +364,6 @@ class Pool:
         """The pool is full: an idle connection to another origin makes room (it is closed, and `forget` wakes us)."""
         for other, idle in self.idle.items():
             if other != origin and idle:
-                self.idle_count -= 1
                 idle.pop(0).abort()  # out of the list now: a second waiter in this turn evicts another one
                 return
 
