@@ -135,9 +135,9 @@ async def start_helper(*arguments: str) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError(f"bench.paced {' '.join(arguments)} did not start")
 
 
-async def measure(streams: int, gap: float, rounds: int, source: Path | None = None) -> dict[str, list[float]]:
-    """Per round: ccm's CPU per event (µs) over `streams` streams, and the median delay per event (µs) through
-    ccm and straight from the upstream over as many."""
+async def measure(streams: int, gap: float, source: Path | None = None) -> dict[str, float]:
+    """One round: ccm's CPU per event (µs) over `streams` streams, and the median delay per event (µs) through
+    ccm, through the relay and straight from the upstream over as many."""
     upstream, upstream_port = await start_helper("--serve", "--gap", str(gap))
     relay, relay_port = await start_helper("--relay-to", str(upstream_port))
     port = free_port()
@@ -154,17 +154,14 @@ async def measure(streams: int, gap: float, rounds: int, source: Path | None = N
                     break
                 except OSError:
                     await asyncio.sleep(0.05)
-            figures: dict[str, list[float]] = {"cpu_us": [], "through_us": [], "straight_us": [], "relay_us": []}
-            for _ in range(rounds):
-                before = cpu_seconds(ccm.pid)
-                for _ in range(streams):
-                    await loadgen.fetch(url, BODY, {"content-type": "application/json"}, timeout=30)
-                figures["cpu_us"].append((cpu_seconds(ccm.pid) - before) / (streams * STREAM_CHUNKS) * 1e6)
-                figures["through_us"].append(statistics.median(await delays(port, "/v1/messages", streams)) * 1e6)
-                figures["straight_us"].append(
-                    statistics.median(await delays(upstream_port, "/v1/chat/completions", streams)) * 1e6)
-                figures["relay_us"].append(
-                    statistics.median(await delays(relay_port, "/v1/chat/completions", streams)) * 1e6)
+            before = cpu_seconds(ccm.pid)
+            for _ in range(streams):
+                await loadgen.fetch(url, BODY, {"content-type": "application/json"}, timeout=30)
+            figures = {"cpu_us": (cpu_seconds(ccm.pid) - before) / (streams * STREAM_CHUNKS) * 1e6}
+            for key, at, path in (("through_us", port, "/v1/messages"),
+                                  ("straight_us", upstream_port, "/v1/chat/completions"),
+                                  ("relay_us", relay_port, "/v1/chat/completions")):
+                figures[key] = statistics.median(await delays(at, path, streams)) * 1e6
             return figures
         finally:
             ccm.terminate()
@@ -247,8 +244,8 @@ def main() -> None:
     figures: dict[Path | None, dict[str, list[float]]] = {}
     for _ in range(options.rounds):
         for source in sources:
-            for key, values in asyncio.run(measure(options.streams, options.gap, 1, source)).items():
-                figures.setdefault(source, {}).setdefault(key, []).extend(values)
+            for key, value in asyncio.run(measure(options.streams, options.gap, source)).items():
+                figures.setdefault(source, {}).setdefault(key, []).append(value)
     for source, found in figures.items():
         print(summary_line(str(source or "this tree"), found))
     print(f"({time.perf_counter() - started:.1f} s)")
