@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ccm.tokens import TokenCounter, load_encoding
 from ccm.validate import check_request, parse_request
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 BIG_REQUEST = "bash-tool-result-turn2.json"
 
 

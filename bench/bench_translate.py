@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,8 +27,8 @@ from ccm.providers.openai_translate import translate_request as openai_request
 from ccm.providers.reply import encode_events
 from ccm.sse import SSEDecoder
 from ccm.table import Model
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 BIG_REQUEST = "bash-tool-result-turn2.json"
 CHUNKS = 200
 

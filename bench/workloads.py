@@ -40,8 +40,8 @@ from bench.targets import (
     Upstream,
 )
 from bench.upstream import SHORT_CHUNKS, STREAM_CHUNKS
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 REAL_REQUEST = "bash-tool-result-turn2.json"
 WORKLOADS = ("tiny", "fixtures", "passthrough", "stream", "burst", "sweep", "memory")
 COUNT_TOKENS_PATH = "/anthropic/v1/messages/count_tokens"  # what the upstream alone answers for the burst

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# The captured Claude Code requests live beside the checkout (CI clones main with ../shared next to it).
-FIXTURES = REPO.parent / "shared" / "fixtures" / "claude-code-2.1.328"
+# The Claude Code requests captured for the project (../shared/fixtures when it was set up), kept in the repository
+# so that a clone anywhere has them: the tests and the benchmarks read them from here.
+FIXTURES = REPO / "tests" / "fixtures" / "claude-code-2.1.328"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,8 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[name] = ",".join(filter(None, [os.environ.get(name, ""), "127.0.0.1,localhost,::1"]))
     # without them every golden test would be collected with an empty parameter set: skipped, not failed
     if not any(FIXTURES.glob("*.json")):
-        raise pytest.UsageError(f"the captured Claude Code requests are missing: {FIXTURES} "
-                                "(the tests expect ../shared beside the checkout)")
+        raise pytest.UsageError(f"the captured Claude Code requests are missing: {FIXTURES}")
 
 
 def fixture_names() -> list[str]:

@@ -2,7 +2,7 @@
 
 Anthropic → FakeAnthropic, DeepSeek → FakeDeepSeek, Gemini → FakeGemini, OpenRouter → FakeOpenAI in OpenRouter's
 flavour (`reasoning` field, keep-alive comments). Each scenario sends the request Claude Code really sends for it
-(the captured requests in /work/shared/fixtures) through the anthropic SDK, streaming, and checks three witnesses
+(the captured requests in tests/fixtures) through the anthropic SDK, streaming, and checks three witnesses
 that agree: the `x-ccm-model` header, the fake that recorded the request (and only that one), and the answer's text,
 which names the fake that wrote it. Every fake validates what it receives, so each route is also a translation
 check of a real Claude Code request for that protocol.

@@ -1,6 +1,6 @@
 """Anthropic → OpenAI request translation.
 
-Golden files: every captured Claude Code request (../shared/fixtures) translated for a plain model is stored whole in
+Golden files: every captured Claude Code request (tests/fixtures) translated for a plain model is stored whole in
 golden/openai/requests/<fixture>.json; for the other model settings (max_output 8k, replay_reasoning,
 keep_cache_control) only the difference from the plain translation is stored (<fixture>.<setting>.json: changed and
 removed leaves by path), so each file shows exactly what the setting does. Every translation must also pass
