@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from ccm.messages_request import check_request, parse_request
 from ccm.tokens import TokenCounter, load_encoding
-from ccm.validate import check_request, parse_request
 from tests.conftest import FIXTURES
 
 BIG_REQUEST = "bash-tool-result-turn2.json"
@@ -102,7 +102,7 @@ def main() -> None:
     show("/context burst, 26 requests parsed + counted, cache empty", run_burst(cold=True))
     show("/context burst, 26 requests parsed + counted, after a turn", run_burst(cold=False))
 
-    print("\nvalidation (ccm.validate)")
+    print("\nvalidation (ccm.messages_request)")
     show("orjson.loads alone", best_of(orjson.loads, lambda: raw, 2000))
     show("check_request (structure + depth probe; the target is < 30 µs)", best_of(check_request, fresh, 2000))
     show("parse_request (loads + check_request)", best_of(parse_request, lambda: raw, 2000))

@@ -17,16 +17,15 @@ from typing import Any
 import orjson
 
 from ccm.providers.base import Usage
-from ccm.providers.gemini import GeminiReader
-from ccm.providers.gemini_translate import translate_request as gemini_request
-from ccm.providers.openai import translate_response
-from ccm.providers.openai_responses import translate_request as responses_request
-from ccm.providers.openai_responses_reply import ResponsesReader
-from ccm.providers.openai_stream import ReplyContext, StreamTranslator
-from ccm.providers.openai_translate import translate_request as openai_request
+from ccm.providers.gemini.reply import GeminiReader
+from ccm.providers.gemini.request import translate_request as gemini_request
+from ccm.providers.openai.reply import ReplyContext, StreamTranslator, translate_response
+from ccm.providers.openai.request import translate_request as openai_request
 from ccm.providers.reply import encode_events
-from ccm.sse import SSEDecoder
+from ccm.providers.responses.reply import ResponsesReader
+from ccm.providers.responses.request import translate_request as responses_request
 from ccm.table import Model
+from ccm.upstream.sse import SSEDecoder
 from tests.conftest import FIXTURES
 
 BIG_REQUEST = "bash-tool-result-turn2.json"

@@ -4,7 +4,7 @@
     count_request_tokens(body) -> int                       the same, on one process-wide counter
 
 Used by `/v1/messages/count_tokens` when it answers locally and by the route file's `tokens > N` conditions.
-`body` is a request as `ccm.validate.parse_request` returns it. Any other mapping orjson could decode and encode is
+`body` is a request as `ccm.messages_request.parse_request` returns it. Any other mapping orjson could decode and encode is
 counted too (a piece of unexpected shape is counted by its JSON text), never rejected.
 
 What is counted: `system` (string or blocks), every message (`system`-role ones included) with a small per-message
@@ -24,14 +24,14 @@ and total key length). Not thread-safe: the server runs one asyncio loop per pro
 
 from __future__ import annotations
 
-import binascii
 import functools
 import math
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from ccm.media import image_size, pdf_pages
 
 if TYPE_CHECKING:
     import tiktoken
@@ -75,7 +75,7 @@ _LETTER_ESCAPES = (b"\\u004", b"\\u005", b"\\u006", b"\\u007")
 
 
 def token_ceiling(raw: bytes) -> int | None:
-    """A number `TokenCounter.count` never exceeds on the body `raw` parses to (one `ccm.validate.parse_request`
+    """A number `TokenCounter.count` never exceeds on the body `raw` parses to (one `ccm.messages_request.parse_request`
     accepted), from its size alone; None when the body may hold an image or a document, whose counts do not follow
     from their bytes. Why it holds: a cl100k token stands for at least one byte of its text, and every counted text
     is a stretch of the body of its own; the framing tokens of a message, block or tool are fewer than the JSON
@@ -289,7 +289,7 @@ def count_request_tokens(body: Mapping[str, Any]) -> int:
     return _default_counter.count(body)
 
 
-# --- images and PDFs: sizes read from headers, without decoding whole files --------------------------------------
+# --- images: their size read from headers (ccm.media) ---------------------------------------------------------
 
 
 def image_tokens(data: str) -> int:
@@ -303,88 +303,3 @@ def image_tokens(data: str) -> int:
     return max(1, min(IMAGE_TOKENS, math.ceil(width * scale * height * scale / 750)))
 
 
-def image_size(data: str) -> tuple[int, int] | None:
-    """(width, height) from the header of a base64 PNG, GIF, WebP or JPEG, decoding only the bytes needed."""
-    head = _b64_slice(data, 0, 30)
-    size: tuple[int, int] | None = None
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
-        size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    elif head.startswith((b"GIF87a", b"GIF89a")) and len(head) >= 10:
-        size = int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
-    elif head.startswith(b"RIFF") and head[8:12] == b"WEBP" and len(head) >= 30:
-        size = _webp_size(head)
-    elif head.startswith(b"\xff\xd8"):
-        size = _jpeg_size(data)
-    if size is None or size[0] <= 0 or size[1] <= 0:
-        return None
-    return size
-
-
-def _webp_size(head: bytes) -> tuple[int, int] | None:
-    chunk = head[12:16]
-    if chunk == b"VP8X":
-        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
-    if chunk == b"VP8L" and head[20] == 0x2F:
-        bits = int.from_bytes(head[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
-        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
-    return None
-
-
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the frame's size.
-_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
-_JPEG_MAX_SEGMENTS = 64
-
-
-def _jpeg_size(data: str) -> tuple[int, int] | None:
-    # Hop from segment to segment (EXIF can put tens of KB before the frame header), decoding ~9 bytes per hop.
-    offset = 2
-    for _ in range(_JPEG_MAX_SEGMENTS):
-        segment = _b64_slice(data, offset, 9)
-        if len(segment) < 4 or segment[0] != 0xFF:
-            return None
-        marker = segment[1]
-        if marker == 0xFF:  # fill byte before a marker
-            offset += 1
-            continue
-        if marker in _JPEG_SOF:
-            if len(segment) < 9:
-                return None
-            return int.from_bytes(segment[7:9], "big"), int.from_bytes(segment[5:7], "big")
-        offset += 2 + int.from_bytes(segment[2:4], "big")
-    return None
-
-
-def _b64_slice(data: str, start: int, length: int) -> bytes:
-    """Bytes [start, start+length) of the base64 `data`, decoding only the 4-character groups that hold them."""
-    first_group = start // 3
-    last_group = (start + length + 2) // 3
-    chunk = data[first_group * 4 : last_group * 4]
-    try:
-        decoded = binascii.a2b_base64(chunk + "=" * (-len(chunk) % 4))
-    except (binascii.Error, ValueError):
-        return b""
-    skip = start - first_group * 3
-    return decoded[skip : skip + length]
-
-
-_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
-_PDF_COUNT = re.compile(rb"/Count\s+(\d+)")
-# When page objects sit in compressed object streams neither pattern is visible: assume a page per this many bytes.
-_PDF_BYTES_PER_PAGE = 50_000
-
-
-def pdf_pages(data: str) -> int:
-    """A base64 PDF's page count: page objects, else the page tree's /Count, else one page per 50 KB."""
-    try:
-        pdf = binascii.a2b_base64(data)
-    except (binascii.Error, ValueError):
-        return 1
-    pages = len(_PDF_PAGE.findall(pdf))
-    if pages:
-        return pages
-    counts = [int(match) for match in _PDF_COUNT.findall(pdf)]
-    if counts:
-        return max(counts)
-    return 1 + len(pdf) // _PDF_BYTES_PER_PAGE

@@ -93,7 +93,7 @@ def build_app(table: RoutingTable, environ: Mapping[str, str], report: bool = Tr
 
 def report_unconfigured(table: RoutingTable, environ: Mapping[str, str]) -> None:
     """One warning per provider that cannot be used until a variable is set; the server starts anyway."""
-    from ccm.providers.http import resolve_endpoint
+    from ccm.upstream.client import resolve_endpoint
 
     for provider in table.providers.values():
         missing = resolve_endpoint(provider, environ).missing

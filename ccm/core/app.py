@@ -34,10 +34,10 @@ from ccm.core.dispatch import DispatchFailed, Request, dispatch
 from ccm.core.finish import Finisher, RequestRecord, log_request
 from ccm.core.runtime import Runtime, RuntimeHolder, close_providers, target_name
 from ccm.errors import ApiError, UpstreamError
+from ccm.messages_request import parse_request
 from ccm.providers.base import CLIENT_AUTH, Call, Reply
 from ccm.route import NoRouteError, select_route, strip_subagent_tag
 from ccm.table import Model
-from ccm.validate import parse_request
 
 log = logging.getLogger("ccm.core")
 

@@ -30,17 +30,17 @@ import orjson
 
 from ccm.core.deployments import ProviderDeployments, Target, deployments_of
 from ccm.providers.base import Adapter
-from ccm.providers.http import Endpoint, make_client, resolve_endpoint
 from ccm.table import All, AnyOf, Condition, Model, Not, Provider, RoutingTable, Tokens, resolve
+from ccm.upstream.client import Endpoint, make_client, resolve_endpoint
 
 log = logging.getLogger("ccm.core")
 
 # wire type -> "module:class"; every adapter is constructed as Adapter(provider, endpoint, client).
 ADAPTERS: dict[str, str] = {
-    "anthropic": "ccm.providers.anthropic:AnthropicAdapter",
-    "openai": "ccm.providers.openai:OpenAIAdapter",
-    "gemini": "ccm.providers.gemini:GeminiAdapter",
-    "openai-responses": "ccm.providers.openai_responses:ResponsesAdapter",
+    "anthropic": "ccm.providers.anthropic.adapter:AnthropicAdapter",
+    "openai": "ccm.providers.openai.adapter:OpenAIAdapter",
+    "gemini": "ccm.providers.gemini.adapter:GeminiAdapter",
+    "openai-responses": "ccm.providers.responses.adapter:ResponsesAdapter",
 }
 
 ClientFactory = Callable[[Provider], httpx.AsyncClient]

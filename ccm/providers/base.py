@@ -3,7 +3,7 @@
 The core hands an adapter a `Call` (the client's Anthropic request, parsed once, plus the table `Model` being tried)
 and gets back a `Reply` in Anthropic's format: a complete JSON body, or an SSE stream whose first upstream event has
 already arrived. An adapter makes exactly one upstream attempt; retries, fallbacks and timeouts around attempts are
-the core's. Failures before the reply starts are raised as `UpstreamError` (built by `ccm.providers.http`); failures
+the core's. Failures before the reply starts are raised as `UpstreamError` (built by `ccm.upstream.client`); failures
 mid-stream are raised from the stream iterator, and the core turns them into an `event: error` frame.
 
 `Reply.usage` is filled in while the response is read and is final once the body or stream is consumed: the core

@@ -26,10 +26,8 @@ id (`toolu_<message hex>_<n>`), unique within the reply and reproducible in test
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol
 
 import anyio
@@ -38,9 +36,10 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Reply, Usage
-from ccm.providers.http import iter_body, read_body
-from ccm.sse import ServerEvent, SSEDecoder, encode_event
+from ccm.providers.tool_ids import client_tool_id
 from ccm.table import Timeouts
+from ccm.upstream.client import iter_body, read_body
+from ccm.upstream.sse import ServerEvent, SSEDecoder, encode_event
 
 # One Anthropic event: (name, payload), the payload being the event's JSON object, except for the event written per
 # token, `content_block_delta`, whose payload is (index, delta type, value): kept compact, so that encoding it costs
@@ -55,13 +54,6 @@ _DELTA_MIDDLES = {kind: f',"delta":{{"type":"{kind}","{field}":'.encode() for ki
 
 JSON_HEADERS = [("content-type", "application/json")]
 SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
-
-# Claude Code's first system block: Anthropic bookkeeping that changes between requests. Every translating adapter
-# drops it, since it means nothing to other models and would defeat their prefix caches.
-BILLING_HEADER = "x-anthropic-billing-header:"
-
-TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
-ENCODED_ID_PREFIX = "toolu_ccm_"
 
 
 def new_message_id() -> str:
@@ -79,30 +71,6 @@ def usage_payload(usage: Usage) -> dict[str, int]:
 
 
 # --- tool ids -----------------------------------------------------------------------------------------------------
-
-
-def client_tool_id(upstream_id: str) -> str:
-    """The id the client sees for a non-empty upstream tool-call id: valid ids unchanged, others encoded."""
-    if TOOL_ID.match(upstream_id):
-        return upstream_id
-    raw = upstream_id.encode()
-    if len(raw) <= 64:
-        return ENCODED_ID_PREFIX + raw.hex()
-    return "toolu_" + hashlib.sha256(raw).hexdigest()[:24]
-
-
-def upstream_tool_id(client_id: Any) -> Any:
-    """The id to send upstream for an id from the client's history; the inverse of `client_tool_id`. Anything but
-    a string (a missing id) is returned as it is."""
-    if not isinstance(client_id, str):
-        return client_id
-    if client_id.startswith(ENCODED_ID_PREFIX):
-        try:
-            original = bytes.fromhex(client_id[len(ENCODED_ID_PREFIX) :]).decode()
-        except ValueError:
-            return client_id
-        return client_id if TOOL_ID.match(original) else original
-    return client_id if TOOL_ID.match(client_id) else client_tool_id(client_id)
 
 
 # --- the writer ---------------------------------------------------------------------------------------------------
@@ -449,31 +417,3 @@ async def _close(relay: Any, response: httpx.Response) -> None:
 # --- force / drop --------------------------------------------------------------------------------------------------
 
 
-def apply_overrides(body: dict[str, Any], force: Iterable[tuple[str, Any]], drop: Iterable[str]) -> dict[str, Any]:
-    """`force` sets keys, then `drop` removes them, in the upstream's own wire format; `a.b.c` addresses nested
-    objects. Dicts along a written path are copied first, so shared (cached) parts of the body are never modified."""
-    for path, value in force:
-        _set(body, path.split("."), value)
-    for path in drop:
-        _remove(body, path.split("."))
-    return body
-
-
-def _set(body: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = body
-    for key in keys[:-1]:
-        child = node.get(key)
-        node[key] = dict(child) if isinstance(child, Mapping) else {}
-        node = node[key]
-    node[keys[-1]] = value
-
-
-def _remove(body: dict[str, Any], keys: list[str]) -> None:
-    node = body
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, Mapping):
-            return
-        node[key] = dict(child)
-        node = node[key]
-    node.pop(keys[-1], None)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from ccm.providers.anthropic import UsageScanner, passthrough_body
+from ccm.providers.anthropic.reply import UsageScanner
+from ccm.providers.anthropic.request import passthrough_body
 from ccm.providers.base import Call, Usage
 from ccm.table import Model
 from tests.conftest import load_fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ccm.sse import SSEDecoder
+from ccm.upstream.sse import SSEDecoder
 
 DELTA_FOR = {"text": "text_delta", "thinking": "thinking_delta", "tool_use": "input_json_delta"}
 

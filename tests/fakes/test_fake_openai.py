@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ccm.sse import SSEDecoder
+from ccm.upstream.sse import SSEDecoder
 
 from . import (
     FakeOpenAI,

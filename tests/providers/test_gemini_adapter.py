@@ -13,9 +13,9 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call
-from ccm.providers.gemini import GeminiAdapter
-from ccm.providers.http import Endpoint
+from ccm.providers.gemini.adapter import GeminiAdapter
 from ccm.table import Literal_, Model, Provider, Timeouts
+from ccm.upstream.client import Endpoint
 from tests.conftest import load_fixture
 from tests.fakes.fake_gemini import FakeGemini, call_chunk, check_gemini_request, text_chunk
 from tests.fakes.loopback import serve

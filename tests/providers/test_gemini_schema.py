@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ccm.providers.gemini_schema import clean_parameters
+from ccm.providers.gemini.schema import clean_parameters
 from tests.fakes.fake_gemini import GeminiRejected, check_schema
 
 

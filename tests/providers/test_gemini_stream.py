@@ -13,7 +13,7 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.gemini import GeminiReader
+from ccm.providers.gemini.reply import GeminiReader
 from tests.providers.translation_checks import (
     GOLDEN,
     assert_golden,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ccm.errors import ApiError
-from ccm.providers.gemini_translate import SKIP_SIGNATURE, translate_request
+from ccm.providers.gemini.request import SKIP_SIGNATURE, translate_request
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
 from tests.fakes.fake_gemini import GeminiRejected, check_gemini_request

@@ -16,9 +16,9 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply
-from ccm.providers.http import resolve_endpoint
-from ccm.providers.openai import OpenAIAdapter
+from ccm.providers.openai.adapter import OpenAIAdapter
 from ccm.table import Literal_, Model, Provider, Timeouts
+from ccm.upstream.client import resolve_endpoint
 from tests.conftest import load_fixture
 
 STREAMS = Path(__file__).parent / "golden" / "openai" / "streams"
@@ -90,7 +90,7 @@ async def test_non_stream_request_and_reply(caplog: pytest.LogCaptureFixture) ->
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 60}},
         })
 
-    with caplog.at_level(logging.WARNING, logger="ccm.providers.openai"):
+    with caplog.at_level(logging.WARNING, logger="ccm.providers.openai.adapter"):
         reply = await adapter(handler).send(call(stream=False))
     request = seen[0]
     assert str(request.url) == "http://127.0.0.1:9/v1/chat/completions"

@@ -8,9 +8,8 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.openai import translate_response
-from ccm.providers.openai_stream import ReplyContext
-from ccm.providers.openai_translate import ToolNames, openai_tool_name
+from ccm.providers.openai.reply import ReplyContext, translate_response
+from ccm.providers.openai.request import ToolNames, openai_tool_name
 
 
 def completion(message: dict[str, Any], finish: Any = "stop", **choice: Any) -> dict[str, Any]:

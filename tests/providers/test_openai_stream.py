@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from ccm.errors import UpstreamError
-from ccm.providers.openai_stream import ReplyContext, StreamTranslator
-from ccm.providers.openai_translate import ToolNames
-from ccm.sse import SSEDecoder
+from ccm.providers.openai.reply import ReplyContext, StreamTranslator
+from ccm.providers.openai.request import ToolNames
+from ccm.upstream.sse import SSEDecoder
 from tests.providers.translation_checks import parse_events, random_splits, relay, sdk_final_message
 
 STREAMS = Path(__file__).parent / "golden" / "openai" / "streams"

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from ccm.providers.openai_translate import (
+from ccm.providers.openai.request import (
     EMPTY_RESULT,
     UNANSWERED,
     ToolNames,
     openai_tool_name,
     translate_request,
 )
-from ccm.providers.reply import ENCODED_ID_PREFIX
+from ccm.providers.tool_ids import ENCODED_ID_PREFIX
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
 

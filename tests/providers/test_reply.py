@@ -14,19 +14,11 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.reply import (
-    ENCODED_ID_PREFIX,
-    EventWriter,
-    apply_overrides,
-    client_tool_id,
-    encode_events,
-    fold_message,
-    read_json,
-    stream_reply,
-    upstream_tool_id,
-)
-from ccm.sse import ServerEvent, encode_event
+from ccm.providers.reply import EventWriter, client_tool_id, encode_events, fold_message, read_json, stream_reply
+from ccm.providers.request import apply_overrides
+from ccm.providers.tool_ids import ENCODED_ID_PREFIX, upstream_tool_id
 from ccm.table import Timeouts
+from ccm.upstream.sse import ServerEvent, encode_event
 
 VALID_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 

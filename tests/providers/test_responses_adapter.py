@@ -11,9 +11,9 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call
-from ccm.providers.http import Endpoint
-from ccm.providers.openai_responses import ResponsesAdapter
+from ccm.providers.responses.adapter import ResponsesAdapter
 from ccm.table import Literal_, Model, Provider, Timeouts
+from ccm.upstream.client import Endpoint
 from tests.conftest import load_fixture
 from tests.fakes.fake_responses import FakeResponses, call_item, check_responses_request, message_item
 from tests.fakes.loopback import serve

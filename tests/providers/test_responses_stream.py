@@ -9,7 +9,7 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.openai_responses_reply import ResponsesReader, read_response
+from ccm.providers.responses.reply import ResponsesReader, read_response
 from tests.fakes.fake_responses import call_item, message_item, reasoning_item
 from tests.providers.translation_checks import (
     GOLDEN,

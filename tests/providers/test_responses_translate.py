@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ccm.providers.openai_responses import is_reasoning_model, translate_request
+from ccm.providers.responses.request import is_reasoning_model, translate_request
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
 from tests.fakes.fake_responses import ResponsesRejected, check_responses_request

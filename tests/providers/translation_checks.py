@@ -25,7 +25,7 @@ from anthropic.types import Message
 from ccm.errors import UpstreamError
 from ccm.providers.base import Reply
 from ccm.providers.reply import StreamTranslator, encode_events
-from ccm.sse import SSEDecoder
+from ccm.upstream.sse import SSEDecoder
 
 GOLDEN = Path(__file__).parent / "golden"
 _MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")

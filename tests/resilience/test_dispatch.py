@@ -17,8 +17,8 @@ from ccm.core.dispatch import DispatchFailed, Request, dispatch
 from ccm.core.runtime import ProviderRuntime, Runtime
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply
-from ccm.providers.http import Endpoint
 from ccm.table import Literal_, Model, Provider, RetryPolicy, RoutingTable, Timeouts
+from ccm.upstream.client import Endpoint
 
 Script = list[Any]  # each item: Reply, UpstreamError, or a float (hang that long, then fail as a timeout)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ccm.sse import SSEDecoder
+from ccm.upstream.sse import SSEDecoder
 from tests.fakes.ccm_server import free_port
 from tests.fakes.script import (
     Hang,

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from ccm.errors import UpstreamError
-from ccm.providers.http import iter_body, open_response, read_body, resolve_endpoint, upstream_error
 from ccm.table import EnvRef, Literal_, Provider, Timeouts
+from ccm.upstream.client import iter_body, open_response, read_body, resolve_endpoint, upstream_error
 
 
 def provider(**extra: object) -> Provider:

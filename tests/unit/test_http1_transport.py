@@ -1,4 +1,4 @@
-"""ccm's own HTTP/1.1 transport (`ccm.providers.http1`) under `make_client`, against a scripted HTTP/1.1 upstream on
+"""ccm's own HTTP/1.1 transport (`ccm.upstream.http1`) under `make_client`, against a scripted HTTP/1.1 upstream on
 127.0.0.1: failures mean what they meant with httpx's own transport, bodies arrive as they are sent (and stop being
 read when ccm stops reading), and closing decides the connection's fate."""
 
@@ -20,10 +20,10 @@ import pytest
 import trustme
 
 from ccm.errors import UpstreamError
-from ccm.providers import http1
-from ccm.providers.http import Endpoint, iter_body, make_client, open_response, read_body, resolve_endpoint
-from ccm.providers.http1 import HIGH_WATER, Http1Transport, Pool
 from ccm.table import Literal_, Provider, Timeouts
+from ccm.upstream import http1
+from ccm.upstream.client import Endpoint, iter_body, make_client, open_response, read_body, resolve_endpoint
+from ccm.upstream.http1 import HIGH_WATER, Http1Transport, Pool
 
 pytestmark = pytest.mark.usefixtures("without_proxies")  # ccm's own transport is what is under test
 
@@ -228,7 +228,7 @@ async def test_the_idle_timeout_is_kept_by_the_socket_timer_once_the_body_starte
 
 async def test_a_stream_whose_end_follows_done_in_a_later_read_keeps_its_connection() -> None:
     from ccm.providers.base import Call
-    from ccm.providers.openai import OpenAIAdapter
+    from ccm.providers.openai.adapter import OpenAIAdapter
     from ccm.table import Model
 
     async def done_then_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

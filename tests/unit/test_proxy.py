@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from ccm.providers.http import PooledClient, iter_body, make_client, open_response, read_body, resolve_endpoint
-from ccm.providers.http1 import Http1Transport
 from ccm.table import Literal_, Provider, Timeouts
+from ccm.upstream.client import PooledClient, iter_body, make_client, open_response, read_body, resolve_endpoint
+from ccm.upstream.http1 import Http1Transport
 
 ANSWER = b'{"ok":true}'
 pytestmark = pytest.mark.usefixtures("without_proxies")  # each test names the proxy it wants

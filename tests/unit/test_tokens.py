@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ccm.tokens as tokens
-from ccm.tokens import IMAGE_TOKENS, PDF_PAGE_TOKENS, TokenCounter, count_request_tokens, image_size, image_tokens
-from ccm.validate import parse_request
+from ccm.media import image_size
+from ccm.messages_request import parse_request
+from ccm.tokens import IMAGE_TOKENS, PDF_PAGE_TOKENS, TokenCounter, count_request_tokens, image_tokens
 from tests.conftest import REPO, fixture_names, load_fixture
 
 

@@ -1,4 +1,4 @@
-"""ccm.validate: every captured Claude Code request is accepted; malformed bodies get Anthropic-like 400s naming
+"""ccm.messages_request: every captured Claude Code request is accepted; malformed bodies get Anthropic-like 400s naming
 the offending path; no input of any shape produces anything but a dict or an ApiError."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ccm.errors import ApiError
-from ccm.validate import MAX_DEPTH, MAX_VALUE_DEPTH, check_request, parse_request
+from ccm.messages_request import MAX_DEPTH, MAX_VALUE_DEPTH, check_request, parse_request
 from tests.conftest import fixture_names, load_fixture
 
 BASE: dict[str, Any] = {"model": "claude-sonnet-5-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}

@@ -10,7 +10,7 @@ Decisions, so they are stated once:
   rejects them otherwise, which reaches the client as a clear 400. PDFs likewise; text documents → text.
 - tool_result → `functionResponse {id, name, response: {result}}` (`{error}` when `is_error`), names looked up from
   the matching tool_use, in the order of the calls; images inside results follow as `inlineData` parts. Call ids
-  go back as Gemini gave them (`reply.upstream_tool_id` decodes the ones the reply side had to encode).
+  go back as Gemini gave them (`tool_ids.upstream_tool_id` decodes the ones the reply side had to encode).
 - Thought signatures: the reply side (gemini.py) hands Gemini's `thoughtSignature` to Claude Code as a thinking block
   whose signature is `SIGNATURE_PREFIX + signature`, placed just before the call it belongs to. Here such a block
   puts the signature back on the first `functionCall` after it; every other thinking block is dropped. The prefix
@@ -36,8 +36,9 @@ from typing import Any
 import orjson
 
 from ccm.errors import ApiError
-from ccm.providers.gemini_schema import clean_parameters
-from ccm.providers.reply import BILLING_HEADER, apply_overrides, upstream_tool_id
+from ccm.providers.gemini.schema import clean_parameters
+from ccm.providers.request import BILLING_HEADER, apply_overrides
+from ccm.providers.tool_ids import upstream_tool_id
 from ccm.table import Model
 
 SIGNATURE_PREFIX = "ccm.gemini."

@@ -1,17 +1,16 @@
-"""The Gemini adapter (`type gemini`): `generateContent` / `streamGenerateContent?alt=sse` behind Anthropic Messages.
+"""Gemini's reply side: `generateContent` responses and `streamGenerateContent` events → Anthropic.
 
-Request translation is `gemini_translate`; this module sends it and translates the answer back. Each streamed SSE
-`data:` is a whole `GenerateContentResponse` holding only new parts, and a non-stream answer is one such response,
-so both go through the same `GeminiReader` (the non-stream message is the folded event sequence).
+`GeminiReader` reads each full `GenerateContentResponse` and writes Anthropic events through an `EventWriter`;
+`translate_response` folds a non-stream answer.
 
 Reading parts, in order:
 - `thought: true` text → thinking; other text → text; empty text is skipped.
 - `functionCall` → a whole `tool_use` block (start, the complete `args` JSON as one delta, stop). Every call is its
   own block, so parallel calls that each arrive at part index 0 in separate chunks are numbered by arrival. Ids
   follow the writer's tool-id policy (`reply`): Gemini's when valid, encoded when not (decoded again by
-  `gemini_translate`), minted when missing or repeated.
+  `gemini.request`), minted when missing or repeated.
 - a `thoughtSignature` on a call → the signature of a thinking block just before that call (the open thinking block
-  when there is one, else an empty one), prefixed so `gemini_translate` puts it back on the same call next turn.
+  when there is one, else an empty one), prefixed so `gemini.request` puts it back on the same call next turn.
 - Google Search grounding (quirk `google_search`) → `server_tool_use` + `web_search_tool_result` blocks at the end,
   so Claude Code's WebSearch tool sees the sources.
 
@@ -25,27 +24,18 @@ Usage: input = prompt − cached, cache_read = cached, output = candidates + tho
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
-import httpx
 import orjson
 
-from ccm.providers.base import Call, Reply, Usage
-from ccm.providers.gemini_translate import SIGNATURE_PREFIX, translate_request
-from ccm.providers.http import Endpoint, open_response, upstream_error
-from ccm.providers.reply import (
-    JSON_HEADERS,
-    EventWriter,
-    fold_message,
-    parse_event,
-    protocol_error,
-    read_json,
-    stream_reply,
-)
-from ccm.sse import ServerEvent
-from ccm.table import Provider
+from ccm.providers.base import Usage
+from ccm.providers.gemini.request import SIGNATURE_PREFIX
+from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error
+from ccm.upstream.client import upstream_error
+from ccm.upstream.sse import ServerEvent
 
 _REFUSALS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})
+
+
 _BROKEN_CALLS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 
 
@@ -167,32 +157,3 @@ def translate_response(data: dict[str, Any], provider: str, model: str, usage: U
     reader.read(data)
     reader.finish()
     return fold_message(reader.writer.take())
-
-
-class GeminiAdapter:
-    """One per `gemini` provider. The pooled client belongs to the runtime, which closes it."""
-
-    def __init__(self, provider: Provider, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
-        self.provider = provider
-        self.endpoint = endpoint
-        self.client = client
-        root = endpoint.url
-        # The url is the API root; one that already names the API version is used as written.
-        self._base = root if root.rsplit("/", 1)[-1].startswith("v1") else f"{root}/v1beta"
-
-    async def send(self, call: Call) -> Reply:
-        body = orjson.dumps(translate_request(call.body, call.model))
-        model_path = f"{self._base}/models/{quote(call.model.model.removeprefix('models/'), safe='-._~')}"
-        url = f"{model_path}:streamGenerateContent?alt=sse" if call.stream else f"{model_path}:generateContent"
-        response = await open_response(self.client, self.endpoint, url, body, JSON_HEADERS)
-        name = str(call.body.get("model") or call.model.name)
-        if call.stream:
-            return await stream_reply(response, self.endpoint.timeouts, GeminiReader(self.provider.name, name, Usage()))
-        data = await read_json(self.provider.name, response, self.endpoint.timeouts)
-        usage = Usage()
-        message = translate_response(data, self.provider.name, name, usage)
-        return Reply(status=200, headers=list(JSON_HEADERS), body=orjson.dumps(message), usage=usage)
-
-    async def aclose(self) -> None:
-        return None
-

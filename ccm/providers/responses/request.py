@@ -5,7 +5,7 @@ Request (`translate_request`, pure):
   → `instructions`. Messages → `input` items: user content → `input_text` / `input_image` / `input_file`,
   assistant text → `output_text`, tool_use → `function_call`, tool_result → `function_call_output` (a string, or
   `input_text`/`input_image` items when the result holds images), placed right after their calls. Call ids go back
-  as the API gave them (`reply.upstream_tool_id` decodes the ones the reply side had to encode). Every call is
+  as the API gave them (`tool_ids.upstream_tool_id` decodes the ones the reply side had to encode). Every call is
   answered (an interrupted call gets a placeholder output) and an output without its call becomes user text, since
   the API rejects both. Thinking blocks are dropped.
 - Function tools are flat `{type: "function", name, description, parameters, strict: false}` — Responses makes
@@ -21,7 +21,7 @@ Request (`translate_request`, pure):
   ever-present adaptive thinking never breaks them; `force { "reasoning.effort" = "high" }` overrides either way.
 - `force`/`drop` apply last, to the Responses body.
 
-The reply side (stream events and non-stream responses → Anthropic) is `openai_responses_reply`.
+The reply side (stream events and non-stream responses → Anthropic) is `responses.reply`.
 """
 
 from __future__ import annotations
@@ -30,15 +30,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import orjson
 
-from ccm.providers.base import Call, Reply, Usage
-from ccm.providers.http import Endpoint, open_response
-from ccm.providers.openai_responses_reply import ResponsesReader, read_response
-from ccm.providers.openai_translate import UNANSWERED, effort_level
-from ccm.providers.reply import BILLING_HEADER, JSON_HEADERS, apply_overrides, read_json, stream_reply, upstream_tool_id
-from ccm.table import Model, Provider
+from ccm.providers.openai.request import UNANSWERED, effort_level
+from ccm.providers.request import BILLING_HEADER, apply_overrides
+from ccm.providers.tool_ids import upstream_tool_id
+from ccm.table import Model
 
 _REASONING_MODEL = re.compile(r"^(o[134]|gpt-5|codex|gpt-oss)")
 _MIN_OUTPUT_TOKENS = 16
@@ -250,29 +247,3 @@ def _tool_choice(choice: Mapping[str, Any]) -> Any:
     return {"auto": "auto", "any": "required", "none": "none"}.get(str(kind))
 
 
-class ResponsesAdapter:
-    """One per `openai-responses` provider. The pooled client belongs to the runtime, which closes it."""
-
-    def __init__(self, provider: Provider, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
-        self.provider = provider
-        self.endpoint = endpoint
-        self.client = client
-        self._url = f"{endpoint.url}/responses"
-
-    async def send(self, call: Call) -> Reply:
-        body = translate_request(call.body, call.model)
-        if call.stream:  # `call.stream` decides, whatever the client body says
-            body["stream"] = True
-        else:
-            body.pop("stream", None)
-        response = await open_response(self.client, self.endpoint, self._url, orjson.dumps(body), JSON_HEADERS)
-        name = str(call.body.get("model") or call.model.name)
-        if call.stream:
-            return await stream_reply(response, self.endpoint.timeouts, ResponsesReader(self.provider.name, name, Usage()))
-        data = await read_json(self.provider.name, response, self.endpoint.timeouts)
-        usage = Usage()
-        message = read_response(data, self.provider.name, name, usage)
-        return Reply(status=200, headers=list(JSON_HEADERS), body=orjson.dumps(message), usage=usage)
-
-    async def aclose(self) -> None:
-        return None

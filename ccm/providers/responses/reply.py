@@ -29,9 +29,9 @@ from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
 from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
-from ccm.sse import ServerEvent
+from ccm.upstream.sse import ServerEvent
 
-log = logging.getLogger("ccm.providers.openai_responses")
+log = logging.getLogger("ccm.providers.responses.adapter")
 
 Json = dict[str, Any]
 

@@ -7,7 +7,7 @@ I/O: one protocol object per connection feeds the socket's bytes to llhttp (the 
 under uvicorn) and hands body bytes to the reader as they arrive; there is no stream-reader, payload, tracing or
 cookie machinery in between.
 
-The contract (what httpx's own transport keeps, and what `ccm.providers.http` relies on):
+The contract (what httpx's own transport keeps, and what `ccm.upstream.client` relies on):
     timeouts     `connect` bounds opening a connection, `pool` waiting for a free one, `read` the upstream's silence
                  until the first body bytes (ccm's first-byte timeout); from then on the request extension
                  `IDLE_TIMEOUT`, when set, bounds it instead. One timer per connection keeps both: each read only
@@ -27,7 +27,7 @@ The contract (what httpx's own transport keeps, and what `ccm.providers.http` re
     closing      closing a response whose body was not read to the end closes its connection (a client leaving
                  mid-stream hangs up on the upstream too); a finished one returns to the pool
     failures     raised as the httpx exception of the same meaning (ConnectError, ConnectTimeout, PoolTimeout,
-                 ReadTimeout, ReadError, RemoteProtocolError), which `ccm.providers.http.transport_error` classifies
+                 ReadTimeout, ReadError, RemoteProtocolError), which `ccm.upstream.client.transport_error` classifies
     TLS          one default context for the process (the system's CA store; SSL_CERT_FILE / SSL_CERT_DIR honoured),
                  ALPN `http/1.1`
     not here     redirects, cookies, HTTP/2, proxies (a proxy named in the environment is the httpx client's business:
@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator
 import httptools
 import httpx
 
-# Extensions between `ccm.providers.http` (open_response, iter_body) and a transport that times its own reads.
+# Extensions between `ccm.upstream.client` (open_response, iter_body) and a transport that times its own reads.
 IDLE_TIMEOUT = "ccm.idle_timeout"  # request: seconds of upstream silence allowed once the body started
 TIMED_READS = "ccm.timed_reads"  # response: the transport enforces the first-byte and idle timeouts itself
 HIGH_WATER = 256 * 1024  # unread body bytes above which the socket is no longer read

@@ -28,7 +28,7 @@ Choices every OpenAI-compatible server accepts (PROTOCOL.md §6 and §8 are the 
   nested fields).
 
 Tool names that break `^[a-zA-Z0-9_-]{1,64}$` are shortened and hashed; the returned `ToolNames` maps them back.
-Tool ids in the history are decoded with `reply.upstream_tool_id`, the inverse of the id policy the reply side
+Tool ids in the history are decoded with `tool_ids.upstream_tool_id`, the inverse of the id policy the reply side
 applies (an id Anthropic would reject, like kimi's `functions.Bash:0`, reached the client encoded).
 """
 
@@ -42,7 +42,8 @@ from typing import Any
 
 import orjson
 
-from ccm.providers.reply import BILLING_HEADER, apply_overrides, upstream_tool_id
+from ccm.providers.request import BILLING_HEADER, apply_overrides
+from ccm.providers.tool_ids import upstream_tool_id
 from ccm.table import Model
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")

@@ -14,9 +14,9 @@ import httpx
 import orjson
 
 from ccm.errors import FailureReason, UpstreamError
-from ccm.providers import http1
-from ccm.providers.http1 import IDLE_TIMEOUT, TIMED_READS
 from ccm.table import EnvRef, Provider, Timeouts, resolve
+from ccm.upstream import http1
+from ccm.upstream.http1 import IDLE_TIMEOUT, TIMED_READS
 
 log = logging.getLogger("ccm.providers")
 
@@ -87,7 +87,7 @@ class PooledClient(httpx.AsyncClient):
 
 
 def make_client(provider: Provider) -> httpx.AsyncClient:
-    """One pooled client per provider, on ccm's own HTTP/1.1 transport (`ccm.providers.http1`: httpx's own
+    """One pooled client per provider, on ccm's own HTTP/1.1 transport (`ccm.upstream.http1`: httpx's own
     transport costs over 1 ms per request and collapses under concurrency) unless the environment names a proxy.
     Timeouts are per request (`open_response`), so none is set here."""
     limit = provider.max_concurrency or 256

@@ -37,13 +37,13 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.http import upstream_error
-from ccm.providers.openai_translate import ToolNames
-from ccm.providers.reply import EventWriter, protocol_error
-from ccm.providers.tool_json import closing_suffix
-from ccm.sse import ServerEvent
+from ccm.providers.openai.request import ToolNames
+from ccm.providers.reply import EventWriter, fold_message, protocol_error
+from ccm.providers.tool_json import closing_suffix, parse_arguments
+from ccm.upstream.client import upstream_error
+from ccm.upstream.sse import ServerEvent
 
-log = logging.getLogger("ccm.providers.openai")
+log = logging.getLogger("ccm.providers.openai.adapter")
 
 INVALID_RESPONSE = "upstream sent an invalid response: "
 
@@ -259,3 +259,54 @@ class StreamTranslator:
         self._close()
         reason = stop_reason(self._finish, self.writer.saw_tool_use, self._stop_string)
         self.writer.finish(reason, self._stop_string if reason == "stop_sequence" else None)
+
+
+def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Usage) -> dict[str, Any]:
+    """A complete Chat Completions answer → an Anthropic message (thinking, text, then tool_use blocks); `usage`
+    is filled in place."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise protocol_error(context.provider, INVALID_RESPONSE + "the completion has no choices")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    writer = context.writer(usage)
+    writer.start()
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str):
+        writer.thinking(reasoning)
+    text = message.get("content")
+    if isinstance(text, list):  # content parts (Mistral): keep the text ones
+        text = "".join(p["text"] for p in text if isinstance(p, dict) and isinstance(p.get("text"), str))
+    text = text if isinstance(text, str) and text else message.get("refusal")
+    if isinstance(text, str):
+        writer.text(text)
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        _tool_use(call, context, writer)
+
+    if isinstance(data.get("usage"), dict):
+        usage_from(data["usage"], usage)
+    finish = choice.get("finish_reason")
+    stop_string = context.matched_stop(choice.get("stop_reason"))
+    reason = stop_reason(finish if isinstance(finish, str) else None, writer.saw_tool_use, stop_string)
+    writer.finish(reason, stop_string if reason == "stop_sequence" else None)
+    return fold_message(writer.take())
+
+
+def _tool_use(call: Any, context: ReplyContext, writer: EventWriter) -> None:
+    function = call.get("function") if isinstance(call, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str) or not name:
+        log.warning("dropped a tool call without a name from %s", context.provider or "upstream")
+        return
+    arguments = function.get("arguments")
+    if isinstance(arguments, dict):
+        tool_input = arguments
+    else:
+        text = arguments if isinstance(arguments, str) else ""
+        tool_input, outcome = parse_arguments(text)
+        if outcome != "valid":
+            # The arguments themselves may hold user data: log only their size.
+            log.warning("%s malformed arguments of tool %s (%d chars)",
+                        "repaired" if outcome == "repaired" else "discarded", name, len(text))
+    writer.tool_use(writer.tool_id(call.get("id")), context.names.anthropic(name), orjson.dumps(tool_input).decode())

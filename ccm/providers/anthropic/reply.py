@@ -1,0 +1,93 @@
+"""The passthrough's reply side: reading what Anthropic sends without changing a byte of it.
+
+`UsageScanner` reads usage from the `message_start` / `message_delta` frames as they pass (other frames are only
+searched for those names, never parsed). `first_frame` and `raise_if_error_frame` prime a stream: a stream whose
+first event is an `error` (Anthropic sends `overloaded_error` that way) is raised as an `UpstreamError` before the
+client sees a 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from ccm.errors import UpstreamError
+from ccm.providers.base import Usage
+
+# An `error` frame at the very start of a stream, by its Anthropic error type: (status, failure reason).
+STREAM_START_ERRORS: dict[str, tuple[int, Any]] = {
+    "overloaded_error": (529, "529"),
+    "rate_limit_error": (429, "429"),
+    "api_error": (500, "5xx"),
+    "timeout_error": (504, "timeout"),
+}
+
+
+async def first_frame(chunks: AsyncIterator[bytes]) -> bytes:
+    """Read until the first complete SSE frame (or the end): that is the reply being primed."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        if b"\n\n" in buffer or b"\r\n\r\n" in buffer:
+            break
+    return buffer
+
+
+def raise_if_error_frame(first: bytes, provider: str) -> None:
+    if not first.lstrip().startswith(b"event: error"):
+        return
+    _, _, data = first.partition(b"data:")
+    try:
+        error = orjson.loads(data.split(b"\n", 1)[0]).get("error", {})
+    except (orjson.JSONDecodeError, AttributeError):
+        error = {}
+    error_type = error.get("type", "api_error") if isinstance(error, dict) else "api_error"
+    message = error.get("message", "upstream stream failed") if isinstance(error, dict) else "upstream stream failed"
+    status, reason = STREAM_START_ERRORS.get(error_type, (500, "5xx"))
+    raise UpstreamError(status, str(message), reason, provider, error_type)
+
+
+class UsageScanner:
+    """Reads usage from `message_start` / `message_delta` data lines as the stream passes; other lines are only
+    searched for those names (a C-speed `in`), never parsed."""
+
+    __slots__ = ("_tail", "usage")
+
+    def __init__(self, usage: Usage) -> None:
+        self.usage = usage
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk if self._tail else chunk
+        if b"message_start" not in data and b"message_delta" not in data:
+            self._tail = data[data.rfind(b"\n") + 1 :]
+            return
+        lines = data.split(b"\n")
+        self._tail = lines.pop()
+        for line in lines:
+            if line.startswith(b"data:") and (b'"message_start"' in line or b'"message_delta"' in line):
+                self._read(line[5:])
+
+    def _read(self, data: bytes) -> None:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(event, dict):
+            return
+        if event.get("type") == "message_start" and isinstance(event.get("message"), dict):
+            usage = event["message"].get("usage")
+        else:
+            usage = event.get("usage")
+        if isinstance(usage, dict):
+            read_usage(usage, self.usage)
+
+
+def read_usage(source: Mapping[str, Any], usage: Usage) -> None:
+    """Anthropic usage fields present in `source` overwrite the running values (message_delta is cumulative)."""
+    for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+        value = source.get(name)
+        if isinstance(value, int):
+            setattr(usage, name, value)
