@@ -3,8 +3,13 @@
     ApiError            an error ccm answers with: status, Anthropic `error.type`, message, extra headers
     └── UpstreamError   a failed upstream attempt, classified once (`reason`) so retry policies can read it
 
+Both are immutable: what an error says is fixed where it is made. An `UpstreamError` raised below the upstream
+boundary may not know whose it is yet (`provider == ""`); the boundary (`ccm.upstream.errors.located`) replaces it
+with a copy that names the provider and has every secret redacted, once.
+
 Every error a client sees passes through `error_body` (JSON responses) or `error_event` (after a stream started).
-Messages must never contain secrets: they are built from names (providers, variables), never from values.
+Messages are built from names (providers, variables), never from values; what an upstream wrote in its own error
+message is redacted at the boundary before it can reach a client or a log.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ ERROR_TYPES: dict[int, str] = {
     529: "overloaded_error",
 }
 
+Headers = tuple[tuple[str, str], ...]
+
 
 def error_type_for(status: int) -> str:
     if status in ERROR_TYPES:
@@ -34,13 +41,7 @@ def error_type_for(status: int) -> str:
 
 
 class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        error_type: str | None = None,
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> None:
+    def __init__(self, status: int, message: str, error_type: str | None = None, headers: Headers = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -54,7 +55,8 @@ class ApiError(Exception):
         return error_event(self.error_type, self.message)
 
 
-# Why an upstream attempt failed, in the vocabulary of retry policies (`retry ... on 429 5xx 529 timeout connect`).
+# Why an upstream attempt failed, in the vocabulary of retry policies (`retry ... on 429 5xx 529 timeout connect`),
+# plus the failures no policy word names: another 4xx, an answer ccm cannot read, a missing key.
 FailureReason = Literal["429", "5xx", "529", "timeout", "connect", "4xx", "protocol", "config"]
 
 
@@ -71,7 +73,7 @@ class UpstreamError(ApiError):
         error_type: str | None = None,
         retry_after: str | None = None,
     ) -> None:
-        headers = (("retry-after", retry_after),) if retry_after else ()
+        headers: Headers = (("retry-after", retry_after),) if retry_after else ()
         if reason == "config":
             # A missing key will not appear by retrying: tell the Anthropic SDK (Claude Code) not to retry a 500.
             headers += (("x-should-retry", "false"),)
@@ -79,6 +81,10 @@ class UpstreamError(ApiError):
         self.reason: FailureReason = reason
         self.provider = provider
         self.retry_after = retry_after
+
+    def located(self, provider: str, message: str) -> UpstreamError:
+        """This failure, as `provider`'s, saying `message` (the boundary's redacted text)."""
+        return UpstreamError(self.status, message, self.reason, provider, self.error_type, self.retry_after)
 
 
 def error_body(error_type: str, message: str) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import orjson
 
-from ccm.compile import CompileResult, compile_file, compile_source, run_route_tests
+from ccm.compile.check import Checked, RouteText, check
 from ccm.diagnostics import Diagnostic
 
 STDIN = "-"
@@ -30,38 +30,35 @@ atexit.register(gc.freeze)
 route_files = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 
 
-def compile_path(file: str, *, with_tests: bool) -> tuple[CompileResult, list[Diagnostic]]:
-    """Compile a route file named on the command line (`-`: stdin); with `with_tests`, also run its tests and return
-    the failures beside the result."""
+def check_named(file: str, *, run_tests: bool = True) -> Checked:
+    """Check a route file named on the command line (`-`: stdin)."""
     if file == STDIN:
-        result = compile_source(sys.stdin.read(), "<stdin>", base_dir=Path.cwd())
-    else:
-        result = compile_file(Path(file))
-    failures = run_route_tests(result.table, result.sources) if with_tests and result.table is not None else []
-    return result, failures
+        return check(RouteText(sys.stdin.read(), "<stdin>", Path.cwd()), run_tests=run_tests)
+    return check(Path(file), run_tests=run_tests)
 
 
-def load_table_or_exit(file: str) -> CompileResult:
-    """For commands that need a table (`table`, `explain`): compile, print problems, exit 1 when there is none."""
-    result, _ = compile_path(file, with_tests=False)
-    if result.table is None:
-        for diagnostic in result.errors:
+def compiled_or_exit(file: str) -> Checked:
+    """For commands that show a table (`table`, `explain`): compile without running the tests, print the errors
+    and exit 1 when there is no table."""
+    checked = check_named(file, run_tests=False)
+    if checked.compiled is None:
+        for diagnostic in checked.errors:
             click.echo(diagnostic.render() + "\n", err=True)
         raise SystemExit(1)
-    return result
+    return checked
 
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _summary(file: str, result: CompileResult, failures: list[Diagnostic]) -> str:
+def _summary(file: str, checked: Checked) -> str:
     name = "<stdin>" if file == STDIN else file
-    warnings = len(result.warnings)
-    if result.table is None or failures:
-        errors = len(result.errors) + len(failures)
-        return f"{name}: {_plural(errors, 'error')}" + (f", {_plural(warnings, 'warning')}" if warnings else "")
-    table = result.table
+    warnings = len(checked.warnings)
+    table = checked.table
+    if table is None:
+        problems = len(checked.problems)
+        return f"{name}: {_plural(problems, 'error')}" + (f", {_plural(warnings, 'warning')}" if warnings else "")
     parts = [
         _plural(len(table.providers), "provider"),
         _plural(len(table.models), "model"),
@@ -73,24 +70,23 @@ def _summary(file: str, result: CompileResult, failures: list[Diagnostic]) -> st
     return f"{name}: ok — " + ", ".join(parts)
 
 
-@click.command()
+@click.command(name="check")
 @route_files
 @click.option("--strict", is_flag=True, help="Warnings fail the check too.")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a list of {file, line, column, severity, message, hint}.")
-def check(files: tuple[str, ...], strict: bool, output: str) -> None:
+def check_command(files: tuple[str, ...], strict: bool, output: str) -> None:
     """Compile route files, run their in-file tests and report every problem."""
     failed = False
     reported: list[Diagnostic] = []
     for file in files:
-        result, failures = compile_path(file, with_tests=True)
-        diagnostics = [*result.diagnostics, *failures]
-        reported.extend(diagnostics)
-        failed = failed or result.table is None or bool(failures) or (strict and bool(result.warnings))
+        checked = check_named(file)
+        reported.extend(checked.reported)
+        failed = failed or not checked.ok or (strict and bool(checked.warnings))
         if output == "text":
-            for diagnostic in diagnostics:
+            for diagnostic in checked.reported:
                 click.echo(diagnostic.render() + "\n", err=True)
-            click.echo(_summary(file, result, failures), err=result.table is None or bool(failures))
+            click.echo(_summary(file, checked), err=not checked.ok)
     if output == "json":
         click.echo(orjson.dumps([d.to_json() for d in reported], option=orjson.OPT_INDENT_2).decode())
     if failed:

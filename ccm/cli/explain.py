@@ -14,7 +14,7 @@ from typing import Any
 import click
 import orjson
 
-from ccm.cli.check import STDIN, load_table_or_exit
+from ccm.cli.check import STDIN, compiled_or_exit
 from ccm.compile import split_capture
 from ccm.route import Decision, RequestView, select_route
 from ccm.table import Model, RoutingTable
@@ -120,7 +120,7 @@ def explain(file: str, request: str, header_values: tuple[str, ...], output: str
         raise click.BadParameter("only one of FILE and REQUEST can be read from stdin", param_hint="REQUEST")
     body, headers = _read_request(request)
     headers.update(_parse_headers(header_values))
-    table = load_table_or_exit(file).table
+    table = compiled_or_exit(file).compiled
     assert table is not None
     decision = select_route(table, body, headers)
     facts = _facts(table, RequestView(body, headers, None))

@@ -12,7 +12,7 @@ import click
 
 # name -> "module:attribute" of the click command
 COMMANDS: dict[str, str] = {
-    "check": "ccm.cli.check:check",
+    "check": "ccm.cli.check:check_command",
     "fmt": "ccm.cli.fmt:fmt",
     "table": "ccm.cli.table_cmd:table",
     "explain": "ccm.cli.explain:explain",

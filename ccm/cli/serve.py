@@ -24,12 +24,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ccm.compile.check import check
+from ccm.core.runtime import Runtime, build_runtime
+from ccm.logs import configure_logging
+from ccm.service import PUBLIC_VARIABLE, ROUTES_FILE_VARIABLE, NotServable, ServiceOptions, build_service
 from ccm.table import EnvRef, RoutingTable, resolve
 
 DEFAULT_FILE = "routes.ccm"
@@ -43,73 +46,27 @@ file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir
 port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
-    )
-    # httpx logs every upstream request at INFO: a second line per request (ccm.attempt already names it) and
-    # formatting work on the hot path. Its warnings still show; --log-level debug shows everything.
-    if logging.getLogger().level > logging.DEBUG:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    # What the lines do not show, not gathered for every record (the logging HOWTO's "Optimization"): the caller's
-    # file and line (a frame walk per record), the thread, the process and its name.
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-
-
-def load_table(path: str | Path, report: bool = True) -> RoutingTable:
-    """Compile the route file and run its tests; any error is printed and exits 1. `report=False` keeps warnings
-    quiet (a worker process, whose parent has already shown them)."""
-    from ccm.compile import compile_file, run_route_tests
-
+def load_table(path: str | Path) -> RoutingTable:
+    """Check the route file (compile, run its tests); print any problem and exit 1. Warnings are printed too."""
     file = Path(path)
     if not file.is_file():
         raise click.ClickException(f"route file not found: {file}")
-    result = compile_file(file, os.environ)
-    for diagnostic in result.diagnostics:
-        if report or diagnostic.is_error:
-            click.echo(diagnostic.render(), err=True)
-    if result.errors or result.table is None:
+    checked = check(file, os.environ)
+    for diagnostic in checked.reported:
+        click.echo(diagnostic.render(), err=True)
+    if checked.table is None:
         raise SystemExit(1)
-    failures = run_route_tests(result.table)
-    for failure in failures:
-        click.echo(failure.render(), err=True)
-    if failures:
-        raise SystemExit(1)
-    return result.table
+    return checked.table
 
 
-def build_app(table: RoutingTable, environ: Mapping[str, str], report: bool = True, **runtime_options: Any) -> Any:
-    from ccm.core.app import App
-    from ccm.core.runtime import RuntimeHolder, build_runtime
-
-    if report:
-        report_unconfigured(table, environ)
-    runtime, _ = build_runtime(table, environ, **runtime_options)
-    return App(RuntimeHolder(runtime))
-
-
-def report_unconfigured(table: RoutingTable, environ: Mapping[str, str]) -> None:
+def report_unconfigured(runtime: Runtime) -> None:
     """One warning per provider that cannot be used until a variable is set; the server starts anyway."""
-    from ccm.upstream.client import resolve_endpoint
-
-    for provider in table.providers.values():
-        missing = resolve_endpoint(provider, environ).missing
-        if missing:
-            log.warning(
-                "provider %s is not configured: environment variable %s is not set (requests routed to it will fail)",
-                provider.name,
-                missing,
-            )
-
-
-def with_reload(app: Any, file: str | Path, environ: Mapping[str, str]) -> Any:
-    """The app, reloading FILE (and its includes) on save and on SIGHUP for as long as it serves (ccm.core.reload)."""
-    from ccm.core.reload import Reloader
-
-    return Reloader(file, app.holder, environ).wrap(app)
+    for provider in runtime.unconfigured:
+        log.warning(
+            "provider %s is not configured: environment variable %s is not set (requests routed to it will fail)",
+            provider.provider.name,
+            provider.endpoint.missing,
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -143,7 +100,36 @@ def is_loopback(host: str) -> bool:
 def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str) -> None:
     """Serve FILE: Claude Code's requests routed as the route file says."""
     configure_logging(log_level)
-    table = load_table(file)
+    public = not is_loopback(host)
+    from ccm.core import server
+
+    if workers > 1:
+        table = load_table(file)
+        _refuse_unsafe(table, host)
+        os.environ[ROUTES_FILE_VARIABLE] = os.path.abspath(file)
+        os.environ[PUBLIC_VARIABLE] = "1" if public else "0"
+        runtime, _ = build_runtime(table, os.environ)
+        report_unconfigured(runtime)  # once, here: the workers build their apps quietly
+        raise SystemExit(server.serve_workers("ccm.service:worker_app", host, port, workers, server_name))
+    if not Path(file).is_file():
+        raise click.ClickException(f"route file not found: {file}")
+    try:
+        service = build_service(file, os.environ, ServiceOptions(public=public))
+    except NotServable as refused:
+        for diagnostic in refused.checked.reported:
+            click.echo(diagnostic.render(), err=True)
+        raise SystemExit(1) from None
+    for diagnostic in service.checked.reported:
+        click.echo(diagnostic.render(), err=True)
+    table = service.runtime.table
+    _refuse_unsafe(table, host)
+    report_unconfigured(service.runtime)
+    log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))
+    server.serve(service.app, host, port, server_name)
+
+
+def _refuse_unsafe(table: RoutingTable, host: str) -> None:
+    """Exit before serving a table that would let the network in, or that nobody could use."""
     if not table.settings.auth and not is_loopback(host):
         click.echo(
             f"error: refusing to listen on {host}: the route file declares no inbound `auth` key, so anyone who can "
@@ -160,15 +146,6 @@ def run(file: str, host: str, port: int, workers: int, server_name: str, log_lev
             err=True,
         )
         raise SystemExit(1)
-    from ccm.core import server
-
-    if workers > 1:
-        os.environ["CCM_LOG_LEVEL"] = log_level
-        report_unconfigured(table, os.environ)  # once, here: the workers build their apps quietly
-        raise SystemExit(server.serve_workers(file, host, port, workers, server_name))
-    app = with_reload(build_app(table, os.environ), file, os.environ)
-    log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))
-    server.serve(app, host, port, server_name)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

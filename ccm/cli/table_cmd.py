@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import click
 
-from ccm.cli.check import load_table_or_exit
+from ccm.cli.check import compiled_or_exit
 
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 def table(file: str) -> None:
     """Print the compiled routing table as JSON."""
-    result = load_table_or_exit(file)
-    assert result.table is not None
-    click.echo(result.table.model_dump_json(indent=2))
+    table = compiled_or_exit(file).compiled
+    assert table is not None
+    click.echo(table.model_dump_json(indent=2))

@@ -2,12 +2,11 @@
 
     compile_file(path, environ=None) -> CompileResult
     compile_source(text, name, environ=None, base_dir=None) -> CompileResult
-    run_route_tests(table, sources=None) -> list[Diagnostic]
 
 `CompileResult.table` is None when there is any error; warnings never block a table. The environment is read only
 to warn about unset variables; values never enter the table (it holds `env(NAME)` references). The file's own
-tests are compiled into `table.tests`; `run_route_tests(table)` runs them (`ccm check`, `ccm run` and the reloader
-do), or pass `run_tests=True` to have a failing test count as a compile error.
+tests are compiled into `table.tests`; `ccm.compile.check.check` compiles and runs them, and is what every caller
+that asks "is this file good?" uses (`ccm check`, `ccm run`, the reloader, the admin editor).
 
 Passes, in order: read and parse every file (includes expanded in place); declarations (providers, settings,
 models, retry, breaker); the route block; fallbacks; tests; reachability warnings; then the table.
@@ -27,11 +26,11 @@ from ccm import table as t
 from ccm.compile import declarations, rules
 from ccm.compile.context import Context
 from ccm.compile.loader import Loaded, load
-from ccm.compile.route_tests import route_test, run_route_tests, split_capture
+from ccm.compile.route_tests import route_test, split_capture
 from ccm.diagnostics import Diagnostic
 from ccm.dsl import syntax as s
 
-__all__ = ["CompileResult", "compile_file", "compile_source", "run_route_tests", "split_capture"]
+__all__ = ["CompileResult", "compile_file", "compile_source", "split_capture"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class CompileResult:
         return self.table is not None
 
 
-def compile_file(path: Path, environ: Mapping[str, str] | None = None, *, run_tests: bool = False) -> CompileResult:
+def compile_file(path: Path, environ: Mapping[str, str] | None = None) -> CompileResult:
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -61,8 +60,7 @@ def compile_file(path: Path, environ: Mapping[str, str] | None = None, *, run_te
         reason = "not found" if isinstance(error, FileNotFoundError) else error.__class__.__name__
         problem = Diagnostic(name, 1, 1, "error", f"cannot read route file: {reason}")
         return CompileResult(None, [problem])
-    return compile_source(text, name, environ, base_dir=path.parent, run_tests=run_tests,
-                          identity=str(path.resolve()))
+    return compile_source(text, name, environ, base_dir=path.parent, identity=str(path.resolve()))
 
 
 def compile_source(
@@ -71,7 +69,6 @@ def compile_source(
     environ: Mapping[str, str] | None = None,
     *,
     base_dir: Path | None = None,
-    run_tests: bool = False,
     identity: str | None = None,
 ) -> CompileResult:
     """Compile `text`, shown as `name` in diagnostics; includes and request files resolve against `base_dir`
@@ -85,10 +82,6 @@ def compile_source(
     diagnostics = _ordered(loaded, [*loaded.diagnostics, *ctx.diagnostics])
     if table is None or any(d.is_error for d in diagnostics):
         return CompileResult(None, diagnostics, texts)
-    if run_tests and table.tests:
-        failures = run_route_tests(table, texts)
-        if failures:
-            return CompileResult(None, diagnostics + failures, texts)
     return CompileResult(table, diagnostics, texts)
 
 

@@ -1,96 +1,136 @@
-"""The ASGI app: Claude Code's side of ccm.
+"""The API app: Claude Code's side of ccm, and the hot path. A plain ASGI app (no framework on the request path).
 
     POST /v1/messages               route, dispatch, answer (JSON or a relayed SSE stream); the query is ignored
     POST /v1/messages/count_tokens  `{"input_tokens": N}`, counted locally or forwarded to an Anthropic provider
     GET  /v1/models[/{id}]          the table's declared aliases, in Anthropic's list shape
-    GET  /health                    liveness, table version, providers (type, configured) — open without auth
+    GET  /health                    liveness and the table version, open without auth; the detail (providers,
+                                    breakers, reload) too unless an admin key is set, then only with it
     anything else                   Anthropic-shaped 404; a known path with the wrong method: 405
 
 Every request reads `holder.current` once and keeps that runtime to the end, so a reload never changes a request
-midway. Failures are Anthropic error bodies with the right status (`ApiError`); an unexpected exception becomes a
-500 `api_error` "internal error" with the traceback logged, never sent. After a stream's 200 has gone out, a
-failure is an `event: error` frame and the stream ends cleanly.
+midway; it is counted under the reload epoch it arrived in (`InFlight`), so the providers a reload retired are
+closed only once the requests that may use them are done.
 
-While the upstream is being asked and the answer relayed, a task watches for `http.disconnect`: a client that
-leaves cancels the upstream request (its connection is closed). Each request ends in one `RequestRecord` handed to
-the finisher's subscribers (`ccm.core.finish`).
+Before anything else: with no inbound key required (the loopback set-up), a request must look like it comes from
+this machine and not from a web page (`_same_machine`: a loopback Host, no foreign Origin, no cross-site fetch, JSON
+on the API), so that neither a page the user visits nor a DNS-rebinding one can spend the user's keys.
+
+Failures are Anthropic error bodies with the right status (`ApiError`); an unexpected exception becomes a 500
+`api_error` "internal error" with the traceback logged, never sent. A stream's 200 is followed by the relay
+(`ccm.core.relay.StreamRelay`); after it, a failure is an `event: error` frame.
+
+While the upstream is being asked, a task watches for `http.disconnect`: a client that leaves cancels the upstream
+request, unless the stream's relay takes it over (to read the upstream on to its final usage). Each request ends in
+one `RequestRecord`, built once from what the request saw, handed to `Records` (`ccm.core.record`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import orjson
 
-from ccm.core.dispatch import DispatchFailed, Request, dispatch
-from ccm.core.finish import Finisher, RequestRecord, log_request
-from ccm.core.runtime import Runtime, RuntimeHolder, close_providers, target_name
+from ccm.core.dispatch import Answer, DispatchFailed, Request, dispatch
+from ccm.core.inflight import InFlight
+from ccm.core.record import INBOUND, LOCAL, Attempt, Caller, Records, RequestRecord, TokenUsage, log_request
+from ccm.core.relay import NO_DRAINS, Drains, Relayed, StreamRelay
+from ccm.core.runtime import Runtime, RuntimeHolder, target_name
+from ccm.core.types import Message, Receive, Scope, Send
 from ccm.errors import ApiError, UpstreamError
 from ccm.messages_request import parse_request
 from ccm.providers.base import CLIENT_AUTH, Call, Reply
-from ccm.route import NoRouteError, select_route, strip_subagent_tag
+from ccm.route import Decision, NoRouteError, select_route, strip_subagent_tag
 from ccm.table import Model
 
 log = logging.getLogger("ccm.core")
 
-Scope = Mapping[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 TokenCount = Callable[[Mapping[str, Any]], int]
+Handler = Callable[["Exchange", Runtime, dict[str, str]], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
 CLIENT_CLOSED = 499  # the status logged for a request whose client left before any answer (nginx's convention)
+# A body over the limit is read on (and thrown away) up to this much more, within this long, before the 413 goes out,
+# so an ordinary client that is still sending reads the answer instead of a broken pipe (nginx's lingering close).
+DISCARD_BYTES = 64 * 1024 * 1024
+DISCARD_SECONDS = 10.0
+# A client model name longer than this, or with anything but printable ASCII, is refused before any upstream call.
+MAX_MODEL_NAME = 256
 
 
 class ClientDisconnected(Exception):
     """The client went away before its request was answered."""
 
 
-@dataclass(slots=True)
 class Exchange:
-    """One request/response: what has been sent so far decides how a failure can still be reported."""
+    """One request/response: what has been sent so far decides how a failure can still be reported, and what the
+    request learnt on its way (caller, decision, answer, relay) is what its record is built from at the end."""
 
-    receive: Receive
-    send: Send
-    record: RequestRecord
-    started: bool = False  # http.response.start sent
-    complete: bool = False  # the final body message sent
+    __slots__ = ("receive", "send", "path", "request_id", "status", "started", "complete", "first_byte_at",
+                 "disconnected", "on_disconnect", "caller", "requested_model", "session_id", "stream", "decision",
+                 "answer", "attempts", "relayed", "error_type", "close_connection")
+
+    def __init__(self, receive: Receive, send: Send, path: str) -> None:
+        self.receive = receive
+        self.send = send
+        self.path = path
+        self.request_id = "req_ccm_" + secrets.token_hex(12)
+        self.status = 500
+        self.started = False  # http.response.start sent
+        self.complete = False  # the final body message sent
+        self.first_byte_at: float | None = None
+        self.disconnected = False
+        # the relay, while a stream is relayed: True when it takes the client's leaving over (see StreamRelay)
+        self.on_disconnect: Callable[[], bool] | None = None
+        self.caller: Caller = LOCAL
+        self.requested_model: str | None = None
+        self.session_id: str | None = None
+        self.stream = False
+        self.decision: Decision | None = None
+        self.answer: Answer | None = None
+        self.attempts: tuple[Attempt, ...] = ()  # those of a request no model answered
+        self.relayed: Relayed | None = None
+        self.error_type: str | None = None
+        self.close_connection = False
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True
-        self.record.status = status
+        self.status = status
+        if self.close_connection:
+            headers = [*headers, (b"connection", b"close")]
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def body(self, data: bytes, more: bool = False) -> None:
         if not more:
             self.complete = True
+        if self.first_byte_at is None and data:
+            self.first_byte_at = time.perf_counter()
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def respond(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         await self.start(status, [*headers, (b"content-length", str(len(body)).encode())])
         await self.body(body)
 
-    async def fail(self, error: ApiError, attempts: int = 0) -> None:
-        self.record.error = error.error_type
+    async def fail(self, error: ApiError) -> None:
+        self.error_type = error.error_type
         if self.complete:
             return
         if self.started:  # the stream's 200 is out: the error travels in-band, and the stream ends cleanly
             await self.body(error.event(), more=True)
             await self.body(b"")
             return
-        headers = [JSON, (b"request-id", _request_id())]
+        headers = [JSON, (b"request-id", self.request_id.encode())]
         headers += [(name.encode(), value.encode()) for name, value in error.headers]
-        if attempts:
-            headers.append((b"x-ccm-attempts", str(attempts).encode()))
+        if self.attempts:
+            headers.append((b"x-ccm-attempts", str(len(self.attempts)).encode()))
         await self.respond(error.status, error.body(), headers)
 
 
@@ -98,10 +138,16 @@ class App:
     def __init__(
         self,
         holder: RuntimeHolder,
+        *,
+        records: Records | None = None,
+        in_flight: InFlight | None = None,
         count_tokens: TokenCount | None = None,
-        finisher: Finisher | None = None,
+        admin_key: str | None = None,
+        drains: Drains = NO_DRAINS,
     ) -> None:
         self.holder = holder
+        self.records = records if records is not None else Records((log_request,))
+        self.in_flight = in_flight if in_flight is not None else InFlight()
         self._counts_locally = count_tokens is None
         self._encoding_loaded = False
         self._encoding_lock: anyio.Lock | None = None  # created inside the event loop, on first use
@@ -110,10 +156,11 @@ class App:
 
             count_tokens = TokenCounter().count
         self.count_tokens = count_tokens
-        self.finisher = finisher if finisher is not None else Finisher([log_request])
-        # more top-level /health fields, each rendered per /health request (the reloader adds `reload`)
+        self._admin_key = admin_key.encode() if admin_key else None
+        self._drains = drains
+        # more top-level /health fields, each rendered per /health request (the service adds `reload`)
         self.health_sections: dict[str, Callable[[], Any]] = {}
-        self._routes: dict[str, tuple[str, Callable[[Exchange, Runtime, dict[str, str]], Awaitable[None]]]] = {
+        self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/messages": ("POST", self._messages),
             "/v1/messages/count_tokens": ("POST", self._count_tokens),
             "/v1/models": ("GET", self._models),
@@ -121,53 +168,46 @@ class App:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            return  # the service's lifespan is not the API's (ccm.service)
+        epoch = self.in_flight.enter()
+        try:
             await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await close_providers(list(self.holder.current.providers.values()))
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        finally:
+            self.in_flight.leave(epoch)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         began = time.perf_counter()
+        started_at = time.time()
         path: str = scope["path"]
-        record = RequestRecord(time.time(), scope["method"], path, 500, 0.0)
-        exchange = Exchange(receive, send, record)
+        exchange = Exchange(receive, send, path)
+        runtime = self.holder.current
         try:
-            runtime = self.holder.current
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             handler = self._handler(path, scope["method"])
-            if runtime.auth_required and path != "/health":
-                _authenticate(runtime, headers)
+            if runtime.auth_required:
+                if path != "/health":
+                    exchange.caller = _authenticate(runtime, headers)
+            else:
+                _same_machine(headers, scope["method"])
             await handler(exchange, runtime, headers)
         except DispatchFailed as error:
-            record.attempts = tuple(error.attempts)
-            await exchange.fail(error, len(error.attempts))
+            exchange.attempts = error.attempts
+            await exchange.fail(error)
         except ApiError as error:
             await exchange.fail(error)
         except ClientDisconnected:
-            record.client_disconnected = True
+            exchange.disconnected = True
         except Exception:  # noqa: BLE001 - the one place an unexpected failure is turned into a 500
-            log.exception("internal error on %s %s", scope["method"], path)
+            log.exception("internal error on %s %s", scope["method"], path.encode("unicode_escape").decode())
             try:
                 await exchange.fail(ApiError(500, "internal error", "api_error"))
             except Exception:  # noqa: BLE001 - the client is gone; nothing left to tell it
-                record.client_disconnected = True
+                exchange.disconnected = True
         finally:
-            if record.client_disconnected and not exchange.started:
-                record.status = CLIENT_CLOSED
-            record.latency_ms = (time.perf_counter() - began) * 1000
-            self.finisher.finish(record)
+            self.records.publish(_record(exchange, runtime, scope["method"], path, began, started_at))
 
-    def _handler(self, path: str, method: str) -> Callable[[Exchange, Runtime, dict[str, str]], Awaitable[None]]:
+    def _handler(self, path: str, method: str) -> Handler:
         route = self._routes.get(path)
         if route is None and path.startswith("/v1/models/"):
             route = ("GET", self._model)
@@ -181,17 +221,20 @@ class App:
     # --- endpoints -------------------------------------------------------------------------------------------------
 
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
-        # breaker state and in-flight counts change between requests, so they are rendered here, not once per table
-        breakers = {name: p.deployments.snapshot() for name, p in runtime.providers.items()}
-        sections = {name: section() for name, section in self.health_sections.items()}
-        body = orjson.dumps({**runtime.health, "breakers": breakers, **sections})
+        if self._admin_key is not None and not _presents(headers, (self._admin_key,)):
+            body = orjson.dumps({"status": runtime.health["status"], "version": runtime.table.version})
+        else:
+            # breaker state and in-flight counts change between requests, so they are rendered here
+            breakers = {name: p.deployments.snapshot() for name, p in runtime.providers.items()}
+            sections = {name: section() for name, section in self.health_sections.items()}
+            body = orjson.dumps({**runtime.health, "breakers": breakers, **sections})
         await exchange.respond(200, body, [JSON])
 
     async def _models(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
         await exchange.respond(200, runtime.models_body, [JSON])
 
     async def _model(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
-        name = exchange.record.path.removeprefix("/v1/models/")
+        name = exchange.path.removeprefix("/v1/models/")
         body = runtime.model_bodies.get(name)
         if body is None:
             raise ApiError(404, f"model {name!r} is not declared in the route file", "not_found_error")
@@ -204,7 +247,7 @@ class App:
         if forward_to is not None:
             reply = await self._forward_count(runtime, forward_to, body, raw, _upstream_headers(runtime, headers))
             if reply is not None:
-                await exchange.respond(reply.status, reply.body or b"", _response_headers(reply, None, 1))
+                await exchange.respond(reply.status, reply.body or b"", _reply_headers(exchange, reply))
                 return
         if self._counts_locally:
             await self._encoding_ready()
@@ -250,7 +293,8 @@ class App:
         model = Model.model_construct(name=str(upstream_model), provider=provider, model=str(upstream_model))
         adapter: Any = runtime.providers[provider].adapter
         try:
-            return await adapter.count_tokens(Call(body, raw, headers, False, model))  # type: ignore[no-any-return]
+            reply: Reply = await adapter.count_tokens(Call(body, raw, headers, False, model))
+            return reply
         except UpstreamError as error:
             if error.reason == "4xx":
                 raise
@@ -258,43 +302,95 @@ class App:
             return None
 
     async def _messages(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
-        record = exchange.record
         raw = await _read_body(exchange, runtime.table.settings.body_limit, headers)
         body = parse_request(raw)
+        exchange.requested_model = _checked_model_name(body.get("model"))
+        exchange.session_id = _session_id(body)
         count_tokens = await self._request_counter(runtime, raw)
         try:
             decision = select_route(runtime.table, body, headers, count_tokens=count_tokens)
         except NoRouteError as error:
             raise ApiError(500, str(error), "api_error") from None
-        record.rule = decision.rule.source if decision.rule is not None else None
-        record.rule_index = decision.rule_index
-        record.model = decision.target.name
-        record.target = target_name(decision.target)
+        exchange.decision = decision
         exact: bytes | None = raw
         if decision.strip_subagent_tag:
             body = strip_subagent_tag(body)
             exact = None  # serialised only by an adapter that forwards bytes (the passthrough), once, with its edits
-        record.stream = stream = body.get("stream") is True
+        exchange.stream = stream = body.get("stream") is True
         request = Request(body, exact, _upstream_headers(runtime, headers), stream)
 
         async def answer() -> None:
-            outcome = await dispatch(runtime, decision.chain, request, count_tokens=count_tokens)
-            record.attempts = tuple(outcome.attempts)
-            record.model = outcome.model.name
-            record.target = target_name(outcome.model)
-            reply = outcome.reply
-            record.usage = reply.usage
-            response_headers = _response_headers(reply, outcome.model, len(outcome.attempts))
+            exchange.answer = answer = await dispatch(runtime, decision.chain, request, count_tokens=count_tokens)
             try:
+                reply = answer.reply
+                headers = _reply_headers(exchange, reply, answer)
                 if reply.stream is None:
-                    await exchange.respond(reply.status, reply.body or b"", response_headers)
-                else:
-                    await _relay(exchange, reply, response_headers)
+                    await exchange.respond(reply.status, reply.body or b"", headers)
+                    return
+                relay = StreamRelay(
+                    reply, headers, deadline=answer.deadline, write_idle=answer.target.provider.provider.timeouts.idle,
+                    breaker=answer.target.state.breaker, provider=answer.target.provider.provider.name,
+                    redactor=runtime.redactor, drains=self._drains,
+                )
+                exchange.on_disconnect = relay.client_left
+                exchange.relayed = await relay.run(exchange)
+                if exchange.relayed.error is not None:
+                    exchange.error_type = exchange.relayed.error.error_type
             finally:
-                with anyio.CancelScope(shield=True):
-                    await reply.aclose()
+                exchange.on_disconnect = None
+                await answer.close()
 
         await _until_disconnect(exchange, answer)
+
+
+# --- the record ----------------------------------------------------------------------------------------------------
+
+
+def _record(
+    exchange: Exchange, runtime: Runtime, method: str, path: str, began: float, started_at: float
+) -> RequestRecord:
+    """The request's one record, from what its exchange saw."""
+    now = time.perf_counter()
+    decision, answer, relayed = exchange.decision, exchange.answer, exchange.relayed
+    attempts = answer.attempts if answer is not None else exchange.attempts
+    usage: TokenUsage | None = None
+    model = decision.target if decision is not None else None
+    if answer is not None:
+        usage = TokenUsage.of(answer.reply.usage)
+        attempts = (*attempts[:-1], dataclasses.replace(attempts[-1], usage=usage))
+        model = answer.model
+    status = exchange.status
+    client_gone = exchange.disconnected or (relayed is not None and relayed.client_left)
+    if exchange.disconnected and not exchange.started:
+        status = CLIENT_CLOSED
+    truncated = relayed is not None and not relayed.complete
+    outcome = ("client_closed" if client_gone else "truncated" if truncated
+               else "error" if exchange.error_type is not None else "ok")
+    return RequestRecord(
+        request_id=exchange.request_id,
+        started_at=started_at,
+        method=method,
+        path=path,
+        status=status,
+        latency_ms=(now - began) * 1000,
+        caller=exchange.caller,
+        table_version=runtime.table.version,
+        session_id=exchange.session_id,
+        requested_model=exchange.requested_model,
+        rule=decision.rule.source if decision is not None and decision.rule is not None else None,
+        rule_index=decision.rule_index if decision is not None else None,
+        model=model.name if model is not None else None,
+        target=target_name(model) if model is not None else None,
+        price=model.price if model is not None else None,
+        attempts=attempts,
+        usage=usage,
+        stream=exchange.stream,
+        ttfb_ms=(exchange.first_byte_at - began) * 1000 if exchange.first_byte_at is not None else None,
+        error=exchange.error_type,
+        truncated=truncated,
+        client_disconnected=client_gone,
+        outcome=outcome,
+    )
 
 
 # --- request plumbing --------------------------------------------------------------------------------------------
@@ -314,18 +410,61 @@ def _count_once(count_tokens: TokenCount) -> TokenCount:
     return count
 
 
-def _authenticate(runtime: Runtime, headers: Mapping[str, str]) -> None:
+def _presents(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> bool:
+    """Whether the request carries one of `keys` as `x-api-key` or `Authorization: Bearer`."""
     presented = headers.get("x-api-key")
     if presented is None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         presented = token.strip() if scheme.lower() == "bearer" else None
-    if presented:
-        candidate = presented.encode()
-        # compare against every key so the time taken does not say which one came close
-        matched = [hmac.compare_digest(candidate, key) for key in runtime.auth_keys]
-        if any(matched):
-            return
+    if not presented:
+        return False
+    candidate = presented.encode()
+    # compare against every key so the time taken does not say which one came close
+    matched = [hmac.compare_digest(candidate, key) for key in keys]
+    return any(matched)
+
+
+def _authenticate(runtime: Runtime, headers: Mapping[str, str]) -> Caller:
+    if _presents(headers, runtime.auth_keys):
+        return INBOUND
     raise ApiError(401, "invalid x-api-key", "authentication_error")
+
+
+def _loopback_host(value: str) -> bool:
+    """`Host` or an Origin's host part: `localhost` or a loopback address, with or without a port."""
+    host = value
+    if host.startswith("["):  # [::1]:port
+        host = host[1: host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_machine(headers: Mapping[str, str], method: str) -> None:
+    """With no inbound key required, refuse what a web page could send: a request to a name other than loopback
+    (DNS rebinding), one a browser marks as coming from another site (`Origin`, `Sec-Fetch-Site`), and a POST that is
+    not JSON (a form or `text/plain` is a "simple" cross-site request, sent without a CORS preflight)."""
+    host = headers.get("host")
+    if host is not None and not _loopback_host(host):
+        raise ApiError(403, "ccm answers requests to this machine only (Host must be localhost or a loopback address)",
+                       "permission_error")
+    origin = headers.get("origin")
+    if origin is not None:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not _loopback_host(rest.split("/", 1)[0]):
+            raise ApiError(403, "requests from web pages are refused (declare an inbound `auth` key to serve them)",
+                           "permission_error")
+    if headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        raise ApiError(403, "cross-site requests are refused", "permission_error")
+    if method == "POST":
+        content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise ApiError(415, "the body must be JSON (content-type: application/json)", "invalid_request_error")
 
 
 def _upstream_headers(runtime: Runtime, headers: dict[str, str]) -> Mapping[str, str]:
@@ -335,13 +474,42 @@ def _upstream_headers(runtime: Runtime, headers: dict[str, str]) -> Mapping[str,
     return {name: value for name, value in headers.items() if name not in CLIENT_AUTH}
 
 
+def _checked_model_name(model: Any) -> str:
+    """The client's model name, which reaches routing, logs and response headers: printable ASCII, bounded."""
+    if not isinstance(model, str):  # parse_request has checked it is a string; kept for the type
+        raise ApiError(400, "model: Input should be a valid string")
+    if len(model) > MAX_MODEL_NAME or not model.isascii() or not model.isprintable():
+        raise ApiError(400, f"model: a model name is at most {MAX_MODEL_NAME} printable ASCII characters")
+    return model
+
+
+def _session_id(body: Mapping[str, Any]) -> str | None:
+    """Claude Code's session: `metadata.user_id` holds a JSON string with `session_id` (older releases wrote
+    `user_<hash>_account__session_<uuid>`)."""
+    metadata = body.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if not isinstance(user_id, str):
+        return None
+    if user_id.startswith("{"):
+        try:
+            value = orjson.loads(user_id)
+        except orjson.JSONDecodeError:
+            return None
+        session = value.get("session_id") if isinstance(value, dict) else None
+        return session if isinstance(session, str) and 0 < len(session) <= 128 else None
+    _, found, session = user_id.rpartition("_session_")
+    return session[:128] if found and session else None
+
+
 async def _read_body(exchange: Exchange, limit: int, headers: Mapping[str, str]) -> bytes:
-    """The whole request body, refusing more than `limit` bytes: by Content-Length first, then while reading."""
+    """The whole request body, refusing more than `limit` bytes: by Content-Length first, then while reading. A body
+    over the limit is read on and thrown away (bounded) before the 413, so the client gets to read it."""
     declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, "invalid Content-Length header")
         if int(declared) > limit:
+            await _discard_rest(exchange, int(declared) <= limit + DISCARD_BYTES)
             raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
@@ -352,10 +520,29 @@ async def _read_body(exchange: Exchange, limit: int, headers: Mapping[str, str])
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if message.get("more_body", False):
+                await _discard_rest(exchange, True)
             raise _too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _discard_rest(exchange: Exchange, worth_it: bool) -> None:
+    """Read what the client is still sending and throw it away, up to `DISCARD_BYTES` and `DISCARD_SECONDS`; then the
+    connection is closed after the answer."""
+    exchange.close_connection = True
+    if not worth_it:
+        return
+    discarded = 0
+    with anyio.move_on_after(DISCARD_SECONDS):
+        while discarded <= DISCARD_BYTES:
+            message: Message = await exchange.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            discarded += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 def _too_large(limit: int) -> ApiError:
@@ -363,7 +550,8 @@ def _too_large(limit: int) -> ApiError:
 
 
 async def _until_disconnect(exchange: Exchange, work: Callable[[], Awaitable[None]]) -> None:
-    """Run `work`, cancelling it if the client disconnects first. Its exceptions propagate as they are.
+    """Run `work`, cancelling it if the client disconnects first (unless the stream's relay takes the disconnect
+    over). Its exceptions propagate as they are.
 
     The watcher is a plain asyncio task (the servers ccm runs on are asyncio's): an anyio task group per request cost
     ~60 us here against ~6 us for a task and a cancel (docs/performance-notes.md). The cancellation is the request
@@ -371,49 +559,43 @@ async def _until_disconnect(exchange: Exchange, work: Callable[[], Awaitable[Non
     absorbed here, a server's (shutdown) propagates."""
     request_task = asyncio.current_task()
     assert request_task is not None
-    disconnected = False
+    cancelled = False
 
     async def watch() -> None:
-        nonlocal disconnected
+        nonlocal cancelled
         while (await exchange.receive())["type"] != "http.disconnect":
             pass
-        if not exchange.complete:
-            exchange.record.client_disconnected = disconnected = True
+        if exchange.complete:
+            return
+        exchange.disconnected = True
+        taken_over = exchange.on_disconnect is not None and exchange.on_disconnect()
+        if not taken_over:
+            cancelled = True
             request_task.cancel()
 
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         await work()
     except asyncio.CancelledError:
-        if disconnected and request_task.uncancel() == 0:
+        if cancelled and request_task.uncancel() == 0:
             return
         raise
     finally:
         watcher.cancel()
 
 
-async def _relay(exchange: Exchange, reply: Reply, headers: list[tuple[bytes, bytes]]) -> None:
-    """Send the stream's 200 and forward each chunk as it arrives; a failure after that is an `error` frame."""
-    assert reply.stream is not None
-    await exchange.start(reply.status, headers)
-    try:
-        async for chunk in reply.stream:
-            await exchange.body(chunk, more=True)
-    except UpstreamError as error:
-        exchange.record.error = error.error_type
-        await exchange.body(error.event(), more=True)
-    await exchange.body(b"")
-
-
-def _response_headers(reply: Reply, model: Model | None, attempts: int) -> list[tuple[bytes, bytes]]:
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
-    if not any(name == b"request-id" for name, _ in headers):
-        headers.append((b"request-id", _request_id()))
-    if model is not None:
-        headers.append((b"x-ccm-model", model.name.encode("latin-1", "replace")))
-        headers.append((b"x-ccm-attempts", str(attempts).encode()))
+def _reply_headers(exchange: Exchange, reply: Reply, answer: Answer | None = None) -> list[tuple[bytes, bytes]]:
+    """The answer's headers for the client: the adapter's, with ccm's own `request-id` (the upstream's, when it gave
+    one, as `x-upstream-request-id`) and which model and deployment answered after how many attempts."""
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in reply.headers:
+        if name == "request-id":
+            headers.append((b"x-upstream-request-id", value.encode("latin-1", "replace")))
+        else:
+            headers.append((name.encode("latin-1"), value.encode("latin-1", "replace")))
+    headers.append((b"request-id", exchange.request_id.encode()))
+    if answer is not None:
+        headers.append((b"x-ccm-model", answer.model.name.encode("latin-1", "replace")))
+        headers.append((b"x-ccm-deployment", answer.target.label.encode("latin-1", "replace")))
+        headers.append((b"x-ccm-attempts", str(len(answer.attempts)).encode()))
     return headers
-
-
-def _request_id() -> bytes:
-    return b"req_ccm_" + secrets.token_hex(12).encode()

@@ -35,26 +35,28 @@ against Anthropic) as a `DispatchFailed` whose message lists what was tried.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from ccm.core.breaker import Breaker, Ticket
-from ccm.core.deployments import DeploymentState, Target, choose, targets
-from ccm.core.finish import Attempt
+from ccm.core.breaker import Ticket
+from ccm.core.deployments import DeploymentState
+from ccm.core.record import Attempt
 from ccm.core.retry import RandomSource, long_retry_after, next_retry
-from ccm.core.runtime import ProviderRuntime, Runtime
+from ccm.core.runtime import ProviderRuntime, Runtime, Target
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply
-from ccm.table import Model, RetryPolicy
+from ccm.table import Balance, Model, RetryPolicy
+from ccm.upstream.errors import Redactor, located
+from ccm.upstream.http1 import RESENDS
 
 log = logging.getLogger("ccm.attempt")
 
@@ -80,17 +82,43 @@ class Request:
     stream: bool
 
 
-@dataclass(slots=True)
-class Outcome:
-    reply: Reply
-    model: Model  # the alias that answered, with the provider and upstream model of the deployment that served
-    attempts: list[Attempt] = field(default_factory=list)
+class Answer:
+    """The reply that answered, from which deployment, by when it must be relayed, and the attempts it took.
+    `close()` closes the reply (shielded from cancellation) and then ends the attempt's count and concurrency slot;
+    it does so once, however often it is called."""
+
+    __slots__ = ("reply", "target", "deadline", "attempts", "_release")
+
+    def __init__(
+        self, reply: Reply, target: Target, deadline: float, attempts: tuple[Attempt, ...],
+        release: Callable[[], None],
+    ) -> None:
+        self.reply = reply
+        self.target = target
+        self.deadline = deadline  # on the anyio clock: the relayed stream's own deadline
+        self.attempts = attempts
+        self._release: Callable[[], None] | None = release
+
+    @property
+    def model(self) -> Model:
+        """The alias that answered, with the provider and upstream model of the deployment that served."""
+        return self.target.model
+
+    async def close(self) -> None:
+        release, self._release = self._release, None
+        if release is None:
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.reply.aclose()
+        finally:
+            release()
 
 
 class DispatchFailed(UpstreamError):
     """Every model tried failed: the primary's error, with the attempts made."""
 
-    def __init__(self, primary: UpstreamError, attempts: list[Attempt], tried: str) -> None:
+    def __init__(self, primary: UpstreamError, attempts: tuple[Attempt, ...], tried: str) -> None:
         message = f"{primary.message} (tried: {tried})" if tried else primary.message
         super().__init__(
             primary.status, message, primary.reason, primary.provider, primary.error_type, primary.retry_after
@@ -125,18 +153,18 @@ async def dispatch(
     request: Request,
     count_tokens: TokenCount | None = None,
     rand: RandomSource = random.random,
-) -> Outcome:
+) -> Answer:
     total = runtime.providers[chain[0].provider].provider.timeouts.total
     walk = _Walk(request, anyio.current_time() + total, total, rand)
     for model in _fitting(chain, request.body, count_tokens, walk):
-        served = await _serve_model(targets(runtime, model), model, walk)
-        if served is not None:
-            reply, target = served
-            return Outcome(reply, target.model, walk.attempts)
+        answer = await _serve_model(runtime.targets_of(model), model, walk, runtime.redactor)
+        if answer is not None:
+            return answer
         if walk.stop:
             break
     assert walk.primary_error is not None  # every model that did not answer recorded why
-    raise DispatchFailed(walk.primary_error, walk.attempts, ", ".join(walk.tried) if len(walk.tried) > 1 else "")
+    tried = ", ".join(walk.tried) if len(walk.tried) > 1 else ""
+    raise DispatchFailed(walk.primary_error, tuple(walk.attempts), tried)
 
 
 def _fitting(
@@ -157,9 +185,11 @@ def _fitting(
     return fitting
 
 
-async def _serve_model(choices: tuple[Target, ...], model: Model, walk: _Walk) -> tuple[Reply, Target] | None:
+async def _serve_model(
+    choices: tuple[Target, ...], model: Model, walk: _Walk, redactor: Redactor
+) -> Answer | None:
     """Try one model: a deployment per attempt, every untried deployment before a retry, retries per the failed
-    deployment's provider policy. The reply and the deployment that gave it; None when the model did not answer."""
+    deployment's provider policy. The answer; None when the model did not answer."""
     several = len(choices) > 1
     untried = list(choices) if several else []
     target = _first_choice(choices, model, walk) if several else choices[0]
@@ -173,21 +203,23 @@ async def _serve_model(choices: tuple[Target, ...], model: Model, walk: _Walk) -
         tried = True
         deadline = _attempt_deadline(target.provider, walk)
         started = time.perf_counter()
-        outcome = await _attempt_once(target, walk, ticket, deadline)
+        resends = RESENDS.set(0)
+        outcome = await _attempt_once(target, walk, ticket, deadline, redactor)
         latency = (time.perf_counter() - started) * 1000
-        name = target.provider.provider.name
-        if isinstance(outcome, Reply):
-            walk.attempts.append(Attempt(name, model.name, outcome.status, None, latency))
+        resent = RESENDS.get() > 0
+        RESENDS.reset(resends)
+        name, upstream_model = target.provider.provider.name, target.model.model
+        if not isinstance(outcome, UpstreamError):
+            reply, release = outcome
+            walk.attempts.append(Attempt(name, model.name, upstream_model, reply.status, None, latency, resent))
             # an answer at the first try that is not a stream says nothing the request's own line, a moment later,
             # does not (~20 µs a line): it is logged at debug; a stream's start is news, its request line comes
             # only when it ends
             level = logging.INFO if walk.request.stream or len(walk.attempts) > 1 else logging.DEBUG
-            log.log(level, "attempt %s status=%d latency=%.0fms served", target.who, outcome.status, latency)
-            outcome.stream = _bounded(outcome.stream, deadline, target.state.breaker, name)
-            outcome.headers = [*outcome.headers, ("x-ccm-deployment", target.label)]
-            return outcome, target
+            log.log(level, "attempt %s status=%d latency=%.0fms served", target.who, reply.status, latency)
+            return Answer(reply, target, deadline, tuple(walk.attempts), release)
         error = outcome
-        walk.attempts.append(Attempt(name, model.name, error.status, error.reason, latency))
+        walk.attempts.append(Attempt(name, model.name, upstream_model, error.status, error.reason, latency, resent))
         walk.failed(model, error)
         hold = long_retry_after(target.policy, error)
         if hold is not None:
@@ -250,13 +282,17 @@ def _skip_open_circuit(choices: tuple[Target, ...], model: Model, walk: _Walk, t
         walk.failed(model, error)
 
 
-async def _attempt_once(target: Target, walk: _Walk, ticket: Ticket, deadline: float) -> Reply | UpstreamError:
+async def _attempt_once(
+    target: Target, walk: _Walk, ticket: Ticket, deadline: float, redactor: Redactor
+) -> tuple[Reply, Callable[[], None]] | UpstreamError:
     """One call within the deadline, counted in flight on its deployment and holding a slot of its provider's
-    concurrency limit until the reply is closed. The breaker gets its verdict, or its ticket back when the attempt
-    was cancelled or never got a slot (ccm's own queue says nothing about the upstream)."""
+    concurrency limit until the reply is closed (the returned release). The breaker gets its verdict, or its ticket
+    back when the attempt was cancelled or never got a slot (ccm's own queue says nothing about the upstream).
+    Whatever the attempt raised crosses the upstream boundary here (`located`): provider named, secrets redacted."""
     request = walk.request
     call = Call(request.body, request.raw, request.headers, request.stream, target.model)
     provider, state = target.provider, target.state
+    name = provider.provider.name
     limiter = provider.limiter
     borrower = object() if limiter is not None else None
     waiting = limiter is not None  # for a free slot
@@ -272,15 +308,14 @@ async def _attempt_once(target: Target, walk: _Walk, ticket: Ticket, deadline: f
     except TimeoutError:
         error = _deadline_error(provider, walk, deadline, waiting)
     except UpstreamError as failure:
-        error = failure if failure.provider else _with_provider(failure, provider.provider.name)
+        error = located(failure, name, redactor)
     except BaseException:
         _give_back(state, None if waiting else limiter, borrower)
         state.breaker.release(ticket)
         raise
     else:
         state.breaker.record(ticket, None)
-        reply.aclose = _giving_back_on_close(reply.aclose, state, limiter, borrower)
-        return reply
+        return reply, functools.partial(_give_back, state, limiter, borrower)
     _give_back(state, None if waiting else limiter, borrower)
     if waiting:
         state.breaker.release(ticket)
@@ -293,77 +328,6 @@ def _give_back(state: DeploymentState, limiter: anyio.CapacityLimiter | None, bo
     state.in_flight -= 1
     if limiter is not None:
         limiter.release_on_behalf_of(borrower)
-
-
-def _giving_back_on_close(
-    close: Callable[[], Awaitable[None]], state: DeploymentState, limiter: anyio.CapacityLimiter | None,
-    borrower: object,
-) -> Callable[[], Awaitable[None]]:
-    """The reply's `aclose`, which also ends the attempt's count and slot (once, however often it is called)."""
-    given_back = False
-
-    async def close_and_give_back() -> None:
-        nonlocal given_back
-        try:
-            await close()
-        finally:
-            if not given_back:
-                given_back = True
-                _give_back(state, limiter, borrower)
-
-    return close_and_give_back
-
-
-def _bounded(
-    stream: AsyncIterator[bytes] | None, deadline: float, breaker: Breaker, provider: str
-) -> AsyncIterator[bytes] | None:
-    """The relayed stream, cut at the deadline; a failure mid-stream counts against the provider's breaker."""
-    if stream is None:
-        return None
-
-    async def relay() -> AsyncIterator[bytes]:
-        # One timer for the whole stream rather than a cancel scope per chunk (~10 µs each, on every event): when the
-        # deadline passes while the upstream is awaited, the task is cancelled and that cancellation, ours alone
-        # (`uncancel` says whether another is pending), becomes the timeout; between chunks, the flag is enough.
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
-        waiting = expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            if waiting:
-                task.cancel()
-
-        timer = asyncio.get_running_loop().call_at(deadline, expire)  # the anyio clock is the loop's
-        chunks = stream.__aiter__()
-        try:
-            while not expired:
-                waiting = True
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    return
-                except UpstreamError as error:
-                    breaker.record(Ticket(probe=False), error)
-                    log.info("stream provider=%s failed mid-stream reason=%s (%s)", provider, error.reason,
-                             error.message)
-                    raise
-                except asyncio.CancelledError:
-                    if not expired or task.uncancel() > cancelling:
-                        raise  # not ours, or someone else's too
-                    break
-                finally:
-                    waiting = False
-                yield chunk
-        finally:
-            timer.cancel()
-        error = UpstreamError(504, "the stream outlived its total timeout", "timeout", provider, "timeout_error")
-        breaker.record(Ticket(probe=False), error)
-        raise error
-
-    return relay()
 
 
 def _attempt_deadline(provider: ProviderRuntime, walk: _Walk) -> float:
@@ -404,12 +368,7 @@ def _deadline_error(provider: ProviderRuntime, walk: _Walk, deadline: float, wai
     return UpstreamError(504, message, "timeout", name, "timeout_error")
 
 
-def _with_provider(error: UpstreamError, provider: str) -> UpstreamError:
-    error.provider = provider
-    return error
-
-
-def _describe_failures(model: Model, attempts: list[Attempt]) -> str:
+def _describe_failures(model: Model, attempts: Sequence[Attempt]) -> str:
     """`sonnet (anthropic): 529, 529 timeout`, or `coder (deepseek: 500; backup: 529)` across deployments: a
     model's failed attempts for the final error message."""
     failures = [a for a in attempts if a.model == model.name and a.reason is not None]
@@ -423,3 +382,28 @@ def _describe_failures(model: Model, attempts: list[Attempt]) -> str:
 def _status(attempt: Attempt) -> str:
     plain = attempt.reason in ("4xx", "5xx", "429", "529") or attempt.reason == str(attempt.status)
     return str(attempt.status) if plain else f"{attempt.status} {attempt.reason}"
+
+
+def choose(
+    candidates: Sequence[Target], balance: Balance, rand: RandomSource, avoid: Sequence[Target] = ()
+) -> Target | None:
+    """The target for the next attempt among `candidates` not in `avoid`; None when no breaker lets one through."""
+    usable = [t for t in candidates if t.state.breaker.available and t not in avoid]
+    if not usable:
+        return None
+    pool = [t for t in usable if t.has_room] or usable
+    if balance == "least-busy" and len(pool) > 1:
+        least = min(t.state.in_flight / t.weight for t in pool)
+        pool = [t for t in pool if t.state.in_flight / t.weight == least]
+    return _weighted(pool, rand)
+
+
+def _weighted(pool: Sequence[Target], rand: RandomSource) -> Target:
+    if len(pool) == 1:
+        return pool[0]
+    point = rand() * sum(t.weight for t in pool)
+    for target in pool:
+        point -= target.weight
+        if point < 0:
+            return target
+    return pool[-1]  # rand() is below 1, but float sums round

@@ -1,19 +1,21 @@
 """Hot reload: the route file and its includes are watched; a good save replaces the table, a bad one never does.
 
     Reloader        watches the route file and every file in `table.sources` (and reloads on SIGHUP); on a change
-                    it compiles off the event loop, runs the file's own tests, builds the next runtime (reusing the
-                    providers whose settings did not change) and swaps `holder.current`
-    Reloader.wrap   the app with reload around it: the reloader runs for the app's lifespan, every request is
-                    counted (`InFlight`), and `GET /health` gains a `reload` object (`status()`)
-    InFlight        requests in flight per reload epoch, so the providers a reload retired are closed only once
-                    every request that could still be using them has finished
+                    it checks the file off the event loop (the one `check`, injected: compile and run its own
+                    tests), builds the next runtime (reusing the providers whose settings did not change) and swaps
+                    `holder.current`; `status()` is the `reload` object of `GET /health`
     diff_tables     the one-line summary of what a reload changed
+
+The service (`ccm.service`) runs the reloader for the server's lifespan (`Reloader.run`) and gives it the same
+`InFlight` the API app counts requests with, so the providers a reload retired are closed only once every request
+that could still be using them has finished.
 
 A reload is all or nothing. Requests read `holder.current` once when they arrive, so a request that arrived before
 the swap finishes with the runtime (decision, adapters, pooled clients) it started with, and every later request
 sees the new table. A file that does not compile, or whose tests fail, is rejected: the last good table keeps
 serving, the rendered diagnostics are logged and `status()["last_error"]` reports the failure until a good file
-arrives. Per-provider state (pooled clients, limiters, circuit breakers) lives on the `ProviderRuntime`, which
+arrives. A file that would leave a server listening beyond loopback without inbound auth is rejected the same way
+(`public=True`): a save must never open the server to the network. Per-provider state (pooled clients, limiters, circuit breakers) lives on the `ProviderRuntime`, which
 `build_runtime` carries over unchanged for every provider whose settings did not change; so it survives a reload.
 
 Reloads are serialised: a change arriving during a reload is picked up by the next one, never lost. Nothing here
@@ -22,25 +24,24 @@ runs per request except `InFlight`'s two counter updates.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 import watchfiles
 from anyio.abc import TaskGroup, TaskStatus
 
-from ccm.core.runtime import ProviderRuntime, RuntimeHolder, build_runtime, close_providers
+from ccm.core.inflight import InFlight
+from ccm.core.runtime import ProviderRuntime, Runtime, RuntimeHolder, close_providers
 from ccm.table import RoutingTable
-
-if TYPE_CHECKING:
-    from ccm.core.app import App
 
 log = logging.getLogger("ccm.reload")
 
@@ -53,13 +54,7 @@ IDLE_WAKE_MS = 200
 # Retired providers are closed once their requests finish, or after this many seconds at most: a request that
 # still uses them then has outlived every provider timeout (`timeouts.total` defaults to 1800 s).
 MAX_DRAIN_SECONDS = 1800.0
-
-Scope = Mapping[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
+HISTORY = 100  # reloads kept for the admin page
 
 class Diagnostic(Protocol):
     """What the reloader needs of a compiler diagnostic (`ccm.diagnostics.Diagnostic`)."""
@@ -67,31 +62,23 @@ class Diagnostic(Protocol):
     def render(self) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    """What compiling the route file gave: a table that passed its own tests, or the problems that stop it."""
+class CheckedFile(Protocol):
+    """What the reloader needs of a checked route file (`ccm.compile.check.Checked`)."""
 
-    table: RoutingTable | None
-    problems: tuple[Diagnostic, ...] = ()  # errors and failed tests; warnings are logged, never block a reload
-    warnings: tuple[Diagnostic, ...] = ()
+    @property
+    def table(self) -> RoutingTable | None: ...
+
+    @property
+    def problems(self) -> Sequence[Diagnostic]: ...
+
+    @property
+    def warnings(self) -> Sequence[Diagnostic]: ...
 
 
-CompileRoutes = Callable[[Path, Mapping[str, str]], Compiled]
-
-
-def compile_and_test(path: Path, environ: Mapping[str, str]) -> Compiled:
-    """Compile the route file and run its tests. Blocking and CPU-bound: the reloader runs it in a worker thread.
-    The compiler is imported here, not at module level, so the request path never depends on the language."""
-    from ccm.compile import compile_file, run_route_tests
-
-    result = compile_file(path, environ)
-    errors, warnings = tuple(result.errors), tuple(result.warnings)
-    if errors or result.table is None:
-        return Compiled(None, errors, warnings)
-    failures = tuple(run_route_tests(result.table))
-    if failures:
-        return Compiled(None, failures, warnings)
-    return Compiled(result.table, (), warnings)
+# The route file, checked (blocking, CPU-bound: run on a worker thread); and the next runtime for a good table,
+# built as the first one was (same environment, same client factory), reusing what the previous one can lend.
+CheckRoutes = Callable[[Path], CheckedFile]
+BuildRuntime = Callable[[RoutingTable, Runtime], tuple[Runtime, list[ProviderRuntime]]]
 
 
 def diff_tables(old: RoutingTable, new: RoutingTable) -> str:
@@ -136,82 +123,50 @@ def _name_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     return " ".join(added + removed + changed)
 
 
-class InFlight:
-    """Requests in flight, counted per reload epoch.
+@dataclass(frozen=True, slots=True)
+class ReloadEvent:
+    """One reload, for the history the admin page shows: when, on what (a save, SIGHUP, the admin page), and what
+    came of it (the one-line diff summary, or the first problem)."""
 
-    Each HTTP request is counted under the epoch current when it arrived (`enter`/`leave`). A reload swaps the
-    runtime and calls `advance()` in the same event-loop step, so every request that arrives afterwards reads the
-    new runtime: only requests of earlier epochs can hold an older one, and `wait_drained(epoch)` returns once
-    they are done.
-    """
-
-    def __init__(self) -> None:
-        self._epoch = 0
-        self._active: dict[int, int] = {}  # epoch -> requests still running; epochs with none are removed
-        self._progress = anyio.Event()
-
-    def enter(self) -> int:
-        epoch = self._epoch
-        self._active[epoch] = self._active.get(epoch, 0) + 1
-        return epoch
-
-    def leave(self, epoch: int) -> None:
-        left = self._active[epoch] - 1
-        if left:
-            self._active[epoch] = left
-            return
-        del self._active[epoch]
-        if epoch != self._epoch:  # the last request of a retired epoch: wake the drains
-            self._progress.set()
-            self._progress = anyio.Event()
-
-    def advance(self) -> int:
-        """Start a new epoch; returns the one that ended (requests up to it may use the previous runtime)."""
-        ended, self._epoch = self._epoch, self._epoch + 1
-        return ended
-
-    def running(self, up_to: int) -> int:
-        return sum(count for epoch, count in self._active.items() if epoch <= up_to)
-
-    async def wait_drained(self, up_to: int) -> None:
-        while self.running(up_to):
-            await self._progress.wait()
+    at: float
+    trigger: str
+    ok: bool
+    version: str  # the version serving after it
+    summary: str
 
 
 class Reloader:
-    """Keeps `holder.current` in step with the route file.
-
-    `wrap(app)` is how a server uses it: the reloader then runs for the app's lifespan. Without a lifespan, start
-    it with `await task_group.start(reloader.run)` (it returns once the watcher and the SIGHUP handler are in
-    place) and serve `wrap(app)` all the same, or retired providers are closed before their requests finish."""
+    """Keeps `holder.current` in step with the route file, for as long as `run` runs (the service's lifespan)."""
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         holder: RuntimeHolder,
-        environ: Mapping[str, str],
         *,
-        compile_routes: CompileRoutes = compile_and_test,
+        check_routes: CheckRoutes,
+        build_runtime: BuildRuntime,
+        in_flight: InFlight,
+        public: bool = False,
         watch: bool = True,
         max_drain: float = MAX_DRAIN_SECONDS,
     ) -> None:
         self.path = Path(path)
         self.holder = holder
-        self.environ = environ
-        self.in_flight = InFlight()
-        self._compile = compile_routes
+        self.in_flight = in_flight
+        self.history: collections.deque[ReloadEvent] = collections.deque(maxlen=HISTORY)
+        self._check = check_routes
+        self._build = build_runtime
+        self._public = public  # listening beyond loopback: a table without inbound auth is refused
         self._watch_enabled = watch
         self._max_drain = max_drain
-        self._lock = anyio.Lock()
+        self._lock: anyio.Lock | None = None  # made in `run`, inside the event loop
         self._tasks: TaskGroup | None = None
         self._retiring: list[ProviderRuntime] = []
-        self._sources_changed = anyio.Event()
+        self._sources_changed: anyio.Event | None = None
         self._loaded_at = time.time()
         self._reloads = 0
         self._last_error: dict[str, str] | None = None
         self._watched = self._relevant_paths(holder.current.table.sources)
-
-    # --- serving -----------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """The reload state for /health: `last_error` stays set from a rejected save until a good one arrives."""
@@ -222,47 +177,12 @@ class Reloader:
             "reloads": self._reloads,
         }
 
-    def wrap(self, app: App) -> ASGIApp:
-        in_flight = self.in_flight
-        app.health_sections["reload"] = self.status
-
-        async def reloading(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "lifespan":
-                await self._lifespan(app, scope, receive, send)
-                return
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            epoch = in_flight.enter()
-            try:
-                await app(scope, receive, send)
-            finally:
-                in_flight.leave(epoch)
-
-        return reloading
-
-    async def _lifespan(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the reloader while the app lives. The app's `lifespan.shutdown.complete` is held back until the
-        reloader has stopped: the server cancels the lifespan task once it has that message, and nothing of ours may
-        still be running then."""
-        completions: list[Message] = []
-
-        async def send_holding_completion(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                completions.append(message)
-            else:
-                await send(message)
-
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(self.run)
-            await app(scope, receive, send_holding_completion)
-            tasks.cancel_scope.cancel()
-        for message in completions:
-            await send(message)
-
     # --- running -----------------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch and reload until cancelled; returns to `task_status` once the watcher and SIGHUP are in place.
+        On the way out, the providers still waiting for their requests to drain are closed."""
+        self._lock = anyio.Lock()
         try:
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
@@ -278,7 +198,7 @@ class Reloader:
 
     async def reload(self, why: str = "change") -> bool:
         """Recompile and, if the file is good, swap it in. True when the serving table is the file's table."""
-        if self._tasks is None:
+        if self._tasks is None or self._lock is None:
             raise RuntimeError("Reloader.reload() needs Reloader.run() to be running (it closes retired providers)")
         async with self._lock:
             return await self._reload(why)
@@ -287,7 +207,7 @@ class Reloader:
         name = self.path.name
         started = time.perf_counter()
         try:
-            compiled = await anyio.to_thread.run_sync(self._compile, self.path, self.environ)
+            compiled = await anyio.to_thread.run_sync(self._check, self.path)
         except OSError as error:
             return self._reject(why, f"{name}: cannot read: {error.strerror or error}", "")
         except Exception as error:  # noqa: BLE001 - a compiler crash must not take the server down
@@ -301,6 +221,9 @@ class Reloader:
 
         table = compiled.table
         current = self.holder.current
+        if self._public and not table.settings.auth:
+            return self._reject(why, f"{name}: the file declares no inbound `auth` key, and ccm listens beyond "
+                                     "loopback: serving it would let anyone who can reach the port spend your keys", "")
         self._watch_sources(table.sources)
         if table.version == current.table.version:
             if self._last_error is not None:
@@ -308,7 +231,7 @@ class Reloader:
             self._last_error = None
             return True
         try:
-            runtime, retired = build_runtime(table, self.environ, previous=current)
+            runtime, retired = self._build(table, current)
         except Exception as error:  # noqa: BLE001 - e.g. an adapter that cannot be loaded: keep the old table
             log.exception("building the runtime for %s v%s failed", name, table.version)
             return self._reject(why, f"{name}: cannot start the new table ({type(error).__name__}: {error})", "")
@@ -323,6 +246,7 @@ class Reloader:
             self._retire(retired, ended)
         took = (time.perf_counter() - started) * 1000
         summary = diff_tables(previous.table, table)
+        self.history.append(ReloadEvent(time.time(), why, True, table.version, summary))
         log.info("reloaded %s (v%s) on %s in %.0f ms: %s", name, table.version, why, took, summary)
         reused = {id(p) for p in previous.providers.values()}
         for provider in runtime.unconfigured:
@@ -333,6 +257,7 @@ class Reloader:
     def _reject(self, why: str, first_error: str, rendered: str) -> bool:
         self._last_error = {"at": _iso(time.time()), "message": first_error}
         version = self.holder.current.table.version
+        self.history.append(ReloadEvent(time.time(), why, False, version, first_error))
         log.error(
             "reload of %s on %s rejected; still serving v%s\n%s", self.path.name, why, version, rendered or first_error
         )
@@ -416,7 +341,8 @@ class Reloader:
 
     def _watch_sources(self, sources: Iterable[str]) -> None:
         watched = self._relevant_paths(sources)
-        if {os.path.dirname(p) for p in watched} != {os.path.dirname(p) for p in self._watched}:
+        moved = {os.path.dirname(p) for p in watched} != {os.path.dirname(p) for p in self._watched}
+        if moved and self._sources_changed is not None:
             self._sources_changed.set()
         self._watched = watched
 

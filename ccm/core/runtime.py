@@ -1,8 +1,10 @@
 """The runtime: everything the server derives from one routing table, built once per table.
 
     Runtime            the table plus, per provider, its resolved endpoint, pooled client, adapter, limiter and
-                       deployment states (breakers, in-flight counts); the resolved inbound keys; /health's fixed
-                       part and the pre-rendered /v1/models bodies; each model's dispatch targets, built on first use
+                       deployment states (breakers, in-flight counts); the resolved inbound keys; the redactor of
+                       every secret it resolved; /health's fixed part and the pre-rendered /v1/models bodies
+    Target             one deployment of a model, ready to call: provider runtime, the model as its adapter sees
+                       it, weight, retry policy, live state; `Runtime.targets_of(model)` builds a model's once
     build_runtime      table + environment (+ the previous runtime) -> (runtime, providers to close)
     RuntimeHolder      the one reference the app reads per request; a reload swaps it atomically
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +30,23 @@ import anyio
 import httpx
 import orjson
 
-from ccm.core.deployments import ProviderDeployments, Target, deployments_of
+from ccm.core.deployments import DeploymentState, ProviderDeployments, deployments_of
 from ccm.providers.base import Adapter
-from ccm.table import All, AnyOf, Condition, Model, Not, Provider, RoutingTable, Tokens, resolve
+from ccm.table import (
+    All,
+    AnyOf,
+    Condition,
+    Deployment,
+    Model,
+    Not,
+    Provider,
+    RetryPolicy,
+    RoutingTable,
+    Tokens,
+    resolve,
+)
 from ccm.upstream.client import Endpoint, make_client, resolve_endpoint
+from ccm.upstream.errors import Redactor
 
 log = logging.getLogger("ccm.core")
 
@@ -57,6 +72,26 @@ class ProviderRuntime:
     deployments: ProviderDeployments = field(default_factory=ProviderDeployments)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Target:
+    """One deployment of a model. `model` is what the adapter is called with: the alias (its name, limits and
+    options) with this deployment's provider and upstream model. `label` is `provider/model`, for logs and the
+    `x-ccm-deployment` header."""
+
+    provider: ProviderRuntime
+    model: Model
+    weight: int
+    policy: RetryPolicy
+    state: DeploymentState
+    label: str
+    who: str  # `provider=P model=ALIAS`, plus `deployment=P/M` when the model has several: how log lines name it
+
+    @property
+    def has_room(self) -> bool:
+        limiter = self.provider.limiter
+        return limiter is None or limiter.available_tokens > 0
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     table: RoutingTable
@@ -71,6 +106,18 @@ class Runtime:
     # decision is the same for any count below `count_floor` (0: a `tokens ==`/`!=` rule, every count matters).
     # None: /v1/messages never counts.
     count_floor: int | None = None
+    redactor: Redactor = field(default_factory=lambda: Redactor(()))  # every secret this runtime resolved
+
+    def targets_of(self, model: Model) -> tuple[Target, ...]:
+        """The model's targets, cached for the table's own models (a one-off direct pick is built each time: a
+        client must not be able to grow the cache)."""
+        cached = self.targets.get(model.name)
+        if cached is not None:
+            return cached
+        built = tuple(_target(self, model, deployment) for deployment in deployments_of(model))
+        if self.table.models.get(model.name) is model:
+            self.targets[model.name] = built
+        return built
 
     @property
     def unconfigured(self) -> list[ProviderRuntime]:
@@ -144,6 +191,7 @@ def build_runtime(
         ),
         model_bodies={name: orjson.dumps(obj) for name, obj in model_objects.items()},
         count_floor=count_floor(table),
+        redactor=Redactor([*(key.decode() for key in keys), *_provider_secrets(providers.values())]),
     )
     return runtime, retired
 
@@ -190,6 +238,16 @@ def _upstream_models(table: RoutingTable) -> dict[str, list[str]]:
     return routed
 
 
+def _provider_secrets(providers: Iterable[ProviderRuntime]) -> list[str]:
+    """What every provider sends upstream as its own: key and header values (a credential may hide in a header)."""
+    secrets: list[str] = []
+    for p in providers:
+        for _, value in p.endpoint.headers:
+            secrets.append(value)
+            secrets.append(value.removeprefix("Bearer "))
+    return secrets
+
+
 def _inbound_keys(table: RoutingTable, environ: Mapping[str, str]) -> tuple[bytes, ...]:
     resolved = (resolve(value, environ) for value in table.settings.auth)
     return tuple(key.encode() for key in resolved if key)
@@ -212,3 +270,22 @@ def _health(table: RoutingTable, providers: Mapping[str, ProviderRuntime]) -> di
 def target_name(model: Model) -> str:
     """`provider/model`: how logs and headers name the upstream model that served."""
     return f"{model.provider}/{model.model}"
+
+
+def _target(runtime: Runtime, model: Model, deployment: Deployment) -> Target:
+    """One deployment of `model`, ready to call."""
+    provider = runtime.providers[deployment.provider]
+    view = model
+    if (deployment.provider, deployment.model) != (model.provider, model.model):
+        view = model.model_copy(update={"provider": deployment.provider, "model": deployment.model})
+    label = f"{deployment.provider}/{deployment.model}"
+    who = f"provider={deployment.provider} model={model.name}"
+    return Target(
+        provider,
+        view,
+        deployment.weight,
+        runtime.table.retry_for(deployment.provider),
+        provider.deployments.state(deployment.model),
+        label,
+        f"{who} deployment={label}" if model.deployments else who,
+    )

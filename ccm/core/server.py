@@ -11,15 +11,15 @@ Two servers can run the (plain ASGI) app, chosen by `ccm run --server`:
                (docs/performance-notes.md)
     hypercorn  pure Python (h11/h2); also what the core's tests serve with
 
-With `workers > 1` the server spawns that many processes sharing the socket; each builds its own app from the route
-file (`worker_app`, which reads `CCM_ROUTES_FILE`), since apps cannot cross a process boundary.
+With `workers > 1` the server spawns that many processes sharing the socket; each builds its own app by calling the
+factory the caller names (`module:function`, e.g. `ccm.service:worker_app`), since apps cannot cross a process
+boundary: the caller passes what the factory needs in the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 from collections.abc import Callable
@@ -33,7 +33,6 @@ log = logging.getLogger("ccm.core")
 
 GRACEFUL_SECONDS = 30.0  # long enough for most streams in flight to finish on Ctrl-C / SIGTERM
 KEEP_ALIVE_SECONDS = 75  # Claude Code keeps connections between turns; don't drop them every 5 s
-ROUTES_FILE_VARIABLE = "CCM_ROUTES_FILE"
 SERVERS = ("uvicorn", "hypercorn")
 DEFAULT_SERVER = "uvicorn"
 
@@ -162,33 +161,24 @@ def serve(app: Any, host: str, port: int, server: str = DEFAULT_SERVER) -> None:
             runner.run(hypercorn_serve(app, hypercorn_config(sock)))
 
 
-def serve_workers(routes_file: str, host: str, port: int, workers: int, server: str = DEFAULT_SERVER) -> int:
-    """Serve with `workers` processes, each building its app from `routes_file`. Returns the exit code."""
+def serve_workers(app_factory: str, host: str, port: int, workers: int, server: str = DEFAULT_SERVER) -> int:
+    """Serve with `workers` processes, each building its app with `app_factory` (`module:function`). Returns the
+    exit code."""
     sock = bind(host, port)
     address = _address(sock)
-    os.environ[ROUTES_FILE_VARIABLE] = os.path.abspath(routes_file)
     log.info("listening on http://%s with %d %s workers", address, workers, server)
     if server == "uvicorn":
         from uvicorn.supervisors import Multiprocess
 
-        config = uvicorn_config(f"{__name__}:worker_app", workers)
+        config = uvicorn_config(app_factory, workers)
         Multiprocess(config, sockets=[sock]).run()
         return 0
     from hypercorn.run import run as hypercorn_run
 
     config = hypercorn_config(sock, workers)
-    config.application_path = f"{__name__}:worker_app()"
+    config.application_path = f"{app_factory}()"
     config.worker_class = "uvloop" if loop_factory() is not asyncio.new_event_loop else "asyncio"
     return int(hypercorn_run(config))
-
-
-def worker_app() -> Any:
-    """The app of one spawned worker (called by the server in the worker process)."""
-    from ccm.cli.serve import build_app, configure_logging, load_table, with_reload
-
-    configure_logging(os.environ.get("CCM_LOG_LEVEL", "info"))
-    table = load_table(os.environ[ROUTES_FILE_VARIABLE], report=False)  # the parent reported warnings once
-    return with_reload(build_app(table, os.environ, report=False), os.environ[ROUTES_FILE_VARIABLE], os.environ)
 
 
 def _quiet(name: str) -> None:

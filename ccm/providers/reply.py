@@ -269,13 +269,10 @@ def parse_event(provider: str, data: str) -> dict[str, Any]:
 
 
 async def read_all(provider: str, response: httpx.Response, timeouts: Timeouts) -> bytes:
-    """A non-stream upstream body, the response closed after even when the request is being cancelled."""
+    """A non-stream upstream body, the response closed after even when the request is being cancelled. A failure
+    reading it need not name the provider: the core's upstream boundary does (`ccm.upstream.errors.located`)."""
     try:
         return await read_body(response, timeouts)
-    except UpstreamError as exc:
-        if not exc.provider:  # transport failures and timeouts from `read_body` do not know whose they are
-            exc.provider = provider
-        raise
     finally:
         with anyio.CancelScope(shield=True):
             await response.aclose()
@@ -341,25 +338,20 @@ async def _relay(response: httpx.Response, timeouts: Timeouts, translator: Strea
     decoder = SSEDecoder()
     writer = translator.writer
     body = iter_body(response, timeouts)
-    try:
-        async for chunk in body:
-            out, failure = _translate(translator, decoder.feed(chunk))
-            if out:
-                yield encode_events(out)
-            if failure is not None:
-                raise failure
-            if writer.finished:  # nothing may follow message_stop: what is left is read only to keep the connection
-                await _drain(body)
-                return
-        out, failure = _translate(translator, decoder.flush(), at_end=True)
+    async for chunk in body:
+        out, failure = _translate(translator, decoder.feed(chunk))
         if out:
             yield encode_events(out)
         if failure is not None:
             raise failure
-    except UpstreamError as exc:
-        if not exc.provider:  # transport failures and timeouts from `iter_body` do not know whose they are
-            exc.provider = translator.provider
-        raise
+        if writer.finished:  # nothing may follow message_stop: what is left is read only to keep the connection
+            await _drain(body)
+            return
+    out, failure = _translate(translator, decoder.flush(), at_end=True)
+    if out:
+        yield encode_events(out)
+    if failure is not None:
+        raise failure
 
 
 # After the reply finished (OpenAI's `[DONE]`, Anthropic's message_stop) the body's end often comes in a later read;

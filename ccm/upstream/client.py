@@ -11,15 +11,14 @@ from dataclasses import dataclass
 
 import anyio
 import httpx
-import orjson
 
-from ccm.errors import FailureReason, UpstreamError
+from ccm.errors import UpstreamError
 from ccm.table import EnvRef, Provider, Timeouts, resolve
 from ccm.upstream import http1
+from ccm.upstream.errors import transport_error, upstream_error
 from ccm.upstream.http1 import IDLE_TIMEOUT, TIMED_READS
 
 log = logging.getLogger("ccm.providers")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,61 +194,3 @@ async def read_body(response: httpx.Response, timeouts: Timeouts) -> bytes:
     return b"".join(parts)
 
 
-def transport_error(provider: str, exc: BaseException) -> UpstreamError:
-    if isinstance(exc, UpstreamError):
-        return exc
-    reason: FailureReason
-    if isinstance(exc, httpx.LocalProtocolError):  # ccm's own request is malformed: a header value from the file
-        return UpstreamError(500, f"provider {provider!r}: {exc}", reason="config", provider=provider)
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
-        reason, status, text = "connect", 502, "could not connect to upstream"
-    elif isinstance(exc, httpx.TimeoutException | TimeoutError):
-        reason, status, text = "timeout", 504, "upstream timed out"
-    else:
-        reason, status, text = "connect", 502, "upstream connection failed"
-    where = f" {provider!r}" if provider else ""
-    detail = type(exc).__name__
-    return UpstreamError(status, f"{text}{where} ({detail})", reason=reason, provider=provider)
-
-
-def upstream_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
-    """An upstream's error answer (Anthropic, OpenAI or Gemini shape) as the Anthropic error the client gets."""
-    message = _error_message(body) or f"upstream returned HTTP {status}"
-    retry_after = _retry_after(headers)
-    if status == 429:
-        return UpstreamError(429, message, "429", provider, "rate_limit_error", retry_after)
-    if status in (503, 529):
-        return UpstreamError(529, message, "529" if status == 529 else "5xx", provider, "overloaded_error", retry_after)
-    if status == 504:
-        return UpstreamError(504, message, "timeout", provider, "timeout_error")
-    if status >= 500:
-        return UpstreamError(500, message, "5xx", provider, "api_error")
-    return UpstreamError(status, message, "4xx", provider)
-
-
-def _retry_after(headers: Mapping[str, str]) -> str | None:
-    """The upstream's wait hint in seconds: `retry-after-ms` (OpenAI, Anthropic) is the more precise when sent."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return f"{max(float(millis), 0.0) / 1000:g}"
-        except ValueError:
-            pass
-    return headers.get("retry-after")
-
-
-def _error_message(body: bytes) -> str | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        return text[:500] or None
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
-        if isinstance(error, str):
-            return error
-        if isinstance(data.get("message"), str):
-            return data["message"]
-    return None

@@ -38,6 +38,7 @@ The contract (what httpx's own transport keeps, and what `ccm.upstream.client` r
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import ssl
 from collections import deque
@@ -50,6 +51,9 @@ import httpx
 IDLE_TIMEOUT = "ccm.idle_timeout"  # request: seconds of upstream silence allowed once the body started
 TIMED_READS = "ccm.timed_reads"  # response: the transport enforces the first-byte and idle timeouts itself
 HIGH_WATER = 256 * 1024  # unread body bytes above which the socket is no longer read
+# How many times the request being sent in this task went out again after a stale keep-alive connection closed before
+# any answer: an upstream may have billed the first one, so the core records each resend with the attempt.
+RESENDS: contextvars.ContextVar[int] = contextvars.ContextVar("ccm_upstream_resends", default=0)
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
 
 
@@ -469,6 +473,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 connection.send(data, timeouts.get("read"), request.extensions.get(IDLE_TIMEOUT))
                 await connection.response_head()
             except _Stale:  # each retry takes another idle connection or opens a new one, which cannot be stale
+                RESENDS.set(RESENDS.get() + 1)
                 continue
             except httpx.TransportError as exc:
                 exc.request = request

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from ccm.core.app import App
-from ccm.core.finish import Finisher, RequestRecord
+from ccm.core.record import Records, RequestRecord
 from ccm.core.runtime import RuntimeHolder, build_runtime
 from ccm.table import Default, Direct, EnvRef, Literal_, Model, Provider, RetryPolicy, RoutingTable, Rule, Settings
 
@@ -162,8 +162,8 @@ def harness_factory():
             return httpx.AsyncClient(transport=httpx.MockTransport(upstream))
 
         runtime, _ = build_runtime(table or make_table(), environ, client_factory=client_factory)
-        app = App(RuntimeHolder(runtime), count_tokens=local_count, finisher=Finisher([records.append]))
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ccm.test")
+        app = App(RuntimeHolder(runtime), count_tokens=local_count, records=Records((records.append,)))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
         made.append(client)
         return Harness(app, upstream, records, client)
 

@@ -6,7 +6,7 @@ import httpx
 import orjson
 import pytest
 
-from ccm.table import EnvRef, Literal_, Model, Settings
+from ccm.table import EnvRef, Literal_, Model, Price, Settings
 
 from .conftest import make_table, message_body, respond
 
@@ -24,7 +24,9 @@ async def test_messages_answers_through_the_default_rule(harness_factory):
     assert response.json()["content"][0]["text"] == "Hello!"
     assert response.headers["x-ccm-model"] == "main"
     assert response.headers["x-ccm-attempts"] == "1"
-    assert response.headers["request-id"] == "req_up_1"
+    # ccm's own id, unique per request (the ledger's key), and the upstream's beside it
+    assert response.headers["request-id"].startswith("req_ccm_")
+    assert response.headers["x-upstream-request-id"] == "req_up_1"
     (record,) = h.records
     assert (record.status, record.rule, record.target, record.stream) == (200, "default", "anth/claude-upstream-1", False)
     assert record.usage is not None and (record.usage.input_tokens, record.usage.output_tokens) == (12, 5)
@@ -145,7 +147,7 @@ async def test_body_over_the_limit_is_413_while_streaming_it_in(harness_factory)
             yield b"x" * 200
 
     # a streamed request body has no Content-Length: the limit is enforced as chunks arrive
-    response = await h.client.post("/v1/messages", content=chunks())
+    response = await h.client.post("/v1/messages", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert error_of(response)["type"] == "request_too_large"
 
@@ -186,3 +188,28 @@ async def test_unexpected_exception_is_a_500_without_traceback_and_serving_goes_
     assert "ZeroDivisionError" in caplog.text
     assert "Traceback" not in response.text
     assert (await h.client.get("/health")).status_code == 200
+
+
+async def test_the_record_is_complete_enough_to_bill_from(harness_factory):
+    price = Price(input=3, output=15)
+    table = make_table(models=[Model(name="main", provider="anth", model="claude-upstream-1", price=price)])
+    h = harness_factory(table)
+    user_id = orjson.dumps({"device_id": "d", "account_uuid": "", "session_id": "438f2556-aaaa"}).decode()
+    response = await h.client.post("/v1/messages", json=message_body(metadata={"user_id": user_id}))
+    assert response.status_code == 200
+    (record,) = h.records
+    assert record.request_id == response.headers["request-id"]
+    assert (record.session_id, record.requested_model, record.table_version) == ("438f2556-aaaa",
+                                                                                   "claude-sonnet-5-5", "v-test")
+    assert record.caller.kind == "local" and record.price == price and record.outcome == "ok"
+    (attempt,) = record.attempts
+    assert (attempt.provider, attempt.model, attempt.upstream_model, attempt.status) == (
+        "anth", "main", "claude-upstream-1", 200)
+    assert attempt.usage == record.usage and record.usage is not None and record.usage.output_tokens == 5
+    assert record.ttfb_ms is not None and record.ttfb_ms <= record.latency_ms
+
+
+async def test_the_old_session_id_format_is_read_too(harness_factory):
+    h = harness_factory()
+    await h.client.post("/v1/messages", json=message_body(metadata={"user_id": "user_ab12_account__session_9f3c"}))
+    assert h.records[0].session_id == "9f3c"

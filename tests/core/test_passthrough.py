@@ -127,7 +127,7 @@ async def test_stream_bytes_identical_to_the_upstream_and_usage_read(harness_fac
     assert response.status_code == 200
     assert response.content == STREAM
     assert response.headers["content-type"] == "text/event-stream"
-    assert response.headers["request-id"] == "req_stream"
+    assert response.headers["x-upstream-request-id"] == "req_stream"
     (record,) = h.records
     assert record.stream and record.usage is not None
     assert (record.usage.input_tokens, record.usage.output_tokens, record.usage.cache_read_input_tokens) == (849, 47, 7)

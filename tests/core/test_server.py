@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from ccm.core.app import App
-from ccm.core.finish import Finisher, RequestRecord
+from ccm.core.record import Records, RequestRecord
 from ccm.core.runtime import RuntimeHolder, build_runtime
 from ccm.table import Model
 
@@ -46,7 +46,7 @@ def ccm(upstream):
     )
     runtime, _ = build_runtime(table, {"ANTH_KEY": "k"})
     records: list[RequestRecord] = []
-    app = App(RuntimeHolder(runtime), count_tokens=local_count, finisher=Finisher([records.append]))
+    app = App(RuntimeHolder(runtime), count_tokens=local_count, records=Records((records.append,)))
     with running(app) as url:
         yield url, records
 
@@ -91,9 +91,9 @@ def test_server_keeps_serving_after_malformed_requests(ccm, upstream):
     with httpx.Client(timeout=10) as client:
         bad = client.post(f"{url}/v1/messages", content=b'{"model": [', headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["type"] == "error"
-        deep = client.post(f"{url}/v1/messages", content=b"[" * 100_000)
+        deep = client.post(f"{url}/v1/messages", content=b"[" * 100_000, headers={"content-type": "application/json"})
         assert deep.status_code == 400
-        bad_utf8 = client.post(f"{url}/v1/messages", content=b'{"model": "\xff"}')
+        bad_utf8 = client.post(f"{url}/v1/messages", content=b'{"model": "\xff"}', headers={"content-type": "application/json"})
         assert bad_utf8.status_code == 400
         good = client.post(f"{url}/v1/messages", json=message_body())
         assert good.status_code == 200

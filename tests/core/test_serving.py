@@ -18,8 +18,8 @@ import pytest
 
 import ccm.tokens
 from ccm.core.app import App
-from ccm.core.runtime import RuntimeHolder, build_runtime
-from ccm.table import Model, Settings
+from ccm.service import Service, ServiceOptions, build_service
+from ccm.table import Model
 from tests.conftest import REPO
 from tests.core.conftest import make_table, message_body
 
@@ -71,22 +71,25 @@ def test_an_unknown_server_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2 and "gunicorn" in result.stderr
 
 
-async def lifespan_startup(app: App) -> None:
-    """Run the app's lifespan until startup completes."""
-    messages = [{"type": "lifespan.startup"}]
+async def start_and_stop(service: Service) -> None:
+    """Run the service's ASGI lifespan: startup, then shutdown."""
+    messages = [{"type": "lifespan.shutdown"}, {"type": "lifespan.startup"}]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop()
-        raise LookupError("startup done")  # ends the lifespan loop once startup has been answered
+        return messages.pop()
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    with pytest.raises(LookupError):
-        await app({"type": "lifespan"}, receive, send)
-    assert sent == [{"type": "lifespan.startup.complete"}]
+    await service.app({"type": "lifespan"}, receive, send)
+    assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+
+
+def service_of(tmp_path: Path, text: str, **options: Any) -> Service:
+    routes = tmp_path / "routes.ccm"
+    routes.write_text(text)
+    return build_service(routes, {}, ServiceOptions(watch=False, **options))
 
 
 Gates = tuple[threading.Event, threading.Event]  # (the load started, release the load)
@@ -105,12 +108,12 @@ def slow_encoding(monkeypatch: pytest.MonkeyPatch) -> Gates:
     return started, release
 
 
-async def test_startup_does_not_load_the_tokenizer_even_when_requests_are_counted(slow_encoding: Gates) -> None:
+async def test_startup_does_not_load_the_tokenizer_even_when_requests_are_counted(
+    slow_encoding: Gates, tmp_path: Path
+) -> None:
     started, release = slow_encoding
     # a model with a declared context: dispatch counts requests, but only those whose size does not rule it out
-    table = make_table(models=[Model(name="main", provider="anth", model="claude-upstream-1", context=200_000)])
-    runtime, _ = build_runtime(table, {})
-    await lifespan_startup(App(RuntimeHolder(runtime)))
+    await start_and_stop(service_of(tmp_path, ROUTES.replace("anth/claude-x", "anth/claude-x { context 200k }")))
     assert not started.wait(0.2)
     release.set()
 
@@ -121,8 +124,8 @@ async def test_a_request_too_small_to_reach_any_threshold_is_routed_without_the_
     started, release = slow_encoding
     table = make_table(models=[Model(name="main", provider="anth", model="claude-upstream-1", context=200_000)])
     harness = harness_factory(table)
-    app = App(harness.app.holder, finisher=harness.app.finisher)  # the real local counter
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ccm.test") as client:
+    app = App(harness.app.holder, records=harness.app.records)  # the real local counter
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         answer = await client.post("/v1/messages", json=message_body())
     assert answer.status_code == 200 and not started.is_set()
     release.set()
@@ -143,8 +146,8 @@ async def test_a_request_that_needs_a_count_loads_the_tokenizer_on_a_thread(
     # a context so small that the body's size cannot rule out a count
     table = make_table(models=[Model(name="main", provider="anth", model="claude-upstream-1", context=100)])
     harness = harness_factory(table)
-    app = App(harness.app.holder, finisher=harness.app.finisher)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ccm.test") as client:
+    app = App(harness.app.holder, records=harness.app.records)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         routed = asyncio.create_task(client.post("/v1/messages", json=message_body()))
         while not started.is_set():
             await asyncio.sleep(0.01)
@@ -154,17 +157,16 @@ async def test_a_request_that_needs_a_count_loads_the_tokenizer_on_a_thread(
         assert (await routed).status_code == 200
 
 
-async def test_no_tokenizer_load_when_nothing_is_counted_locally(slow_encoding: Gates) -> None:
+async def test_no_tokenizer_load_when_nothing_is_counted_locally(slow_encoding: Gates, tmp_path: Path) -> None:
     started, release = slow_encoding
-    table = make_table(settings=Settings(count_tokens="anth"))  # forwarded counts, no tokens rule, no context
-    runtime, _ = build_runtime(table, {})
-    await lifespan_startup(App(RuntimeHolder(runtime)))
+    # forwarded counts, no tokens rule, no context
+    await start_and_stop(service_of(tmp_path, "settings { count_tokens anth }\n" + ROUTES))
     assert not started.wait(0.2)
     release.set()
 
 
 async def test_a_table_counting_only_for_count_tokens_loads_the_tokenizer_on_the_first_count_on_a_thread(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     started, release = threading.Event(), threading.Event()
     real_load = ccm.tokens.load_encoding
@@ -175,12 +177,12 @@ async def test_a_table_counting_only_for_count_tokens_loads_the_tokenizer_on_the
         return real_load()
 
     monkeypatch.setattr(ccm.tokens, "load_encoding", load)
-    runtime, _ = build_runtime(make_table(), {})  # count_tokens answered locally; no tokens rule, no context
-    app = App(RuntimeHolder(runtime))
-    await lifespan_startup(app)
+    service = service_of(tmp_path, ROUTES)  # count_tokens answered locally; no tokens rule, no context
+    await start_and_stop(service)
     assert not started.wait(0.2)  # not at startup
+    app = service.api
     body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ccm.test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         counts = [asyncio.create_task(client.post("/v1/messages/count_tokens", json=body)) for _ in range(3)]
         while not started.is_set():  # the first count started the load, on a thread...
             await asyncio.sleep(0.01)
@@ -193,9 +195,8 @@ async def test_a_table_counting_only_for_count_tokens_loads_the_tokenizer_on_the
     assert len({answer.json()["input_tokens"] for answer in answers}) == 1
 
 
-async def test_no_tokenizer_load_with_an_injected_counter(slow_encoding: Gates) -> None:
+async def test_no_tokenizer_load_with_an_injected_counter(slow_encoding: Gates, tmp_path: Path) -> None:
     started, release = slow_encoding
-    runtime, _ = build_runtime(make_table(), {})
-    await lifespan_startup(App(RuntimeHolder(runtime), count_tokens=lambda body: 1))
+    await start_and_stop(service_of(tmp_path, ROUTES, count_tokens=lambda body: 1))
     assert not started.wait(0.2)
     release.set()

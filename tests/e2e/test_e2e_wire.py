@@ -19,7 +19,7 @@ def first_read(url: str, body: dict) -> bytes:
     address = urlsplit(url)
     payload = orjson.dumps(body)
     with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: ccm\r\ncontent-type: application/json\r\n"
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                      b"x-api-key: %s\r\ncontent-length: %d\r\n\r\n%s" % (CLIENT_KEY.encode(), len(payload), payload))
         return sock.recv(1 << 20)
 

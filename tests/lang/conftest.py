@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ccm.compile import CompileResult, compile_file
+from ccm.compile.check import Checked, check
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.ccm"))
@@ -21,12 +21,12 @@ def runner() -> CliRunner:
 
 
 @pytest.fixture
-def compile_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., CompileResult]:
-    """Compile route-file text written to `routes.ccm` in a temporary folder, named relatively in diagnostics."""
+def compile_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Checked]:
+    """Check route-file text written to `routes.ccm` in a temporary folder, named relatively in diagnostics."""
     monkeypatch.chdir(tmp_path)
 
-    def run(text: str, environ: dict[str, str] | None = None, run_tests: bool = True) -> CompileResult:
+    def run(text: str, environ: dict[str, str] | None = None, run_tests: bool = True) -> Checked:
         Path("routes.ccm").write_text(text)
-        return compile_file(Path("routes.ccm"), environ or {}, run_tests=run_tests)
+        return check(Path("routes.ccm"), environ or {}, run_tests=run_tests)
 
     return run

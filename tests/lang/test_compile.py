@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from ccm import table as t
-from ccm.compile import CompileResult, compile_source, run_route_tests, values
+from ccm.compile import compile_source, values
+from ccm.compile.check import Checked
+from ccm.compile.route_tests import run_route_tests
 
-Compile = Callable[..., CompileResult]
+Compile = Callable[..., Checked]
 
 PROVIDER = 'provider p {\n  type openai\n  url "http://127.0.0.1:1/v1"\n  key env("P_KEY")\n}\n'
 
@@ -46,7 +48,7 @@ def test_unset_variable_warns_once_and_set_variable_is_silent(compile_text: Comp
     unset = compile_text(text, {})
     assert [w.message for w in unset.warnings] == ["environment variable `P_KEY` is not set"]
     assert unset.table is not None
-    assert compile_text(text, {"P_KEY": "secret"}).warnings == []
+    assert compile_text(text, {"P_KEY": "secret"}).warnings == ()
 
 
 def test_environment_values_never_enter_the_table(compile_text: Compile) -> None:
@@ -106,14 +108,14 @@ def test_tokens_stand_in_means_no_tokenizer(compile_text: Compile, monkeypatch: 
         'test "long" {\n  request { model: "m" }\n  tokens 150k\n  expect p/long\n}\n'
     )
     result = compile_text(text)
-    assert result.errors == [] and result.table is not None
+    assert result.errors == () and result.table is not None
     assert result.table.tests[0].request["messages"] == [{"role": "user", "content": "hi"}]
     assert result.table.tests[0].request["max_tokens"] == 1024
 
 
 def test_expecting_a_literal_is_met_by_its_alias(compile_text: Compile) -> None:
     text = PROVIDER + 'model m = p/m\nroute {\n  default -> m\n}\ntest "x" {\n  request { model: "x" }\n  expect p/m\n}\n'
-    assert compile_text(text).errors == []
+    assert compile_text(text).errors == ()
 
 
 def test_fixture_shaped_request_files_bring_their_headers(compile_text: Compile, tmp_path: Path) -> None:
@@ -125,7 +127,7 @@ def test_fixture_shaped_request_files_bring_their_headers(compile_text: Compile,
         'test "x" {\n  request file "req.json"\n  expect p/infra\n}\n'
     )
     result = compile_text(text)
-    assert result.errors == []
+    assert result.errors == ()
     assert result.table is not None and dict(result.table.tests[0].headers) == {"x-team": "infra"}
 
 

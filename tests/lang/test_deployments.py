@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ccm import table as t
-from ccm.compile import CompileResult
+from ccm.compile.check import Checked
 from ccm.dsl.format import format_source
 
-Compile = Callable[..., CompileResult]
+Compile = Callable[..., Checked]
 
 PROVIDERS = """\
 provider a {
@@ -26,7 +26,7 @@ provider b {
 def test_several_deployments_keep_the_first_as_the_models_provider(compile_text: Compile) -> None:
     result = compile_text(PROVIDERS + "model m = a/x weight 3, b/y { max_output 8k  balance least-busy }\n"
                           "route {\n  default -> m\n}\n")
-    assert result.errors == [] and result.table is not None
+    assert result.errors == () and result.table is not None
     model = result.table.models["m"]
     assert (model.provider, model.model, model.balance) == ("a", "x", "least-busy")
     assert [(d.provider, d.model, d.weight) for d in model.deployments] == [("a", "x", 3), ("b", "y", 1)]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ccm.compile import compile_file, run_route_tests
+from ccm.compile import compile_file
+from ccm.compile.route_tests import run_route_tests
 from ccm.diagnostics import render_all
 from ccm.dsl.format import format_source
 from tests.lang.conftest import EXAMPLES, ROUTES

@@ -8,7 +8,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccm.compile import compile_source
+from ccm.compile.check import RouteText, check
 from ccm.diagnostics import Diagnostic
 from ccm.dsl import RouteSyntaxError
 from ccm.dsl.format import format_source
@@ -30,10 +30,10 @@ quick = settings(max_examples=int(os.environ.get("CCM_FUZZ_EXAMPLES", "150")), d
 
 
 def _exercise(text: str) -> None:
-    result = compile_source(text, "fuzz.ccm", {}, base_dir=BASE, run_tests=True)
-    assert all(isinstance(d, Diagnostic) for d in result.diagnostics)
-    assert (result.table is None) == bool(result.errors)
-    for diagnostic in result.diagnostics:
+    result = check(RouteText(text, "fuzz.ccm", BASE), {})
+    assert all(isinstance(d, Diagnostic) for d in result.reported)
+    assert (result.table is None) == bool(result.problems)
+    for diagnostic in result.reported:
         diagnostic.render()
     try:
         formatted = format_source(text, "fuzz.ccm")

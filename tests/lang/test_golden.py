@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ccm.compile import compile_file
+from ccm.compile.check import check
 from ccm.diagnostics import render_all
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -32,8 +32,8 @@ def _compare(actual: str, expected_file: Path) -> None:
 @pytest.mark.parametrize("name", _cases("valid"))
 def test_valid_file_compiles_to_golden_table(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(GOLDEN / "valid")
-    result = compile_file(Path(name), ENVIRON, run_tests=True)
-    assert result.errors == [], render_all(result.errors)
+    result = check(Path(name), ENVIRON)
+    assert result.problems == (), render_all(result.problems)
     assert result.table is not None
     table = json.loads(result.table.model_dump_json())
     _compare(json.dumps(table, indent=2, sort_keys=False) + "\n", GOLDEN / "valid" / name.replace(".ccm", ".json"))
@@ -42,9 +42,9 @@ def test_valid_file_compiles_to_golden_table(name: str, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("name", _cases("invalid"))
 def test_invalid_file_reports_golden_diagnostics(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(GOLDEN / "invalid")
-    result = compile_file(Path(name), ENVIRON, run_tests=True)
-    assert result.diagnostics, "a golden 'invalid' case must report something"
-    _compare(render_all(result.diagnostics) + "\n", GOLDEN / "invalid" / name.replace(".ccm", ".txt"))
+    result = check(Path(name), ENVIRON)
+    assert result.reported, "a golden 'invalid' case must report something"
+    _compare(render_all(result.reported) + "\n", GOLDEN / "invalid" / name.replace(".ccm", ".txt"))
 
 
 def test_secrets_never_reach_the_table() -> None:

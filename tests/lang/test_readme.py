@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from ccm.compile import compile_source, run_route_tests
+from ccm.compile import compile_source
+from ccm.compile.route_tests import run_route_tests
 from ccm.dsl.format import format_source
 from tests.conftest import REPO
 

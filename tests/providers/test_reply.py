@@ -143,15 +143,14 @@ async def pieces(*chunks: bytes, then: asyncio.Event | None = None) -> AsyncIter
         await then.wait()
 
 
-async def test_output_before_a_failure_goes_out_first_and_the_failure_is_named() -> None:
+async def test_output_before_a_failure_goes_out_first() -> None:
     upstream = response(pieces(b"data: a\n\ndata: fail\n\n"))
     reply = await stream_reply(upstream, Timeouts(), LineTranslator())
     assert reply.stream is not None
     first = await reply.stream.__anext__()
     assert b'"text":"a"' in first
-    with pytest.raises(UpstreamError) as raised:
+    with pytest.raises(UpstreamError):
         await reply.stream.__anext__()
-    assert raised.value.provider == "up"  # the relay names errors that do not know their provider
     assert upstream.is_closed
 
 
@@ -169,7 +168,7 @@ async def test_a_stream_without_output_is_a_protocol_error_and_releases_the_upst
     upstream = response(pieces(b": keep-alive\n\n"))
     with pytest.raises(UpstreamError) as raised:
         await stream_reply(upstream, Timeouts(), LineTranslator())
-    assert (raised.value.reason, raised.value.provider) == ("protocol", "up")
+    assert raised.value.reason == "protocol"
     assert upstream.is_closed
 
 
@@ -198,9 +197,9 @@ async def test_closing_the_upstream_completes_even_when_the_request_is_cancelled
     assert body.closed
 
 
-async def test_a_non_stream_body_that_stalls_names_its_provider_and_is_released() -> None:
+async def test_a_non_stream_body_that_stalls_times_out_and_is_released() -> None:
     upstream = response(pieces(b'{"id": ', then=asyncio.Event()))
     with pytest.raises(UpstreamError) as raised:
         await read_json("gem", upstream, Timeouts(idle=0.05))
-    assert (raised.value.reason, raised.value.provider) == ("timeout", "gem")
+    assert raised.value.reason == "timeout"
     assert upstream.is_closed

@@ -22,9 +22,9 @@ import pytest
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
-from ccm.core.app import App
-from ccm.core.reload import Reloader, compile_and_test
-from ccm.core.runtime import RuntimeHolder, build_runtime
+from ccm.core.reload import Reloader
+from ccm.core.runtime import RuntimeHolder
+from ccm.service import ServiceOptions, build_service
 from tests.fakes import FakeAnthropic, Reply, serve
 
 UPSTREAM_KEY = "sk-ant-fake"
@@ -97,12 +97,9 @@ async def serve_routes(
 ) -> AsyncIterator[Served]:
     """Serve the file with reload. With `arrivals`, each request carrying `x-test-id` is recorded there with the
     upstream model the table current at its arrival routes `main` to."""
-    compiled = compile_and_test(route_file, environ)
-    assert compiled.table is not None, "\n".join(d.render() for d in compiled.problems)
-    runtime, _ = build_runtime(compiled.table, environ)
-    holder = RuntimeHolder(runtime)
-    reloader = Reloader(route_file, holder, environ, **options)
-    app = reloader.wrap(App(holder, count_tokens=lambda body: 1))
+    service = build_service(route_file, environ, ServiceOptions(count_tokens=lambda body: 1, **options))
+    holder, reloader = service.holder, service.reloader
+    app = service.app
     if arrivals is not None:
         app = _recording_arrivals(app, holder, arrivals)
 

@@ -8,9 +8,13 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
+from ccm.compile.check import check
 from ccm.core.reload import diff_tables
+from ccm.table import Provider
+from ccm.upstream.client import make_client
 from tests.fakes import FakeAnthropic, Reply
 
 from .conftest import BROKEN, FAILING_TEST, HEADERS, REQUEST, eventually, routes, save_by_rename, serve_routes, write
@@ -144,12 +148,10 @@ async def test_sighup_reloads(route_file: Path, environ: dict[str, str]) -> None
 
 
 def test_diff_tables_names_what_changed(tmp_path: Path, environ: dict[str, str]) -> None:
-    from ccm.core.reload import compile_and_test
-
     def table(text: str):  # type: ignore[no-untyped-def]
         path = tmp_path / "routes.ccm"
         path.write_text(text)
-        compiled = compile_and_test(path, environ)
+        compiled = check(path, environ)
         assert compiled.table is not None, [d.render() for d in compiled.problems]
         return compiled.table
 
@@ -162,3 +164,36 @@ def test_diff_tables_names_what_changed(tmp_path: Path, environ: dict[str, str])
     moved = routes(1, url_variable="OTHER_URL").replace("model-v1", "model-v2")
     assert diff_tables(base, table(moved)) == "models ~main, providers ~up"
 
+
+
+async def test_a_provider_a_reload_changes_gets_the_services_client_factory(
+    route_file: Path, environ: dict[str, str]
+) -> None:
+    """The first runtime and every runtime a reload builds make their clients the same way (a reload once fell back
+    to the default factory, silently)."""
+    made: list[str] = []
+
+    def factory(provider: Provider) -> httpx.AsyncClient:
+        made.append(provider.name)
+        return make_client(provider)
+
+    write(route_file, routes(1))
+    async with serve_routes(route_file, environ, client_factory=factory) as served:
+        assert made == ["up"]
+        write(route_file, routes(2, provider="up2"))
+        await eventually(lambda: served.serving() == "model-v2", what="the reload")
+        assert made == ["up", "up2"]
+        assert (await served.ask()).status_code == 200
+
+
+async def test_a_reload_that_would_open_a_public_server_to_anyone_is_refused(
+    route_file: Path, environ: dict[str, str]
+) -> None:
+    guarded = routes(1).replace("# version 1", 'settings {\n  auth env("CCM_KEY")\n}')
+    write(route_file, guarded)
+    async with serve_routes(route_file, {**environ, "CCM_KEY": "inbound-key-1"}, public=True) as served:
+        write(route_file, routes(2))  # the same file without `auth`
+        await eventually(lambda: served.reloader.status()["last_error"] is not None, what="the rejection")
+        assert "no inbound `auth` key" in served.reloader.status()["last_error"]["message"]
+        assert served.serving() == "model-v1"
+        assert served.holder.current.auth_required

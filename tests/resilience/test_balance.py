@@ -13,11 +13,10 @@ import anyio
 import httpx
 import pytest
 
-from ccm.core.deployments import ProviderDeployments, choose, targets
-from ccm.core.dispatch import DispatchFailed, dispatch
+from ccm.core.deployments import ProviderDeployments
+from ccm.core.dispatch import DispatchFailed, choose, dispatch
 from ccm.core.runtime import ProviderRuntime, Runtime
 from ccm.errors import UpstreamError
-from ccm.providers.base import Reply
 from ccm.table import Balance, BreakerPolicy, Deployment, Literal_, Model, Provider, RetryPolicy, RoutingTable, Timeouts
 from ccm.upstream.client import Endpoint
 from tests.resilience.test_dispatch import REQUEST, Script, ScriptedAdapter, fail, ok
@@ -64,10 +63,6 @@ def sequence(*values: float) -> Iterator[float]:
     return cycle(values)
 
 
-def served_by(outcome_reply: Reply) -> str:
-    return dict(outcome_reply.headers)["x-ccm-deployment"]
-
-
 async def test_weights_decide_the_share_of_requests() -> None:
     runtime, adapters, chain = build({"a": [], "b": []}, weights={"a": 3, "b": 1})
     draws = sequence(0.0, 0.3, 0.6, 0.74, 0.75, 0.99)  # a takes [0, 0.75) of the unit interval, b the rest
@@ -79,7 +74,7 @@ async def test_weights_decide_the_share_of_requests() -> None:
 async def test_the_answer_names_the_deployment_that_served_and_the_alias() -> None:
     runtime, adapters, chain = build({"a": [], "b": []})
     outcome = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.9)
-    assert served_by(outcome.reply) == "b/b-up"
+    assert outcome.target.label == "b/b-up"
     assert (outcome.model.name, outcome.model.provider, outcome.model.model) == ("m", "b", "b-up")
     assert adapters["b"].calls[0].model.model == "b-up"  # the adapter is asked for its own upstream model
 
@@ -88,14 +83,14 @@ async def test_a_failed_deployment_hands_over_to_another_at_once_without_a_retry
     runtime, adapters, chain = build({"a": [fail(500, "5xx")], "b": []})
     started = anyio.current_time()
     outcome = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
-    assert served_by(outcome.reply) == "b/b-up" and len(outcome.attempts) == 2
+    assert outcome.target.label == "b/b-up" and len(outcome.attempts) == 2
     assert anyio.current_time() - started < 0.01  # no backoff: another deployment is not a retry
 
 
 async def test_a_key_refused_on_one_deployment_is_served_by_the_other() -> None:
     runtime, _, chain = build({"a": [fail(401, "4xx")], "b": []})
     outcome = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
-    assert served_by(outcome.reply) == "b/b-up"
+    assert outcome.target.label == "b/b-up"
 
 
 async def test_when_every_deployment_failed_the_policy_retries_alternating_then_falls_back() -> None:
@@ -127,7 +122,7 @@ async def test_an_open_deployment_is_skipped_while_the_other_serves(caplog: pyte
     with caplog.at_level(logging.INFO, logger="ccm.attempt"):
         for _ in range(3):
             outcome = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
-            assert served_by(outcome.reply) == "b/b-up"
+            assert outcome.target.label == "b/b-up"
     assert not adapters["a"].calls
     assert "skip provider=a model=m deployment=a/a-up reason=breaker_open" in caplog.text
 
@@ -167,14 +162,14 @@ async def test_least_busy_prefers_the_idle_deployment() -> None:
     runtime, adapters, chain = build({"a": [ok("a", held_stream())], "b": [ok("b", held_stream())]},
                                      balance="least-busy")
     first = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)  # a tie: the weighted draw picks a
-    assert served_by(first.reply) == "a/a-up"
+    assert first.target.label == "a/a-up"
     second = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)  # a is busy relaying: b
-    assert served_by(second.reply) == "b/b-up"
-    await first.reply.aclose()
+    assert second.target.label == "b/b-up"
+    await first.close()
     third = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.99)  # a is idle again, b still busy
-    assert served_by(third.reply) == "a/a-up"
-    await second.reply.aclose()
-    await third.reply.aclose()
+    assert third.target.label == "a/a-up"
+    await second.close()
+    await third.close()
     assert [runtime.providers[n].deployments.state(f"{n}-up").in_flight for n in "ab"] == [0, 0]
 
 
@@ -182,7 +177,7 @@ async def test_least_busy_weighs_the_load_by_the_weights() -> None:
     runtime, _, chain = build({"a": [], "b": []}, weights={"a": 4, "b": 1}, balance="least-busy")
     runtime.providers["a"].deployments.state("a-up").in_flight = 3
     runtime.providers["b"].deployments.state("b-up").in_flight = 1
-    candidates = targets(runtime, chain[0])
+    candidates = runtime.targets_of(chain[0])
     assert choose(candidates, "least-busy", lambda: 0.99).label == "a/a-up"  # 3/4 busy against 1/1
 
 
@@ -190,12 +185,12 @@ async def test_a_full_provider_spills_to_another_deployment() -> None:
     runtime, adapters, chain = build({"a": [ok("a", held_stream())], "b": []}, weights={"a": 100, "b": 1},
                                      concurrency={"a": 1})
     holding = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
-    assert served_by(holding.reply) == "a/a-up"
+    assert holding.target.label == "a/a-up"
     spilled = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
-    assert served_by(spilled.reply) == "b/b-up"
-    await holding.reply.aclose()
+    assert spilled.target.label == "b/b-up"
+    await holding.close()
     back = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
-    assert served_by(back.reply) == "a/a-up"
+    assert back.target.label == "a/a-up"
 
 
 async def test_a_full_provider_with_nowhere_to_spill_queues_and_the_wait_is_not_a_failure() -> None:
@@ -209,12 +204,12 @@ async def test_a_full_provider_with_nowhere_to_spill_queues_and_the_wait_is_not_
             started = anyio.current_time()
             outcome = await dispatch(runtime, chain, REQUEST)
             waited.append(anyio.current_time() - started)
-            await outcome.reply.aclose()
+            await outcome.close()
 
         group.start_soon(second)
         await anyio.sleep(0.2)
         assert len(adapters["a"].calls) == 1  # the second request waits for the slot, not calling
-        await holding.reply.aclose()
+        await holding.close()
     assert len(adapters["a"].calls) == 2 and waited[0] >= 0.2
     assert runtime.providers["a"].deployments.snapshot()["state"] == "closed"
 
@@ -228,7 +223,7 @@ async def test_a_deadline_passing_in_the_queue_is_a_timeout_that_leaves_the_brea
     assert caught.value.status == 504 and "concurrent slots was busy" in caught.value.message
     assert runtime.providers["a"].deployments.snapshot()["state"] == "closed"
     assert runtime.providers["a"].deployments.state("a-up").in_flight == 1  # only the held one
-    await holding.reply.aclose()
+    await holding.close()
     assert runtime.providers["a"].limiter is not None and runtime.providers["a"].limiter.borrowed_tokens == 0
 
 
@@ -241,8 +236,8 @@ async def test_a_model_with_one_deployment_calls_choose_never_and_reuses_its_tar
     monkeypatch.setattr("ccm.core.dispatch.choose", refuse)
     runtime, _, chain = build({"a": [fail(500, "5xx")]})
     outcome = await dispatch(runtime, chain, REQUEST, rand=lambda: 0.0)
-    assert served_by(outcome.reply) == "a/a-up" and len(outcome.attempts) == 2
-    assert targets(runtime, chain[0]) is targets(runtime, chain[0])
+    assert outcome.target.label == "a/a-up" and len(outcome.attempts) == 2
+    assert runtime.targets_of(chain[0]) is runtime.targets_of(chain[0])
 
 
 async def test_a_cancelled_attempt_gives_back_its_count_and_slot() -> None:

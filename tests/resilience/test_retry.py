@@ -126,6 +126,6 @@ def test_a_retry_never_outlives_the_deadline() -> None:
 )
 def test_upstream_hints_reach_the_policy_in_seconds(headers: dict[str, str], hint: float | None) -> None:
     from ccm.core.retry import retry_after
-    from ccm.upstream.client import upstream_error
+    from ccm.upstream.errors import upstream_error
 
     assert retry_after(upstream_error("p", 429, b"{}", headers)) == hint

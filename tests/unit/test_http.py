@@ -11,7 +11,8 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.table import EnvRef, Literal_, Provider, Timeouts
-from ccm.upstream.client import iter_body, open_response, read_body, resolve_endpoint, upstream_error
+from ccm.upstream.client import iter_body, open_response, read_body, resolve_endpoint
+from ccm.upstream.errors import Redactor, located, upstream_error
 
 
 def provider(**extra: object) -> Provider:
@@ -83,3 +84,15 @@ async def test_a_stalled_stream_is_a_timeout() -> None:
         with pytest.raises(UpstreamError) as raised:
             await chunks.__anext__()
         assert raised.value.reason == "timeout" and raised.value.status == 504
+
+
+def test_the_upstream_boundary_names_the_provider_and_redacts_every_secret() -> None:
+    redactor = Redactor(["sk-ant-provider-key-1", "ccm-inbound-key-9", "short"])
+    echoed = UpstreamError(400, "bad header x-api-key: sk-ant-provider-key-1 (from ccm-inbound-key-9) short", "4xx")
+    error = located(echoed, "anthropic", redactor)
+    assert error.provider == "anthropic" and error.status == 400 and error.reason == "4xx"
+    assert "sk-ant" not in error.message and "ccm-inbound" not in error.message
+    assert error.message.count("[redacted]") == 2 and "short" in error.message  # short strings are not secrets
+    assert echoed.provider == "" and "sk-ant" in echoed.message  # the original is not changed
+    transport = located(httpx.ConnectError("refused"), "openai", redactor)
+    assert (transport.provider, transport.reason, transport.status) == ("openai", "connect", 502)

@@ -32,7 +32,8 @@ from ccm.providers.anthropic.request import passthrough_body
 from ccm.providers.base import CLIENT_AUTH, Call, Reply, Usage
 from ccm.providers.reply import read_all
 from ccm.table import Provider
-from ccm.upstream.client import Endpoint, iter_body, open_response, transport_error
+from ccm.upstream.client import Endpoint, iter_body, open_response
+from ccm.upstream.errors import transport_error
 
 ANTHROPIC_VERSION = "2023-06-01"
 FORWARDED = frozenset({"anthropic-version", "anthropic-beta", "user-agent", "x-app"})

@@ -30,7 +30,7 @@ import orjson
 from ccm.providers.base import Usage
 from ccm.providers.gemini.request import SIGNATURE_PREFIX
 from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error
-from ccm.upstream.client import upstream_error
+from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
 
 _REFUSALS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})

@@ -40,7 +40,7 @@ from ccm.providers.base import Usage
 from ccm.providers.openai.request import ToolNames
 from ccm.providers.reply import EventWriter, fold_message, protocol_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
-from ccm.upstream.client import upstream_error
+from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
 
 log = logging.getLogger("ccm.providers.openai.adapter")

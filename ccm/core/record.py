@@ -1,0 +1,205 @@
+"""The one record of a finished request, and the subscribers that read it.
+
+Every request the app answers ends in exactly one `RequestRecord`, built once when the request is over (from what
+the exchange saw, the routing decision, the dispatch outcome and the relay's result) and never changed after. It
+holds names and numbers only — rule, model names, statuses, token counts, the price that applied — never headers,
+bodies or keys, so any subscriber may keep or show it.
+
+    Records.publish(record)        hands a record to every subscriber
+    Records.subscribe(fn)          a quick subscriber, called on the request's task (the log line)
+    Records.subscribe_async(fn)    a subscriber that does I/O (metrics exporters, the usage ledger's reports): it
+                                   gets records through a bounded queue drained by `Records.run`, a task the
+                                   service's lifespan owns. A full queue drops the record for those subscribers and
+                                   says so in the log (once per `DROP_LOG_EVERY` drops): a slow subscriber must never
+                                   slow requests down.
+
+A quick subscriber that raises is logged and skipped; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ccm.providers.base import Usage
+from ccm.table import Price
+
+log = logging.getLogger("ccm.request")
+_internal = logging.getLogger("ccm.core")
+
+QUEUE_CAPACITY = 10_000
+DROP_LOG_EVERY = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts as an upstream reported them (or ccm estimated them: `RequestRecord.usage_estimated`)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: Usage) -> TokenUsage:
+        return cls(usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens,
+                   usage.cache_creation_input_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request. `local`: nobody in particular (no inbound key is required, the loopback set-up);
+    `inbound`: a key from the route file's `auth`; `key`: an issued key (its id and name)."""
+
+    kind: Literal["local", "inbound", "key"]
+    key_id: str | None = None
+    name: str | None = None
+
+
+LOCAL = Caller("local")
+INBOUND = Caller("inbound")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream attempt: which deployment was asked, with which upstream model, what came back, how long it
+    took to the first byte (or the failure), and the usage it reported when it is the one that answered."""
+
+    provider: str
+    model: str  # the table model's name (alias, or provider/model)
+    upstream_model: str  # the model id sent upstream
+    status: int
+    reason: str | None  # the failure reason (`429`, `5xx`, `timeout`, …); None when it answered
+    latency_ms: float
+    resent: bool = False  # the POST went out twice: a stale keep-alive connection closed before any answer
+    usage: TokenUsage | None = None
+
+
+Outcome = Literal["ok", "error", "truncated", "client_closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    request_id: str  # the `request-id` the client got
+    started_at: float  # wall clock, seconds since the epoch
+    method: str
+    path: str
+    status: int  # the HTTP status sent (499 when the client left before any answer)
+    latency_ms: float
+    caller: Caller = LOCAL
+    table_version: str = ""
+    session_id: str | None = None  # Claude Code's session, from `metadata.user_id`
+    requested_model: str | None = None  # the model the client asked for
+    rule: str | None = None  # the matching rule as written, for /v1/messages
+    rule_index: int | None = None
+    model: str | None = None  # the table model's name that served (or was tried first)
+    target: str | None = None  # `provider/model` of the upstream model that served (or was tried first)
+    price: Price | None = None  # the serving model's price when the request was routed: a reload cannot change it
+    attempts: tuple[Attempt, ...] = ()
+    usage: TokenUsage | None = None  # the answering attempt's final usage (partial when the stream was cut)
+    usage_estimated: bool = False  # no upstream usage: the counts are ccm's own estimate
+    stream: bool = False
+    ttfb_ms: float | None = None  # until the first byte of the answer went to the client
+    error: str | None = None  # the error type the client got, when status >= 400 or a stream ended in an error
+    truncated: bool = False  # the upstream's answer ended before its protocol's end
+    client_disconnected: bool = False
+    outcome: Outcome = field(default="ok")
+
+
+Subscriber = Callable[[RequestRecord], None]
+AsyncSubscriber = Callable[[RequestRecord], Awaitable[None]]
+
+
+class Records:
+    def __init__(self, subscribers: tuple[Subscriber, ...] = (), capacity: int = QUEUE_CAPACITY) -> None:
+        self._subscribers = list(subscribers)
+        self._async: list[AsyncSubscriber] = []
+        self._capacity = capacity
+        self._send: MemoryObjectSendStream[RequestRecord] | None = None
+        self._receive: MemoryObjectReceiveStream[RequestRecord] | None = None
+        self.dropped = 0
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def subscribe_async(self, subscriber: AsyncSubscriber) -> None:
+        """Before the service starts: `run` must be running for these to be called."""
+        self._async.append(subscriber)
+        if self._send is None:
+            self._send, self._receive = anyio.create_memory_object_stream[RequestRecord](self._capacity)
+
+    def publish(self, record: RequestRecord) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(record)
+            except Exception:  # noqa: BLE001 - a broken subscriber must not take requests down with it
+                _internal.exception("record subscriber %r failed", subscriber)
+        if self._send is not None:
+            try:
+                self._send.send_nowait(record)
+            except anyio.WouldBlock:
+                self.dropped += 1
+                if self.dropped % DROP_LOG_EVERY == 1:
+                    _internal.warning("record queue full (%d): %d record(s) dropped for the async subscribers so far",
+                                      self._capacity, self.dropped)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Drain the queue into the async subscribers until cancelled (the lifespan's shutdown)."""
+        task_status.started()
+        if self._receive is None:
+            return
+        async for record in self._receive:
+            for subscriber in self._async:
+                try:
+                    await subscriber(record)
+                except Exception:  # noqa: BLE001 - as for quick subscribers
+                    _internal.exception("record subscriber %r failed", subscriber)
+
+
+# C0 and C1 control characters (and DEL): written as escapes in log lines, so a client value cannot start a line of
+# its own or hide what follows it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def loggable(value: str) -> str:
+    """A client-supplied value as it may appear in a log line: control characters escaped (`\\n`, `\\x1b`)."""
+    if _CONTROL.search(value) is None:
+        return value
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), value)
+
+
+def log_request(record: RequestRecord) -> None:
+    """The request log line: one per request, formatted only when INFO is enabled."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    parts = [record.method, loggable(record.path)]
+    if record.requested_model is not None:
+        parts.append(f"model={loggable(record.requested_model)!r}")
+    if record.rule is not None:
+        parts.append(f"rule={record.rule_index}:{record.rule!r}")
+    if record.target is not None:
+        parts.append(f"target={loggable(record.target)}")
+    parts.append(f"status={record.status}")
+    if record.attempts:
+        parts.append(f"attempts={len(record.attempts)}")
+    parts.append(f"latency={record.latency_ms:.0f}ms")
+    if record.usage is not None:
+        parts.append(f"tokens={record.usage.input_tokens}/{record.usage.output_tokens}")
+        if record.usage.cache_read_input_tokens:
+            parts.append(f"cache_read={record.usage.cache_read_input_tokens}")
+    if record.stream:
+        parts.append("stream")
+    if record.error:
+        parts.append(f"error={record.error}")
+    if record.truncated:
+        parts.append("truncated")
+    if record.client_disconnected:
+        parts.append("client_disconnected")
+    log.info(" ".join(parts))

@@ -1,0 +1,204 @@
+"""The composition root: one function builds the whole service from a route file, the environment and options.
+
+    build_service(path, environ, options) -> Service     or raises `NotServable` (the file's problems)
+    Service.app                                          the ASGI app a server runs: lifespan, mounts, the API
+
+`ccm run`, each of its `--workers` and the tests all call `build_service`, so what is served is assembled in one
+place. The pieces:
+
+    check          the one check (`ccm.compile.check.check`): the first table and every reload go through it
+    runtime        the table resolved against the environment (`ccm.core.runtime.build_runtime`), with the client
+                   factory the options name — for the first table and for every table a reload builds
+    api            the hot path (`ccm.core.app.App`): a plain ASGI app, nothing in front of it but a path test
+    mounts         pages off the hot path (`/`, `/admin`, `/metrics`, …) mounted beside the API (`Service.mount`)
+    lifespan       one `AsyncExitStack` of services, entered at the server's startup and closed at its shutdown:
+                   the providers' pools, the reloader, the record queue's drain (and, as they arrive, the ledger's
+                   writer and the like: `Service.on_lifespan`)
+
+`core` never imports the compiler or the CLI: this module is where they meet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ccm.compile.check import Checked, check
+from ccm.core.app import App, TokenCount
+from ccm.core.inflight import InFlight
+from ccm.core.record import Records, Subscriber, log_request
+from ccm.core.relay import NO_DRAINS, Drains
+from ccm.core.reload import Reloader
+from ccm.core.runtime import ClientFactory, ProviderRuntime, Runtime, RuntimeHolder, build_runtime, close_providers
+from ccm.core.types import ASGIApp, Message, Receive, Scope, Send
+from ccm.logs import LEVEL_VARIABLE, configure_logging
+from ccm.table import RoutingTable
+from ccm.upstream.client import make_client
+
+log = logging.getLogger("ccm")
+
+ADMIN_KEY_VARIABLE = "CCM_ADMIN_KEY"
+
+Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+class NotServable(Exception):
+    """The route file cannot be served: it does not compile or one of its tests fails (`checked` says which)."""
+
+    def __init__(self, path: Path, checked: Checked) -> None:
+        super().__init__(f"{path}: {len(checked.problems)} problem(s)")
+        self.path = path
+        self.checked = checked
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    watch: bool = True  # reload on save (SIGHUP always reloads)
+    public: bool = False  # listening beyond loopback: a reload that drops inbound auth is refused
+    client_factory: ClientFactory = make_client
+    count_tokens: TokenCount | None = None  # None: ccm's local counter (tests stand in a fixed count)
+    subscribers: tuple[Subscriber, ...] = (log_request,)
+    drains: Drains = NO_DRAINS
+    max_drain: float | None = None  # how long retired providers wait for their requests (None: the reloader's)
+
+
+@dataclass(slots=True)
+class Service:
+    path: Path
+    checked: Checked  # what the first check said (its warnings, for the caller to show)
+    holder: RuntimeHolder
+    api: App
+    reloader: Reloader
+    records: Records
+    in_flight: InFlight
+    _mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)
+    _lifespans: list[Lifespan] = field(default_factory=list)
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.holder.current
+
+    def mount(self, prefix: str, app: ASGIApp) -> None:
+        """Serve `app` for `prefix` and everything under it (`/admin`, `/admin/…`; `/` for whatever the API and the
+        other mounts do not answer). `prefix` never shadows the API's own paths."""
+        self._mounts.append((prefix.rstrip("/") or "/", app))
+        self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)  # the longest prefix wins
+
+    def on_lifespan(self, service: Lifespan) -> None:
+        """An async context manager entered at startup (in order) and closed at shutdown (in reverse)."""
+        self._lifespans.append(service)
+
+    @property
+    def app(self) -> ASGIApp:
+        return functools.partial(_serve, self)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The service's lifespan: what the ASGI lifespan protocol runs, and what a test can enter directly."""
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._close_providers)
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)
+            await tasks.start(self.reloader.run)
+            await tasks.start(self.records.run)
+            for service in self._lifespans:
+                await stack.enter_async_context(service())
+            yield
+
+    async def _close_providers(self) -> None:
+        await close_providers(list(self.holder.current.providers.values()))
+
+
+def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
+                  options: ServiceOptions = ServiceOptions()) -> Service:
+    """Check the route file and assemble the service around its table; `NotServable` when it cannot be served."""
+    route_file = Path(path)
+    checked = check(route_file, environ)
+    if checked.table is None:
+        raise NotServable(route_file, checked)
+    runtime, _ = build_runtime(checked.table, environ, client_factory=options.client_factory)
+    holder = RuntimeHolder(runtime)
+    in_flight = InFlight()
+    records = Records(options.subscribers)
+    api = App(holder, records=records, in_flight=in_flight, count_tokens=options.count_tokens,
+              admin_key=environ.get(ADMIN_KEY_VARIABLE) or None, drains=options.drains)
+
+    def next_runtime(table: RoutingTable, previous: Runtime) -> tuple[Runtime, list[ProviderRuntime]]:
+        return build_runtime(table, environ, previous=previous, client_factory=options.client_factory)
+
+    drain: dict[str, float] = {} if options.max_drain is None else {"max_drain": options.max_drain}
+    reloader = Reloader(route_file, holder, check_routes=lambda file: check(file, environ),
+                        build_runtime=next_runtime, in_flight=in_flight, public=options.public,
+                        watch=options.watch, **drain)
+    api.health_sections["reload"] = reloader.status
+    return Service(route_file, checked, holder, api, reloader, records, in_flight)
+
+
+# --- the ASGI app around the API -------------------------------------------------------------------------------
+
+
+async def _serve(service: Service, scope: Scope, receive: Receive, send: Send) -> None:
+    kind = scope["type"]
+    if kind == "http":
+        path: str = scope["path"]
+        if path.startswith("/v1/") or path == "/health" or not service._mounts:
+            await service.api(scope, receive, send)
+            return
+        await _mounted(service._mounts, service.api, scope, receive, send)
+    elif kind == "lifespan":
+        await _lifespan(service, receive, send)
+
+
+async def _mounted(
+    mounts: Sequence[tuple[str, ASGIApp]], fallback: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    path: str = scope["path"]
+    for prefix, app in mounts:
+        if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+            if prefix != "/":
+                scope = {**scope, "root_path": scope.get("root_path", "") + prefix, "path": path[len(prefix):] or "/"}
+            await app(scope, receive, send)
+            return
+    await fallback(scope, receive, send)
+
+
+async def _lifespan(service: Service, receive: Receive, send: Send) -> None:
+    """ASGI's lifespan protocol over `Service.running`: a failure at startup is reported, not raised."""
+    message: Message = await receive()
+    assert message["type"] == "lifespan.startup"
+    started = False
+    try:
+        async with service.running():
+            await send({"type": "lifespan.startup.complete"})
+            started = True
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+    except Exception as error:  # noqa: BLE001 - the server reports it and stops
+        log.exception("the service failed to %s", "stop" if started else "start")
+        failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+        await send({"type": failed, "message": f"{type(error).__name__}: {error}"})
+        return
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+# --- workers ---------------------------------------------------------------------------------------------------
+
+ROUTES_FILE_VARIABLE = "CCM_ROUTES_FILE"  # how `ccm run --workers N` tells each worker which file to serve
+PUBLIC_VARIABLE = "CCM_PUBLIC"
+
+
+def worker_app() -> ASGIApp:
+    """The app of one `--workers` process (called by the server in the worker): the parent checked the file and
+    reported its warnings; a worker builds its own service from it, quietly."""
+    configure_logging(os.environ.get(LEVEL_VARIABLE, "info"))
+    options = ServiceOptions(public=os.environ.get(PUBLIC_VARIABLE) == "1")
+    return build_service(os.environ[ROUTES_FILE_VARIABLE], os.environ, options).app

@@ -1,0 +1,115 @@
+"""Upstream failures, classified in one place, and the boundary where they become the provider's.
+
+    transport_error(provider, exc)               an httpx/OS failure of the connection → `UpstreamError`
+    upstream_error(provider, status, body, hdrs) an upstream's error answer (Anthropic, OpenAI, Gemini shapes)
+    Redactor                                      every secret a runtime knows (provider keys and credential headers,
+                                                  ccm's inbound keys), cut out of any text
+    located(exc, provider, redactor)              THE boundary: whatever an attempt raised, as that provider's
+                                                  `UpstreamError` with its message redacted
+
+The boundary is crossed once per attempt and once per relayed stream (`ccm.core.dispatch`, `ccm.core.relay`), like
+httpx's `map_httpcore_exceptions`: code below it raises transport exceptions or an `UpstreamError` that may not
+know its provider; nothing above it sees either. An upstream that echoes the request's headers in its error message
+(several do, on a 400) can therefore never hand a key back to the client or write it to the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import httpx
+import orjson
+
+from ccm.errors import FailureReason, UpstreamError
+
+REDACTED = "[redacted]"
+# Shorter strings are not treated as secrets: redacting "a" or "123" would mangle every message.
+MIN_SECRET_LENGTH = 8
+
+
+class Redactor:
+    """Removes known secret strings from text. Built once per runtime; `redact` costs one `in` test per secret on the
+    (rare) error path, nothing on the hot path."""
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # longest first, so a key that contains another key is removed whole
+        unique = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
+        self._secrets = tuple(sorted(unique, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+def located(exc: BaseException, provider: str, redactor: Redactor) -> UpstreamError:
+    """`exc`, raised by an attempt on `provider` or by its relayed stream, as the `UpstreamError` the client and the
+    log see: the provider named, the message redacted."""
+    error = exc if isinstance(exc, UpstreamError) else transport_error(provider, exc)
+    message = redactor.redact(error.message)
+    if error.provider == provider and message == error.message:
+        return error
+    return error.located(provider, message)
+
+
+def transport_error(provider: str, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, UpstreamError):
+        return exc
+    reason: FailureReason
+    if isinstance(exc, httpx.LocalProtocolError):  # ccm's own request is malformed: a header value from the file
+        return UpstreamError(500, f"provider {provider!r}: {exc}", reason="config", provider=provider)
+    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
+        reason, status, text = "connect", 502, "could not connect to upstream"
+    elif isinstance(exc, httpx.TimeoutException | TimeoutError):
+        reason, status, text = "timeout", 504, "upstream timed out"
+    else:
+        reason, status, text = "connect", 502, "upstream connection failed"
+    where = f" {provider!r}" if provider else ""
+    detail = type(exc).__name__
+    return UpstreamError(status, f"{text}{where} ({detail})", reason=reason, provider=provider)
+
+
+def upstream_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    """An upstream's error answer (Anthropic, OpenAI or Gemini shape) as the Anthropic error the client gets."""
+    message = _error_message(body) or f"upstream returned HTTP {status}"
+    retry_after = _retry_after(headers)
+    if status == 429:
+        return UpstreamError(429, message, "429", provider, "rate_limit_error", retry_after)
+    if status in (503, 529):
+        return UpstreamError(529, message, "529" if status == 529 else "5xx", provider, "overloaded_error", retry_after)
+    if status == 504:
+        return UpstreamError(504, message, "timeout", provider, "timeout_error")
+    if status >= 500:
+        return UpstreamError(500, message, "5xx", provider, "api_error")
+    return UpstreamError(status, message, "4xx", provider)
+
+
+def _retry_after(headers: Mapping[str, str]) -> str | None:
+    """The upstream's wait hint in seconds: `retry-after-ms` (OpenAI, Anthropic) is the more precise when sent."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return f"{max(float(millis), 0.0) / 1000:g}"
+        except ValueError:
+            pass
+    return headers.get("retry-after")
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] or None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+        if isinstance(data.get("message"), str):
+            return data["message"]
+    return None
