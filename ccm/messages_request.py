@@ -24,7 +24,7 @@ leaf blocks). Body size limits are the server's job, checked before this is call
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -300,7 +300,7 @@ def _check_message(message: Any, index: int, free: list[Any]) -> None:
     _collect_free(message, free, _WALKED_CONTENT)
 
 
-def _check_block(block: Any, path: str, position: int, allowed: dict[str, BlockCheck], free: list[Any]) -> None:
+def _check_block(block: Any, path: str, position: int, allowed: Mapping[str, BlockCheck], free: list[Any]) -> None:
     if not isinstance(block, dict):
         raise _invalid(f"{path}.{position}", "Input should be a valid dictionary")
     kind = block.get("type")

@@ -12,7 +12,7 @@ midway; it is counted under the reload epoch it arrived in (`InFlight`), so the 
 closed only once the requests that may use them are done.
 
 Before anything else: with no inbound key required (the loopback set-up), a request must look like it comes from
-this machine and not from a web page (`_same_machine`: a loopback Host, no foreign Origin, no cross-site fetch, JSON
+this machine and not from a web page (`ccm.core.admission.same_machine`: a loopback Host, no foreign Origin, no cross-site fetch, JSON
 on the API), so that neither a page the user visits nor a DNS-rebinding one can spend the user's keys.
 
 Failures are Anthropic error bodies with the right status (`ApiError`); an unexpected exception becomes a 500
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
-import ipaddress
 import logging
 import secrets
 import time
@@ -39,9 +37,10 @@ from typing import Any
 import anyio
 import orjson
 
+from ccm.core.admission import authenticate, presents, same_machine
 from ccm.core.dispatch import Answer, DispatchFailed, Request, dispatch
 from ccm.core.inflight import InFlight
-from ccm.core.record import INBOUND, LOCAL, Attempt, Caller, Records, RequestRecord, TokenUsage, log_request
+from ccm.core.record import LOCAL, Attempt, Caller, Outcome, Records, RequestRecord, TokenUsage, log_request
 from ccm.core.relay import NO_DRAINS, Drains, Relayed, StreamRelay
 from ccm.core.runtime import Runtime, RuntimeHolder, target_name
 from ccm.core.types import Message, Receive, Scope, Send
@@ -187,9 +186,9 @@ class App:
             handler = self._handler(path, scope["method"])
             if runtime.auth_required:
                 if path != "/health":
-                    exchange.caller = _authenticate(runtime, headers)
+                    exchange.caller = authenticate(runtime, headers)
             else:
-                _same_machine(headers, scope["method"])
+                same_machine(headers, scope["method"])
             await handler(exchange, runtime, headers)
         except DispatchFailed as error:
             exchange.attempts = error.attempts
@@ -221,7 +220,7 @@ class App:
     # --- endpoints -------------------------------------------------------------------------------------------------
 
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
-        if self._admin_key is not None and not _presents(headers, (self._admin_key,)):
+        if self._admin_key is not None and not presents(headers, (self._admin_key,)):
             body = orjson.dumps({"status": runtime.health["status"], "version": runtime.table.version})
         else:
             # breaker state and in-flight counts change between requests, so they are rendered here
@@ -364,8 +363,8 @@ def _record(
     if exchange.disconnected and not exchange.started:
         status = CLIENT_CLOSED
     truncated = relayed is not None and not relayed.complete
-    outcome = ("client_closed" if client_gone else "truncated" if truncated
-               else "error" if exchange.error_type is not None else "ok")
+    outcome: Outcome = ("client_closed" if client_gone else "truncated" if truncated
+                        else "error" if exchange.error_type is not None else "ok")
     return RequestRecord(
         request_id=exchange.request_id,
         started_at=started_at,
@@ -408,63 +407,6 @@ def _count_once(count_tokens: TokenCount) -> TokenCount:
         return counted[1]
 
     return count
-
-
-def _presents(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> bool:
-    """Whether the request carries one of `keys` as `x-api-key` or `Authorization: Bearer`."""
-    presented = headers.get("x-api-key")
-    if presented is None:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        presented = token.strip() if scheme.lower() == "bearer" else None
-    if not presented:
-        return False
-    candidate = presented.encode()
-    # compare against every key so the time taken does not say which one came close
-    matched = [hmac.compare_digest(candidate, key) for key in keys]
-    return any(matched)
-
-
-def _authenticate(runtime: Runtime, headers: Mapping[str, str]) -> Caller:
-    if _presents(headers, runtime.auth_keys):
-        return INBOUND
-    raise ApiError(401, "invalid x-api-key", "authentication_error")
-
-
-def _loopback_host(value: str) -> bool:
-    """`Host` or an Origin's host part: `localhost` or a loopback address, with or without a port."""
-    host = value
-    if host.startswith("["):  # [::1]:port
-        host = host[1: host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _same_machine(headers: Mapping[str, str], method: str) -> None:
-    """With no inbound key required, refuse what a web page could send: a request to a name other than loopback
-    (DNS rebinding), one a browser marks as coming from another site (`Origin`, `Sec-Fetch-Site`), and a POST that is
-    not JSON (a form or `text/plain` is a "simple" cross-site request, sent without a CORS preflight)."""
-    host = headers.get("host")
-    if host is not None and not _loopback_host(host):
-        raise ApiError(403, "ccm answers requests to this machine only (Host must be localhost or a loopback address)",
-                       "permission_error")
-    origin = headers.get("origin")
-    if origin is not None:
-        scheme, _, rest = origin.partition("://")
-        if scheme not in ("http", "https") or not _loopback_host(rest.split("/", 1)[0]):
-            raise ApiError(403, "requests from web pages are refused (declare an inbound `auth` key to serve them)",
-                           "permission_error")
-    if headers.get("sec-fetch-site") in ("cross-site", "same-site"):
-        raise ApiError(403, "cross-site requests are refused", "permission_error")
-    if method == "POST":
-        content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise ApiError(415, "the body must be JSON (content-type: application/json)", "invalid_request_error")
 
 
 def _upstream_headers(runtime: Runtime, headers: dict[str, str]) -> Mapping[str, str]:

@@ -350,7 +350,7 @@ class Reloader:
         # Both the path as written and the file it resolves to: a symlinked route file (dotfiles) is edited at its
         # target, in another directory.
         paths: set[str] = set()
-        for source in (self.path, *sources):
+        for source in (str(self.path), *sources):
             written = os.path.abspath(source)
             paths.update((written, os.path.realpath(written)))
         return frozenset(paths)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 
 from ccm.core.deployments import DeploymentState, ProviderDeployments, deployments_of
@@ -45,7 +44,7 @@ from ccm.table import (
     Tokens,
     resolve,
 )
-from ccm.upstream.client import Endpoint, make_client, resolve_endpoint
+from ccm.upstream.client import Endpoint, PooledClient, make_client, resolve_endpoint
 from ccm.upstream.errors import Redactor
 
 log = logging.getLogger("ccm.core")
@@ -58,14 +57,14 @@ ADAPTERS: dict[str, str] = {
     "openai-responses": "ccm.providers.responses.adapter:ResponsesAdapter",
 }
 
-ClientFactory = Callable[[Provider], httpx.AsyncClient]
+ClientFactory = Callable[[Provider], PooledClient]
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderRuntime:
     provider: Provider
     endpoint: Endpoint
-    client: httpx.AsyncClient
+    client: PooledClient
     adapter: Adapter
     limiter: anyio.CapacityLimiter | None  # bounds in-flight requests when the provider sets max_concurrency
     # kept with the rest of this runtime when a reload leaves the provider unchanged, so its state survives reloads
@@ -222,7 +221,7 @@ async def close_providers(providers: list[ProviderRuntime]) -> None:
             log.exception("closing provider %s failed", p.provider.name)
 
 
-def _adapter_class(provider_type: str) -> Callable[[Provider, Endpoint, httpx.AsyncClient], Adapter]:
+def _adapter_class(provider_type: str) -> Callable[[Provider, Endpoint, PooledClient], Adapter]:
     module, _, attribute = ADAPTERS[provider_type].partition(":")
     return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
 

@@ -13,7 +13,7 @@ import anyio
 import httpx
 
 from ccm.errors import UpstreamError
-from ccm.table import EnvRef, Provider, Timeouts, resolve
+from ccm.table import EnvRef, Provider, Timeouts, Value, resolve
 from ccm.upstream import http1
 from ccm.upstream.errors import transport_error, upstream_error
 from ccm.upstream.http1 import IDLE_TIMEOUT, TIMED_READS
@@ -45,7 +45,7 @@ class Endpoint:
 def resolve_endpoint(provider: Provider, environ: Mapping[str, str]) -> Endpoint:
     missing: str | None = None
 
-    def value(v):  # type: ignore[no-untyped-def]
+    def value(v: Value | None) -> str | None:
         nonlocal missing
         found = resolve(v, environ)
         if found is None and isinstance(v, EnvRef) and missing is None:
@@ -74,7 +74,9 @@ class PooledClient(httpx.AsyncClient):
     own, which routes each URL through the proxy the environment names for it (HTTPS_PROXY, HTTP_PROXY,
     ALL_PROXY, NO_PROXY): httpx honours those only when no transport is given. It trusts the same CA store as
     ccm's transport. `default_headers` are the client's own (accept, accept-encoding, user-agent…), which a
-    request's headers override by name."""
+    request's headers override by name.
+
+    Tests put their fake transport (`httpx.MockTransport`) in `direct`, so they run the path that serves."""
 
     def __init__(self, limits: httpx.Limits, direct: httpx.AsyncBaseTransport | None) -> None:
         if direct is None:
@@ -85,7 +87,7 @@ class PooledClient(httpx.AsyncClient):
         self.default_headers = tuple(self.headers.multi_items())
 
 
-def make_client(provider: Provider) -> httpx.AsyncClient:
+def make_client(provider: Provider) -> PooledClient:
     """One pooled client per provider, on ccm's own HTTP/1.1 transport (`ccm.upstream.http1`: httpx's own
     transport costs over 1 ms per request and collapses under concurrency) unless the environment names a proxy.
     Timeouts are per request (`open_response`), so none is set here."""
@@ -101,7 +103,7 @@ def make_client(provider: Provider) -> httpx.AsyncClient:
 
 
 async def open_response(
-    client: httpx.AsyncClient,
+    client: PooledClient,
     endpoint: Endpoint,
     url: str,
     content: bytes,
@@ -111,11 +113,10 @@ async def open_response(
     a 2xx response is returned unread (the caller streams or reads it and must close it)."""
     endpoint.check()
     t = endpoint.timeouts
-    extensions = {
-        "timeout": {"connect": t.connect, "read": t.first_byte, "write": t.first_byte, "pool": t.connect},
-        IDLE_TIMEOUT: t.idle,  # a transport that times its own reads takes the idle timeout from here
-    }
-    direct = client.direct if isinstance(client, PooledClient) else None
+    timeout = {"connect": t.connect, "read": t.first_byte, "write": t.first_byte, "pool": t.connect}
+    # a transport that times its own reads takes the idle timeout from IDLE_TIMEOUT
+    extensions: dict[str, object] = {"timeout": timeout, IDLE_TIMEOUT: t.idle}
+    direct = client.direct
     try:
         if direct is not None:
             own = [*endpoint.headers, *headers]
@@ -128,7 +129,7 @@ async def open_response(
         else:
             # httpx's own transport applies `read` to every socket read, the body's included, whose gaps may last
             # up to `idle`: the wait for the head is bounded here instead (iter_body times each chunk on this path)
-            timeouts = {**extensions["timeout"], "read": max(t.first_byte, t.idle)}
+            timeouts = {**timeout, "read": max(t.first_byte, t.idle)}
             request = client.build_request(
                 "POST", _parsed_url(url), content=content, headers=[*endpoint.headers, *headers],
                 extensions={**extensions, "timeout": timeouts},

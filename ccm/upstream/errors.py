@@ -106,10 +106,9 @@ def _error_message(body: bytes) -> str | None:
         return text[:500] or None
     if isinstance(data, dict):
         error = data.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
-        if isinstance(error, str):
-            return error
+        message = error.get("message") if isinstance(error, dict) else error
+        if isinstance(message, str):
+            return message
         if isinstance(data.get("message"), str):
-            return data["message"]
+            return str(data["message"])
     return None

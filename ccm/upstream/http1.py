@@ -27,9 +27,10 @@ The contract (what httpx's own transport keeps, and what `ccm.upstream.client` r
     closing      closing a response whose body was not read to the end closes its connection (a client leaving
                  mid-stream hangs up on the upstream too); a finished one returns to the pool
     failures     raised as the httpx exception of the same meaning (ConnectError, ConnectTimeout, PoolTimeout,
-                 ReadTimeout, ReadError, RemoteProtocolError), which `ccm.upstream.client.transport_error` classifies
-    TLS          one default context for the process (the system's CA store; SSL_CERT_FILE / SSL_CERT_DIR honoured),
-                 ALPN `http/1.1`
+                 ReadTimeout, ReadError, RemoteProtocolError), which `ccm.upstream.errors.transport_error` classifies
+    connecting   to every address a name resolves to, IPv6 and IPv4 alternating, by Happy Eyeballs (`open_socket`)
+    TLS          one default context for the process (the system's CA store, else certifi's; SSL_CERT_FILE /
+                 SSL_CERT_DIR honoured), ALPN `http/1.1`
     not here     redirects, cookies, HTTP/2, proxies (a proxy named in the environment is the httpx client's business:
                  it routes those URLs through its own transport), HEAD requests (a HEAD answer has no body but may
                  declare one; ccm never sends HEAD)
@@ -40,16 +41,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import socket
 import ssl
+from asyncio import staggered
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
+import certifi
 import httptools
 import httpx
 
 # Extensions between `ccm.upstream.client` (open_response, iter_body) and a transport that times its own reads.
 IDLE_TIMEOUT = "ccm.idle_timeout"  # request: seconds of upstream silence allowed once the body started
 TIMED_READS = "ccm.timed_reads"  # response: the transport enforces the first-byte and idle timeouts itself
+HAPPY_EYEBALLS_DELAY = 0.25  # seconds before the next address is tried alongside (RFC 8305's recommended value)
 HIGH_WATER = 256 * 1024  # unread body bytes above which the socket is no longer read
 # How many times the request being sent in this task went out again after a stale keep-alive connection closed before
 # any answer: an upstream may have billed the first one, so the core records each resend with the attempt.
@@ -63,10 +69,61 @@ class _Stale(Exception):
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """Built on the first HTTPS request, once per process (loading the CA store takes tens of milliseconds)."""
+    """Built on the first HTTPS request, once per process (loading the CA store takes tens of milliseconds). The
+    system's CA store, or certifi's bundle when the system has none (a slim container), as httpx does."""
     context = ssl.create_default_context()
+    if not context.cert_store_stats()["x509_ca"]:
+        context.load_verify_locations(certifi.where())
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+async def open_socket(host: str, port: int) -> socket.socket:
+    """A connected socket to `host`, by Happy Eyeballs (RFC 8305) when the name has several addresses: IPv6 and IPv4
+    alternate, and the next is tried once the previous failed or `HAPPY_EYEBALLS_DELAY` passed, first connected
+    wins (what asyncio's own `create_connection(happy_eyeballs_delay=…)` does; uvloop's has no such option)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    if not infos:
+        raise OSError(f"{host} has no address")
+    ordered = _interleaved(infos)
+    errors: list[OSError] = []
+
+    async def attempt(info: tuple[Any, ...]) -> socket.socket:
+        family, kind, proto, _, address = info
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as error:
+            sock.close()
+            errors.append(error)
+            raise
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    winner, _, _ = await staggered.staggered_race(
+        [functools.partial(attempt, info) for info in ordered], HAPPY_EYEBALLS_DELAY
+    )
+    if not isinstance(winner, socket.socket):
+        raise errors[0] if len(errors) == 1 else OSError(f"could not connect to {host}:{port}: {errors}")
+    return winner
+
+
+def _interleaved(infos: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Addresses as the resolver ordered them, alternating families (RFC 8305 section 4)."""
+    by_family: dict[int, list[tuple[Any, ...]]] = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    queues = list(by_family.values())
+    out: list[tuple[Any, ...]] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
 
 
 class Connection(asyncio.Protocol):
@@ -404,8 +461,7 @@ class Pool:
             async with asyncio.timeout(timeout):
                 _, connection = await loop.create_connection(
                     lambda: Connection(self, origin),
-                    hostname,
-                    port,
+                    sock=await open_socket(hostname, port),
                     ssl=context,
                     server_hostname=hostname if context is not None else None,
                 )

@@ -1,5 +1,6 @@
 """Helpers for the server core's tests: hand-built routing tables, the app over `httpx.ASGITransport`, and
-upstreams faked with `httpx.MockTransport` (injected through `build_runtime`'s `client_factory`)."""
+upstreams faked with `httpx.MockTransport` under ccm's own client (`tests.fakes.clients.mock_client`, injected
+through `build_runtime`'s `client_factory`), so the tests run the client path that serves."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ccm.core.app import App
 from ccm.core.record import Records, RequestRecord
 from ccm.core.runtime import RuntimeHolder, build_runtime
 from ccm.table import Default, Direct, EnvRef, Literal_, Model, Provider, RetryPolicy, RoutingTable, Rule, Settings
+from tests.fakes.clients import mock_client
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -159,7 +161,7 @@ def harness_factory():
         records: list[RequestRecord] = []
 
         def client_factory(provider: Provider) -> httpx.AsyncClient:
-            return httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+            return mock_client(upstream)
 
         runtime, _ = build_runtime(table or make_table(), environ, client_factory=client_factory)
         app = App(RuntimeHolder(runtime), count_tokens=local_count, records=Records((records.append,)))

@@ -15,8 +15,9 @@ from ccm.errors import UpstreamError
 from ccm.providers.base import Call
 from ccm.providers.gemini.adapter import GeminiAdapter
 from ccm.table import Literal_, Model, Provider, Timeouts
-from ccm.upstream.client import Endpoint
+from ccm.upstream.client import Endpoint, PooledClient, make_client
 from tests.conftest import load_fixture
+from tests.fakes.clients import mock_client
 from tests.fakes.fake_gemini import FakeGemini, call_chunk, check_gemini_request, text_chunk
 from tests.fakes.loopback import serve
 from tests.providers.translation_checks import Frames, check_grammar, drain, parse_events, sdk_final_message
@@ -25,14 +26,14 @@ MODEL = Model(name="gemini-pro", provider="gemini", model="gemini-3-pro-preview"
 USAGE = {"promptTokenCount": 100, "candidatesTokenCount": 5, "totalTokenCount": 105}
 
 
-def adapter(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[GeminiAdapter, httpx.AsyncClient]:
+def adapter(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[GeminiAdapter, PooledClient]:
     provider = Provider(name="gemini", type="gemini", url=Literal_(value=url), auth="x-goog-api-key")
     endpoint = Endpoint("gemini", url, (("x-goog-api-key", "gemini-test-key"),), Timeouts(first_byte=5, idle=5))
-    client = httpx.AsyncClient(transport=transport)
+    client = mock_client(transport) if transport is not None else make_client(provider)
     return GeminiAdapter(provider, endpoint, client), client
 
 
-def mock(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[GeminiAdapter, httpx.AsyncClient, list[httpx.Request]]:
+def mock(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[GeminiAdapter, PooledClient, list[httpx.Request]]:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

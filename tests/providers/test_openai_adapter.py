@@ -20,6 +20,7 @@ from ccm.providers.openai.adapter import OpenAIAdapter
 from ccm.table import Literal_, Model, Provider, Timeouts
 from ccm.upstream.client import resolve_endpoint
 from tests.conftest import load_fixture
+from tests.fakes.clients import mock_client
 
 STREAMS = Path(__file__).parent / "golden" / "openai" / "streams"
 PROVIDER = Provider(name="up", type="openai", url=Literal_(value="http://127.0.0.1:9/v1/"),
@@ -32,7 +33,7 @@ Handler = Callable[[httpx.Request], Any]
 def adapter(handler: Handler, timeouts: Timeouts | None = None) -> OpenAIAdapter:
     provider = PROVIDER.model_copy(update={"timeouts": timeouts}) if timeouts else PROVIDER
     endpoint = resolve_endpoint(provider, {})
-    return OpenAIAdapter(provider, endpoint, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    return OpenAIAdapter(provider, endpoint, mock_client(handler))
 
 
 def call(stream: bool, body: dict[str, Any] | None = None) -> Call:

@@ -13,8 +13,9 @@ from ccm.errors import UpstreamError
 from ccm.providers.base import Call
 from ccm.providers.responses.adapter import ResponsesAdapter
 from ccm.table import Literal_, Model, Provider, Timeouts
-from ccm.upstream.client import Endpoint
+from ccm.upstream.client import Endpoint, PooledClient, make_client
 from tests.conftest import load_fixture
+from tests.fakes.clients import mock_client
 from tests.fakes.fake_responses import FakeResponses, call_item, check_responses_request, message_item
 from tests.fakes.loopback import serve
 from tests.providers.translation_checks import GOLDEN, Frames, check_grammar, drain, sdk_final_message
@@ -23,10 +24,10 @@ MODEL = Model(name="gpt", provider="openai", model="gpt-5.5", max_output=128000)
 STREAMS = GOLDEN / "responses" / "streams"
 
 
-def adapter(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[ResponsesAdapter, httpx.AsyncClient]:
+def adapter(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[ResponsesAdapter, PooledClient]:
     provider = Provider(name="openai", type="openai-responses", url=Literal_(value=url), auth="bearer")
     endpoint = Endpoint("openai", url, (("authorization", "Bearer responses-test-key"),), Timeouts(first_byte=5, idle=5))
-    client = httpx.AsyncClient(transport=transport)
+    client = mock_client(transport) if transport is not None else make_client(provider)
     return ResponsesAdapter(provider, endpoint, client), client
 
 

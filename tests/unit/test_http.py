@@ -13,6 +13,7 @@ from ccm.errors import UpstreamError
 from ccm.table import EnvRef, Literal_, Provider, Timeouts
 from ccm.upstream.client import iter_body, open_response, read_body, resolve_endpoint
 from ccm.upstream.errors import Redactor, located, upstream_error
+from tests.fakes.clients import mock_client
 
 
 def provider(**extra: object) -> Provider:
@@ -61,7 +62,7 @@ async def test_a_compressed_upstream_body_is_decoded() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-encoding": "gzip"}, content=gzip.compress(payload))
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+    async with mock_client(handler) as client:
         endpoint = resolve_endpoint(provider(), {})
         response = await open_response(client, endpoint, "http://up.test/v1/chat/completions", b"{}", [])
         assert await read_body(response, Timeouts()) == payload
@@ -77,7 +78,7 @@ async def test_a_stalled_stream_is_a_timeout() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=Stalled())
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+    async with mock_client(handler) as client:
         response = await open_response(client, resolve_endpoint(provider(), {}), "http://up.test/v1/x", b"{}", [])
         chunks = iter_body(response, Timeouts(first_byte=1.0, idle=0.05))
         assert await chunks.__anext__() == b"data: 1\n\n"

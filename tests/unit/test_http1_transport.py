@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -298,7 +299,10 @@ async def test_a_kept_connection_the_upstream_closed_meanwhile_is_replaced_and_t
         [kept] = [c for idle in pool_of(client).idle.values() for c in idle]
         served.writers[0].get_extra_info("socket").shutdown(socket.SHUT_RDWR)
         assert not kept.closed  # no await since the hang-up: the client cannot have noticed it, and sends on `kept`
+        resends = http1.RESENDS.set(0)
         assert await ask(client, endpoint) == b'{"ok":true}'
+        assert http1.RESENDS.get() == 1  # said to the core: the attempt's record shows the POST went out twice
+        http1.RESENDS.reset(resends)
         await client.aclose()
     # the request sent on the dead connection was refused by the upstream's kernel (reset), not read: the upstream
     # saw the second request once, on a new connection
@@ -870,3 +874,31 @@ async def test_a_connection_opened_for_a_client_closed_meanwhile_is_not_kept() -
             await request
         await asyncio.wait_for(served.client_hung_up.wait(), 1)
     assert not transport.pool.open and served.requests == [0]  # connected, and hung up on before any request
+
+
+async def test_a_name_with_an_unreachable_address_first_connects_by_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Happy Eyeballs: the first address (TEST-NET, never answers) does not hold the connection up for its timeout."""
+    async with upstream(answer_ok) as (url, served):
+        port = int(url.split("://")[1].split("/")[0].rsplit(":", 1)[1])
+        loop = asyncio.get_running_loop()
+        unreachable = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port))
+        reachable = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))
+
+        async def resolve(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+            return [unreachable, reachable]
+
+        monkeypatch.setattr(loop, "getaddrinfo", resolve)
+        started = time.monotonic()
+        sock = await http1.open_socket("upstream.test", port)
+        took = time.monotonic() - started
+        assert sock.getpeername() == ("127.0.0.1", port) and took < 2.0
+        sock.close()
+
+
+def test_addresses_alternate_families_in_resolver_order() -> None:
+    v6 = [(socket.AF_INET6, 1, 6, "", (f"::{i}", 1, 0, 0)) for i in (1, 2)]
+    v4 = [(socket.AF_INET, 1, 6, "", (f"10.0.0.{i}", 1)) for i in (1, 2)]
+    ordered = http1._interleaved([*v6, *v4])
+    assert [info[4][0] for info in ordered] == ["::1", "10.0.0.1", "::2", "10.0.0.2"]

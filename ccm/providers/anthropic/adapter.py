@@ -32,7 +32,7 @@ from ccm.providers.anthropic.request import passthrough_body
 from ccm.providers.base import CLIENT_AUTH, Call, Reply, Usage
 from ccm.providers.reply import read_all
 from ccm.table import Provider
-from ccm.upstream.client import Endpoint, iter_body, open_response
+from ccm.upstream.client import Endpoint, PooledClient, iter_body, open_response
 from ccm.upstream.errors import transport_error
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -40,7 +40,7 @@ FORWARDED = frozenset({"anthropic-version", "anthropic-beta", "user-agent", "x-a
 
 
 class AnthropicAdapter:
-    def __init__(self, provider: Provider, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+    def __init__(self, provider: Provider, endpoint: Endpoint, client: PooledClient) -> None:
         self._endpoint = endpoint
         self._client = client
         self._messages_url = f"{endpoint.url}/v1/messages"

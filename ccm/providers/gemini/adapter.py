@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import httpx
 import orjson
 
 from ccm.providers.base import Call, Reply, Usage
@@ -21,13 +20,13 @@ from ccm.providers.reply import (
     stream_reply,
 )
 from ccm.table import Provider
-from ccm.upstream.client import Endpoint, open_response
+from ccm.upstream.client import Endpoint, PooledClient, open_response
 
 
 class GeminiAdapter:
     """One per `gemini` provider. The pooled client belongs to the runtime, which closes it."""
 
-    def __init__(self, provider: Provider, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+    def __init__(self, provider: Provider, endpoint: Endpoint, client: PooledClient) -> None:
         self.provider = provider
         self.endpoint = endpoint
         self.client = client

@@ -32,13 +32,13 @@ from ccm.providers.openai.reply import (
 from ccm.providers.openai.request import translate_request
 from ccm.providers.reply import JSON_HEADERS, protocol_error, read_all, stream_reply
 from ccm.table import Provider
-from ccm.upstream.client import Endpoint, open_response
+from ccm.upstream.client import Endpoint, PooledClient, open_response
 
 log = logging.getLogger("ccm.providers.openai.adapter")
 
 
 class OpenAIAdapter:
-    def __init__(self, provider: Provider, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+    def __init__(self, provider: Provider, endpoint: Endpoint, client: PooledClient) -> None:
         self.provider = provider
         self.endpoint = endpoint
         self.client = client

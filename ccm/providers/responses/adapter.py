@@ -5,7 +5,6 @@ The request is translated by `responses.request.translate_request`, the reply re
 
 from __future__ import annotations
 
-import httpx
 import orjson
 
 from ccm.providers.base import Call, Reply, Usage
@@ -13,13 +12,13 @@ from ccm.providers.reply import JSON_HEADERS, read_json, stream_reply
 from ccm.providers.responses.reply import ResponsesReader, read_response
 from ccm.providers.responses.request import translate_request
 from ccm.table import Provider
-from ccm.upstream.client import Endpoint, open_response
+from ccm.upstream.client import Endpoint, PooledClient, open_response
 
 
 class ResponsesAdapter:
     """One per `openai-responses` provider. The pooled client belongs to the runtime, which closes it."""
 
-    def __init__(self, provider: Provider, endpoint: Endpoint, client: httpx.AsyncClient) -> None:
+    def __init__(self, provider: Provider, endpoint: Endpoint, client: PooledClient) -> None:
         self.provider = provider
         self.endpoint = endpoint
         self.client = client
