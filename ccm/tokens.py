@@ -55,6 +55,14 @@ IMAGE_MAX_EDGE = 1568
 PDF_PAGE_TOKENS = 3000
 # A redacted_thinking block is base64 ciphertext of the thinking text: ~4/3 bytes per byte, ~4 bytes per token.
 REDACTED_CHARS_PER_TOKEN = 4
+# Text is tokenized in pieces of at most this many characters: cl100k's pre-tokenizer is superlinear on long runs
+# of whitespace (1 MB of spaces takes ~2 s whole, and 5 MB makes tiktoken panic), linear in pieces. Pieces end at a
+# whitespace when one is near, so a count differs from the whole text's by a token or two per piece at most.
+PIECE_CHARS = 8192
+# A body larger than this is estimated from its size (a token per `ESTIMATE_BYTES_PER_TOKEN` bytes), not tokenized:
+# tokenizing 30 MB takes tens of seconds of CPU and over a GB of memory, for a count only an upstream makes exact.
+MAX_COUNTED_BYTES = 4 * 1024 * 1024
+ESTIMATE_BYTES_PER_TOKEN = 4
 
 
 @functools.cache
@@ -85,6 +93,33 @@ def token_ceiling(raw: bytes) -> int | None:
     if b'"image"' in raw or b'"document"' in raw or any(escape in raw for escape in _LETTER_ESCAPES):
         return None
     return 2 * len(raw) + TOOL_USE_SYSTEM_PROMPT + REQUEST_OVERHEAD
+
+
+def encoded_length(text: str) -> int:
+    """cl100k tokens in `text`, tokenized in pieces of at most `PIECE_CHARS` (see there). A tokenizer failure, which
+    tiktoken raises as a Rust panic (a `BaseException`, past `except Exception`), falls back to the size estimate."""
+    encode = load_encoding().encode_ordinary
+    try:
+        if len(text) <= PIECE_CHARS:
+            return len(encode(text))
+        total, start = 0, 0
+        while start < len(text):
+            end = min(start + PIECE_CHARS, len(text))
+            if end < len(text):
+                cut = max(text.rfind(" ", start + PIECE_CHARS // 2, end), text.rfind("\n", start + PIECE_CHARS // 2, end))
+                end = cut if cut > start else end
+            total += len(encode(text[start:end]))
+            start = end
+        return total
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException:  # noqa: BLE001 - pyo3's PanicException: the count must not take the request down
+        return estimated_tokens(len(text.encode("utf-8", "surrogatepass")))
+
+
+def estimated_tokens(size: int) -> int:
+    """The count a body (or text) of `size` bytes is taken to have when it is not tokenized."""
+    return 1 + size // ESTIMATE_BYTES_PER_TOKEN
 
 
 class TokenCounter:
@@ -123,7 +158,7 @@ class TokenCounter:
         counts = self._counts
         tokens = counts.pop(text, None)
         if tokens is None:
-            tokens = len(load_encoding().encode_ordinary(text))
+            tokens = encoded_length(text)
             self._remember(text, tokens, len(text))
         else:
             counts[text] = tokens
@@ -137,7 +172,7 @@ class TokenCounter:
         counts = self._counts
         tokens = counts.pop(encoded, None)
         if tokens is None:
-            tokens = len(load_encoding().encode_ordinary(encoded.decode()))
+            tokens = encoded_length(encoded.decode())
             self._remember(encoded, tokens, len(encoded))
         else:
             counts[encoded] = tokens

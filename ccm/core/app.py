@@ -61,6 +61,9 @@ CLIENT_CLOSED = 499  # the status logged for a request whose client left before 
 # so an ordinary client that is still sending reads the answer instead of a broken pipe (nginx's lingering close).
 DISCARD_BYTES = 64 * 1024 * 1024
 DISCARD_SECONDS = 10.0
+# A body up to this size is counted on the event loop (the per-piece cache makes Claude Code's repeated ~50 KB
+# prompts cheap); a larger one on a worker thread.
+ON_LOOP_COUNT_BYTES = 512 * 1024
 # A client model name longer than this, or with anything but printable ASCII, is refused before any upstream call.
 MAX_MODEL_NAME = 256
 
@@ -248,12 +251,25 @@ class App:
             if reply is not None:
                 await exchange.respond(reply.status, reply.body or b"", _reply_headers(exchange, reply))
                 return
-        if self._counts_locally:
-            await self._encoding_ready()
-        count = self.count_tokens(body)
+        count = await self._count(body, len(raw))
         await exchange.respond(200, orjson.dumps({"input_tokens": count}), [JSON])
 
-    async def _request_counter(self, runtime: Runtime, raw: bytes) -> TokenCount:
+    async def _count(self, body: Mapping[str, Any], size: int) -> int:
+        """The local count of a parsed body of `size` bytes. A large body is counted on a worker thread (by a counter
+        of its own: the shared one's cache is the event loop's), so the loop keeps serving; one too large to tokenize
+        at all is estimated from its size."""
+        if not self._counts_locally:
+            return self.count_tokens(body)
+        from ccm.tokens import MAX_COUNTED_BYTES, TokenCounter, estimated_tokens
+
+        if size > MAX_COUNTED_BYTES:
+            return estimated_tokens(size)
+        await self._encoding_ready()
+        if size <= ON_LOOP_COUNT_BYTES:
+            return self.count_tokens(body)
+        return await anyio.to_thread.run_sync(TokenCounter(max_entries=0).count, body)
+
+    async def _request_counter(self, runtime: Runtime, raw: bytes, parsed: Mapping[str, Any]) -> TokenCount:
         """How this request is counted, if routing or dispatch asks: the body's size, when it alone bounds the count
         below every threshold of the table (then each decision is the one the exact count gives, and most requests
         need no tokenizer); else the local counter, its tokenizer loaded on a thread first."""
@@ -264,6 +280,9 @@ class App:
             ceiling = token_ceiling(raw)
             if ceiling is not None and ceiling < floor:
                 return lambda body: ceiling
+            if len(raw) > ON_LOOP_COUNT_BYTES:  # counted now, off the loop: routing and dispatch read it later
+                counted = await self._count(parsed, len(raw))
+                return lambda body: counted
             await self._encoding_ready()
         return _count_once(self.count_tokens)
 
@@ -305,7 +324,7 @@ class App:
         body = parse_request(raw)
         exchange.requested_model = _checked_model_name(body.get("model"))
         exchange.session_id = _session_id(body)
-        count_tokens = await self._request_counter(runtime, raw)
+        count_tokens = await self._request_counter(runtime, raw, body)
         try:
             decision = select_route(runtime.table, body, headers, count_tokens=count_tokens)
         except NoRouteError as error:
