@@ -35,7 +35,7 @@ import anyio
 from ccm.compile.check import Checked, check
 from ccm.core.app import App, TokenCount
 from ccm.core.inflight import InFlight
-from ccm.core.record import Records, Subscriber, log_request
+from ccm.core.record import RecentRecords, Records, Subscriber, log_request
 from ccm.core.relay import NO_DRAINS, Drains
 from ccm.core.reload import Reloader
 from ccm.core.runtime import ClientFactory, ProviderRuntime, Runtime, RuntimeHolder, build_runtime, close_providers
@@ -79,6 +79,7 @@ class Service:
     api: App
     reloader: Reloader
     records: Records
+    recent: RecentRecords
     in_flight: InFlight
     _mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)
     _lifespans: list[Lifespan] = field(default_factory=list)
@@ -128,7 +129,8 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
     runtime, _ = build_runtime(checked.table, environ, client_factory=options.client_factory)
     holder = RuntimeHolder(runtime)
     in_flight = InFlight()
-    records = Records(options.subscribers)
+    recent = RecentRecords()
+    records = Records((*options.subscribers, recent))
     api = App(holder, records=records, in_flight=in_flight, count_tokens=options.count_tokens,
               admin_key=environ.get(ADMIN_KEY_VARIABLE) or None, drains=options.drains)
 
@@ -140,7 +142,7 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
                         build_runtime=next_runtime, in_flight=in_flight, public=options.public,
                         watch=options.watch, **drain)
     api.health_sections["reload"] = reloader.status
-    return Service(route_file, checked, holder, api, reloader, records, in_flight)
+    return Service(route_file, checked, holder, api, reloader, records, recent, in_flight)
 
 
 # --- the ASGI app around the API -------------------------------------------------------------------------------

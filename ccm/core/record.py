@@ -18,6 +18,7 @@ A quick subscriber that raises is logged and skipped; the server keeps serving.
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ log = logging.getLogger("ccm.request")
 _internal = logging.getLogger("ccm.core")
 
 QUEUE_CAPACITY = 10_000
+RECENT_CAPACITY = 500
 DROP_LOG_EVERY = 1_000
 
 
@@ -161,6 +163,33 @@ class Records:
                     await subscriber(record)
                 except Exception:  # noqa: BLE001 - as for quick subscribers
                     _internal.exception("record subscriber %r failed", subscriber)
+
+
+class RecentRecords:
+    """The last `capacity` records, newest last: what the admin page's live feed and `ccm status` read. A quick
+    subscriber (one append to a bounded deque)."""
+
+    def __init__(self, capacity: int = RECENT_CAPACITY) -> None:
+        self._records: collections.deque[RequestRecord] = collections.deque(maxlen=capacity)
+        self._changed: list[anyio.Event] = []
+
+    def __call__(self, record: RequestRecord) -> None:
+        self._records.append(record)
+        if self._changed:
+            for event in self._changed:
+                event.set()
+            self._changed.clear()
+
+    def snapshot(self, session_id: str | None = None) -> list[RequestRecord]:
+        if session_id is None:
+            return list(self._records)
+        return [r for r in self._records if r.session_id == session_id]
+
+    async def wait(self) -> None:
+        """Until the next record arrives (a live feed's long poll)."""
+        event = anyio.Event()
+        self._changed.append(event)
+        await event.wait()
 
 
 # C0 and C1 control characters (and DEL): written as escapes in log lines, so a client value cannot start a line of
