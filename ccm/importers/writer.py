@@ -150,8 +150,10 @@ def _model(model: ModelPlan) -> list[str]:
 
 
 def _rule(rule: RulePlan) -> list[str]:
-    line = "  direct" if rule.condition is None else f"  {rule.condition} -> {rule.target}"
-    return [line + (f"  # {rule.comment}" if rule.comment else "")]
+    if rule.condition is None:
+        # `direct` has no arrow to align a trailing comment with: its comment goes on the line above
+        return [*(f"  {line}" for line in _comment([rule.comment] if rule.comment else [])), "  direct"]
+    return [f"  {rule.condition} -> {rule.target}" + (f"  # {rule.comment}" if rule.comment else "")]
 
 
 def _test(test: TestPlan) -> list[str]:
