@@ -215,7 +215,9 @@ class _Aliases:
             self.report.error(provider.path, f"model `{model}` of provider `{provider.source_name}` cannot be written "
                                              f"in a route file (characters outside letters, digits and `/:.-@+_`)")
             return None
-        wanted = name_from(f"{provider.plan.name}-{model}" if model in self.shared else model.rsplit("/", 1)[-1])
+        short = model.rsplit("/", 1)[-1]
+        prefixed = model in self.shared and not short.startswith(provider.plan.name)
+        wanted = name_from(f"{provider.plan.name}-{short}" if prefixed else short)
         alias = self.names.claim(wanted)
         effects = tf.effects(provider.uses, provider.model_uses.get(model, []), model, self.report,
                              provider.source_name)

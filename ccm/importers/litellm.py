@@ -88,13 +88,14 @@ def convert(document: Document, report: Report) -> RoutePlan:
                             "name, as LiteLLM did. `ccm check` runs them."])
     settings = _settings(reader, data)
     providers = _Providers(plan, report, settings.get("timeout") or settings.get("request_timeout"))
-    groups = _groups(reader, providers)
+    skipped: set[str] = set()
+    groups = _groups(reader, providers, skipped)
     report.raise_if_failed()
     if not groups:
         report.error(("model_list",), "no model group could be imported: ccm needs at least one model to route to")
         report.raise_if_failed()
     _models(reader, plan, groups, settings)
-    _routing(reader, plan, groups, settings)
+    _routing(reader, plan, groups, settings, skipped)
     _auth(reader, data, plan, settings)
     return plan
 
@@ -180,7 +181,8 @@ class _Providers:
         return name
 
 
-def _groups(reader: Reader, providers: _Providers) -> list[_Group]:
+def _groups(reader: Reader, providers: _Providers, skipped: set[str]) -> list[_Group]:
+    """The model groups with at least one deployment ccm can serve; `skipped` gets the names of the others."""
     report = reader.report
     groups: dict[str, _Group] = {}
     aliases = Names()
@@ -195,6 +197,7 @@ def _groups(reader: Reader, providers: _Providers) -> list[_Group]:
         if name is None or params is None:
             continue
         params_path = (*path, "litellm_params")
+        skipped.add(name)
         model = reader.string((*params_path, "model"), required=True)
         if model is None:
             continue
@@ -225,6 +228,7 @@ def _groups(reader: Reader, providers: _Providers) -> list[_Group]:
         if group is None:
             group = groups[name] = _Group(name, aliases.claim(name_from(name)), path)
         group.deployments.append(_Deployment(path, provider, model_id, weight, params, info))
+    skipped.difference_update(groups)
     return list(groups.values())
 
 
@@ -282,7 +286,8 @@ def _options(deployment: _Deployment) -> dict[str, Any]:
     return {k: v for k, v in deployment.params.items() if k in keys}
 
 
-def _routing(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: dict[str, Any]) -> None:
+def _routing(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: dict[str, Any],
+             skipped: set[str]) -> None:
     report = reader.report
     by_name = {g.name: g for g in groups}
     exact = [g for g in groups if "*" not in g.name]
@@ -297,6 +302,9 @@ def _routing(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: di
     for alias_name, target in aliases.items():
         group_name = target.get("model") if isinstance(target, dict) else target
         where = (*settings["model_group_alias@path"], alias_name)
+        if group_name in skipped:
+            report.warn(where, f"model_group_alias `{alias_name}`: model group `{group_name}` was not imported")
+            continue
         if group_name not in by_name:
             report.error(where, f"model_group_alias `{alias_name}` names model group `{group_name}`, which "
                                 f"model_list does not declare")
@@ -315,7 +323,7 @@ def _routing(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: di
     plan.rules.append(RulePlan("default", default.alias, "LiteLLM answered 400 to a name no group had"))
     report.warn(default.path, f"LiteLLM rejected a model name no model group had; ccm sends such requests to "
                               f"`{default.alias}` (the `default` rule): change it if you want another")
-    _fallbacks(reader, plan, groups, settings)
+    _fallbacks(reader, plan, groups, settings, skipped)
     _reliability(reader, plan, settings)
 
 
@@ -347,20 +355,26 @@ def _chain_list(reader: Reader, settings: dict[str, Any], key: str) -> list[tupl
     return out
 
 
-def _fallbacks(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: dict[str, Any]) -> None:
+def _fallbacks(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: dict[str, Any],
+               skipped: set[str]) -> None:
     by_name = {g.name: g for g in groups}
     chains: dict[str, list[str]] = {}
 
     def aliases_of(where: Path, names: list[str], head: str | None) -> list[str]:
         out: list[str] = []
         for name in names:
-            if name not in by_name:
+            if name in skipped:
+                reader.report.warn(where, f"fallback to model group `{name}` dropped: it was not imported")
+            elif name not in by_name:
                 reader.report.error(where, f"fallback names model group `{name}`, which model_list does not declare")
             elif name != head and by_name[name].alias not in out:
                 out.append(by_name[name].alias)
         return out
 
     for where, head, steps in _chain_list(reader, settings, "fallbacks"):
+        if head in skipped:
+            reader.report.warn(where, f"the fallbacks of model group `{head}` are dropped: it was not imported")
+            continue
         if head not in by_name:
             reader.report.error(where, f"fallbacks of `{head}`: model_list declares no such model group")
             continue

@@ -127,7 +127,8 @@ class Reader:
                 self.report.error(path, f"`{dotted(path)}` is missing")
             return None
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            self.report.error(path, f"`{dotted(path)}` must be {what}, not {describe(value)}")
+            subject = f"`{dotted(path)}`" if path else "the config"
+            self.report.error(path, f"{subject} must be {what}, not {describe(value)}")
             return None
         return value
 
