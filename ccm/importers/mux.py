@@ -112,6 +112,7 @@ def convert(document: Document, report: Report) -> RoutePlan:
     timeouts = _server(reader, plan)
     providers = _providers(reader, plan, timeouts)
     models = _models(reader, plan, providers)
+    reader.object(("router",), required=True)  # reported with the rest, before routing needs it
     report.raise_if_failed()
     _route(reader, plan, models, providers)
     return plan
@@ -276,7 +277,7 @@ def _glob(reader: Reader, key: str, default: str) -> str:
 
 def _route(reader: Reader, plan: RoutePlan, models: dict[str, _Model], providers: dict[str, str]) -> None:
     report = reader.report
-    router = reader.object(("router",), required=True) or {}
+    router = reader.object(("router",)) or {}
     reader.known_keys(("router",), router, ROUTER_FIELDS)
     targets = {key: _router_target(reader, key, models) for key in ("default", "background", "think", "websearch")}
     report.raise_if_failed()
