@@ -148,7 +148,9 @@ def _providers(reader: Reader, data: dict[str, Any], timeout: str | None) -> dic
                       for model, spec in transformer.items() if model != "use"}
         kind = tf.wire_type(uses)
         name = names.claim(name_from(source_name, "provider"))
-        plan = ProviderPlan(name, kind, _url(raw_url, kind, name, (*path, "api_base_url"), report))
+        missing = tf.unsupported_backend([*uses, *(u for us in model_uses.values() for u in us)])
+        url = raw_url.rstrip("/") if missing else _url(raw_url, kind, name, (*path, "api_base_url"), report)
+        plan = ProviderPlan(name, kind, url)
         raw_key = reader.string((*path, "api_key"))
         if not raw_key:
             report.warn((*path, "api_key"), f"provider `{source_name}` has no api_key, so claude-code-router skipped it; "
@@ -161,7 +163,6 @@ def _providers(reader: Reader, data: dict[str, Any], timeout: str | None) -> dic
                 report.warn((*path, "api_key"), choice.warning)
         if timeout:
             plan.timeouts["total"] = timeout
-        missing = tf.unsupported_backend([*uses, *(u for us in model_uses.values() for u in us)])
         if missing is not None:
             report.warn(missing.path, f"provider `{source_name}`: transformer `{missing.name}` reaches a backend ccm "
                                       f"has no adapter for; the provider is written as `type {kind}` and will not "
@@ -297,6 +298,13 @@ def _route(reader: Reader, data: dict[str, Any], plan: RoutePlan, providers: dic
     report.raise_if_failed()
     plan.fallbacks = [(alias, chain) for alias, chain in chains.items() if chain]
     threshold = reader.integer(("Router", "longContextThreshold")) or DEFAULT_THRESHOLD
+    if "longContext" in targets:
+        report.warn(("Router", "longContext"), "Router.longContext: CCR also took it when the session's previous "
+                                               "request was over the threshold and this one over 20000 tokens; ccm "
+                                               "counts each request alone")
+    if "image" in targets:
+        report.warn(("Router", "image"), "Router.image: CCR's image agent looked at the last message only; ccm's "
+                                         "`image` matches an image anywhere in the conversation")
     _rules(plan, targets, threshold)
     _tests(plan, targets, threshold, providers, aliases)
 
@@ -305,7 +313,8 @@ def _rules(plan: RoutePlan, targets: dict[str, str], threshold: int) -> None:
     rules = plan.rules
     if "image" in targets:
         rules.append(RulePlan("image", targets["image"], "Router.image (CCR's image agent ran before its router)"))
-    rules.append(RulePlan.direct("`/model provider,model` picks"))
+    rules.append(RulePlan.direct("`/model provider,model` picks; CCR's <CCR-SUBAGENT-MODEL> tag is "
+                                 "<CCM-SUBAGENT-MODEL>provider,model</CCM-SUBAGENT-MODEL> here"))
     if "longContext" in targets:
         rules.append(RulePlan(f"tokens > {tokens_text(threshold)}", targets["longContext"],
                               f"Router.longContext (longContextThreshold {threshold})"))
