@@ -53,9 +53,14 @@ def import_(kind: str, source: str, output: str | None, force: bool) -> None:
     else:
         Path(output).write_text(imported.text, encoding="utf-8")
     plan = imported.plan
-    click.echo(f"{source} → {output or 'stdout'}: {len(plan.providers)} providers, {len(plan.models)} models, "
-               f"{len(plan.rules)} rules, {len(plan.tests)} tests; {len(imported.warnings)} things not carried over"
+    counts = ", ".join(_plural(len(items), noun) for items, noun in (
+        (plan.providers, "provider"), (plan.models, "model"), (plan.rules, "rule"), (plan.tests, "test")))
+    click.echo(f"{source} → {output or 'stdout'}: {counts}; {_plural(len(imported.warnings), 'warning')}"
                + ("" if output is None else f" (check it: ccm check {output})"), err=True)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _verify(imported: Imported, name: str) -> None:
