@@ -303,7 +303,7 @@ def _route(reader: Reader, plan: RoutePlan, models: dict[str, _Model], providers
     if targets["background"]:
         plan.background = [background]
         plan.rules.append(RulePlan("background", targets["background"], "[router] background"))
-    plan.rules.append(RulePlan("default", default, f"[router] default (auto_map_regex `{auto_map}`)"))
+    plan.rules.append(RulePlan("default", default, f"[router] default (auto_map_regex, as a glob: `{auto_map}`)"))
     _tests(plan, targets, models, named, auto_map, background)
 
 
