@@ -36,6 +36,7 @@ from ccm.importers.plan import (
     TestPlan,
     Text,
     duration_text,
+    env_name,
     is_model_id,
     name_from,
 )
@@ -53,6 +54,7 @@ SAMPLING = {"temperature", "top_p", "top_k", "seed", "stop", "presence_penalty",
 PRICES = (("input", "input_cost_per_token"), ("output", "output_cost_per_token"),
           ("cache_read", "cache_read_input_token_cost"), ("cache_write", "cache_creation_input_token_cost"))
 BALANCE = {"simple-shuffle": "weighted", "least-busy": "least-busy"}
+SECRET_HEADERS = ("key", "auth", "token", "secret", "cookie")
 # router_settings (and their litellm_settings twins) the plan translates; the rest are reported.
 TRANSLATED = {"routing_strategy", "num_retries", "retry_after", "timeout", "request_timeout", "fallbacks",
               "default_fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "allowed_fails",
@@ -169,6 +171,12 @@ class _Providers:
         plan = ProviderPlan(name, spec.type, url, key.key)
         for header, value in headers.items():
             named = env_reference(str(value))
+            if named is None and any(word in str(header).lower() for word in SECRET_HEADERS):
+                # a credential in a header is a key like any other: it stays out of the file
+                named = f"{env_name(name)}_{env_name(str(header))}"
+                self.report.warn((*path, "extra_headers", header), f"provider `{name}`: header `{header}` was "
+                                                                   f"written in the file; it is not copied: export "
+                                                                   f"{named} with it")
             plan.headers[str(header)] = Env(named) if named else str(value)
         total = duration_text(float(timeout) * 1000) if isinstance(timeout, (int, float)) and timeout else self.timeout
         if total:

@@ -106,6 +106,27 @@ router_settings:
     assert_checks(imported.text)
 
 
+def test_headers_keep_credentials_out() -> None:
+    config = """model_list:
+  - model_name: kimi
+    litellm_params:
+      model: anthropic/kimi-k2
+      api_base: https://gateway.example/api/anthropic
+      api_key: os.environ/GATEWAY_KEY
+      extra_headers:
+        x-api-key: sk-header-secret
+        X-Team: infra
+        Authorization: os.environ/GATEWAY_AUTH
+"""
+    imported = run_import("litellm", config, "config.yaml")
+    text = squashed(imported.text)
+    assert ('headers { "x-api-key" = env("ANTHROPIC_X_API_KEY"), "X-Team" = "infra", "Authorization" = '
+            'env("GATEWAY_AUTH") }') in text
+    assert "sk-header-secret" not in imported.text and "sk-header-secret" not in warnings_of(imported)
+    assert "header `x-api-key` was written in the file" in warnings_of(imported)
+    assert_checks(imported.text)
+
+
 def _errors(text: str) -> list[str]:
     with pytest.raises(ImportFailed) as failed:
         run_import("litellm", text, "config.yaml")
