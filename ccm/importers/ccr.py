@@ -208,13 +208,19 @@ class _Aliases:
                 counts[model] = counts.get(model, 0) + 1
         self.shared = {model for model, count in counts.items() if count > 1}
 
-    def base(self, provider: _Provider, model: str) -> str | None:
+    def base(self, provider: _Provider, model: str, where: Path | None = None) -> str | None:
+        """The alias of a provider's model; `where` is the route naming it (an unwritable id is then an error there,
+        while one only listed in `models` is skipped with a warning)."""
         found = self.by_upstream.get((provider.source_name, model))
         if found is not None:
             return found
         if not is_model_id(model):
-            self.report.error(provider.path, f"model `{model}` of provider `{provider.source_name}` cannot be written "
-                                             f"in a route file (characters outside letters, digits and `/:.-@+_`)")
+            message = (f"model `{model}` of provider `{provider.source_name}` cannot be written in a route file "
+                       f"(characters outside letters, digits and `/:.-@+_`)")
+            if where is None:
+                self.report.warn((*provider.path, "models"), message + "; skipped")
+            else:
+                self.report.error(where, message)
             return None
         short = model.rsplit("/", 1)[-1]
         prefixed = model in self.shared and not short.startswith(provider.plan.name)
@@ -260,7 +266,7 @@ def _target(reader: Reader, path: Path, providers: dict[str, _Provider], aliases
     if model not in provider.models:
         reader.report.warn(path, f"`{dotted(path)}`: model `{model}` is not in provider `{provider_name}`'s models; "
                                  f"it is used as written")
-    return aliases.base(provider, model)
+    return aliases.base(provider, model, path)
 
 
 def _route(reader: Reader, data: dict[str, Any], plan: RoutePlan, providers: dict[str, _Provider],

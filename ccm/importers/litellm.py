@@ -219,7 +219,8 @@ def _groups(reader: Reader, providers: _Providers, skipped: set[str]) -> list[_G
             report.warn((*params_path, "model"), f"model group `{name}`: deployment `{model}` is skipped ({why})")
             continue
         if not is_model_id(model_id):
-            report.error((*params_path, "model"), f"model id `{model_id}` cannot be written in a route file")
+            report.warn((*params_path, "model"), f"model group `{name}`: deployment `{model}` is skipped (its id "
+                                                 f"cannot be written in a route file)")
             continue
         for key in params:
             if key not in PARAMS and key not in SAMPLING:

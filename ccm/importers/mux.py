@@ -231,7 +231,8 @@ def _models(reader: Reader, plan: RoutePlan, providers: dict[str, str]) -> dict[
             elif provider not in providers:
                 pass  # disabled or without an adapter: reported with the provider
             elif not is_model_id(actual):
-                report.error((*where, "actual_model"), f"model id `{actual}` cannot be written in a route file")
+                report.warn((*where, "actual_model"), f"model `{name}`: mapping `{actual}` is skipped (the id "
+                                                      f"cannot be written in a route file)")
             else:
                 steps.append((priority, providers[provider], actual))
         steps.sort(key=lambda step: step[0])  # stable: equal priorities keep the file's order, as mux's sort does
