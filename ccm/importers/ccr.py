@@ -273,6 +273,11 @@ def _route(reader: Reader, data: dict[str, Any], plan: RoutePlan, providers: dic
            aliases: _Aliases) -> None:
     report = reader.report
     router = reader.object(("Router",), required=True) or {}
+    if {"rules", "builtInRules"} & router.keys() and "default" not in router:
+        report.error(("Router",), "this `Router` is claude-code-router 3's (`rules`, `builtInRules`); ccm import "
+                                  "reads the 2.x config, whose Router names default/background/think/longContext/"
+                                  "webSearch/image models")
+        report.raise_if_failed()
     reader.known_keys(("Router",), router, ROUTER_FIELDS)
     fallback = reader.object(("fallback",)) or {}
     reader.known_keys(("fallback",), fallback, SCENARIOS)

@@ -156,3 +156,10 @@ def test_wrong_types_and_missing_router() -> None:
     assert "config.json:1: error: `Providers` must be a list, not an object" in problems
     assert "config.json:1: error: `Router` is missing" in problems
     assert _problems("[1, 2]") == ["config.json:1: error: the config must be an object, not a list"]
+
+
+def test_a_version_3_config_is_named_as_such() -> None:
+    problems = _problems('{\n  "Providers": [],\n  "Router": {"builtInRules": {}, "rules": []}\n}')
+    assert problems == ["config.json:3: error: this `Router` is claude-code-router 3's (`rules`, `builtInRules`); "
+                        "ccm import reads the 2.x config, whose Router names default/background/think/longContext/"
+                        "webSearch/image models"]
