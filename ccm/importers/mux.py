@@ -154,7 +154,7 @@ def _providers(reader: Reader, plan: RoutePlan, timeouts: dict[str, str]) -> dic
         kind = reader.string((*path, "provider_type"), required=True)
         if source is None or kind is None:
             continue
-        if source in out or any(source == s for s in out):
+        if source in out:
             report.error((*path, "name"), f"provider `{source}` is declared twice")
             continue
         if reader.boolean((*path, "enabled")) is False:
