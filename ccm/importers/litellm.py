@@ -102,16 +102,30 @@ def convert(document: Document, report: Report) -> RoutePlan:
     return plan
 
 
-def _settings(reader: Reader, data: dict[str, Any]) -> dict[str, Any]:
+class _Settings:
+    """The router settings the plan translates, each with the path it was written at (for the report's lines)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.paths: dict[str, Path] = {}
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+    def path(self, key: str) -> Path:
+        return self.paths.get(key, ("router_settings",))
+
+
+def _settings(reader: Reader, data: dict[str, Any]) -> _Settings:
     """router_settings over litellm_settings (LiteLLM reads both); the untranslated keys are reported."""
-    merged: dict[str, Any] = {}
+    merged = _Settings()
     for section in ("litellm_settings", "router_settings"):
         values = reader.object((section,)) or {}
         for key, value in values.items():
             where = (section, key)
             if key in TRANSLATED:
-                merged[key] = value
-                merged[f"{key}@path"] = where
+                merged.values[key] = value
+                merged.paths[key] = where
             elif key.startswith("redis_") or key in ("cache", "cache_params"):
                 reader.report.warn(where, f"`{dotted(where)}`: ccm keeps breaker state in each process and caches "
                                           f"nothing; not carried over")
@@ -247,10 +261,10 @@ def _per_million(value: Any) -> Decimal | None:
     return None
 
 
-def _models(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: dict[str, Any]) -> None:
+def _models(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: _Settings) -> None:
     balance = settings.get("routing_strategy")
     if balance is not None and balance not in BALANCE:
-        reader.report.warn(settings["routing_strategy@path"], f"routing_strategy `{balance}` has no ccm equivalent; "
+        reader.report.warn(settings.path("routing_strategy"), f"routing_strategy `{balance}` has no ccm equivalent; "
                                                               f"deployments are picked at random by weight")
     for group in groups:
         first = group.deployments[0]
@@ -295,7 +309,7 @@ def _options(deployment: _Deployment) -> dict[str, Any]:
     return {k: v for k, v in deployment.params.items() if k in keys}
 
 
-def _routing(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: dict[str, Any],
+def _routing(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: _Settings,
              skipped: set[str]) -> None:
     report = reader.report
     by_name = {g.name: g for g in groups}
@@ -306,11 +320,11 @@ def _routing(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: di
         plan.tests.append(TestPlan(f"{group.name} goes to its model group", scenarios.plain(group.name), group.alias))
     aliases = settings.get("model_group_alias") or {}
     if not isinstance(aliases, dict):
-        report.error(settings["model_group_alias@path"], "`model_group_alias` must map names to model groups")
+        report.error(settings.path("model_group_alias"), "`model_group_alias` must map names to model groups")
         aliases = {}
     for alias_name, target in aliases.items():
         group_name = target.get("model") if isinstance(target, dict) else target
-        where = (*settings["model_group_alias@path"], alias_name)
+        where = (*settings.path("model_group_alias"), alias_name)
         if group_name in skipped:
             report.warn(where, f"model_group_alias `{alias_name}`: model group `{group_name}` was not imported")
             continue
@@ -342,12 +356,12 @@ def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _chain_list(reader: Reader, settings: dict[str, Any], key: str) -> list[tuple[Path, str, list[str]]]:
+def _chain_list(reader: Reader, settings: _Settings, key: str) -> list[tuple[Path, str, list[str]]]:
     """`[{"a": ["b", "c"]}, …]` → [(path, "a", ["b", "c"])]; anything else is an error at its line."""
     raw = settings.get(key)
     if raw is None:
         return []
-    path = settings[f"{key}@path"]
+    path = settings.path(key)
     out: list[tuple[Path, str, list[str]]] = []
     items = raw if isinstance(raw, list) else [raw]
     for index, item in enumerate(items):
@@ -364,7 +378,7 @@ def _chain_list(reader: Reader, settings: dict[str, Any], key: str) -> list[tupl
     return out
 
 
-def _fallbacks(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: dict[str, Any],
+def _fallbacks(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: _Settings,
                skipped: set[str]) -> None:
     by_name = {g.name: g for g in groups}
     chains: dict[str, list[str]] = {}
@@ -392,18 +406,18 @@ def _fallbacks(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: 
     if isinstance(defaults, list):
         for group in groups:
             if group.alias not in chains:
-                chain = aliases_of(settings["default_fallbacks@path"], [str(d) for d in defaults], group.name)
+                chain = aliases_of(settings.path("default_fallbacks"), [str(d) for d in defaults], group.name)
                 if chain:
                     chains[group.alias] = chain
     for key in ("context_window_fallbacks", "content_policy_fallbacks"):
         if settings.get(key):
-            reader.report.warn(settings[f"{key}@path"], f"`{key}`: ccm's fallbacks apply to every failure; these "
+            reader.report.warn(settings.path(key), f"`{key}`: ccm's fallbacks apply to every failure; these "
                                                         f"chains are not carried over (a `tokens >` rule routes long "
                                                         f"prompts before they fail)")
     plan.fallbacks = [(head, chain) for head, chain in chains.items() if chain]
 
 
-def _reliability(reader: Reader, plan: RoutePlan, settings: dict[str, Any]) -> None:
+def _reliability(reader: Reader, plan: RoutePlan, settings: _Settings) -> None:
     retries = settings.get("num_retries")
     wait = settings.get("retry_after")
     if isinstance(retries, int) and retries >= 0:
@@ -421,11 +435,11 @@ def _reliability(reader: Reader, plan: RoutePlan, settings: dict[str, Any]) -> N
         plan.breaker = " ".join(parts)
 
 
-def _auth(reader: Reader, data: dict[str, Any], plan: RoutePlan, settings: dict[str, Any]) -> None:
+def _auth(reader: Reader, data: dict[str, Any], plan: RoutePlan, settings: _Settings) -> None:
     path: Path = ("general_settings", "master_key")
     raw = reader.string(path)
     if raw is None and isinstance(settings.get("master_key"), str):
-        raw, path = settings["master_key"], settings["master_key@path"]
+        raw, path = settings.get("master_key"), settings.path("master_key")
     if raw:
         auth, warning = router_key(raw, "master_key")
         plan.auth = [auth]
