@@ -284,6 +284,10 @@ def _route(reader: Reader, data: dict[str, Any], plan: RoutePlan, providers: dic
     if "default" not in router and "Router" in data:
         report.error(("Router",), "`Router.default` is missing: it is where claude-code-router sends every request "
                                   "no scenario takes")
+    for scenario in fallback:
+        if scenario in SCENARIOS and router.get(scenario) is None:
+            report.warn(("fallback", scenario), f"`fallback.{scenario}`: `Router.{scenario}` is not set, so CCR never "
+                                                f"used it; ignored")
     chains: dict[str, list[str]] = {}
     targets: dict[str, str] = {}
     for scenario in SCENARIOS:

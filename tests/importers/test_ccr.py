@@ -163,3 +163,12 @@ def test_a_version_3_config_is_named_as_such() -> None:
     assert problems == ["config.json:3: error: this `Router` is claude-code-router 3's (`rules`, `builtInRules`); "
                         "ccm import reads the 2.x config, whose Router names default/background/think/longContext/"
                         "webSearch/image models"]
+
+
+def test_a_fallback_for_an_unset_scenario_is_reported() -> None:
+    config = {"Providers": [{"name": "p", "api_base_url": "https://p.example/v1/chat/completions", "api_key": "$K",
+                             "models": ["a", "b"]}],
+              "Router": {"default": "p,a"}, "fallback": {"think": ["p,b"]}}
+    imported = run_import("ccr", json.dumps(config), "config.json")
+    assert "`fallback.think`: `Router.think` is not set, so CCR never used it; ignored" in warnings_of(imported)
+    assert "\nfallback " not in imported.text
