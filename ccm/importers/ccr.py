@@ -281,7 +281,7 @@ def _route(reader: Reader, data: dict[str, Any], plan: RoutePlan, providers: dic
     reader.known_keys(("Router",), router, ROUTER_FIELDS)
     fallback = reader.object(("fallback",)) or {}
     reader.known_keys(("fallback",), fallback, SCENARIOS)
-    if "default" not in router and "Router" in data:
+    if router.get("default") is None and "Router" in data:
         report.error(("Router",), "`Router.default` is missing: it is where claude-code-router sends every request "
                                   "no scenario takes")
     for scenario in fallback:

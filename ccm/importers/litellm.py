@@ -268,16 +268,7 @@ def _models(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: _Se
                                                               f"deployments are picked at random by weight")
     for group in groups:
         first = group.deployments[0]
-        weights = [d.weight for d in group.deployments]
-        if len(group.deployments) > 1 and any(w is not None for w in weights):
-            divisor = math.gcd(*(w or 1 for w in weights))
-            weights = [(w or 1) // divisor for w in weights]
-        else:
-            weights = [None] * len(weights)
-        model = ModelPlan(group.alias, [DeploymentPlan(d.provider, d.model, w)
-                                        for d, w in zip(group.deployments, weights)])
-        if len(set(weights)) == 1:
-            model.deployments = [DeploymentPlan(d.provider, d.model) for d in model.deployments]
+        model = ModelPlan(group.alias, _weighted(group.deployments))
         params, info = first.params, first.info
         limit = params.get("max_tokens") or info.get("max_output_tokens") or info.get("max_tokens")
         if isinstance(limit, int) and limit > 0:
@@ -302,6 +293,19 @@ def _models(reader: Reader, plan: RoutePlan, groups: list[_Group], settings: _Se
         if group.alias != group.name:
             model.comments.append(f"LiteLLM's model group `{group.name}`.")
         plan.models.append(model)
+
+
+def _weighted(deployments: list[_Deployment]) -> list[DeploymentPlan]:
+    """The group's deployments with their weights: one entry per upstream (LiteLLM lists the same one twice to give
+    it twice the traffic, ccm adds the weights up), reduced by their common divisor, and none when all are equal."""
+    merged: dict[tuple[str, str], int] = {}
+    for deployment in deployments:
+        key = (deployment.provider, deployment.model)
+        merged[key] = merged.get(key, 0) + (deployment.weight or 1)
+    divisor = math.gcd(*merged.values())
+    if len(set(merged.values())) == 1:
+        return [DeploymentPlan(provider, model) for provider, model in merged]
+    return [DeploymentPlan(provider, model, weight // divisor) for (provider, model), weight in merged.items()]
 
 
 def _options(deployment: _Deployment) -> dict[str, Any]:
