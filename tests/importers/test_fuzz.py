@@ -134,7 +134,6 @@ def _toml(value: Any) -> str | None:
 
     try:
         text = "\n".join(f"{json.dumps(k)} = {scalar(v)}" for k, v in value.items()) + "\n"
-        text = text.replace("true", "true")
         tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError):
         return None
