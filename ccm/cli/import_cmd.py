@@ -33,8 +33,10 @@ def import_(kind: str, source: str, output: str | None, force: bool) -> None:
     try:
         text = Path(source).expanduser().read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
+        what, usual_place, _ = FORMATS[kind]
         reason = "not found" if isinstance(error, FileNotFoundError) else error.__class__.__name__
-        click.echo(f"{source}:1: error: cannot read the {FORMATS[kind][0]} config: {reason}", err=True)
+        click.echo(f"{source}:1: error: cannot read the {what} config: {reason} (it usually is {usual_place})",
+                   err=True)
         raise SystemExit(1) from None
     out_name = output or "routes.ccm"
     try:
