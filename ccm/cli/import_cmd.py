@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from ccm.compile import compile_source, run_route_tests
+from ccm.compile.check import RouteText, check
 from ccm.importers import FORMATS, Imported, ImportFailed, import_source
 
 
@@ -67,10 +67,9 @@ def _plural(count: int, noun: str) -> str:
 
 def _verify(imported: Imported, name: str) -> None:
     """The generated file must compile and pass its own tests; if not, that is a bug here, and nothing is written."""
-    result = compile_source(imported.text, name, base_dir=Path.cwd())
-    problems = result.errors if result.table is None else run_route_tests(result.table, result.sources)
-    if problems:
-        for diagnostic in problems:
+    checked = check(RouteText(imported.text, name, Path.cwd()))
+    if not checked.ok:
+        for diagnostic in checked.problems:
             click.echo(diagnostic.render() + "\n", err=True)
         click.echo("error: the generated route file does not pass `ccm check` (a bug in `ccm import`); nothing was "
                    "written", err=True)

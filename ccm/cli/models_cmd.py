@@ -20,7 +20,7 @@ from typing import Any
 import click
 import orjson
 
-from ccm.cli.check import load_table_or_exit
+from ccm.cli.check import compiled_or_exit
 from ccm.table import EnvRef, Literal_, Model, Provider, RoutingTable
 
 COLUMNS = ("MODEL", "PROVIDER", "UPSTREAM", "CONTEXT", "MAX OUT", "PRICE $/M", "QUIRKS", "KEY")
@@ -113,9 +113,9 @@ def render_table(models: list[dict[str, Any]]) -> str:
               help="json: a list of models with their deployments, limits, prices, quirks and key state.")
 def models(file: str, output: str) -> None:
     """List the models a route file serves: providers, upstream models, limits, prices, quirks, keys."""
-    result = load_table_or_exit(file)
-    assert result.table is not None
-    described = describe_models(result.table, os.environ)
+    table = compiled_or_exit(file).compiled
+    assert table is not None
+    described = describe_models(table, os.environ)
     if output == "json":
         click.echo(orjson.dumps(described, option=orjson.OPT_INDENT_2).decode())
     else:

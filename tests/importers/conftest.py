@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ccm.compile import compile_source, run_route_tests
+from ccm.compile.check import RouteText, check
 from ccm.dsl.format import format_source
 from ccm.importers import Imported, import_source
 
@@ -24,10 +24,8 @@ def run_import(kind: str, source: Path | str, name: str | None = None) -> Import
 
 def assert_checks(text: str) -> None:
     """The generated file compiles with no error, its tests pass, and it is already formatted."""
-    result = compile_source(text, "routes.ccm", environ={}, base_dir=Path("."))
-    assert result.table is not None, "\n\n".join(d.render() for d in result.errors)
-    failures = run_route_tests(result.table, result.sources)
-    assert not failures, "\n\n".join(d.render() for d in failures)
+    checked = check(RouteText(text, "routes.ccm", Path(".")), environ={})
+    assert checked.ok, "\n\n".join(d.render() for d in checked.problems)
     assert format_source(text, "routes.ccm") == text
 
 
