@@ -260,6 +260,34 @@ def ccm_routes(upstream: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def claude_code_router_config(upstream: str, port: int) -> dict[str, object]:
+    """claude-code-router's config.json for the bench routes (the importer's tests read it too)."""
+    def provider(route: Route) -> dict[str, object]:
+        entry: dict[str, object] = {"name": route.provider, "api_base_url": upstream + route.endpoint,
+                                    "api_key": "bench-key", "models": [route.upstream_model]}
+        if route.kind == "anthropic":
+            entry["transformer"] = {"use": ["Anthropic"]}
+        return entry
+
+    return {"HOST": "127.0.0.1", "PORT": port, "Providers": [provider(route) for route in ROUTES],
+            "Router": {"default": DEFAULT.model}}
+
+
+def litellm_config(upstream: str, master_key: str) -> str:
+    """LiteLLM's config.yaml for the bench routes: each bench model name a model group of its own."""
+    def group(name: str, route: Route) -> str:
+        model = f"{route.kind}/{route.upstream_model}"
+        base = route.base + ("/v1" if route.kind == "openai" else "")
+        return (f'  - model_name: "{name}"\n    litellm_params:\n      model: {model}\n'
+                f"      api_base: {upstream}{base}\n      api_key: bench-key\n")
+
+    claude_names = ("claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")  # the fixtures' models
+    return ("model_list:\n"
+            + "".join(group(name, DEFAULT) for name in claude_names)
+            + "".join(group(route.model, route) for route in ROUTES if route != DEFAULT)
+            + f"litellm_settings:\n  telemetry: false\ngeneral_settings:\n  master_key: {master_key}\n")
+
+
 class ClaudeCodeRouter(Target):
     """claude-code-router 2.0.0 (`ccr start`: the server runs in the foreground of that process), its config in its
     own HOME."""
@@ -279,15 +307,7 @@ class ClaudeCodeRouter(Target):
         config_dir.mkdir(parents=True, exist_ok=True)
         (config_dir / ".claude-code-router.pid").unlink(missing_ok=True)  # a stale pid file makes `start` refuse
 
-        def provider(route: Route) -> dict[str, object]:
-            entry: dict[str, object] = {"name": route.provider, "api_base_url": self.upstream_url + route.endpoint,
-                                        "api_key": "bench-key", "models": [route.upstream_model]}
-            if route.kind == "anthropic":
-                entry["transformer"] = {"use": ["Anthropic"]}
-            return entry
-
-        config = {"HOST": "127.0.0.1", "PORT": self.port, "Providers": [provider(route) for route in ROUTES],
-                  "Router": {"default": DEFAULT.model}}
+        config = claude_code_router_config(self.upstream_url, self.port)
         (config_dir / "config.json").write_text(json.dumps(config, indent=2))
         return ["node", str(CCR_PACKAGE / "dist" / "cli.js"), "start"], {**os.environ, "HOME": str(home)}
 
@@ -306,20 +326,8 @@ class LiteLLM(Target):
         return out.stdout.strip()
 
     def launch(self) -> tuple[list[str], dict[str, str]]:
-        def group(name: str, route: Route) -> str:
-            model = f"{route.kind}/{route.upstream_model}"
-            base = route.base + ("/v1" if route.kind == "openai" else "")
-            return (f'  - model_name: "{name}"\n    litellm_params:\n      model: {model}\n'
-                    f"      api_base: {self.upstream_url}{base}\n      api_key: bench-key\n")
-
-        claude_names = ("claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")  # the fixtures' models
         config = self.workdir / "litellm.yaml"
-        config.write_text(
-            "model_list:\n"
-            + "".join(group(name, DEFAULT) for name in claude_names)
-            + "".join(group(route.model, route) for route in ROUTES if route != DEFAULT)
-            + f"litellm_settings:\n  telemetry: false\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"
-        )
+        config.write_text(litellm_config(self.upstream_url, MASTER_KEY))
         environ = {
             **os.environ,
             # the cost map is otherwise fetched from the network at start

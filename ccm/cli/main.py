@@ -16,6 +16,8 @@ COMMANDS: dict[str, str] = {
     "fmt": "ccm.cli.fmt:fmt",
     "table": "ccm.cli.table_cmd:table",
     "explain": "ccm.cli.explain:explain",
+    "import": "ccm.cli.import_cmd:import_",
+    "models": "ccm.cli.models_cmd:models",
     "run": "ccm.cli.serve:run",
     "code": "ccm.cli.serve:code",
     "env": "ccm.cli.serve:env",
