@@ -6,6 +6,7 @@ client can read."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -105,6 +106,9 @@ def test_a_model_name_that_is_not_printable_ascii_is_refused_before_any_upstream
 def test_client_values_cannot_forge_a_log_line(ccm: CcmServer) -> None:
     httpx.post(f"{ccm.url}/v1/messages%0A2026-01-01 INFO ccm.request: POST /v1/messages status=200",
                content=b"{}", headers=JSON)
+    deadline = time.monotonic() + 5  # the server writes its line once the answer is out: wait for it
+    while "\\n2026-01-01" not in ccm.logs() and time.monotonic() < deadline:
+        time.sleep(0.02)
     ccm_log = ccm.logs()
     assert "\n2026-01-01 INFO ccm.request" not in ccm_log
     assert "\\n2026-01-01" in ccm_log
