@@ -24,7 +24,7 @@ THOUSAND = Decimal(1_000)
 HUNDRED = Decimal(100)
 # Enough digits that no product or sum here is ever rounded before the one rounding at the end (a trillion tokens
 # at a six-decimal price needs ~25).
-_EXACT = Context(prec=60)
+EXACT = Context(prec=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ def cost(usage: Usage, price: Price | None, markup: Decimal = Decimal(0)) -> Cos
         return Cost(0, 0, priced=False)
     if markup < 0 or not markup.is_finite():
         raise ValueError(f"markup must be a finite percentage of at least 0, not {markup}")
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         factor = 1 + markup / HUNDRED
         lines = []
         total = Decimal(0)
