@@ -111,7 +111,7 @@ def _groups(params: Params, allowed: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(groups))
 
 
-def _key_ids(names: list[str]) -> Op[dict[int, str]]:
+def _key_names() -> Op[dict[int, str]]:
     rows = yield Q("SELECT id, name FROM keys")
     return {r[0]: r[1] for r in rows}
 
@@ -119,7 +119,7 @@ def _key_ids(names: list[str]) -> Op[dict[int, str]]:
 def _usage_rows(width: Micros, low: Micros, high: Micros, keys: list[int] | None,
                 models: list[str] | None) -> Op[list[tuple[Any, ...]]]:
     """(bucket start, key id, model, sums of the six counts), from the rollups for daily buckets."""
-    filters, params = "", [low, high]
+    filters, params = "", list[Any]([low, high])
     if keys is not None:
         filters += f" AND key_id IN ({', '.join('?' * len(keys))})" if keys else " AND 1 = 0"
         params += keys
@@ -146,7 +146,7 @@ async def messages_usage_report(store: Store, params: Params, clock: Any) -> dic
     model_filter = _many(params, "models[]") or None
 
     def work() -> Op[tuple[list[tuple[Any, ...]], dict[int, str]]]:
-        names = yield from _key_ids(key_filter)
+        names = yield from _key_names()
         ids = None if not key_filter else [i for i, n in names.items() if n in key_filter]
         if not starts:
             return [], names
@@ -229,7 +229,7 @@ async def cost_report(store: Store, params: Params, clock: Any) -> dict[str, Any
 async def openrouter_key(store: Store, key: KeyInfo, account: Account, at: Micros) -> dict[str, Any]:
     """`GET /api/v1/key` for one key: its limit (its budget per period, else its credits; None: no limit), what
     remains of it, and its spend all-time and in this UTC day, week (from Monday) and month."""
-    day, week, month = (period_start(p, at) // DAY for p in ("day", "week", "month"))  # type: ignore[arg-type]
+    day, week, month = (period_start(p, at) // DAY for p in ("day", "week", "month"))
 
     def work() -> Op[list[tuple[Any, ...]]]:
         rows = yield Q("SELECT day, SUM(charged) FROM rollup_daily WHERE key_id = ? AND day >= ? GROUP BY day",
