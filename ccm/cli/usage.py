@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from decimal import Decimal
 from typing import IO, Any
 
 import click
@@ -49,21 +50,26 @@ def _line(line: Line) -> list[Any]:
 
 
 def _table(rows: list[list[Any]], head: list[str]) -> str:
-    cells = [head] + [[format_usd(int(v.scaleb(9))) if hasattr(v, "scaleb") else str(v) for v in row] for row in rows]
+    cells = [head] + [[format_usd(int(v.scaleb(9))) if isinstance(v, Decimal) else str(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
                      for r in cells)
 
 
+def _plain(value: Any) -> Any:
+    """Dollars as exact decimal text without trailing zeros ("0.0375"); anything else as it is."""
+    return f"{value.normalize():f}" if isinstance(value, Decimal) else value
+
+
 def _emit(rows: list[list[Any]], head: list[str], output: str) -> None:
     if output == "json":
-        click.echo(orjson.dumps([dict(zip(head, (str(v) if hasattr(v, "scaleb") else v for v in row)))
-                                 for row in rows], option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps([dict(zip(head, map(_plain, row))) for row in rows],
+                                option=orjson.OPT_INDENT_2).decode())
     elif output == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(head)
-        writer.writerows(rows)
+        writer.writerows([list(map(_plain, row)) for row in rows])
         click.echo(buffer.getvalue(), nl=False)
     else:
         click.echo(_table(rows, head))

@@ -74,7 +74,7 @@ def cost(usage: Usage, price: Price | None, markup: Decimal = Decimal(0)) -> Cos
     """The upstream and charged cost of `usage` at `price`, with `markup` percent added (20 for 20%)."""
     if price is None:
         return Cost(0, 0, priced=False)
-    if markup < 0 or not markup.is_finite():
+    if not markup.is_finite() or markup < 0:
         raise ValueError(f"markup must be a finite percentage of at least 0, not {markup}")
     with localcontext(EXACT):
         factor = 1 + markup / HUNDRED

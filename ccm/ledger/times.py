@@ -92,6 +92,8 @@ def parse_instant(text: str, clock: Clock = now) -> Micros:
         at = _parse_iso(raw)
     if at > current:
         raise BadTime(f"`{text}` is in the future", "give a time in the past, or a time ago: 7d, 24h")
+    if at < 0:
+        raise BadTime(f"`{text}` is before 1970", _HINT)
     return at
 
 

@@ -63,6 +63,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield from make_database_url(request.param, tmp_path)
 
 
+@pytest.fixture(scope="module", params=STORES)
+def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database per store for a module's tests that only read, or that must leave it unchanged."""
+    yield from make_database_url(request.param, tmp_path_factory.mktemp("ledger"))
+
+
 class FakeClock:
     """A clock the test moves (microseconds since the epoch)."""
 

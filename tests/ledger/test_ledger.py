@@ -10,7 +10,14 @@ from decimal import Decimal
 import pytest
 
 from ccm.ledger.errors import (
-    BadInput, DuplicateRequest, KeyRefused, LedgerError, OutOfCredit, OverBudget, RateLimited, UnknownKey,
+    BadInput,
+    DuplicateRequest,
+    KeyRefused,
+    LedgerError,
+    OutOfCredit,
+    OverBudget,
+    RateLimited,
+    UnknownKey,
 )
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey
