@@ -97,7 +97,7 @@ def _buckets(params: Params, clock: Any, *, widths: tuple[str, ...]) -> tuple[Mi
     if ending is not None and ending <= starting:
         raise BadInput("`ending_at` must be after `starting_at`")
     start = _cursor(_one(params, "page")) or starting
-    last = ending if ending is not None else start + limit * width
+    last = ending if ending is not None else -(-clock() // width) * width  # to now, in whole buckets
     starts = [start + i * width for i in range(limit) if start + i * width < last]
     more = bool(starts) and starts[-1] + width < last
     return width, starts, more, last
