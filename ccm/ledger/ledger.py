@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -75,7 +76,8 @@ def _running(pid: int) -> bool:
 
 class Ledger:
     def __init__(self, store: Store, *, clock: Clock = now, instance: str | None = None,
-                 heartbeat: float = HEARTBEAT_S, lease: float = LEASE_S, hold_ttl: Micros = HOLD_TTL) -> None:
+                 heartbeat: float = HEARTBEAT_S, lease: float = LEASE_S, hold_ttl: Micros = HOLD_TTL,
+                 auth_cache: float = 0.0) -> None:
         self.store = store
         self.clock = clock
         self.instance = instance or uuid.uuid4().hex
@@ -84,6 +86,9 @@ class Ledger:
         self.lease = int(lease * SECOND)
         self.hold_ttl = hold_ttl
         self._prices: dict[str, int] = {}
+        # Off by default: every authenticate reads the database, so a revocation is seen at once everywhere.
+        self.auth_cache = auth_cache
+        self._keys: dict[str, tuple[float, KeyInfo]] = {}
         self._task: asyncio.Task[None] | None = None
         self._registered = False
 
@@ -160,10 +165,23 @@ class Ledger:
 
     async def authenticate(self, secret: str) -> KeyInfo | None:
         """The key a secret belongs to, read from the database (so a revocation anywhere is seen at once); None for
-        a secret that is no ccm key. The caller refuses a key whose `status(now)` is not "active"."""
+        a secret that is no ccm key. The caller refuses a key whose `status(now)` is not "active".
+
+        With `auth_cache` seconds, a key found is remembered that long: a revocation on another instance is then
+        seen within that time by requests that skip `admit` (a key with nothing to check); `admit` always reads
+        the key's row under its lock, so a revoked key never holds credit, budget or rate, cache or not."""
         if not secrets.looks_like_secret(secret):
             return None
-        found: KeyInfo | None = await self.store.run(ops.find_secret(secrets.secret_hash(secret)), write=False)
+        digest = secrets.secret_hash(secret)
+        if self.auth_cache:
+            cached = self._keys.get(digest)
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
+        found: KeyInfo | None = await self.store.run(ops.find_secret(digest), write=False)
+        if self.auth_cache and found is not None:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[digest] = (time.monotonic() + self.auth_cache, found)
         return found
 
     async def admit(self, key: KeyInfo, request_id: str, hold: Money, tokens: int, *,

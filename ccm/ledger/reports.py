@@ -10,8 +10,6 @@ constant memory, with times and amounts formatted by the database itself (the ex
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -209,45 +207,91 @@ def _usd_sql(column: str, dialect: str) -> str:
 def _time_sql(dialect: str) -> str:
     if dialect == "postgres":
         return "to_char(to_timestamp(u.ts / 1000000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-    return "strftime('%Y-%m-%dT%H:%M:%fZ', u.ts / 1000000.0, 'unixepoch')"
+    return "strftime('%Y-%m-%dT%H:%M:%S', u.ts / 1000000, 'unixepoch') || printf('.%06dZ', u.ts % 1000000)"
 
 
-def export_query(dialect: str, *, since: Micros, until: Micros, key_id: int | None) -> tuple[str, list[Any]]:
-    columns = [
+_TEXT_COLUMNS = frozenset({"u.request_id", "u.session", "u.rule", "u.model", "u.provider", "u.upstream_model",
+                           "u.error", f"COALESCE(k.name, '{LOCAL}')"})
+
+
+def _columns(dialect: str) -> list[str]:
+    return [
         _time_sql(dialect), "u.request_id", f"COALESCE(k.name, '{LOCAL}')", "u.session", "u.rule", "u.model",
         "u.provider", "u.upstream_model", "u.attempts", "u.stream", "u.status", "u.error", "u.input", "u.output",
         "u.cache_write_5m", "u.cache_write_1h", "u.cache_read", "u.web_search", "u.latency_ms", "u.ttft_ms",
         _usd_sql("upstream", dialect), _usd_sql("charged", dialect), "u.price_id", "u.estimated", "u.truncated",
     ]
+
+
+def _csv_field(column: str, dialect: str) -> str:
+    """One CSV field, made by the database: text always quoted (RFC 4180, quotes doubled), numbers bare, NULL
+    empty."""
+    if column in _TEXT_COLUMNS:
+        return f"'\"' || replace(COALESCE({column}, ''), '\"', '\"\"') || '\"'"
+    if column.startswith(("strftime", "to_char", "printf", "(u.")):
+        return column  # a time or an amount: never NULL, never needs quotes
+    as_text = f"{column}::text" if dialect == "postgres" else f"CAST({column} AS TEXT)"
+    return f"COALESCE({as_text}, '')"
+
+
+# SQLite writes a whole CSV line with one printf (`%w` doubles the quotes inside a quoted field), and the date of
+# each row comes from a small table of days (one row per day of the range) instead of strftime: together about twice
+# as fast as concatenating formatted fields.
+_SQLITE_DAYS = (
+    Q("CREATE TEMP TABLE IF NOT EXISTS export_days (day INTEGER PRIMARY KEY, text TEXT NOT NULL)"),
+    Q("INSERT OR IGNORE INTO export_days WITH RECURSIVE d(day) AS (SELECT ? UNION ALL SELECT day + 1 FROM d "
+      "WHERE day < ?) SELECT day, date(day * 86400, 'unixepoch') FROM d"),
+)
+_SQLITE_LINE = (
+    "printf('%s,\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",%d,%d,%d,\"%w\",%d,%d,%d,%d,%d,%d,%d,%s,"
+    "%d.%09d,%d.%09d,%s,%d,%d', "
+    "d.text || printf('T%02d:%02d:%02d.%06dZ', u.ts / 3600000000 % 24, u.ts / 60000000 % 60, u.ts / 1000000 % 60, "
+    f"u.ts % 1000000), u.request_id, COALESCE(k.name, '{LOCAL}'), COALESCE(u.session, ''), COALESCE(u.rule, ''), "
+    "COALESCE(u.model, ''), COALESCE(u.provider, ''), COALESCE(u.upstream_model, ''), u.attempts, u.stream, u.status, "
+    "COALESCE(u.error, ''), u.input, u.output, u.cache_write_5m, u.cache_write_1h, u.cache_read, u.web_search, "
+    "u.latency_ms, u.ttft_ms, u.upstream / 1000000000, u.upstream % 1000000000, u.charged / 1000000000, "
+    "u.charged % 1000000000, u.price_id, u.estimated, u.truncated)"
+)
+
+
+def export_query(dialect: str, *, since: Micros, until: Micros, key_id: int | None,
+                 csv_lines: bool = False) -> tuple[str, list[Any], list[Q]]:
+    """The export's query (and the statements to run before it on its connection): one row per usage row, its
+    columns (`EXPORT_COLUMNS`), or with `csv_lines` one CSV line each, built by the database (that is what makes a
+    million-row export fast)."""
+    columns = _columns(dialect)
+    joins = "LEFT JOIN keys k ON k.id = u.key_id"
+    prepare: list[Q] = []
+    if csv_lines and dialect == "sqlite":
+        select = _SQLITE_LINE
+        joins += f" JOIN export_days d ON d.day = u.ts / {DAY}"
+        prepare = [_SQLITE_DAYS[0], Q(_SQLITE_DAYS[1].sql, (since // DAY, max(until - 1, since) // DAY))]
+    elif csv_lines:
+        select = " || ',' || ".join(_csv_field(c, dialect) for c in columns)
+    else:
+        select = ", ".join(columns)
     where, params = "u.ts >= ? AND u.ts < ?", [since, until]
     if key_id is not None:
         where += " AND COALESCE(u.key_id, 0) = ?"
         params.append(key_id)
-    sql = (f"SELECT {', '.join(columns)} FROM usage u LEFT JOIN keys k ON k.id = u.key_id WHERE {where} "
-           "ORDER BY u.ts, u.id")
-    return sql, params
+    sql = f"SELECT {select} FROM usage u {joins} WHERE {where} ORDER BY u.ts, u.id"
+    return sql, params, prepare
 
 
-async def _export_rows(store: Store, since: Micros, until: Micros, key: str | None,
-                       chunk: int) -> AsyncIterator[list[tuple[Any, ...]]]:
+async def _export_rows(store: Store, since: Micros, until: Micros, key: str | None, chunk: int,
+                       csv_lines: bool = False) -> AsyncIterator[list[tuple[Any, ...]]]:
     key_id = None if key is None else await store.run(_key_id(key), write=False)
-    sql, params = export_query(store.dialect, since=since, until=until, key_id=key_id)
-    async for rows in store.stream(sql, params, chunk):
+    sql, params, prepare = export_query(store.dialect, since=since, until=until, key_id=key_id, csv_lines=csv_lines)
+    async for rows in store.stream(sql, params, chunk, prepare=prepare):
         yield rows
 
 
 async def export_csv(store: Store, *, since: Micros, until: Micros, key: str | None = None,
-                     chunk: int = 10_000) -> AsyncIterator[str]:
-    """Every usage row in [since, until) as CSV text, a header first, then one chunk of text per chunk of rows."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
-    yield buffer.getvalue()
-    async for rows in _export_rows(store, since, until, key, chunk):
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerows(rows)
-        yield buffer.getvalue()
+                     chunk: int = 20_000) -> AsyncIterator[str]:
+    """Every usage row in [since, until) as CSV text: the header, then one chunk of lines per chunk of rows."""
+    yield ",".join(EXPORT_COLUMNS) + "\n"
+    async for rows in _export_rows(store, since, until, key, chunk, csv_lines=True):
+        yield "\n".join([r[0] for r in rows]) + "\n"
 
 
 async def export_json(store: Store, *, since: Micros, until: Micros, key: str | None = None,

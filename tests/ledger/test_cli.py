@@ -177,7 +177,8 @@ def test_usage_billing_and_export(database_url: str, tmp_path: Path) -> None:
     exported = ccm(database_url, "export", "--key", "alice")
     lines = exported.stdout.splitlines()
     assert len(lines) == 6 and lines[0].startswith("time,request_id,key")
-    assert ",alice," in lines[1] and "0.007500000" in lines[1] and "0.009000000" in lines[1]
+    assert ',"alice",' in lines[1] and ",0.007500000,0.009000000," in lines[1]
+    assert lines[1][:27].endswith("Z") and lines[1][19] == "."  # 2026-05-28T12:00:00.000000Z
     out = tmp_path / "rows.json"
     assert ccm(database_url, "export", "--format", "json", "--output", str(out)).exit_code == 0
     rows = json.loads(out.read_text())

@@ -346,3 +346,18 @@ async def test_reports_group_and_sum(ledger: Ledger, clock: FakeClock) -> None:
     assert sum(b.markup for b in bills if b.key == "alice") == 3 * usd("0.0009")
     with pytest.raises(UnknownKey):
         await usage(ledger.store, since=0, until=end, key="nobody")
+
+
+async def test_the_optional_key_cache_never_lets_a_revoked_key_spend(database_url: str, clock: FakeClock) -> None:
+    cached = await Ledger.open(database_url, clock=clock, auth_cache=60.0)
+    await cached.start(background=False)
+    try:
+        key, secret = await cached.create_key(NewKey("c", credits=usd("1")))
+        assert (await cached.authenticate(secret)) is not None
+        await cached.revoke("c")
+        stale = await cached.authenticate(secret)  # remembered: still shows active for up to 60 s
+        assert stale is not None and stale.status(clock()) == "active"
+        with pytest.raises(KeyRefused):
+            await cached.admit(stale, "r", CENT, 10)  # admission reads the row under its lock
+    finally:
+        await cached.stop()

@@ -56,8 +56,10 @@ class Store(ABC):
         """Run `op` in one transaction (read-only when not `write`) and return what it returns."""
 
     @abstractmethod
-    def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000) -> AsyncIterator[Rows]:
-        """A long query's rows in chunks, read without holding everything in memory (exports)."""
+    def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000,
+               prepare: Sequence[Q] = ()) -> AsyncIterator[Rows]:
+        """A long query's rows in chunks, read without holding everything in memory (exports); `prepare` runs first
+        on the same connection (a temporary table the query joins)."""
 
     @abstractmethod
     async def schema_version(self) -> int:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ccm.ledger.errors import LedgerError, LedgerUnavailable
-from ccm.ledger.store.base import Op, Rows, Store, redact
+from ccm.ledger.store.base import Op, Q, Rows, Store, redact
 from ccm.ledger.store.migrate import VERSION_TABLE, migrations
 
 T = TypeVar("T")
@@ -103,10 +103,13 @@ class PostgresStore(Store):
                 raise
             raise translated from error
 
-    async def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000) -> AsyncIterator[Rows]:
+    async def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000,
+                     prepare: Sequence[Q] = ()) -> AsyncIterator[Rows]:
         try:
             async with self._pool.acquire() as conn:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    for q in prepare:
+                        await conn.execute(numbered(q.sql), *q.params)
                     cursor = await conn.cursor(numbered(sql), *params)
                     while True:
                         records = await cursor.fetch(chunk)

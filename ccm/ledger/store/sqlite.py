@@ -218,7 +218,8 @@ class SQLiteStore(Store):
         result: T = await worker.submit(lambda conn: drive(op, _execute(conn)))
         return result
 
-    async def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000) -> AsyncIterator[Rows]:
+    async def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000,
+                     prepare: Sequence[Q] = ()) -> AsyncIterator[Rows]:
         """Rows in chunks from a connection of its own, in a thread of its own, at most four chunks ahead."""
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[Rows | BaseException | None] = asyncio.Queue()
@@ -229,6 +230,8 @@ class SQLiteStore(Store):
             try:
                 conn = _connect(self.path, write=False)
                 try:
+                    for q in prepare:
+                        conn.execute(q.sql, tuple(q.params))
                     cursor = conn.execute(sql, tuple(params))
                     while not stop.is_set():
                         rows = cursor.fetchmany(chunk)
