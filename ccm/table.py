@@ -11,6 +11,7 @@ key: an env reference serialises as `env(NAME)`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_serializer
@@ -128,12 +129,21 @@ class Provider(Frozen):
 
 
 class Price(Frozen):
-    """US dollars per million tokens."""
+    """What a model costs upstream, per billed class, exactly: US dollars per million tokens, and `web_search` in
+    US dollars per 1,000 requests (the unit Anthropic quotes: $10 per 1,000 searches).
 
-    input: float
-    output: float
-    cache_read: float | None = None
-    cache_write: float | None = None
+    No class is derived from another. A cache class left out (None) means the upstream does not bill it apart from
+    plain input, and its tokens cost the `input` rate (docs/language.md#price); the compiler requires every class
+    where the upstream does bill them apart (an `anthropic` provider, or `keep_cache_control` through OpenRouter).
+    A `web_search` left out costs nothing: only Anthropic upstreams report searches, and there it is required.
+    """
+
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    cache_read: Decimal | None = None
+    web_search: Decimal | None = None
 
 
 # Upstream behaviours a model opts into, declared in the file instead of hard-coded per vendor:
@@ -329,12 +339,14 @@ class RouteTest(Frozen):
 
 class Settings(Frozen):
     """File-wide settings. `auth` lists the keys clients must present (none: ccm listens on loopback only).
-    `count_tokens` names an anthropic provider to forward count_tokens to; None counts locally."""
+    `count_tokens` names an anthropic provider to forward count_tokens to; None counts locally. `markup` is the
+    percent added to upstream costs (`markup 20%`), unless a key has its own."""
 
     auth: tuple[Value, ...] = ()
     background: tuple[str, ...] = ("*haiku*",)
     count_tokens: str | None = None
     body_limit: int = 32 * 1024 * 1024
+    markup: Decimal = Decimal(0)
 
 
 class RoutingTable(Frozen):

@@ -21,6 +21,12 @@ COMMANDS: dict[str, str] = {
     "run": "ccm.cli.serve:run",
     "code": "ccm.cli.serve:code",
     "env": "ccm.cli.serve:env",
+    "keys": "ccm.cli.keys:keys",
+    "credits": "ccm.cli.keys:credits",
+    "usage": "ccm.cli.usage:usage",
+    "billing": "ccm.cli.usage:billing",
+    "export": "ccm.cli.usage:export",
+    "db": "ccm.cli.database:db",
 }
 
 

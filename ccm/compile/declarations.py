@@ -7,6 +7,7 @@ A declaration with errors is left out of the table (its name stays known, so ref
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, get_args
 
 from ccm import table as t
@@ -142,6 +143,9 @@ def settings(ctx: Context, block: s.Block) -> tuple[t.Settings, bool]:
         elif keyword == "direct":
             (word,) = _words(item)
             direct = ctx.choose(word, ("on", "off"), "`direct` setting") != "off"
+        elif keyword == "markup":
+            (word,) = _words(item)
+            fields["markup"] = ctx.read(values.percent, word)
     clean = {k: v for k, v in fields.items() if v is not None or k == "count_tokens"}
     return t.Settings(**clean), direct
 
@@ -244,7 +248,7 @@ def model(ctx: Context, decl: s.ModelDecl) -> t.Model | None:
         if keyword in ("context", "max_output"):
             fields[keyword] = ctx.read(values.token_count, _words(item)[0])
         elif keyword == "price":
-            fields["price"] = _price(ctx, item)
+            fields["price"] = _price(ctx, item, _served_by(ctx, deployments, decl))
         elif keyword == "force":
             fields["force"] = _force(ctx, item)
         elif keyword == "drop":
@@ -288,18 +292,57 @@ def _deployments(ctx: Context, decl: s.ModelDecl) -> list[t.Deployment]:
     return out
 
 
+def _served_by(ctx: Context, deployments: list[t.Deployment], decl: s.ModelDecl) -> tuple[str, ...]:
+    kinds = [ctx.providers[d.provider].type for d in deployments if d.provider in ctx.providers]
+    for item in decl.items or ():
+        if isinstance(item, s.Item) and item.keyword.text == "quirks":
+            kinds += [w.text for w in _words(item)]
+    return tuple(dict.fromkeys(kinds))
+
+
 def _did_you_mean_provider(ctx: Context, name: str) -> str:
     return did_you_mean(name, ctx.provider_spans) or f"declare it: provider {name} {{ type … url … }}"
 
 
-def _price(ctx: Context, item: s.Item) -> t.Price | None:
-    fields: dict[str, float | None] = {}
+# Classes an upstream bills apart from plain input, per kind of upstream: a price for a model served there must give
+# each of them, since any rate ccm made up (5m for 1h, input for a cache write) would be a wrong cost. Claude Code
+# writes 1-hour cache entries; pricing them as 5-minute ones understated a real session by 30% (ccusage #899).
+_BILLED_APART: dict[str, tuple[str, ...]] = {
+    "anthropic": ("cache_write_5m", "cache_write_1h", "cache_read", "web_search"),
+    "keep_cache_control": ("cache_write_5m", "cache_read"),  # OpenRouter reports Claude's cache writes and reads
+}
+_PRICE_EXAMPLE = "price input 3 output 15 cache_write_5m 3.75 cache_write_1h 6 cache_read 0.30 web_search 10"
+
+
+def _price(ctx: Context, item: s.Item, served_by: tuple[str, ...]) -> t.Price | None:
+    """`price input 3 output 15 …`; `served_by` names the kinds of upstream (provider types, and quirks that change
+    what is billed) the model reaches, so that a class one of them bills apart is never left out."""
+    fields: dict[str, Decimal | None] = {}
     for name, amount in _pairs(item.args):
+        if name.text == "cache_write":
+            ctx.error(name.span, "`cache_write` does not say which cache writes: Anthropic bills 5-minute and 1-hour "
+                                 "writes at different rates (1.25x and 2x input)",
+                      "give both: cache_write_5m 3.75 cache_write_1h 6 (USD per million tokens)")
+            fields[name.text] = None
+            fields.setdefault("cache_write_5m", None)  # said once, by this error
+            fields.setdefault("cache_write_1h", None)
+            continue
         which = ctx.choose(name, PRICES, "price")
+        if which in fields:
+            ctx.error(name.span, f"price `{which}` is given twice")
         fields[which or name.text] = ctx.read(values.decimal, amount)
     missing = [p for p in ("input", "output") if p not in fields]
+    for kind in served_by:
+        missing += [p for p in _BILLED_APART.get(kind, ()) if p not in fields and p not in missing]
     if missing:
-        ctx.error(item.keyword.span, f"price needs {' and '.join(missing)}", "price input 3 output 15 (USD per million)")
+        why = ""
+        if any(p not in ("input", "output") for p in missing):
+            kind = next(k for k in served_by if set(_BILLED_APART.get(k, ())) & set(missing))
+            who = ("an `anthropic` upstream bills" if kind == "anthropic"
+                   else "with `keep_cache_control` the upstream reports and bills")
+            why = f": {who} each of these apart, and ccm never derives one price from another"
+        ctx.error(item.keyword.span, f"price needs {', '.join(missing)}{why}",
+                  f"{_PRICE_EXAMPLE} (USD per million tokens; web_search per 1,000 searches)")
         return None
     if any(v is None for v in fields.values()) or not set(fields) <= set(PRICES):
         return None

@@ -8,6 +8,7 @@ million tokens after `tokens`, two minutes after `idle`), so every place names t
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from ccm.dsl import syntax as s
@@ -20,7 +21,7 @@ class BadValue(Exception):
         self.hint = hint
 
 
-_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)")
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*|%)")
 
 TOKEN_SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000}
 SIZE_SUFFIXES = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
@@ -63,12 +64,30 @@ def duration(text: str) -> float:
     return number * DURATION_SUFFIXES[suffix]
 
 
-def decimal(text: str) -> float:
-    """A plain number without suffix (prices)."""
-    number, suffix, _ = _split(text)
-    if suffix:
+# Prices above this are typing mistakes, not models (the dearest list price is well under $1,000 per million).
+MAX_PRICE = Decimal(1_000_000)
+
+
+def decimal(text: str) -> Decimal:
+    """A plain number without suffix, exactly (prices: never a float)."""
+    found = _QUANTITY.fullmatch(text)
+    if not found or found.group(2):
         raise BadValue(f"invalid number `{text}`", "prices are plain numbers: US dollars per million tokens")
-    return number
+    value = Decimal(found.group(1))
+    if value > MAX_PRICE:
+        raise BadValue(f"price `{text}` is too large", "prices are US dollars per million tokens, e.g. 3 or 0.30")
+    return value
+
+
+def percent(text: str) -> Decimal:
+    """`20%`, `2.5%`, `0%`: a percentage, exactly, as the number before the sign (20, 2.5, 0)."""
+    found = _QUANTITY.fullmatch(text)
+    if not found or found.group(2) != "%":
+        raise BadValue(f"invalid markup `{text}`", "write a percentage added to the upstream cost: markup 20%")
+    value = Decimal(found.group(1))
+    if value > 10_000:
+        raise BadValue(f"markup `{text}` is too large", "at most 10000% (a hundred times the upstream cost)")
+    return value
 
 
 def whole(text: str, minimum: int = 0) -> int:

@@ -1,0 +1,344 @@
+"""Every ledger operation, written once as a generator of SQL (see `ccm.ledger.store.base`), run in one transaction.
+
+The money arithmetic is `ccm.ledger.admission`'s; these functions read the rows it needs under their lock, call it,
+and write back what it returns. Locks are always taken in the same order — a key's row first, then its holds, usage
+and rollups — so two transactions never wait on each other in a circle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ccm.ledger import admission
+from ccm.ledger.errors import BadInput, DuplicateRequest, LedgerError, UnknownKey
+from ccm.ledger.money import Money
+from ccm.ledger.records import Account, Hold, KeyInfo, NewKey, UsageRow
+from ccm.ledger.store.base import Op, Q, Row
+from ccm.ledger.times import DAY, Micros
+
+KEY_COLUMNS = (
+    "id, name, prefix, created_at, expires_at, revoked_at, credits, budget, period, models, rpm, tpm, markup, plan, "
+    "team, balance, held, credited, settled, period_start, period_spent, rpm_level, rpm_at, tpm_level, tpm_at"
+)
+_SELECT_KEY = f"SELECT {KEY_COLUMNS} FROM keys"
+
+USAGE_COLUMNS = (
+    "request_id", "ts", "key_id", "session", "rule", "model", "provider", "upstream_model", "attempts", "stream",
+    "status", "error", "input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search",
+    "latency_ms", "ttft_ms", "upstream", "charged", "held", "price_id", "estimated", "truncated",
+)
+_INSERT_USAGE = (
+    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))}) "
+    "ON CONFLICT (request_id) DO NOTHING RETURNING id"
+)
+_COUNTS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search")
+_ROLLUP_SUMS = ("requests", "errors", *_COUNTS, "upstream", "charged", *(f"c_{c}" for c in _COUNTS))
+_UPSERT_ROLLUP = (
+    f"INSERT INTO rollup_daily (day, key_id, model, provider, {', '.join(_ROLLUP_SUMS)}) "
+    f"VALUES (?, ?, ?, ?, {', '.join('?' * len(_ROLLUP_SUMS))}) "
+    "ON CONFLICT (day, key_id, model, provider) DO UPDATE SET "
+    + ", ".join(f"{c} = rollup_daily.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
+)
+_WRITE_ACCOUNT = (
+    "UPDATE keys SET balance = ?, held = ?, credited = ?, settled = ?, period_start = ?, period_spent = ?, "
+    "rpm_level = ?, rpm_at = ?, tpm_level = ?, tpm_at = ? WHERE id = ?"
+)
+
+
+def parse_key(row: Row, secret_expires_at: Micros | None = None) -> tuple[KeyInfo, Account]:
+    (id_, name, prefix, created_at, expires_at, revoked_at, credits, budget, period, models, rpm, tpm, markup, plan,
+     team, balance, held, credited, settled, period_start, period_spent, rpm_level, rpm_at, tpm_level, tpm_at) = row
+    key = KeyInfo(
+        id=id_, name=name, prefix=prefix, created_at=created_at, credits=bool(credits), budget=budget, period=period,
+        models=tuple(models.split(",")) if models else (), rpm=rpm, tpm=tpm,
+        markup=Decimal(markup) if markup is not None else None, plan=plan, team=team, expires_at=expires_at,
+        revoked_at=revoked_at, secret_expires_at=secret_expires_at,
+    )
+    account = Account(balance, held, credited, settled, period_start, period_spent, rpm_level, rpm_at, tpm_level,
+                      tpm_at)
+    return key, account
+
+
+def _write(key_id: int, a: Account) -> Q:
+    return Q(_WRITE_ACCOUNT, (a.balance, a.held, a.credited, a.settled, a.period_start, a.period_spent, a.rpm_level,
+                              a.rpm_at, a.tpm_level, a.tpm_at, key_id))
+
+
+def _locked(key_id: int) -> Op[tuple[KeyInfo, Account]]:
+    rows = yield Q(f"{_SELECT_KEY} WHERE id = ?", (key_id,), lock=True)
+    if not rows:
+        raise LedgerError(f"no key with id {key_id}")
+    return parse_key(rows[0])
+
+
+def _by_name(name: str, lock: bool = False) -> Op[tuple[KeyInfo, Account]]:
+    rows = yield Q(f"{_SELECT_KEY} WHERE name = ?", (name,), lock=lock)
+    if not rows:
+        raise UnknownKey(name)
+    return parse_key(rows[0])
+
+
+def _in(values: Sequence[Any]) -> str:
+    return "(" + ", ".join("?" * len(values)) + ")"
+
+
+# --- keys ------------------------------------------------------------------------------------------------------------
+
+
+def create_key(new: NewKey, hash_: str, prefix: str, at: Micros) -> Op[KeyInfo]:
+    credits = new.credits or 0
+    rows = yield Q(
+        "INSERT INTO keys (name, prefix, created_at, expires_at, credits, budget, period, models, rpm, tpm, markup, "
+        "plan, team, balance, credited) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (name) DO NOTHING RETURNING id",
+        (new.name, prefix, at, new.expires_at, int(new.credits is not None), new.budget, new.period,
+         ",".join(new.models), new.rpm, new.tpm, None if new.markup is None else str(new.markup), new.plan, new.team,
+         credits, credits),
+    )
+    if not rows:
+        raise BadInput(f"a key named `{new.name}` already exists", f"pick another name, or `ccm keys show {new.name}`")
+    key_id = rows[0][0]
+    yield Q("INSERT INTO key_secrets (hash, key_id, prefix, created_at) VALUES (?, ?, ?, ?)",
+            (hash_, key_id, prefix, at))
+    if credits:
+        yield Q("INSERT INTO credits (key_id, amount, note, created_at) VALUES (?, ?, ?, ?)",
+                (key_id, credits, new.note or "initial credits", at))
+    key, _ = yield from _locked(key_id)
+    return key
+
+
+def find_secret(hash_: str) -> Op[KeyInfo | None]:
+    rows = yield Q(
+        f"SELECT s.expires_at, {', '.join('k.' + c.strip() for c in KEY_COLUMNS.split(','))} "
+        "FROM key_secrets s JOIN keys k ON k.id = s.key_id WHERE s.hash = ?",
+        (hash_,),
+    )
+    if not rows:
+        return None
+    return parse_key(rows[0][1:], rows[0][0])[0]
+
+
+def get_key(name: str) -> Op[tuple[KeyInfo, Account]]:
+    return (yield from _by_name(name))
+
+
+def list_keys() -> Op[list[tuple[KeyInfo, Account]]]:
+    rows = yield Q(f"{_SELECT_KEY} ORDER BY name")
+    return [parse_key(row) for row in rows]
+
+
+def revoke(name: str, at: Micros) -> Op[KeyInfo]:
+    key, _ = yield from _by_name(name, lock=True)
+    if key.revoked_at is not None:
+        raise BadInput(f"key `{name}` is already revoked")
+    yield Q("UPDATE keys SET revoked_at = ? WHERE id = ?", (at, key.id))
+    revoked, _ = yield from _locked(key.id)
+    return revoked
+
+
+def rotate(name: str, hash_: str, prefix: str, grace_until: Micros, at: Micros) -> Op[KeyInfo]:
+    """A new secret; the key's other secrets stop working at `grace_until` (now, with no grace)."""
+    key, _ = yield from _by_name(name, lock=True)
+    if key.status(at) != "active":
+        raise BadInput(f"key `{name}` is {key.status(at)}: there is nothing to rotate", "create a new key")
+    yield Q("UPDATE key_secrets SET expires_at = ? WHERE key_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+            (grace_until, key.id, grace_until))
+    yield Q("INSERT INTO key_secrets (hash, key_id, prefix, created_at) VALUES (?, ?, ?, ?)",
+            (hash_, key.id, prefix, at))
+    yield Q("UPDATE keys SET prefix = ? WHERE id = ?", (prefix, key.id))
+    rotated, _ = yield from _locked(key.id)
+    return rotated
+
+
+def add_credits(name: str, amount: Money, note: str | None, at: Micros) -> Op[Account]:
+    key, account = yield from _by_name(name, lock=True)
+    if not key.credits:
+        raise BadInput(f"key `{name}` has no credit balance: it was created without --credits, so its spend is "
+                       "not checked against one", "to cap its spend, give it a budget; or create a prepaid key with "
+                                                  "--credits")
+    yield Q("INSERT INTO credits (key_id, amount, note, created_at) VALUES (?, ?, ?, ?)", (key.id, amount, note, at))
+    changed = admission.credit(account, amount)
+    yield _write(key.id, changed)
+    return changed
+
+
+# --- holds -----------------------------------------------------------------------------------------------------------
+
+
+def admit(key_id: int, request_id: str, amount: Money, tokens: int, minimum: Money | None, instance: str,
+          at: Micros, expires_at: Micros) -> Op[Hold]:
+    key, account = yield from _locked(key_id)
+    changed, granted, limits = admission.admit(key, account, amount, tokens, at, minimum)
+    rows = yield Q(
+        "INSERT INTO holds (request_id, key_id, amount, tokens, instance, created_at, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING RETURNING id",
+        (request_id, key_id, granted, tokens, instance, at, expires_at),
+    )
+    if not rows:
+        raise DuplicateRequest(f"request `{request_id}` already holds credit", "every request needs its own id")
+    yield _write(key_id, changed)
+    return Hold(rows[0][0], request_id, key, granted, tokens, at, expires_at, limits)
+
+
+def extend(hold: Hold, amount: Money, at: Micros) -> Op[Hold]:
+    key, account = yield from _locked(hold.key.id)
+    changed = admission.extend(key, account, amount, at)
+    rows = yield Q("UPDATE holds SET amount = amount + ? WHERE id = ? RETURNING amount", (amount, hold.id))
+    if not rows:
+        raise LedgerError(f"the hold of request `{hold.request_id}` is no longer open",
+                          "it was settled, or released by a sweep after its lease or its process ended")
+    yield _write(key.id, changed)
+    return Hold(hold.id, hold.request_id, key, rows[0][0], hold.tokens, hold.created_at, hold.expires_at,
+                hold.limits)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    recorded: bool  # False: a row for this request id existed already (a retried settle): nothing was charged
+    held: Money | None  # what was held for it (None: nothing, or a sweep had released it)
+
+
+def finish(row: UsageRow, price_id: int | None, at: Micros) -> Op[Finished]:
+    """Settle (or release) a request: its row, its hold closed, its cost debited, its rollup; in one transaction."""
+    key: KeyInfo | None = None
+    account = Account()
+    if row.key_id is not None:
+        key, account = yield from _locked(row.key_id)
+    closed = yield Q("DELETE FROM holds WHERE request_id = ? RETURNING amount, tokens, key_id", (row.request_id,))
+    held: Money | None = None
+    estimate = 0
+    if closed:
+        held, estimate, hold_key = closed[0]
+        if hold_key != row.key_id:
+            raise LedgerError(f"request `{row.request_id}` was held on key {hold_key}, not {row.key_id}")
+    ts = row.time if row.time is not None else at
+    u, c = row.usage, row.cost
+    inserted = yield Q(_INSERT_USAGE, (
+        row.request_id, ts, row.key_id, row.session, row.rule, row.model, row.provider, row.upstream_model,
+        row.attempts, int(row.stream), row.status, row.error, u.input, u.output, u.cache_write_5m, u.cache_write_1h,
+        u.cache_read, u.web_search, row.latency_ms, row.ttft_ms, c.upstream, c.charged, held, price_id,
+        int(row.estimated), int(row.truncated),
+    ))
+    if key is not None:
+        if inserted:
+            changed = admission.settle(key, account, held, c.charged, u.tokens, estimate, at)
+        else:
+            changed = admission.release(account, held or 0)
+        if changed != account:
+            yield _write(key.id, changed)
+    if inserted:
+        lines = {line.token_class: line.charged for line in c.lines}
+        failed = int(row.error is not None or row.status >= 400)
+        yield Q(_UPSERT_ROLLUP, (
+            ts // DAY, row.key_id or 0, row.model or "", row.provider or "", 1, failed, *(getattr(u, n) for n in _COUNTS),
+            c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS),
+        ))
+    return Finished(bool(inserted), held)
+
+
+def put_price(hash_: str, body: str) -> Op[int]:
+    rows = yield Q("INSERT INTO prices (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING RETURNING id",
+                   (hash_, body))
+    if not rows:
+        rows = yield Q("SELECT id FROM prices WHERE hash = ?", (hash_,))
+    price_id: int = rows[0][0]
+    return price_id
+
+
+# --- instances and the sweep -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:
+    id: str
+    host: str
+    pid: int
+    boot: str
+    heartbeat_at: Micros
+    stopped_at: Micros | None
+
+
+def register(instance: InstanceRow, at: Micros) -> Op[None]:
+    yield Q("INSERT INTO instances (id, host, pid, boot, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (instance.id, instance.host, instance.pid, instance.boot, at, at))
+
+
+def heartbeat(instance: str, at: Micros) -> Op[None]:
+    yield Q("UPDATE instances SET heartbeat_at = ? WHERE id = ?", (at, instance))
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    holds: int
+    amount: Money
+    instances: int
+
+
+def sweep(me: str, at: Micros, dead: Callable[[InstanceRow], bool], mine_too: bool = False) -> Op[Swept]:
+    """Release the holds of instances that are gone (`dead`), and holds past their `expires_at` (a request can
+    never last that long; this is what keeps a lost hold from blocking a key forever). `mine_too`: this instance is
+    stopping, and its own holds go as well."""
+    rows = yield Q("SELECT id, host, pid, boot, heartbeat_at, stopped_at FROM instances")
+    gone = [r[0] for r in rows if (r[0] == me and mine_too) or (r[0] != me and dead(InstanceRow(*r)))]
+    where, params = "expires_at <= ?", [at]
+    if gone:
+        where += f" OR instance IN {_in(gone)}"
+        params += gone
+    holds = yield Q(f"SELECT id, key_id FROM holds WHERE {where}", params)
+    by_key: dict[int, list[int]] = {}
+    for hold_id, key_id in holds:
+        by_key.setdefault(key_id, []).append(hold_id)
+    count = amount = 0
+    for key_id in sorted(by_key):
+        key, account = yield from _locked(key_id)
+        ids = by_key[key_id]
+        released = yield Q(f"DELETE FROM holds WHERE id IN {_in(ids)} RETURNING amount", ids)
+        total = sum(r[0] for r in released)
+        count += len(released)
+        amount += total
+        if released:
+            yield _write(key_id, admission.release(account, total))
+    if gone:
+        yield Q(f"DELETE FROM instances WHERE id IN {_in(gone)}", gone)
+    return Swept(count, amount, len(gone))
+
+
+# --- the invariant ---------------------------------------------------------------------------------------------------
+
+
+def audit(deep: bool) -> Op[list[str]]:
+    """What breaks `balance = credits - settled - open holds` (empty: nothing). Per key: the account's counters
+    against the records (credit entries, open holds, rollups); `deep` also checks the rollups against every usage
+    row (a scan: for tests and `ccm db check`, not for each /health)."""
+    problems: list[str] = []
+    rows = yield Q(
+        "SELECT k.id, k.name, k.balance, k.held, k.credited, k.settled, "
+        "(SELECT COALESCE(SUM(amount), 0) FROM credits c WHERE c.key_id = k.id), "
+        "(SELECT COALESCE(SUM(amount), 0) FROM holds h WHERE h.key_id = k.id), "
+        "(SELECT COALESCE(SUM(charged), 0) FROM rollup_daily r WHERE r.key_id = k.id) "
+        "FROM keys k ORDER BY k.id"
+    )
+    for key_id, name, balance, held, credited, settled, credit_sum, hold_sum, charged_sum in rows:
+        if balance != credited - settled - held:
+            problems.append(f"key {name}: balance {balance} != credited {credited} - settled {settled} - held {held}")
+        if credited != credit_sum:
+            problems.append(f"key {name}: credited {credited} != sum of credit entries {credit_sum}")
+        if held != hold_sum:
+            problems.append(f"key {name}: held {held} != sum of open holds {hold_sum}")
+        if settled != charged_sum:
+            problems.append(f"key {name}: settled {settled} != sum of charged costs {charged_sum}")
+    if deep:
+        by_rows = yield Q("SELECT COALESCE(key_id, 0), COUNT(*), SUM(charged), SUM(upstream) FROM usage "
+                          "GROUP BY COALESCE(key_id, 0)")
+        by_rollup = yield Q("SELECT key_id, SUM(requests), SUM(charged), SUM(upstream) FROM rollup_daily "
+                            "GROUP BY key_id")
+        rows_map = {r[0]: tuple(int(v) for v in r[1:]) for r in by_rows}
+        rollup_map = {r[0]: tuple(int(v) for v in r[1:]) for r in by_rollup}
+        for key_id in sorted(set(rows_map) | set(rollup_map)):
+            if rows_map.get(key_id) != rollup_map.get(key_id):
+                problems.append(f"key id {key_id}: usage rows (count, charged, upstream) {rows_map.get(key_id)} != "
+                                f"rollups {rollup_map.get(key_id)}")
+    return problems

@@ -1,0 +1,363 @@
+"""The ledger's behaviour, the same suite on SQLite and PostgreSQL (see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from ccm.ledger.errors import (
+    BadInput,
+    DuplicateRequest,
+    KeyRefused,
+    LedgerError,
+    OutOfCredit,
+    OverBudget,
+    RateLimited,
+    UnknownKey,
+)
+from ccm.ledger.ledger import Ledger
+from ccm.ledger.records import NewKey
+from ccm.ledger.store import ops
+from ccm.ledger.store.base import Q
+from ccm.ledger.times import DAY, HOUR, MINUTE, SECOND, period_end
+from ccm.ledger.usage import Usage
+from tests.ledger.conftest import FakeClock
+from tests.ledger.helpers import CENT, SONNET, row, usd
+
+
+async def counts(ledger: Ledger) -> dict[str, int]:
+    def work() -> ops.Op[dict[str, int]]:
+        out = {}
+        for table in ("keys", "key_secrets", "credits", "holds", "usage", "rollup_daily", "prices"):
+            rows = yield Q(f"SELECT COUNT(*) FROM {table}")
+            out[table] = int(rows[0][0])
+        rows = yield Q("SELECT COALESCE(SUM(balance), 0), COALESCE(SUM(held), 0) FROM keys")
+        out["balance"], out["held"] = int(rows[0][0]), int(rows[0][1])
+        return out
+
+    result: dict[str, int] = await ledger.store.run(work(), write=False)
+    return result
+
+
+async def test_create_authenticate_and_account(ledger: Ledger) -> None:
+    key, secret = await ledger.create_key(NewKey("alice", credits=usd("5")))
+    assert secret.startswith("ccm-sk-") and len(secret) == 50
+    found = await ledger.authenticate(secret)
+    assert found is not None and found.name == "alice" and found.status(ledger.clock()) == "active"
+    assert await ledger.authenticate(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert await ledger.authenticate("sk-ant-not-ours") is None
+    _, account = await ledger.key("alice")
+    assert (account.balance, account.credited, account.held, account.settled) == (usd("5"), usd("5"), 0, 0)
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_settle_debits_once_and_is_idempotent(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("alice", credits=usd("1")))
+    hold = await ledger.admit(key, "req-1", 5 * CENT, tokens=1000)
+    _, account = await ledger.key("alice")
+    assert (account.balance, account.held) == (usd("0.95"), 5 * CENT)
+    assert await ledger.settle(hold, row("req-1")) is True
+    assert await ledger.settle(hold, row("req-1")) is False  # a retried settle charges nothing more
+    _, account = await ledger.key("alice")
+    assert (account.balance, account.held, account.settled) == (usd("0.99"), 0, CENT)
+    assert (await counts(ledger))["usage"] == 1
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_release_on_failure_writes_a_row_and_returns_the_hold(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("alice", credits=usd("1")))
+    hold = await ledger.admit(key, "req-1", 5 * CENT, tokens=1000)
+    failed = row("req-1", usage=Usage(), status=502, error="api_error")
+    assert await ledger.release(hold, failed)
+    _, account = await ledger.key("alice")
+    assert (account.balance, account.held, account.settled) == (usd("1"), 0, 0)
+    # a failure after partial output is billed what the upstream billed
+    hold = await ledger.admit(key, "req-2", 5 * CENT, tokens=1000)
+    assert await ledger.release(hold, row("req-2", usage=Usage(output=500), status=200, error="caller_cancelled",
+                                          truncated=True))
+    _, account = await ledger.key("alice")
+    assert account.balance == usd("1") - CENT // 2
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_out_of_credit_is_refused_and_writes_nothing(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("alice", credits=3 * CENT))
+    await ledger.admit(key, "a", 2 * CENT, 10)
+    before = await counts(ledger)
+    with pytest.raises(OutOfCredit) as refused:
+        await ledger.admit(key, "b", 2 * CENT, 10)
+    assert refused.value.balance == CENT and refused.value.needed == 2 * CENT
+    assert "$0.01" in refused.value.message and "ccm credits add alice" in (refused.value.hint or "")
+    assert await counts(ledger) == before
+    # with a minimum, what is left is held instead
+    shrunk = await ledger.admit(key, "c", 2 * CENT, 10, minimum=CENT // 2)
+    assert shrunk.amount == CENT
+    assert await ledger.audit() == []
+
+
+async def test_duplicate_request_id_is_refused_and_writes_nothing(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("alice", credits=usd("1")))
+    await ledger.admit(key, "same", CENT, 10)
+    before = await counts(ledger)
+    with pytest.raises(DuplicateRequest):
+        await ledger.admit(key, "same", CENT, 10)
+    assert await counts(ledger) == before
+
+
+async def test_budget_resets_each_period(ledger: Ledger, clock: FakeClock) -> None:
+    key, _ = await ledger.create_key(NewKey("daily", budget=2 * CENT, period="day"))
+    for i in range(2):
+        hold = await ledger.admit(key, f"d{i}", CENT, 10)
+        await ledger.settle(hold, row(f"d{i}", key_id=key.id))
+    with pytest.raises(OverBudget) as refused:
+        await ledger.admit(key, "d2", CENT, 10)
+    assert refused.value.spent == 2 * CENT and refused.value.limit == 2 * CENT
+    assert refused.value.resets_at == period_end("day", clock())
+    clock.at = refused.value.resets_at  # midnight UTC
+    hold = await ledger.admit(key, "d2", CENT, 10)
+    await ledger.settle(hold, row("d2", key_id=key.id))
+    _, account = await ledger.key("daily")
+    assert account.period_spent == CENT and account.settled == 3 * CENT
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_open_holds_count_against_the_budget(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("weekly", budget=3 * CENT, period="week"))
+    await ledger.admit(key, "w0", 2 * CENT, 10)
+    with pytest.raises(OverBudget):
+        await ledger.admit(key, "w1", 2 * CENT, 10)
+
+
+async def test_rpm_refusal_says_when_to_retry(ledger: Ledger, clock: FakeClock) -> None:
+    key, _ = await ledger.create_key(NewKey("paced", rpm=2))
+    first = await ledger.admit(key, "r0", 0, 10)
+    assert [(s.kind, s.limit, s.remaining) for s in first.limits] == [("rpm", 2, 1)]
+    await ledger.admit(key, "r1", 0, 10)
+    with pytest.raises(RateLimited) as refused:
+        await ledger.admit(key, "r2", 0, 10)
+    assert refused.value.kind == "rpm" and refused.value.remaining == 0
+    assert refused.value.retry_after == pytest.approx(30.0)  # one request's worth of a 2-per-minute bucket
+    assert refused.value.reset_at == clock() + MINUTE
+    clock.advance(30 * SECOND)
+    await ledger.admit(key, "r2", 0, 10)
+
+
+async def test_tpm_counts_estimates_then_actual_tokens(ledger: Ledger, clock: FakeClock) -> None:
+    key, _ = await ledger.create_key(NewKey("tokens", tpm=1000))
+    hold = await ledger.admit(key, "t0", 0, 600)
+    with pytest.raises(RateLimited) as refused:
+        await ledger.admit(key, "t1", 0, 600)
+    assert refused.value.kind == "tpm" and refused.value.remaining == 400
+    assert refused.value.retry_after == pytest.approx(12.0)  # 200 tokens at 1000/minute
+    # the request really used 100 tokens: the bucket gets the difference back
+    await ledger.settle(hold, row("t0", usage=Usage(input=50, output=50), key_id=key.id, price=None))
+    await ledger.admit(key, "t1", 0, 600)
+
+
+async def test_revoked_and_expired_keys_are_refused(ledger: Ledger, clock: FakeClock) -> None:
+    key, secret = await ledger.create_key(NewKey("gone", credits=usd("1")))
+    await ledger.revoke("gone")
+    found = await ledger.authenticate(secret)
+    assert found is not None and found.status(clock()) == "revoked"
+    with pytest.raises(KeyRefused):
+        await ledger.admit(key, "x", CENT, 10)  # even with a KeyInfo read before the revocation
+    soon, secret2 = await ledger.create_key(NewKey("soon", credits=usd("1"), expires_at=clock() + HOUR))
+    await ledger.admit(soon, "y", CENT, 10)
+    clock.advance(HOUR)
+    found = await ledger.authenticate(secret2)
+    assert found is not None and found.status(clock()) == "expired"
+    with pytest.raises(KeyRefused):
+        await ledger.admit(soon, "z", CENT, 10)
+
+
+async def test_rotation_keeps_the_old_secret_for_the_grace_period(ledger: Ledger, clock: FakeClock) -> None:
+    await ledger.create_key(NewKey("rot"))
+    key, old = await ledger.create_key(NewKey("rot2"))
+    _, new = await ledger.rotate("rot2", HOUR)
+    for secret in (old, new):
+        found = await ledger.authenticate(secret)
+        assert found is not None and found.status(clock()) == "active"
+    clock.advance(HOUR)
+    old_key, new_key = await ledger.authenticate(old), await ledger.authenticate(new)
+    assert old_key is not None and old_key.status(clock()) == "expired"
+    assert new_key is not None and new_key.status(clock()) == "active"
+    _, newer = await ledger.rotate("rot2", 0)  # no grace: the previous secret stops at once
+    again = await ledger.authenticate(new)
+    assert again is not None and again.status(clock()) == "expired"
+    newest = await ledger.authenticate(newer)
+    assert newest is not None and newest.status(clock()) == "active"
+
+
+async def test_credits_are_entries(ledger: Ledger) -> None:
+    await ledger.create_key(NewKey("paid", credits=usd("1")))
+    await ledger.add_credits("paid", usd("2.5"), "invoice 7")
+    await ledger.add_credits("paid", usd("0.000000001"))
+    _, account = await ledger.key("paid")
+    assert account.credited == usd("3.5") + 1 == account.balance
+    assert (await counts(ledger))["credits"] == 3
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_bad_admin_input_writes_nothing(ledger: Ledger) -> None:
+    await ledger.create_key(NewKey("paid", credits=usd("1")))
+    await ledger.create_key(NewKey("free"))
+    await ledger.revoke("free")
+    before = await counts(ledger)
+    attempts = [
+        ledger.create_key(NewKey("paid")),  # exists
+        ledger.add_credits("free", usd("1")),  # no balance to add to
+        ledger.add_credits("nobody", usd("1")),
+        ledger.add_credits("paid", 0),
+        ledger.add_credits("paid", -5),
+        ledger.revoke("free"),  # already revoked
+        ledger.revoke("nobody"),
+        ledger.rotate("free", 0),  # revoked: nothing to rotate
+        ledger.rotate("paid", -1),
+    ]
+    for attempt in attempts:
+        with pytest.raises((BadInput, UnknownKey)):
+            await attempt
+    assert await counts(ledger) == before
+
+
+async def test_local_caller_is_metered_without_a_key(ledger: Ledger) -> None:
+    assert await ledger.record(row("local-1", usage=Usage(input=1000, output=1000), price=SONNET))
+    assert not await ledger.record(row("local-1", usage=Usage(input=1000, output=1000), price=SONNET))
+    from ccm.ledger.reports import usage
+
+    lines = await usage(ledger.store, since=0, until=ledger.clock() + 1, by="key")
+    assert [(line.group, line.requests, line.upstream) for line in lines] == [("(local)", 1, usd("0.018"))]
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_a_price_change_does_not_change_stored_costs(ledger: Ledger) -> None:
+    await ledger.record(row("before", usage=Usage(input=1_000_000), price=SONNET))
+    dearer = SONNET.model_copy(update={"input": Decimal(6)})
+    await ledger.record(row("after", usage=Usage(input=1_000_000), price=dearer))
+
+    def work() -> ops.Op[list[tuple[object, ...]]]:
+        rows = yield Q("SELECT u.request_id, u.upstream, p.body FROM usage u JOIN prices p ON p.id = u.price_id "
+                       "ORDER BY u.request_id")
+        return rows
+
+    stored = await ledger.store.run(work(), write=False)
+    assert [(r[0], r[1]) for r in stored] == [("after", usd("6")), ("before", usd("3"))]
+    assert '"input":"3"' in str(stored[1][2]) and '"input":"6"' in str(stored[0][2])
+
+
+async def test_extend_grows_a_hold_until_the_credit_is_gone(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("long", credits=5 * CENT))
+    hold = await ledger.admit(key, "l", 2 * CENT, 10)
+    hold = await ledger.extend(hold, 2 * CENT)
+    assert hold.amount == 4 * CENT
+    with pytest.raises(OutOfCredit):
+        await ledger.extend(hold, 2 * CENT)
+    await ledger.settle(hold, row("l", usage=Usage(output=4500), key_id=key.id))
+    _, account = await ledger.key("long")
+    assert (account.balance, account.held) == (5 * CENT - 4 * CENT - CENT // 2, 0)
+    with pytest.raises(LedgerError):
+        await ledger.extend(hold, CENT)  # settled: no longer open
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_holds_of_a_dead_process_are_released(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("k", credits=usd("1")))
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(child.stdout)
+    ghost = Ledger(ledger.store, clock=ledger.clock, instance="ghost-instance")
+    await ledger.store.run(ops.register(ops.InstanceRow("ghost-instance", ledger.host, dead_pid, "x:1", 0, None),
+                                        ledger.clock()))
+    await ghost.admit(key, "orphan", 30 * CENT, 10)
+    mine = await ledger.admit(key, "mine", 10 * CENT, 10)
+    swept = await ledger.sweep()
+    assert (swept.holds, swept.amount, swept.instances) == (1, 30 * CENT, 1)
+    _, account = await ledger.key("k")
+    assert (account.balance, account.held) == (usd("0.9"), mine.amount)
+    assert await ledger.audit() == []
+
+
+async def test_a_live_process_on_this_host_keeps_its_holds(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("k", credits=usd("1")))
+    from ccm.ledger.ledger import process_marker
+
+    other = Ledger(ledger.store, clock=ledger.clock, instance="alive")
+    await ledger.store.run(ops.register(ops.InstanceRow("alive", ledger.host, os.getpid(),
+                                                        process_marker(os.getpid()), 0, None), ledger.clock()))
+    await other.admit(key, "kept", 30 * CENT, 10)
+    assert (await ledger.sweep()).holds == 0
+
+
+async def test_a_hold_past_its_ttl_is_released_and_a_late_settle_still_charges(ledger: Ledger,
+                                                                              clock: FakeClock) -> None:
+    key, _ = await ledger.create_key(NewKey("k", credits=usd("1")))
+    hold = await ledger.admit(key, "slow", 10 * CENT, 10)
+    clock.advance(ledger.hold_ttl)
+    assert (await ledger.sweep()).holds == 1
+    _, account = await ledger.key("k")
+    assert (account.balance, account.held) == (usd("1"), 0)
+    assert await ledger.settle(hold, row("slow", key_id=key.id))
+    _, account = await ledger.key("k")
+    assert (account.balance, account.held, account.settled) == (usd("1") - CENT, 0, CENT)
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_stop_releases_this_instances_holds(database_url: str, clock: FakeClock) -> None:
+    first = await Ledger.open(database_url, clock=clock)
+    await first.start(background=False)
+    key, _ = await first.create_key(NewKey("k", credits=usd("1")))
+    await first.admit(key, "left-open", 10 * CENT, 10)
+    await first.stop()
+    second = await Ledger.open(database_url, clock=clock)
+    await second.start(background=False)
+    try:
+        _, account = await second.key("k")
+        assert (account.balance, account.held) == (usd("1"), 0)
+        assert await second.audit(deep=True) == []
+    finally:
+        await second.stop()
+
+
+async def test_reports_group_and_sum(ledger: Ledger, clock: FakeClock) -> None:
+    from ccm.ledger.reports import billing, usage
+
+    key, _ = await ledger.create_key(NewKey("alice", markup=Decimal(20)))
+    start = clock()
+    for i in range(3):
+        await ledger.record(row(f"a{i}", usage=Usage(input=1000, output=100), price=SONNET, markup=Decimal(20),
+                                key_id=key.id, model="sonnet", provider="anthropic", rule="default",
+                                session="s1"))
+        clock.advance(DAY)
+    await ledger.record(row("l0", usage=Usage(input=1000), price=SONNET, model="coder", provider="ds"))
+    end = clock() + 1
+    by_day = await usage(ledger.store, since=start - HOUR, until=end, by="day")
+    assert [line.requests for line in by_day] == [1, 1, 1, 1]
+    by_model = await usage(ledger.store, since=start, until=end, by="model")
+    assert [(line.group, line.requests) for line in by_model] == [("coder", 1), ("sonnet", 3)]
+    total = (await usage(ledger.store, since=0, until=end))[0]
+    assert total.upstream == 3 * usd("0.0045") + usd("0.003")
+    assert total.charged == 3 * usd("0.0054") + usd("0.003")
+    sessions = await usage(ledger.store, since=start, until=end, by="session", key="alice")
+    assert [(line.group, line.requests) for line in sessions] == [("s1", 3)]
+    bills = await billing(ledger.store, since=0, until=end)
+    assert sum(b.markup for b in bills if b.key == "alice") == 3 * usd("0.0009")
+    with pytest.raises(UnknownKey):
+        await usage(ledger.store, since=0, until=end, key="nobody")
+
+
+async def test_the_optional_key_cache_never_lets_a_revoked_key_spend(database_url: str, clock: FakeClock) -> None:
+    cached = await Ledger.open(database_url, clock=clock, auth_cache=60.0)
+    await cached.start(background=False)
+    try:
+        key, secret = await cached.create_key(NewKey("c", credits=usd("1")))
+        assert (await cached.authenticate(secret)) is not None
+        await cached.revoke("c")
+        stale = await cached.authenticate(secret)  # remembered: still shows active for up to 60 s
+        assert stale is not None and stale.status(clock()) == "active"
+        with pytest.raises(KeyRefused):
+            await cached.admit(stale, "r", CENT, 10)  # admission reads the row under its lock
+    finally:
+        await cached.stop()
