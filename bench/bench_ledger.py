@@ -37,8 +37,8 @@ from ccm.ledger.records import NewKey, UsageRow
 from ccm.ledger.reports import export_csv, usage
 from ccm.ledger.store.base import open_store
 from ccm.ledger.times import DAY, now
-from ccm.ledger.usage import Usage
 from ccm.table import Price
+from ccm.usage import TokenUsage
 
 PRICE = Price(input=Decimal(3), output=Decimal(15), cache_write_5m=Decimal("3.75"), cache_write_1h=Decimal(6),
               cache_read=Decimal("0.30"), web_search=Decimal(10))
@@ -51,7 +51,7 @@ async def settle_rate(url: str, requests: int, concurrency: int = 64, keyed: boo
     await ledger.start(background=False)
     try:
         key, _ = await ledger.create_key(NewKey(f"bench-{uuid.uuid4().hex[:8]}", credits=10**15))
-        usage_ = Usage(input=2, output=300, cache_write_1h=1200, cache_read=40_000)
+        usage_ = TokenUsage(input=2, output=300, cache_write_1h=1200, cache_read=40_000)
         priced = cost(usage_, PRICE)
         numbers = iter(range(requests))
         prefix = uuid.uuid4().hex[:8]
@@ -194,7 +194,7 @@ async def one_settle_ccm(url: str, rounds: int) -> float:
     await ledger.start(background=False)
     try:
         key, _ = await ledger.create_key(NewKey(f"cmp-{uuid.uuid4().hex[:6]}", credits=10**15))
-        usage_ = Usage(input=2, output=300)
+        usage_ = TokenUsage(input=2, output=300)
         priced = cost(usage_, PRICE)
         holds = [await ledger.admit(key, f"c{i}", 10**8, 100) for i in range(rounds)]
         timings = []

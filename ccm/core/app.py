@@ -40,7 +40,7 @@ import orjson
 from ccm.core.admission import authenticate, presents, same_machine
 from ccm.core.dispatch import Answer, DispatchFailed, Request, dispatch
 from ccm.core.inflight import InFlight
-from ccm.core.record import LOCAL, Attempt, Caller, Outcome, Records, RequestRecord, TokenUsage, log_request
+from ccm.core.record import LOCAL, Attempt, Caller, Outcome, Records, RequestRecord, log_request
 from ccm.core.relay import NO_DRAINS, Drains, Relayed, StreamRelay
 from ccm.core.runtime import Runtime, RuntimeHolder, target_name
 from ccm.core.types import Message, Receive, Scope, Send
@@ -49,6 +49,7 @@ from ccm.messages_request import parse_request
 from ccm.providers.base import CLIENT_AUTH, Call, Reply
 from ccm.route import Decision, NoRouteError, select_route, strip_subagent_tag
 from ccm.table import Model
+from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.core")
 
@@ -374,7 +375,7 @@ def _record(
     usage: TokenUsage | None = None
     model = decision.target if decision is not None else None
     if answer is not None:
-        usage = TokenUsage.of(answer.reply.usage)
+        usage = answer.reply.usage.billed()
         attempts = (*attempts[:-1], dataclasses.replace(attempts[-1], usage=usage))
         model = answer.model
     status = exchange.status

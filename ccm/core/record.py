@@ -29,8 +29,8 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ccm.providers.base import Usage
 from ccm.table import Price
+from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.request")
 _internal = logging.getLogger("ccm.core")
@@ -38,21 +38,6 @@ _internal = logging.getLogger("ccm.core")
 QUEUE_CAPACITY = 10_000
 RECENT_CAPACITY = 500
 DROP_LOG_EVERY = 1_000
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """Token counts as an upstream reported them (or ccm estimated them: `RequestRecord.usage_estimated`)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-
-    @classmethod
-    def of(cls, usage: Usage) -> TokenUsage:
-        return cls(usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens,
-                   usage.cache_creation_input_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,9 +205,9 @@ def log_request(record: RequestRecord) -> None:
         parts.append(f"attempts={len(record.attempts)}")
     parts.append(f"latency={record.latency_ms:.0f}ms")
     if record.usage is not None:
-        parts.append(f"tokens={record.usage.input_tokens}/{record.usage.output_tokens}")
-        if record.usage.cache_read_input_tokens:
-            parts.append(f"cache_read={record.usage.cache_read_input_tokens}")
+        parts.append(f"tokens={record.usage.input}/{record.usage.output}")
+        if record.usage.cache_read:
+            parts.append(f"cache_read={record.usage.cache_read}")
     if record.stream:
         parts.append("stream")
     if record.error:

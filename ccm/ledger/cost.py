@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
 
 from ccm.ledger.money import Money, from_decimal
-from ccm.ledger.usage import Usage
 from ccm.table import Price
+from ccm.usage import TokenUsage
 
 MILLION = Decimal(1_000_000)
 THOUSAND = Decimal(1_000)
@@ -70,7 +70,7 @@ def rates(price: Price) -> dict[str, tuple[Decimal, bool]]:
     }
 
 
-def cost(usage: Usage, price: Price | None, markup: Decimal = Decimal(0)) -> Cost:
+def cost(usage: TokenUsage, price: Price | None, markup: Decimal = Decimal(0)) -> Cost:
     """The upstream and charged cost of `usage` at `price`, with `markup` percent added (20 for 20%)."""
     if price is None:
         return Cost(0, 0, priced=False)

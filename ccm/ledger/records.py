@@ -16,8 +16,8 @@ import orjson
 from ccm.ledger.cost import Cost
 from ccm.ledger.money import Money
 from ccm.ledger.times import Micros, Period
-from ccm.ledger.usage import Usage
 from ccm.table import Price
+from ccm.usage import TokenUsage
 
 KeyStatus = Literal["active", "revoked", "expired"]
 
@@ -111,7 +111,7 @@ class UsageRow:
     `markup`, which are stored beside it (the price snapshot), so a later price change never changes it."""
 
     request_id: str
-    usage: Usage = Usage()
+    usage: TokenUsage = TokenUsage()
     cost: Cost = Cost(0, 0, priced=False)
     price: Price | None = None
     markup: Decimal = Decimal(0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ccm.table import Model
+from ccm.usage import TokenUsage
 
 # The headers a client authenticates with: the core removes them when they carry ccm's own inbound key, the
 # Anthropic passthrough forwards them when its provider declares no key of its own.
@@ -25,10 +26,28 @@ CLIENT_AUTH = ("x-api-key", "authorization")
 
 @dataclass(slots=True)
 class Usage:
+    """A reply's running counts in Anthropic's terms, as the adapter reads them (what Claude Code is told).
+    `cache_creation_input_tokens` is every cache write; `cache_creation_1h_input_tokens` the part of it with a
+    1-hour lifetime (Anthropic's `cache_creation.ephemeral_1h_input_tokens`), billed at its own rate."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+    web_search_requests: int = 0
+
+    def billed(self) -> TokenUsage:
+        """The counts per billed class (`ccm.usage`)."""
+        hour = min(self.cache_creation_1h_input_tokens, self.cache_creation_input_tokens)
+        return TokenUsage(
+            input=self.input_tokens,
+            output=self.output_tokens,
+            cache_write_5m=self.cache_creation_input_tokens - hour,
+            cache_write_1h=hour,
+            cache_read=self.cache_read_input_tokens,
+            web_search=self.web_search_requests,
+        )
 
 
 @dataclass(slots=True)

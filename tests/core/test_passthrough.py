@@ -130,7 +130,7 @@ async def test_stream_bytes_identical_to_the_upstream_and_usage_read(harness_fac
     assert response.headers["x-upstream-request-id"] == "req_stream"
     (record,) = h.records
     assert record.stream and record.usage is not None
-    assert (record.usage.input_tokens, record.usage.output_tokens, record.usage.cache_read_input_tokens) == (849, 47, 7)
+    assert (record.usage.input, record.usage.output, record.usage.cache_read) == (849, 47, 7)
 
 
 def test_usage_scanner_only_parses_usage_frames():

@@ -7,8 +7,8 @@ from decimal import Decimal
 from ccm.ledger.cost import cost
 from ccm.ledger.money import NANOS_PER_USD, Money
 from ccm.ledger.records import UsageRow
-from ccm.ledger.usage import Usage
 from ccm.table import Price
+from ccm.usage import TokenUsage
 
 SONNET = Price(input=Decimal(3), output=Decimal(15), cache_write_5m=Decimal("3.75"), cache_write_1h=Decimal(6),
                cache_read=Decimal("0.30"), web_search=Decimal(10))
@@ -21,7 +21,7 @@ def usd(text: str) -> Money:
     return int(Decimal(text) * NANOS_PER_USD)
 
 
-def row(request_id: str, *, usage: Usage = Usage(output=1000), price: Price | None = CENT_PER_1K_OUTPUT,
+def row(request_id: str, *, usage: TokenUsage = TokenUsage(output=1000), price: Price | None = CENT_PER_1K_OUTPUT,
         markup: Decimal = Decimal(0), key_id: int | None = None, **fields: object) -> UsageRow:
     return UsageRow(request_id, usage, cost(usage, price, markup), price, markup, key_id=key_id,
                     **fields)  # type: ignore[arg-type]

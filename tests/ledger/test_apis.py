@@ -12,7 +12,7 @@ from ccm.ledger.errors import BadInput
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey
 from ccm.ledger.times import DAY, HOUR, MINUTE, iso
-from ccm.ledger.usage import Usage
+from ccm.usage import TokenUsage
 from tests.ledger.conftest import FakeClock
 from tests.ledger.helpers import SONNET, row, usd
 
@@ -23,11 +23,11 @@ async def _fill(ledger: Ledger, clock: FakeClock) -> tuple[int, int]:
     clock.at = day0 + HOUR
     for i in range(3):  # three days, one request each, plus a local one on day 0
         hold = await ledger.admit(key, f"a{i}", usd("0.1"), 2000)
-        await ledger.settle(hold, row(f"a{i}", usage=Usage(input=1000, output=100, cache_write_5m=10,
+        await ledger.settle(hold, row(f"a{i}", usage=TokenUsage(input=1000, output=100, cache_write_5m=10,
                                                            cache_write_1h=20, cache_read=30, web_search=1),
                                       price=SONNET, key_id=key.id, model="sonnet", provider="anthropic"))
         if i == 0:
-            await ledger.record(row("local", usage=Usage(input=500), price=SONNET, model="coder", provider="ds"))
+            await ledger.record(row("local", usage=TokenUsage(input=500), price=SONNET, model="coder", provider="ds"))
         clock.advance(DAY)
     return key.id, day0
 

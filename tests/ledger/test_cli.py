@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from ccm.cli.main import main
 from ccm.ledger.ledger import Ledger
-from ccm.ledger.usage import Usage
+from ccm.usage import TokenUsage
 from tests.ledger.helpers import SONNET, row
 
 
@@ -156,10 +156,10 @@ def test_usage_billing_and_export(database_url: str, tmp_path: Path) -> None:
         try:
             key, _ = await ledger.key("alice")
             for i in range(5):
-                await ledger.record(row(f"r{i}", usage=Usage(input=1000, output=100, cache_write_1h=500),
+                await ledger.record(row(f"r{i}", usage=TokenUsage(input=1000, output=100, cache_write_1h=500),
                                         price=SONNET, markup=__import__("decimal").Decimal(20), key_id=key.id,
                                         model="sonnet", provider="anthropic", session="s-1", rule="default"))
-            await ledger.record(row("local", usage=Usage(input=10), price=SONNET, model="coder", provider="ds"))
+            await ledger.record(row("local", usage=TokenUsage(input=10), price=SONNET, model="coder", provider="ds"))
         finally:
             await ledger.store.close()
 

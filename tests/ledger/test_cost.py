@@ -11,21 +11,21 @@ from typing import Any
 import pytest
 
 from ccm.ledger.cost import cost, markup_for
-from ccm.ledger.usage import (
-    Usage,
+from ccm.table import Price
+from ccm.usage import (
+    TokenUsage,
     from_anthropic,
     from_gemini,
     from_openai_chat,
     from_openai_responses,
     merge_anthropic,
 )
-from ccm.table import Price
 from tests.ledger.helpers import SONNET
 
 CASES = json.loads((Path(__file__).parent / "golden" / "usage_shapes.json").read_text())["cases"]
 
 
-def read(reader: str, raw: dict[str, Any]) -> Usage:
+def read(reader: str, raw: dict[str, Any]) -> TokenUsage:
     if reader == "anthropic_stream":
         return from_anthropic(merge_anthropic(raw["start"], *raw["deltas"]))
     readers = {"anthropic": from_anthropic, "openai_chat": from_openai_chat,
@@ -43,27 +43,27 @@ def test_usage_shape_maps_and_prices_exactly(case: dict[str, Any]) -> None:
 
 
 def test_one_hour_writes_are_never_priced_as_five_minute_ones() -> None:
-    usage = Usage(input=2, output=20, cache_write_1h=12145, cache_read=7276)
+    usage = TokenUsage(input=2, output=20, cache_write_1h=12145, cache_read=7276)
     real = cost(usage, SONNET).upstream
-    as_if_5m = cost(Usage(input=2, output=20, cache_write_5m=12145, cache_read=7276), SONNET).upstream
+    as_if_5m = cost(TokenUsage(input=2, output=20, cache_write_5m=12145, cache_read=7276), SONNET).upstream
     assert real == 75_358_800 and as_if_5m == 48_032_550
     assert (real - as_if_5m) / real > Decimal("0.36")
 
 
 def test_markup_is_applied_to_the_exact_cost_and_rounded_once() -> None:
-    usage = Usage(input=1)
+    usage = TokenUsage(input=1)
     price = Price(input=Decimal("0.0005"), output=Decimal(1))  # one token: half a nano-dollar
     assert cost(usage, price).upstream == 1  # half up
-    three = Usage(input=3)  # 1.5 nano-dollars exactly
+    three = TokenUsage(input=3)  # 1.5 nano-dollars exactly
     assert cost(three, price).upstream == 2
     assert cost(three, price, Decimal(100)).charged == 3  # 3.0, not 2 x 2 = 4 from the rounded cost
-    big = cost(Usage(input=2, output=20, cache_write_1h=12145, cache_read=7276), SONNET, Decimal(20))
+    big = cost(TokenUsage(input=2, output=20, cache_write_1h=12145, cache_read=7276), SONNET, Decimal(20))
     assert (big.upstream, big.charged, big.markup) == (75_358_800, 90_430_560, 15_071_760)
 
 
 def test_a_cache_class_without_a_price_costs_the_input_rate_and_says_so() -> None:
     deepseek = Price(input=Decimal("0.27"), output=Decimal("1.10"), cache_read=Decimal("0.07"))
-    priced = cost(Usage(input=1000, cache_write_5m=1000, cache_read=1000), deepseek)
+    priced = cost(TokenUsage(input=1000, cache_write_5m=1000, cache_read=1000), deepseek)
     lines = {line.token_class: line for line in priced.lines}
     assert lines["cache_write_5m"].rate == Decimal("0.27") and lines["cache_write_5m"].fallback
     assert not lines["cache_read"].fallback and not lines["input"].fallback
@@ -71,14 +71,14 @@ def test_a_cache_class_without_a_price_costs_the_input_rate_and_says_so() -> Non
 
 
 def test_no_price_is_zero_and_unpriced() -> None:
-    priced = cost(Usage(input=10**6, output=10**6), None)
+    priced = cost(TokenUsage(input=10**6, output=10**6), None)
     assert (priced.upstream, priced.charged, priced.priced) == (0, 0, False)
 
 
 def test_negative_or_non_finite_markup_is_refused() -> None:
     for markup in (Decimal(-1), Decimal("NaN"), Decimal("Infinity")):
         with pytest.raises(ValueError):
-            cost(Usage(input=1), SONNET, markup)
+            cost(TokenUsage(input=1), SONNET, markup)
 
 
 def test_markup_precedence() -> None:
@@ -88,11 +88,11 @@ def test_markup_precedence() -> None:
 
 
 def test_huge_counts_stay_exact() -> None:
-    priced = cost(Usage(input=10**12, output=10**12), SONNET)
+    priced = cost(TokenUsage(input=10**12, output=10**12), SONNET)
     assert priced.upstream == (3 + 15) * 10**6 * 10**9
 
 
 def test_usage_sums_and_token_totals() -> None:
-    a, b = Usage(input=1, output=2, cache_read=3), Usage(cache_write_1h=4, web_search=1)
+    a, b = TokenUsage(input=1, output=2, cache_read=3), TokenUsage(cache_write_1h=4, web_search=1)
     total = a + b
     assert (total.prompt_tokens, total.tokens, total.web_search) == (8, 10, 1)

@@ -11,8 +11,8 @@ from ccm.ledger.errors import OutOfCredit, OverBudget
 from ccm.ledger.holds import HoldPolicy, OutputMeter, hold_for, input_part, minimum_for, output_cost
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey, UsageRow
-from ccm.ledger.usage import Usage
 from ccm.table import Price
+from ccm.usage import TokenUsage
 from tests.ledger.helpers import SONNET, usd
 
 OPUS = Price(input=Decimal(5), output=Decimal(25), cache_write_5m=Decimal("6.25"), cache_write_1h=Decimal(10),
@@ -36,7 +36,7 @@ def test_the_input_part_covers_any_mix_of_input_classes() -> None:
         actual = int(counted * 1.1)  # the upstream counts up to the slack more
         shares = [chance.random() for _ in range(4)]
         parts = [int(actual * s / sum(shares)) for s in shares]
-        usage = Usage(input=parts[0], cache_write_5m=parts[1], cache_write_1h=parts[2], cache_read=parts[3])
+        usage = TokenUsage(input=parts[0], cache_write_5m=parts[1], cache_write_1h=parts[2], cache_read=parts[3])
         assert cost(usage, OPUS, Decimal(15)).charged <= input_part(OPUS, Decimal(15), counted)
 
 
@@ -62,7 +62,7 @@ async def _stream(ledger: Ledger, name: str, request_id: str, input_tokens: int,
             break
         produced += step
         await asyncio.sleep(0)
-    usage = Usage(input=input_tokens, output=produced)
+    usage = TokenUsage(input=input_tokens, output=produced)
     priced = cost(usage, SONNET)
     await ledger.settle(meter.hold, UsageRow(request_id, usage, priced, SONNET, truncated=truncated,
                                              key_id=info.id))
@@ -92,7 +92,7 @@ async def test_overshoot_stays_within_the_bound(ledger: Ledger) -> None:
 
 async def test_hold_equal_to_cost_means_no_overshoot(ledger: Ledger) -> None:
     # the fixed-size case of the concurrency test, with a real price: the bound is zero
-    usage = Usage(input=1000, output=500)
+    usage = TokenUsage(input=1000, output=500)
     exact = cost(usage, SONNET).charged
     await ledger.create_key(NewKey("fixed", credits=exact * 7 + exact // 2))
     info = (await ledger.keys())[0][0]

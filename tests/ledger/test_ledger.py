@@ -24,7 +24,7 @@ from ccm.ledger.records import NewKey
 from ccm.ledger.store import ops
 from ccm.ledger.store.base import Q
 from ccm.ledger.times import DAY, HOUR, MINUTE, SECOND, period_end
-from ccm.ledger.usage import Usage
+from ccm.usage import TokenUsage
 from tests.ledger.conftest import FakeClock
 from tests.ledger.helpers import CENT, SONNET, row, usd
 
@@ -71,13 +71,13 @@ async def test_settle_debits_once_and_is_idempotent(ledger: Ledger) -> None:
 async def test_release_on_failure_writes_a_row_and_returns_the_hold(ledger: Ledger) -> None:
     key, _ = await ledger.create_key(NewKey("alice", credits=usd("1")))
     hold = await ledger.admit(key, "req-1", 5 * CENT, tokens=1000)
-    failed = row("req-1", usage=Usage(), status=502, error="api_error")
+    failed = row("req-1", usage=TokenUsage(), status=502, error="api_error")
     assert await ledger.release(hold, failed)
     _, account = await ledger.key("alice")
     assert (account.balance, account.held, account.settled) == (usd("1"), 0, 0)
     # a failure after partial output is billed what the upstream billed
     hold = await ledger.admit(key, "req-2", 5 * CENT, tokens=1000)
-    assert await ledger.release(hold, row("req-2", usage=Usage(output=500), status=200, error="caller_cancelled",
+    assert await ledger.release(hold, row("req-2", usage=TokenUsage(output=500), status=200, error="caller_cancelled",
                                           truncated=True))
     _, account = await ledger.key("alice")
     assert account.balance == usd("1") - CENT // 2
@@ -154,7 +154,7 @@ async def test_tpm_counts_estimates_then_actual_tokens(ledger: Ledger, clock: Fa
     assert refused.value.kind == "tpm" and refused.value.remaining == 400
     assert refused.value.retry_after == pytest.approx(12.0)  # 200 tokens at 1000/minute
     # the request really used 100 tokens: the bucket gets the difference back
-    await ledger.settle(hold, row("t0", usage=Usage(input=50, output=50), key_id=key.id, price=None))
+    await ledger.settle(hold, row("t0", usage=TokenUsage(input=50, output=50), key_id=key.id, price=None))
     await ledger.admit(key, "t1", 0, 600)
 
 
@@ -225,8 +225,8 @@ async def test_bad_admin_input_writes_nothing(ledger: Ledger) -> None:
 
 
 async def test_local_caller_is_metered_without_a_key(ledger: Ledger) -> None:
-    assert await ledger.record(row("local-1", usage=Usage(input=1000, output=1000), price=SONNET))
-    assert not await ledger.record(row("local-1", usage=Usage(input=1000, output=1000), price=SONNET))
+    assert await ledger.record(row("local-1", usage=TokenUsage(input=1000, output=1000), price=SONNET))
+    assert not await ledger.record(row("local-1", usage=TokenUsage(input=1000, output=1000), price=SONNET))
     from ccm.ledger.reports import usage
 
     lines = await usage(ledger.store, since=0, until=ledger.clock() + 1, by="key")
@@ -235,9 +235,9 @@ async def test_local_caller_is_metered_without_a_key(ledger: Ledger) -> None:
 
 
 async def test_a_price_change_does_not_change_stored_costs(ledger: Ledger) -> None:
-    await ledger.record(row("before", usage=Usage(input=1_000_000), price=SONNET))
+    await ledger.record(row("before", usage=TokenUsage(input=1_000_000), price=SONNET))
     dearer = SONNET.model_copy(update={"input": Decimal(6)})
-    await ledger.record(row("after", usage=Usage(input=1_000_000), price=dearer))
+    await ledger.record(row("after", usage=TokenUsage(input=1_000_000), price=dearer))
 
     def work() -> ops.Op[list[tuple[object, ...]]]:
         rows = yield Q("SELECT u.request_id, u.upstream, p.body FROM usage u JOIN prices p ON p.id = u.price_id "
@@ -256,7 +256,7 @@ async def test_extend_grows_a_hold_until_the_credit_is_gone(ledger: Ledger) -> N
     assert hold.amount == 4 * CENT
     with pytest.raises(OutOfCredit):
         await ledger.extend(hold, 2 * CENT)
-    await ledger.settle(hold, row("l", usage=Usage(output=4500), key_id=key.id))
+    await ledger.settle(hold, row("l", usage=TokenUsage(output=4500), key_id=key.id))
     _, account = await ledger.key("long")
     assert (account.balance, account.held) == (5 * CENT - 4 * CENT - CENT // 2, 0)
     with pytest.raises(LedgerError):
@@ -327,11 +327,11 @@ async def test_reports_group_and_sum(ledger: Ledger, clock: FakeClock) -> None:
     key, _ = await ledger.create_key(NewKey("alice", markup=Decimal(20)))
     start = clock()
     for i in range(3):
-        await ledger.record(row(f"a{i}", usage=Usage(input=1000, output=100), price=SONNET, markup=Decimal(20),
+        await ledger.record(row(f"a{i}", usage=TokenUsage(input=1000, output=100), price=SONNET, markup=Decimal(20),
                                 key_id=key.id, model="sonnet", provider="anthropic", rule="default",
                                 session="s1"))
         clock.advance(DAY)
-    await ledger.record(row("l0", usage=Usage(input=1000), price=SONNET, model="coder", provider="ds"))
+    await ledger.record(row("l0", usage=TokenUsage(input=1000), price=SONNET, model="coder", provider="ds"))
     end = clock() + 1
     by_day = await usage(ledger.store, since=start - HOUR, until=end, by="day")
     assert [line.requests for line in by_day] == [1, 1, 1, 1]

@@ -1,7 +1,7 @@
 """What a request used, per billed class, and the pure functions that read it from each upstream's own usage shape.
 
-`Usage` is the ledger's one usage type: every adapter maps its upstream's report into it with one of the functions
-below, and `ccm.ledger.cost.cost` prices it. The classes partition the input: `input` is the uncached part only, so
+`TokenUsage` is ccm's one usage type: an adapter's running counts become one when its reply is done (`ccm.providers.
+base.Usage.billed`), a request's record carries it (`ccm.core.record`), and `ccm.ledger.cost.cost` prices it. The classes partition the input: `input` is the uncached part only, so
 `input + cache_write_5m + cache_write_1h + cache_read` is every prompt token, each counted once (tools that summed
 Anthropic's fields into one number overstated cost 3-4x).
 
@@ -17,7 +17,7 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
+class TokenUsage:
     """Tokens per class, and web-search requests, of one request (all attempts' billed usage, summed by the caller)."""
 
     input: int = 0
@@ -27,8 +27,8 @@ class Usage:
     cache_read: int = 0
     web_search: int = 0
 
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     @property
     def prompt_tokens(self) -> int:
@@ -59,7 +59,7 @@ def _object(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 # --- Anthropic Messages ---------------------------------------------------------------------------------------------
 
 
-def from_anthropic(usage: Mapping[str, Any]) -> Usage:
+def from_anthropic(usage: Mapping[str, Any]) -> TokenUsage:
     """A Messages `usage` object (a whole message's, or a stream's merged one: see `merge_anthropic`).
 
     `cache_creation.ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens` split the cache writes; an upstream
@@ -70,7 +70,7 @@ def from_anthropic(usage: Mapping[str, Any]) -> Usage:
     five, hour = _count(split, "ephemeral_5m_input_tokens"), _count(split, "ephemeral_1h_input_tokens")
     if "ephemeral_5m_input_tokens" not in split and "ephemeral_1h_input_tokens" not in split:
         five = _count(usage, "cache_creation_input_tokens")
-    return Usage(
+    return TokenUsage(
         input=_count(usage, "input_tokens"),
         output=_count(usage, "output_tokens"),
         cache_write_5m=five,
@@ -101,7 +101,7 @@ def merge_anthropic(start: Mapping[str, Any], *deltas: Mapping[str, Any]) -> dic
 # --- OpenAI Chat Completions ----------------------------------------------------------------------------------------
 
 
-def from_openai_chat(usage: Mapping[str, Any]) -> Usage:
+def from_openai_chat(usage: Mapping[str, Any]) -> TokenUsage:
     """A Chat Completions `usage` (the last chunk of a stream with `stream_options.include_usage`).
 
     `prompt_tokens` includes the cached part (`prompt_tokens_details.cached_tokens`; DeepSeek says
@@ -112,7 +112,7 @@ def from_openai_chat(usage: Mapping[str, Any]) -> Usage:
     details = _object(usage, "prompt_tokens_details")
     cache_read = _count(details, "cached_tokens") or _count(usage, "prompt_cache_hit_tokens")
     cache_write = _count(details, "cache_write_tokens")
-    return Usage(
+    return TokenUsage(
         input=max(_count(usage, "prompt_tokens") - cache_read - cache_write, 0),
         output=_count(usage, "completion_tokens"),
         cache_write_5m=cache_write,
@@ -123,11 +123,11 @@ def from_openai_chat(usage: Mapping[str, Any]) -> Usage:
 # --- OpenAI Responses -----------------------------------------------------------------------------------------------
 
 
-def from_openai_responses(usage: Mapping[str, Any]) -> Usage:
+def from_openai_responses(usage: Mapping[str, Any]) -> TokenUsage:
     """A Responses `usage`: `input_tokens` includes `input_tokens_details.cached_tokens`; `output_tokens` includes
     `output_tokens_details.reasoning_tokens`."""
     cached = _count(_object(usage, "input_tokens_details"), "cached_tokens")
-    return Usage(
+    return TokenUsage(
         input=max(_count(usage, "input_tokens") - cached, 0),
         output=_count(usage, "output_tokens"),
         cache_read=cached,
@@ -137,12 +137,12 @@ def from_openai_responses(usage: Mapping[str, Any]) -> Usage:
 # --- Gemini ---------------------------------------------------------------------------------------------------------
 
 
-def from_gemini(metadata: Mapping[str, Any]) -> Usage:
+def from_gemini(metadata: Mapping[str, Any]) -> TokenUsage:
     """Gemini's `usageMetadata`: `promptTokenCount` includes `cachedContentTokenCount`; tool-use prompt tokens
     (`toolUsePromptTokenCount`, e.g. grounding results) are input too. Output is `candidatesTokenCount` plus
     `thoughtsTokenCount`, which Gemini bills at the output rate but reports apart."""
     cached = _count(metadata, "cachedContentTokenCount")
-    return Usage(
+    return TokenUsage(
         input=max(_count(metadata, "promptTokenCount") - cached, 0) + _count(metadata, "toolUsePromptTokenCount"),
         output=_count(metadata, "candidatesTokenCount") + _count(metadata, "thoughtsTokenCount"),
         cache_read=cached,
