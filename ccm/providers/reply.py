@@ -119,7 +119,7 @@ class EventWriter:
         if self._started:
             return
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self.message_id,
             "type": "message",
             "role": "assistant",

@@ -20,7 +20,7 @@ fall back or answer with a real status.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
 import httpx
@@ -114,7 +114,7 @@ class AnthropicAdapter:
         scanner = UsageScanner(usage)
         scanner.feed(first)
 
-        async def relay() -> AsyncIterator[bytes]:
+        async def relay() -> AsyncGenerator[bytes, None]:
             if first:
                 yield first
             async for chunk in chunks:

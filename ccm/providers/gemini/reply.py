@@ -56,7 +56,8 @@ class GeminiReader:
     def read(self, data: dict[str, Any]) -> None:
         error = data.get("error")
         if isinstance(error, dict):
-            status = error.get("code") if isinstance(error.get("code"), int) else 500
+            code = error.get("code")
+            status = code if isinstance(code, int) else 500
             raise upstream_error(self.provider, status, orjson.dumps(data), {})
         if isinstance(data.get("usageMetadata"), dict):
             self._usage(data["usageMetadata"])

@@ -320,7 +320,7 @@ def _generation_config(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
 
 
 def _thinking_config(body: Mapping[str, Any], model_id: str) -> dict[str, Any]:
-    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    thinking: Mapping[str, Any] = body["thinking"] if isinstance(body.get("thinking"), dict) else {}
     kind = thinking.get("type")
     budget = thinking.get("budget_tokens") if kind == "enabled" else None
     output_config = body.get("output_config")

@@ -208,7 +208,7 @@ class StreamTranslator:
         call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
         function = call.get("function")
         function = function if isinstance(function, dict) else {}
-        name = function.get("name") if isinstance(function.get("name"), str) else ""
+        name: str = function["name"] if isinstance(function.get("name"), str) else ""
         arguments = function.get("arguments")
         if isinstance(arguments, dict):  # a few servers send the arguments as an object
             arguments = orjson.dumps(arguments).decode()
@@ -268,7 +268,7 @@ def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Us
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise protocol_error(context.provider, INVALID_RESPONSE + "the completion has no choices")
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message: Mapping[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     writer = context.writer(usage)
     writer.start()
     reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -296,7 +296,7 @@ def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Us
 def _tool_use(call: Any, context: ReplyContext, writer: EventWriter) -> None:
     function = call.get("function") if isinstance(call, dict) else None
     name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(name, str) or not name:
+    if not isinstance(function, dict) or not isinstance(name, str) or not name:
         log.warning("dropped a tool call without a name from %s", context.provider or "upstream")
         return
     arguments = function.get("arguments")

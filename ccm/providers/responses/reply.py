@@ -148,7 +148,8 @@ class ResponsesReader:
         raise _error(self.provider, response.get("error") or {})
 
     def _error(self, data: Json) -> None:
-        raise _error(self.provider, data.get("error") if isinstance(data.get("error"), dict) else data)
+        error = data.get("error")
+        raise _error(self.provider, error if isinstance(error, dict) else data)
 
 
 class _CallState:
