@@ -4,10 +4,11 @@ The core hands an adapter a `Call` (the client's Anthropic request, parsed once,
 and gets back a `Reply` in Anthropic's format: a complete JSON body, or an SSE stream whose first upstream event has
 already arrived. An adapter makes exactly one upstream attempt; retries, fallbacks and timeouts around attempts are
 the core's. Failures before the reply starts are raised as `UpstreamError` (built by `ccm.upstream.client`); failures
-mid-stream are raised from the stream iterator, and the core turns them into an `event: error` frame.
+mid-stream are raised from the stream iterator, and the core turns them into an `event: error` frame. An answer that
+ends before its protocol's own end is such a failure (reason `truncated`), never a finished answer.
 
-`Reply.usage` is filled in while the response is read and is final once the body or stream is consumed: the core
-reads it in one place when a request finishes (logging today, metering later).
+`Reply.usage` is filled in while the response is read; `usage.final` says when the upstream's last counts are in
+(the protocol's end was seen). The core reads it in one place when a request finishes (logging today, metering later).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class Usage:
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    # True once the upstream's answer reached its protocol's end (Anthropic's `message_stop`, OpenAI's usage chunk
+    # or `[DONE]`, Gemini's `finishReason`, Responses' `response.completed`, a whole non-stream body): the counts are
+    # the upstream's last. False while a stream is being read, and for good when it ended early or in an error.
+    final: bool = False
 
 
 @dataclass(slots=True)

@@ -79,7 +79,7 @@ async def test_non_stream() -> None:
             b'event: response.failed\ndata: {"type":"response.failed","response":{"error":{"code":"server_error","message":"x"}}}\n\n'])),
          500, "5xx"),
         (lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames([
-            b'event: response.created\ndata: {"type":"response.created","response":{}}\n\n'])), 502, "protocol"),
+            b'event: response.created\ndata: {"type":"response.created","response":{}}\n\n'])), 502, "truncated"),
     ],
 )
 async def test_failures_before_output_are_raised_from_send(answer: Any, status: int, reason: str) -> None:

@@ -84,7 +84,7 @@ async def test_incomplete_reasons() -> None:
 
 @pytest.mark.parametrize(
     ("name", "status", "reason"),
-    [("error-failed", 500, "5xx"), ("error-event", 429, "429"), ("error-truncated", 502, "protocol")],
+    [("error-failed", 500, "5xx"), ("error-event", 429, "429"), ("error-truncated", 502, "truncated")],
 )
 def test_failures(name: str, status: int, reason: str) -> None:
     with pytest.raises(UpstreamError) as caught:

@@ -19,6 +19,8 @@ BLOCKLIST / PROHIBITED_CONTENT / SPII / IMAGE_SAFETY and `promptFeedback.blockRe
 block naming the reason when nothing else was produced, so the turn Claude Code keeps in its history is not empty),
 MALFORMED_FUNCTION_CALL / UNEXPECTED_TOOL_CALL → `UpstreamError` 502 (reason `protocol`, retryable by policy).
 Usage: input = prompt − cached, cache_read = cached, output = candidates + thoughts; the last report wins.
+A stream that ends before a finishReason was cut short (`UpstreamError` reason `truncated`); a whole non-stream
+answer without one is malformed (`protocol`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import orjson
 
 from ccm.providers.base import Usage
 from ccm.providers.gemini.request import SIGNATURE_PREFIX
-from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error
+from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error, truncated_error
 from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
 
@@ -50,7 +52,7 @@ class GeminiReader:
         self._grounding: dict[str, Any] | None = None
 
     def feed(self, event: ServerEvent) -> None:
-        data = parse_event(self.provider, event.data)
+        data = parse_event(self.provider, event)
         self.read(data)
 
     def read(self, data: dict[str, Any]) -> None:
@@ -82,9 +84,14 @@ class GeminiReader:
         if isinstance(reason, str) and reason:
             self._finish_reason = reason
 
+    @property
+    def ended(self) -> bool:
+        """Whether a finishReason (or a blocked prompt) came: the answer's end."""
+        return self._finish_reason is not None or self._blocked is not None
+
     def finish(self) -> None:
-        if self._finish_reason is None and self._blocked is None:
-            raise protocol_error(self.provider, f"upstream {self.provider!r} ended its stream before a finishReason")
+        if not self.ended:
+            raise truncated_error(self.provider, "the stream ended before a finishReason")
         self._write_grounding()
         writer = self.writer
         if self._blocked or self._finish_reason in _REFUSALS:
@@ -156,5 +163,7 @@ def translate_response(data: dict[str, Any], provider: str, model: str, usage: U
     """A non-stream `GenerateContentResponse` as a complete Anthropic message."""
     reader = GeminiReader(provider, model, usage)
     reader.read(data)
+    if not reader.ended:  # a whole body (it parsed) without its end: malformed, not cut short
+        raise protocol_error(provider, f"upstream {provider!r} answered without a finishReason")
     reader.finish()
     return fold_message(reader.writer.take())

@@ -30,7 +30,7 @@ from ccm.providers.openai.reply import (
     translate_response,
 )
 from ccm.providers.openai.request import translate_request
-from ccm.providers.reply import JSON_HEADERS, protocol_error, read_all, stream_reply
+from ccm.providers.reply import JSON_HEADERS, ended_early, protocol_error, read_all, stream_reply, truncated_error
 from ccm.table import Provider
 from ccm.upstream.client import Endpoint, PooledClient, open_response
 
@@ -72,7 +72,9 @@ class OpenAIAdapter:
         """A 200 body as a completion object; an `{"error": …}` object or anything but a JSON object raises."""
         try:
             data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            if ended_early(raw, exc):
+                raise truncated_error(self.provider.name, "its JSON body stops before the end") from None
             raise protocol_error(self.provider.name, INVALID_RESPONSE + "the body is not JSON") from None
         if not isinstance(data, dict):
             raise protocol_error(self.provider.name, INVALID_RESPONSE + "the body is not a JSON object")

@@ -19,6 +19,8 @@ Anthropic events it implies through its `EventWriter`; `finish()` ends the reply
   or EOF, so a later chunk may still rewrite the finish reason (OpenRouter) or bring usage (zeros when none came).
   Stop reasons follow §6 (tool calls seen win over `stop`, `""` and a missing finish are inferred). Events after
   `message_stop` are ignored.
+- A body that ends with neither a `finish_reason` nor `[DONE]` was cut short: `UpstreamError` reason `truncated`,
+  never a `message_stop` (the fragment would look complete). `[DONE]` alone is an end (some hosts send no finish).
 - `data: {"error": …}` raises `UpstreamError` (the relay turns it into a real status before the first output, an
   `event: error` frame after); a data line that is not JSON raises one with reason "protocol".
 
@@ -38,7 +40,7 @@ import orjson
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
 from ccm.providers.openai.request import ToolNames
-from ccm.providers.reply import EventWriter, fold_message, protocol_error
+from ccm.providers.reply import EventWriter, ended_early, fold_message, protocol_error, truncated_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
@@ -143,7 +145,9 @@ class StreamTranslator:
             return
         try:
             chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            if not event.terminated and ended_early(data, exc):  # the body ended inside its last event
+                raise truncated_error(self.provider, "a stream event stops before its end") from None
             raise protocol_error(self.provider, INVALID_RESPONSE + "a stream event is not JSON") from None
         if not isinstance(chunk, dict):
             raise protocol_error(self.provider, INVALID_RESPONSE + "a stream event is not a JSON object")
@@ -171,9 +175,13 @@ class StreamTranslator:
             self._end()  # the include_usage chunk: the last one before [DONE]
 
     def finish(self) -> None:
-        """End of the upstream body: flush what is held. EOF before any chunk is an error."""
-        if not self.writer.finished:
-            self._end()
+        """End of the upstream body before `[DONE]`. After a `finish_reason` the answer is complete and what is held
+        goes out (its usage not final: the usage chunk never came); without one the stream was cut short."""
+        if self.writer.finished:
+            return
+        if self._finish is None:
+            raise truncated_error(self.provider, "the stream ended without a finish_reason or [DONE]")
+        self._end(final=False)
 
     # --- deltas -----------------------------------------------------------------------------------------------
 
@@ -253,12 +261,12 @@ class StreamTranslator:
         self._end_tool()
         self.writer.close()
 
-    def _end(self) -> None:
+    def _end(self, final: bool = True) -> None:
         if not self.writer.started:
             raise protocol_error(self.provider, INVALID_RESPONSE + "the stream ended before any event")
         self._close()
         reason = stop_reason(self._finish, self.writer.saw_tool_use, self._stop_string)
-        self.writer.finish(reason, self._stop_string if reason == "stop_sequence" else None)
+        self.writer.finish(reason, self._stop_string if reason == "stop_sequence" else None, final=final)
 
 
 def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Usage) -> dict[str, Any]:

@@ -12,8 +12,8 @@ backends that send arguments only in `.done` events, or only in `output_item.don
 an object when the call ends are completed with `tool_json.closing_suffix` (logged); non-stream arguments are
 repaired with `tool_json.parse_arguments`. Stop reasons: `incomplete_details.reason` max_output_tokens →
 `max_tokens`, content_filter or a refusal part → `refusal`, calls → `tool_use`, else `end_turn`. Usage: input =
-input_tokens − cached, cache_read = cached, output = output_tokens. A stream that ends before a terminal event is a
-protocol error. Call ids follow the writer's tool-id policy (`reply`): `call_id` when valid, encoded when not
+input_tokens − cached, cache_read = cached, output = output_tokens. A stream that ends before a terminal event was
+cut short (`UpstreamError` reason `truncated`). Call ids follow the writer's tool-id policy (`reply`): `call_id` when valid, encoded when not
 (decoded again by the request translation), minted when missing or repeated.
 """
 
@@ -27,7 +27,7 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error
+from ccm.providers.reply import EventWriter, fold_message, parse_event, truncated_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.upstream.sse import ServerEvent
 
@@ -48,7 +48,7 @@ class ResponsesReader:
         self._refused = False
 
     def feed(self, event: ServerEvent) -> None:
-        data = parse_event(self.provider, event.data)
+        data = parse_event(self.provider, event)
         kind = data.get("type") or event.event or ""
         handler = _HANDLERS.get(kind)
         if handler is not None:
@@ -56,7 +56,7 @@ class ResponsesReader:
 
     def finish(self) -> None:
         if not self.writer.finished:
-            raise protocol_error(self.provider, f"upstream {self.provider!r} ended its stream before response.completed")
+            raise truncated_error(self.provider, "the stream ended before response.completed")
 
     # --- items ---
 
