@@ -23,6 +23,8 @@ Decisions, so they are stated once:
   (`gemini-2.5-flash` → 2); ids without one are treated as current (3+). Thought summaries are asked for
   (`includeThoughts`) when thinking is on and the client did not ask for `display: "omitted"`.
 - Server tools are dropped, except `web_search_*` on a model with quirk `google_search` → `{googleSearch: {}}`.
+  `tool_choice` → `toolConfig.functionCallingConfig` only when there are function declarations: Gemini answers 400
+  "Function calling config is set without function_declarations" to one beside Google Search alone.
 - `max_tokens` is clamped to the model's `max_output`; `force`/`drop` apply last, to the Gemini body.
 """
 
@@ -85,7 +87,8 @@ def translate_request(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
     if tools:
         out["tools"] = tools
         tool_config = _tool_config(body.get("tool_choice"))
-        if tool_config:
+        # a calling mode needs functions to apply to: Gemini rejects one beside Google Search alone
+        if tool_config and any("functionDeclarations" in t for t in tools):
             out["toolConfig"] = tool_config
     out["generationConfig"] = _generation_config(body, model)
     return apply_overrides(out, model.force, model.drop)
