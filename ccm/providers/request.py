@@ -1,16 +1,46 @@
-"""What the translating adapters share on the request side: Claude Code's billing block, and `force` / `drop`.
+"""What the translating adapters share on the request side: Claude Code's billing block, tool parameter schemas,
+saying what an upstream cannot take, and `force` / `drop`.
 
 `apply_overrides` applies a model's `force` and `drop` to an upstream body, dotted paths included.
+`unsupported` logs, once per process for each adapter and field, that a field of the client's request has no
+equivalent upstream and is not sent (a warning an operator sees once, not a line per request).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+log = logging.getLogger("ccm.providers")
 
 # Claude Code's first system block: Anthropic bookkeeping that changes between requests. Every translating adapter
 # drops it, since it means nothing to other models and would defeat their prefix caches.
 BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+def tool_parameters(schema: Any) -> dict[str, Any]:
+    """A tool's `input_schema` as function parameters: `$schema` removed (meta only, and some servers reject it,
+    Gemini's OpenAI endpoint among them); a missing schema is an empty object schema. The input is not modified."""
+    if not isinstance(schema, dict):
+        return {"type": "object", "properties": {}}
+    return {k: v for k, v in schema.items() if k != "$schema"}
+
+
+_said: set[tuple[str, str]] = set()
+
+
+def unsupported(adapter: str, field: str, why: str) -> None:
+    """Says once per process that `field` of the client's requests cannot be sent to an `adapter` upstream."""
+    if (adapter, field) in _said:
+        return
+    _said.add((adapter, field))
+    log.warning("%s upstreams get no `%s`: %s (said once; later requests drop it silently)", adapter, field, why)
+
+
+def reset_unsupported_warnings() -> None:
+    """Forget what `unsupported` said (tests)."""
+    _said.clear()
 
 
 def apply_overrides(body: dict[str, Any], force: Iterable[tuple[str, Any]], drop: Iterable[str]) -> dict[str, Any]:

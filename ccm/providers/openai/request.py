@@ -42,7 +42,7 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from ccm.providers.request import BILLING_HEADER, apply_overrides
+from ccm.providers.request import BILLING_HEADER, apply_overrides, tool_parameters
 from ccm.providers.tool_ids import upstream_tool_id
 from ccm.table import Model
 
@@ -176,9 +176,7 @@ def _all_tool_names(body: Mapping[str, Any], tools: list[Json]) -> Iterable[str]
 
 
 def _function(tool: Json) -> Json:
-    schema = tool.get("input_schema")
-    parameters = dict(schema) if isinstance(schema, dict) else {"type": "object", "properties": {}}
-    parameters.pop("$schema", None)  # meta only; Gemini's OpenAI endpoint rejects it
+    parameters = tool_parameters(tool.get("input_schema"))
     function: Json = {"name": openai_tool_name(str(tool.get("name", "")))}
     if isinstance(tool.get("description"), str) and tool["description"]:
         function["description"] = tool["description"]

@@ -5,7 +5,9 @@ and reasoning open their blocks lazily, at their first non-empty delta, so no em
 `response.output_text.delta` / `.done`, `response.refusal.delta`, `response.function_call_arguments.delta` / `.done`,
 `response.output_item.done`, `response.reasoning_summary_text.delta` (summary parts of one item separated by a
 blank line), `response.reasoning_text.delta` (raw reasoning, from open-weight models), and the terminal
-`response.completed` / `response.incomplete` / `response.failed` / `error`.
+`response.completed` / `response.incomplete` / `response.failed` / `error`. A reasoning item's `encrypted_content`
+(complete in its `output_item.done`) ends its thinking block as the signature `responses.request` sends back as the
+item next turn (`reasoning_signature`); the passthrough and Gemini drop such blocks by their `ccm.` prefix.
 
 A `.done` carries the whole text or arguments: only what the deltas did not already send is forwarded, which covers
 backends that send arguments only in `.done` events, or only in `output_item.done`. Arguments that do not parse as
@@ -28,6 +30,7 @@ import orjson
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
 from ccm.providers.reply import EventWriter, fold_message, parse_event, truncated_error
+from ccm.providers.responses.request import reasoning_signature
 from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.upstream.sse import ServerEvent
 
@@ -79,6 +82,8 @@ class ResponsesReader:
         elif item.get("type") == "message":
             for content_index, part in enumerate(item.get("content") or ()):
                 self._late_text(index, content_index, part.get("text") or part.get("refusal") or "")
+        elif item.get("type") == "reasoning":
+            _carry_reasoning(item, self.writer)  # the done item holds the complete encrypted content
 
     def _arguments_delta(self, data: Json) -> None:
         state = self._calls.get(_index(data))
@@ -179,6 +184,14 @@ _HANDLERS = {
 }
 
 
+def _carry_reasoning(item: Mapping[str, Any], writer: EventWriter) -> None:
+    """A reasoning item's encrypted content, as the signature ending its thinking block (a block holding only the
+    signature when no summary came), so that Claude Code sends it back next turn."""
+    encrypted = item.get("encrypted_content")
+    if isinstance(encrypted, str) and encrypted and isinstance(item.get("id"), str):
+        writer.signature(reasoning_signature(item["id"], encrypted))
+
+
 def _index(data: Mapping[str, Any]) -> int:
     value = data.get("output_index")
     return value if isinstance(value, int) else 0
@@ -229,6 +242,7 @@ def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
             summary = [s.get("text", "") for s in item.get("summary") or () if s.get("text")]
             raw = [c.get("text", "") for c in item.get("content") or () if c.get("text")]
             writer.thinking("\n\n".join(summary or raw))
+            _carry_reasoning(item, writer)
         elif kind == "message":
             for part in item.get("content") or ():
                 refused = refused or part.get("type") == "refusal"
