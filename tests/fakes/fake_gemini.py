@@ -57,7 +57,7 @@ _GENERATION = {
     "mediaResolution", "responseModalities",
 }
 _THINKING = {"includeThoughts", "thinkingBudget", "thinkingLevel"}
-_FUNCTION_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$")
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,127}$")  # a letter or `_` first, at most 128
 
 
 class GeminiRejected(Exception):

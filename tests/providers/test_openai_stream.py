@@ -15,7 +15,7 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.openai.reply import ReplyContext, StreamTranslator
-from ccm.providers.openai.request import ToolNames
+from ccm.providers.tool_names import ToolNames
 from ccm.upstream.sse import SSEDecoder
 from tests.providers.translation_checks import parse_events, random_splits, relay, sdk_final_message
 

@@ -5,7 +5,8 @@
 
 Reading parts, in order:
 - `thought: true` text → thinking; other text → text; empty text is skipped.
-- `functionCall` → a whole `tool_use` block (start, the complete `args` JSON as one delta, stop). Every call is its
+- `functionCall` → a whole `tool_use` block (start, the complete `args` JSON as one delta, stop), its name mapped
+  back to the client's (`tool_names`). Every call is its
   own block, so parallel calls that each arrive at part index 0 in separate chunks are numbered by arrival. Ids
   follow the writer's tool-id policy (`reply`): Gemini's when valid, encoded when not (decoded again by
   `gemini.request`), minted when missing or repeated.
@@ -32,6 +33,7 @@ import orjson
 from ccm.providers.base import Usage
 from ccm.providers.gemini.request import SIGNATURE_PREFIX
 from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error, truncated_error
+from ccm.providers.tool_names import GEMINI, ToolNames
 from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
 
@@ -44,9 +46,10 @@ _BROKEN_CALLS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 class GeminiReader:
     """`GenerateContentResponse` objects in, Anthropic events out through `writer` (a `StreamTranslator`)."""
 
-    def __init__(self, provider: str, model: str, usage: Usage) -> None:
+    def __init__(self, provider: str, model: str, usage: Usage, names: ToolNames | None = None) -> None:
         self.provider = provider
         self.writer = EventWriter(model, usage)
+        self.names = names or ToolNames(GEMINI)
         self._finish_reason: str | None = None
         self._blocked: str | None = None
         self._grounding: dict[str, Any] | None = None
@@ -111,7 +114,8 @@ class GeminiReader:
                 self.writer.signature(SIGNATURE_PREFIX + signature)
             args = call.get("args") if isinstance(call.get("args"), dict) else {}
             writer = self.writer
-            writer.tool_use(writer.tool_id(call.get("id")), str(call.get("name", "")), orjson.dumps(args).decode())
+            name = self.names.client(str(call.get("name", "")))
+            writer.tool_use(writer.tool_id(call.get("id")), name, orjson.dumps(args).decode())
             return
         text = part.get("text")
         if isinstance(text, str):
@@ -159,9 +163,11 @@ def _count(metadata: dict[str, Any], key: str) -> int:
     return value if isinstance(value, int) else 0
 
 
-def translate_response(data: dict[str, Any], provider: str, model: str, usage: Usage) -> dict[str, Any]:
+def translate_response(
+    data: dict[str, Any], provider: str, model: str, usage: Usage, names: ToolNames | None = None
+) -> dict[str, Any]:
     """A non-stream `GenerateContentResponse` as a complete Anthropic message."""
-    reader = GeminiReader(provider, model, usage)
+    reader = GeminiReader(provider, model, usage, names)
     reader.read(data)
     if not reader.ended:  # a whole body (it parsed) without its end: malformed, not cut short
         raise protocol_error(provider, f"upstream {provider!r} answered without a finishReason")

@@ -8,6 +8,8 @@ Decisions, so they are stated once:
 - Images: base64 → `inlineData`; URL images → `fileData {fileUri: url, mimeType guessed from the path}`. ccm never
   downloads from arbitrary hosts at run time; Gemini fetches public URLs itself on models that support it and
   rejects them otherwise, which reaches the client as a clear 400. PDFs likewise; text documents → text.
+- Tool names outside Gemini's `^[a-zA-Z_][a-zA-Z0-9_.:-]{0,127}$` (long MCP names) are rewritten by `tool_names`
+  (rule `GEMINI`), the same way in declarations, calls, responses and `allowedFunctionNames`; the reply maps them back.
 - tool_result → `functionResponse {id, name, response: {result}}` (`{error}` when `is_error`), names looked up from
   the matching tool_use, in the order of the calls; images inside results follow as `inlineData` parts. Call ids
   go back as Gemini gave them (`tool_ids.upstream_tool_id` decodes the ones the reply side had to encode).
@@ -41,6 +43,7 @@ from ccm.errors import ApiError
 from ccm.providers.gemini.schema import clean_parameters
 from ccm.providers.request import BILLING_HEADER, apply_overrides
 from ccm.providers.tool_ids import upstream_tool_id
+from ccm.providers.tool_names import GEMINI, ToolNames, upstream_name
 from ccm.table import Model
 
 SIGNATURE_PREFIX = "ccm.gemini."
@@ -57,8 +60,11 @@ def generation(model_id: str) -> int:
     return int(found.group(1)) if found else 99
 
 
-def translate_request(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
-    names = _tool_names(body.get("messages") or ())
+def translate_request(body: Mapping[str, Any], model: Model, names: ToolNames | None = None) -> dict[str, Any]:
+    """`names`: the request's tool names for Gemini (`ToolNames.for_request(body, GEMINI)` when not given); the
+    adapter builds it once and hands the same to the reply side, which maps the names back."""
+    names = names or ToolNames.for_request(body, GEMINI)
+    calls = _calls(body.get("messages") or ())
     system = _system_parts(body.get("system"))
     contents: list[dict[str, Any]] = []
     for message in body.get("messages") or ():
@@ -67,9 +73,9 @@ def translate_request(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
             system.extend(_system_parts(message.get("content")))
             continue
         if role == "assistant":
-            parts = _model_parts(message.get("content"))
+            parts = _model_parts(message.get("content"), names)
         else:
-            parts = _user_parts(message.get("content"), names)
+            parts = _user_parts(message.get("content"), calls, names)
         if not parts:
             continue
         gemini_role = "model" if role == "assistant" else "user"
@@ -86,7 +92,7 @@ def translate_request(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
     tools = _tools(body.get("tools") or (), model)
     if tools:
         out["tools"] = tools
-        tool_config = _tool_config(body.get("tool_choice"))
+        tool_config = _tool_config(body.get("tool_choice"), names)
         # a calling mode needs functions to apply to: Gemini rejects one beside Google Search alone
         if tool_config and any("functionDeclarations" in t for t in tools):
             out["toolConfig"] = tool_config
@@ -108,19 +114,19 @@ def _system_parts(system: Any) -> list[dict[str, Any]]:
     return parts
 
 
-def _tool_names(messages: Any) -> dict[str, tuple[str, int]]:
-    """tool_use id → (name, position among all calls), for functionResponse names and their order."""
-    names: dict[str, tuple[str, int]] = {}
+def _calls(messages: Any) -> dict[str, tuple[str, int]]:
+    """tool_use id → (the client's name, position among all calls), for functionResponse names and their order."""
+    calls: dict[str, tuple[str, int]] = {}
     for message in messages:
         content = message.get("content") if message.get("role") == "assistant" else None
         if isinstance(content, list):
             for block in content:
                 if block.get("type") == "tool_use":
-                    names[block.get("id", "")] = (block.get("name", ""), len(names))
-    return names
+                    calls[block.get("id", "")] = (block.get("name", ""), len(calls))
+    return calls
 
 
-def _model_parts(content: Any) -> list[dict[str, Any]]:
+def _model_parts(content: Any, names: ToolNames) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     parts: list[dict[str, Any]] = []
@@ -135,7 +141,8 @@ def _model_parts(content: Any) -> list[dict[str, Any]]:
             if carried.startswith(SIGNATURE_PREFIX):
                 signature = carried[len(SIGNATURE_PREFIX) :]
         elif kind == "tool_use":
-            call = {"id": upstream_tool_id(block.get("id")), "name": block.get("name"), "args": _args(block)}
+            call = {"id": upstream_tool_id(block.get("id")), "name": names.upstream(str(block.get("name", ""))),
+                    "args": _args(block)}
             part: dict[str, Any] = {"functionCall": call}
             if signature:
                 part["thoughtSignature"] = signature
@@ -151,7 +158,7 @@ def _args(block: Mapping[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _user_parts(content: Any, names: Mapping[str, tuple[str, int]]) -> list[dict[str, Any]]:
+def _user_parts(content: Any, calls: Mapping[str, tuple[str, int]], names: ToolNames) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     responses: list[tuple[int, dict[str, Any]]] = []
@@ -160,7 +167,7 @@ def _user_parts(content: Any, names: Mapping[str, tuple[str, int]]) -> list[dict
     for block in content or ():
         kind = block.get("type")
         if kind == "tool_result":
-            order, part, media = _function_response(block, names)
+            order, part, media = _function_response(block, calls, names)
             responses.append((order, part))
             result_media.extend(media)
         elif kind == "text":
@@ -173,12 +180,13 @@ def _user_parts(content: Any, names: Mapping[str, tuple[str, int]]) -> list[dict
 
 
 def _function_response(
-    block: Mapping[str, Any], names: Mapping[str, tuple[str, int]]
+    block: Mapping[str, Any], calls: Mapping[str, tuple[str, int]], names: ToolNames
 ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
     call_id = block.get("tool_use_id", "")
-    if call_id not in names:
+    if call_id not in calls:
         raise ApiError(400, f"tool_result block references tool_use id {call_id!r}, which no earlier assistant turn holds")
-    name, order = names[call_id]
+    client_name, order = calls[call_id]
+    name = names.upstream(str(client_name))
     texts: list[str] = []
     media: list[dict[str, Any]] = []
     content = block.get("content")
@@ -268,7 +276,7 @@ def _build_tools(tools: Any, search_quirk: bool) -> list[dict[str, Any]]:
     for tool in tools:
         kind = tool.get("type")
         if kind in (None, "custom"):
-            declaration = {"name": tool.get("name", "")}
+            declaration: dict[str, Any] = {"name": upstream_name(str(tool.get("name", "")), GEMINI)}
             if tool.get("description"):
                 declaration["description"] = tool["description"]
             parameters = clean_parameters(tool.get("input_schema"))
@@ -285,7 +293,7 @@ def _build_tools(tools: Any, search_quirk: bool) -> list[dict[str, Any]]:
     return out
 
 
-def _tool_config(choice: Any) -> dict[str, Any] | None:
+def _tool_config(choice: Any, names: ToolNames) -> dict[str, Any] | None:
     if not isinstance(choice, dict):
         return None
     kind = choice.get("type")
@@ -296,7 +304,7 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     if kind == "none":
         return {"functionCallingConfig": {"mode": "NONE"}}
     if kind == "tool" and choice.get("name"):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["name"]]}}
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [names.upstream(choice["name"])]}}
     return None
 
 

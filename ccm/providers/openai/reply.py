@@ -39,9 +39,9 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.openai.request import ToolNames
 from ccm.providers.reply import EventWriter, ended_early, fold_message, protocol_error, truncated_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
+from ccm.providers.tool_names import ToolNames
 from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
 
@@ -232,7 +232,7 @@ class StreamTranslator:
             tool.arguments.append(arguments)
         if not tool.started and tool.name:
             tool.started = True
-            writer.start_tool(writer.tool_id(tool.upstream_id), self.context.names.anthropic(tool.name))
+            writer.start_tool(writer.tool_id(tool.upstream_id), self.context.names.client(tool.name))
             for fragment in tool.arguments:  # fragments that arrived before the name
                 writer.tool_arguments(fragment)
         elif tool.started and arguments:
@@ -317,4 +317,4 @@ def _tool_use(call: Any, context: ReplyContext, writer: EventWriter) -> None:
             # The arguments themselves may hold user data: log only their size.
             log.warning("%s malformed arguments of tool %s (%d chars)",
                         "repaired" if outcome == "repaired" else "discarded", name, len(text))
-    writer.tool_use(writer.tool_id(call.get("id")), context.names.anthropic(name), orjson.dumps(tool_input).decode())
+    writer.tool_use(writer.tool_id(call.get("id")), context.names.client(name), orjson.dumps(tool_input).decode())

@@ -27,26 +27,24 @@ Choices every OpenAI-compatible server accepts (PROTOCOL.md §6 and §8 are the 
   model id is `model.model`. The model's `force` and `drop` apply last (`reply.apply_overrides`, dotted paths for
   nested fields).
 
-Tool names that break `^[a-zA-Z0-9_-]{1,64}$` are shortened and hashed; the returned `ToolNames` maps them back.
+Tool names that break `^[a-zA-Z0-9_-]{1,64}$` are rewritten by `tool_names` (rule `CHAT`); the returned `ToolNames`
+maps them back.
 Tool ids in the history are decoded with `tool_ids.upstream_tool_id`, the inverse of the id policy the reply side
 applies (an id Anthropic would reject, like kimi's `functions.Bash:0`, reached the client encoded).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 import orjson
 
 from ccm.providers.request import BILLING_HEADER, apply_overrides, tool_parameters
 from ccm.providers.tool_ids import upstream_tool_id
+from ccm.providers.tool_names import CHAT, ToolNames, upstream_name
 from ccm.table import Model
 
-TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 USER_FIELD_LIMIT = 64  # OpenAI's documented maximum for `user`; longer values are rejected by some servers
 MAX_STOP = 4  # OpenAI rejects more than four stop sequences
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
@@ -56,38 +54,13 @@ UNANSWERED = "(no result: the tool call was interrupted)"
 Json = dict[str, Any]
 
 
-# --- tool names ---------------------------------------------------------------------------------------------------
-
-
-def openai_tool_name(name: str) -> str:
-    """A function name OpenAI accepts: valid names unchanged, others a 55-char prefix + `_` + 8 hex of sha256."""
-    if TOOL_NAME.match(name):
-        return name
-    cleaned = re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:55] or "tool"
-    return f"{cleaned}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-@dataclass(frozen=True, slots=True)
-class ToolNames:
-    """The renamed tools of one request: OpenAI name → the client's name."""
-
-    renamed: Mapping[str, str] = field(default_factory=dict)
-
-    def anthropic(self, openai_name: str) -> str:
-        return self.renamed.get(openai_name, openai_name)
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> ToolNames:
-        return cls({openai_tool_name(n): n for n in names if not TOOL_NAME.match(n)})
-
-
 # --- the request --------------------------------------------------------------------------------------------------
 
 
 def translate_request(body: Mapping[str, Any], model: Model) -> tuple[Json, ToolNames]:
     keep_cache = "keep_cache_control" in model.quirks
     tools = [t for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") in (None, "custom")]
-    names = ToolNames.of(_all_tool_names(body, tools))
+    names = ToolNames.for_request(body, CHAT)
     out: Json = {"model": model.model}
 
     system_parts = _system_parts(body.get("system"), keep_cache)
@@ -165,19 +138,9 @@ def effort_level(body: Mapping[str, Any], thinking: Mapping[str, Any]) -> str | 
     return "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
 
 
-def _all_tool_names(body: Mapping[str, Any], tools: list[Json]) -> Iterable[str]:
-    for tool in tools:
-        if isinstance(tool.get("name"), str):
-            yield tool["name"]
-    for message in body.get("messages") or ():
-        for block in _blocks(message.get("content") if isinstance(message, dict) else None):
-            if block.get("type") == "tool_use" and isinstance(block.get("name"), str):
-                yield block["name"]
-
-
 def _function(tool: Json) -> Json:
     parameters = tool_parameters(tool.get("input_schema"))
-    function: Json = {"name": openai_tool_name(str(tool.get("name", "")))}
+    function: Json = {"name": upstream_name(str(tool.get("name", "")), CHAT)}
     if isinstance(tool.get("description"), str) and tool["description"]:
         function["description"] = tool["description"]
     function["parameters"] = parameters
@@ -193,7 +156,7 @@ def _tool_choice(choice: Any, offered: set[Any]) -> Any:
     if kind == "none":
         return "none"
     if kind == "tool" and choice.get("name") in offered:
-        return {"type": "function", "function": {"name": openai_tool_name(choice["name"])}}
+        return {"type": "function", "function": {"name": upstream_name(choice["name"], CHAT)}}
     return None  # auto (the default) or a tool that is not offered upstream
 
 
@@ -331,7 +294,7 @@ class _MessageWriter:
             elif kind == "tool_use":
                 call_id = upstream_tool_id(str(block.get("id", "")))
                 arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {})
-                function = {"name": openai_tool_name(str(block.get("name", ""))), "arguments": arguments.decode()}
+                function = {"name": upstream_name(str(block.get("name", "")), CHAT), "arguments": arguments.decode()}
                 calls.append({"id": call_id, "type": "function", "function": function})
             elif kind == "thinking" and isinstance(block.get("thinking"), str):
                 reasoning.append(block["thinking"])

@@ -32,6 +32,7 @@ from ccm.providers.base import Usage
 from ccm.providers.reply import EventWriter, fold_message, parse_event, truncated_error
 from ccm.providers.responses.request import reasoning_signature
 from ccm.providers.tool_json import closing_suffix, parse_arguments
+from ccm.providers.tool_names import RESPONSES, ToolNames
 from ccm.upstream.sse import ServerEvent
 
 log = logging.getLogger("ccm.providers.responses.adapter")
@@ -42,9 +43,10 @@ Json = dict[str, Any]
 class ResponsesReader:
     """Responses stream events in, Anthropic events out through `writer` (a `StreamTranslator`)."""
 
-    def __init__(self, provider: str, model: str, usage: Usage) -> None:
+    def __init__(self, provider: str, model: str, usage: Usage, names: ToolNames | None = None) -> None:
         self.provider = provider
         self.writer = EventWriter(model, usage)
+        self.names = names or ToolNames(RESPONSES)
         self._calls: dict[int, _CallState] = {}
         self._texts: set[tuple[int, int]] = set()  # (output_index, content_index) that streamed text deltas
         self._summary: tuple[int, int] | None = None  # the reasoning summary part being streamed
@@ -67,7 +69,7 @@ class ResponsesReader:
         item = data.get("item") or {}
         if item.get("type") == "function_call":
             call_id = self.writer.tool_id(item.get("call_id") or item.get("id"))
-            state = _CallState(call_id, str(item.get("name", "")))
+            state = _CallState(call_id, self.names.client(str(item.get("name", ""))))
             self._calls[_index(data)] = state
             self.writer.start_tool(state.call_id, state.name)
             self._arguments(state, item.get("arguments") or "", complete=False)
@@ -230,8 +232,9 @@ def _error(provider: str, error: Mapping[str, Any]) -> UpstreamError:
     return UpstreamError(400, message, "4xx", provider)
 
 
-def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
+def read_response(data: Json, provider: str, model: str, usage: Usage, names: ToolNames | None = None) -> Json:
     """A non-stream Responses object as a complete Anthropic message."""
+    names = names or ToolNames(RESPONSES)
     if data.get("status") == "failed":
         raise _error(provider, data.get("error") or {})
     writer = EventWriter(model, usage)
@@ -252,7 +255,7 @@ def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
             if outcome != "valid" and item.get("arguments"):
                 log.warning("%s tool-call arguments from %s for %s", outcome, provider, item.get("name"))
             call_id = writer.tool_id(item.get("call_id") or item.get("id"))
-            writer.tool_use(call_id, str(item.get("name", "")), orjson.dumps(arguments).decode())
+            writer.tool_use(call_id, names.client(str(item.get("name", ""))), orjson.dumps(arguments).decode())
     _read_usage(data.get("usage"), usage)
     writer.finish(_stop_reason(data, writer.saw_tool_use, refused))
     return fold_message(writer.take())

@@ -16,7 +16,8 @@ Request (`translate_request`, pure):
   item's id and encrypted content (as JSON), and such a block goes back here as the `reasoning` item it was, before
   the call or text it came with (one with nothing after it in its turn is dropped: the API refuses it). Every other
   thinking block is dropped; the prefix lets the other adapters recognise these and drop them.
-- Function tools are flat `{type: "function", name, description, parameters, strict: false}` — Responses makes
+- Function tools are flat `{type: "function", name, description, parameters, strict: false}`, names outside
+  `^[a-zA-Z0-9_-]{1,64}$` rewritten by `tool_names` (rule `RESPONSES`, mapped back by the reply) — Responses makes
   `strict` default to true, which Claude Code's schemas do not satisfy — with `$schema` removed as on the other
   adapters. Server tools are dropped.
 - What the Responses API has no field for is not sent and is said once per process in the log: `stop_sequences`,
@@ -46,6 +47,7 @@ import orjson
 from ccm.providers.openai.request import UNANSWERED, effort_level
 from ccm.providers.request import BILLING_HEADER, apply_overrides, tool_parameters, unsupported
 from ccm.providers.tool_ids import upstream_tool_id
+from ccm.providers.tool_names import RESPONSES, ToolNames
 from ccm.table import Model
 
 SIGNATURE_PREFIX = "ccm.responses."
@@ -107,7 +109,10 @@ def reasoning(body: Mapping[str, Any], model_id: str) -> Json | None:
     return out
 
 
-def translate_request(body: Mapping[str, Any], model: Model) -> Json:
+def translate_request(body: Mapping[str, Any], model: Model, names: ToolNames | None = None) -> Json:
+    """`names`: the request's tool names for Responses (`ToolNames.for_request(body, RESPONSES)` when not given); the
+    adapter builds it once and hands the same to the reply side, which maps the names back."""
+    names = names or ToolNames.for_request(body, RESPONSES)
     instructions = _system_texts(body.get("system"))
     items: list[Json] = []
     for message in body.get("messages") or ():
@@ -115,19 +120,19 @@ def translate_request(body: Mapping[str, Any], model: Model) -> Json:
         if role == "system":
             instructions.extend(_system_texts(message.get("content")))
         elif role == "assistant":
-            items.extend(_assistant_items(message.get("content")))
+            items.extend(_assistant_items(message.get("content"), names))
         else:
             items.extend(_user_items(message.get("content")))
     out: Json = {"model": model.model}
     if instructions:
         out["instructions"] = "\n\n".join(instructions)
     out["input"] = _pair_calls(items)
-    tools = [_function(t) for t in body.get("tools") or () if t.get("type") in (None, "custom")]
+    tools = [_function(t, names) for t in body.get("tools") or () if t.get("type") in (None, "custom")]
     if tools:
         out["tools"] = tools
         choice = body.get("tool_choice")
         if isinstance(choice, dict):
-            mapped = _tool_choice(choice)
+            mapped = _tool_choice(choice, names)
             if mapped is not None:
                 out["tool_choice"] = mapped
             if choice.get("disable_parallel_tool_use") is True:
@@ -164,7 +169,7 @@ def _system_texts(system: Any) -> list[str]:
     ]
 
 
-def _assistant_items(content: Any) -> list[Json]:
+def _assistant_items(content: Any, names: ToolNames) -> list[Json]:
     if isinstance(content, str):
         return [_message("assistant", content)] if content else []
     items: list[Json] = []
@@ -188,7 +193,7 @@ def _assistant_items(content: Any) -> list[Json]:
             flush_text()
             arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
             call_id = upstream_tool_id(block.get("id"))
-            items.append({"type": "function_call", "call_id": call_id, "name": block.get("name"),
+            items.append({"type": "function_call", "call_id": call_id, "name": names.upstream(str(block.get("name", ""))),
                           "arguments": arguments})
     flush_text()
     # A reasoning item must be followed by the call or message it came with: the API refuses one that is not.
@@ -297,20 +302,20 @@ def _placeholder(call_id: str) -> Json:
     return {"type": "function_call_output", "call_id": call_id, "output": UNANSWERED}
 
 
-def _function(tool: Mapping[str, Any]) -> Json:
+def _function(tool: Mapping[str, Any], names: ToolNames) -> Json:
     return {
         "type": "function",
-        "name": tool.get("name"),
+        "name": names.upstream(str(tool.get("name", ""))),
         "description": tool.get("description") or "",
         "parameters": tool_parameters(tool.get("input_schema")),
         "strict": False,
     }
 
 
-def _tool_choice(choice: Mapping[str, Any]) -> Any:
+def _tool_choice(choice: Mapping[str, Any], names: ToolNames) -> Any:
     kind = choice.get("type")
     if kind == "tool" and choice.get("name"):
-        return {"type": "function", "name": choice["name"]}
+        return {"type": "function", "name": names.upstream(str(choice["name"]))}
     return {"auto": "auto", "any": "required", "none": "none"}.get(str(kind))
 
 
