@@ -1,5 +1,6 @@
-"""What the translating adapters share on the request side: Claude Code's billing block, tool parameter schemas,
-saying what an upstream cannot take, and `force` / `drop`.
+"""What the translating adapters share on the request side: Claude Code's billing block, tool parameter schemas, the
+text of the blocks no upstream has a form for (`search_result`, ToolSearch's `tool_reference`), saying what an
+upstream cannot take, and `force` / `drop`.
 
 `apply_overrides` applies a model's `force` and `drop` to an upstream body, dotted paths included.
 `unsupported` logs, once per process for each adapter and field, that a field of the client's request has no
@@ -17,6 +18,22 @@ log = logging.getLogger("ccm.providers")
 # Claude Code's first system block: Anthropic bookkeeping that changes between requests. Every translating adapter
 # drops it, since it means nothing to other models and would defeat their prefix caches.
 BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+def search_result_text(block: Mapping[str, Any]) -> str:
+    """A `search_result` block as text, the same on every adapter: its title and source, then its text."""
+    content = block.get("content")
+    texts = [c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str)] if isinstance(
+        content, list) else []
+    head = " ".join(str(block[k]) for k in ("title", "source") if isinstance(block.get(k), str) and block[k])
+    return "\n".join(t for t in [head, *texts] if t)
+
+
+def tool_reference_text(block: Mapping[str, Any]) -> str:
+    """A `tool_reference` block (what Claude Code's ToolSearch answers with: a deferred tool now loaded) as text,
+    the same on every adapter; "" when it names no tool."""
+    name = block.get("tool_name")
+    return f"[tool {name} is now available]" if isinstance(name, str) and name else ""
 
 
 def tool_parameters(schema: Any) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import orjson
 
 from ccm.errors import ApiError
 from ccm.providers.gemini.schema import clean_parameters
-from ccm.providers.request import BILLING_HEADER, apply_overrides
+from ccm.providers.request import BILLING_HEADER, apply_overrides, search_result_text, tool_reference_text
 from ccm.providers.tool_ids import upstream_tool_id
 from ccm.providers.tool_names import GEMINI, ToolNames, upstream_name
 from ccm.table import Model
@@ -173,6 +173,10 @@ def _user_parts(content: Any, calls: Mapping[str, tuple[str, int]], names: ToolN
         elif kind == "text":
             if block.get("text"):
                 rest.append({"text": block["text"]})
+        elif kind == "search_result":
+            text = search_result_text(block)
+            if text:
+                rest.append({"text": text})
         else:
             rest.extend(_media_parts(block))
     responses.sort(key=lambda item: item[0])
@@ -197,7 +201,9 @@ def _function_response(
         if kind == "text":
             texts.append(item.get("text", ""))
         elif kind == "search_result":
-            texts.extend(c.get("text", "") for c in item.get("content") or () if isinstance(c, dict))
+            texts.append(search_result_text(item))
+        elif kind == "tool_reference":
+            texts.append(tool_reference_text(item))
         else:
             media.extend(_media_parts(item))
     text = "\n".join(t for t in texts if t)
@@ -210,7 +216,7 @@ def _function_response(
 def _media_parts(block: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Image and document blocks; anything else (server tool history, redacted thinking…) has no Gemini form."""
     kind = block.get("type")
-    source = block.get("source") or {}
+    source: Mapping[str, Any] = block["source"] if isinstance(block.get("source"), dict) else {}
     source_type = source.get("type")
     if kind == "image":
         if source_type == "base64":

@@ -40,7 +40,13 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from ccm.providers.request import BILLING_HEADER, apply_overrides, tool_parameters
+from ccm.providers.request import (
+    BILLING_HEADER,
+    apply_overrides,
+    search_result_text,
+    tool_parameters,
+    tool_reference_text,
+)
 from ccm.providers.tool_ids import upstream_tool_id
 from ccm.providers.tool_names import CHAT, ToolNames, upstream_name
 from ccm.table import Model
@@ -249,12 +255,6 @@ def _document_parts(block: Json) -> list[Json]:
     return [{"type": "text", "text": text}] if text else []
 
 
-def _search_result_text(block: Json) -> str:
-    texts = [b.get("text", "") for b in _blocks(block.get("content"))]
-    head = " ".join(str(block[k]) for k in ("title", "source") if isinstance(block.get(k), str))
-    return "\n".join(t for t in [head, *texts] if t)
-
-
 def _user_parts(block: Json, keep_cache: bool) -> list[Json]:
     kind = block.get("type")
     if kind == "text":
@@ -266,7 +266,7 @@ def _user_parts(block: Json, keep_cache: bool) -> list[Json]:
     if kind == "document":
         return _document_parts(block)
     if kind == "search_result":
-        text = _search_result_text(block)
+        text = search_result_text(block)
         return [{"type": "text", "text": text}] if text else []
     return []  # thinking and server-tool blocks mean nothing to an OpenAI upstream
 
@@ -360,9 +360,9 @@ class _MessageWriter:
                         media.append(part)
                         texts.append(f"[document {len(media)}: attached in the next user message]")
             elif kind == "search_result":
-                texts.append(_search_result_text(item))
-            elif kind == "tool_reference" and isinstance(item.get("tool_name"), str):
-                texts.append(f"[tool {item['tool_name']} is now available]")
+                texts.append(search_result_text(item))
+            elif kind == "tool_reference":
+                texts.append(tool_reference_text(item))
             elif isinstance(item.get("text"), str):
                 texts.append(item["text"])
         text = "\n\n".join(t for t in texts if t) or EMPTY_RESULT

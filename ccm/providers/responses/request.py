@@ -45,7 +45,14 @@ from typing import Any
 import orjson
 
 from ccm.providers.openai.request import UNANSWERED, effort_level
-from ccm.providers.request import BILLING_HEADER, apply_overrides, tool_parameters, unsupported
+from ccm.providers.request import (
+    BILLING_HEADER,
+    apply_overrides,
+    search_result_text,
+    tool_parameters,
+    tool_reference_text,
+    unsupported,
+)
 from ccm.providers.tool_ids import upstream_tool_id
 from ccm.providers.tool_names import RESPONSES, ToolNames
 from ccm.table import Model
@@ -230,7 +237,7 @@ def _function_output(block: Mapping[str, Any]) -> Json:
 
 def _input_parts(block: Mapping[str, Any]) -> list[Json]:
     kind = block.get("type")
-    source = block.get("source") or {}
+    source: Mapping[str, Any] = block["source"] if isinstance(block.get("source"), dict) else {}
     if kind == "text":
         return [{"type": "input_text", "text": block["text"]}] if block.get("text") else []
     if kind == "image":
@@ -264,7 +271,11 @@ def _input_parts(block: Mapping[str, Any]) -> list[Json]:
         text = "\n\n".join(([title] if title else []) + [t for t in texts if t])
         return [{"type": "input_text", "text": text}] if texts and text else []
     if kind == "search_result":
-        return [p for item in block.get("content") or () for p in _input_parts(item)]
+        text = search_result_text(block)
+        return [{"type": "input_text", "text": text}] if text else []
+    if kind == "tool_reference":
+        text = tool_reference_text(block)
+        return [{"type": "input_text", "text": text}] if text else []
     return []
 
 
