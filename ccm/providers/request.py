@@ -3,21 +3,69 @@ text of the blocks no upstream has a form for (`search_result`, ToolSearch's `to
 upstream cannot take, and `force` / `drop`.
 
 `apply_overrides` applies a model's `force` and `drop` to an upstream body, dotted paths included.
+`client_identity` reads who is asking from `metadata.user_id` for the upstreams that take it (OpenAI's `user`,
+`prompt_cache_key`, `safety_identifier`): the session id, and a hash of the account, never the raw value.
 `unsupported` logs, once per process for each adapter and field, that a field of the client's request has no
 equivalent upstream and is not sent (a warning an operator sees once, not a line per request).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 log = logging.getLogger("ccm.providers")
 
 # Claude Code's first system block: Anthropic bookkeeping that changes between requests. Every translating adapter
 # drops it, since it means nothing to other models and would defeat their prefix caches.
 BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+_OLD_USER_ID = re.compile(r"^(user_[0-9a-fA-F]+)_account_.*_session_([0-9a-fA-F-]+)$")
+_ID_LIMIT = 64  # OpenAI's maximum for `user` and `safety_identifier`
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """Who is asking, in values safe to send upstream. `session`: Claude Code's session id (a stable hash of a
+    `user_id` ccm cannot read); `user`: a hash of the account (else the device), never the value itself."""
+
+    session: str | None = None
+    user: str | None = None
+
+
+def client_identity(body: Mapping[str, Any]) -> ClientIdentity:
+    """`metadata.user_id` read: current Claude Code sends a JSON object as a string (`device_id`, `account_uuid`,
+    `session_id`), older ones `user_<hash>_account_<uuid>_session_<uuid>`."""
+    metadata = body.get("metadata")
+    raw = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if not isinstance(raw, str) or not raw:
+        return ClientIdentity()
+    try:
+        parsed = orjson.loads(raw) if raw.startswith("{") else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str) and parsed["session_id"]:
+        who = next((parsed[k] for k in ("account_uuid", "device_id") if isinstance(parsed.get(k), str) and parsed[k]), None)
+        return ClientIdentity(_bounded(parsed["session_id"]), _digest(who) if who else None)
+    old = _OLD_USER_ID.match(raw)
+    if old:
+        return ClientIdentity(_bounded(old.group(2)), _digest(old.group(1).removeprefix("user_")))
+    return ClientIdentity(_digest(raw))
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def _bounded(value: str) -> str:
+    return value if len(value) <= _ID_LIMIT else _digest(value)
 
 
 def search_result_text(block: Mapping[str, Any]) -> str:

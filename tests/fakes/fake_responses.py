@@ -69,6 +69,9 @@ def check_responses_request(body: Any, issued: set[str] | None = None) -> None:
             raise ResponsesRejected(f"Unrecognized request argument supplied: {key}", key)
     if not isinstance(body.get("model"), str):
         raise ResponsesRejected("Missing required parameter: 'model'.", "model")
+    for name in ("user", "safety_identifier", "prompt_cache_key"):
+        if name in body and (not isinstance(body[name], str) or len(body[name]) > 64):
+            raise ResponsesRejected(f"Invalid '{name}': string too long. Expected a string with maximum length 64.", name)
     for value in body.get("include") or ():
         if value not in _INCLUDABLE:
             raise ResponsesRejected(f"Invalid value for 'include': '{value}'.", "include")

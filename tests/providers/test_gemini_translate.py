@@ -177,6 +177,11 @@ def test_media_blocks() -> None:
         ("gemini-2.5-flash", {"type": "disabled"}, None, {"thinkingBudget": 0}),
         ("gemini-2.5-pro", {"type": "disabled"}, None, None),
         ("gemini-2.5-flash", None, None, None),
+        # effort first, as on every adapter (it is what current Claude Code sends), the budget only without one
+        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 2000}, "xhigh", {"thinkingLevel": "high", "includeThoughts": True}),
+        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 31999}, "low", {"thinkingLevel": "low", "includeThoughts": True}),
+        ("gemini-2.5-flash", {"type": "enabled", "budget_tokens": 31999}, "low", {"thinkingBudget": 1024, "includeThoughts": True}),
+        ("gemini-2.5-pro", {"type": "enabled", "budget_tokens": 2000}, "high", {"thinkingBudget": 32768, "includeThoughts": True}),
     ],
 )
 def test_thinking_config(model: str, thinking: Any, effort: Any, expected: Any) -> None:

@@ -18,10 +18,11 @@ Decisions, so they are stated once:
   puts the signature back on the first `functionCall` after it; every other thinking block is dropped. The prefix
   marks the block as Gemini's, so other adapters can recognise and drop it. For Gemini 3 and later, a model turn
   whose first call has no signature (history another model wrote) gets Google's documented placeholder.
-- Thinking: Gemini 2.x gets `thinkingBudget` (effort low 1024, medium dynamic, high+ the model's cap; an explicit
-  `budget_tokens` clamped to the cap; `disabled` → 0 on Flash), Gemini 3+ gets `thinkingLevel` (`low` for effort low
-  or budgets under 4096, `high` for effort high+ or budgets from 16384, the model's own default otherwise — `medium`
-  and `minimal` are not accepted by every Gemini 3 model). The generation is read from the model id
+- Thinking, effort first as on every adapter (`output_config.effort` is what current Claude Code sends; the budget
+  counts only without one): Gemini 2.x gets `thinkingBudget` (effort low 1024, medium dynamic, high+ the model's
+  cap; else `budget_tokens` clamped to the cap; `disabled` → 0 on Flash), Gemini 3+ gets `thinkingLevel` (`low` for
+  effort low, `high` for effort high+, the model's own default for medium; without an effort, `low` under 4096 budget
+  tokens and `high` from 16384 — `medium` and `minimal` are not accepted by every Gemini 3 model). The generation is read from the model id
   (`gemini-2.5-flash` → 2); ids without one are treated as current (3+). Thought summaries are asked for
   (`includeThoughts`) when thinking is on and the client did not ask for `display: "omitted"`.
 - Server tools are dropped, except `web_search_*` on a model with quirk `google_search` → `{googleSearch: {}}`.
@@ -51,6 +52,7 @@ SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 _GENERATION = re.compile(r"gemini-(\d+)")
 _BUDGET_FOR_EFFORT_2X = {"low": 1024, "medium": -1}
+_EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
 _STOP_SEQUENCES_MAX = 5  # Gemini rejects more
 
 
@@ -352,18 +354,19 @@ def _thinking_config(body: Mapping[str, Any], model_id: str) -> dict[str, Any]:
         if kind == "disabled":
             if "flash" in model_id:
                 config["thinkingBudget"] = 0
+        elif effort in _EFFORTS:  # effort first, as on every adapter; the budget only without one
+            config["thinkingBudget"] = _BUDGET_FOR_EFFORT_2X.get(effort, cap)
         elif isinstance(budget, int):
             config["thinkingBudget"] = min(budget, cap)
-        elif effort:
-            config["thinkingBudget"] = _BUDGET_FOR_EFFORT_2X.get(effort, cap)
     if kind in ("enabled", "adaptive") and thinking.get("display") != "omitted":
         config["includeThoughts"] = True
     return config
 
 
 def _level(effort: Any, budget: Any) -> str | None:
-    if effort == "low" or (isinstance(budget, int) and budget < 4096):
-        return "low"
-    if effort in ("high", "xhigh", "max") or (isinstance(budget, int) and budget >= 16384):
-        return "high"
+    """Gemini 3's level: from the effort when the client names one (medium: the model's default), else the budget."""
+    if effort in _EFFORTS:
+        return "low" if effort == "low" else None if effort == "medium" else "high"
+    if isinstance(budget, int):
+        return "low" if budget < 4096 else "high" if budget >= 16384 else None
     return None

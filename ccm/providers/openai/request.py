@@ -43,6 +43,7 @@ import orjson
 from ccm.providers.request import (
     BILLING_HEADER,
     apply_overrides,
+    client_identity,
     search_result_text,
     tool_parameters,
     tool_reference_text,
@@ -51,7 +52,6 @@ from ccm.providers.tool_ids import upstream_tool_id
 from ccm.providers.tool_names import CHAT, ToolNames, upstream_name
 from ccm.table import Model
 
-USER_FIELD_LIMIT = 64  # OpenAI's documented maximum for `user`; longer values are rejected by some servers
 MAX_STOP = 4  # OpenAI rejects more than four stop sequences
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 EMPTY_RESULT = "(no output)"
@@ -112,9 +112,14 @@ def translate_request(body: Mapping[str, Any], model: Model) -> tuple[Json, Tool
     stop = [s for s in stop_sequences if isinstance(s, str) and s] if isinstance(stop_sequences, list) else []
     if stop:
         out["stop"] = stop[:MAX_STOP]
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
-        out["user"] = metadata["user_id"][:USER_FIELD_LIMIT]
+    identity = client_identity(body)
+    if "prompt_cache_key" in model.quirks:  # the fields OpenAI documents now, which not every compatible server takes
+        if identity.session:
+            out["prompt_cache_key"] = identity.session
+        if identity.user:
+            out["safety_identifier"] = identity.user
+    elif identity.session:
+        out["user"] = identity.session  # every server takes `user`; the raw user_id is a JSON fragment
     if body.get("stream") is True:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}

@@ -20,6 +20,8 @@ Request (`translate_request`, pure):
   `^[a-zA-Z0-9_-]{1,64}$` rewritten by `tool_names` (rule `RESPONSES`, mapped back by the reply) — Responses makes
   `strict` default to true, which Claude Code's schemas do not satisfy — with `$schema` removed as on the other
   adapters. Server tools are dropped.
+- Who is asking: `prompt_cache_key` is Claude Code's session id (from `metadata.user_id`), `safety_identifier` a
+  hash of the account or device (`request.client_identity`); never the raw `user_id`.
 - What the Responses API has no field for is not sent and is said once per process in the log: `stop_sequences`,
   `top_k`.
 - `tool_choice` auto/any/none/tool → "auto"/"required"/"none"/`{type: "function", name}`;
@@ -48,6 +50,7 @@ from ccm.providers.openai.request import UNANSWERED, effort_level
 from ccm.providers.request import (
     BILLING_HEADER,
     apply_overrides,
+    client_identity,
     search_result_text,
     tool_parameters,
     tool_reference_text,
@@ -161,6 +164,11 @@ def translate_request(body: Mapping[str, Any], model: Model, names: ToolNames | 
     if is_reasoning_model(model.model):
         out["include"] = [ENCRYPTED_REASONING]  # its reasoning comes back, to be sent again next turn
     out["store"] = False
+    identity = client_identity(body)
+    if identity.session:
+        out["prompt_cache_key"] = identity.session  # one session's prompts in one cache bucket
+    if identity.user:
+        out["safety_identifier"] = identity.user
     if body.get("stream"):
         out["stream"] = True
     return apply_overrides(out, model.force, model.drop)
