@@ -45,6 +45,9 @@ class Call:
     headers: Mapping[str, str]  # the client's headers, lower-case names
     stream: bool
     model: Model  # the target being tried: upstream model id, max_output, force/drop
+    # the core's local count of the request's input tokens, when it has one: the translating adapters report it in
+    # `message_start` (their upstreams count only at the end); the final `message_delta` has the upstream's count
+    input_tokens: int | None = None
 
 
 async def _nothing() -> None:

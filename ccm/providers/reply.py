@@ -78,15 +78,20 @@ def usage_payload(usage: Usage) -> dict[str, int]:
 
 class EventWriter:
     """Builds one reply's Anthropic events. `usage` is the Reply's own object: translators update it in place and
-    the writer reports it in `message_start` and `message_delta`. `message_id` is minted when not given."""
+    the writer reports it in `message_start` and `message_delta`. `message_id` is minted when not given.
+    `input_estimate` (the core's local count, `Call.input_tokens`) is `message_start`'s input when the upstream has
+    not reported one yet; `message_delta` always reports the upstream's own counts."""
 
-    __slots__ = ("model", "usage", "message_id", "saw_tool_use", "finished", "_events", "_started", "_index", "_open",
-                 "_tool_ids")
+    __slots__ = ("model", "usage", "message_id", "input_estimate", "saw_tool_use", "finished", "_events", "_started",
+                 "_index", "_open", "_tool_ids")
 
-    def __init__(self, model: str, usage: Usage, message_id: str | None = None) -> None:
+    def __init__(
+        self, model: str, usage: Usage, message_id: str | None = None, input_estimate: int | None = None
+    ) -> None:
         self.model = model
         self.usage = usage
         self.message_id = message_id or new_message_id()
+        self.input_estimate = input_estimate  # `Call.input_tokens`: message_start's input when the upstream's is unknown
         self.saw_tool_use = False
         self.finished = False
         self._events: list[Event] = []
@@ -119,6 +124,9 @@ class EventWriter:
         if self._started:
             return
         self._started = True
+        usage = usage_payload(self.usage)
+        if self.input_estimate is not None and not self.usage.input_tokens:
+            usage["input_tokens"] = self.input_estimate  # the upstream counts at the end; message_delta has its count
         message: dict[str, Any] = {
             "id": self.message_id,
             "type": "message",
@@ -127,7 +135,7 @@ class EventWriter:
             "model": self.model,
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": usage_payload(self.usage),
+            "usage": usage,
         }
         self._events.append(("message_start", {"type": "message_start", "message": message}))
 

@@ -43,7 +43,7 @@ class GeminiAdapter:
         response = await open_response(self.client, self.endpoint, url, body, JSON_HEADERS)
         name = str(call.body.get("model") or call.model.name)
         if call.stream:
-            reader = GeminiReader(self.provider.name, name, Usage(), names)
+            reader = GeminiReader(self.provider.name, name, Usage(), names, call.input_tokens)
             return await stream_reply(response, self.endpoint.timeouts, reader)
         data = await read_json(self.provider.name, response, self.endpoint.timeouts)
         usage = Usage()

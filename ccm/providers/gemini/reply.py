@@ -46,9 +46,11 @@ _BROKEN_CALLS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 class GeminiReader:
     """`GenerateContentResponse` objects in, Anthropic events out through `writer` (a `StreamTranslator`)."""
 
-    def __init__(self, provider: str, model: str, usage: Usage, names: ToolNames | None = None) -> None:
+    def __init__(
+        self, provider: str, model: str, usage: Usage, names: ToolNames | None = None, input_tokens: int | None = None
+    ) -> None:
         self.provider = provider
-        self.writer = EventWriter(model, usage)
+        self.writer = EventWriter(model, usage, input_estimate=input_tokens)
         self.names = names or ToolNames(GEMINI)
         self._finish_reason: str | None = None
         self._blocked: str | None = None

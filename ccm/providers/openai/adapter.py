@@ -52,6 +52,7 @@ class OpenAIAdapter:
             names=names,
             stop_sequences=tuple(s for s in stops if isinstance(s, str)) if isinstance(stops, list) else (),
             provider=self.provider.name,
+            input_tokens=call.input_tokens,
         )
         accept = "text/event-stream" if call.stream else "application/json"
         response = await open_response(self.client, self.endpoint, self.url, orjson.dumps(body),

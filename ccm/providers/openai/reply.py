@@ -64,9 +64,10 @@ class ReplyContext:
     message_id: str = ""
     stop_sequences: tuple[str, ...] = ()
     provider: str = ""
+    input_tokens: int | None = None  # the core's estimate, for message_start (`Call.input_tokens`)
 
     def writer(self, usage: Usage) -> EventWriter:
-        return EventWriter(self.model, usage, self.message_id or None)
+        return EventWriter(self.model, usage, self.message_id or None, self.input_tokens)
 
     def matched_stop(self, value: Any) -> str | None:
         """vLLM and SGLang name the stop string that ended the output in the choice's `stop_reason`."""

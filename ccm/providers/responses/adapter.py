@@ -35,7 +35,7 @@ class ResponsesAdapter:
         response = await open_response(self.client, self.endpoint, self._url, orjson.dumps(body), JSON_HEADERS)
         name = str(call.body.get("model") or call.model.name)
         if call.stream:
-            reader = ResponsesReader(self.provider.name, name, Usage(), names)
+            reader = ResponsesReader(self.provider.name, name, Usage(), names, call.input_tokens)
             return await stream_reply(response, self.endpoint.timeouts, reader)
         data = await read_json(self.provider.name, response, self.endpoint.timeouts)
         usage = Usage()

@@ -43,9 +43,11 @@ Json = dict[str, Any]
 class ResponsesReader:
     """Responses stream events in, Anthropic events out through `writer` (a `StreamTranslator`)."""
 
-    def __init__(self, provider: str, model: str, usage: Usage, names: ToolNames | None = None) -> None:
+    def __init__(
+        self, provider: str, model: str, usage: Usage, names: ToolNames | None = None, input_tokens: int | None = None
+    ) -> None:
         self.provider = provider
-        self.writer = EventWriter(model, usage)
+        self.writer = EventWriter(model, usage, input_estimate=input_tokens)
         self.names = names or ToolNames(RESPONSES)
         self._calls: dict[int, _CallState] = {}
         self._texts: set[tuple[int, int]] = set()  # (output_index, content_index) that streamed text deltas
