@@ -27,6 +27,7 @@ from ccm.providers.openai.adapter import OpenAIAdapter
 from ccm.providers.responses.adapter import ResponsesAdapter
 from ccm.table import Literal_, Model, Provider, Timeouts
 from ccm.upstream.client import Endpoint
+from tests.fakes.clients import mock_client
 from tests.providers.translation_checks import Frames, parse_events
 
 Adapter = OpenAIAdapter | GeminiAdapter | ResponsesAdapter | AnthropicAdapter
@@ -44,7 +45,7 @@ def adapter(kind: str, frames: list[bytes], content_type: str = "text/event-stre
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": content_type}, stream=Frames(list(frames)))
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = mock_client(handler)
     return KINDS[kind](provider, endpoint, client)  # type: ignore[no-any-return]
 
 
