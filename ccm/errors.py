@@ -56,8 +56,10 @@ class ApiError(Exception):
 
 
 # Why an upstream attempt failed, in the vocabulary of retry policies (`retry ... on 429 5xx 529 timeout connect`),
-# plus the failures no policy word names: another 4xx, an answer ccm cannot read, a missing key.
-FailureReason = Literal["429", "5xx", "529", "timeout", "connect", "4xx", "protocol", "config"]
+# plus the failures no policy word names: another 4xx, an answer ccm cannot read (`protocol`), an answer that ended
+# before its protocol's end (`truncated`: a stream without its last event, JSON cut off; 502 `api_error`, retried
+# like a 5xx), a missing key.
+FailureReason = Literal["429", "5xx", "529", "timeout", "connect", "4xx", "protocol", "truncated", "config"]
 
 
 class UpstreamError(ApiError):

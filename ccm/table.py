@@ -152,7 +152,9 @@ class Price(Frozen):
 #   google_search       answer the `web_search` server tool with Gemini's Google Search grounding
 #   max_completion_tokens  send the output cap as `max_completion_tokens` (OpenAI's o-series and gpt-5 reject
 #                          `max_tokens`)
-Quirk = Literal["replay_reasoning", "keep_cache_control", "google_search", "max_completion_tokens"]
+#   prompt_cache_key    send the session as `prompt_cache_key` and a hashed user as `safety_identifier` instead of
+#                       `user` (OpenAI's own Chat Completions API; not every compatible server takes them)
+Quirk = Literal["replay_reasoning", "keep_cache_control", "google_search", "max_completion_tokens", "prompt_cache_key"]
 
 
 class Deployment(Frozen):

@@ -40,6 +40,8 @@ MIN_ATTEMPT_TIME = 0.05
 def retry_class(error: UpstreamError) -> RetryOn | None:
     if error.reason in ("429", "5xx", "529", "timeout", "connect"):
         return error.reason
+    if error.reason == "truncated":  # an answer that ended early: the server's failure, like a 5xx
+        return "5xx"
     if error.reason == "4xx":
         return _TRANSIENT_4XX.get(error.status)
     return None

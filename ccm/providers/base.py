@@ -4,10 +4,11 @@ The core hands an adapter a `Call` (the client's Anthropic request, parsed once,
 and gets back a `Reply` in Anthropic's format: a complete JSON body, or an SSE stream whose first upstream event has
 already arrived. An adapter makes exactly one upstream attempt; retries, fallbacks and timeouts around attempts are
 the core's. Failures before the reply starts are raised as `UpstreamError` (built by `ccm.upstream.client`); failures
-mid-stream are raised from the stream iterator, and the core turns them into an `event: error` frame.
+mid-stream are raised from the stream iterator, and the core turns them into an `event: error` frame. An answer that
+ends before its protocol's own end is such a failure (reason `truncated`), never a finished answer.
 
-`Reply.usage` is filled in while the response is read and is final once the body or stream is consumed: the core
-reads it in one place when a request finishes (logging today, metering later).
+`Reply.usage` is filled in while the response is read; `usage.final` says when the upstream's last counts are in
+(the protocol's end was seen). The core reads it in one place when a request finishes (logging today, metering later).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class Usage:
     cache_creation_input_tokens: int = 0
     cache_creation_1h_input_tokens: int = 0
     web_search_requests: int = 0
+    # True once the upstream's answer reached its protocol's end (Anthropic's `message_stop`, OpenAI's usage chunk
+    # or `[DONE]`, Gemini's `finishReason`, Responses' `response.completed`, a whole non-stream body): the counts are
+    # the upstream's last. False while a stream is being read, and for good when it ended early or in an error.
+    final: bool = False
 
     def billed(self) -> TokenUsage:
         """The counts per billed class (`ccm.usage`)."""
@@ -59,6 +64,9 @@ class Call:
     headers: Mapping[str, str]  # the client's headers, lower-case names
     stream: bool
     model: Model  # the target being tried: upstream model id, max_output, force/drop
+    # the core's local count of the request's input tokens, when it has one: the translating adapters report it in
+    # `message_start` (their upstreams count only at the end); the final `message_delta` has the upstream's count
+    input_tokens: int | None = None
 
 
 async def _nothing() -> None:

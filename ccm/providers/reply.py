@@ -78,15 +78,20 @@ def usage_payload(usage: Usage) -> dict[str, int]:
 
 class EventWriter:
     """Builds one reply's Anthropic events. `usage` is the Reply's own object: translators update it in place and
-    the writer reports it in `message_start` and `message_delta`. `message_id` is minted when not given."""
+    the writer reports it in `message_start` and `message_delta`. `message_id` is minted when not given.
+    `input_estimate` (the core's local count, `Call.input_tokens`) is `message_start`'s input when the upstream has
+    not reported one yet; `message_delta` always reports the upstream's own counts."""
 
-    __slots__ = ("model", "usage", "message_id", "saw_tool_use", "finished", "_events", "_started", "_index", "_open",
-                 "_tool_ids")
+    __slots__ = ("model", "usage", "message_id", "input_estimate", "saw_tool_use", "finished", "_events", "_started",
+                 "_index", "_open", "_tool_ids")
 
-    def __init__(self, model: str, usage: Usage, message_id: str | None = None) -> None:
+    def __init__(
+        self, model: str, usage: Usage, message_id: str | None = None, input_estimate: int | None = None
+    ) -> None:
         self.model = model
         self.usage = usage
         self.message_id = message_id or new_message_id()
+        self.input_estimate = input_estimate  # `Call.input_tokens`: message_start's input when the upstream's is unknown
         self.saw_tool_use = False
         self.finished = False
         self._events: list[Event] = []
@@ -119,7 +124,10 @@ class EventWriter:
         if self._started:
             return
         self._started = True
-        message = {
+        usage = usage_payload(self.usage)
+        if self.input_estimate is not None and not self.usage.input_tokens:
+            usage["input_tokens"] = self.input_estimate  # the upstream counts at the end; message_delta has its count
+        message: dict[str, Any] = {
             "id": self.message_id,
             "type": "message",
             "role": "assistant",
@@ -127,7 +135,7 @@ class EventWriter:
             "model": self.model,
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": usage_payload(self.usage),
+            "usage": usage,
         }
         self._events.append(("message_start", {"type": "message_start", "message": message}))
 
@@ -179,12 +187,15 @@ class EventWriter:
             self._events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
             self._open = None
 
-    def finish(self, stop_reason: str, stop_sequence: str | None = None) -> None:
+    def finish(self, stop_reason: str, stop_sequence: str | None = None, *, final: bool = True) -> None:
+        """Ends the reply. `final`: the upstream's protocol end was seen, so its usage is the last (`Usage.final`);
+        False when the answer is complete but the upstream's end marker, which may carry usage, never came."""
         if self.finished:
             return
         self.start()
         self.close()
         self.finished = True
+        self.usage.final = final
         self._events.append(
             (
                 "message_delta",
@@ -253,16 +264,38 @@ def protocol_error(provider: str, message: str) -> UpstreamError:
     return UpstreamError(502, message, reason="protocol", provider=provider, error_type="api_error")
 
 
-def parse_json(provider: str, data: bytes | str) -> Any:
+def truncated_error(provider: str, detail: str) -> UpstreamError:
+    """An upstream answer that ended before its protocol's end: 502 `api_error`, reason `truncated` (retried like a
+    5xx before the reply starts; an `event: error` after). Never relayed as a finished answer."""
+    message = f"the answer from upstream {provider!r} ended early: {detail}"
+    return UpstreamError(502, message, reason="truncated", provider=provider, error_type="api_error")
+
+
+def ended_early(data: bytes | str, exc: orjson.JSONDecodeError) -> bool:
+    """Whether JSON that failed to parse is a document cut short rather than a malformed one: nothing at all, or a
+    valid beginning that stops before its end (the parser fails at the end of the text, `{"a": [1,` or `{"a": "hel`).
+    A document wrong anywhere else (`{"a": }`, HTML, content after the end) is malformed."""
+    if not data.strip():
+        return True
+    text = exc.doc.rstrip()
+    return bool(text) and exc.pos >= len(text)
+
+
+def parse_json(provider: str, data: bytes | str, whole: bool = True) -> Any:
+    """JSON from an upstream: cut short is `truncated`, malformed is `protocol`. `whole`: nothing framed the text's
+    end but the text itself (a body; an event the body ended inside), so stopping before the end is a cut."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if whole and ended_early(data, exc):
+            raise truncated_error(provider, "its JSON stops before the end") from exc
         raise protocol_error(provider, f"upstream {provider!r} sent malformed JSON ({exc})") from exc
 
 
-def parse_event(provider: str, data: str) -> dict[str, Any]:
-    """A streamed event's data, which must be a JSON object."""
-    value = parse_json(provider, data)
+def parse_event(provider: str, event: ServerEvent) -> dict[str, Any]:
+    """A streamed event's data, which must be a JSON object. An event whose frame ended (its blank line came) is
+    malformed when its JSON is; only the body's unterminated last one can have been cut short."""
+    value = parse_json(provider, event.data, whole=not event.terminated)
     if not isinstance(value, dict):
         raise protocol_error(provider, f"upstream {provider!r} streamed a non-object event")
     return value
@@ -303,7 +336,8 @@ class StreamTranslator(Protocol):
     def feed(self, event: ServerEvent) -> None: ...
 
     def finish(self) -> None:
-        """The upstream stream ended before the writer finished: finish it, or raise `UpstreamError`."""
+        """The upstream body ended before the writer finished: finish it if the answer's end was seen, else raise
+        `truncated_error` (a fragment must never look like a finished answer)."""
 
 
 async def stream_reply(response: httpx.Response, timeouts: Timeouts, translator: StreamTranslator) -> Reply:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -156,7 +156,7 @@ def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-async def iter_body(response: httpx.Response, timeouts: Timeouts) -> AsyncIterator[bytes]:
+async def iter_body(response: httpx.Response, timeouts: Timeouts) -> AsyncGenerator[bytes, None]:
     """The response body as it arrives, decoded if the upstream compressed it (httpx asks for gzip by default; the
     passthrough asks for identity, so its bytes stay the upstream's own), with the first-byte and idle timeouts
     enforced: by the transport's own socket timer when it says it keeps them (`TIMED_READS`: no cancel scope per

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 class ServerEvent:
     event: str | None
     data: str
+    # False for the body's last event when the body ended before its blank line: its data may have been cut off.
+    terminated: bool = True
 
 
 class SSEDecoder:
@@ -40,7 +42,9 @@ class SSEDecoder:
         if self._buffer:
             self._line(self._buffer.rstrip(b"\r").decode("utf-8", "replace"), events)
             self._buffer = b""
-        self._line("", events)
+        if self._data:
+            events.append(ServerEvent(self._event, "\n".join(self._data), terminated=False))
+        self._event, self._data = None, []
         return events
 
     def _line(self, line: str, events: list[ServerEvent]) -> None:

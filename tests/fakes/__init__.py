@@ -22,6 +22,7 @@ from .script import (
     malformed_json,
     malformed_sse,
     retry_later,
+    truncated_json,
     wrong_content_type,
 )
 
@@ -42,5 +43,6 @@ __all__ = [
     "malformed_sse",
     "retry_later",
     "serve",
+    "truncated_json",
     "wrong_content_type",
 ]

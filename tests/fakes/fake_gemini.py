@@ -7,6 +7,8 @@ errors quoted in public issues), raising `GeminiRejected` with Gemini's own word
 - roles only `user`/`model`; parts non-empty, one data field each, no empty text; `functionCall.args` and
   `functionResponse.response` objects; a function-call turn right after a user turn or a function-response turn, and
   answered next turn by exactly as many `functionResponse` parts, names matching;
+- `toolConfig.functionCallingConfig` only beside `functionDeclarations` ("Function calling config is set without
+  function_declarations", e.g. with Google Search alone);
 - schemas: one `type` name (a list is "Proto field is not repeating"), `properties`/`required` only on objects, never
   an empty `properties` map, `required` naming declared properties, arrays with `items`, `enum` only on strings,
   `format` only `enum`/`date-time`, function `parameters` an OBJECT;
@@ -55,7 +57,7 @@ _GENERATION = {
     "mediaResolution", "responseModalities",
 }
 _THINKING = {"includeThoughts", "thinkingBudget", "thinkingLevel"}
-_FUNCTION_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}$")
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,127}$")  # a letter or `_` first, at most 128
 
 
 class GeminiRejected(Exception):
@@ -100,7 +102,7 @@ def check_gemini_request(
         _unknown(tool, _TOOL, f"tools[{t}]")
         for d, declaration in enumerate(tool.get("functionDeclarations") or ()):
             _check_declaration(declaration, f"tools[{t}].function_declarations[{d}]")
-    _check_tool_config(body.get("toolConfig"))
+    _check_tool_config(body.get("toolConfig"), body.get("tools") or ())
     _check_generation(model, body.get("generationConfig"), max_output)
 
 
@@ -240,10 +242,13 @@ def check_schema(schema: Any, where: str) -> None:
         check_schema(branch, f"{where}.any_of[{k}]")
 
 
-def _check_tool_config(config: Any) -> None:
+def _check_tool_config(config: Any, tools: Any) -> None:
     if config is None:
         return
     _unknown(config, {"functionCallingConfig", "retrievalConfig"}, "tool_config")
+    if "functionCallingConfig" in config and not any(t.get("functionDeclarations") for t in tools):
+        # Google Search alone (`tools: [{googleSearch: {}}]`) with a calling mode, even AUTO
+        raise GeminiRejected("Function calling config is set without function_declarations.")
     calling = config.get("functionCallingConfig") or {}
     _unknown(calling, {"mode", "allowedFunctionNames"}, "tool_config.function_calling_config")
     if calling.get("mode") not in ("AUTO", "ANY", "NONE", "VALIDATED"):

@@ -2,8 +2,12 @@
 
 `check_responses_request(body)` rejects what the real API rejects, in OpenAI's error shape (`ResponsesRejected`):
 - unknown top-level parameters; `input` items of unknown types; message roles outside user/assistant/system/developer;
-  content parts that do not fit the role (`input_*` for user/system/developer, `output_text`/`refusal` for assistant);
-  `input_image.detail` outside low/high/auto;
+  content parts as the official `openai` types have them: an input message (no `id`) holds a string or `input_*`
+  parts whatever its role; `output_text`/`refusal` parts only in a complete output message (assistant, with `id`,
+  `status`, and `annotations` on each `output_text`); `input_image.detail` outside low/high/auto;
+- `reasoning` items without `id` or `summary`, or not followed by the item they came with (a `function_call` or an
+  assistant message: "…was provided without its required following item"), and `encrypted_content` this fake did
+  not issue ("could not be verified"); `include` values the API does not know;
 - a `function_call_output` whose call is not earlier in the input ("No tool call found for function call output with
   call_id …"), and a `function_call` never answered ("No tool output found for function call …");
 - function tools without a name or with non-object parameters; `strict` (true unless given) schemas that are not
@@ -33,6 +37,13 @@ from .upstream import WholeBodyFake
 Item = dict[str, Any]
 Turn = list[Item] | Callable[[dict[str, Any]], list[Item]]
 
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+_INCLUDABLE = {
+    "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+    "message.input_image.image_url", "computer_call_output.output.image_url", "code_interpreter_call.outputs",
+    ENCRYPTED_REASONING, "message.output_text.logprobs",
+}
+
 _TOP = {
     "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens", "temperature",
     "top_p", "reasoning", "store", "stream", "include", "metadata", "previous_response_id", "text", "truncation",
@@ -49,7 +60,8 @@ class ResponsesRejected(Exception):
         self.message, self.param, self.status = message, param, status
 
 
-def check_responses_request(body: Any) -> None:
+def check_responses_request(body: Any, issued: set[str] | None = None) -> None:
+    """`issued`: the encrypted reasoning this server handed out (None: any is taken as genuine)."""
     if not isinstance(body, dict):
         raise ResponsesRejected("The request body must be a JSON object.")
     for key in body:
@@ -57,9 +69,15 @@ def check_responses_request(body: Any) -> None:
             raise ResponsesRejected(f"Unrecognized request argument supplied: {key}", key)
     if not isinstance(body.get("model"), str):
         raise ResponsesRejected("Missing required parameter: 'model'.", "model")
+    for name in ("user", "safety_identifier", "prompt_cache_key"):
+        if name in body and (not isinstance(body[name], str) or len(body[name]) > 64):
+            raise ResponsesRejected(f"Invalid '{name}': string too long. Expected a string with maximum length 64.", name)
+    for value in body.get("include") or ():
+        if value not in _INCLUDABLE:
+            raise ResponsesRejected(f"Invalid value for 'include': '{value}'.", "include")
     items = body.get("input")
     if isinstance(items, list):
-        _check_items(items)
+        _check_items(items, issued)
     elif not isinstance(items, str):
         raise ResponsesRejected("Missing required parameter: 'input'.", "input")
     offered = {_check_tool(t, i) for i, t in enumerate(body.get("tools") or ())}
@@ -81,7 +99,7 @@ def check_responses_request(body: Any) -> None:
             raise ResponsesRejected(f"Invalid value: '{reasoning.get('summary')}'.", "reasoning.summary")
 
 
-def _check_items(items: list[Any]) -> None:
+def _check_items(items: list[Any], issued: set[str] | None) -> None:
     called: set[str] = set()
     answered: set[str] = set()
     for i, item in enumerate(items):
@@ -104,11 +122,28 @@ def _check_items(items: list[Any]) -> None:
             elif not isinstance(output, str):
                 raise ResponsesRejected("Invalid type for 'output': expected a string or an array.", f"input[{i}].output")
             answered.add(item["call_id"])
-        elif kind != "reasoning":
+        elif kind == "reasoning":
+            _check_reasoning(item, items[i + 1] if i + 1 < len(items) else None, i, issued)
+        else:
             raise ResponsesRejected(f"Invalid value: '{kind}'.", f"input[{i}].type")
     missing = called - answered
     if missing:
         raise ResponsesRejected(f"No tool output found for function call {sorted(missing)[0]}.", "input")
+
+
+def _check_reasoning(item: dict[str, Any], following: Any, i: int, issued: set[str] | None) -> None:
+    if not isinstance(item.get("id"), str) or not isinstance(item.get("summary"), list):
+        raise ResponsesRejected("Missing required parameter: 'input[].id' or 'input[].summary'.", f"input[{i}]")
+    follows = isinstance(following, dict) and (
+        following.get("type") == "function_call"
+        or (following.get("type", "message") == "message" and following.get("role") == "assistant")
+    )
+    if not follows:
+        raise ResponsesRejected(
+            f"Item '{item['id']}' of type 'reasoning' was provided without its required following item.", f"input[{i}]")
+    encrypted = item.get("encrypted_content")
+    if encrypted is not None and issued is not None and encrypted not in issued:
+        raise ResponsesRejected(f"The encrypted content for item {item['id']} could not be verified.", f"input[{i}]")
 
 
 def _check_message(item: dict[str, Any], i: int) -> None:
@@ -121,11 +156,17 @@ def _check_message(item: dict[str, Any], i: int) -> None:
         return
     if not isinstance(content, list) or not content:
         raise ResponsesRejected("Invalid 'content': expected a string or a non-empty array.", f"input[{i}].content")
+    # The official types: an output message (assistant, with id and status) holds output_text/refusal parts; any
+    # other message is an input message, whose parts are input parts whatever its role.
+    output = role == "assistant" and isinstance(item.get("id"), str) and item.get("status") in (
+        "in_progress", "completed", "incomplete")
     for j, part in enumerate(content):
         where = f"input[{i}].content[{j}]"
-        if role == "assistant":
+        if output:
             if part.get("type") not in ("output_text", "refusal"):
                 raise ResponsesRejected(f"Invalid value: '{part.get('type')}'. Supported values are: 'output_text' and 'refusal'.", where)
+            if part.get("type") == "output_text" and not isinstance(part.get("annotations"), list):
+                raise ResponsesRejected("Missing required parameter: 'annotations'.", f"{where}.annotations")
             if not isinstance(part.get("text", part.get("refusal")), str):
                 raise ResponsesRejected("Missing required parameter: 'text'.", where)
         else:
@@ -207,6 +248,7 @@ class FakeResponses(WholeBodyFake):
     })
     default: Turn = field(default_factory=lambda: [message_item("Hello from fake Responses.")])
     exchanges: list[ResponsesExchange] = field(default_factory=list)
+    issued: set[str] = field(default_factory=set)  # encrypted reasoning handed out, checked when it comes back
     _turns: deque[Turn] = field(default_factory=deque)
     _ids: itertools.count = field(default_factory=itertools.count)
 
@@ -220,12 +262,18 @@ class FakeResponses(WholeBodyFake):
         exchange = ResponsesExchange(body, headers)
         self.exchanges.append(exchange)
         try:
-            check_responses_request(body)
+            check_responses_request(body, self.issued)
         except ResponsesRejected as rejected:
             exchange.rejected = rejected.message
             return _error(rejected.status, rejected.message, rejected.param)
         items = self.next_turn(body)
         items = [dict(item, id=item.get("id") or f"item_{next(self._ids)}") for item in items]
+        for item in items:  # like the API: encrypted reasoning only for those who ask for it
+            if item["type"] == "reasoning" and "encrypted_content" in item:
+                if ENCRYPTED_REASONING in (body.get("include") or ()):
+                    self.issued.add(item["encrypted_content"])
+                else:
+                    del item["encrypted_content"]
         response = {"id": f"resp_{next(self._ids)}", "object": "response", "model": body["model"], "status": "completed",
                     "output": items, "usage": self.usage, "incomplete_details": None, "error": None}
         if not body.get("stream"):
@@ -261,7 +309,8 @@ def _item_events(index: int, item: Item, args_only_in_done: bool) -> list[dict[s
             events += [{"type": "response.output_text.done", **base, "content_index": c, "text": part["text"]},
                        {"type": "response.content_part.done", **base, "content_index": c, "part": part}]
     else:
-        events = [{"type": "response.output_item.added", "output_index": index, "item": dict(item, summary=[])}]
+        added = {k: v for k, v in item.items() if k != "encrypted_content"}  # complete only in output_item.done
+        events = [{"type": "response.output_item.added", "output_index": index, "item": dict(added, summary=[])}]
         for s, summary in enumerate(item.get("summary") or ()):
             events += [{"type": "response.reasoning_summary_part.added", **base, "summary_index": s, "part": {"type": "summary_text", "text": ""}},
                        {"type": "response.reasoning_summary_text.delta", **base, "summary_index": s, "delta": summary["text"]},
@@ -289,5 +338,10 @@ def call_item(name: str, arguments: dict[str, Any], call_id: str) -> Item:
             "status": "completed"}
 
 
-def reasoning_item(*summaries: str) -> Item:
-    return {"type": "reasoning", "summary": [{"type": "summary_text", "text": s} for s in summaries]}
+def reasoning_item(*summaries: str, id: str | None = None, encrypted_content: str | None = None) -> Item:
+    item: Item = {"type": "reasoning", "summary": [{"type": "summary_text", "text": s} for s in summaries]}
+    if id is not None:
+        item["id"] = id
+    if encrypted_content is not None:
+        item["encrypted_content"] = encrypted_content
+    return item

@@ -43,11 +43,13 @@ class StreamFault:
 
     hang       send nothing more for `seconds` (the connection stays open), then end the stream abruptly
     close      drop the connection without finishing the chunked body
+    truncate   end the body cleanly (the chunked encoding terminated) before the protocol's own end: no finish,
+               no `[DONE]`, no `message_stop` — what an upstream that gives up mid-answer looks like at the HTTP level
     malformed  send a frame whose data is not JSON, then end the stream
     error      send the protocol's in-stream error (OpenAI `data: {"error":…}`, Anthropic `event: error`)
     """
 
-    kind: Literal["hang", "close", "malformed", "error"]
+    kind: Literal["hang", "close", "truncate", "malformed", "error"]
     after: int = 2
     seconds: float = 30.0
 
@@ -101,7 +103,13 @@ class Raw:
 
 
 def malformed_json() -> Raw:
-    return Raw(200, b'{"id": "broken", "choices": [')
+    """A whole body that is not JSON (wrong before its end): nothing a retry of the same server would fix."""
+    return Raw(200, b'{"id": "broken", "choices": [}')
+
+
+def truncated_json() -> Raw:
+    """A whole HTTP body whose JSON stops before its end (a read-until-close body cut off): an answer cut short."""
+    return Raw(200, b'{"id": "chatcmpl-cut", "object": "chat.completion", "choices": [{"index": 0, "message": {"ro')
 
 
 def wrong_content_type() -> Raw:

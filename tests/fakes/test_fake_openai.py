@@ -25,6 +25,7 @@ from . import (
     malformed_sse,
     retry_later,
     serve,
+    truncated_json,
     wrong_content_type,
 )
 
@@ -263,6 +264,18 @@ def test_close_mid_stream(fake_openai: tuple[str, FakeOpenAI]) -> None:
             for chunk in response.iter_raw():
                 received += chunk
     assert received.count(b"data: ") == 3 and bytes(fake.exchanges[-1].sent) == received
+
+
+def test_truncate_ends_the_body_cleanly_before_finish_and_done(fake_openai: tuple[str, FakeOpenAI]) -> None:
+    url, fake = fake_openai
+    fake.script(Reply(text="abcdefgh", pieces=6, fault=StreamFault("truncate", after=3)), truncated_json())
+    response = chat(url, stream_body())  # no transport error: the chunked body is properly terminated
+    assert response.status_code == 200 and response.content.count(b"data: ") == 3
+    assert b"finish_reason\":\"" not in response.content and b"[DONE]" not in response.content
+    body = chat(url, round_trip())
+    assert body.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        body.json()
 
 
 def test_hang_mid_stream_then_drop(fake_openai: tuple[str, FakeOpenAI]) -> None:

@@ -249,6 +249,9 @@ class FakeUpstream(ABC):
             return  # returning without the final body message drops the connection
         if fault.kind == "close":
             return
+        if fault.kind == "truncate":
+            await send({"type": "http.response.body", "body": b""})
+            return
         exchange.sent += answer.fault_frame
         await send({"type": "http.response.body", "body": answer.fault_frame, "more_body": True})
         await send({"type": "http.response.body", "body": b""})

@@ -104,7 +104,7 @@ async def test_a_url_that_names_the_api_version_is_used_as_written() -> None:
         (lambda r: httpx.Response(503, json={"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}), 529, "5xx"),
         (lambda r: sse({"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}), 500, "5xx"),
         (lambda r: sse({"candidates": [{"content": {"parts": []}, "finishReason": "MALFORMED_FUNCTION_CALL"}]}), 502, "protocol"),
-        (lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames([])), 502, "protocol"),
+        (lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames([])), 502, "truncated"),
     ],
 )
 async def test_failures_before_the_first_event_are_raised_from_send(answer: Any, status: int, reason: str) -> None:

@@ -177,6 +177,11 @@ def test_media_blocks() -> None:
         ("gemini-2.5-flash", {"type": "disabled"}, None, {"thinkingBudget": 0}),
         ("gemini-2.5-pro", {"type": "disabled"}, None, None),
         ("gemini-2.5-flash", None, None, None),
+        # effort first, as on every adapter (it is what current Claude Code sends), the budget only without one
+        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 2000}, "xhigh", {"thinkingLevel": "high", "includeThoughts": True}),
+        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 31999}, "low", {"thinkingLevel": "low", "includeThoughts": True}),
+        ("gemini-2.5-flash", {"type": "enabled", "budget_tokens": 31999}, "low", {"thinkingBudget": 1024, "includeThoughts": True}),
+        ("gemini-2.5-pro", {"type": "enabled", "budget_tokens": 2000}, "high", {"thinkingBudget": 32768, "includeThoughts": True}),
     ],
 )
 def test_thinking_config(model: str, thinking: Any, effort: Any, expected: Any) -> None:
@@ -216,7 +221,25 @@ def test_web_search_uses_google_search_only_with_the_quirk() -> None:
     searching = GEMINI_3.model_copy(update={"quirks": ("google_search",)})
     out = translate_request(body, searching)
     assert out["tools"] == [{"googleSearch": {}}]
-    assert out["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
+    # Claude Code's `tool_choice: auto` has no function to apply to: Gemini rejects a calling config without them
+    assert "toolConfig" not in out
+    check_gemini_request(GEMINI_3.model, out)
+
+
+def test_the_fake_rejects_a_function_calling_config_without_function_declarations() -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tools": [{"googleSearch": {}}],
+            "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}}}
+    with pytest.raises(GeminiRejected, match="without function_declarations"):
+        check_gemini_request(GEMINI_3.model, body)
+
+
+def test_search_beside_functions_keeps_the_calling_config() -> None:
+    body = load_fixture("web-search-server-tool.json")["body"]
+    bash = {"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}
+    body = {**body, "tools": [*body["tools"], bash], "tool_choice": {"type": "any"}}
+    out = translate_request(body, GEMINI_3.model_copy(update={"quirks": ("google_search",)}))
+    assert [sorted(t) for t in out["tools"]] == [["functionDeclarations"], ["googleSearch"]]
+    assert out["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
     check_gemini_request(GEMINI_3.model, out)
 
 

@@ -9,7 +9,7 @@ import pytest
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
 from ccm.providers.openai.reply import ReplyContext, translate_response
-from ccm.providers.openai.request import ToolNames, openai_tool_name
+from ccm.providers.tool_names import CHAT, ToolNames, upstream_name
 
 
 def completion(message: dict[str, Any], finish: Any = "stop", **choice: Any) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def test_blocks_ids_names_and_usage() -> None:
     data = completion({
         "content": None, "reasoning": "thought",
         "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": openai_tool_name("fs.read"), "arguments": "{}"}},
+            {"id": "call_1", "type": "function", "function": {"name": upstream_name("fs.read", CHAT), "arguments": "{}"}},
             {"type": "function", "function": {"name": "Bash", "arguments": {"command": "ls"}}},
             {"id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": "{}"}},
             {"id": "call_x", "type": "function", "function": {"arguments": "{}"}},

@@ -15,7 +15,7 @@ import pytest
 
 from ccm.errors import UpstreamError
 from ccm.providers.openai.reply import ReplyContext, StreamTranslator
-from ccm.providers.openai.request import ToolNames
+from ccm.providers.tool_names import ToolNames
 from ccm.upstream.sse import SSEDecoder
 from tests.providers.translation_checks import parse_events, random_splits, relay, sdk_final_message
 
@@ -72,7 +72,7 @@ def test_stream_grammar(name: str) -> None:
     output, error = translate([(STREAMS / f"{name}.sse").read_bytes()])
     events = parse_events(output)
     if not events:
-        assert error is not None and error.reason == "protocol"
+        assert error is not None and error.reason in ("protocol", "truncated")
         return
     assert events[0][0] == "message_start"
     usage = events[0][1]["message"]["usage"]
@@ -177,10 +177,18 @@ def test_odd_finish_reasons_are_inferred() -> None:
     assert accumulate("missing-usage").usage.output_tokens == 0
 
 
-def test_a_stream_cut_short_is_closed_and_its_arguments_completed() -> None:
-    message = accumulate("missing-finish")
+def test_arguments_cut_off_by_the_output_limit_are_completed_so_claude_code_can_parse_them() -> None:
+    message = accumulate("length-cut-arguments")
     assert message.content[1].input == {"file_path": "/x", "content": "hel"}
-    assert message.stop_reason == "tool_use"
+    assert message.stop_reason == "max_tokens"
+
+
+def test_a_stream_that_ends_without_finish_reason_or_done_is_truncated_not_finished() -> None:
+    # Ends cleanly at the HTTP level mid tool call: relayed so far, then an error, never a finished answer.
+    output, error = translate([(STREAMS / "error-truncated.sse").read_bytes()])
+    assert error is not None and (error.status, error.reason) == (502, "truncated")
+    names = [name for name, _ in parse_events(output)]
+    assert names[-1] == "content_block_delta" and "message_stop" not in names and "message_delta" not in names
 
 
 def test_foreign_ids_and_names_are_mapped_for_the_client() -> None:
@@ -199,7 +207,9 @@ def test_errors() -> None:
     assert output.startswith(b"event: message_start") and error is not None
     assert (error.status, error.error_type, error.message) == (500, "api_error", "Provider returned error")
     output, error = translate([b'data: {"choices": [{"delta": {"content": "x"}}]}\n\ndata: {"choi\n\n'])
-    assert error is not None and error.reason == "protocol"
+    assert error is not None and error.reason == "protocol"  # a whole frame with broken JSON: malformed
+    output, error = translate([b'data: {"choices": [{"delta": {"content": "x"}}]}\n\ndata: {"choi'])
+    assert error is not None and error.reason == "truncated"  # the body ended inside its last event: cut short
 
 
 def test_nothing_after_message_stop() -> None:

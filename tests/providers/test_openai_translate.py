@@ -20,14 +20,9 @@ from typing import Any
 
 import pytest
 
-from ccm.providers.openai.request import (
-    EMPTY_RESULT,
-    UNANSWERED,
-    ToolNames,
-    openai_tool_name,
-    translate_request,
-)
+from ccm.providers.openai.request import EMPTY_RESULT, UNANSWERED, translate_request
 from ccm.providers.tool_ids import ENCODED_ID_PREFIX
+from ccm.providers.tool_names import CHAT, ToolNames, upstream_name
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
 
@@ -279,13 +274,13 @@ def test_tools_choice_and_names() -> None:
     )
     out, names = translate_request(body, PLAIN)
     functions = [t["function"] for t in out["tools"]]
-    assert [f["name"] for f in functions] == [openai_tool_name("my.tool"), openai_tool_name(long_name)]
+    assert [f["name"] for f in functions] == [upstream_name("my.tool", CHAT), upstream_name(long_name, CHAT)]
     assert all(NAME.match(f["name"]) for f in functions)
-    assert functions[0] == {"name": openai_tool_name("my.tool"), "description": "d", "parameters": {"type": "object"}}
-    assert out["tool_choice"] == {"type": "function", "function": {"name": openai_tool_name("my.tool")}}
+    assert functions[0] == {"name": upstream_name("my.tool", CHAT), "description": "d", "parameters": {"type": "object"}}
+    assert out["tool_choice"] == {"type": "function", "function": {"name": upstream_name("my.tool", CHAT)}}
     assert out["parallel_tool_calls"] is False
-    assert out["messages"][1]["tool_calls"][0]["function"]["name"] == openai_tool_name("my.tool")
-    assert names.anthropic(openai_tool_name(long_name)) == long_name and names.anthropic("Bash") == "Bash"
+    assert out["messages"][1]["tool_calls"][0]["function"]["name"] == upstream_name("my.tool", CHAT)
+    assert names.client(upstream_name(long_name, CHAT)) == long_name and names.client("Bash") == "Bash"
 
     for choice, expected in [({"type": "auto"}, None), ({"type": "any"}, "required"), ({"type": "none"}, "none"),
                              ({"type": "tool", "name": "web_search"}, None)]:
@@ -322,7 +317,9 @@ def test_parameters_force_and_drop() -> None:
     out, _ = translate_request(body, PLAIN)
     assert out == {
         "model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64000,
-        "temperature": 0.2, "top_p": 0.9, "stop": ["a", "b", "c", "d"], "user": "u" * 64, "stream": True,
+        "temperature": 0.2, "top_p": 0.9, "stop": ["a", "b", "c", "d"],
+        "user": hashlib.sha256(b"u" * 100).hexdigest()[:32],  # a user_id ccm cannot read: a stable hash, never cut
+        "stream": True,
         "stream_options": {"include_usage": True},
     }
     model = Model(name="o", provider="up", model="o4", max_output=16384, drop=("temperature",),
@@ -363,7 +360,7 @@ def test_documents_and_images_in_user_content() -> None:
 
 
 def test_renamed_tool_names_map_back() -> None:
-    assert ToolNames.of(["Bash", "a.b"]).renamed == {openai_tool_name("a.b"): "a.b"}
+    assert ToolNames.of(["Bash", "a.b"]).renamed == {upstream_name("a.b", CHAT): "a.b"}
 
 
 @pytest.mark.parametrize("fixture", fixture_names())

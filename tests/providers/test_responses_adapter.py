@@ -16,7 +16,7 @@ from ccm.table import Literal_, Model, Provider, Timeouts
 from ccm.upstream.client import Endpoint, PooledClient, make_client
 from tests.conftest import load_fixture
 from tests.fakes.clients import mock_client
-from tests.fakes.fake_responses import FakeResponses, call_item, check_responses_request, message_item
+from tests.fakes.fake_responses import FakeResponses, call_item, check_responses_request, message_item, reasoning_item
 from tests.fakes.loopback import serve
 from tests.providers.translation_checks import GOLDEN, Frames, check_grammar, drain, sdk_final_message
 
@@ -79,7 +79,7 @@ async def test_non_stream() -> None:
             b'event: response.failed\ndata: {"type":"response.failed","response":{"error":{"code":"server_error","message":"x"}}}\n\n'])),
          500, "5xx"),
         (lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames([
-            b'event: response.created\ndata: {"type":"response.created","response":{}}\n\n'])), 502, "protocol"),
+            b'event: response.created\ndata: {"type":"response.created","response":{}}\n\n'])), 502, "truncated"),
     ],
 )
 async def test_failures_before_output_are_raised_from_send(answer: Any, status: int, reason: str) -> None:
@@ -121,4 +121,32 @@ async def test_tool_round_trip_through_the_loopback_fake() -> None:
     assert fake.exchanges[1].body["input"][-2:] == [
         {"type": "function_call", "call_id": "call_1", "name": "Bash", "arguments": '{"command":"echo hi"}'},
         {"type": "function_call_output", "call_id": "call_1", "output": "hi"},
+    ]
+
+
+async def test_encrypted_reasoning_round_trips_through_claude_codes_history() -> None:
+    # A reasoning model's reasoning is not lost at a tool turn (store: false): the fake issues encrypted reasoning
+    # only when asked, and refuses any it did not issue.
+    fake = FakeResponses()
+    fake.script([reasoning_item("Listing first.", id="rs_1", encrypted_content="gAAAAB-turn1"),
+                 call_item("Bash", {"command": "ls"}, "call_1")],
+                [message_item("Two files.")])
+    with serve(fake) as (url, _):
+        responses, client = adapter(f"{url}/v1")
+        body = load_fixture("bash-tool-call-turn1.json")["body"]
+        message = await sdk_final_message(await drain(await responses.send(call_for(body))))
+        content = [b.model_dump(exclude_none=True) for b in message.content]
+        assert [b["type"] for b in content] == ["thinking", "tool_use"]
+        follow_up = dict(body, messages=[*body["messages"], {"role": "assistant", "content": content},
+                                          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "a b"}]}])
+        await drain(await responses.send(call_for(follow_up)))
+        await client.aclose()
+    assert [e.rejected for e in fake.exchanges] == [None, None]
+    first, second = (e.body for e in fake.exchanges)
+    assert first["include"] == ["reasoning.encrypted_content"] and first["store"] is False
+    assert second["input"][-3:] == [
+        {"type": "reasoning", "id": "rs_1", "encrypted_content": "gAAAAB-turn1",
+         "summary": [{"type": "summary_text", "text": "Listing first."}]},
+        {"type": "function_call", "call_id": "call_1", "name": "Bash", "arguments": '{"command":"ls"}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": "a b"},
     ]

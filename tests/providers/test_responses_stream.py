@@ -10,7 +10,9 @@ import pytest
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
 from ccm.providers.responses.reply import ResponsesReader, read_response
-from tests.fakes.fake_responses import call_item, message_item, reasoning_item
+from ccm.providers.responses.request import SIGNATURE_PREFIX
+from tests.fakes.fake_responses import FakeResponses, call_item, message_item, reasoning_item
+from tests.fakes.fake_responses import _frame as stream_frame
 from tests.providers.translation_checks import (
     GOLDEN,
     assert_golden,
@@ -84,7 +86,7 @@ async def test_incomplete_reasons() -> None:
 
 @pytest.mark.parametrize(
     ("name", "status", "reason"),
-    [("error-failed", 500, "5xx"), ("error-event", 429, "429"), ("error-truncated", 502, "protocol")],
+    [("error-failed", 500, "5xx"), ("error-event", 429, "429"), ("error-truncated", 502, "truncated")],
 )
 def test_failures(name: str, status: int, reason: str) -> None:
     with pytest.raises(UpstreamError) as caught:
@@ -122,3 +124,53 @@ def test_non_stream_response() -> None:
     assert message["usage"]["input_tokens"] == 40 and message["usage"]["cache_read_input_tokens"] == 10
     with pytest.raises(UpstreamError):
         read_response({"status": "failed", "error": {"code": "server_error", "message": "boom"}}, "openai", "m", Usage())
+
+
+# --- encrypted reasoning travels through Claude Code in the thinking block's signature (issue 13, item 4) ------
+
+
+def reasoning_stream(*items: dict[str, object]) -> bytes:
+    """The stream the strict fake writes for these output items (a reasoning model asked for its encrypted content)."""
+    fake = FakeResponses()
+    output = [dict(item, id=item.get("id") or f"item_{n}") for n, item in enumerate(items)]
+    response = {"id": "resp_1", "object": "response", "model": "gpt-5.5", "status": "completed", "output": output,
+                "usage": fake.usage, "incomplete_details": None, "error": None}
+    return b"".join(stream_frame(e) for e in fake._events(response))
+
+
+def test_a_reasoning_item_with_encrypted_content_ends_its_thinking_block_with_a_signature() -> None:
+    reasoning = reasoning_item("Think.", "Then act.", id="rs_7", encrypted_content="gAAAAB-secret==")
+    out, _ = translate([reasoning_stream(reasoning, call_item("Bash", {"command": "ls"}, "call_1"))])
+    events = check_grammar(out)
+    deltas = [d["delta"] for name, d in events if name == "content_block_delta"]
+    assert [d["type"] for d in deltas[:4]] == ["thinking_delta", "thinking_delta", "thinking_delta", "signature_delta"]
+    assert deltas[3]["signature"] == SIGNATURE_PREFIX + '{"id":"rs_7","encrypted_content":"gAAAAB-secret=="}'
+
+
+async def test_the_sdk_keeps_the_signature_claude_code_sends_back() -> None:
+    reasoning = reasoning_item("Think.", id="rs_7", encrypted_content="gAAAAB-secret==")
+    message = await sdk_final_message(translate([reasoning_stream(reasoning, message_item("Done."))])[0])
+    thinking = message.content[0]
+    assert thinking.type == "thinking" and thinking.thinking == "Think."
+    assert thinking.signature.startswith(SIGNATURE_PREFIX)
+    assert [b.type for b in message.content] == ["thinking", "text"]
+
+
+def test_reasoning_with_only_encrypted_content_still_travels() -> None:
+    # no summary asked for (display: omitted): the thinking block holds only the signature
+    out, _ = translate([reasoning_stream(reasoning_item(id="rs_8", encrypted_content="gAAAAB-x"), message_item("Hi."))])
+    blocks = [d["content_block"]["type"] for name, d in check_grammar(out) if name == "content_block_start"]
+    assert blocks == ["thinking", "text"]
+
+
+def test_reasoning_without_encrypted_content_has_no_signature_to_carry() -> None:
+    out, _ = translate([reasoning_stream(reasoning_item("Think.", id="rs_9"), message_item("Hi."))])
+    assert b"signature_delta" not in out
+
+
+def test_non_stream_encrypted_reasoning() -> None:
+    data = {"status": "completed", "output": [reasoning_item("Think.", id="rs_7", encrypted_content="gAAAAB-e"),
+                                              message_item("Hi.")]}
+    message = read_response(data, "openai", "claude-opus-5-5", Usage())
+    assert message["content"][0] == {"type": "thinking", "thinking": "Think.",
+                                     "signature": SIGNATURE_PREFIX + '{"id":"rs_7","encrypted_content":"gAAAAB-e"}'}

@@ -4,10 +4,15 @@ by the strict fake's validation (reasoning and non-reasoning models), plus the r
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
+import orjson
 import pytest
+from openai.types.responses import ResponseInputParam, ToolParam
+from pydantic import TypeAdapter
 
+from ccm.providers.request import reset_unsupported_warnings
 from ccm.providers.responses.request import is_reasoning_model, translate_request
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
@@ -166,3 +171,128 @@ def test_call_ids_the_reply_side_encoded_go_back_as_the_api_gave_them() -> None:
     ]}
     items = translate_request(body, GPT5)["input"]
     assert [i.get("call_id") for i in items if i["type"].startswith("function_call")] == ["call.2", "call.2"]
+
+
+# --- what the official types accept (issue 13, item 4) -------------------------------------------------------
+
+# The `openai` SDK's own request types: what Responses-compatible servers that validate with them accept.
+OFFICIAL_INPUT = TypeAdapter(ResponseInputParam)
+OFFICIAL_TOOLS = TypeAdapter(list[ToolParam])
+SIGNED = "ccm.responses." + orjson.dumps({"id": "rs_1", "encrypted_content": "gAAAAB-opaque=="}).decode()
+
+
+def second_turn() -> dict[str, Any]:
+    """A tool round trip the way Claude Code sends it back: reasoning carried in a thinking block, text, a call."""
+    return {"max_tokens": 1000, "stream": True, "messages": [
+        user(text("list the files")),
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "I should run ls.", "signature": SIGNED},
+            text("Listing them."), text("One moment."),
+            {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}},
+        ]},
+        user({"type": "tool_result", "tool_use_id": "call_1", "content": "a.txt"}),
+        {"role": "assistant", "content": "Just a.txt."},
+        user(text("thanks")),
+    ]}
+
+
+@pytest.mark.parametrize("name", [*fixture_names(), "second-turn"])
+def test_every_translated_input_and_tool_fits_the_official_openai_types(name: str) -> None:
+    body = second_turn() if name == "second-turn" else load_fixture(name)["body"]
+    for model in (GPT5, GPT41):
+        out = translate_request(body, model)
+        OFFICIAL_INPUT.validate_python(out["input"])
+        OFFICIAL_TOOLS.validate_python(out.get("tools", []))
+        check_responses_request(out)
+
+
+def test_assistant_text_goes_back_as_a_string_message() -> None:
+    items = translate_request(second_turn(), GPT41)["input"]
+    assistant = [i for i in items if i.get("role") == "assistant"]
+    assert assistant == [{"type": "message", "role": "assistant", "content": "Listing them.\n\nOne moment."},
+                         {"type": "message", "role": "assistant", "content": "Just a.txt."}]
+
+
+def test_the_fake_rejects_output_text_parts_outside_a_complete_output_message() -> None:
+    item = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}
+    with pytest.raises(ResponsesRejected, match="output_text"):
+        check_responses_request({"model": "gpt-4.1", "input": [item]})
+    complete = {**item, "id": "msg_1", "status": "completed",
+                "content": [{"type": "output_text", "text": "hi", "annotations": []}]}
+    check_responses_request({"model": "gpt-4.1", "input": [complete]})
+
+
+def test_encrypted_reasoning_goes_back_as_a_reasoning_item_before_its_call() -> None:
+    items = translate_request(second_turn(), GPT5)["input"]
+    assert [i["type"] for i in items[:4]] == ["message", "reasoning", "message", "function_call"]
+    assert items[1] == {"type": "reasoning", "id": "rs_1", "encrypted_content": "gAAAAB-opaque==",
+                        "summary": [{"type": "summary_text", "text": "I should run ls."}]}
+
+
+def test_reasoning_is_sent_back_only_where_it_can_be_used() -> None:
+    body = second_turn()
+    # a reasoning item the API would refuse: nothing follows it in its turn
+    body["messages"][3] = {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": SIGNED}]}
+    # thinking written by another model (Anthropic's signature, Gemini's) means nothing to OpenAI
+    body["messages"][1]["content"][0]["signature"] = "EqQBCkYIBx-anthropic"
+    items = translate_request(body, GPT5)["input"]
+    assert all(i["type"] != "reasoning" for i in items)
+    check_responses_request(translate_request(body, GPT5))
+
+
+def test_the_fake_rejects_a_reasoning_item_without_its_following_item() -> None:
+    reasoning = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "x"}
+    with pytest.raises(ResponsesRejected, match="without its required following item"):
+        check_responses_request({"model": "gpt-5.5", "input": [user_item("hi"), reasoning, user_item("again")]})
+
+
+def user_item(value: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": value}
+
+
+@pytest.mark.parametrize(("model", "include"), [(GPT5, ["reasoning.encrypted_content"]), (GPT41, None)])
+def test_reasoning_models_ask_for_their_encrypted_reasoning_and_nothing_is_stored(model: Model, include: Any) -> None:
+    out = translate_request({"messages": [user(text("hi"))], "max_tokens": 100}, model)
+    assert out.get("include") == include and out["store"] is False
+    check_responses_request(out)
+
+
+def test_the_fake_rejects_an_unknown_include() -> None:
+    with pytest.raises(ResponsesRejected, match="include"):
+        check_responses_request({"model": "gpt-5.5", "input": "hi", "include": ["reasoning.everything"]})
+
+
+def test_document_titles_reach_the_model() -> None:
+    body = {"messages": [user(
+        {"type": "document", "title": "notes", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}},
+        {"type": "document", "title": "spec", "source": {"type": "url", "url": "https://example.com/spec.pdf"}},
+        {"type": "document", "title": "inline", "source": {"type": "content", "content": [text("a"), text("b")]}},
+    )], "max_tokens": 100}
+    out = translate_request(body, GPT5)
+    check_responses_request(out)
+    assert out["input"][0]["content"] == [
+        {"type": "input_text", "text": "notes\n\nplain"},
+        {"type": "input_file", "file_url": "https://example.com/spec.pdf", "filename": "spec"},
+        {"type": "input_text", "text": "inline\n\na\n\nb"},
+    ]
+
+
+def test_tool_schemas_lose_the_meta_schema_key_as_on_the_other_adapters() -> None:
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": {}}
+    out = translate_request({"messages": [user(text("hi"))], "max_tokens": 100,
+                             "tools": [{"name": "Bash", "input_schema": schema}]}, GPT5)
+    assert out["tools"][0]["parameters"] == {"type": "object", "properties": {}}
+    assert "$schema" in schema  # the client's body is untouched
+
+
+def test_what_the_responses_api_cannot_take_is_said_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    body = {"messages": [user(text("hi"))], "max_tokens": 100, "stop_sequences": ["END"], "top_k": 5}
+    reset_unsupported_warnings()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            out = translate_request(body, GPT5)
+    assert "stop" not in out and "top_k" not in out
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "stop_sequences" in m]) == 1, said
+    assert len([m for m in said if "top_k" in m]) == 1, said
+    assert any("the Responses API has no stop parameter" in m for m in said), said

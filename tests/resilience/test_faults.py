@@ -25,6 +25,7 @@ from tests.fakes.script import (
     malformed_json,
     malformed_sse,
     retry_later,
+    truncated_json,
     wrong_content_type,
 )
 from tests.resilience.rig import Rig, established
@@ -248,6 +249,36 @@ def test_close_before_the_first_event_is_retried(rig: Rig) -> None:
     assert failure is None
     served_by(headers, "main", 2)
     assert text_of(events) == PRIMARY_TEXT
+
+
+def test_a_stream_that_ends_cleanly_before_its_finish_is_an_error_event_not_an_answer(rig: Rig) -> None:
+    # The chunked body is properly terminated, but neither a finish_reason nor [DONE] came: a fragment.
+    rig.primary.script(Reply(text="cut off in the middle", pieces=4, fault=StreamFault("truncate", after=3)))
+    status, headers, data, _ = rig.stream_raw()
+    assert status == 200
+    served_by(headers, "main", 1)
+    sent = frames(data)
+    names = [name for name, _ in sent]
+    assert names[0] == "message_start" and names[-1] == "error"
+    assert "message_stop" not in names and "message_delta" not in names
+    assert "ended early" in sent[-1][1] and '"api_error"' in sent[-1][1]
+
+
+def test_a_stream_that_ends_cleanly_before_its_first_event_is_retried(rig: Rig) -> None:
+    rig.primary.script(Reply(text="x", fault=StreamFault("truncate", after=0)))
+    events, headers, failure, _ = rig.stream()
+    assert failure is None
+    served_by(headers, "main", 2)
+    assert text_of(events) == PRIMARY_TEXT
+    assert rig.attempts_logged()[0][4] == "truncated"
+
+
+def test_a_body_whose_json_stops_before_its_end_is_retried(rig: Rig) -> None:
+    rig.primary.script(truncated_json())
+    message, headers, _ = rig.ask()
+    assert message.content[0].text == PRIMARY_TEXT
+    served_by(headers, "main", 2)
+    assert rig.attempts_logged()[0][4] == "truncated"
 
 
 @pytest.mark.parametrize(

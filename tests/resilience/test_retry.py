@@ -33,6 +33,7 @@ def error(status: int, reason: str, retry_after: str | None = None) -> UpstreamE
         (404, "4xx", None),
         (413, "4xx", None),
         (502, "protocol", None),
+        (502, "truncated", "5xx"),  # an answer that ended early: retried like a server error
         (500, "config", None),
     ],
 )

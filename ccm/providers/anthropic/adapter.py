@@ -15,22 +15,25 @@ subscription passing through); the core drops those from `call.headers` when ccm
 Streams are relayed as the upstream's bytes, unchanged. Usage is read on the side from the `message_start` and
 `message_delta` frames only (the other frames are not parsed). A stream whose first event is an `error` (Anthropic
 sends `overloaded_error` that way) is raised as an `UpstreamError` before the client sees a 200, so the core can
-fall back or answer with a real status.
+fall back or answer with a real status. A stream that ends before `message_stop` (or an `event: error`, relayed as
+it came) was cut short: raised with reason `truncated`, from `send` when not even its first event arrived, else from
+the stream once its bytes are relayed. A non-stream body whose JSON stops before its end is raised the same way; one
+that is not JSON at all is relayed as it came.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
 import httpx
 import orjson
 
 from ccm.errors import UpstreamError
-from ccm.providers.anthropic.reply import UsageScanner, first_frame, raise_if_error_frame, read_usage
+from ccm.providers.anthropic.reply import UsageScanner, first_frame, is_frame, raise_if_error_frame, read_usage
 from ccm.providers.anthropic.request import passthrough_body
 from ccm.providers.base import CLIENT_AUTH, Call, Reply, Usage
-from ccm.providers.reply import read_all
+from ccm.providers.reply import ended_early, read_all, truncated_error
 from ccm.table import Provider
 from ccm.upstream.client import Endpoint, PooledClient, iter_body, open_response
 from ccm.upstream.errors import transport_error
@@ -53,16 +56,20 @@ class AnthropicAdapter:
         response = await open_response(
             self._client, self._endpoint, self._messages_url, passthrough_body(call), self._headers(call)
         )
-        if call.stream:
+        if call.stream and not _is_json(response):  # a gateway that ignored `stream` answers JSON: relayed as such
             return await self._stream_reply(response)
         body = await read_all(self._endpoint.provider, response, self._endpoint.timeouts)
         usage = Usage()
         try:
             parsed = orjson.loads(body)
-            if isinstance(parsed, dict) and isinstance(parsed.get("usage"), dict):
+        except orjson.JSONDecodeError as exc:
+            if ended_early(body, exc):
+                raise truncated_error(self._endpoint.provider, "its JSON body stops before the end") from None
+            parsed = None  # not JSON at all: relayed as it came, usage unknown
+        if isinstance(parsed, dict):
+            if isinstance(parsed.get("usage"), dict):
                 read_usage(parsed["usage"], usage)
-        except orjson.JSONDecodeError:
-            pass  # relayed as it came; usage stays zero
+            usage.final = True  # a whole document: nothing more will come
         return Reply(response.status_code, self._reply_headers(response, "application/json"), body=body, usage=usage)
 
     async def count_tokens(self, call: Call) -> Reply:
@@ -100,26 +107,34 @@ class AnthropicAdapter:
 
     async def _stream_reply(self, response: httpx.Response) -> Reply:
         chunks = iter_body(response, self._endpoint.timeouts)
+        provider = self._endpoint.provider
+        usage = Usage()
+        scanner = UsageScanner(usage)
         try:
             first = await first_frame(chunks)
-            raise_if_error_frame(first, self._endpoint.provider)
+            raise_if_error_frame(first, provider)
+            scanner.feed(first)
+            if not is_frame(first):  # the body ended before its first whole event
+                scanner.flush()
+                if not scanner.ended:
+                    raise truncated_error(provider, "the stream ended before its first event")
         except BaseException as exc:
             with anyio.CancelScope(shield=True):  # close the upstream even when the client's request is cancelled
                 await chunks.aclose()
                 await response.aclose()
             if isinstance(exc, Exception) and not isinstance(exc, UpstreamError):
-                raise transport_error(self._endpoint.provider, exc) from exc
+                raise transport_error(provider, exc) from exc
             raise
-        usage = Usage()
-        scanner = UsageScanner(usage)
-        scanner.feed(first)
 
-        async def relay() -> AsyncIterator[bytes]:
+        async def relay() -> AsyncGenerator[bytes, None]:
             if first:
                 yield first
             async for chunk in chunks:
                 scanner.feed(chunk)
                 yield chunk
+            scanner.flush()
+            if not scanner.ended:  # relayed so far, but never shown as finished: the core writes `event: error`
+                raise truncated_error(provider, "the stream ended before message_stop")
 
         stream = relay()
 
@@ -135,3 +150,6 @@ class AnthropicAdapter:
         return Reply(response.status_code, headers, stream=stream, usage=usage, aclose=aclose)
 
 
+def _is_json(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip() == "application/json"

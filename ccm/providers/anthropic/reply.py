@@ -8,6 +8,7 @@ client sees a 200.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -26,13 +27,27 @@ STREAM_START_ERRORS: dict[str, tuple[int, Any]] = {
 
 
 async def first_frame(chunks: AsyncIterator[bytes]) -> bytes:
-    """Read until the first complete SSE frame (or the end): that is the reply being primed."""
+    """Read until the first complete SSE event (or the end): that is the reply being primed. Comment-only frames
+    (a gateway's keep-alive) before it are kept with it but do not count."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk
-        if b"\n\n" in buffer or b"\r\n\r\n" in buffer:
+        if is_frame(buffer):
             break
     return buffer
+
+
+def is_frame(first: bytes) -> bool:
+    """Whether `first` holds a whole SSE event (else the body ended before one)."""
+    if b"\n\n" not in first and b"\r\n\r\n" not in first:
+        return False
+    for frame in _FRAME_END.split(first)[:-1]:
+        if any(line and not line.startswith(b":") for line in frame.splitlines()):
+            return True
+    return False
+
+
+_FRAME_END = re.compile(rb"\r?\n\r?\n")
 
 
 def raise_if_error_frame(first: bytes, provider: str) -> None:
@@ -50,25 +65,48 @@ def raise_if_error_frame(first: bytes, provider: str) -> None:
 
 
 class UsageScanner:
-    """Reads usage from `message_start` / `message_delta` data lines as the stream passes; other lines are only
-    searched for those names (a C-speed `in`), never parsed."""
+    """Reads usage from `message_start` / `message_delta` data lines as the stream passes, and notices the stream's
+    end: `event: message_stop` (then `usage.final`) or `event: error` (`failed`). Other lines are only searched for
+    those names (a C-speed `in`), never parsed. `ended` is False for a stream that stopped before either: cut short.
+    Event lines are what the Anthropic SDK dispatches on (a `"message_stop"` inside a text delta is escaped JSON)."""
 
-    __slots__ = ("_tail", "usage")
+    __slots__ = ("_tail", "usage", "failed")
 
     def __init__(self, usage: Usage) -> None:
         self.usage = usage
+        self.failed = False
         self._tail = b""
+
+    @property
+    def ended(self) -> bool:
+        return self.usage.final or self.failed
 
     def feed(self, chunk: bytes) -> None:
         data = self._tail + chunk if self._tail else chunk
-        if b"message_start" not in data and b"message_delta" not in data:
+        if b"message_" not in data and b"event: error" not in data:
             self._tail = data[data.rfind(b"\n") + 1 :]
             return
         lines = data.split(b"\n")
         self._tail = lines.pop()
         for line in lines:
-            if line.startswith(b"data:") and (b'"message_start"' in line or b'"message_delta"' in line):
+            self._line(line)
+
+    def flush(self) -> None:
+        """The end of the body: a last line without its newline still counts."""
+        tail, self._tail = self._tail, b""
+        if tail:
+            self._line(tail)
+
+    def _line(self, line: bytes) -> None:
+        if line.startswith(b"data:"):
+            if b'"message_start"' in line or b'"message_delta"' in line:
                 self._read(line[5:])
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+            if name == b"message_stop":
+                self.usage.final = True
+            elif name == b"error":
+                self.failed = True
 
     def _read(self, data: bytes) -> None:
         try:

@@ -19,6 +19,7 @@ from ccm.providers.reply import (
     read_json,
     stream_reply,
 )
+from ccm.providers.tool_names import GEMINI, ToolNames
 from ccm.table import Provider
 from ccm.upstream.client import Endpoint, PooledClient, open_response
 
@@ -35,16 +36,18 @@ class GeminiAdapter:
         self._base = root if root.rsplit("/", 1)[-1].startswith("v1") else f"{root}/v1beta"
 
     async def send(self, call: Call) -> Reply:
-        body = orjson.dumps(translate_request(call.body, call.model))
+        names = ToolNames.for_request(call.body, GEMINI)
+        body = orjson.dumps(translate_request(call.body, call.model, names))
         model_path = f"{self._base}/models/{quote(call.model.model.removeprefix('models/'), safe='-._~')}"
         url = f"{model_path}:streamGenerateContent?alt=sse" if call.stream else f"{model_path}:generateContent"
         response = await open_response(self.client, self.endpoint, url, body, JSON_HEADERS)
         name = str(call.body.get("model") or call.model.name)
         if call.stream:
-            return await stream_reply(response, self.endpoint.timeouts, GeminiReader(self.provider.name, name, Usage()))
+            reader = GeminiReader(self.provider.name, name, Usage(), names, call.input_tokens)
+            return await stream_reply(response, self.endpoint.timeouts, reader)
         data = await read_json(self.provider.name, response, self.endpoint.timeouts)
         usage = Usage()
-        message = translate_response(data, self.provider.name, name, usage)
+        message = translate_response(data, self.provider.name, name, usage, names)
         return Reply(status=200, headers=list(JSON_HEADERS), body=orjson.dumps(message), usage=usage)
 
     async def aclose(self) -> None:

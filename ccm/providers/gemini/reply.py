@@ -5,7 +5,8 @@
 
 Reading parts, in order:
 - `thought: true` text → thinking; other text → text; empty text is skipped.
-- `functionCall` → a whole `tool_use` block (start, the complete `args` JSON as one delta, stop). Every call is its
+- `functionCall` → a whole `tool_use` block (start, the complete `args` JSON as one delta, stop), its name mapped
+  back to the client's (`tool_names`). Every call is its
   own block, so parallel calls that each arrive at part index 0 in separate chunks are numbered by arrival. Ids
   follow the writer's tool-id policy (`reply`): Gemini's when valid, encoded when not (decoded again by
   `gemini.request`), minted when missing or repeated.
@@ -19,6 +20,8 @@ BLOCKLIST / PROHIBITED_CONTENT / SPII / IMAGE_SAFETY and `promptFeedback.blockRe
 block naming the reason when nothing else was produced, so the turn Claude Code keeps in its history is not empty),
 MALFORMED_FUNCTION_CALL / UNEXPECTED_TOOL_CALL → `UpstreamError` 502 (reason `protocol`, retryable by policy).
 Usage: input = prompt − cached, cache_read = cached, output = candidates + thoughts; the last report wins.
+A stream that ends before a finishReason was cut short (`UpstreamError` reason `truncated`); a whole non-stream
+answer without one is malformed (`protocol`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import orjson
 
 from ccm.providers.base import Usage
 from ccm.providers.gemini.request import SIGNATURE_PREFIX
-from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error
+from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error, truncated_error
+from ccm.providers.tool_names import GEMINI, ToolNames
 from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
 
@@ -42,21 +46,25 @@ _BROKEN_CALLS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 class GeminiReader:
     """`GenerateContentResponse` objects in, Anthropic events out through `writer` (a `StreamTranslator`)."""
 
-    def __init__(self, provider: str, model: str, usage: Usage) -> None:
+    def __init__(
+        self, provider: str, model: str, usage: Usage, names: ToolNames | None = None, input_tokens: int | None = None
+    ) -> None:
         self.provider = provider
-        self.writer = EventWriter(model, usage)
+        self.writer = EventWriter(model, usage, input_estimate=input_tokens)
+        self.names = names or ToolNames(GEMINI)
         self._finish_reason: str | None = None
         self._blocked: str | None = None
         self._grounding: dict[str, Any] | None = None
 
     def feed(self, event: ServerEvent) -> None:
-        data = parse_event(self.provider, event.data)
+        data = parse_event(self.provider, event)
         self.read(data)
 
     def read(self, data: dict[str, Any]) -> None:
         error = data.get("error")
         if isinstance(error, dict):
-            status = error.get("code") if isinstance(error.get("code"), int) else 500
+            code = error.get("code")
+            status = code if isinstance(code, int) else 500
             raise upstream_error(self.provider, status, orjson.dumps(data), {})
         if isinstance(data.get("usageMetadata"), dict):
             self._usage(data["usageMetadata"])
@@ -81,9 +89,14 @@ class GeminiReader:
         if isinstance(reason, str) and reason:
             self._finish_reason = reason
 
+    @property
+    def ended(self) -> bool:
+        """Whether a finishReason (or a blocked prompt) came: the answer's end."""
+        return self._finish_reason is not None or self._blocked is not None
+
     def finish(self) -> None:
-        if self._finish_reason is None and self._blocked is None:
-            raise protocol_error(self.provider, f"upstream {self.provider!r} ended its stream before a finishReason")
+        if not self.ended:
+            raise truncated_error(self.provider, "the stream ended before a finishReason")
         self._write_grounding()
         writer = self.writer
         if self._blocked or self._finish_reason in _REFUSALS:
@@ -103,7 +116,8 @@ class GeminiReader:
                 self.writer.signature(SIGNATURE_PREFIX + signature)
             args = call.get("args") if isinstance(call.get("args"), dict) else {}
             writer = self.writer
-            writer.tool_use(writer.tool_id(call.get("id")), str(call.get("name", "")), orjson.dumps(args).decode())
+            name = self.names.client(str(call.get("name", "")))
+            writer.tool_use(writer.tool_id(call.get("id")), name, orjson.dumps(args).decode())
             return
         text = part.get("text")
         if isinstance(text, str):
@@ -151,9 +165,13 @@ def _count(metadata: dict[str, Any], key: str) -> int:
     return value if isinstance(value, int) else 0
 
 
-def translate_response(data: dict[str, Any], provider: str, model: str, usage: Usage) -> dict[str, Any]:
+def translate_response(
+    data: dict[str, Any], provider: str, model: str, usage: Usage, names: ToolNames | None = None
+) -> dict[str, Any]:
     """A non-stream `GenerateContentResponse` as a complete Anthropic message."""
-    reader = GeminiReader(provider, model, usage)
+    reader = GeminiReader(provider, model, usage, names)
     reader.read(data)
+    if not reader.ended:  # a whole body (it parsed) without its end: malformed, not cut short
+        raise protocol_error(provider, f"upstream {provider!r} answered without a finishReason")
     reader.finish()
     return fold_message(reader.writer.take())

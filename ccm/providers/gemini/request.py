@@ -8,6 +8,8 @@ Decisions, so they are stated once:
 - Images: base64 → `inlineData`; URL images → `fileData {fileUri: url, mimeType guessed from the path}`. ccm never
   downloads from arbitrary hosts at run time; Gemini fetches public URLs itself on models that support it and
   rejects them otherwise, which reaches the client as a clear 400. PDFs likewise; text documents → text.
+- Tool names outside Gemini's `^[a-zA-Z_][a-zA-Z0-9_.:-]{0,127}$` (long MCP names) are rewritten by `tool_names`
+  (rule `GEMINI`), the same way in declarations, calls, responses and `allowedFunctionNames`; the reply maps them back.
 - tool_result → `functionResponse {id, name, response: {result}}` (`{error}` when `is_error`), names looked up from
   the matching tool_use, in the order of the calls; images inside results follow as `inlineData` parts. Call ids
   go back as Gemini gave them (`tool_ids.upstream_tool_id` decodes the ones the reply side had to encode).
@@ -16,13 +18,16 @@ Decisions, so they are stated once:
   puts the signature back on the first `functionCall` after it; every other thinking block is dropped. The prefix
   marks the block as Gemini's, so other adapters can recognise and drop it. For Gemini 3 and later, a model turn
   whose first call has no signature (history another model wrote) gets Google's documented placeholder.
-- Thinking: Gemini 2.x gets `thinkingBudget` (effort low 1024, medium dynamic, high+ the model's cap; an explicit
-  `budget_tokens` clamped to the cap; `disabled` → 0 on Flash), Gemini 3+ gets `thinkingLevel` (`low` for effort low
-  or budgets under 4096, `high` for effort high+ or budgets from 16384, the model's own default otherwise — `medium`
-  and `minimal` are not accepted by every Gemini 3 model). The generation is read from the model id
+- Thinking, effort first as on every adapter (`output_config.effort` is what current Claude Code sends; the budget
+  counts only without one): Gemini 2.x gets `thinkingBudget` (effort low 1024, medium dynamic, high+ the model's
+  cap; else `budget_tokens` clamped to the cap; `disabled` → 0 on Flash), Gemini 3+ gets `thinkingLevel` (`low` for
+  effort low, `high` for effort high+, the model's own default for medium; without an effort, `low` under 4096 budget
+  tokens and `high` from 16384 — `medium` and `minimal` are not accepted by every Gemini 3 model). The generation is read from the model id
   (`gemini-2.5-flash` → 2); ids without one are treated as current (3+). Thought summaries are asked for
   (`includeThoughts`) when thinking is on and the client did not ask for `display: "omitted"`.
 - Server tools are dropped, except `web_search_*` on a model with quirk `google_search` → `{googleSearch: {}}`.
+  `tool_choice` → `toolConfig.functionCallingConfig` only when there are function declarations: Gemini answers 400
+  "Function calling config is set without function_declarations" to one beside Google Search alone.
 - `max_tokens` is clamped to the model's `max_output`; `force`/`drop` apply last, to the Gemini body.
 """
 
@@ -37,8 +42,9 @@ import orjson
 
 from ccm.errors import ApiError
 from ccm.providers.gemini.schema import clean_parameters
-from ccm.providers.request import BILLING_HEADER, apply_overrides
+from ccm.providers.request import BILLING_HEADER, apply_overrides, search_result_text, tool_reference_text
 from ccm.providers.tool_ids import upstream_tool_id
+from ccm.providers.tool_names import GEMINI, ToolNames, upstream_name
 from ccm.table import Model
 
 SIGNATURE_PREFIX = "ccm.gemini."
@@ -46,6 +52,7 @@ SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 _GENERATION = re.compile(r"gemini-(\d+)")
 _BUDGET_FOR_EFFORT_2X = {"low": 1024, "medium": -1}
+_EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
 _STOP_SEQUENCES_MAX = 5  # Gemini rejects more
 
 
@@ -55,8 +62,11 @@ def generation(model_id: str) -> int:
     return int(found.group(1)) if found else 99
 
 
-def translate_request(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
-    names = _tool_names(body.get("messages") or ())
+def translate_request(body: Mapping[str, Any], model: Model, names: ToolNames | None = None) -> dict[str, Any]:
+    """`names`: the request's tool names for Gemini (`ToolNames.for_request(body, GEMINI)` when not given); the
+    adapter builds it once and hands the same to the reply side, which maps the names back."""
+    names = names or ToolNames.for_request(body, GEMINI)
+    calls = _calls(body.get("messages") or ())
     system = _system_parts(body.get("system"))
     contents: list[dict[str, Any]] = []
     for message in body.get("messages") or ():
@@ -65,9 +75,9 @@ def translate_request(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
             system.extend(_system_parts(message.get("content")))
             continue
         if role == "assistant":
-            parts = _model_parts(message.get("content"))
+            parts = _model_parts(message.get("content"), names)
         else:
-            parts = _user_parts(message.get("content"), names)
+            parts = _user_parts(message.get("content"), calls, names)
         if not parts:
             continue
         gemini_role = "model" if role == "assistant" else "user"
@@ -84,8 +94,9 @@ def translate_request(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
     tools = _tools(body.get("tools") or (), model)
     if tools:
         out["tools"] = tools
-        tool_config = _tool_config(body.get("tool_choice"))
-        if tool_config:
+        tool_config = _tool_config(body.get("tool_choice"), names)
+        # a calling mode needs functions to apply to: Gemini rejects one beside Google Search alone
+        if tool_config and any("functionDeclarations" in t for t in tools):
             out["toolConfig"] = tool_config
     out["generationConfig"] = _generation_config(body, model)
     return apply_overrides(out, model.force, model.drop)
@@ -105,19 +116,19 @@ def _system_parts(system: Any) -> list[dict[str, Any]]:
     return parts
 
 
-def _tool_names(messages: Any) -> dict[str, tuple[str, int]]:
-    """tool_use id → (name, position among all calls), for functionResponse names and their order."""
-    names: dict[str, tuple[str, int]] = {}
+def _calls(messages: Any) -> dict[str, tuple[str, int]]:
+    """tool_use id → (the client's name, position among all calls), for functionResponse names and their order."""
+    calls: dict[str, tuple[str, int]] = {}
     for message in messages:
         content = message.get("content") if message.get("role") == "assistant" else None
         if isinstance(content, list):
             for block in content:
                 if block.get("type") == "tool_use":
-                    names[block.get("id", "")] = (block.get("name", ""), len(names))
-    return names
+                    calls[block.get("id", "")] = (block.get("name", ""), len(calls))
+    return calls
 
 
-def _model_parts(content: Any) -> list[dict[str, Any]]:
+def _model_parts(content: Any, names: ToolNames) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     parts: list[dict[str, Any]] = []
@@ -132,7 +143,8 @@ def _model_parts(content: Any) -> list[dict[str, Any]]:
             if carried.startswith(SIGNATURE_PREFIX):
                 signature = carried[len(SIGNATURE_PREFIX) :]
         elif kind == "tool_use":
-            call = {"id": upstream_tool_id(block.get("id")), "name": block.get("name"), "args": _args(block)}
+            call = {"id": upstream_tool_id(block.get("id")), "name": names.upstream(str(block.get("name", ""))),
+                    "args": _args(block)}
             part: dict[str, Any] = {"functionCall": call}
             if signature:
                 part["thoughtSignature"] = signature
@@ -148,7 +160,7 @@ def _args(block: Mapping[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _user_parts(content: Any, names: Mapping[str, tuple[str, int]]) -> list[dict[str, Any]]:
+def _user_parts(content: Any, calls: Mapping[str, tuple[str, int]], names: ToolNames) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     responses: list[tuple[int, dict[str, Any]]] = []
@@ -157,12 +169,16 @@ def _user_parts(content: Any, names: Mapping[str, tuple[str, int]]) -> list[dict
     for block in content or ():
         kind = block.get("type")
         if kind == "tool_result":
-            order, part, media = _function_response(block, names)
+            order, part, media = _function_response(block, calls, names)
             responses.append((order, part))
             result_media.extend(media)
         elif kind == "text":
             if block.get("text"):
                 rest.append({"text": block["text"]})
+        elif kind == "search_result":
+            text = search_result_text(block)
+            if text:
+                rest.append({"text": text})
         else:
             rest.extend(_media_parts(block))
     responses.sort(key=lambda item: item[0])
@@ -170,12 +186,13 @@ def _user_parts(content: Any, names: Mapping[str, tuple[str, int]]) -> list[dict
 
 
 def _function_response(
-    block: Mapping[str, Any], names: Mapping[str, tuple[str, int]]
+    block: Mapping[str, Any], calls: Mapping[str, tuple[str, int]], names: ToolNames
 ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
     call_id = block.get("tool_use_id", "")
-    if call_id not in names:
+    if call_id not in calls:
         raise ApiError(400, f"tool_result block references tool_use id {call_id!r}, which no earlier assistant turn holds")
-    name, order = names[call_id]
+    client_name, order = calls[call_id]
+    name = names.upstream(str(client_name))
     texts: list[str] = []
     media: list[dict[str, Any]] = []
     content = block.get("content")
@@ -186,7 +203,9 @@ def _function_response(
         if kind == "text":
             texts.append(item.get("text", ""))
         elif kind == "search_result":
-            texts.extend(c.get("text", "") for c in item.get("content") or () if isinstance(c, dict))
+            texts.append(search_result_text(item))
+        elif kind == "tool_reference":
+            texts.append(tool_reference_text(item))
         else:
             media.extend(_media_parts(item))
     text = "\n".join(t for t in texts if t)
@@ -199,7 +218,7 @@ def _function_response(
 def _media_parts(block: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Image and document blocks; anything else (server tool history, redacted thinking…) has no Gemini form."""
     kind = block.get("type")
-    source = block.get("source") or {}
+    source: Mapping[str, Any] = block["source"] if isinstance(block.get("source"), dict) else {}
     source_type = source.get("type")
     if kind == "image":
         if source_type == "base64":
@@ -265,7 +284,7 @@ def _build_tools(tools: Any, search_quirk: bool) -> list[dict[str, Any]]:
     for tool in tools:
         kind = tool.get("type")
         if kind in (None, "custom"):
-            declaration = {"name": tool.get("name", "")}
+            declaration: dict[str, Any] = {"name": upstream_name(str(tool.get("name", "")), GEMINI)}
             if tool.get("description"):
                 declaration["description"] = tool["description"]
             parameters = clean_parameters(tool.get("input_schema"))
@@ -282,7 +301,7 @@ def _build_tools(tools: Any, search_quirk: bool) -> list[dict[str, Any]]:
     return out
 
 
-def _tool_config(choice: Any) -> dict[str, Any] | None:
+def _tool_config(choice: Any, names: ToolNames) -> dict[str, Any] | None:
     if not isinstance(choice, dict):
         return None
     kind = choice.get("type")
@@ -293,7 +312,7 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     if kind == "none":
         return {"functionCallingConfig": {"mode": "NONE"}}
     if kind == "tool" and choice.get("name"):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["name"]]}}
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [names.upstream(choice["name"])]}}
     return None
 
 
@@ -320,7 +339,7 @@ def _generation_config(body: Mapping[str, Any], model: Model) -> dict[str, Any]:
 
 
 def _thinking_config(body: Mapping[str, Any], model_id: str) -> dict[str, Any]:
-    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    thinking: Mapping[str, Any] = body["thinking"] if isinstance(body.get("thinking"), dict) else {}
     kind = thinking.get("type")
     budget = thinking.get("budget_tokens") if kind == "enabled" else None
     output_config = body.get("output_config")
@@ -335,18 +354,19 @@ def _thinking_config(body: Mapping[str, Any], model_id: str) -> dict[str, Any]:
         if kind == "disabled":
             if "flash" in model_id:
                 config["thinkingBudget"] = 0
+        elif effort in _EFFORTS:  # effort first, as on every adapter; the budget only without one
+            config["thinkingBudget"] = _BUDGET_FOR_EFFORT_2X.get(effort, cap)
         elif isinstance(budget, int):
             config["thinkingBudget"] = min(budget, cap)
-        elif effort:
-            config["thinkingBudget"] = _BUDGET_FOR_EFFORT_2X.get(effort, cap)
     if kind in ("enabled", "adaptive") and thinking.get("display") != "omitted":
         config["includeThoughts"] = True
     return config
 
 
 def _level(effort: Any, budget: Any) -> str | None:
-    if effort == "low" or (isinstance(budget, int) and budget < 4096):
-        return "low"
-    if effort in ("high", "xhigh", "max") or (isinstance(budget, int) and budget >= 16384):
-        return "high"
+    """Gemini 3's level: from the effort when the client names one (medium: the model's default), else the budget."""
+    if effort in _EFFORTS:
+        return "low" if effort == "low" else None if effort == "medium" else "high"
+    if isinstance(budget, int):
+        return "low" if budget < 4096 else "high" if budget >= 16384 else None
     return None

@@ -30,7 +30,7 @@ from ccm.providers.openai.reply import (
     translate_response,
 )
 from ccm.providers.openai.request import translate_request
-from ccm.providers.reply import JSON_HEADERS, protocol_error, read_all, stream_reply
+from ccm.providers.reply import JSON_HEADERS, ended_early, protocol_error, read_all, stream_reply, truncated_error
 from ccm.table import Provider
 from ccm.upstream.client import Endpoint, PooledClient, open_response
 
@@ -52,6 +52,7 @@ class OpenAIAdapter:
             names=names,
             stop_sequences=tuple(s for s in stops if isinstance(s, str)) if isinstance(stops, list) else (),
             provider=self.provider.name,
+            input_tokens=call.input_tokens,
         )
         accept = "text/event-stream" if call.stream else "application/json"
         response = await open_response(self.client, self.endpoint, self.url, orjson.dumps(body),
@@ -72,7 +73,9 @@ class OpenAIAdapter:
         """A 200 body as a completion object; an `{"error": …}` object or anything but a JSON object raises."""
         try:
             data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            if ended_early(raw, exc):
+                raise truncated_error(self.provider.name, "its JSON body stops before the end") from None
             raise protocol_error(self.provider.name, INVALID_RESPONSE + "the body is not JSON") from None
         if not isinstance(data, dict):
             raise protocol_error(self.provider.name, INVALID_RESPONSE + "the body is not a JSON object")
@@ -82,4 +85,5 @@ class OpenAIAdapter:
 
 
 def _is_json(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").split(";")[0].strip() == "application/json"
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip() == "application/json"

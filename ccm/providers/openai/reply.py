@@ -19,6 +19,8 @@ Anthropic events it implies through its `EventWriter`; `finish()` ends the reply
   or EOF, so a later chunk may still rewrite the finish reason (OpenRouter) or bring usage (zeros when none came).
   Stop reasons follow §6 (tool calls seen win over `stop`, `""` and a missing finish are inferred). Events after
   `message_stop` are ignored.
+- A body that ends with neither a `finish_reason` nor `[DONE]` was cut short: `UpstreamError` reason `truncated`,
+  never a `message_stop` (the fragment would look complete). `[DONE]` alone is an end (some hosts send no finish).
 - `data: {"error": …}` raises `UpstreamError` (the relay turns it into a real status before the first output, an
   `event: error` frame after); a data line that is not JSON raises one with reason "protocol".
 
@@ -37,9 +39,9 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.openai.request import ToolNames
-from ccm.providers.reply import EventWriter, fold_message, protocol_error
+from ccm.providers.reply import EventWriter, ended_early, fold_message, protocol_error, truncated_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
+from ccm.providers.tool_names import ToolNames
 from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
 
@@ -62,9 +64,10 @@ class ReplyContext:
     message_id: str = ""
     stop_sequences: tuple[str, ...] = ()
     provider: str = ""
+    input_tokens: int | None = None  # the core's estimate, for message_start (`Call.input_tokens`)
 
     def writer(self, usage: Usage) -> EventWriter:
-        return EventWriter(self.model, usage, self.message_id or None)
+        return EventWriter(self.model, usage, self.message_id or None, self.input_tokens)
 
     def matched_stop(self, value: Any) -> str | None:
         """vLLM and SGLang name the stop string that ended the output in the choice's `stop_reason`."""
@@ -143,7 +146,9 @@ class StreamTranslator:
             return
         try:
             chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            if not event.terminated and ended_early(data, exc):  # the body ended inside its last event
+                raise truncated_error(self.provider, "a stream event stops before its end") from None
             raise protocol_error(self.provider, INVALID_RESPONSE + "a stream event is not JSON") from None
         if not isinstance(chunk, dict):
             raise protocol_error(self.provider, INVALID_RESPONSE + "a stream event is not a JSON object")
@@ -171,9 +176,13 @@ class StreamTranslator:
             self._end()  # the include_usage chunk: the last one before [DONE]
 
     def finish(self) -> None:
-        """End of the upstream body: flush what is held. EOF before any chunk is an error."""
-        if not self.writer.finished:
-            self._end()
+        """End of the upstream body before `[DONE]`. After a `finish_reason` the answer is complete and what is held
+        goes out (its usage not final: the usage chunk never came); without one the stream was cut short."""
+        if self.writer.finished:
+            return
+        if self._finish is None:
+            raise truncated_error(self.provider, "the stream ended without a finish_reason or [DONE]")
+        self._end(final=False)
 
     # --- deltas -----------------------------------------------------------------------------------------------
 
@@ -208,7 +217,7 @@ class StreamTranslator:
         call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
         function = call.get("function")
         function = function if isinstance(function, dict) else {}
-        name = function.get("name") if isinstance(function.get("name"), str) else ""
+        name: str = function["name"] if isinstance(function.get("name"), str) else ""
         arguments = function.get("arguments")
         if isinstance(arguments, dict):  # a few servers send the arguments as an object
             arguments = orjson.dumps(arguments).decode()
@@ -224,7 +233,7 @@ class StreamTranslator:
             tool.arguments.append(arguments)
         if not tool.started and tool.name:
             tool.started = True
-            writer.start_tool(writer.tool_id(tool.upstream_id), self.context.names.anthropic(tool.name))
+            writer.start_tool(writer.tool_id(tool.upstream_id), self.context.names.client(tool.name))
             for fragment in tool.arguments:  # fragments that arrived before the name
                 writer.tool_arguments(fragment)
         elif tool.started and arguments:
@@ -253,12 +262,12 @@ class StreamTranslator:
         self._end_tool()
         self.writer.close()
 
-    def _end(self) -> None:
+    def _end(self, final: bool = True) -> None:
         if not self.writer.started:
             raise protocol_error(self.provider, INVALID_RESPONSE + "the stream ended before any event")
         self._close()
         reason = stop_reason(self._finish, self.writer.saw_tool_use, self._stop_string)
-        self.writer.finish(reason, self._stop_string if reason == "stop_sequence" else None)
+        self.writer.finish(reason, self._stop_string if reason == "stop_sequence" else None, final=final)
 
 
 def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Usage) -> dict[str, Any]:
@@ -268,7 +277,7 @@ def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Us
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise protocol_error(context.provider, INVALID_RESPONSE + "the completion has no choices")
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message: Mapping[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     writer = context.writer(usage)
     writer.start()
     reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -296,7 +305,7 @@ def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Us
 def _tool_use(call: Any, context: ReplyContext, writer: EventWriter) -> None:
     function = call.get("function") if isinstance(call, dict) else None
     name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(name, str) or not name:
+    if not isinstance(function, dict) or not isinstance(name, str) or not name:
         log.warning("dropped a tool call without a name from %s", context.provider or "upstream")
         return
     arguments = function.get("arguments")
@@ -309,4 +318,4 @@ def _tool_use(call: Any, context: ReplyContext, writer: EventWriter) -> None:
             # The arguments themselves may hold user data: log only their size.
             log.warning("%s malformed arguments of tool %s (%d chars)",
                         "repaired" if outcome == "repaired" else "discarded", name, len(text))
-    writer.tool_use(writer.tool_id(call.get("id")), context.names.anthropic(name), orjson.dumps(tool_input).decode())
+    writer.tool_use(writer.tool_id(call.get("id")), context.names.client(name), orjson.dumps(tool_input).decode())

@@ -27,27 +27,31 @@ Choices every OpenAI-compatible server accepts (PROTOCOL.md §6 and §8 are the 
   model id is `model.model`. The model's `force` and `drop` apply last (`reply.apply_overrides`, dotted paths for
   nested fields).
 
-Tool names that break `^[a-zA-Z0-9_-]{1,64}$` are shortened and hashed; the returned `ToolNames` maps them back.
+Tool names that break `^[a-zA-Z0-9_-]{1,64}$` are rewritten by `tool_names` (rule `CHAT`); the returned `ToolNames`
+maps them back.
 Tool ids in the history are decoded with `tool_ids.upstream_tool_id`, the inverse of the id policy the reply side
 applies (an id Anthropic would reject, like kimi's `functions.Bash:0`, reached the client encoded).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeGuard
 
 import orjson
 
-from ccm.providers.request import BILLING_HEADER, apply_overrides
+from ccm.providers.request import (
+    BILLING_HEADER,
+    apply_overrides,
+    client_identity,
+    search_result_text,
+    tool_parameters,
+    tool_reference_text,
+)
 from ccm.providers.tool_ids import upstream_tool_id
+from ccm.providers.tool_names import CHAT, ToolNames, upstream_name
 from ccm.table import Model
 
-TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-USER_FIELD_LIMIT = 64  # OpenAI's documented maximum for `user`; longer values are rejected by some servers
 MAX_STOP = 4  # OpenAI rejects more than four stop sequences
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 EMPTY_RESULT = "(no output)"
@@ -56,38 +60,13 @@ UNANSWERED = "(no result: the tool call was interrupted)"
 Json = dict[str, Any]
 
 
-# --- tool names ---------------------------------------------------------------------------------------------------
-
-
-def openai_tool_name(name: str) -> str:
-    """A function name OpenAI accepts: valid names unchanged, others a 55-char prefix + `_` + 8 hex of sha256."""
-    if TOOL_NAME.match(name):
-        return name
-    cleaned = re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:55] or "tool"
-    return f"{cleaned}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-@dataclass(frozen=True, slots=True)
-class ToolNames:
-    """The renamed tools of one request: OpenAI name → the client's name."""
-
-    renamed: Mapping[str, str] = field(default_factory=dict)
-
-    def anthropic(self, openai_name: str) -> str:
-        return self.renamed.get(openai_name, openai_name)
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> ToolNames:
-        return cls({openai_tool_name(n): n for n in names if not TOOL_NAME.match(n)})
-
-
 # --- the request --------------------------------------------------------------------------------------------------
 
 
 def translate_request(body: Mapping[str, Any], model: Model) -> tuple[Json, ToolNames]:
     keep_cache = "keep_cache_control" in model.quirks
     tools = [t for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") in (None, "custom")]
-    names = ToolNames.of(_all_tool_names(body, tools))
+    names = ToolNames.for_request(body, CHAT)
     out: Json = {"model": model.model}
 
     system_parts = _system_parts(body.get("system"), keep_cache)
@@ -133,9 +112,14 @@ def translate_request(body: Mapping[str, Any], model: Model) -> tuple[Json, Tool
     stop = [s for s in stop_sequences if isinstance(s, str) and s] if isinstance(stop_sequences, list) else []
     if stop:
         out["stop"] = stop[:MAX_STOP]
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
-        out["user"] = metadata["user_id"][:USER_FIELD_LIMIT]
+    identity = client_identity(body)
+    if "prompt_cache_key" in model.quirks:  # the fields OpenAI documents now, which not every compatible server takes
+        if identity.session:
+            out["prompt_cache_key"] = identity.session
+        if identity.user:
+            out["safety_identifier"] = identity.user
+    elif identity.session:
+        out["user"] = identity.session  # every server takes `user`; the raw user_id is a JSON fragment
     if body.get("stream") is True:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
@@ -165,21 +149,9 @@ def effort_level(body: Mapping[str, Any], thinking: Mapping[str, Any]) -> str | 
     return "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
 
 
-def _all_tool_names(body: Mapping[str, Any], tools: list[Json]) -> Iterable[str]:
-    for tool in tools:
-        if isinstance(tool.get("name"), str):
-            yield tool["name"]
-    for message in body.get("messages") or ():
-        for block in _blocks(message.get("content") if isinstance(message, dict) else None):
-            if block.get("type") == "tool_use" and isinstance(block.get("name"), str):
-                yield block["name"]
-
-
 def _function(tool: Json) -> Json:
-    schema = tool.get("input_schema")
-    parameters = dict(schema) if isinstance(schema, dict) else {"type": "object", "properties": {}}
-    parameters.pop("$schema", None)  # meta only; Gemini's OpenAI endpoint rejects it
-    function: Json = {"name": openai_tool_name(str(tool.get("name", "")))}
+    parameters = tool_parameters(tool.get("input_schema"))
+    function: Json = {"name": upstream_name(str(tool.get("name", "")), CHAT)}
     if isinstance(tool.get("description"), str) and tool["description"]:
         function["description"] = tool["description"]
     function["parameters"] = parameters
@@ -195,7 +167,7 @@ def _tool_choice(choice: Any, offered: set[Any]) -> Any:
     if kind == "none":
         return "none"
     if kind == "tool" and choice.get("name") in offered:
-        return {"type": "function", "function": {"name": openai_tool_name(choice["name"])}}
+        return {"type": "function", "function": {"name": upstream_name(choice["name"], CHAT)}}
     return None  # auto (the default) or a tool that is not offered upstream
 
 
@@ -288,12 +260,6 @@ def _document_parts(block: Json) -> list[Json]:
     return [{"type": "text", "text": text}] if text else []
 
 
-def _search_result_text(block: Json) -> str:
-    texts = [b.get("text", "") for b in _blocks(block.get("content"))]
-    head = " ".join(str(block[k]) for k in ("title", "source") if isinstance(block.get(k), str))
-    return "\n".join(t for t in [head, *texts] if t)
-
-
 def _user_parts(block: Json, keep_cache: bool) -> list[Json]:
     kind = block.get("type")
     if kind == "text":
@@ -305,7 +271,7 @@ def _user_parts(block: Json, keep_cache: bool) -> list[Json]:
     if kind == "document":
         return _document_parts(block)
     if kind == "search_result":
-        text = _search_result_text(block)
+        text = search_result_text(block)
         return [{"type": "text", "text": text}] if text else []
     return []  # thinking and server-tool blocks mean nothing to an OpenAI upstream
 
@@ -333,7 +299,7 @@ class _MessageWriter:
             elif kind == "tool_use":
                 call_id = upstream_tool_id(str(block.get("id", "")))
                 arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {})
-                function = {"name": openai_tool_name(str(block.get("name", ""))), "arguments": arguments.decode()}
+                function = {"name": upstream_name(str(block.get("name", "")), CHAT), "arguments": arguments.decode()}
                 calls.append({"id": call_id, "type": "function", "function": function})
             elif kind == "thinking" and isinstance(block.get("thinking"), str):
                 reasoning.append(block["thinking"])
@@ -399,9 +365,9 @@ class _MessageWriter:
                         media.append(part)
                         texts.append(f"[document {len(media)}: attached in the next user message]")
             elif kind == "search_result":
-                texts.append(_search_result_text(item))
-            elif kind == "tool_reference" and isinstance(item.get("tool_name"), str):
-                texts.append(f"[tool {item['tool_name']} is now available]")
+                texts.append(search_result_text(item))
+            elif kind == "tool_reference":
+                texts.append(tool_reference_text(item))
             elif isinstance(item.get("text"), str):
                 texts.append(item["text"])
         text = "\n\n".join(t for t in texts if t) or EMPTY_RESULT
@@ -410,9 +376,9 @@ class _MessageWriter:
         return text, media
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)

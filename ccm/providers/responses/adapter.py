@@ -11,6 +11,7 @@ from ccm.providers.base import Call, Reply, Usage
 from ccm.providers.reply import JSON_HEADERS, read_json, stream_reply
 from ccm.providers.responses.reply import ResponsesReader, read_response
 from ccm.providers.responses.request import translate_request
+from ccm.providers.tool_names import RESPONSES, ToolNames
 from ccm.table import Provider
 from ccm.upstream.client import Endpoint, PooledClient, open_response
 
@@ -25,7 +26,8 @@ class ResponsesAdapter:
         self._url = f"{endpoint.url}/responses"
 
     async def send(self, call: Call) -> Reply:
-        body = translate_request(call.body, call.model)
+        names = ToolNames.for_request(call.body, RESPONSES)
+        body = translate_request(call.body, call.model, names)
         if call.stream:  # `call.stream` decides, whatever the client body says
             body["stream"] = True
         else:
@@ -33,10 +35,11 @@ class ResponsesAdapter:
         response = await open_response(self.client, self.endpoint, self._url, orjson.dumps(body), JSON_HEADERS)
         name = str(call.body.get("model") or call.model.name)
         if call.stream:
-            return await stream_reply(response, self.endpoint.timeouts, ResponsesReader(self.provider.name, name, Usage()))
+            reader = ResponsesReader(self.provider.name, name, Usage(), names, call.input_tokens)
+            return await stream_reply(response, self.endpoint.timeouts, reader)
         data = await read_json(self.provider.name, response, self.endpoint.timeouts)
         usage = Usage()
-        message = read_response(data, self.provider.name, name, usage)
+        message = read_response(data, self.provider.name, name, usage, names)
         return Reply(status=200, headers=list(JSON_HEADERS), body=orjson.dumps(message), usage=usage)
 
     async def aclose(self) -> None:

@@ -5,15 +5,17 @@ and reasoning open their blocks lazily, at their first non-empty delta, so no em
 `response.output_text.delta` / `.done`, `response.refusal.delta`, `response.function_call_arguments.delta` / `.done`,
 `response.output_item.done`, `response.reasoning_summary_text.delta` (summary parts of one item separated by a
 blank line), `response.reasoning_text.delta` (raw reasoning, from open-weight models), and the terminal
-`response.completed` / `response.incomplete` / `response.failed` / `error`.
+`response.completed` / `response.incomplete` / `response.failed` / `error`. A reasoning item's `encrypted_content`
+(complete in its `output_item.done`) ends its thinking block as the signature `responses.request` sends back as the
+item next turn (`reasoning_signature`); the passthrough and Gemini drop such blocks by their `ccm.` prefix.
 
 A `.done` carries the whole text or arguments: only what the deltas did not already send is forwarded, which covers
 backends that send arguments only in `.done` events, or only in `output_item.done`. Arguments that do not parse as
 an object when the call ends are completed with `tool_json.closing_suffix` (logged); non-stream arguments are
 repaired with `tool_json.parse_arguments`. Stop reasons: `incomplete_details.reason` max_output_tokens →
 `max_tokens`, content_filter or a refusal part → `refusal`, calls → `tool_use`, else `end_turn`. Usage: input =
-input_tokens − cached, cache_read = cached, output = output_tokens. A stream that ends before a terminal event is a
-protocol error. Call ids follow the writer's tool-id policy (`reply`): `call_id` when valid, encoded when not
+input_tokens − cached, cache_read = cached, output = output_tokens. A stream that ends before a terminal event was
+cut short (`UpstreamError` reason `truncated`). Call ids follow the writer's tool-id policy (`reply`): `call_id` when valid, encoded when not
 (decoded again by the request translation), minted when missing or repeated.
 """
 
@@ -27,8 +29,10 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error
+from ccm.providers.reply import EventWriter, fold_message, parse_event, truncated_error
+from ccm.providers.responses.request import reasoning_signature
 from ccm.providers.tool_json import closing_suffix, parse_arguments
+from ccm.providers.tool_names import RESPONSES, ToolNames
 from ccm.upstream.sse import ServerEvent
 
 log = logging.getLogger("ccm.providers.responses.adapter")
@@ -39,16 +43,19 @@ Json = dict[str, Any]
 class ResponsesReader:
     """Responses stream events in, Anthropic events out through `writer` (a `StreamTranslator`)."""
 
-    def __init__(self, provider: str, model: str, usage: Usage) -> None:
+    def __init__(
+        self, provider: str, model: str, usage: Usage, names: ToolNames | None = None, input_tokens: int | None = None
+    ) -> None:
         self.provider = provider
-        self.writer = EventWriter(model, usage)
+        self.writer = EventWriter(model, usage, input_estimate=input_tokens)
+        self.names = names or ToolNames(RESPONSES)
         self._calls: dict[int, _CallState] = {}
         self._texts: set[tuple[int, int]] = set()  # (output_index, content_index) that streamed text deltas
         self._summary: tuple[int, int] | None = None  # the reasoning summary part being streamed
         self._refused = False
 
     def feed(self, event: ServerEvent) -> None:
-        data = parse_event(self.provider, event.data)
+        data = parse_event(self.provider, event)
         kind = data.get("type") or event.event or ""
         handler = _HANDLERS.get(kind)
         if handler is not None:
@@ -56,7 +63,7 @@ class ResponsesReader:
 
     def finish(self) -> None:
         if not self.writer.finished:
-            raise protocol_error(self.provider, f"upstream {self.provider!r} ended its stream before response.completed")
+            raise truncated_error(self.provider, "the stream ended before response.completed")
 
     # --- items ---
 
@@ -64,7 +71,7 @@ class ResponsesReader:
         item = data.get("item") or {}
         if item.get("type") == "function_call":
             call_id = self.writer.tool_id(item.get("call_id") or item.get("id"))
-            state = _CallState(call_id, str(item.get("name", "")))
+            state = _CallState(call_id, self.names.client(str(item.get("name", ""))))
             self._calls[_index(data)] = state
             self.writer.start_tool(state.call_id, state.name)
             self._arguments(state, item.get("arguments") or "", complete=False)
@@ -79,6 +86,8 @@ class ResponsesReader:
         elif item.get("type") == "message":
             for content_index, part in enumerate(item.get("content") or ()):
                 self._late_text(index, content_index, part.get("text") or part.get("refusal") or "")
+        elif item.get("type") == "reasoning":
+            _carry_reasoning(item, self.writer)  # the done item holds the complete encrypted content
 
     def _arguments_delta(self, data: Json) -> None:
         state = self._calls.get(_index(data))
@@ -148,7 +157,8 @@ class ResponsesReader:
         raise _error(self.provider, response.get("error") or {})
 
     def _error(self, data: Json) -> None:
-        raise _error(self.provider, data.get("error") if isinstance(data.get("error"), dict) else data)
+        error = data.get("error")
+        raise _error(self.provider, error if isinstance(error, dict) else data)
 
 
 class _CallState:
@@ -176,6 +186,14 @@ _HANDLERS = {
     "response.failed": ResponsesReader._failed,
     "error": ResponsesReader._error,
 }
+
+
+def _carry_reasoning(item: Mapping[str, Any], writer: EventWriter) -> None:
+    """A reasoning item's encrypted content, as the signature ending its thinking block (a block holding only the
+    signature when no summary came), so that Claude Code sends it back next turn."""
+    encrypted = item.get("encrypted_content")
+    if isinstance(encrypted, str) and encrypted and isinstance(item.get("id"), str):
+        writer.signature(reasoning_signature(item["id"], encrypted))
 
 
 def _index(data: Mapping[str, Any]) -> int:
@@ -216,8 +234,9 @@ def _error(provider: str, error: Mapping[str, Any]) -> UpstreamError:
     return UpstreamError(400, message, "4xx", provider)
 
 
-def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
+def read_response(data: Json, provider: str, model: str, usage: Usage, names: ToolNames | None = None) -> Json:
     """A non-stream Responses object as a complete Anthropic message."""
+    names = names or ToolNames(RESPONSES)
     if data.get("status") == "failed":
         raise _error(provider, data.get("error") or {})
     writer = EventWriter(model, usage)
@@ -228,6 +247,7 @@ def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
             summary = [s.get("text", "") for s in item.get("summary") or () if s.get("text")]
             raw = [c.get("text", "") for c in item.get("content") or () if c.get("text")]
             writer.thinking("\n\n".join(summary or raw))
+            _carry_reasoning(item, writer)
         elif kind == "message":
             for part in item.get("content") or ():
                 refused = refused or part.get("type") == "refusal"
@@ -237,7 +257,7 @@ def read_response(data: Json, provider: str, model: str, usage: Usage) -> Json:
             if outcome != "valid" and item.get("arguments"):
                 log.warning("%s tool-call arguments from %s for %s", outcome, provider, item.get("name"))
             call_id = writer.tool_id(item.get("call_id") or item.get("id"))
-            writer.tool_use(call_id, str(item.get("name", "")), orjson.dumps(arguments).decode())
+            writer.tool_use(call_id, names.client(str(item.get("name", ""))), orjson.dumps(arguments).decode())
     _read_usage(data.get("usage"), usage)
     writer.finish(_stop_reason(data, writer.saw_tool_use, refused))
     return fold_message(writer.take())
