@@ -41,6 +41,18 @@ class Usage:
     # or `[DONE]`, Gemini's `finishReason`, Responses' `response.completed`, a whole non-stream body): the counts are
     # the upstream's last. False while a stream is being read, and for good when it ended early or in an error.
     final: bool = False
+    # Characters of content (text, thinking, tool arguments) streamed so far: an upper bound on the output tokens
+    # forwarded (a token is at least one character), which a metered request's hold is kept ahead of mid-stream.
+    streamed_chars: int = 0
+
+    def take(self, report: TokenUsage) -> None:
+        """An upstream's usage report, read by `ccm.usage`'s reader for its wire format, as the running counts."""
+        self.input_tokens = report.input
+        self.output_tokens = report.output
+        self.cache_read_input_tokens = report.cache_read
+        self.cache_creation_input_tokens = report.cache_write_5m + report.cache_write_1h
+        self.cache_creation_1h_input_tokens = report.cache_write_1h
+        self.web_search_requests = report.web_search
 
     def billed(self) -> TokenUsage:
         """The counts per billed class (`ccm.usage`)."""

@@ -144,6 +144,7 @@ class EventWriter:
             return
         if self._open != "text":
             self._open_block("text", {"type": "text", "text": ""})
+        self.usage.streamed_chars += len(text)
         self._events.append(("content_block_delta", (self._index, "text_delta", text)))
 
     def thinking(self, text: str) -> None:
@@ -151,6 +152,7 @@ class EventWriter:
             return
         if self._open != "thinking":
             self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        self.usage.streamed_chars += len(text)
         self._events.append(("content_block_delta", (self._index, "thinking_delta", text)))
 
     def signature(self, signature: str) -> None:
@@ -169,6 +171,7 @@ class EventWriter:
     def tool_arguments(self, fragment: str) -> None:
         """A fragment of the open tool call's JSON arguments, forwarded unparsed."""
         if fragment:
+            self.usage.streamed_chars += len(fragment)
             self._events.append(("content_block_delta", (self._index, "input_json_delta", fragment)))
 
     def tool_use(self, call_id: str, name: str, arguments: str) -> None:

@@ -30,13 +30,14 @@ import httpx
 import orjson
 
 from ccm.errors import UpstreamError
-from ccm.providers.anthropic.reply import UsageScanner, first_frame, is_frame, raise_if_error_frame, read_usage
+from ccm.providers.anthropic.reply import UsageScanner, first_frame, is_frame, raise_if_error_frame
 from ccm.providers.anthropic.request import passthrough_body
 from ccm.providers.base import CLIENT_AUTH, Call, Reply, Usage
 from ccm.providers.reply import ended_early, read_all, truncated_error
 from ccm.table import Provider
 from ccm.upstream.client import Endpoint, PooledClient, iter_body, open_response
 from ccm.upstream.errors import transport_error
+from ccm.usage import from_anthropic
 
 ANTHROPIC_VERSION = "2023-06-01"
 FORWARDED = frozenset({"anthropic-version", "anthropic-beta", "user-agent", "x-app"})
@@ -68,7 +69,7 @@ class AnthropicAdapter:
             parsed = None  # not JSON at all: relayed as it came, usage unknown
         if isinstance(parsed, dict):
             if isinstance(parsed.get("usage"), dict):
-                read_usage(parsed["usage"], usage)
+                usage.take(from_anthropic(parsed["usage"]))
             usage.final = True  # a whole document: nothing more will come
         return Reply(response.status_code, self._reply_headers(response, "application/json"), body=body, usage=usage)
 

@@ -9,13 +9,14 @@ client sees a 200.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
+from ccm.usage import from_anthropic, merge_anthropic
 
 # An `error` frame at the very start of a stream, by its Anthropic error type: (status, failure reason).
 STREAM_START_ERRORS: dict[str, tuple[int, Any]] = {
@@ -64,24 +65,33 @@ def raise_if_error_frame(first: bytes, provider: str) -> None:
     raise UpstreamError(status, str(message), reason, provider, error_type)
 
 
+# The fewest bytes an Anthropic `content_block_delta` frame takes besides its content (a text delta at index 0 takes
+# 99): what is left of a chunk of delta frames is at least the characters they carry.
+DELTA_FRAMING = 90
+
+
 class UsageScanner:
     """Reads usage from `message_start` / `message_delta` data lines as the stream passes, and notices the stream's
     end: `event: message_stop` (then `usage.final`) or `event: error` (`failed`). Other lines are only searched for
     those names (a C-speed `in`), never parsed. `ended` is False for a stream that stopped before either: cut short.
     Event lines are what the Anthropic SDK dispatches on (a `"message_stop"` inside a text delta is escaped JSON)."""
 
-    __slots__ = ("_tail", "usage", "failed")
+    __slots__ = ("_tail", "usage", "failed", "_reported")
 
     def __init__(self, usage: Usage) -> None:
         self.usage = usage
         self.failed = False
         self._tail = b""
+        self._reported: dict[str, Any] = {}  # message_start's usage merged with each message_delta's (cumulative)
 
     @property
     def ended(self) -> bool:
         return self.usage.final or self.failed
 
     def feed(self, chunk: bytes) -> None:
+        deltas = chunk.count(b"content_block_delta\n")  # once per delta frame: its `event:` line
+        if deltas:  # the frames' bytes less their framing: at least the content they carry
+            self.usage.streamed_chars += max(len(chunk) - DELTA_FRAMING * deltas, 0)
         data = self._tail + chunk if self._tail else chunk
         if b"message_" not in data and b"event: error" not in data:
             self._tail = data[data.rfind(b"\n") + 1 :]
@@ -120,12 +130,7 @@ class UsageScanner:
         else:
             usage = event.get("usage")
         if isinstance(usage, dict):
-            read_usage(usage, self.usage)
+            self._reported = merge_anthropic(self._reported, usage)
+            self.usage.take(from_anthropic(self._reported))
 
 
-def read_usage(source: Mapping[str, Any], usage: Usage) -> None:
-    """Anthropic usage fields present in `source` overwrite the running values (message_delta is cumulative)."""
-    for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
-        value = source.get(name)
-        if isinstance(value, int):
-            setattr(usage, name, value)

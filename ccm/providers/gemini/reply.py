@@ -36,6 +36,7 @@ from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol
 from ccm.providers.tool_names import GEMINI, ToolNames
 from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
+from ccm.usage import from_gemini
 
 _REFUSALS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})
 
@@ -127,11 +128,7 @@ class GeminiReader:
                 self.writer.text(text)
 
     def _usage(self, metadata: dict[str, Any]) -> None:
-        usage = self.writer.usage
-        cached = _count(metadata, "cachedContentTokenCount")
-        usage.input_tokens = max(_count(metadata, "promptTokenCount") - cached, 0)
-        usage.cache_read_input_tokens = cached
-        usage.output_tokens = _count(metadata, "candidatesTokenCount") + _count(metadata, "thoughtsTokenCount")
+        self.writer.usage.take(from_gemini(metadata))
 
     def _write_grounding(self) -> None:
         grounding = self._grounding

@@ -24,7 +24,7 @@ Anthropic events it implies through its `EventWriter`; `finish()` ends the reply
 - `data: {"error": …}` raises `UpstreamError` (the relay turns it into a real status before the first output, an
   `event: error` frame after); a data line that is not JSON raises one with reason "protocol".
 
-The helpers shared with the non-streaming translation (`ReplyContext`, `stop_reason`, `usage_from`,
+The helpers shared with the non-streaming translation (`ReplyContext`, `stop_reason`,
 `embedded_error`) live here too.
 """
 
@@ -44,6 +44,7 @@ from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.providers.tool_names import ToolNames
 from ccm.upstream.errors import upstream_error
 from ccm.upstream.sse import ServerEvent
+from ccm.usage import from_openai_chat
 
 log = logging.getLogger("ccm.providers.openai.adapter")
 
@@ -84,18 +85,6 @@ def stop_reason(finish: str | None, tool_calls: bool, stop_string: str | None = 
     if stop_string:
         return "stop_sequence"
     return "end_turn"
-
-
-def usage_from(raw: Mapping[str, Any], into: Usage) -> None:
-    """OpenAI usage → Anthropic's, in place: `input_tokens` excludes the cached part (PROTOCOL §6)."""
-    details = raw.get("prompt_tokens_details")
-    details = details if isinstance(details, dict) else {}
-    cache_read = _int(details.get("cached_tokens")) or _int(raw.get("prompt_cache_hit_tokens"))
-    cache_write = _int(details.get("cache_write_tokens"))
-    into.input_tokens = max(_int(raw.get("prompt_tokens")) - cache_read - cache_write, 0)
-    into.output_tokens = _int(raw.get("completion_tokens"))
-    into.cache_read_input_tokens = cache_read
-    into.cache_creation_input_tokens = cache_write
 
 
 def embedded_error(provider: str, error: Any) -> UpstreamError:
@@ -160,7 +149,7 @@ class StreamTranslator:
             x_groq = chunk.get("x_groq")  # Groq reports usage there
             usage = x_groq.get("usage") if isinstance(x_groq, dict) else None
         if isinstance(usage, dict):
-            usage_from(usage, writer.usage)
+            writer.usage.take(from_openai_chat(usage))
         choices = chunk.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if choice is not None:
@@ -294,7 +283,7 @@ def translate_response(data: Mapping[str, Any], context: ReplyContext, usage: Us
         _tool_use(call, context, writer)
 
     if isinstance(data.get("usage"), dict):
-        usage_from(data["usage"], usage)
+        usage.take(from_openai_chat(data["usage"]))
     finish = choice.get("finish_reason")
     stop_string = context.matched_stop(choice.get("stop_reason"))
     reason = stop_reason(finish if isinstance(finish, str) else None, writer.saw_tool_use, stop_string)

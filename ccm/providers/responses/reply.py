@@ -34,6 +34,7 @@ from ccm.providers.responses.request import reasoning_signature
 from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.providers.tool_names import RESPONSES, ToolNames
 from ccm.upstream.sse import ServerEvent
+from ccm.usage import from_openai_responses
 
 log = logging.getLogger("ccm.providers.responses.adapter")
 
@@ -214,14 +215,8 @@ def _stop_reason(response: Mapping[str, Any], saw_tool_use: bool, refused: bool)
 
 
 def _read_usage(raw: Any, usage: Usage) -> None:
-    if not isinstance(raw, dict):
-        return
-    details = raw.get("input_tokens_details")
-    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
-    cached = cached if isinstance(cached, int) else 0
-    usage.input_tokens = max(int(raw.get("input_tokens") or 0) - cached, 0)
-    usage.cache_read_input_tokens = cached
-    usage.output_tokens = int(raw.get("output_tokens") or 0)
+    if isinstance(raw, dict):
+        usage.take(from_openai_responses(raw))
 
 
 def _error(provider: str, error: Mapping[str, Any]) -> UpstreamError:
