@@ -69,6 +69,7 @@ class ServiceOptions:
     subscribers: tuple[Subscriber, ...] = (log_request,)
     drains: Drains = NO_DRAINS
     max_drain: float | None = None  # how long retired providers wait for their requests (None: the reloader's)
+    db: str | None = None  # the usage ledger's database URL (`ccm run --db`, CCM_DB); None: no metering
 
 
 @dataclass(slots=True)
@@ -142,7 +143,41 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
                         build_runtime=next_runtime, in_flight=in_flight, public=options.public,
                         watch=options.watch, **drain)
     api.health_sections["reload"] = reloader.status
-    return Service(route_file, checked, holder, api, reloader, records, recent, in_flight)
+    service = Service(route_file, checked, holder, api, reloader, records, recent, in_flight)
+    if options.db is not None:
+        service.on_lifespan(functools.partial(_metered, service, options.db))
+    return service
+
+
+# While a client that left is read on to its final usage (so its request is billed what the upstream billed), at
+# most this many such streams at once, each for at most this long; past either, it is billed ccm's estimate.
+DRAINS = 16
+DRAIN_SECONDS = 30.0
+
+
+@contextlib.asynccontextmanager
+async def _metered(service: Service, url: str) -> AsyncIterator[None]:
+    """The usage ledger, open for the server's lifespan: every request metered through it (`ccm.metering`)."""
+    from ccm.ledger.ledger import Ledger
+    from ccm.ledger.store.base import default_path, sqlite_path
+    from ccm.metering import Journal, LedgerMetering
+
+    ledger = await Ledger.open(url)
+    database = sqlite_path(url)
+    journal = Journal((database.parent if database is not None else default_path().parent) / "ccm-journal.jsonl")
+    metering = LedgerMetering(ledger, journal=journal)
+    await ledger.start()
+    service.api.metering = metering
+    service.api.drains = Drains(DRAINS, DRAIN_SECONDS)
+    service.api.health_sections["ledger"] = metering.health
+    try:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(metering.watch)
+            yield
+            tasks.cancel_scope.cancel()
+    finally:
+        service.api.metering = None
+        await ledger.stop()
 
 
 # --- the ASGI app around the API -------------------------------------------------------------------------------
@@ -196,11 +231,12 @@ async def _lifespan(service: Service, receive: Receive, send: Send) -> None:
 
 ROUTES_FILE_VARIABLE = "CCM_ROUTES_FILE"  # how `ccm run --workers N` tells each worker which file to serve
 PUBLIC_VARIABLE = "CCM_PUBLIC"
+DB_VARIABLE = "CCM_RUN_DB"  # the ledger's URL for the workers ("" for none)
 
 
 def worker_app() -> ASGIApp:
     """The app of one `--workers` process (called by the server in the worker): the parent checked the file and
     reported its warnings; a worker builds its own service from it, quietly."""
     configure_logging(os.environ.get(LEVEL_VARIABLE, "info"))
-    options = ServiceOptions(public=os.environ.get(PUBLIC_VARIABLE) == "1")
+    options = ServiceOptions(public=os.environ.get(PUBLIC_VARIABLE) == "1", db=os.environ.get(DB_VARIABLE) or None)
     return build_service(os.environ[ROUTES_FILE_VARIABLE], os.environ, options).app

@@ -349,6 +349,8 @@ class Settings(Frozen):
     count_tokens: str | None = None
     body_limit: int = 32 * 1024 * 1024
     markup: Decimal = Decimal(0)
+    # what a request does when the usage ledger cannot be reached: refused (503) or served and journaled
+    ledger_failure: Literal["closed", "open"] = "closed"
 
 
 class RoutingTable(Frozen):

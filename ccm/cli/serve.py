@@ -31,8 +31,9 @@ import click
 
 from ccm.compile.check import check
 from ccm.core.runtime import Runtime, build_runtime
+from ccm.ledger.store.base import default_url
 from ccm.logs import configure_logging
-from ccm.service import PUBLIC_VARIABLE, ROUTES_FILE_VARIABLE, NotServable, ServiceOptions, build_service
+from ccm.service import DB_VARIABLE, PUBLIC_VARIABLE, ROUTES_FILE_VARIABLE, NotServable, ServiceOptions, build_service
 from ccm.table import EnvRef, RoutingTable, resolve
 
 DEFAULT_FILE = "routes.ccm"
@@ -97,10 +98,16 @@ def is_loopback(host: str) -> bool:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
-def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str) -> None:
+@click.option("--db", "db", default=None, metavar="URL",
+              help="The usage ledger's database: sqlite:///PATH or postgresql://… [default: $CCM_DB, else "
+                   "~/.local/share/ccm/ccm.db].")
+@click.option("--no-ledger", is_flag=True, help="Meter nothing: no keys, credits or usage rows.")
+def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str, db: str | None,
+        no_ledger: bool) -> None:
     """Serve FILE: Claude Code's requests routed as the route file says."""
     configure_logging(log_level)
     public = not is_loopback(host)
+    ledger_url = None if no_ledger else (db or default_url(os.environ))
     from ccm.core import server
 
     if workers > 1:
@@ -108,13 +115,14 @@ def run(file: str, host: str, port: int, workers: int, server_name: str, log_lev
         _refuse_unsafe(table, host)
         os.environ[ROUTES_FILE_VARIABLE] = os.path.abspath(file)
         os.environ[PUBLIC_VARIABLE] = "1" if public else "0"
+        os.environ[DB_VARIABLE] = ledger_url or ""
         runtime, _ = build_runtime(table, os.environ)
         report_unconfigured(runtime)  # once, here: the workers build their apps quietly
         raise SystemExit(server.serve_workers("ccm.service:worker_app", host, port, workers, server_name))
     if not Path(file).is_file():
         raise click.ClickException(f"route file not found: {file}")
     try:
-        service = build_service(file, os.environ, ServiceOptions(public=public))
+        service = build_service(file, os.environ, ServiceOptions(public=public, db=ledger_url))
     except NotServable as refused:
         for diagnostic in refused.checked.reported:
             click.echo(diagnostic.render(), err=True)

@@ -146,6 +146,10 @@ def settings(ctx: Context, block: s.Block) -> tuple[t.Settings, bool]:
         elif keyword == "markup":
             (word,) = _words(item)
             fields["markup"] = ctx.read(values.percent, word)
+        elif keyword == "ledger":
+            what, policy = _words(item)
+            if ctx.choose(what, ("fail",), "ledger setting") is not None:
+                fields["ledger_failure"] = ctx.choose(policy, ("closed", "open"), "ledger failure policy")
     clean = {k: v for k, v in fields.items() if v is not None or k == "count_tokens"}
     return t.Settings(**clean), direct
 

@@ -1,10 +1,15 @@
 """Admission: who a request comes from, and whether it may come in at all — before anything is routed.
 
-    authenticate(runtime, headers) -> Caller     with inbound keys declared: one of them, or 401
-    same_machine(headers, method)                without: the request must come from this machine, not a web page
+    identify(runtime, headers, metering) -> (Caller, carrier)
+                                                 who sends the request: one of the file's inbound keys, an issued
+                                                 key (`Metering.identify`), or nobody in particular (the local
+                                                 caller, when no key is required); 401 otherwise. `carrier` is the
+                                                 header that held ccm's own credential: it never goes upstream
+    same_machine(headers, method)                with no key required, the request must come from this machine,
+                                                 not a web page
     presents(headers, keys)                      whether the request carries one of `keys` (x-api-key or Bearer)
 
-(The ledger's keys, holds, credits and rate limits join here: 401 / 402 / 429 before `select_route`.)
+Holds, credits and rate limits (402 / 429) follow once the request is routed: `ccm.core.metering`.
 """
 
 from __future__ import annotations
@@ -13,29 +18,50 @@ import hmac
 import ipaddress
 from collections.abc import Mapping
 
-from ccm.core.record import INBOUND, Caller
+from ccm.core.metering import Metering
+from ccm.core.record import INBOUND, LOCAL, Caller
 from ccm.core.runtime import Runtime
 from ccm.errors import ApiError
 
 
-def presents(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> bool:
-    """Whether the request carries one of `keys` as `x-api-key` or `Authorization: Bearer`."""
+def credential(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """The secret a request presents, and the header it came in: `x-api-key`, else `Authorization: Bearer`."""
     presented = headers.get("x-api-key")
-    if presented is None:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        presented = token.strip() if scheme.lower() == "bearer" else None
-    if not presented:
-        return False
-    candidate = presented.encode()
+    if presented:
+        return "x-api-key", presented
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return "authorization", token.strip()
+    return None
+
+
+def _one_of(secret: str, keys: tuple[bytes, ...]) -> bool:
+    candidate = secret.encode()
     # compare against every key so the time taken does not say which one came close
     matched = [hmac.compare_digest(candidate, key) for key in keys]
     return any(matched)
 
 
-def authenticate(runtime: Runtime, headers: Mapping[str, str]) -> Caller:
-    if presents(headers, runtime.auth_keys):
-        return INBOUND
-    raise ApiError(401, "invalid x-api-key", "authentication_error")
+def presents(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> bool:
+    """Whether the request carries one of `keys` as `x-api-key` or `Authorization: Bearer`."""
+    found = credential(headers)
+    return found is not None and _one_of(found[1], keys)
+
+
+async def identify(runtime: Runtime, headers: Mapping[str, str], metering: Metering | None) -> tuple[Caller, str | None]:
+    found = credential(headers)
+    if found is not None:
+        carrier, secret = found
+        if runtime.auth_keys and _one_of(secret, runtime.auth_keys):
+            return INBOUND, carrier
+        if metering is not None:
+            caller = await metering.identify(secret)
+            if caller is not None:
+                return caller, carrier
+    if runtime.auth_required:
+        raise ApiError(401, "invalid x-api-key", "authentication_error")
+    # no key required: whatever the client presented is its own (a Claude login, an Anthropic key), not ccm's
+    return LOCAL, None
 
 
 def loopback_host(value: str) -> bool:

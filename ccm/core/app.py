@@ -37,16 +37,17 @@ from typing import Any
 import anyio
 import orjson
 
-from ccm.core.admission import authenticate, presents, same_machine
+from ccm.core.admission import identify, presents, same_machine
 from ccm.core.dispatch import Answer, DispatchFailed, Request, dispatch
 from ccm.core.inflight import InFlight
+from ccm.core.metering import AdmissionRequest, Admitted, Metering
 from ccm.core.record import LOCAL, Attempt, Caller, Outcome, Records, RequestRecord, log_request
 from ccm.core.relay import NO_DRAINS, Drains, Relayed, StreamRelay
 from ccm.core.runtime import Runtime, RuntimeHolder, target_name
 from ccm.core.types import Message, Receive, Scope, Send
 from ccm.errors import ApiError, UpstreamError
 from ccm.messages_request import parse_request
-from ccm.providers.base import CLIENT_AUTH, Call, Reply
+from ccm.providers.base import Call, Reply
 from ccm.route import Decision, NoRouteError, select_route, strip_subagent_tag
 from ccm.table import Model
 from ccm.usage import TokenUsage
@@ -65,6 +66,8 @@ DISCARD_SECONDS = 10.0
 # A body up to this size is counted on the event loop (the per-piece cache makes Claude Code's repeated ~50 KB
 # prompts cheap); a larger one on a worker thread.
 ON_LOOP_COUNT_BYTES = 512 * 1024
+# What a stream cut short is estimated to have produced: a token per this many characters of content it streamed.
+CHARS_PER_TOKEN = 4
 # A client model name longer than this, or with anything but printable ASCII, is refused before any upstream call.
 MAX_MODEL_NAME = 256
 
@@ -77,14 +80,18 @@ class Exchange:
     """One request/response: what has been sent so far decides how a failure can still be reported, and what the
     request learnt on its way (caller, decision, answer, relay) is what its record is built from at the end."""
 
-    __slots__ = ("receive", "send", "path", "request_id", "status", "started", "complete", "first_byte_at",
-                 "disconnected", "on_disconnect", "caller", "requested_model", "session_id", "stream", "decision",
-                 "answer", "attempts", "relayed", "error_type", "close_connection")
+    __slots__ = ("receive", "send", "method", "path", "began", "started_at", "request_id", "status", "started",
+                 "complete", "first_byte_at", "disconnected", "on_disconnect", "caller", "carrier", "requested_model",
+                 "session_id", "stream", "input_tokens", "decision", "answer", "attempts", "relayed", "error_type",
+                 "close_connection", "admitted", "settled")
 
-    def __init__(self, receive: Receive, send: Send, path: str) -> None:
+    def __init__(self, receive: Receive, send: Send, method: str, path: str) -> None:
         self.receive = receive
         self.send = send
+        self.method = method
         self.path = path
+        self.began = time.perf_counter()
+        self.started_at = time.time()
         self.request_id = "req_ccm_" + secrets.token_hex(12)
         self.status = 500
         self.started = False  # http.response.start sent
@@ -94,15 +101,19 @@ class Exchange:
         # the relay, while a stream is relayed: True when it takes the client's leaving over (see StreamRelay)
         self.on_disconnect: Callable[[], bool] | None = None
         self.caller: Caller = LOCAL
+        self.carrier: str | None = None  # the header that held ccm's own credential: never sent upstream
         self.requested_model: str | None = None
         self.session_id: str | None = None
         self.stream = False
+        self.input_tokens: int | None = None  # the local count, when one was made
         self.decision: Decision | None = None
         self.answer: Answer | None = None
         self.attempts: tuple[Attempt, ...] = ()  # those of a request no model answered
         self.relayed: Relayed | None = None
         self.error_type: str | None = None
         self.close_connection = False
+        self.admitted: Admitted | None = None  # what metering admitted; settled once (`App._settle`)
+        self.settled = False
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True
@@ -147,6 +158,7 @@ class App:
         count_tokens: TokenCount | None = None,
         admin_key: str | None = None,
         drains: Drains = NO_DRAINS,
+        metering: Metering | None = None,
     ) -> None:
         self.holder = holder
         self.records = records if records is not None else Records((log_request,))
@@ -160,7 +172,8 @@ class App:
             count_tokens = TokenCounter().count
         self.count_tokens = count_tokens
         self._admin_key = admin_key.encode() if admin_key else None
-        self._drains = drains
+        self.drains = drains
+        self.metering = metering
         # more top-level /health fields, each rendered per /health request (the service adds `reload`)
         self.health_sections: dict[str, Callable[[], Any]] = {}
         self._routes: dict[str, tuple[str, Handler]] = {
@@ -180,19 +193,16 @@ class App:
             self.in_flight.leave(epoch)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        began = time.perf_counter()
-        started_at = time.time()
         path: str = scope["path"]
-        exchange = Exchange(receive, send, path)
+        exchange = Exchange(receive, send, scope["method"], path)
         runtime = self.holder.current
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             handler = self._handler(path, scope["method"])
-            if runtime.auth_required:
-                if path != "/health":
-                    exchange.caller = authenticate(runtime, headers)
-            else:
+            if not runtime.auth_required:
                 same_machine(headers, scope["method"])
+            if path != "/health":
+                exchange.caller, exchange.carrier = await identify(runtime, headers, self.metering)
             await handler(exchange, runtime, headers)
         except DispatchFailed as error:
             exchange.attempts = error.attempts
@@ -208,7 +218,11 @@ class App:
             except Exception:  # noqa: BLE001 - the client is gone; nothing left to tell it
                 exchange.disconnected = True
         finally:
-            self.records.publish(_record(exchange, runtime, scope["method"], path, began, started_at))
+            record = _record(exchange, runtime)
+            if exchange.admitted is not None and not exchange.settled:  # failed, cut or cancelled: settle it now
+                with anyio.CancelScope(shield=True):
+                    await _settle(exchange, record)
+            self.records.publish(record)
 
     def _handler(self, path: str, method: str) -> Handler:
         route = self._routes.get(path)
@@ -248,7 +262,7 @@ class App:
         body = parse_request(raw, count_only=True)
         forward_to = runtime.table.settings.count_tokens
         if forward_to is not None:
-            reply = await self._forward_count(runtime, forward_to, body, raw, _upstream_headers(runtime, headers))
+            reply = await self._forward_count(runtime, forward_to, body, raw, _upstream_headers(headers, exchange.carrier))
             if reply is not None:
                 await exchange.respond(reply.status, reply.body or b"", _reply_headers(exchange, reply))
                 return
@@ -269,6 +283,18 @@ class App:
         if size <= ON_LOOP_COUNT_BYTES:
             return self.count_tokens(body)
         return await anyio.to_thread.run_sync(TokenCounter(max_entries=0).count, body)
+
+    async def _admit(self, exchange: Exchange, body: Mapping[str, Any], raw: bytes) -> None:
+        """Metering's admission of a routed request: refused (402, 403, 429, 503) or admitted, with a hold when the
+        caller's key has something to check (its input counted for it)."""
+        assert self.metering is not None and exchange.decision is not None
+        if exchange.caller.kind == "key":
+            exchange.input_tokens = await self._count(body, len(raw))
+        max_tokens = body.get("max_tokens")
+        exchange.admitted = await self.metering.admit(AdmissionRequest(
+            exchange.request_id, exchange.caller, exchange.decision.chain, exchange.input_tokens or 0,
+            max_tokens if isinstance(max_tokens, int) else 0, self.holder.current.table.settings,
+        ))
 
     async def _request_counter(self, runtime: Runtime, raw: bytes, parsed: Mapping[str, Any]) -> TokenCount:
         """How this request is counted, if routing or dispatch asks: the body's size, when it alone bounds the count
@@ -336,7 +362,12 @@ class App:
             body = strip_subagent_tag(body)
             exact = None  # serialised only by an adapter that forwards bytes (the passthrough), once, with its edits
         exchange.stream = stream = body.get("stream") is True
-        request = Request(body, exact, _upstream_headers(runtime, headers), stream)
+        if self.metering is not None:
+            await self._admit(exchange, body, raw)
+        request = Request(body, exact, _upstream_headers(headers, exchange.carrier), stream, exchange.input_tokens)
+
+        async def settle_now(usage: object) -> None:
+            await _settle(exchange, _record(exchange, runtime))
 
         async def answer() -> None:
             exchange.answer = answer = await dispatch(runtime, decision.chain, request, count_tokens=count_tokens)
@@ -344,12 +375,16 @@ class App:
                 reply = answer.reply
                 headers = _reply_headers(exchange, reply, answer)
                 if reply.stream is None:
+                    exchange.status = reply.status
+                    await _settle(exchange, _record(exchange, runtime))  # before the client has the answer
                     await exchange.respond(reply.status, reply.body or b"", headers)
                     return
+                admitted = exchange.admitted
                 relay = StreamRelay(
                     reply, headers, deadline=answer.deadline, write_idle=answer.target.provider.provider.timeouts.idle,
                     breaker=answer.target.state.breaker, provider=answer.target.provider.provider.name,
-                    redactor=runtime.redactor, drains=self._drains,
+                    redactor=runtime.redactor, drains=self.drains,
+                    on_final=settle_now if admitted is not None else None, budget=admitted,
                 )
                 exchange.on_disconnect = relay.client_left
                 exchange.relayed = await relay.run(exchange)
@@ -365,17 +400,23 @@ class App:
 # --- the record ----------------------------------------------------------------------------------------------------
 
 
-def _record(
-    exchange: Exchange, runtime: Runtime, method: str, path: str, began: float, started_at: float
-) -> RequestRecord:
-    """The request's one record, from what its exchange saw."""
+def _record(exchange: Exchange, runtime: Runtime) -> RequestRecord:
+    """The request's record, from what its exchange saw so far (the one published is built when it is over)."""
+    began = exchange.began
     now = time.perf_counter()
     decision, answer, relayed = exchange.decision, exchange.answer, exchange.relayed
     attempts = answer.attempts if answer is not None else exchange.attempts
     usage: TokenUsage | None = None
     model = decision.target if decision is not None else None
+    estimated = False
     if answer is not None:
-        usage = answer.reply.usage.billed()
+        running = answer.reply.usage
+        usage = running.billed()
+        if not running.final:  # the upstream's last report never came (a stream cut short, a client gone): estimate
+            estimated = True
+            counted = max((exchange.input_tokens or 0) - usage.prompt_tokens, 0)
+            usage = dataclasses.replace(usage, input=usage.input + counted,
+                                        output=max(usage.output, -(-running.streamed_chars // CHARS_PER_TOKEN)))
         attempts = (*attempts[:-1], dataclasses.replace(attempts[-1], usage=usage))
         model = answer.model
     status = exchange.status
@@ -387,9 +428,9 @@ def _record(
                         else "error" if exchange.error_type is not None else "ok")
     return RequestRecord(
         request_id=exchange.request_id,
-        started_at=started_at,
-        method=method,
-        path=path,
+        started_at=exchange.started_at,
+        method=exchange.method,
+        path=exchange.path,
         status=status,
         latency_ms=(now - began) * 1000,
         caller=exchange.caller,
@@ -403,6 +444,7 @@ def _record(
         price=model.price if model is not None else None,
         attempts=attempts,
         usage=usage,
+        usage_estimated=estimated,
         stream=exchange.stream,
         ttfb_ms=(exchange.first_byte_at - began) * 1000 if exchange.first_byte_at is not None else None,
         error=exchange.error_type,
@@ -429,11 +471,23 @@ def _count_once(count_tokens: TokenCount) -> TokenCount:
     return count
 
 
-def _upstream_headers(runtime: Runtime, headers: dict[str, str]) -> Mapping[str, str]:
-    """The client's headers as adapters see them: with ccm's own inbound key removed when auth is on."""
-    if not runtime.auth_required:
+async def _settle(exchange: Exchange, record: RequestRecord) -> None:
+    """Hand the request's record to metering, once: for an answer, before its last bytes go out."""
+    admitted = exchange.admitted
+    if admitted is None or exchange.settled:
+        return
+    exchange.settled = True
+    try:
+        await admitted.settle(record)
+    except Exception:  # noqa: BLE001 - the answer still goes out; the failure is metering's to report
+        log.exception("settling request %s failed", exchange.request_id)
+
+
+def _upstream_headers(headers: dict[str, str], carrier: str | None) -> Mapping[str, str]:
+    """The client's headers as adapters see them: without the one that carried ccm's own credential."""
+    if carrier is None:
         return headers
-    return {name: value for name, value in headers.items() if name not in CLIENT_AUTH}
+    return {name: value for name, value in headers.items() if name != carrier}
 
 
 def _checked_model_name(model: Any) -> str:
@@ -556,6 +610,8 @@ def _reply_headers(exchange: Exchange, reply: Reply, answer: Answer | None = Non
         else:
             headers.append((name.encode("latin-1"), value.encode("latin-1", "replace")))
     headers.append((b"request-id", exchange.request_id.encode()))
+    if exchange.admitted is not None:
+        headers += [(name.encode(), value.encode()) for name, value in exchange.admitted.headers]
     if answer is not None:
         headers.append((b"x-ccm-model", answer.model.name.encode("latin-1", "replace")))
         headers.append((b"x-ccm-deployment", answer.target.label.encode("latin-1", "replace")))

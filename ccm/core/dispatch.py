@@ -80,6 +80,7 @@ class Request:
     raw: bytes | None  # None when the app rewrote the body (see `Call.raw`)
     headers: Mapping[str, str]
     stream: bool
+    input_tokens: int | None = None  # the local count, when the app made one (adapters report it in message_start)
 
 
 class Answer:
@@ -290,7 +291,7 @@ async def _attempt_once(
     back when the attempt was cancelled or never got a slot (ccm's own queue says nothing about the upstream).
     Whatever the attempt raised crosses the upstream boundary here (`located`): provider named, secrets redacted."""
     request = walk.request
-    call = Call(request.body, request.raw, request.headers, request.stream, target.model)
+    call = Call(request.body, request.raw, request.headers, request.stream, target.model, request.input_tokens)
     provider, state = target.provider, target.state
     name = provider.provider.name
     limiter = provider.limiter

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -48,6 +48,10 @@ class Caller:
     kind: Literal["local", "inbound", "key"]
     key_id: str | None = None
     name: str | None = None
+    plan: str | None = None
+    team: str | None = None
+    # metering's own record of the key (a `ccm.ledger.records.KeyInfo`): opaque to the core, never shown
+    handle: Any = field(default=None, compare=False, repr=False)
 
 
 LOCAL = Caller("local")

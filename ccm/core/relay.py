@@ -15,6 +15,9 @@ What it owns, and nothing else does:
     the final usage   `on_final(usage)` is awaited once the stream reached its protocol's end, before the chunk
                       that ends it goes to the client: what is settled there is settled before the client has the
                       whole answer (the ledger's guarantee after a crash)
+    a metered hold    with a `budget`, each chunk's output so far (an upper bound: the content characters streamed)
+                      must be covered before the chunk goes out; when the budget cannot grow, the answer stops there
+                      with a `billing_error` event
     the client leaving  with a drain slot free (`Drains`), the relay keeps reading the upstream to its final usage,
                       bounded in time, writing nothing; without one the request is cancelled as before
 
@@ -45,6 +48,17 @@ TICK_SECONDS = 5.0
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 FinalUsage = Callable[[Usage], Awaitable[None]]
+# A stream stopped because the caller's key could not pay for more of it (the ledger refused to grow its hold).
+OUT_OF_CREDIT = UpstreamError(402, "the key's credit or budget ran out during this answer; it stops here",
+                              "4xx", "", "billing_error")
+
+
+class Budget(Protocol):
+    """A metered request's hold, kept ahead of its output (`ccm.core.metering.Admitted`)."""
+
+    def covers(self, output_tokens: int) -> bool: ...
+
+    async def meter(self, output_tokens: int) -> bool: ...
 
 
 class ClientStream(Protocol):
@@ -104,6 +118,7 @@ class StreamRelay:
         on_final: FinalUsage | None = None,
         drains: Drains = NO_DRAINS,
         ping_seconds: float = PING_SECONDS,
+        budget: Budget | None = None,
     ) -> None:
         assert reply.stream is not None
         self._reply = reply
@@ -116,6 +131,7 @@ class StreamRelay:
         self._on_final = on_final
         self._drains = drains
         self._ping_seconds = ping_seconds
+        self._budget = budget
         self._state = _State.IDLE
         self._cut: UpstreamError | None = None  # set by a timer that cut the relay: why
         self._stalled = False  # the cut was the client's: it stopped reading, so nothing more is sent
@@ -183,6 +199,14 @@ class StreamRelay:
                     break
                 finally:
                     self._state = _State.IDLE
+                if self._on_final is not None and self._reply.usage.final:  # this chunk ends it: settle first
+                    on_final, self._on_final = self._on_final, None
+                    await on_final(self._reply.usage)
+                budget = self._budget
+                if budget is not None and not budget.covers(self._reply.usage.streamed_chars):
+                    if not await budget.meter(self._reply.usage.streamed_chars):
+                        error = OUT_OF_CREDIT
+                        break
                 if self._client_gone:
                     continue
                 if not await self._write(client, chunk, task, cancelling):

@@ -1,0 +1,54 @@
+"""Metering: the seam between the request path and what accounts for requests (the ledger, through `ccm.metering`).
+
+    Metering.identify(secret) -> Caller | None   an issued key's caller (None: not one); `ApiError` 401 when the key
+                                                 is revoked or expired
+    Metering.admit(request) -> Admitted          before dispatch: what may be spent is held; `ApiError` 402 (credit,
+                                                 budget), 403 (a model the key may not use), 429 (rpm/tpm, with
+                                                 `retry-after`), 503 (the ledger is unreachable and fails closed)
+    Admitted.covers(tokens) / meter(tokens)      a stream's output so far (an upper bound, `Usage.streamed_chars`):
+                                                 `covers` is the cheap check made before each chunk, `meter` the
+                                                 call that grows the hold when it does not (False: stop here)
+    Admitted.settle(record)                      once, before the answer's last bytes go out (success or failure):
+                                                 what is settled is settled before the client has the whole answer
+
+The core knows nothing of keys, money or storage: it hands over the request's facts and, at the end, its record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ccm.core.record import Caller, RequestRecord
+from ccm.table import Model, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    request_id: str
+    caller: Caller
+    chain: tuple[Model, ...]  # the routed model, then its fallbacks: a hold covers the dearest of them
+    input_tokens: int  # the local count
+    max_tokens: int
+    settings: Settings  # the routing table's: its markup and what to do when metering is unreachable
+
+
+class Admitted(Protocol):
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Headers for the answer (`anthropic-ratelimit-*` when the key has limits)."""
+
+    def covers(self, output_tokens: int) -> bool: ...
+
+    async def meter(self, output_tokens: int) -> bool: ...
+
+    async def settle(self, record: RequestRecord) -> None: ...
+
+
+class Metering(Protocol):
+    async def identify(self, secret: str) -> Caller | None: ...
+
+    async def admit(self, request: AdmissionRequest) -> Admitted: ...
+
+    def health(self) -> dict[str, object]:
+        """What `/health` says of it (reachable, failure policy, the invariant's last check)."""

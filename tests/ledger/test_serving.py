@@ -1,0 +1,131 @@
+"""The ledger on the request path, through a real `ccm run` and a strict fake Anthropic upstream: every request
+metered (the local caller too), keys refused or held, exactly N of 300 concurrent requests served on a balance that
+covers N, a cancelled stream billed what the upstream billed, the invariant holding after it all — on SQLite and on
+PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ccm.ledger.money import format_usd
+from tests.fakes import CcmServer, FakeAnthropic, Reply, serve
+from tests.fakes.ccm_server import CCM_COMMAND, REPO
+
+UPSTREAM_KEY = "sk-ant-upstream-1"
+# Only output is priced, and a request's max_tokens is the fake's answer size: a hold is then exactly the cost, so
+# a balance of N answers serves exactly N (the overshoot bound is zero).
+ROUTES = """\
+provider anthropic {
+  type anthropic
+  url  env("UPSTREAM_URL")
+  key  env("UPSTREAM_KEY")
+}
+
+model main = anthropic/claude-upstream {
+  price input 0 output 15 cache_write_5m 0 cache_write_1h 0 cache_read 0 web_search 0
+}
+
+route {
+  default -> main
+}
+"""
+OUTPUT = 9  # what the fake answers with
+ANSWER_COST = 9 * 15 / 1_000_000  # USD
+BODY = {"model": "claude-sonnet-4-5", "max_tokens": OUTPUT, "messages": [{"role": "user", "content": "hi"}]}
+JSON = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, FakeAnthropic]]:
+    with serve(FakeAnthropic(UPSTREAM_KEY, default=Reply(text="hello there", output_tokens=OUTPUT))) as (url, fake):
+        yield url, fake
+
+
+@pytest.fixture
+def ccm(upstream: tuple[str, FakeAnthropic], database_url: str, tmp_path: Path) -> Iterator[CcmServer]:
+    env = {"UPSTREAM_URL": upstream[0], "UPSTREAM_KEY": UPSTREAM_KEY}
+    with CcmServer.from_text(tmp_path, ROUTES, env, args=("--db", database_url)) as server:
+        yield server
+
+
+def cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CCM_COMMAND, *args, "--db", db], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": "/tmp"})
+
+
+def new_key(db: str, name: str, *extra: str) -> str:
+    made = cli("keys", "create", name, *extra, "--format", "json", db=db)
+    assert made.returncode == 0, made.stderr
+    return str(json.loads(made.stdout)["secret"])
+
+
+def usage_json(db: str) -> list[dict[str, object]]:
+    done = cli("export", "--format", "json", db=db)
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def test_a_local_request_is_metered_and_its_key_is_never_needed(ccm: CcmServer, database_url: str) -> None:
+    answer = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers=JSON)
+    assert answer.status_code == 200
+    (row,) = usage_json(database_url)
+    assert row["request_id"] == answer.headers["request-id"] and row["key"] == "(local)"
+    assert row["output_tokens"] == OUTPUT and row["model"] == "main"
+
+
+def test_a_key_out_of_credit_gets_a_402_that_says_its_balance(ccm: CcmServer, database_url: str) -> None:
+    secret = new_key(database_url, "low", "--credits", "0.00001")
+    answer = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": secret})
+    assert answer.status_code == 402
+    error = answer.json()["error"]
+    assert error["type"] == "billing_error" and "balance" in error["message"] and "ccm credits add" in error["message"]
+    revoked = new_key(database_url, "gone")
+    assert cli("keys", "revoke", "gone", db=database_url).returncode == 0
+    refused = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": revoked})
+    assert refused.status_code == 401
+
+
+def test_exactly_the_requests_a_balance_covers_are_served(ccm: CcmServer, database_url: str) -> None:
+    covered = 37
+    secret = new_key(database_url, "burst", "--credits", f"{covered * ANSWER_COST:.6f}")
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=ccm.url, timeout=60, limits=limits) as client:
+            answers = await asyncio.gather(*(client.post("/v1/messages", json=BODY,
+                                                         headers={**JSON, "x-api-key": secret})
+                                             for _ in range(300)))
+        return [a.status_code for a in answers]
+
+    statuses = asyncio.run(burst())
+    assert statuses.count(200) == covered and statuses.count(402) == 300 - covered
+    shown = json.loads(cli("keys", "show", "burst", "--format", "json", db=database_url).stdout)
+    assert shown["balance"] == format_usd(0)
+    keyed = [row for row in usage_json(database_url) if row["key"] == "burst"]
+    assert len(keyed) == covered
+    checked = cli("db", "check", db=database_url)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_stream_the_client_leaves_is_billed_what_the_upstream_billed(
+    ccm: CcmServer, database_url: str, upstream: tuple[str, FakeAnthropic]
+) -> None:
+    upstream[1].script(Reply(text="a long answer " * 40, output_tokens=333, pieces=40, chunk_delay=0.05))
+    with httpx.Client(base_url=ccm.url, timeout=30) as client:
+        with client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
+                           headers=JSON) as answer:
+            assert answer.status_code == 200
+            next(answer.iter_bytes())  # the first event, then the client leaves (Esc in Claude Code)
+    deadline = time.monotonic() + 20  # the row is written once the upstream's answer ended
+    while not (found := [row for row in usage_json(database_url) if row["stream"]]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (row,) = found
+    assert row["output_tokens"] == 333  # the upstream's own final count, read on after the client left
