@@ -21,7 +21,7 @@ import datetime
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -30,11 +30,12 @@ from typing import Any, Literal
 import anyio
 import orjson
 
-from ccm.core.metering import AdmissionRequest, Admitted
+from ccm.core.metering import AdmissionRequest, Admitted, Report
 from ccm.core.record import Caller, RequestRecord
 from ccm.errors import ApiError
+from ccm.ledger.apis import cost_report, json_bytes, messages_usage_report, openrouter_key
 from ccm.ledger.cost import cost, markup_for
-from ccm.ledger.errors import KeyRefused, LedgerUnavailable, OutOfCredit, OverBudget, RateLimited, Refusal
+from ccm.ledger.errors import BadInput, KeyRefused, LedgerUnavailable, OutOfCredit, OverBudget, RateLimited, Refusal
 from ccm.ledger.holds import OutputMeter, hold_for, minimum_for
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import Hold, KeyInfo, UsageRow
@@ -105,6 +106,39 @@ class LedgerMetering:
         self._back()
         meter = OutputMeter(self.ledger, hold, price, markup, request.input_tokens) if price is not None else None
         return Settlement(self, key, markup, hold, meter)
+
+    @property
+    def reports(self) -> Mapping[str, Report]:
+        return {
+            "/v1/key": self._key_report,
+            "/v1/organizations/usage_report/messages": self._usage_report,
+            "/v1/organizations/cost_report": self._cost_report,
+        }
+
+    async def _key_report(self, caller: Caller, query: Mapping[str, list[str]], admin: bool) -> bytes:
+        """OpenRouter's `GET /api/v1/key`, for the key that asks: its own balance and limits, nothing else."""
+        key: KeyInfo | None = caller.handle if caller.kind == "key" else None
+        if key is None:
+            raise ApiError(401, "GET /v1/key answers for an issued ccm key: send it as x-api-key",
+                           "authentication_error")
+        info, account = await self.ledger.key(key.name)
+        return json_bytes(await openrouter_key(self.ledger.store, info, account, now()))
+
+    async def _usage_report(self, caller: Caller, query: Mapping[str, list[str]], admin: bool) -> bytes:
+        return json_bytes(await self._admin_report(messages_usage_report, query, admin))
+
+    async def _cost_report(self, caller: Caller, query: Mapping[str, list[str]], admin: bool) -> bytes:
+        return json_bytes(await self._admin_report(cost_report, query, admin))
+
+    async def _admin_report(self, report: Any, query: Mapping[str, list[str]], admin: bool) -> dict[str, Any]:
+        if not admin:
+            raise ApiError(403, "the organization's usage and cost reports need the admin key (CCM_ADMIN_KEY)",
+                           "permission_error")
+        try:
+            result: dict[str, Any] = await report(self.ledger.store, query, now)
+        except BadInput as error:
+            raise ApiError(400, f"{error.message}" + (f" ({error.hint})" if error.hint else "")) from None
+        return result
 
     def health(self) -> dict[str, object]:
         view: dict[str, object] = {"failure_policy": self.policy, "available": self.unavailable_since is None}

@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import secrets
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -80,7 +81,7 @@ class Exchange:
     """One request/response: what has been sent so far decides how a failure can still be reported, and what the
     request learnt on its way (caller, decision, answer, relay) is what its record is built from at the end."""
 
-    __slots__ = ("receive", "send", "method", "path", "began", "started_at", "request_id", "status", "started",
+    __slots__ = ("receive", "send", "method", "path", "query", "began", "started_at", "request_id", "status", "started",
                  "complete", "first_byte_at", "disconnected", "on_disconnect", "caller", "carrier", "requested_model",
                  "session_id", "stream", "input_tokens", "decision", "answer", "attempts", "relayed", "error_type",
                  "close_connection", "admitted", "settled")
@@ -90,6 +91,7 @@ class Exchange:
         self.send = send
         self.method = method
         self.path = path
+        self.query = ""
         self.began = time.perf_counter()
         self.started_at = time.time()
         self.request_id = "req_ccm_" + secrets.token_hex(12)
@@ -195,6 +197,7 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         exchange = Exchange(receive, send, scope["method"], path)
+        exchange.query = scope.get("query_string", b"").decode("latin-1")
         runtime = self.holder.current
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -228,6 +231,8 @@ class App:
         route = self._routes.get(path)
         if route is None and path.startswith("/v1/models/"):
             route = ("GET", self._model)
+        if route is None and self.metering is not None and path in self.metering.reports:
+            route = ("GET", self._report)
         if route is None:
             raise ApiError(404, f"Not found: {method} {path}", "not_found_error")
         allowed, handler = route
@@ -245,6 +250,14 @@ class App:
             breakers = {name: p.deployments.snapshot() for name, p in runtime.providers.items()}
             sections = {name: section() for name, section in self.health_sections.items()}
             body = orjson.dumps({**runtime.health, "breakers": breakers, **sections})
+        await exchange.respond(200, body, [JSON])
+
+    async def _report(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
+        assert self.metering is not None
+        admin = (presents(headers, (self._admin_key,)) if self._admin_key is not None
+                 else exchange.caller.kind != "key")  # no admin key: whoever may use this ccm at all
+        query = urllib.parse.parse_qs(exchange.query, keep_blank_values=True)
+        body = await self.metering.reports[exchange.path](exchange.caller, query, admin)
         await exchange.respond(200, body, [JSON])
 
     async def _models(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:

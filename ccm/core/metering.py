@@ -10,12 +10,14 @@
                                                  call that grows the hold when it does not (False: stop here)
     Admitted.settle(record)                      once, before the answer's last bytes go out (success or failure):
                                                  what is settled is settled before the client has the whole answer
+    Metering.reports[path](caller, query, admin) the JSON reports it answers under `/v1/`
 
 The core knows nothing of keys, money or storage: it hands over the request's facts and, at the end, its record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,10 +47,19 @@ class Admitted(Protocol):
     async def settle(self, record: RequestRecord) -> None: ...
 
 
+# A report metering answers over HTTP (`GET`, JSON): for the caller, its query parameters, and whether the caller
+# holds the admin key. Raises `ApiError` (400 for bad parameters, 403 when the caller may not read it).
+Report = Callable[[Caller, Mapping[str, list[str]], bool], Awaitable[bytes]]
+
+
 class Metering(Protocol):
     async def identify(self, secret: str) -> Caller | None: ...
 
     async def admit(self, request: AdmissionRequest) -> Admitted: ...
+
+    @property
+    def reports(self) -> Mapping[str, Report]:
+        """Path -> report, under `/v1/` (a key's own `/v1/key`; the admin's usage and cost reports)."""
 
     def health(self) -> dict[str, object]:
         """What `/health` says of it (reachable, failure policy, the invariant's last check)."""

@@ -129,3 +129,23 @@ def test_a_stream_the_client_leaves_is_billed_what_the_upstream_billed(
         time.sleep(0.1)
     (row,) = found
     assert row["output_tokens"] == 333  # the upstream's own final count, read on after the client left
+
+
+def test_a_key_reads_its_own_balance_and_the_admin_the_reports(ccm: CcmServer, database_url: str) -> None:
+    secret = new_key(database_url, "reader", "--credits", "5")
+    assert httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": secret}).status_code == 200
+    own = httpx.get(f"{ccm.url}/v1/key", headers={"x-api-key": secret})
+    assert own.status_code == 200
+    data = own.json()["data"]
+    assert data["label"] == "reader" and data["limit"] == 5
+    assert abs(data["usage"] - ANSWER_COST) < 1e-9 and abs(data["limit_remaining"] - (5 - ANSWER_COST)) < 1e-9
+    # with no admin key set, the organization's reports are the local set-up's own (a key holder may not read them)
+    assert httpx.get(f"{ccm.url}/v1/organizations/cost_report?starting_at=2026-01-01T00:00:00Z",
+                     headers={"x-api-key": secret}).status_code == 403
+    report = httpx.get(f"{ccm.url}/v1/organizations/usage_report/messages",
+                       params={"starting_at": "2026-01-01T00:00:00Z", "bucket_width": "1d", "limit": "31"})
+    assert report.status_code == 200 and "data" in report.json()
+    bad = httpx.get(f"{ccm.url}/v1/organizations/usage_report/messages", params={"bucket_width": "7y"})
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    health = httpx.get(f"{ccm.url}/health").json()
+    assert health["ledger"]["failure_policy"] == "closed" and health["ledger"]["available"] is True
