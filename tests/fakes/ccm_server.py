@@ -55,6 +55,8 @@ class CcmServer:
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", str(route_file.parent)),
+            # the usage ledger's default SQLite file, in the test's folder (never the user's own)
+            "XDG_DATA_HOME": str(route_file.parent / "data"),
             "PYTHONPATH": str(REPO),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),

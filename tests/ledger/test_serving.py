@@ -149,3 +149,26 @@ def test_a_key_reads_its_own_balance_and_the_admin_the_reports(ccm: CcmServer, d
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
     health = httpx.get(f"{ccm.url}/health").json()
     assert health["ledger"]["failure_policy"] == "closed" and health["ledger"]["available"] is True
+
+
+def test_a_reload_that_changes_prices_does_not_change_what_a_request_in_flight_costs(
+    ccm: CcmServer, database_url: str, upstream: tuple[str, FakeAnthropic]
+) -> None:
+    upstream[1].script(Reply(text="slow answer " * 10, output_tokens=OUTPUT, pieces=10, chunk_delay=0.1))
+    with httpx.Client(base_url=ccm.url, timeout=30) as client:
+        with client.stream("POST", "/v1/messages", json={**BODY, "stream": True}, headers=JSON) as answer:
+            chunks = answer.iter_bytes()
+            next(chunks)
+            ccm.route_file.write_text(ROUTES.replace("output 15", "output 150"))
+            deadline = time.monotonic() + 10
+            while "reloaded" not in ccm.logs() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert "reloaded" in ccm.logs()
+            rest = b"".join(chunks)
+        assert b"message_stop" in rest
+        after = client.post("/v1/messages", json=BODY, headers=JSON)
+        assert after.status_code == 200
+    by_request = {row["request_id"]: row for row in usage_json(database_url)}
+    (served,) = [row for row in by_request.values() if row["stream"]]
+    assert float(served["charged_usd"]) == pytest.approx(ANSWER_COST)  # the price when it was routed
+    assert float(by_request[after.headers["request-id"]]["charged_usd"]) == pytest.approx(ANSWER_COST * 10)
