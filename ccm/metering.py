@@ -228,6 +228,11 @@ class Settlement:
         if self.hold is not None and self.hold.limits:
             self.headers = _ratelimit_headers(self.hold)
 
+    @property
+    def drains(self) -> bool:
+        # reading on costs what the upstream keeps generating: worth it only where someone is billed from a balance
+        return self.hold is not None
+
     def covers(self, output_tokens: int) -> bool:
         meter = self.output_meter
         return meter is None or output_tokens <= meter.covered() - meter.policy.margin

@@ -396,7 +396,8 @@ class App:
                 relay = StreamRelay(
                     reply, headers, deadline=answer.deadline, write_idle=answer.target.provider.provider.timeouts.idle,
                     breaker=answer.target.state.breaker, provider=answer.target.provider.provider.name,
-                    redactor=runtime.redactor, drains=self.drains,
+                    redactor=runtime.redactor,
+                    drains=self.drains if admitted is not None and admitted.drains else NO_DRAINS,
                     on_final=settle_now if admitted is not None else None, budget=admitted,
                 )
                 exchange.on_disconnect = relay.client_left

@@ -40,6 +40,11 @@ class Admitted(Protocol):
     def headers(self) -> tuple[tuple[str, str], ...]:
         """Headers for the answer (`anthropic-ratelimit-*` when the key has limits)."""
 
+    @property
+    def drains(self) -> bool:
+        """Whether a stream whose client leaves is read on to the upstream's final usage (a key billed from a
+        balance or budget); otherwise it is cancelled at once, as without metering, and billed an estimate."""
+
     def covers(self, output_tokens: int) -> bool: ...
 
     async def meter(self, output_tokens: int) -> bool: ...
