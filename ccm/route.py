@@ -46,7 +46,8 @@ from ccm.table import (
 
 TokenCounter = Callable[[Mapping[str, Any]], int]
 
-SUBAGENT_TAG = re.compile(r"<CCM-SUBAGENT-MODEL>\s*(.*?)\s*</CCM-SUBAGENT-MODEL>\s*", re.S)
+SUBAGENT_OPEN = "<CCM-SUBAGENT-MODEL>"
+SUBAGENT_CLOSE = "</CCM-SUBAGENT-MODEL>"
 SUBAGENT_MARKER = "cc_is_subagent=true"
 EFFORT_RANK: dict[str, int] = {level: rank for rank, level in enumerate(EFFORT_ORDER)}
 
@@ -69,6 +70,37 @@ class NoRouteError(Exception):
 
 
 # --- request facts -------------------------------------------------------------------------------------------------
+
+
+# The tag is found with str.find, not a regex: `<TAG>\s*(.*?)\s*</TAG>` backtracks cubically on a run of whitespace
+# (the opening tag and 3,000 spaces held the event loop ~14 s). Both functions are linear in the text.
+
+
+def subagent_tag_in(text: str) -> str | None:
+    """What the first `<CCM-SUBAGENT-MODEL>…</CCM-SUBAGENT-MODEL>` in `text` names, whitespace stripped; None when
+    there is no closed tag."""
+    start = text.find(SUBAGENT_OPEN)
+    if start < 0:
+        return None
+    start += len(SUBAGENT_OPEN)
+    end = text.find(SUBAGENT_CLOSE, start)
+    return None if end < 0 else text[start:end].strip()
+
+
+def without_subagent_tags(text: str) -> str:
+    """`text` with every closed tag removed, and the whitespace after each."""
+    kept: list[str] = []
+    position = 0
+    while (start := text.find(SUBAGENT_OPEN, position)) >= 0:
+        end = text.find(SUBAGENT_CLOSE, start + len(SUBAGENT_OPEN))
+        if end < 0:
+            break
+        kept.append(text[position:start])
+        position = end + len(SUBAGENT_CLOSE)
+        while position < len(text) and text[position].isspace():
+            position += 1
+    kept.append(text[position:])
+    return "".join(kept)
 
 
 def _texts(system: Any) -> list[str]:
@@ -164,10 +196,9 @@ class RequestView:
     def subagent_tag(self) -> str | None:
         """The `provider/model` (or alias) named by a `<CCM-SUBAGENT-MODEL>` tag in the system prompt."""
         for text in self.system_texts:
-            if "<CCM-SUBAGENT-MODEL>" in text:
-                found = SUBAGENT_TAG.search(text)
-                if found:
-                    return found.group(1)
+            found = subagent_tag_in(text)
+            if found is not None:
+                return found
         return None
 
     @cached_property
@@ -376,11 +407,11 @@ def strip_subagent_tag(body: Mapping[str, Any]) -> dict[str, Any]:
     system = body.get("system")
     stripped: Any = system
     if isinstance(system, str):
-        stripped = SUBAGENT_TAG.sub("", system)
+        stripped = without_subagent_tags(system)
     elif isinstance(system, list):
         stripped = [
-            {**b, "text": SUBAGENT_TAG.sub("", b["text"])}
-            if isinstance(b, dict) and isinstance(b.get("text"), str) and "<CCM-SUBAGENT-MODEL>" in b["text"]
+            {**b, "text": without_subagent_tags(b["text"])}
+            if isinstance(b, dict) and isinstance(b.get("text"), str) and SUBAGENT_OPEN in b["text"]
             else b
             for b in system
         ]

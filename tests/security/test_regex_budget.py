@@ -1,0 +1,267 @@
+"""Every regular expression in ccm that reads text from a client, a model, an upstream or a route file, fed ~100 KB of
+adversarial input (long runs of whitespace, repeated prefixes, nested-quantifier bait, each with and without a
+character that makes the match fail at the end) under a time bound.
+
+A pattern that backtracks blocks the event loop for every request (issue 12, item 1: the subagent tag took ~14 s on
+3,000 spaces, a markdown fence 15 s on 20,000 lines). The patterns are found, not listed by hand: every compiled
+pattern at module level in `ccm`, every terminal of the route grammar, and every regex written inline in a call. A
+new one fails `test_every_pattern_has_bait` until it gets an entry in `BAIT` here, so it is measured too.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import fnmatch
+import importlib
+import pkgutil
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ccm
+from ccm.dsl import RouteSyntaxError, parse
+from ccm.dsl.parser import _parser
+from ccm.media import pdf_pages
+from ccm.providers import tool_json
+from ccm.providers.openai.request import openai_tool_name
+from ccm.providers.tool_ids import client_tool_id, upstream_tool_id
+from ccm.route import _glob, select_route, strip_subagent_tag, subagent_tag_in, without_subagent_tags
+from ccm.table import Default, Direct, Model, Provider, RoutingTable, Rule
+
+BUDGET = 0.2  # seconds per call; linear scans of 100 KB take about a millisecond
+SIZE = 100_000
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(60)
+
+# How ccm applies each pattern, and fragments repeated to SIZE as they would most hurt it: its literal prefixes, the
+# characters its quantifiers loop over, text that almost matches. Every pattern also gets GENERIC. The method matters:
+# nearly any pattern with a loop is quadratic under an unanchored `search` (it retries the loop at every position),
+# so a pattern ccm only ever anchors (`match` at a position, as lark's lexer does) is measured anchored.
+GENERIC = [" ", "\n", " \n", "\t", "\r\n", "a", "0", "-", "a-", "\\", '"', '\\"', "/", "`", "_", "é"]
+MATCH, SEARCH, FULL, ALL = ("match",), ("search",), ("fullmatch",), ("findall",)
+BAIT: dict[str, tuple[tuple[str, ...], list[str]]] = {
+    "ccm.compile.values:_QUANTITY": (FULL, ["0.", "0.0", "1a"]),
+    "ccm.core.dispatch:_CONTEXT_OVERFLOW": (SEARCH, ["context ", "too many input ", "exceeds the maximum number of ",
+                                                     "input "]),
+    "ccm.diagnostics:_TOKEN_AT": (MATCH, ['"a', '"\\', "a.", "@+"]),
+    "ccm.media:_PDF_COUNT": (ALL, ["/Count ", "/Count 9", "9"]),
+    "ccm.media:_PDF_PAGE": (ALL, ["/Type ", "/Type /Page", "/Type/Pagex"]),
+    "ccm.providers.gemini.request:_GENERATION": (SEARCH, ["gemini-", "gemini-1"]),
+    "ccm.providers.openai.request:TOOL_NAME": (MATCH, ["a_"]),
+    "ccm.providers.responses.request:_REASONING_MODEL": (MATCH, ["o1", "gpt-"]),
+    "ccm.providers.tool_ids:TOOL_ID": (MATCH, ["a_"]),
+    "ccm.providers.tool_json:_NUMBER": (MATCH, ["1", "1.", "1e", "-0"]),
+    # the route grammar's terminals: lark's lexer matches them at a position
+    "grammar:NAME": (MATCH, ["a-", "a_-"]),
+    "grammar:MODELPATH": (MATCH, ["a/", "a-/", "a/-", "a/:"]),
+    "grammar:STRING": (MATCH, ['"a', '"\\"', "\\\\"]),
+    "grammar:QUANTITY": (MATCH, ["1.", "1.1"]),
+    "grammar:NUMBER": (MATCH, ["-1.", "1e", "1.1e+"]),
+    "grammar:_NL": (MATCH, ["\n\t", "\r\n "]),
+    "grammar:COMMENT": (MATCH, ["#"]),
+    "grammar:COMPARE": (MATCH, ["=", "<", "!"]),
+    "grammar:FAILURES": (MATCH, ["failure"]),
+    "grammar:__IGNORE_0": (MATCH, ["\t \f"]),
+}
+# Regexes written inline in a call, by file: each is covered by a test of the function that uses it, below.
+INLINE = {
+    "ccm/providers/tool_json.py": ['r"[0-9a-fA-F]{4}"'],
+    "ccm/providers/openai/request.py": ['r"[^a-zA-Z0-9_-]"'],
+}
+
+
+def adversarial(fragments: list[str]) -> Iterator[str]:
+    for fragment in dict.fromkeys([*fragments, *GENERIC]):
+        run = fragment * (SIZE // len(fragment))
+        yield run
+        yield run + "!"
+        yield run + "\x00"
+        yield fragments[0] + run + "!" if fragments else run
+
+
+def slowest(call: Callable[[Any], object], inputs: Iterator[Any]) -> tuple[float, Any]:
+    worst: tuple[float, Any] = (0.0, "")
+    for text in inputs:
+        started = time.perf_counter()
+        call(text)
+        elapsed = time.perf_counter() - started
+        if elapsed > worst[0]:
+            worst = (elapsed, text)
+    return worst
+
+
+def _module_patterns() -> dict[str, re.Pattern[Any]]:
+    found: dict[str, re.Pattern[Any]] = {}
+    for info in pkgutil.walk_packages(ccm.__path__, "ccm."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, re.Pattern) and getattr(module, "__name__", "") == info.name:
+                found[f"{info.name}:{name}"] = value
+    return found
+
+
+def _grammar_patterns() -> dict[str, re.Pattern[str]]:
+    found: dict[str, re.Pattern[str]] = {}
+    for terminal in _parser().terminals:
+        if terminal.pattern.type == "re":
+            found[f"grammar:{terminal.name}"] = re.compile(terminal.pattern.to_regexp(), sum(
+                getattr(re, flag.upper()) for flag in terminal.pattern.flags))
+    return found
+
+
+PATTERNS = {**_module_patterns(), **_grammar_patterns()}
+
+
+def test_every_pattern_has_bait() -> None:
+    missing = sorted(set(PATTERNS) - set(BAIT))
+    assert not missing, f"a regex without adversarial input here: {missing} (add it to BAIT)"
+    stale = sorted(set(BAIT) - set(PATTERNS))
+    assert not stale, f"BAIT names patterns that no longer exist: {stale}"
+
+
+def test_inline_regexes_are_known() -> None:
+    """Regexes passed as literals to re.* calls (not module-level patterns) are listed in INLINE, so each has a test."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((REPO / "ccm").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "re"
+                    and node.func.attr != "compile" and node.args and isinstance(node.args[0], ast.Constant)):
+                segment = ast.get_source_segment(path.read_text(encoding="utf-8"), node.args[0])
+                found.setdefault(str(path.relative_to(REPO)), []).append(segment or "")
+    assert found == INLINE
+
+
+@pytest.mark.parametrize("name", sorted(BAIT))
+def test_pattern_is_linear(name: str) -> None:
+    pattern = PATTERNS[name]
+    methods, fragments = BAIT[name]
+    inputs = list(adversarial(fragments))
+    if isinstance(pattern.pattern, bytes):
+        inputs = [text.encode("utf-8") for text in inputs]
+    for method in methods:
+        elapsed, text = slowest(getattr(pattern, method), iter(inputs))
+        assert elapsed < BUDGET, f"{name}.{method} took {elapsed:.2f} s on {text[:40]!r}…"
+
+
+# --- the code that replaced a regex, and the functions around inline ones --------------------------------------
+
+TAG_OPEN, TAG_CLOSE = "<CCM-SUBAGENT-MODEL>", "</CCM-SUBAGENT-MODEL>"
+
+
+def _tag_inputs() -> Iterator[str]:
+    for run in (" " * SIZE, " \n" * (SIZE // 2), "a " * (SIZE // 2), TAG_OPEN * (SIZE // len(TAG_OPEN))):
+        yield TAG_OPEN + run
+        yield TAG_OPEN + run + "</CCM-SUBAGENT-MODEL"
+        yield TAG_OPEN + run + TAG_CLOSE + run
+        yield (TAG_OPEN + " " + TAG_CLOSE + " ") * (SIZE // 45)
+
+
+def test_subagent_tag_is_linear() -> None:
+    table = RoutingTable(
+        version="t", sources=(), rules=(Rule(condition=Direct(), target=None, source="direct"),
+                                       Rule(condition=Default(), target="m", source="default")),
+        providers={"p": Provider(name="p", type="anthropic", url={"kind": "literal", "value": "http://x"},
+                                 auth="x-api-key")},
+        models={"m": Model(name="m", provider="p", model="x")},
+    )
+
+    def route(text: str) -> None:
+        select_route(table, {"model": "m", "system": [{"type": "text", "text": text}], "messages": []})
+        strip_subagent_tag({"system": text})
+        strip_subagent_tag({"system": [{"type": "text", "text": text}]})
+
+    elapsed, text = slowest(route, _tag_inputs())
+    assert elapsed < BUDGET, f"the subagent tag took {elapsed:.2f} s on {text[:40]!r}…"
+
+
+def _fence_inputs() -> Iterator[str]:
+    for run in (" \n" * (SIZE // 2), " " * SIZE, "\n" * SIZE, "`" * SIZE, "json" * (SIZE // 4)):
+        for tail in ("x", "```", "``", "{", "```\n```x", '{"a": 1}'):
+            yield "```json" + run + tail
+            yield "```" + run + tail
+
+
+@pytest.mark.parametrize("function", [tool_json.repair, tool_json.parse_arguments, tool_json.closing_suffix])
+def test_tool_arguments_are_linear(function: Callable[[str], object]) -> None:
+    elapsed, text = slowest(function, _fence_inputs())
+    assert elapsed < BUDGET * 5, f"{function.__name__} took {elapsed:.2f} s on {text[:40]!r}…"  # a tokenizer too
+
+
+def test_tool_names_and_ids_are_linear() -> None:
+    for call in (openai_tool_name, client_tool_id, upstream_tool_id):
+        elapsed, text = slowest(call, adversarial(["a b", "toolu_ccm_", "\\u00"]))
+        assert elapsed < BUDGET, f"{call.__name__} took {elapsed:.2f} s on {text[:40]!r}…"
+    elapsed, _ = slowest(tool_json.repair, iter(['{"a": "' + "\\u00" * (SIZE // 4) + '"}']))
+    assert elapsed < BUDGET
+
+
+def test_pdf_pages_is_linear_and_never_raises() -> None:
+    for fragment in (b"/Type ", b"/Count ", b"/Count 9", b"9"):
+        data = base64.b64encode(fragment * (SIZE // len(fragment)) + b"!").decode()
+        started = time.perf_counter()
+        assert pdf_pages(data) >= 1
+        assert time.perf_counter() - started < BUDGET
+    assert pdf_pages(base64.b64encode(b"/Count " + b"9" * 5000).decode()) == 1  # int() refuses > 4,300 digits
+
+
+@pytest.mark.parametrize("glob", ["*a*a*a*a*a*a*a*a*a*a*b", "*" + "a*" * 50 + "b", "*?" * 40 + "x", "[a-z]*" * 20 + "X"])
+def test_route_file_globs_are_linear(glob: str) -> None:
+    """Globs come from the route file (a hostile one in CI) and meet model names, header values and tool names."""
+    match = _glob(glob)
+    elapsed, text = slowest(match, adversarial(["ab", "a"]))
+    assert elapsed < BUDGET, f"glob {glob!r} took {elapsed:.2f} s on {text[:40]!r}…"
+    assert fnmatch.fnmatchcase("ab", glob) == match("ab")
+
+
+@pytest.mark.parametrize("text", [
+    '"' + "\\" * SIZE,
+    '"' + "a" * SIZE,
+    'route {\n  model ~ "' + "\\a" * (SIZE // 2),
+    "a" + "-" * SIZE,
+    "provider " + "a-" * (SIZE // 2) + "/",
+    "model a = " + "p/" * (SIZE // 2) + "-",
+    "route {\n  tokens > " + "1." * (SIZE // 2),
+    "#" + " " * SIZE + "\x00",
+    "\n\t" * (SIZE // 2) + "!",
+])
+def test_route_file_lexing_is_linear(text: str) -> None:
+    started = time.perf_counter()
+    try:
+        parse(text, "hostile.ccm")
+    except RouteSyntaxError:
+        pass
+    assert time.perf_counter() - started < BUDGET * 5
+
+
+# --- the linear code means what the regexes meant ----------------------------------------------------------------
+
+_OLD_TAG = re.compile(r"<CCM-SUBAGENT-MODEL>\s*(.*?)\s*</CCM-SUBAGENT-MODEL>\s*", re.S)
+_OLD_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+_pieces = st.lists(st.sampled_from([TAG_OPEN, TAG_CLOSE, " ", "\n", "\u00a0", "a", "<", ">", "/"]), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_pieces)
+def test_tag_search_agrees_with_the_regex(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    found = _OLD_TAG.search(text)
+    assert subagent_tag_in(text) == (found.group(1) if found else None)
+    assert without_subagent_tags(text) == _OLD_TAG.sub("", text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["```", "`", "json", "-", " ", "\n", "{", "}", "a", "\t"]), max_size=10))
+def test_unfence_agrees_with_the_regex(pieces: list[str]) -> None:
+    text = "".join(pieces).strip()
+    found = _OLD_FENCE.match(text)
+    assert tool_json.unfence(text) == (found.group(1).strip() if found else None)
