@@ -297,6 +297,34 @@ def compile_condition(condition: Condition, table: RoutingTable, router: Router)
     raise TypeError(f"unknown condition {condition!r}")
 
 
+class PickCache:
+    """What names a request's `model` (or subagent tag) resolved to, bounded: names come from clients, and a body may
+    hold 32 MB of one. Only a name that can be a model is kept (at most `MAX_NAME` printable characters): anything
+    longer or with control characters is resolved every time, a dictionary lookup or two. The cache holds at most
+    `MAX_ENTRIES` names and `MAX_CHARS` characters of them, the oldest going first, so a flood of distinct names
+    churns it without growing it and the names Claude Code repeats come back once the flood stops."""
+
+    MAX_NAME = 256
+    MAX_ENTRIES = 1024
+    MAX_CHARS = 64 * 1024
+
+    __slots__ = ("entries", "chars")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[Model, ...] | None] = {}
+        self.chars = 0
+
+    def put(self, name: str, chain: tuple[Model, ...] | None) -> None:
+        if len(name) > self.MAX_NAME or not name.isprintable():
+            return
+        entries = self.entries
+        while entries and (len(entries) >= self.MAX_ENTRIES or self.chars + len(name) > self.MAX_CHARS):
+            self.chars -= len(oldest := next(iter(entries)))
+            del entries[oldest]
+        entries[name] = chain
+        self.chars += len(name)
+
+
 class Router:
     """What one table needs at request time, derived once: matchers, chains, and explicit-pick lookups."""
 
@@ -315,7 +343,7 @@ class Router:
                 if model.deployments:
                     pinned = model.model_copy(update={"provider": provider, "model": model_id, "deployments": ()})
                 self._pinned.setdefault((provider, model_id), (pinned, *self._chains[name][1:]))
-        self._picks: dict[str, tuple[Model, ...] | None] = {}
+        self._picks = PickCache()
         self.matchers = [compile_condition(rule.condition, table, self) for rule in table.rules]
         # What a decision says about its rule (`direct` adds which name picked the target), written once per table:
         # only `explain` reads it, the server passes it along on every request.
@@ -337,11 +365,11 @@ class Router:
 
     def pick(self, name: str) -> tuple[Model, ...] | None:
         """The chain for a model a request names itself, or None. Cached: Claude Code repeats the same names."""
-        if name in self._picks:
-            return self._picks[name]
+        picks = self._picks
+        if name in picks.entries:
+            return picks.entries[name]
         found = self._resolve_pick(name)
-        if len(self._picks) < 1024:  # bounded: model names come from clients
-            self._picks[name] = found
+        picks.put(name, found)
         return found
 
     def _resolve_pick(self, name: str) -> tuple[Model, ...] | None:
