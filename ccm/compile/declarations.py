@@ -13,7 +13,6 @@ from typing import Any, get_args
 from ccm import table as t
 from ccm.compile import values
 from ccm.compile.context import Context, table_span
-from ccm.diagnostics import did_you_mean
 from ccm.dsl import syntax as s
 from ccm.dsl.printer import value_text
 
@@ -305,7 +304,7 @@ def _served_by(ctx: Context, deployments: list[t.Deployment], decl: s.ModelDecl)
 
 
 def _did_you_mean_provider(ctx: Context, name: str) -> str:
-    return did_you_mean(name, ctx.provider_spans) or f"declare it: provider {name} {{ type … url … }}"
+    return ctx.suggest(name, lambda: ctx.provider_spans) or f"declare it: provider {name} {{ type … url … }}"
 
 
 # Classes an upstream bills apart from plain input, per kind of upstream: a price for a model served there must give

@@ -241,24 +241,64 @@ class _Part:
 # --- lexing --------------------------------------------------------------------------------------------------------
 
 
+# How deeply conditions, blocks, objects and arrays may nest. The parser itself is iterative, but what reads the tree
+# recurses (the compiler, the printer, pydantic's validation of the table, the router's matchers at request time):
+# a cap here, with a diagnostic, keeps a hostile file from ending anywhere in a RecursionError. Each level costs the
+# deepest reader a few frames of Python's 1,000; no real file comes near 64.
+MAX_NESTING = 64
+_OPENERS = frozenset({"LPAR", "LBRACE", "LSQB"})
+_CLOSERS = frozenset({"RPAR", "RBRACE", "RSQB"})
+
+
 class _Layout:
-    """Post-lexer: keep comments aside, fold blank and comment-only lines into one `_NL`, drop leading newlines."""
+    """Post-lexer: keep comments aside, fold blank and comment-only lines into one `_NL`, drop leading newlines, and
+    refuse nesting deeper than `MAX_NESTING`: an open bracket is a level until it closes, a `not` until its operand
+    starts (then that operand's own brackets count)."""
 
     always_accept = ("COMMENT", "_NL")
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        sink = _building.get().comments
+        state = _building.get()
+        sink = state.comments
         at_line_start = True
+        depth = 0
+        nots = [0]  # per open bracket, the `not`s written in it whose operand has not started yet
         for token in stream:
-            if token.type == "COMMENT":
+            kind = token.type
+            if kind == "COMMENT":
                 sink.append(token)
-            elif token.type == "_NL":
+                continue
+            if kind == "_NL":
                 if not at_line_start:
                     at_line_start = True
                     yield token
-            else:
-                at_line_start = False
-                yield token
+                continue
+            at_line_start = False
+            if kind in _OPENERS or kind == "NOT":
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise RouteSyntaxError(_too_deep(state, token))
+                if kind == "NOT":
+                    nots[-1] += 1
+                else:
+                    nots.append(0)
+            elif kind in _CLOSERS:
+                if len(nots) > 1:
+                    depth -= 1 + nots.pop()
+                depth -= nots[-1]  # the bracket just closed was the operand of these
+                nots[-1] = 0
+            elif nots[-1]:
+                depth -= nots[-1]
+                nots[-1] = 0
+            yield token
+
+
+def _too_deep(state: _Build, token: Token) -> Diagnostic:
+    line, column = token.line or 1, token.column or 1
+    return SourceLines({state.file: state.text}).diagnostic(
+        "error", state.file, line, column, f"nested too deeply (limit {MAX_NESTING})",
+        f"conditions, blocks, objects and arrays nest at most {MAX_NESTING} levels", line, column + len(token),
+    )
 
 
 # --- reducing: each rule's node built as the parser reduces it (ccm.dsl.fast_reduce) ---------------------------
