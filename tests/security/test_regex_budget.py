@@ -49,6 +49,7 @@ GENERIC = [" ", "\n", " \n", "\t", "\r\n", "a", "0", "-", "a-", "\\", '"', '\\"'
 MATCH, SEARCH, FULL, ALL = ("match",), ("search",), ("fullmatch",), ("findall",)
 BAIT: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "ccm.compile.values:_QUANTITY": (FULL, ["0.", "0.0", "1a"]),
+    "ccm.core.record:_CONTROL": (SEARCH, ["\x00", "\x1b[", "a\x7f"]),
     "ccm.core.dispatch:_CONTEXT_OVERFLOW": (SEARCH, ["context ", "too many input ", "exceeds the maximum number of ",
                                                      "input "]),
     "ccm.diagnostics:_TOKEN_AT": (MATCH, ['"a', '"\\', "a.", "@+"]),
@@ -203,6 +204,14 @@ def test_tool_names_and_ids_are_linear() -> None:
         assert elapsed < BUDGET, f"{call.__name__} took {elapsed:.2f} s on {text[:40]!r}…"
     elapsed, _ = slowest(tool_json.repair, iter(['{"a": "' + "\\u00" * (SIZE // 4) + '"}']))
     assert elapsed < BUDGET
+
+
+def test_log_escaping_is_linear() -> None:
+    from ccm.core.record import loggable
+
+    elapsed, text = slowest(loggable, adversarial(["\x00", "\r\n", "a\x1b"]))
+    # linear, but a Python call per control character: 100 KB of them is ~0.1 s (str.translate would be ~10x less)
+    assert elapsed < BUDGET * 5, f"loggable took {elapsed:.2f} s on {text[:40]!r}…"
 
 
 def test_pdf_pages_is_linear_and_never_raises() -> None:

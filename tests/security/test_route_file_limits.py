@@ -19,7 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from ccm.cli.main import main
-from ccm.compile import compile_source, run_route_tests
+from ccm.compile import compile_source
+from ccm.compile.route_tests import run_route_tests
 from ccm.dsl import RouteSyntaxError, parse
 from ccm.dsl.format import format_source
 from ccm.dsl.parser import MAX_NESTING
