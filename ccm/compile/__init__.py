@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from ccm import table as t
 from ccm.compile import declarations, rules
-from ccm.compile.context import Context
+from ccm.compile.context import Context, mask_secrets
 from ccm.compile.files import include_roots
 from ccm.compile.loader import Loaded, load
 from ccm.compile.route_tests import route_test, split_capture
@@ -81,7 +81,7 @@ def compile_source(
         ctx = Context(loaded.lines, env)
         table = _compile(ctx, loaded)
     texts = {file.name: file.text for file in loaded.files}
-    diagnostics = _ordered(loaded, [*loaded.diagnostics, *ctx.diagnostics])
+    diagnostics = _ordered(loaded, mask_secrets([*loaded.diagnostics, *ctx.diagnostics], ctx.secrets))
     if table is None or any(d.is_error for d in diagnostics):
         return CompileResult(None, diagnostics, texts)
     return CompileResult(table, diagnostics, texts)

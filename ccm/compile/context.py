@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ccm import table as t
@@ -35,6 +35,7 @@ class Context:
     models: dict[str, t.Model] = field(default_factory=dict)  # declared aliases, then literals in reference order
     model_spans: dict[str, s.Span] = field(default_factory=dict)
     _env_warned: set[str] = field(default_factory=set)
+    secrets: list[s.Str] = field(default_factory=list)  # credentials written literally, masked in quoted lines
     _errors: int = 0  # kept as diagnostics are added: `failed` is asked once per declaration
     _hints_left: int = HINT_BUDGET
 
@@ -46,6 +47,12 @@ class Context:
             self.lines.diagnostic(severity, span.file, span.line, span.column, message, hint,
                                   span.end_line, span.end_column)
         )
+
+    def secret_written(self, node: s.Str, message: str, hint: str) -> None:
+        """A warning at a credential written literally in the file. Every diagnostic quoting its line shows it masked
+        (`mask_secrets`): the file is in git already, a CI log need not be another copy."""
+        self.secrets.append(node)
+        self.warning(node.span, message, hint)
 
     def error(self, span: s.Span, message: str, hint: str | None = None) -> None:
         self.report("error", span, message, hint)
@@ -133,3 +140,29 @@ class Context:
             hint = self.suggest(text, declared) or f"declare it: model {text} = provider/model"
             self.error(word.span, f"unknown model `{text}`", hint)
         return None
+
+
+def mask_secrets(diagnostics: list[Diagnostic], secrets: list[s.Str]) -> list[Diagnostic]:
+    """The diagnostics with every literal credential in their quoted line masked, character for character (`"sk-****…"`:
+    columns and carets stay where they were)."""
+    by_line: dict[tuple[str, int], list[s.Str]] = {}
+    for node in secrets:
+        if node.span.end_line == node.span.line:
+            by_line.setdefault((node.span.file, node.span.line), []).append(node)
+    if not by_line:
+        return diagnostics
+    masked = []
+    for diagnostic in diagnostics:
+        on_line = by_line.get((diagnostic.file, diagnostic.line))
+        if on_line and diagnostic.source_line is not None:
+            line = diagnostic.source_line
+            for node in on_line:
+                start, end = node.span.column, node.span.end_column - 2  # inside the quotes, 0-based
+                inner = line[start:end]
+                shown = t.redacted(node.value)
+                visible = shown.partition("…")[0] if "…" in shown else ""  # what `ccm table` shows of it too
+                kept = visible if inner.startswith(visible) else ""
+                line = line[:start] + kept + "*" * (len(inner) - len(kept)) + line[end:]
+            diagnostic = replace(diagnostic, source_line=line)
+        masked.append(diagnostic)
+    return masked
