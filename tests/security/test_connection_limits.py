@@ -326,3 +326,19 @@ def test_slow_heads_are_closed_at_the_default_timeout(ccm: CcmServer) -> None:
     assert read_response(kept).status == 200  # type: ignore[union-attr]
     for sock in (idle, dripping, kept):
         sock.close()
+
+
+@pytest.mark.parametrize("server_name", ["uvicorn", "hypercorn"])
+def test_workers_serve_behind_the_same_limits(
+    server_name: str, upstream: tuple[str, FakeAnthropic], tmp_path: Path
+) -> None:
+    env = {"UPSTREAM_URL": upstream[0], "UPSTREAM_KEY": "sk-ant-up"}
+    with CcmServer.from_text(tmp_path, ROUTES, env, args=["--server", server_name, "--workers", "2"],
+                             startup_timeout=40) as server:
+        with connect(server.port) as sock:
+            sock.sendall(request())
+            assert read_response(sock).status == 200  # type: ignore[union-attr]
+        with connect(server.port) as sock:
+            sock.sendall(head(body_length=300 * 1024 * 1024, **JSON))
+            answer = read_response(sock, timeout=5)
+            assert answer is not None and answer.status == 529  # EdgeLimits runs in each worker
