@@ -403,7 +403,7 @@ class Router:
 def router_for(table: RoutingTable) -> Router:
     # Read from pydantic's dict of private values: `table._router` reaches it through BaseModel.__getattr__ after a
     # failed lookup, ~3 µs, a fifth of a whole select_route.
-    router = table.__pydantic_private__["_router"]
+    router = table.__pydantic_private__["_router"]  # type: ignore[index]  # always a dict on a built table
     if router is None or router.table is not table:  # model_copy() copies private attributes: rebuild for the copy
         router = table._router = Router(table)
     return router  # type: ignore[no-any-return]

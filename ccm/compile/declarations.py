@@ -306,7 +306,7 @@ def _deployments(ctx: Context, decl: s.ModelDecl) -> list[t.Deployment]:
 
 
 def _served_by(ctx: Context, deployments: list[t.Deployment], decl: s.ModelDecl) -> tuple[str, ...]:
-    kinds = [ctx.providers[d.provider].type for d in deployments if d.provider in ctx.providers]
+    kinds: list[str] = [ctx.providers[d.provider].type for d in deployments if d.provider in ctx.providers]
     for item in decl.items or ():
         if isinstance(item, s.Item) and item.keyword.text == "quirks":
             kinds += [w.text for w in _words(item)]

@@ -110,8 +110,9 @@ def split_capture(data: Any, problem: Callable[[str], object]) -> tuple[dict[str
     """A captured request as (body, lower-cased headers): the fixtures' `{method, path, headers, body}` shape or a
     bare Messages body. `problem(message)` is called when it is neither."""
     if isinstance(data, dict) and isinstance(data.get("body"), dict) and ("path" in data or "method" in data):
-        raw_headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
-        headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
+        raw_headers = data.get("headers")
+        items = raw_headers.items() if isinstance(raw_headers, dict) else ()
+        headers = {str(k).lower(): str(v) for k, v in items}
         return data["body"], headers
     if isinstance(data, dict) and "model" in data:
         return data, {}

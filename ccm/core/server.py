@@ -295,7 +295,7 @@ def serve(app: Any, host: str, port: int, server: str = DEFAULT_SERVER, limits: 
         else:
             from hypercorn.asyncio import serve as hypercorn_serve
 
-            runner.run(hypercorn_serve(EdgeLimits(app, limits), hypercorn_config(sock, limits=limits)))
+            runner.run(hypercorn_serve(EdgeLimits(app, limits), hypercorn_config(sock, limits=limits)))  # type: ignore[arg-type]
 
 
 def serve_workers(app_factory: str, host: str, port: int, workers: int, server: str = DEFAULT_SERVER) -> int:

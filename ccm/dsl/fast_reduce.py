@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from lark import Lark, Token
-from lark.grammar import Rule
+from lark.grammar import Rule, Terminal
 
 Point = tuple[int, int]  # line, column
 
@@ -108,7 +108,7 @@ def reducer(rule: Rule, build: Build, located: Located) -> Callable[[list[Any]],
     keep = [
         (index, not symbol.is_term and symbol.name.startswith("_"))
         for index, symbol in enumerate(rule.expansion)
-        if rule.options.keep_all_tokens or not (symbol.is_term and symbol.filter_out)
+        if rule.options.keep_all_tokens or not (isinstance(symbol, Terminal) and symbol.filter_out)
     ]
     kept = [index for index, _ in keep]
     expands = any(expand for _, expand in keep)

@@ -348,7 +348,7 @@ def _reduce_all(text: str, file: str) -> tuple[tuple[s.Statement, ...], _Build]:
     build = _Build(file, text)
     reset = _building.set(build)
     try:
-        statements = _parser().parse(text)
+        statements: tuple[s.Statement, ...] = _parser().parse(text)  # type: ignore[assignment]  # the `start` node
     finally:
         _building.reset(reset)
     return statements, build
@@ -467,12 +467,13 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnost
     lines = SourceLines({file: text})
     expected = _acceptable(error)
     if isinstance(error, UnexpectedCharacters):
-        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else ""
+        position = error.pos_in_stream or 0
+        char = text[position] if position < len(text) else ""
         if char == '"':
             return lines.diagnostic("error", file, error.line, error.column, "unterminated string",
                                     "a string ends with `\"` on the same line")
-        hint = "strings use double quotes" if char == "'" else _expected(expected)
-        return lines.diagnostic("error", file, error.line, error.column, f"unexpected character `{char}`", hint,
+        advice = "strings use double quotes" if char == "'" else _expected(expected)
+        return lines.diagnostic("error", file, error.line, error.column, f"unexpected character `{char}`", advice,
                                 error.line, error.column + 1)
     if isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
         last = text.rstrip().splitlines() or [""]
@@ -482,9 +483,10 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnost
                                 line, column + 1)
     assert isinstance(error, UnexpectedToken)
     token = error.token
-    label = _example_states().get(_state_of(error))
+    state = _state_of(error)
+    label = _example_states().get(state) if state is not None else None
     message = label or f"unexpected {_found(token)}"
-    hint = did_you_mean(str(token), _keyword_values(expected)) if str(token).isidentifier() else None
+    hint: str | None = did_you_mean(str(token), _keyword_values(expected)) if str(token).isidentifier() else None
     if hint is None and expected:
         hint = _expected(expected)
     line, column = token.line or 1, token.column or 1

@@ -34,7 +34,7 @@ SHAPES = [
 
 
 def _tree_factory(name: str) -> fast_reduce.Build:
-    def build(children: list[Any], start: fast_reduce.Point | None, end: fast_reduce.Point | None) -> Tree:
+    def build(children: list[Any], start: fast_reduce.Point | None, end: fast_reduce.Point | None) -> Tree[Any]:
         tree = Tree(name, children)
         meta = tree.meta  # lark's Meta starts empty
         if start is not None and end is not None:

@@ -7,7 +7,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +34,11 @@ def connect(port: int, timeout: float = 10.0) -> socket.socket:
     return sock
 
 
-def head(method: str = "POST", path: str = "/v1/messages", body_length: int | None = 0, **headers: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1", *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items())]
+def head(*, method: str = "POST", path: str = "/v1/messages", body_length: int | None = 0,
+         headers: Mapping[str, str] | None = None, **more: str) -> bytes:
+    """A request head; header names may be written with `_` for `-`."""
+    fields = {**(headers or {}), **more}
+    lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1", *(f"{k.replace('_', '-')}: {v}" for k, v in fields.items())]
     if body_length is not None:
         lines.append(f"content-length: {body_length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()

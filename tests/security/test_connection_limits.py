@@ -31,7 +31,7 @@ JSON = {"content_type": "application/json", "anthropic_version": "2023-06-01"}
 
 
 def request(body: str = BODY, **headers: str) -> bytes:
-    return head(body_length=len(body.encode()), **{**JSON, **headers}) + body.encode()
+    return head(body_length=len(body.encode()), headers={**JSON, **headers}) + body.encode()
 
 
 # --- the protocol, in this process, with small limits -----------------------------------------------------------
@@ -50,7 +50,7 @@ def test_idle_and_dripping_connections_are_closed_after_the_head_timeout(port: i
     idle = [connect(port) for _ in range(5)]
     dripping = [connect(port) for _ in range(3)]
     started = time.monotonic()
-    message = head(**JSON)
+    message = head(headers=JSON)
     sent = 0
     while time.monotonic() - started < 3 and sent < len(message):
         for sock in dripping:
@@ -76,7 +76,7 @@ def test_a_keep_alive_connection_outlives_the_head_timeout(port: int) -> None:
 
 def test_a_head_over_the_cap_is_431(port: int) -> None:
     with connect(port) as sock:
-        send_quietly(sock, head(**JSON)[:-2])
+        send_quietly(sock, head(headers=JSON)[:-2])
         for _ in range(64):  # 1 MB of one header, sent as a client would
             if not send_quietly(sock, b"x-filler: " + b"a" * 16_000 + b"\r\n"):
                 break
@@ -126,28 +126,28 @@ def test_the_body_budget_refuses_with_529_and_gives_back(port: int) -> None:
     budget = SMALL.body_budget
     declared, first = budget * 7 // 10, budget * 6 // 10
     holding = connect(port)
-    holding.sendall(head(body_length=declared, **JSON) + b"x" * first)  # held, unfinished
+    holding.sendall(head(body_length=declared, headers=JSON) + b"x" * first)  # held, unfinished
     time.sleep(0.3)
     with connect(port) as sock:  # would not fit now: refused at once, its body unread
-        sock.sendall(head(body_length=budget // 2, **JSON))
+        sock.sendall(head(body_length=budget // 2, headers=JSON))
         answer = read_response(sock, timeout=3)
         assert answer is not None and answer.status == 529
         assert answer.json()["error"]["type"] == "overloaded_error" and answer.headers["retry-after"] == "1"
     with connect(port) as sock:  # fits beside the held one
         body = b"y" * (budget // 4)
-        sock.sendall(head(body_length=len(body), **JSON) + body)
+        sock.sendall(head(body_length=len(body), headers=JSON) + body)
         assert read_response(sock).json() == {"size": len(body)}  # type: ignore[union-attr]
     holding.sendall(b"x" * (declared - first))  # the held one finishes and is answered: its bytes go back
     assert read_response(holding).json() == {"size": declared}  # type: ignore[union-attr]
     holding.close()
     with connect(port) as sock:
-        sock.sendall(head(body_length=budget // 2, **JSON) + b"z" * (budget // 2))
+        sock.sendall(head(body_length=budget // 2, headers=JSON) + b"z" * (budget // 2))
         assert read_response(sock).status == 200  # type: ignore[union-attr]
 
 
 def test_a_chunked_body_past_the_budget_is_cut_off_with_529(port: int) -> None:
     with connect(port) as sock:
-        sock.sendall(head(body_length=None, transfer_encoding="chunked", **JSON))
+        sock.sendall(head(body_length=None, transfer_encoding="chunked", headers=JSON))
         chunk = b"c" * 65536
         for _ in range(2 * SMALL.body_budget // len(chunk)):
             if not send_quietly(sock, b"%x\r\n%s\r\n" % (len(chunk), chunk)):
@@ -220,7 +220,7 @@ def test_smuggling_shapes_get_400_and_nothing_behind_them_is_served(
     before = len(upstream[1].message_requests())
     smuggled = b"0\r\n\r\nGET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
     with connect(ccm.port) as sock:
-        sock.sendall(head(body_length=len(smuggled), transfer_encoding="chunked", **JSON) + smuggled)
+        sock.sendall(head(body_length=len(smuggled), transfer_encoding="chunked", headers=JSON) + smuggled)
         answer = read_response(sock)
         assert answer is not None and answer.status == 400
         assert closed(sock, timeout=5)  # and no second answer: /health was never served
@@ -235,7 +235,7 @@ def test_a_huge_head_is_refused_and_memory_stays_flat(ccm: CcmServer) -> None:
 
     def flood(total: int, finish: bool) -> None:
         with connect(ccm.port) as sock:
-            send_quietly(sock, head(**JSON)[:-2])
+            send_quietly(sock, head(headers=JSON)[:-2])
             line = b"x-filler: " + b"a" * 65_000 + b"\r\n"
             for _ in range(total // len(line)):
                 if not send_quietly(sock, line):
@@ -266,7 +266,7 @@ def test_a_thousand_headers_are_refused(ccm: CcmServer) -> None:
 
 def test_a_body_over_the_default_budget_is_refused_unread(ccm: CcmServer) -> None:
     with connect(ccm.port) as sock:
-        sock.sendall(head(body_length=300 * 1024 * 1024, **JSON))  # under body_limit (512 MB), over the budget
+        sock.sendall(head(body_length=300 * 1024 * 1024, headers=JSON))  # under body_limit (512 MB), over the budget
         answer = read_response(sock, timeout=5)
         assert answer is not None and answer.status == 529
         assert answer.json()["error"]["type"] == "overloaded_error"
@@ -314,7 +314,7 @@ def test_slow_heads_are_closed_at_the_default_timeout(ccm: CcmServer) -> None:
     kept.sendall(request())
     assert read_response(kept).status == 200  # type: ignore[union-attr]
     started = time.monotonic()
-    message = head(**JSON)
+    message = head(headers=JSON)
     for byte in range(len(message)):
         if time.monotonic() - started > 12 or not send_quietly(dripping, message[byte:byte + 1]):
             break
@@ -339,6 +339,6 @@ def test_workers_serve_behind_the_same_limits(
             sock.sendall(request())
             assert read_response(sock).status == 200  # type: ignore[union-attr]
         with connect(server.port) as sock:
-            sock.sendall(head(body_length=300 * 1024 * 1024, **JSON))
+            sock.sendall(head(body_length=300 * 1024 * 1024, headers=JSON))
             answer = read_response(sock, timeout=5)
             assert answer is not None and answer.status == 529  # EdgeLimits runs in each worker

@@ -33,7 +33,7 @@ from ccm.providers import tool_json
 from ccm.providers.openai.request import openai_tool_name
 from ccm.providers.tool_ids import client_tool_id, upstream_tool_id
 from ccm.route import _glob, select_route, strip_subagent_tag, subagent_tag_in, without_subagent_tags
-from ccm.table import Default, Direct, Model, Provider, RoutingTable, Rule
+from ccm.table import Default, Direct, Literal_, Model, Provider, RoutingTable, Rule
 
 BUDGET = 0.2  # seconds per call; linear scans of 100 KB take about a millisecond
 SIZE = 100_000
@@ -146,9 +146,9 @@ def test_inline_regexes_are_known() -> None:
 def test_pattern_is_linear(name: str) -> None:
     pattern = PATTERNS[name]
     methods, fragments = BAIT[name]
-    inputs = list(adversarial(fragments))
+    inputs: list[str] | list[bytes] = list(adversarial(fragments))
     if isinstance(pattern.pattern, bytes):
-        inputs = [text.encode("utf-8") for text in inputs]
+        inputs = [text.encode("utf-8") for text in adversarial(fragments)]
     for method in methods:
         elapsed, text = slowest(getattr(pattern, method), iter(inputs))
         assert elapsed < BUDGET, f"{name}.{method} took {elapsed:.2f} s on {text[:40]!r}…"
@@ -171,8 +171,7 @@ def test_subagent_tag_is_linear() -> None:
     table = RoutingTable(
         version="t", sources=(), rules=(Rule(condition=Direct(), target=None, source="direct"),
                                        Rule(condition=Default(), target="m", source="default")),
-        providers={"p": Provider(name="p", type="anthropic", url={"kind": "literal", "value": "http://x"},
-                                 auth="x-api-key")},
+        providers={"p": Provider(name="p", type="anthropic", url=Literal_(value="http://x"), auth="x-api-key")},
         models={"m": Model(name="m", provider="p", model="x")},
     )
 
