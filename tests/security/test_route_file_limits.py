@@ -131,14 +131,17 @@ def test_everything_that_reads_a_tree_copes_at_the_limit() -> None:
     _with_frames(400, every_reader)
 
 
+# Peak RSS from VmHWM, this process's own: ru_maxrss carries over the forking parent's (pytest's) peak on Linux.
 _MEASURE = textwrap.dedent("""
-    import resource, sys, time
+    import sys, time
     from pathlib import Path
     from ccm.compile import compile_file
     started = time.perf_counter()
     result = compile_file(Path(sys.argv[1]), {})
     assert result.table is not None, result.diagnostics[:3]
-    print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) * 1024
+    print(time.perf_counter() - started, peak)
 """)
 
 
@@ -167,7 +170,7 @@ def test_memory_grows_linearly_with_the_file(tmp_path: Path, capsys: pytest.Capt
     with capsys.disabled():
         print(f"\ncompile of {size_large / 1e6:.1f} MB: {seconds:.1f} s, peak RSS {rss_large / 1e6:.0f} MB "
               f"({per_byte:.0f} bytes of memory per byte of file)")
-    assert per_byte < 400, f"{per_byte:.0f} bytes of memory per byte of route file"
+    assert 0 < per_byte < 400, f"{per_byte:.0f} bytes of memory per byte of route file"
     assert rss_large < 1_000_000_000
     assert seconds < 60
 
