@@ -83,7 +83,9 @@ def _b64_slice(data: str, start: int, length: int) -> bytes:
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 
 
-_PDF_COUNT = re.compile(rb"/Count\s+(\d+)")
+# At most nine digits: a page tree does not count billions of pages, and int() refuses more than 4,300 digits (a
+# ValueError out of token counting for a PDF that says `/Count 999…`).
+_PDF_COUNT = re.compile(rb"/Count\s+(\d{1,9})(?!\d)")
 
 
 # When page objects sit in compressed object streams neither pattern is visible: assume a page per this many bytes.

@@ -46,7 +46,8 @@ from ccm.table import (
 
 TokenCounter = Callable[[Mapping[str, Any]], int]
 
-SUBAGENT_TAG = re.compile(r"<CCM-SUBAGENT-MODEL>\s*(.*?)\s*</CCM-SUBAGENT-MODEL>\s*", re.S)
+SUBAGENT_OPEN = "<CCM-SUBAGENT-MODEL>"
+SUBAGENT_CLOSE = "</CCM-SUBAGENT-MODEL>"
 SUBAGENT_MARKER = "cc_is_subagent=true"
 EFFORT_RANK: dict[str, int] = {level: rank for rank, level in enumerate(EFFORT_ORDER)}
 
@@ -69,6 +70,37 @@ class NoRouteError(Exception):
 
 
 # --- request facts -------------------------------------------------------------------------------------------------
+
+
+# The tag is found with str.find, not a regex: `<TAG>\s*(.*?)\s*</TAG>` backtracks cubically on a run of whitespace
+# (the opening tag and 3,000 spaces held the event loop ~14 s). Both functions are linear in the text.
+
+
+def subagent_tag_in(text: str) -> str | None:
+    """What the first `<CCM-SUBAGENT-MODEL>…</CCM-SUBAGENT-MODEL>` in `text` names, whitespace stripped; None when
+    there is no closed tag."""
+    start = text.find(SUBAGENT_OPEN)
+    if start < 0:
+        return None
+    start += len(SUBAGENT_OPEN)
+    end = text.find(SUBAGENT_CLOSE, start)
+    return None if end < 0 else text[start:end].strip()
+
+
+def without_subagent_tags(text: str) -> str:
+    """`text` with every closed tag removed, and the whitespace after each."""
+    kept: list[str] = []
+    position = 0
+    while (start := text.find(SUBAGENT_OPEN, position)) >= 0:
+        end = text.find(SUBAGENT_CLOSE, start + len(SUBAGENT_OPEN))
+        if end < 0:
+            break
+        kept.append(text[position:start])
+        position = end + len(SUBAGENT_CLOSE)
+        while position < len(text) and text[position].isspace():
+            position += 1
+    kept.append(text[position:])
+    return "".join(kept)
 
 
 def _texts(system: Any) -> list[str]:
@@ -164,10 +196,9 @@ class RequestView:
     def subagent_tag(self) -> str | None:
         """The `provider/model` (or alias) named by a `<CCM-SUBAGENT-MODEL>` tag in the system prompt."""
         for text in self.system_texts:
-            if "<CCM-SUBAGENT-MODEL>" in text:
-                found = SUBAGENT_TAG.search(text)
-                if found:
-                    return found.group(1)
+            found = subagent_tag_in(text)
+            if found is not None:
+                return found
         return None
 
     @cached_property
@@ -266,6 +297,34 @@ def compile_condition(condition: Condition, table: RoutingTable, router: Router)
     raise TypeError(f"unknown condition {condition!r}")
 
 
+class PickCache:
+    """What names a request's `model` (or subagent tag) resolved to, bounded: names come from clients, and a body may
+    hold 32 MB of one. Only a name that can be a model is kept (at most `MAX_NAME` printable characters): anything
+    longer or with control characters is resolved every time, a dictionary lookup or two. The cache holds at most
+    `MAX_ENTRIES` names and `MAX_CHARS` characters of them, the oldest going first, so a flood of distinct names
+    churns it without growing it and the names Claude Code repeats come back once the flood stops."""
+
+    MAX_NAME = 256
+    MAX_ENTRIES = 1024
+    MAX_CHARS = 64 * 1024
+
+    __slots__ = ("entries", "chars")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[Model, ...] | None] = {}
+        self.chars = 0
+
+    def put(self, name: str, chain: tuple[Model, ...] | None) -> None:
+        if len(name) > self.MAX_NAME or not name.isprintable():
+            return
+        entries = self.entries
+        while entries and (len(entries) >= self.MAX_ENTRIES or self.chars + len(name) > self.MAX_CHARS):
+            self.chars -= len(oldest := next(iter(entries)))
+            del entries[oldest]
+        entries[name] = chain
+        self.chars += len(name)
+
+
 class Router:
     """What one table needs at request time, derived once: matchers, chains, and explicit-pick lookups."""
 
@@ -284,7 +343,7 @@ class Router:
                 if model.deployments:
                     pinned = model.model_copy(update={"provider": provider, "model": model_id, "deployments": ()})
                 self._pinned.setdefault((provider, model_id), (pinned, *self._chains[name][1:]))
-        self._picks: dict[str, tuple[Model, ...] | None] = {}
+        self._picks = PickCache()
         self.matchers = [compile_condition(rule.condition, table, self) for rule in table.rules]
         # What a decision says about its rule (`direct` adds which name picked the target), written once per table:
         # only `explain` reads it, the server passes it along on every request.
@@ -306,11 +365,11 @@ class Router:
 
     def pick(self, name: str) -> tuple[Model, ...] | None:
         """The chain for a model a request names itself, or None. Cached: Claude Code repeats the same names."""
-        if name in self._picks:
-            return self._picks[name]
+        picks = self._picks
+        if name in picks.entries:
+            return picks.entries[name]
         found = self._resolve_pick(name)
-        if len(self._picks) < 1024:  # bounded: model names come from clients
-            self._picks[name] = found
+        picks.put(name, found)
         return found
 
     def _resolve_pick(self, name: str) -> tuple[Model, ...] | None:
@@ -344,7 +403,7 @@ class Router:
 def router_for(table: RoutingTable) -> Router:
     # Read from pydantic's dict of private values: `table._router` reaches it through BaseModel.__getattr__ after a
     # failed lookup, ~3 µs, a fifth of a whole select_route.
-    router = table.__pydantic_private__["_router"]
+    router = table.__pydantic_private__["_router"]  # type: ignore[index]  # always a dict on a built table
     if router is None or router.table is not table:  # model_copy() copies private attributes: rebuild for the copy
         router = table._router = Router(table)
     return router  # type: ignore[no-any-return]
@@ -376,11 +435,11 @@ def strip_subagent_tag(body: Mapping[str, Any]) -> dict[str, Any]:
     system = body.get("system")
     stripped: Any = system
     if isinstance(system, str):
-        stripped = SUBAGENT_TAG.sub("", system)
+        stripped = without_subagent_tags(system)
     elif isinstance(system, list):
         stripped = [
-            {**b, "text": SUBAGENT_TAG.sub("", b["text"])}
-            if isinstance(b, dict) and isinstance(b.get("text"), str) and "<CCM-SUBAGENT-MODEL>" in b["text"]
+            {**b, "text": without_subagent_tags(b["text"])}
+            if isinstance(b, dict) and isinstance(b.get("text"), str) and SUBAGENT_OPEN in b["text"]
             else b
             for b in system
         ]

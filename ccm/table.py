@@ -3,9 +3,12 @@
 The compiler (`ccm.compile`) is the only producer; the server, `select_route`, `ccm explain`, `ccm table` and the
 in-file tests are readers. Everything is frozen: a reload builds a new table and swaps one reference.
 
-Secrets never live here as values. A configurable string is a `Value`: a literal, or a reference to an environment
-variable (with an optional default) resolved at run time by `resolve`. Serialising a table therefore never leaks a
-key: an env reference serialises as `env(NAME)`.
+Secrets should not live here as values. A configurable string is a `Value`: a literal, or a reference to an
+environment variable (with an optional default) resolved at run time by `resolve`; an env reference serialises as
+`env(NAME)`. A key written literally in the route file (the compiler warns) is a value all the same, so the fields
+that hold credentials say so in their type: a `SecretValue` (a provider's `key`, the inbound `auth` keys) and a
+credential header's value (`is_credential_header`) serialise a literal redacted (`sk-…(redacted)`). Serialising a
+table therefore never shows a key, in `ccm table`, `ccm explain` or anywhere else.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PrivateAttr, field_serializer, model_serializer
 
 
 class Frozen(BaseModel):
@@ -56,6 +59,38 @@ class EnvRef(Frozen):
 
 
 Value = Annotated[Union[Literal_, EnvRef], Field(discriminator="kind")]
+
+REDACTED = "(redacted)"
+
+
+def redacted(secret: str) -> str:
+    """How a literal secret is shown: its auth scheme if it has one (`Bearer `), then its first three characters when
+    it is long enough for them to say which kind of key it is (`sk-`, `AIz`) and nothing else, then `…(redacted)`."""
+    scheme = next((secret[: len(s)] for s in AUTH_SCHEMES if secret.lower().startswith(s)), "")
+    rest = secret[len(scheme) :]
+    return scheme + (f"{rest[:3]}…{REDACTED}" if len(rest) >= 16 else REDACTED)
+
+
+def show_secret(value: Literal_ | EnvRef) -> str:
+    return redacted(value.value) if isinstance(value, Literal_) else str(value.model_dump())
+
+
+# A value that is a credential: used as any value at run time, serialised without its literal.
+SecretValue = Annotated[Value, PlainSerializer(show_secret, return_type=str)]
+
+# Header names that carry a credential (lower case), and words that make a header name one (`x-portkey-api-key`,
+# `helicone-auth`). A value written with an auth scheme (`Bearer …`) is one whatever its header.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
+                                "x-goog-api-key"})
+CREDENTIAL_WORDS = ("key", "token", "secret", "auth", "password", "session", "signature", "credential", "cookie")
+AUTH_SCHEMES = ("bearer ", "basic ", "token ", "digest ")
+
+
+def is_credential_header(name: str, value: str | None = None) -> bool:
+    lowered = name.lower()
+    if lowered in CREDENTIAL_HEADERS or any(word in lowered for word in CREDENTIAL_WORDS):
+        return True
+    return value is not None and value.lower().startswith(AUTH_SCHEMES)
 
 
 def resolve(value: Value | None, environ: Mapping[str, str]) -> str | None:
@@ -115,14 +150,25 @@ class Provider(Frozen):
     name: str
     type: ProviderType
     url: Value
-    key: Value | None = None
+    key: SecretValue | None = None
     auth: AuthStyle
-    headers: tuple[tuple[str, Value], ...] = ()
+    headers: tuple[tuple[str, Value], ...] = ()  # a credential header's literal serialises redacted
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy | None = None  # None: the file-wide policy applies
     max_concurrency: int | None = None
     span: Span | None = None
     breaker: BreakerPolicy | None = None  # None: the file-wide policy applies
+
+    @field_serializer("headers")
+    def _show_headers(self, headers: tuple[tuple[str, Value], ...]) -> list[tuple[str, str]]:
+        return [
+            (name, show_secret(value) if is_credential_header(name, _literal(value)) else str(value.model_dump()))
+            for name, value in headers
+        ]
+
+
+def _literal(value: Value) -> str | None:
+    return value.value if isinstance(value, Literal_) else None
 
 
 # --- models --------------------------------------------------------------------------------------------------------
@@ -344,7 +390,7 @@ class Settings(Frozen):
     `count_tokens` names an anthropic provider to forward count_tokens to; None counts locally. `markup` is the
     percent added to upstream costs (`markup 20%`), unless a key has its own."""
 
-    auth: tuple[Value, ...] = ()
+    auth: tuple[SecretValue, ...] = ()
     background: tuple[str, ...] = ("*haiku*",)
     count_tokens: str | None = None
     body_limit: int = 32 * 1024 * 1024

@@ -24,7 +24,8 @@ from typing import TypeVar
 
 from ccm import table as t
 from ccm.compile import declarations, rules
-from ccm.compile.context import Context
+from ccm.compile.context import Context, mask_secrets
+from ccm.compile.files import include_roots
 from ccm.compile.loader import Loaded, load
 from ccm.compile.route_tests import route_test, split_capture
 from ccm.diagnostics import Diagnostic
@@ -74,12 +75,13 @@ def compile_source(
     """Compile `text`, shown as `name` in diagnostics; includes and request files resolve against `base_dir`
     (default: `name`'s folder)."""
     folder = base_dir if base_dir is not None else Path(name).parent
+    env = os.environ if environ is None else environ
     with _cycle_collector_paused():
-        loaded = load(text, name, folder, identity)
-        ctx = Context(loaded.lines, os.environ if environ is None else environ)
+        loaded = load(text, name, folder, identity, include_roots(folder, env))
+        ctx = Context(loaded.lines, env)
         table = _compile(ctx, loaded)
     texts = {file.name: file.text for file in loaded.files}
-    diagnostics = _ordered(loaded, [*loaded.diagnostics, *ctx.diagnostics])
+    diagnostics = _ordered(loaded, mask_secrets([*loaded.diagnostics, *ctx.diagnostics], ctx.secrets))
     if table is None or any(d.is_error for d in diagnostics):
         return CompileResult(None, diagnostics, texts)
     return CompileResult(table, diagnostics, texts)
@@ -172,7 +174,7 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
             ctx.error(block.label.span, f'test "{block.label.value}" is declared twice', f"first at {first_span}")
             continue
         test_spans[block.label.value] = block.label.span
-        compiled_test = route_test(ctx, block, loaded.folders.get(block.span.file, Path(".")))
+        compiled_test = route_test(ctx, block, loaded.folders.get(block.span.file, Path(".")), loaded.roots)
         if compiled_test is not None:
             tests.append(compiled_test)
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ccm import table as t
@@ -13,6 +13,12 @@ from ccm.diagnostics import Diagnostic, Severity, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
 
 T = TypeVar("T")
+
+# How many names did-you-mean hints may compare, in all, per compile. Each hint compares a name with every declared
+# one (difflib, quadratic in the worst case): without a budget, a 100 KB file of 2,000 models and 2,000 misspelled
+# references took a minute to check. 100,000 comparisons take well under a second; a file with 100 models gets
+# 1,000 hints before the budget runs out.
+HINT_BUDGET = 100_000
 
 
 def table_span(span: s.Span) -> t.Span:
@@ -29,14 +35,24 @@ class Context:
     models: dict[str, t.Model] = field(default_factory=dict)  # declared aliases, then literals in reference order
     model_spans: dict[str, s.Span] = field(default_factory=dict)
     _env_warned: set[str] = field(default_factory=set)
+    secrets: list[s.Str] = field(default_factory=list)  # credentials written literally, masked in quoted lines
+    _errors: int = 0  # kept as diagnostics are added: `failed` is asked once per declaration
+    _hints_left: int = HINT_BUDGET
 
     # --- reporting --------------------------------------------------------------------------------------------
 
     def report(self, severity: Severity, span: s.Span, message: str, hint: str | None = None) -> None:
+        self._errors += severity == "error"
         self.diagnostics.append(
             self.lines.diagnostic(severity, span.file, span.line, span.column, message, hint,
                                   span.end_line, span.end_column)
         )
+
+    def secret_written(self, node: s.Str, message: str, hint: str) -> None:
+        """A warning at a credential written literally in the file. Every diagnostic quoting its line shows it masked
+        (`mask_secrets`): the file is in git already, a CI log need not be another copy."""
+        self.secrets.append(node)
+        self.warning(node.span, message, hint)
 
     def error(self, span: s.Span, message: str, hint: str | None = None) -> None:
         self.report("error", span, message, hint)
@@ -46,7 +62,15 @@ class Context:
 
     @property
     def failed(self) -> bool:
-        return any(d.is_error for d in self.diagnostics)
+        return self._errors > 0
+
+    def suggest(self, word: str, candidates: Callable[[], Iterable[str]]) -> str | None:
+        """A did-you-mean hint among `candidates()`, while the compile's budget of comparisons lasts."""
+        if self._hints_left <= 0:
+            return None
+        names = list(candidates())
+        self._hints_left -= len(names)
+        return did_you_mean(word, names) if self._hints_left >= 0 else None
 
     def read(self, reader: Callable[[str], T], word: s.Word) -> T | None:
         """Apply a value reader to a written word; a bad value becomes an error at the word."""
@@ -102,7 +126,8 @@ class Context:
             provider, _, model_id = text.partition("/")
             if provider not in self.providers:
                 if provider not in self.provider_spans:  # a provider with errors was declared: no second report
-                    hint = did_you_mean(provider, self.providers) or f"declare it: provider {provider} {{ … }}"
+                    hint = (self.suggest(provider, lambda: self.providers)
+                            or f"declare it: provider {provider} {{ … }}")
                     self.error(word.span, f"unknown provider `{provider}` in `{text}`", hint)
                 return None
             if text not in self.models:
@@ -111,7 +136,33 @@ class Context:
         if text in self.models and self.models[text].declared:
             return text
         if text not in self.model_spans:
-            declared = [name for name, m in self.models.items() if m.declared]
-            hint = did_you_mean(text, declared) or f"declare it: model {text} = provider/model"
+            declared = lambda: (name for name, m in self.models.items() if m.declared)  # noqa: E731
+            hint = self.suggest(text, declared) or f"declare it: model {text} = provider/model"
             self.error(word.span, f"unknown model `{text}`", hint)
         return None
+
+
+def mask_secrets(diagnostics: list[Diagnostic], secrets: list[s.Str]) -> list[Diagnostic]:
+    """The diagnostics with every literal credential in their quoted line masked, character for character (`"sk-****…"`:
+    columns and carets stay where they were)."""
+    by_line: dict[tuple[str, int], list[s.Str]] = {}
+    for node in secrets:
+        if node.span.end_line == node.span.line:
+            by_line.setdefault((node.span.file, node.span.line), []).append(node)
+    if not by_line:
+        return diagnostics
+    masked = []
+    for diagnostic in diagnostics:
+        on_line = by_line.get((diagnostic.file, diagnostic.line))
+        if on_line and diagnostic.source_line is not None:
+            line = diagnostic.source_line
+            for node in on_line:
+                start, end = node.span.column, node.span.end_column - 2  # inside the quotes, 0-based
+                inner = line[start:end]
+                shown = t.redacted(node.value)
+                visible = shown.partition("…")[0] if "…" in shown else ""  # what `ccm table` shows of it too
+                kept = visible if inner.startswith(visible) else ""
+                line = line[:start] + kept + "*" * (len(inner) - len(kept)) + line[end:]
+            diagnostic = replace(diagnostic, source_line=line)
+        masked.append(diagnostic)
+    return masked

@@ -13,7 +13,6 @@ from typing import Any, get_args
 from ccm import table as t
 from ccm.compile import values
 from ccm.compile.context import Context, table_span
-from ccm.diagnostics import did_you_mean
 from ccm.dsl import syntax as s
 from ccm.dsl.printer import value_text
 
@@ -125,8 +124,8 @@ def settings(ctx: Context, block: s.Block) -> tuple[t.Settings, bool]:
             keys = []
             for arg in item.args:
                 if isinstance(arg, s.Str):
-                    ctx.warning(arg.span, "a client key written in the file ends up in version control",
-                                'read it from the environment: env("CCM_API_KEY")')
+                    ctx.secret_written(arg, "a client key is written in the file: keys belong in the environment",
+                                       'auth env("CCM_API_KEY")')
                 key = ctx.value(arg)
                 if key is not None:
                     keys.append(key)
@@ -190,8 +189,8 @@ def provider(ctx: Context, block: s.Block) -> t.Provider | None:
         elif keyword in ("url", "key"):
             fields[keyword] = ctx.value(item.args[0])
             if keyword == "key" and isinstance(item.args[0], s.Str):
-                ctx.warning(item.args[0].span, f"provider `{name}`'s API key is written in the file",
-                            'read it from the environment: env("MY_API_KEY")')
+                ctx.secret_written(item.args[0], f"provider `{name}`'s API key is written in the file: keys belong "
+                                                 "in the environment", f'key env("{_variable(name)}_API_KEY")')
         elif keyword == "auth":
             fields["auth"] = ctx.choose(_words(item)[0], AUTH_STYLES, "auth style")
         elif keyword == "headers":
@@ -217,9 +216,19 @@ def _headers(ctx: Context, item: s.Item) -> tuple[tuple[str, t.Literal_ | t.EnvR
     out = []
     for member in headers.members:
         value = ctx.value(member.value)
-        if value is not None:
-            out.append((values.member_key(member), value))
+        if value is None:
+            continue
+        header = values.member_key(member)
+        if isinstance(member.value, s.Str) and t.is_credential_header(header, member.value.value):
+            ctx.secret_written(member.value, f"header `{header}` carries a credential written in the file: keys "
+                                             "belong in the environment", f'"{header}": env("{_variable(header)}")')
+        out.append((header, value))
     return tuple(out)
+
+
+def _variable(name: str) -> str:
+    """An environment variable's name made from a provider's or header's (`my-proxy` → `MY_PROXY`)."""
+    return "".join(c if c.isalnum() else "_" for c in name.upper())
 
 
 def _timeouts(ctx: Context, item: s.Item) -> t.Timeouts:
@@ -297,7 +306,7 @@ def _deployments(ctx: Context, decl: s.ModelDecl) -> list[t.Deployment]:
 
 
 def _served_by(ctx: Context, deployments: list[t.Deployment], decl: s.ModelDecl) -> tuple[str, ...]:
-    kinds = [ctx.providers[d.provider].type for d in deployments if d.provider in ctx.providers]
+    kinds: list[str] = [ctx.providers[d.provider].type for d in deployments if d.provider in ctx.providers]
     for item in decl.items or ():
         if isinstance(item, s.Item) and item.keyword.text == "quirks":
             kinds += [w.text for w in _words(item)]
@@ -305,7 +314,7 @@ def _served_by(ctx: Context, deployments: list[t.Deployment], decl: s.ModelDecl)
 
 
 def _did_you_mean_provider(ctx: Context, name: str) -> str:
-    return did_you_mean(name, ctx.provider_spans) or f"declare it: provider {name} {{ type … url … }}"
+    return ctx.suggest(name, lambda: ctx.provider_spans) or f"declare it: provider {name} {{ type … url … }}"
 
 
 # Classes an upstream bills apart from plain input, per kind of upstream: a price for a model served there must give

@@ -20,6 +20,7 @@ import orjson
 from ccm import table as t
 from ccm.compile import values
 from ccm.compile.context import Context, table_span
+from ccm.compile.files import MAX_REQUEST_FILE_BYTES, FileRefused, read_confined
 from ccm.diagnostics import Diagnostic, SourceLines
 from ccm.dsl import syntax as s
 
@@ -27,7 +28,7 @@ DEFAULT_MESSAGES = [{"role": "user", "content": "hi"}]
 DEFAULT_MAX_TOKENS = 1024
 
 
-def route_test(ctx: Context, block: s.Block, base_dir: Path) -> t.RouteTest | None:
+def route_test(ctx: Context, block: s.Block, base_dir: Path, roots: tuple[Path, ...]) -> t.RouteTest | None:
     assert isinstance(block.label, s.Str)
     failed = ctx.failed
     name = block.label.value
@@ -45,7 +46,7 @@ def route_test(ctx: Context, block: s.Block, base_dir: Path) -> t.RouteTest | No
             continue
         seen[keyword] = item
         if keyword == "request":
-            loaded = _request(ctx, item, base_dir)
+            loaded = _request(ctx, item, base_dir, roots)
             if loaded is not None:
                 request, file_headers = loaded
                 headers = {**file_headers, **headers}
@@ -70,7 +71,9 @@ def route_test(ctx: Context, block: s.Block, base_dir: Path) -> t.RouteTest | No
                        span=table_span(block.label.span))
 
 
-def _request(ctx: Context, item: s.Item, base_dir: Path) -> tuple[dict[str, Any], dict[str, str]] | None:
+def _request(
+    ctx: Context, item: s.Item, base_dir: Path, roots: tuple[Path, ...]
+) -> tuple[dict[str, Any], dict[str, str]] | None:
     if isinstance(item.args[0], s.Object):
         body = item.args[0]
         env = values.find_env(body)
@@ -86,18 +89,19 @@ def _request(ctx: Context, item: s.Item, base_dir: Path) -> tuple[dict[str, Any]
         return request, {}
     path_node = item.args[1]
     assert isinstance(path_node, s.Str)
-    path = base_dir / path_node.value
     try:
-        data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        ctx.error(path_node.span, f"request file not found: `{path_node.value}`",
-                  f"paths are relative to the route file's folder ({base_dir})")
-        return None
-    except OSError as error:
-        ctx.error(path_node.span, f"cannot read request file `{path_node.value}`: {error.__class__.__name__}")
+        data = orjson.loads(read_confined(base_dir, path_node.value, roots, MAX_REQUEST_FILE_BYTES))
+    except FileRefused as refused:
+        if refused.missing:
+            ctx.error(path_node.span, f"request file not found: `{path_node.value}`",
+                      f"paths are relative to the route file's folder ({base_dir})")
+        else:
+            ctx.error(path_node.span, f"cannot read request file `{path_node.value}`: {refused.message}", refused.hint)
         return None
     except orjson.JSONDecodeError as error:
-        ctx.error(path_node.span, f"request file `{path_node.value}` is not valid JSON: {error}")
+        # where, never what: a request file may be no request at all
+        ctx.error(path_node.span, f"request file `{path_node.value}` is not valid JSON "
+                                  f"(line {error.lineno}, column {error.colno})")
         return None
     return split_capture(data, lambda message: ctx.error(path_node.span, message))
 
@@ -106,8 +110,9 @@ def split_capture(data: Any, problem: Callable[[str], object]) -> tuple[dict[str
     """A captured request as (body, lower-cased headers): the fixtures' `{method, path, headers, body}` shape or a
     bare Messages body. `problem(message)` is called when it is neither."""
     if isinstance(data, dict) and isinstance(data.get("body"), dict) and ("path" in data or "method" in data):
-        raw_headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
-        headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
+        raw_headers = data.get("headers")
+        items = raw_headers.items() if isinstance(raw_headers, dict) else ()
+        headers = {str(k).lower(): str(v) for k, v in items}
         return data["body"], headers
     if isinstance(data, dict) and "model" in data:
         return data, {}

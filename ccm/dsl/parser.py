@@ -1,7 +1,8 @@
 """Parse route-file text into a `SourceFile` syntax tree, or raise `RouteSyntaxError` with a friendly diagnostic.
 
 The Lark parser (LALR, contextual lexer) is built once per process, and builds the syntax nodes itself as it reduces
-each rule, spans included: no lark tree, no second pass (a 2,000-rule file parses in ~0.15 s). Comments never reach
+each rule, spans included: no lark tree, no second pass (a 2,000-rule file parses in ~0.15 s; `ccm.dsl.fast_reduce`
+says how, and which private lark API that takes). Comments never reach
 the parser: the post-lexer takes them out of the token stream and keeps them beside the tree for `ccm fmt`, and it folds
 runs of newlines into one `_NL` so the grammar only ever sees single line breaks.
 
@@ -19,17 +20,18 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import lark
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.grammar import Rule
 from lark.lexer import PatternStr
 
 from ccm.diagnostics import Diagnostic, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
+from ccm.dsl.fast_reduce import Build, FastReduceLark, Point
 
 
 def _grammar() -> str:
@@ -239,114 +241,80 @@ class _Part:
 # --- lexing --------------------------------------------------------------------------------------------------------
 
 
+# How deeply conditions, blocks, objects and arrays may nest. The parser itself is iterative, but what reads the tree
+# recurses (the compiler, the printer, pydantic's validation of the table, the router's matchers at request time):
+# a cap here, with a diagnostic, keeps a hostile file from ending anywhere in a RecursionError. Each level costs the
+# deepest reader a few frames of Python's 1,000; no real file comes near 64.
+MAX_NESTING = 64
+_OPENERS = frozenset({"LPAR", "LBRACE", "LSQB"})
+_CLOSERS = frozenset({"RPAR", "RBRACE", "RSQB"})
+
+
 class _Layout:
-    """Post-lexer: keep comments aside, fold blank and comment-only lines into one `_NL`, drop leading newlines."""
+    """Post-lexer: keep comments aside, fold blank and comment-only lines into one `_NL`, drop leading newlines, and
+    refuse nesting deeper than `MAX_NESTING`: an open bracket is a level until it closes, a `not` until its operand
+    starts (then that operand's own brackets count)."""
 
     always_accept = ("COMMENT", "_NL")
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        sink = _building.get().comments
+        state = _building.get()
+        sink = state.comments
         at_line_start = True
+        depth = 0
+        nots = [0]  # per open bracket, the `not`s written in it whose operand has not started yet
         for token in stream:
-            if token.type == "COMMENT":
+            kind = token.type
+            if kind == "COMMENT":
                 sink.append(token)
-            elif token.type == "_NL":
+                continue
+            if kind == "_NL":
                 if not at_line_start:
                     at_line_start = True
                     yield token
-            else:
-                at_line_start = False
-                yield token
-
-
-# --- reducing: children and spans, as lark's tree builder would give them ------------------------------------------
-
-
-class _Inline:
-    """What a rule lark inlines into its parent returns (`_statement`, `_setting`, the repetitions lark generates for
-    `(…)*`): its children for the parent, and every value it was made of, so a parent's span can start or end in it."""
-
-    __slots__ = ("children", "parts")
-
-    def __init__(self, children: list[Any], parts: list[Any]) -> None:
-        self.children = children
-        self.parts = parts
-
-
-def _start(parts: list[Any]) -> tuple[int, int] | None:
-    """Where the first thing written among `parts` starts (None when they hold nothing written)."""
-    for part in parts:
-        if isinstance(part, Token):
-            return part.line, part.column
-        if isinstance(part, _Inline):
-            found = _start(part.parts)
-            if found is not None:
-                return found
-            continue
-        return part.span.line, part.span.column
-    return None
-
-
-def _end(parts: list[Any]) -> tuple[int, int] | None:
-    for part in reversed(parts):
-        if isinstance(part, Token):
-            return part.end_line, part.end_column
-        if isinstance(part, _Inline):
-            found = _end(part.parts)
-            if found is not None:
-                return found
-            continue
-        return part.span.end_line, part.span.end_column
-    return None
-
-
-def _reducer(rule: Rule) -> Callable[[list[Any]], Any]:
-    """The callback for one grammar rule. It gets every value the rule matched, braces and newlines included, keeps
-    what lark's tree builder would keep (named tokens and nodes; the children of inlined `_rules`), collapses `?rule`s
-    with one child, and spans the node from its first written thing to its last, as `propagate_positions` does."""
-    keep = [
-        (index, not symbol.is_term and symbol.name.startswith("_"))
-        for index, symbol in enumerate(rule.expansion)
-        if rule.options.keep_all_tokens or not (symbol.is_term and symbol.filter_out)
-    ]
-    kept = [index for index, _ in keep]
-    expands = any(expand for _, expand in keep)
-    filtered = len(keep) < len(rule.expansion)
-    inline = rule.origin.name.startswith("_")
-    collapse = rule.options.expand1 and not rule.alias
-    name = rule.alias or rule.options.template_source or rule.origin.name
-    build: Callable[[_Build, list[Any], s.Span], Any] = getattr(_Build, name, _Build.item)
-
-    def reduce(parts: list[Any]) -> Any:
-        if expands:
-            children: list[Any] = []
-            for index, expand in keep:
-                if expand:
-                    children.extend(parts[index].children)
+                continue
+            at_line_start = False
+            if kind in _OPENERS or kind == "NOT":
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise RouteSyntaxError(_too_deep(state, token))
+                if kind == "NOT":
+                    nots[-1] += 1
                 else:
-                    children.append(parts[index])
-        elif filtered:
-            children = [parts[index] for index in kept]
-        else:
-            children = parts
-        if inline:
-            return _Inline(children, parts)
-        if collapse and len(children) == 1:
-            return children[0]
+                    nots.append(0)
+            elif kind in _CLOSERS:
+                if len(nots) > 1:
+                    depth -= 1 + nots.pop()
+                depth -= nots[-1]  # the bracket just closed was the operand of these
+                nots[-1] = 0
+            elif nots[-1]:
+                depth -= nots[-1]
+                nots[-1] = 0
+            yield token
+
+
+def _too_deep(state: _Build, token: Token) -> Diagnostic:
+    line, column = token.line or 1, token.column or 1
+    return SourceLines({state.file: state.text}).diagnostic(
+        "error", state.file, line, column, f"nested too deeply (limit {MAX_NESTING})",
+        f"conditions, blocks, objects and arrays nest at most {MAX_NESTING} levels", line, column + len(token),
+    )
+
+
+# --- reducing: each rule's node built as the parser reduces it (ccm.dsl.fast_reduce) ---------------------------
+
+
+def _node_factory(name: str) -> Build:
+    """The builder of one rule's node: its `_Build` method (`_Build.item` for every block item), given the parse's
+    state and the node's span."""
+    method: Callable[[_Build, list[Any], s.Span], Any] = getattr(_Build, name, _Build.item)
+
+    def build(children: list[Any], start: Point | None, end: Point | None) -> Any:
         state = _building.get()
-        first, last = _start(parts) or (1, 1), _end(parts) or (1, 1)
-        return build(state, children, s.Span(state.file, first[0], first[1], last[0], last[1]))
+        (line, column), (end_line, end_column) = start or (1, 1), end or (1, 1)  # nothing written: an empty file
+        return method(state, children, s.Span(state.file, line, column, end_line, end_column))
 
-    return reduce
-
-
-class _RouteLark(Lark):
-    """Lark calling `_Build` as it reduces each rule. Lark's own `transformer=` option would too, but it hands a
-    callback only the tokens the grammar keeps, so a node could not span its braces, and its `v_args(meta=True)`
-    (tree building, then a second pass) cost more than lexing and parsing together on a 2,000-rule file."""
-
-    def _prepare_callbacks(self) -> None:
-        self._callbacks = {rule: _reducer(rule) for rule in self.rules}
+    return build
 
 
 def _analysis_cache() -> str | bool:
@@ -363,8 +331,10 @@ def _analysis_cache() -> str | bool:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return _RouteLark(
+    return FastReduceLark(
         _grammar(),
+        node_factory=_node_factory,
+        located=attrgetter("span"),
         parser="lalr",
         lexer="contextual",
         postlex=_Layout(),
@@ -378,7 +348,7 @@ def _reduce_all(text: str, file: str) -> tuple[tuple[s.Statement, ...], _Build]:
     build = _Build(file, text)
     reset = _building.set(build)
     try:
-        statements = _parser().parse(text)
+        statements: tuple[s.Statement, ...] = _parser().parse(text)  # type: ignore[assignment]  # the `start` node
     finally:
         _building.reset(reset)
     return statements, build
@@ -497,12 +467,13 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnost
     lines = SourceLines({file: text})
     expected = _acceptable(error)
     if isinstance(error, UnexpectedCharacters):
-        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else ""
+        position = error.pos_in_stream or 0
+        char = text[position] if position < len(text) else ""
         if char == '"':
             return lines.diagnostic("error", file, error.line, error.column, "unterminated string",
                                     "a string ends with `\"` on the same line")
-        hint = "strings use double quotes" if char == "'" else _expected(expected)
-        return lines.diagnostic("error", file, error.line, error.column, f"unexpected character `{char}`", hint,
+        advice = "strings use double quotes" if char == "'" else _expected(expected)
+        return lines.diagnostic("error", file, error.line, error.column, f"unexpected character `{char}`", advice,
                                 error.line, error.column + 1)
     if isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
         last = text.rstrip().splitlines() or [""]
@@ -512,9 +483,10 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnost
                                 line, column + 1)
     assert isinstance(error, UnexpectedToken)
     token = error.token
-    label = _example_states().get(_state_of(error))
+    state = _state_of(error)
+    label = _example_states().get(state) if state is not None else None
     message = label or f"unexpected {_found(token)}"
-    hint = did_you_mean(str(token), _keyword_values(expected)) if str(token).isidentifier() else None
+    hint: str | None = did_you_mean(str(token), _keyword_values(expected)) if str(token).isidentifier() else None
     if hint is None and expected:
         hint = _expected(expected)
     line, column = token.line or 1, token.column or 1

@@ -22,7 +22,8 @@ import orjson
 
 Outcome = Literal["valid", "repaired", "invalid"]
 
-_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+_FENCE = "```"
+_FENCE_INFO = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")  # the `json` of ```json
 _BARE_LITERALS = {"True": "true", "False": "false", "None": "null", "true": "true", "false": "false", "null": "null"}
 _NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\", '"': '"', "'": "'"}
@@ -56,9 +57,9 @@ def _strict_object(text: str) -> dict[str, Any] | None:
 def repair(text: str) -> str | None:
     """Repaired JSON text of an object, or None when there is no object to recover."""
     stripped = text.strip()
-    fenced = _FENCE.match(stripped)
-    if fenced:
-        stripped = fenced.group(1).strip()
+    fenced = unfence(stripped)
+    if fenced is not None:
+        stripped = fenced
     start = stripped.find("{")
     if start < 0:
         return None
@@ -69,6 +70,19 @@ def repair(text: str) -> str | None:
     except orjson.JSONDecodeError:
         return None
     return repaired if isinstance(value, dict) else None
+
+
+def unfence(text: str) -> str | None:
+    r"""The stripped inside of a markdown fence (```json … ```) that is the whole of `text`, else None.
+
+    A scan, not a regex: `^```[\w-]*\s*\n?(.*?)\n?```$` took 15 s on "```json" and 20,000 " \n" of model output."""
+    if len(text) < 2 * len(_FENCE) or not (text.startswith(_FENCE) and text.endswith(_FENCE)):
+        return None
+    inside = text[len(_FENCE) : -len(_FENCE)]
+    info = 0
+    while info < len(inside) and inside[info] in _FENCE_INFO:
+        info += 1
+    return inside[info:].strip()
 
 
 # --- tolerant tokenizer -------------------------------------------------------------------------------------------
