@@ -272,9 +272,8 @@ def test_a_body_over_the_default_budget_is_refused_unread(ccm: CcmServer) -> Non
         assert answer.json()["error"]["type"] == "overloaded_error"
 
 
+@pytest.mark.parametrize("ccm", ["uvicorn"], indirect=True)  # hypercorn has no connection cap (docs/security.md)
 def test_the_connection_cap_keeps_the_server_serving(ccm: CcmServer) -> None:
-    if ccm.server_name != "uvicorn":  # type: ignore[attr-defined]
-        pytest.skip("hypercorn has no connection cap (docs/security.md)")
     held: list[socket.socket] = []
     refused = 0
     try:
@@ -303,11 +302,10 @@ def test_the_connection_cap_keeps_the_server_serving(ccm: CcmServer) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("ccm", ["uvicorn"], indirect=True)
 def test_slow_heads_are_closed_at_the_default_timeout(ccm: CcmServer) -> None:
     """uvicorn closes a head that is not complete 10 s after its first byte; hypercorn has only its keep-alive
     timeout (75 s), too long to wait for here: only uvicorn is timed."""
-    if ccm.server_name != "uvicorn":  # type: ignore[attr-defined]
-        pytest.skip("hypercorn's head timeout is its keep-alive timeout, 75 s")
     idle = connect(ccm.port)
     dripping = connect(ccm.port)
     kept = connect(ccm.port)
