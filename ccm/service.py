@@ -10,7 +10,9 @@ place. The pieces:
     runtime        the table resolved against the environment (`ccm.core.runtime.build_runtime`), with the client
                    factory the options name — for the first table and for every table a reload builds
     api            the hot path (`ccm.core.app.App`): a plain ASGI app, nothing in front of it but a path test
-    mounts         pages off the hot path (`/`, `/admin`, `/metrics`, …) mounted beside the API (`Service.mount`)
+    mounts         pages off the hot path (`/`, `/admin`, `/metrics`, …) mounted beside the API (`Service.mount`):
+                   `/metrics` (`ccm.metrics`, with `options.metrics`)
+    costs          where money figures come from (`ccm.costs.Costs`): the route file's prices until the ledger's
     lifespan       one `AsyncExitStack` of services, entered at the server's startup and closed at its shutdown:
                    the providers' pools, the reloader, the record queue's drain (and, as they arrive, the ledger's
                    writer and the like: `Service.on_lifespan`)
@@ -40,7 +42,8 @@ from ccm.core.relay import NO_DRAINS, Drains
 from ccm.core.reload import Reloader
 from ccm.core.runtime import ClientFactory, ProviderRuntime, Runtime, RuntimeHolder, build_runtime, close_providers
 from ccm.core.types import ASGIApp, Message, Receive, Scope, Send
-from ccm.logs import LEVEL_VARIABLE, configure_logging
+from ccm.costs import Costs, PriceListCosts
+from ccm.logs import FORMAT_VARIABLE, LEVEL_VARIABLE, configure_logging, request_logger
 from ccm.table import RoutingTable
 from ccm.upstream.client import make_client
 
@@ -69,6 +72,8 @@ class ServiceOptions:
     subscribers: tuple[Subscriber, ...] = (log_request,)
     drains: Drains = NO_DRAINS
     max_drain: float | None = None  # how long retired providers wait for their requests (None: the reloader's)
+    metrics: bool = False  # serve /metrics (`ccm run` turns it on unless --no-metrics)
+    metrics_dir: str | None = None  # prometheus_client's multiprocess folder, under `ccm run --workers N`
 
 
 @dataclass(slots=True)
@@ -81,6 +86,8 @@ class Service:
     records: Records
     recent: RecentRecords
     in_flight: InFlight
+    costs: Costs
+    metrics: Any = None  # ccm.metrics.Metrics when /metrics is served (imported only then: prometheus_client)
     _mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)
     _lifespans: list[Lifespan] = field(default_factory=list)
 
@@ -142,7 +149,18 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
                         build_runtime=next_runtime, in_flight=in_flight, public=options.public,
                         watch=options.watch, **drain)
     api.health_sections["reload"] = reloader.status
-    return Service(route_file, checked, holder, api, reloader, records, recent, in_flight)
+    costs = PriceListCosts()  # the ledger's `Costs` replaces this one (ccm.costs)
+    service = Service(route_file, checked, holder, api, reloader, records, recent, in_flight, costs)
+    admin_key = environ.get(ADMIN_KEY_VARIABLE) or None
+    if options.metrics:
+        from ccm.metrics import Metrics
+
+        service.metrics = metrics = Metrics(holder, records=records, in_flight=in_flight, reloader=reloader,
+                                            costs=costs, admin_key=admin_key, multiprocess_dir=options.metrics_dir)
+        records.subscribe(metrics.observe)
+        service.mount("/metrics", metrics.app)
+        service.on_lifespan(metrics.running)
+    return service
 
 
 # --- the ASGI app around the API -------------------------------------------------------------------------------
@@ -196,11 +214,19 @@ async def _lifespan(service: Service, receive: Receive, send: Send) -> None:
 
 ROUTES_FILE_VARIABLE = "CCM_ROUTES_FILE"  # how `ccm run --workers N` tells each worker which file to serve
 PUBLIC_VARIABLE = "CCM_PUBLIC"
+METRICS_VARIABLE = "CCM_METRICS"  # "0": --no-metrics
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's; `ccm run --workers N` sets it
 
 
 def worker_app() -> ASGIApp:
     """The app of one `--workers` process (called by the server in the worker): the parent checked the file and
     reported its warnings; a worker builds its own service from it, quietly."""
-    configure_logging(os.environ.get(LEVEL_VARIABLE, "info"))
-    options = ServiceOptions(public=os.environ.get(PUBLIC_VARIABLE) == "1")
+    log_format = os.environ.get(FORMAT_VARIABLE, "text")
+    configure_logging(os.environ.get(LEVEL_VARIABLE, "info"), log_format)
+    options = ServiceOptions(
+        public=os.environ.get(PUBLIC_VARIABLE) == "1",
+        subscribers=(request_logger(log_format),),
+        metrics=os.environ.get(METRICS_VARIABLE) != "0",
+        metrics_dir=os.environ.get(MULTIPROC_VARIABLE) or None,
+    )
     return build_service(os.environ[ROUTES_FILE_VARIABLE], os.environ, options).app

@@ -1,7 +1,7 @@
 """`ccm run`, `ccm code`, `ccm env`: serve a route file, and point Claude Code at it.
 
     ccm run  [FILE=routes.ccm] [--host 127.0.0.1] [--port 3456] [--workers N] [--server uvicorn|hypercorn]
-             [--log-level info]
+             [--log-level info] [--log-format text|json] [--no-metrics]
     ccm code [FILE.ccm] [--port 3456] [-- CLAUDE_ARGS…]   start the router if needed, then run `claude` through it
     ccm env  [FILE=routes.ccm] [--port 3456]              the `export` lines that point a shell's Claude Code at ccm
 
@@ -23,7 +23,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,17 @@ import click
 
 from ccm.compile.check import check
 from ccm.core.runtime import Runtime, build_runtime
-from ccm.logs import configure_logging
-from ccm.service import PUBLIC_VARIABLE, ROUTES_FILE_VARIABLE, NotServable, ServiceOptions, build_service
+from ccm.diagnostics import Diagnostic
+from ccm.logs import FORMATS, configure_logging, request_logger
+from ccm.service import (
+    METRICS_VARIABLE,
+    MULTIPROC_VARIABLE,
+    PUBLIC_VARIABLE,
+    ROUTES_FILE_VARIABLE,
+    NotServable,
+    ServiceOptions,
+    build_service,
+)
 from ccm.table import EnvRef, RoutingTable, resolve
 
 DEFAULT_FILE = "routes.ccm"
@@ -46,14 +57,13 @@ file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir
 port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 
 
-def load_table(path: str | Path) -> RoutingTable:
+def load_table(path: str | Path, log_format: str = "text") -> RoutingTable:
     """Check the route file (compile, run its tests); print any problem and exit 1. Warnings are printed too."""
     file = Path(path)
     if not file.is_file():
         raise click.ClickException(f"route file not found: {file}")
     checked = check(file, os.environ)
-    for diagnostic in checked.reported:
-        click.echo(diagnostic.render(), err=True)
+    _report(checked.reported, log_format)
     if checked.table is None:
         raise SystemExit(1)
     return checked.table
@@ -97,35 +107,58 @@ def is_loopback(host: str) -> bool:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
-def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(FORMATS),
+              help="json: one JSON object per line, the request line's facts as keys.")
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="Serve Prometheus metrics at /metrics (docs/metrics.md).")
+def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str, log_format: str,
+        metrics: bool) -> None:
     """Serve FILE: Claude Code's requests routed as the route file says."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     public = not is_loopback(host)
     from ccm.core import server
 
+    # prometheus_client picks its storage when first imported, from this variable: a folder inherited from the
+    # shell is never used (its old files would be counted); the workers get one of ccm's own, below
+    os.environ.pop(MULTIPROC_VARIABLE, None)
     if workers > 1:
-        table = load_table(file)
+        table = load_table(file, log_format)
         _refuse_unsafe(table, host)
         os.environ[ROUTES_FILE_VARIABLE] = os.path.abspath(file)
         os.environ[PUBLIC_VARIABLE] = "1" if public else "0"
+        os.environ[METRICS_VARIABLE] = "1" if metrics else "0"
         runtime, _ = build_runtime(table, os.environ)
         report_unconfigured(runtime)  # once, here: the workers build their apps quietly
-        raise SystemExit(server.serve_workers("ccm.service:worker_app", host, port, workers, server_name))
+        with tempfile.TemporaryDirectory(prefix="ccm-metrics-") as metrics_dir:
+            # every worker's metrics in memory-mapped files here; the folder goes when `ccm run` stops
+            if metrics:
+                os.environ[MULTIPROC_VARIABLE] = metrics_dir
+            code = server.serve_workers("ccm.service:worker_app", host, port, workers, server_name)
+        raise SystemExit(code)
     if not Path(file).is_file():
         raise click.ClickException(f"route file not found: {file}")
+    options = ServiceOptions(public=public, subscribers=(request_logger(log_format),), metrics=metrics)
     try:
-        service = build_service(file, os.environ, ServiceOptions(public=public))
+        service = build_service(file, os.environ, options)
     except NotServable as refused:
-        for diagnostic in refused.checked.reported:
-            click.echo(diagnostic.render(), err=True)
+        _report(refused.checked.reported, log_format)
         raise SystemExit(1) from None
-    for diagnostic in service.checked.reported:
-        click.echo(diagnostic.render(), err=True)
+    _report(service.checked.reported, log_format)
     table = service.runtime.table
     _refuse_unsafe(table, host)
     report_unconfigured(service.runtime)
     log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))
     server.serve(service.app, host, port, server_name)
+
+
+def _report(diagnostics: Iterable[Diagnostic], log_format: str) -> None:
+    """The route file's problems and warnings as the compiler renders them; one log line each with `--log-format
+    json`, so every line of the output is JSON."""
+    for diagnostic in diagnostics:
+        if log_format == "json":
+            log.log(logging.ERROR if diagnostic.severity == "error" else logging.WARNING, diagnostic.render())
+        else:
+            click.echo(diagnostic.render(), err=True)
 
 
 def _refuse_unsafe(table: RoutingTable, host: str) -> None:
