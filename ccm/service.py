@@ -13,6 +13,7 @@ place. The pieces:
     mounts         pages off the hot path (`/`, `/admin`, `/metrics`, …) mounted beside the API (`Service.mount`):
                    `/metrics` (`ccm.metrics`, with `options.metrics`)
     costs          where money figures come from (`ccm.costs.Costs`): the route file's prices until the ledger's
+    capture        request capture (`ccm.capture.Capture`), started by `options.capture_dir` or later by its owner
     lifespan       one `AsyncExitStack` of services, entered at the server's startup and closed at its shutdown:
                    the providers' pools, the reloader, the record queue's drain (and, as they arrive, the ledger's
                    writer and the like: `Service.on_lifespan`)
@@ -34,8 +35,9 @@ from typing import Any
 
 import anyio
 
+from ccm.capture import MAX_BYTES, MAX_FILES, Capture
 from ccm.compile.check import Checked, check
-from ccm.core.app import App, TokenCount
+from ccm.core.app import App, RequestHook, TokenCount
 from ccm.core.inflight import InFlight
 from ccm.core.record import RecentRecords, Records, Subscriber, log_request
 from ccm.core.relay import NO_DRAINS, Drains
@@ -74,6 +76,9 @@ class ServiceOptions:
     max_drain: float | None = None  # how long retired providers wait for their requests (None: the reloader's)
     metrics: bool = False  # serve /metrics (`ccm run` turns it on unless --no-metrics)
     metrics_dir: str | None = None  # prometheus_client's multiprocess folder, under `ccm run --workers N`
+    capture_dir: str | None = None  # capture requests into this folder from the start (`ccm run --capture DIR`)
+    capture_max_files: int = MAX_FILES
+    capture_max_bytes: int = MAX_BYTES
 
 
 @dataclass(slots=True)
@@ -87,6 +92,7 @@ class Service:
     recent: RecentRecords
     in_flight: InFlight
     costs: Costs
+    capture: Capture
     metrics: Any = None  # ccm.metrics.Metrics when /metrics is served (imported only then: prometheus_client)
     _mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)
     _lifespans: list[Lifespan] = field(default_factory=list)
@@ -150,7 +156,12 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
                         watch=options.watch, **drain)
     api.health_sections["reload"] = reloader.status
     costs = PriceListCosts()  # the ledger's `Costs` replaces this one (ccm.costs)
-    service = Service(route_file, checked, holder, api, reloader, records, recent, in_flight, costs)
+
+    def install(hook: RequestHook | None) -> None:
+        api.on_request = hook
+
+    capture = Capture(install, max_files=options.capture_max_files, max_bytes=options.capture_max_bytes)
+    service = Service(route_file, checked, holder, api, reloader, records, recent, in_flight, costs, capture)
     admin_key = environ.get(ADMIN_KEY_VARIABLE) or None
     if options.metrics:
         from ccm.metrics import Metrics
@@ -160,7 +171,19 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
         records.subscribe(metrics.observe)
         service.mount("/metrics", metrics.app)
         service.on_lifespan(metrics.running)
+    if options.capture_dir is not None:
+        capture.start(options.capture_dir)
+    service.on_lifespan(functools.partial(_stopping, capture))
     return service
+
+
+@contextlib.asynccontextmanager
+async def _stopping(capture: Capture) -> AsyncIterator[None]:
+    """Capture's writer is flushed and stopped at shutdown."""
+    try:
+        yield
+    finally:
+        capture.stop()
 
 
 # --- the ASGI app around the API -------------------------------------------------------------------------------
@@ -215,6 +238,9 @@ async def _lifespan(service: Service, receive: Receive, send: Send) -> None:
 ROUTES_FILE_VARIABLE = "CCM_ROUTES_FILE"  # how `ccm run --workers N` tells each worker which file to serve
 PUBLIC_VARIABLE = "CCM_PUBLIC"
 METRICS_VARIABLE = "CCM_METRICS"  # "0": --no-metrics
+CAPTURE_VARIABLE = "CCM_CAPTURE_DIR"  # --capture DIR, with each worker's share of the bounds:
+CAPTURE_FILES_VARIABLE = "CCM_CAPTURE_MAX_FILES"
+CAPTURE_BYTES_VARIABLE = "CCM_CAPTURE_MAX_BYTES"
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's; `ccm run --workers N` sets it
 
 
@@ -228,5 +254,8 @@ def worker_app() -> ASGIApp:
         subscribers=(request_logger(log_format),),
         metrics=os.environ.get(METRICS_VARIABLE) != "0",
         metrics_dir=os.environ.get(MULTIPROC_VARIABLE) or None,
+        capture_dir=os.environ.get(CAPTURE_VARIABLE) or None,
+        capture_max_files=int(os.environ.get(CAPTURE_FILES_VARIABLE) or MAX_FILES),
+        capture_max_bytes=int(os.environ.get(CAPTURE_BYTES_VARIABLE) or MAX_BYTES),
     )
     return build_service(os.environ[ROUTES_FILE_VARIABLE], os.environ, options).app

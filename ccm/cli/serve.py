@@ -1,7 +1,8 @@
 """`ccm run`, `ccm code`, `ccm env`: serve a route file, and point Claude Code at it.
 
     ccm run  [FILE=routes.ccm] [--host 127.0.0.1] [--port 3456] [--workers N] [--server uvicorn|hypercorn]
-             [--log-level info] [--log-format text|json] [--no-metrics]
+             [--log-level info] [--log-format text|json] [--no-metrics] [--capture DIR [--capture-max-files N]
+             [--capture-max-mb N]]
     ccm code [FILE.ccm] [--port 3456] [-- CLAUDE_ARGS…]   start the router if needed, then run `claude` through it
     ccm env  [FILE=routes.ccm] [--port 3456]              the `export` lines that point a shell's Claude Code at ccm
 
@@ -31,11 +32,15 @@ from typing import Any
 
 import click
 
+from ccm.capture import MAX_BYTES, MAX_FILES
 from ccm.compile.check import check
 from ccm.core.runtime import Runtime, build_runtime
 from ccm.diagnostics import Diagnostic
 from ccm.logs import FORMATS, configure_logging, request_logger
 from ccm.service import (
+    CAPTURE_BYTES_VARIABLE,
+    CAPTURE_FILES_VARIABLE,
+    CAPTURE_VARIABLE,
     METRICS_VARIABLE,
     MULTIPROC_VARIABLE,
     PUBLIC_VARIABLE,
@@ -111,8 +116,14 @@ def is_loopback(host: str) -> bool:
               help="json: one JSON object per line, the request line's facts as keys.")
 @click.option("--metrics/--no-metrics", default=True, show_default=True,
               help="Serve Prometheus metrics at /metrics (docs/metrics.md).")
+@click.option("--capture", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write each request (body and headers, credentials removed) into DIR as a JSON file.")
+@click.option("--capture-max-files", default=MAX_FILES, show_default=True, type=click.IntRange(1),
+              help="Capture keeps at most this many files (the oldest go).")
+@click.option("--capture-max-mb", default=MAX_BYTES // (1024 * 1024), show_default=True, type=click.IntRange(1),
+              help="Capture keeps at most this many megabytes (the oldest files go).")
 def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str, log_format: str,
-        metrics: bool) -> None:
+        metrics: bool, capture: str | None, capture_max_files: int, capture_max_mb: int) -> None:
     """Serve FILE: Claude Code's requests routed as the route file says."""
     configure_logging(log_level, log_format)
     public = not is_loopback(host)
@@ -121,12 +132,17 @@ def run(file: str, host: str, port: int, workers: int, server_name: str, log_lev
     # prometheus_client picks its storage when first imported, from this variable: a folder inherited from the
     # shell is never used (its old files would be counted); the workers get one of ccm's own, below
     os.environ.pop(MULTIPROC_VARIABLE, None)
+    capture_bytes = capture_max_mb * 1024 * 1024
     if workers > 1:
         table = load_table(file, log_format)
         _refuse_unsafe(table, host)
         os.environ[ROUTES_FILE_VARIABLE] = os.path.abspath(file)
         os.environ[PUBLIC_VARIABLE] = "1" if public else "0"
         os.environ[METRICS_VARIABLE] = "1" if metrics else "0"
+        if capture is not None:  # the bounds are shared out between the workers
+            os.environ[CAPTURE_VARIABLE] = os.path.abspath(capture)
+            os.environ[CAPTURE_FILES_VARIABLE] = str(max(capture_max_files // workers, 1))
+            os.environ[CAPTURE_BYTES_VARIABLE] = str(max(capture_bytes // workers, 1))
         runtime, _ = build_runtime(table, os.environ)
         report_unconfigured(runtime)  # once, here: the workers build their apps quietly
         with tempfile.TemporaryDirectory(prefix="ccm-metrics-") as metrics_dir:
@@ -137,7 +153,9 @@ def run(file: str, host: str, port: int, workers: int, server_name: str, log_lev
         raise SystemExit(code)
     if not Path(file).is_file():
         raise click.ClickException(f"route file not found: {file}")
-    options = ServiceOptions(public=public, subscribers=(request_logger(log_format),), metrics=metrics)
+    options = ServiceOptions(public=public, subscribers=(request_logger(log_format),), metrics=metrics,
+                             capture_dir=capture, capture_max_files=capture_max_files,
+                             capture_max_bytes=capture_bytes)
     try:
         service = build_service(file, os.environ, options)
     except NotServable as refused:
