@@ -11,7 +11,7 @@ place. The pieces:
                    factory the options name — for the first table and for every table a reload builds
     api            the hot path (`ccm.core.app.App`): a plain ASGI app, nothing in front of it but a path test
     mounts         pages off the hot path (`/`, `/admin`, `/metrics`, …) mounted beside the API (`Service.mount`):
-                   `/metrics` (`ccm.metrics`, with `options.metrics`)
+                   `/metrics` (`ccm.metrics`, with `options.metrics`) and `/ccm/sessions/{id}` (`ccm.sessions`)
     costs          where money figures come from (`ccm.costs.Costs`): the route file's prices until the ledger's
     capture        request capture (`ccm.capture.Capture`), started by `options.capture_dir` or later by its owner
     lifespan       one `AsyncExitStack` of services, entered at the server's startup and closed at its shutdown:
@@ -46,6 +46,7 @@ from ccm.core.runtime import ClientFactory, ProviderRuntime, Runtime, RuntimeHol
 from ccm.core.types import ASGIApp, Message, Receive, Scope, Send
 from ccm.costs import Costs, PriceListCosts
 from ccm.logs import FORMAT_VARIABLE, LEVEL_VARIABLE, configure_logging, request_logger
+from ccm.sessions import SessionsApp
 from ccm.table import RoutingTable
 from ccm.upstream.client import make_client
 
@@ -163,6 +164,7 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
     capture = Capture(install, max_files=options.capture_max_files, max_bytes=options.capture_max_bytes)
     service = Service(route_file, checked, holder, api, reloader, records, recent, in_flight, costs, capture)
     admin_key = environ.get(ADMIN_KEY_VARIABLE) or None
+    service.mount("/ccm", SessionsApp(holder, recent, costs, admin_key))
     if options.metrics:
         from ccm.metrics import Metrics
 

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "run": "ccm.cli.serve:run",
     "code": "ccm.cli.serve:code",
     "env": "ccm.cli.serve:env",
+    "statusline": "ccm.cli.statusline_cmd:statusline",
 }
 
 

@@ -3,7 +3,8 @@
     ccm run  [FILE=routes.ccm] [--host 127.0.0.1] [--port 3456] [--workers N] [--server uvicorn|hypercorn]
              [--log-level info] [--log-format text|json] [--no-metrics] [--capture DIR [--capture-max-files N]
              [--capture-max-mb N]]
-    ccm code [FILE.ccm] [--port 3456] [-- CLAUDE_ARGS…]   start the router if needed, then run `claude` through it
+    ccm code [FILE.ccm] [--port 3456] [--statusline|--statusline-project] [-- CLAUDE_ARGS…]
+                                                          start the router if needed, then run `claude` through it
     ccm env  [FILE=routes.ccm] [--port 3456]              the `export` lines that point a shell's Claude Code at ccm
 
 `ccm run` refuses to start on a file with errors or failing in-file tests (exit 1, diagnostics on stderr), and
@@ -201,11 +202,16 @@ def _refuse_unsafe(table: RoutingTable, host: str) -> None:
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @port_option
+@click.option("--statusline", is_flag=True, help="First install `ccm statusline` as Claude Code's statusLine in "
+              "~/.claude/settings.json (a different one is backed up beside it).")
+@click.option("--statusline-project", is_flag=True, help="The same, in this project's .claude/settings.json.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def code(port: int, args: tuple[str, ...]) -> None:
+def code(port: int, statusline: bool, statusline_project: bool, args: tuple[str, ...]) -> None:
     """Run Claude Code through ccm, starting the router in the background if it is not running.
 
     The first argument is the route file when it ends in .ccm (default routes.ccm); the rest go to claude."""
+    if statusline or statusline_project:
+        _install_statusline(project=statusline_project)
     file = args[0] if args and args[0].endswith(".ccm") else DEFAULT_FILE
     claude_args = list(args[1:] if args and args[0].endswith(".ccm") else args)
     claude = os.environ.get("CCM_CLAUDE") or shutil.which("claude")
@@ -235,6 +241,18 @@ def env(file: str, port: int) -> None:
             key = _shell_reference(table.settings.auth[0])
     click.echo(f"export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}")
     click.echo(f"export ANTHROPIC_API_KEY={key}")
+
+
+def _install_statusline(project: bool) -> None:
+    from ccm.claude_settings import SettingsError, install_statusline, project_settings, user_settings
+
+    try:
+        installed = install_statusline(project_settings() if project else user_settings())
+    except (SettingsError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    if installed.change != "unchanged":
+        saved = f" (the previous one is saved in {installed.backup})" if installed.backup else ""
+        click.echo(f"ccm: statusLine {installed.change} in {installed.path}{saved}", err=True)
 
 
 def _shell_reference(value: Any) -> str:
