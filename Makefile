@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Reinstall only when the project's dependencies change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test check claude-cli
+.PHONY: install run test check claude-cli litellm
 
 install: $(STAMP)
 
@@ -22,13 +22,18 @@ run: install
 check: install
 	$(VENV)/bin/ccm check routes.ccm
 
-test: install claude-cli
+test: install claude-cli litellm
 	$(VENV)/bin/ruff check ccm tests bench
 	$(PY) -m pytest
 
 # The pinned Claude Code CLI for the end-to-end tests, cached outside the clone (${CCM_CACHE:-$HOME/.cache/ccm}).
 claude-cli:
 	@bash scripts/install-claude-cli.sh
+
+# The pinned LiteLLM proxy, in its own venv (${CCM_CACHE:-$HOME/.cache/ccm}/litellm-venv): tests/e2e/test_litellm.py
+# runs ccm in front of it, and `make bench` compares against it.
+litellm:
+	@bash scripts/install-litellm.sh
 
 # The side-by-side benchmark (by hand, not in CI): sets up claude-code-router, LiteLLM, nginx and wrk under
 # ${CCM_CACHE:-$HOME/.cache/ccm}/bench, runs every workload, writes docs/benchmarks.md and bench/results/latest.json.

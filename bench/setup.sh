@@ -2,7 +2,8 @@
 # What `make bench` compares, installed idempotently under ${CCM_CACHE:-$HOME/.cache/ccm}/bench (outside the clone):
 #   nginx, wrk               Debian packages (the upstream and the load generator)
 #   ccr/                     claude-code-router 2.0.0 from npm
-#   litellm-venv/            LiteLLM's proxy from PyPI, in its own venv
+#   ../litellm-venv/         LiteLLM's proxy from PyPI, pinned, in its own venv (scripts/install-litellm.sh, which
+#                            `make test` runs too: one install for the benchmark and the tests)
 #   venv/                    matplotlib (the chart) and py-spy (the profile): not ccm's dependencies
 # Each step runs only when its result is missing. A step that fails is reported and the others go on: the harness
 # then reports that peer as unavailable, with the reason.
@@ -32,12 +33,7 @@ if [ "$(node -p "require('$ccr_package').version" 2>/dev/null)" != "$CCR_VERSION
         "@musistudio/claude-code-router@$CCR_VERSION" >/dev/null || say "could not install claude-code-router"
 fi
 
-if [ ! -x "$CACHE/litellm-venv/bin/litellm" ]; then
-    say "installing LiteLLM's proxy (pip, its own venv; a few minutes)"
-    { "$PYTHON" -m venv "$CACHE/litellm-venv" &&
-      quiet_pip "$CACHE/litellm-venv/bin/pip" install -q --disable-pip-version-check 'litellm[proxy]'; } ||
-        say "could not install LiteLLM"
-fi
+bash "$(dirname "$0")/../scripts/install-litellm.sh"
 
 if [ ! -x "$CACHE/venv/bin/py-spy" ] || ! "$CACHE/venv/bin/python" -c "import matplotlib" 2>/dev/null; then
     say "installing matplotlib and py-spy (pip, the bench venv)"

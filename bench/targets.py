@@ -30,7 +30,7 @@ from bench.upstream import nginx_config
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("CCM_CACHE") or Path.home() / ".cache" / "ccm") / "bench"
 CCR_PACKAGE = CACHE / "ccr" / "node_modules" / "@musistudio" / "claude-code-router"
-LITELLM_VENV = CACHE / "litellm-venv"
+LITELLM_VENV = CACHE.parent / "litellm-venv"  # shared with the tests: scripts/install-litellm.sh
 # LiteLLM refuses to start without a master key (and wants the `sk-` prefix); a fresh one per run, used on loopback only
 MASTER_KEY = "sk-bench-" + secrets.token_hex(16)
 CLIENT_HEADERS = {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
@@ -317,7 +317,7 @@ class LiteLLM(Target):
 
     def check(self) -> None:
         if not (LITELLM_VENV / "bin" / "litellm").exists():
-            raise TargetUnavailable(f"LiteLLM is not installed in {LITELLM_VENV} (make bench installs it)")
+            raise TargetUnavailable(f"LiteLLM is not installed in {LITELLM_VENV} (scripts/install-litellm.sh)")
 
     def version(self) -> str:
         out = subprocess.run([str(LITELLM_VENV / "bin" / "python"), "-c",

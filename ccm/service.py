@@ -10,7 +10,10 @@ place. The pieces:
     runtime        the table resolved against the environment (`ccm.core.runtime.build_runtime`), with the client
                    factory the options name — for the first table and for every table a reload builds
     api            the hot path (`ccm.core.app.App`): a plain ASGI app, nothing in front of it but a path test
-    mounts         pages off the hot path (`/`, `/admin`, `/metrics`, …) mounted beside the API (`Service.mount`)
+    mounts         pages off the hot path (`/`, `/admin`, `/metrics`, …) mounted beside the API (`Service.mount`):
+                   `/metrics` (`ccm.metrics`, with `options.metrics`) and `/ccm/sessions/{id}` (`ccm.sessions`)
+    costs          where money figures come from (`ccm.costs.Costs`): the route file's prices until the ledger's
+    capture        request capture (`ccm.capture.Capture`), started by `options.capture_dir` or later by its owner
     lifespan       one `AsyncExitStack` of services, entered at the server's startup and closed at its shutdown:
                    the providers' pools, the reloader, the record queue's drain (and, as they arrive, the ledger's
                    writer and the like: `Service.on_lifespan`)
@@ -32,15 +35,18 @@ from typing import Any
 
 import anyio
 
+from ccm.capture import MAX_BYTES, MAX_FILES, Capture
 from ccm.compile.check import Checked, check
-from ccm.core.app import App, TokenCount
+from ccm.core.app import App, RequestHook, TokenCount
 from ccm.core.inflight import InFlight
 from ccm.core.record import RecentRecords, Records, Subscriber, log_request
 from ccm.core.relay import NO_DRAINS, Drains
 from ccm.core.reload import Reloader
 from ccm.core.runtime import ClientFactory, ProviderRuntime, Runtime, RuntimeHolder, build_runtime, close_providers
 from ccm.core.types import ASGIApp, Message, Receive, Scope, Send
-from ccm.logs import LEVEL_VARIABLE, configure_logging
+from ccm.costs import Costs, PriceListCosts
+from ccm.logs import FORMAT_VARIABLE, LEVEL_VARIABLE, configure_logging, request_logger
+from ccm.sessions import SessionsApp
 from ccm.table import RoutingTable
 from ccm.upstream.client import make_client
 
@@ -70,6 +76,11 @@ class ServiceOptions:
     drains: Drains = NO_DRAINS
     max_drain: float | None = None  # how long retired providers wait for their requests (None: the reloader's)
     db: str | None = None  # the usage ledger's database URL (`ccm run --db`, CCM_DB); None: no metering
+    metrics: bool = False  # serve /metrics (`ccm run` turns it on unless --no-metrics)
+    metrics_dir: str | None = None  # prometheus_client's multiprocess folder, under `ccm run --workers N`
+    capture_dir: str | None = None  # capture requests into this folder from the start (`ccm run --capture DIR`)
+    capture_max_files: int = MAX_FILES
+    capture_max_bytes: int = MAX_BYTES
 
 
 @dataclass(slots=True)
@@ -82,6 +93,9 @@ class Service:
     records: Records
     recent: RecentRecords
     in_flight: InFlight
+    costs: Costs
+    capture: Capture
+    metrics: Any = None  # ccm.metrics.Metrics when /metrics is served (imported only then: prometheus_client)
     _mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)
     _lifespans: list[Lifespan] = field(default_factory=list)
 
@@ -143,10 +157,38 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
                         build_runtime=next_runtime, in_flight=in_flight, public=options.public,
                         watch=options.watch, **drain)
     api.health_sections["reload"] = reloader.status
-    service = Service(route_file, checked, holder, api, reloader, records, recent, in_flight)
+    costs = PriceListCosts()  # the ledger's `Costs` replaces this one (ccm.costs)
+
+    def install(hook: RequestHook | None) -> None:
+        api.on_request = hook
+
+    capture = Capture(install, max_files=options.capture_max_files, max_bytes=options.capture_max_bytes)
+    service = Service(route_file, checked, holder, api, reloader, records, recent, in_flight, costs, capture)
+    admin_key = environ.get(ADMIN_KEY_VARIABLE) or None
+    service.mount("/ccm", SessionsApp(holder, recent, costs, admin_key))
+    if options.metrics:
+        from ccm.metrics import Metrics
+
+        service.metrics = metrics = Metrics(holder, records=records, in_flight=in_flight, reloader=reloader,
+                                            costs=costs, admin_key=admin_key, multiprocess_dir=options.metrics_dir)
+        records.subscribe(metrics.observe)
+        service.mount("/metrics", metrics.app)
+        service.on_lifespan(metrics.running)
+    if options.capture_dir is not None:
+        capture.start(options.capture_dir)
+    service.on_lifespan(functools.partial(_stopping, capture))
     if options.db is not None:
         service.on_lifespan(functools.partial(_metered, service, options.db))
     return service
+
+
+@contextlib.asynccontextmanager
+async def _stopping(capture: Capture) -> AsyncIterator[None]:
+    """Capture's writer is flushed and stopped at shutdown."""
+    try:
+        yield
+    finally:
+        capture.stop()
 
 
 # While a client that left is read on to its final usage (so its request is billed what the upstream billed), at
@@ -232,11 +274,26 @@ async def _lifespan(service: Service, receive: Receive, send: Send) -> None:
 ROUTES_FILE_VARIABLE = "CCM_ROUTES_FILE"  # how `ccm run --workers N` tells each worker which file to serve
 PUBLIC_VARIABLE = "CCM_PUBLIC"
 DB_VARIABLE = "CCM_RUN_DB"  # the ledger's URL for the workers ("" for none)
+METRICS_VARIABLE = "CCM_METRICS"  # "0": --no-metrics
+CAPTURE_VARIABLE = "CCM_CAPTURE_DIR"  # --capture DIR, with each worker's share of the bounds:
+CAPTURE_FILES_VARIABLE = "CCM_CAPTURE_MAX_FILES"
+CAPTURE_BYTES_VARIABLE = "CCM_CAPTURE_MAX_BYTES"
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's; `ccm run --workers N` sets it
 
 
 def worker_app() -> ASGIApp:
     """The app of one `--workers` process (called by the server in the worker): the parent checked the file and
     reported its warnings; a worker builds its own service from it, quietly."""
-    configure_logging(os.environ.get(LEVEL_VARIABLE, "info"))
-    options = ServiceOptions(public=os.environ.get(PUBLIC_VARIABLE) == "1", db=os.environ.get(DB_VARIABLE) or None)
+    log_format = os.environ.get(FORMAT_VARIABLE, "text")
+    configure_logging(os.environ.get(LEVEL_VARIABLE, "info"), log_format)
+    options = ServiceOptions(
+        public=os.environ.get(PUBLIC_VARIABLE) == "1",
+        db=os.environ.get(DB_VARIABLE) or None,
+        subscribers=(request_logger(log_format),),
+        metrics=os.environ.get(METRICS_VARIABLE) != "0",
+        metrics_dir=os.environ.get(MULTIPROC_VARIABLE) or None,
+        capture_dir=os.environ.get(CAPTURE_VARIABLE) or None,
+        capture_max_files=int(os.environ.get(CAPTURE_FILES_VARIABLE) or MAX_FILES),
+        capture_max_bytes=int(os.environ.get(CAPTURE_BYTES_VARIABLE) or MAX_BYTES),
+    )
     return build_service(os.environ[ROUTES_FILE_VARIABLE], os.environ, options).app

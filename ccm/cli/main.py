@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "billing": "ccm.cli.usage:billing",
     "export": "ccm.cli.usage:export",
     "db": "ccm.cli.database:db",
+    "statusline": "ccm.cli.statusline_cmd:statusline",
 }
 
 

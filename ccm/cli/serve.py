@@ -1,8 +1,10 @@
 """`ccm run`, `ccm code`, `ccm env`: serve a route file, and point Claude Code at it.
 
     ccm run  [FILE=routes.ccm] [--host 127.0.0.1] [--port 3456] [--workers N] [--server uvicorn|hypercorn]
-             [--log-level info]
-    ccm code [FILE.ccm] [--port 3456] [-- CLAUDE_ARGS…]   start the router if needed, then run `claude` through it
+             [--log-level info] [--log-format text|json] [--no-metrics] [--capture DIR [--capture-max-files N]
+             [--capture-max-mb N]]
+    ccm code [FILE.ccm] [--port 3456] [--statusline|--statusline-project] [-- CLAUDE_ARGS…]
+                                                          start the router if needed, then run `claude` through it
     ccm env  [FILE=routes.ccm] [--port 3456]              the `export` lines that point a shell's Claude Code at ccm
 
 `ccm run` refuses to start on a file with errors or failing in-file tests (exit 1, diagnostics on stderr), and
@@ -23,17 +25,33 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ccm.capture import MAX_BYTES, MAX_FILES
 from ccm.compile.check import check
 from ccm.core.runtime import Runtime, build_runtime
+from ccm.diagnostics import Diagnostic
 from ccm.ledger.store.base import default_url
-from ccm.logs import configure_logging
-from ccm.service import DB_VARIABLE, PUBLIC_VARIABLE, ROUTES_FILE_VARIABLE, NotServable, ServiceOptions, build_service
+from ccm.logs import FORMATS, configure_logging, request_logger
+from ccm.service import (
+    CAPTURE_BYTES_VARIABLE,
+    CAPTURE_FILES_VARIABLE,
+    CAPTURE_VARIABLE,
+    DB_VARIABLE,
+    METRICS_VARIABLE,
+    MULTIPROC_VARIABLE,
+    PUBLIC_VARIABLE,
+    ROUTES_FILE_VARIABLE,
+    NotServable,
+    ServiceOptions,
+    build_service,
+)
 from ccm.table import EnvRef, RoutingTable, resolve
 
 DEFAULT_FILE = "routes.ccm"
@@ -47,14 +65,13 @@ file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir
 port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 
 
-def load_table(path: str | Path) -> RoutingTable:
+def load_table(path: str | Path, log_format: str = "text") -> RoutingTable:
     """Check the route file (compile, run its tests); print any problem and exit 1. Warnings are printed too."""
     file = Path(path)
     if not file.is_file():
         raise click.ClickException(f"route file not found: {file}")
     checked = check(file, os.environ)
-    for diagnostic in checked.reported:
-        click.echo(diagnostic.render(), err=True)
+    _report(checked.reported, log_format)
     if checked.table is None:
         raise SystemExit(1)
     return checked.table
@@ -102,38 +119,74 @@ def is_loopback(host: str) -> bool:
               help="The usage ledger's database: sqlite:///PATH or postgresql://… [default: $CCM_DB, else "
                    "~/.local/share/ccm/ccm.db].")
 @click.option("--no-ledger", is_flag=True, help="Meter nothing: no keys, credits or usage rows.")
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(FORMATS),
+              help="json: one JSON object per line, the request line's facts as keys.")
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="Serve Prometheus metrics at /metrics (docs/metrics.md).")
+@click.option("--capture", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write each request (body and headers, credentials removed) into DIR as a JSON file.")
+@click.option("--capture-max-files", default=MAX_FILES, show_default=True, type=click.IntRange(1),
+              help="Capture keeps at most this many files (the oldest go).")
+@click.option("--capture-max-mb", default=MAX_BYTES // (1024 * 1024), show_default=True, type=click.IntRange(1),
+              help="Capture keeps at most this many megabytes (the oldest files go).")
 def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str, db: str | None,
-        no_ledger: bool) -> None:
+        no_ledger: bool, log_format: str, metrics: bool, capture: str | None, capture_max_files: int,
+        capture_max_mb: int) -> None:
     """Serve FILE: Claude Code's requests routed as the route file says."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     public = not is_loopback(host)
     ledger_url = None if no_ledger else (db or default_url(os.environ))
     from ccm.core import server
 
+    # prometheus_client picks its storage when first imported, from this variable: a folder inherited from the
+    # shell is never used (its old files would be counted); the workers get one of ccm's own, below
+    os.environ.pop(MULTIPROC_VARIABLE, None)
+    capture_bytes = capture_max_mb * 1024 * 1024
     if workers > 1:
-        table = load_table(file)
+        table = load_table(file, log_format)
         _refuse_unsafe(table, host)
         os.environ[ROUTES_FILE_VARIABLE] = os.path.abspath(file)
         os.environ[PUBLIC_VARIABLE] = "1" if public else "0"
         os.environ[DB_VARIABLE] = ledger_url or ""
+        os.environ[METRICS_VARIABLE] = "1" if metrics else "0"
+        if capture is not None:  # the bounds are shared out between the workers
+            os.environ[CAPTURE_VARIABLE] = os.path.abspath(capture)
+            os.environ[CAPTURE_FILES_VARIABLE] = str(max(capture_max_files // workers, 1))
+            os.environ[CAPTURE_BYTES_VARIABLE] = str(max(capture_bytes // workers, 1))
         runtime, _ = build_runtime(table, os.environ)
         report_unconfigured(runtime)  # once, here: the workers build their apps quietly
-        raise SystemExit(server.serve_workers("ccm.service:worker_app", host, port, workers, server_name))
+        with tempfile.TemporaryDirectory(prefix="ccm-metrics-") as metrics_dir:
+            # every worker's metrics in memory-mapped files here; the folder goes when `ccm run` stops
+            if metrics:
+                os.environ[MULTIPROC_VARIABLE] = metrics_dir
+            code = server.serve_workers("ccm.service:worker_app", host, port, workers, server_name)
+        raise SystemExit(code)
     if not Path(file).is_file():
         raise click.ClickException(f"route file not found: {file}")
+    options = ServiceOptions(public=public, subscribers=(request_logger(log_format),), metrics=metrics,
+                             capture_dir=capture, capture_max_files=capture_max_files,
+                             capture_max_bytes=capture_bytes, db=ledger_url)
     try:
-        service = build_service(file, os.environ, ServiceOptions(public=public, db=ledger_url))
+        service = build_service(file, os.environ, options)
     except NotServable as refused:
-        for diagnostic in refused.checked.reported:
-            click.echo(diagnostic.render(), err=True)
+        _report(refused.checked.reported, log_format)
         raise SystemExit(1) from None
-    for diagnostic in service.checked.reported:
-        click.echo(diagnostic.render(), err=True)
+    _report(service.checked.reported, log_format)
     table = service.runtime.table
     _refuse_unsafe(table, host)
     report_unconfigured(service.runtime)
     log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))
     server.serve(service.app, host, port, server_name)
+
+
+def _report(diagnostics: Iterable[Diagnostic], log_format: str) -> None:
+    """The route file's problems and warnings as the compiler renders them; one log line each with `--log-format
+    json`, so every line of the output is JSON."""
+    for diagnostic in diagnostics:
+        if log_format == "json":
+            log.log(logging.ERROR if diagnostic.severity == "error" else logging.WARNING, diagnostic.render())
+        else:
+            click.echo(diagnostic.render(), err=True)
 
 
 def _refuse_unsafe(table: RoutingTable, host: str) -> None:
@@ -158,11 +211,16 @@ def _refuse_unsafe(table: RoutingTable, host: str) -> None:
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @port_option
+@click.option("--statusline", is_flag=True, help="First install `ccm statusline` as Claude Code's statusLine in "
+              "~/.claude/settings.json (a different one is backed up beside it).")
+@click.option("--statusline-project", is_flag=True, help="The same, in this project's .claude/settings.json.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def code(port: int, args: tuple[str, ...]) -> None:
+def code(port: int, statusline: bool, statusline_project: bool, args: tuple[str, ...]) -> None:
     """Run Claude Code through ccm, starting the router in the background if it is not running.
 
     The first argument is the route file when it ends in .ccm (default routes.ccm); the rest go to claude."""
+    if statusline or statusline_project:
+        _install_statusline(project=statusline_project)
     file = args[0] if args and args[0].endswith(".ccm") else DEFAULT_FILE
     claude_args = list(args[1:] if args and args[0].endswith(".ccm") else args)
     claude = os.environ.get("CCM_CLAUDE") or shutil.which("claude")
@@ -192,6 +250,18 @@ def env(file: str, port: int) -> None:
             key = _shell_reference(table.settings.auth[0])
     click.echo(f"export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}")
     click.echo(f"export ANTHROPIC_API_KEY={key}")
+
+
+def _install_statusline(project: bool) -> None:
+    from ccm.claude_settings import SettingsError, install_statusline, project_settings, user_settings
+
+    try:
+        installed = install_statusline(project_settings() if project else user_settings())
+    except (SettingsError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    if installed.change != "unchanged":
+        saved = f" (the previous one is saved in {installed.backup})" if installed.backup else ""
+        click.echo(f"ccm: statusLine {installed.change} in {installed.path}{saved}", err=True)
 
 
 def _shell_reference(value: Any) -> str:

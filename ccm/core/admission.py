@@ -8,6 +8,7 @@
     same_machine(headers, method)                with no key required, the request must come from this machine,
                                                  not a web page
     presents(headers, keys)                      whether the request carries one of `keys` (x-api-key or Bearer)
+    admit_page(scope, headers, admin_key)        the pages beside the API (/metrics): the admin key, else this machine
 
 Holds, credits and rate limits (402 / 429) follow once the request is routed: `ccm.core.metering`.
 """
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from ccm.core.metering import Metering
 from ccm.core.record import INBOUND, LOCAL, Caller
 from ccm.core.runtime import Runtime
+from ccm.core.types import Scope
 from ccm.errors import ApiError
 
 
@@ -99,3 +101,18 @@ def same_machine(headers: Mapping[str, str], method: str) -> None:
         content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
         if content_type != "application/json":
             raise ApiError(415, "the body must be JSON (content-type: application/json)", "invalid_request_error")
+
+
+def admit_page(scope: Scope, headers: Mapping[str, str], admin_key: bytes | None) -> None:
+    """The pages beside the API that show what the router serves (/metrics): with an admin key set, only to a
+    request that presents it; without one, only to this machine (a loopback client, and a request a web page
+    could not have sent: `same_machine`)."""
+    if admin_key is not None:
+        if not presents(headers, (admin_key,)):
+            raise ApiError(401, "this page needs the admin key (CCM_ADMIN_KEY) as x-api-key or a Bearer token",
+                           "authentication_error")
+        return
+    client = scope.get("client")
+    if client is None or not loopback_host(str(client[0])):
+        raise ApiError(403, "answered on this machine only (set CCM_ADMIN_KEY to allow others)", "permission_error")
+    same_machine(headers, "GET")

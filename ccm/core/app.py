@@ -56,6 +56,9 @@ from ccm.usage import TokenUsage
 log = logging.getLogger("ccm.core")
 
 TokenCount = Callable[[Mapping[str, Any]], int]
+# Called with each parsed Messages or count_tokens request (request id, path, raw body, headers) when set: request
+# capture (`ccm.capture`) sets it while it runs; None costs the request nothing.
+RequestHook = Callable[[str, str, bytes, Mapping[str, str]], None]
 Handler = Callable[["Exchange", Runtime, dict[str, str]], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
@@ -178,6 +181,7 @@ class App:
         self.metering = metering
         # more top-level /health fields, each rendered per /health request (the service adds `reload`)
         self.health_sections: dict[str, Callable[[], Any]] = {}
+        self.on_request: RequestHook | None = None
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/messages": ("POST", self._messages),
             "/v1/messages/count_tokens": ("POST", self._count_tokens),
@@ -273,6 +277,8 @@ class App:
     async def _count_tokens(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
         raw = await _read_body(exchange, runtime.table.settings.body_limit, headers)
         body = parse_request(raw, count_only=True)
+        if self.on_request is not None:
+            self.on_request(exchange.request_id, exchange.path, raw, headers)
         forward_to = runtime.table.settings.count_tokens
         if forward_to is not None:
             reply = await self._forward_count(runtime, forward_to, body, raw, _upstream_headers(headers, exchange.carrier))
@@ -362,6 +368,8 @@ class App:
     async def _messages(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
         raw = await _read_body(exchange, runtime.table.settings.body_limit, headers)
         body = parse_request(raw)
+        if self.on_request is not None:
+            self.on_request(exchange.request_id, exchange.path, raw, headers)
         exchange.requested_model = _checked_model_name(body.get("model"))
         exchange.session_id = _session_id(body)
         count_tokens = await self._request_counter(runtime, raw, body)

@@ -7,6 +7,7 @@ and its log holds no traceback (ccm must never crash on a request, whatever the 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,18 @@ def start_stack(folder: Path, routes: str, fake: FakeUpstream, env_for_url: dict
         env = {name: value.format(url=upstream_url) for name, value in env_for_url.items()}
         with CcmServer.from_text(folder, routes, env) as ccm:
             yield Stack(ccm, fake)
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The pinned Claude Code CLI (`make claude-cli`); CLAUDE_CODE_VERSION, which the installer reads too, names
+    another."""
+    version = os.environ.get("CLAUDE_CODE_VERSION", "2.1.328")
+    cache = Path(os.environ.get("CCM_CACHE") or Path.home() / ".cache" / "ccm")
+    binary = cache / f"claude-code-{version}" / "bin" / "claude"
+    if not binary.exists():
+        pytest.fail(f"Claude Code {version} is not installed at {binary}: run `make claude-cli`")
+    return binary
 
 
 @pytest.fixture(scope="module")

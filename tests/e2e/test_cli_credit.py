@@ -14,7 +14,7 @@ import pytest
 from tests.fakes import CcmServer, FakeAnthropic, Reply, serve
 from tests.ledger.test_serving import ROUTES, UPSTREAM_KEY, new_key
 
-from .test_e2e_claude_cli import CLI_TIMEOUT, claude_bin  # noqa: F401 - the fixture, used by name
+from .test_e2e_claude_cli import CLI_TIMEOUT
 
 
 @pytest.fixture

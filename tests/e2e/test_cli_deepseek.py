@@ -23,7 +23,7 @@ from tests.fakes import CcmServer, Exchange, Reply, ToolCall
 from tests.fakes.fake_deepseek import FakeDeepSeek
 
 from .conftest import Stack, start_stack
-from .test_e2e_claude_cli import EXAMPLES, claude_bin, claude_output, run_claude, workdir  # noqa: F401 - shared fixtures
+from .test_e2e_claude_cli import EXAMPLES, claude_output, run_claude, workdir  # noqa: F401 - shared fixtures
 
 DEEPSEEK_KEY = "sk-e2e-deepseek"
 ENV = {"DEEPSEEK_BASE_URL": "{url}/v1", "DEEPSEEK_API_KEY": DEEPSEEK_KEY}

@@ -18,7 +18,7 @@ import pytest
 from tests.fakes import CcmServer, serve
 from tests.fakes.fake_gemini import FakeGemini, call_chunk, text_chunk
 
-from .test_e2e_claude_cli import EXAMPLES, claude_bin, run_claude, workdir  # noqa: F401 - shared fixtures
+from .test_e2e_claude_cli import EXAMPLES, run_claude, workdir  # noqa: F401 - shared fixtures
 
 GEMINI_KEY = "gemini-e2e-key"
 USAGE = {"promptTokenCount": 12000, "candidatesTokenCount": 20, "totalTokenCount": 12020}

@@ -14,7 +14,7 @@ import pytest
 from tests.fakes import CcmServer, serve
 from tests.fakes.fake_responses import FakeResponses, call_item, message_item
 
-from .test_e2e_claude_cli import EXAMPLES, claude_bin, run_claude, workdir  # noqa: F401 - shared fixtures
+from .test_e2e_claude_cli import EXAMPLES, run_claude, workdir  # noqa: F401 - shared fixtures
 
 OPENAI_KEY = "sk-e2e-responses"
 

@@ -37,15 +37,6 @@ CLI_TIMEOUT = 120
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture(scope="session")
-def claude_bin() -> Path:
-    cache = Path(os.environ.get("CCM_CACHE") or Path.home() / ".cache" / "ccm")
-    binary = cache / f"claude-code-{CLAUDE_VERSION}" / "bin" / "claude"
-    if not binary.exists():
-        pytest.fail(f"Claude Code {CLAUDE_VERSION} is not installed at {binary}: run `make claude-cli`")
-    return binary
-
-
 @pytest.fixture(scope="module")
 def cli_openai_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {"OPENAI_BASE_URL": "{url}/v1", "OPENAI_API_KEY": OPENAI_KEY}
