@@ -24,6 +24,7 @@ check: install
 
 test: install claude-cli litellm
 	$(VENV)/bin/ruff check ccm tests bench
+	$(VENV)/bin/mypy ccm
 	$(PY) -m pytest
 
 # The pinned Claude Code CLI for the end-to-end tests, cached outside the clone (${CCM_CACHE:-$HOME/.cache/ccm}).
