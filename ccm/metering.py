@@ -40,7 +40,7 @@ from ccm.ledger.holds import OutputMeter, hold_for, minimum_for
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import Hold, KeyInfo, UsageRow
 from ccm.ledger.times import now
-from ccm.table import Model, Price
+from ccm.table import Model, Price, SpendPeriod, Standing
 from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.ledger")
@@ -83,11 +83,12 @@ class LedgerMetering:
         if key is None:
             return Settlement(self, None, file_markup, None, None)
         routed = request.chain[0].name
-        if not key.allows(routed):
-            allowed = ", ".join(key.models)
-            raise ApiError(403, f"key `{key.name}` may not use model `{routed}` (it may use: {allowed})",
+        allowed = key.models or next((p.models for p in request.policies if p.models), ())
+        if allowed and routed not in allowed:
+            raise ApiError(403, f"key `{key.name}` may not use model `{routed}` (it may use: {', '.join(allowed)})",
                            "permission_error")
-        markup = markup_for(key.markup, None, file_markup)
+        plan_markup = next((p.markup for p in request.policies if p.markup is not None), None)
+        markup = markup_for(key.markup, plan_markup, file_markup)
         if not key.checked:
             return Settlement(self, key, markup, None, None)
         price = _dearest(request.chain)
@@ -139,6 +140,18 @@ class LedgerMetering:
         except BadInput as error:
             raise ApiError(400, f"{error.message}" + (f" ({error.hint})" if error.hint else "")) from None
         return result
+
+    async def standing(self, caller: Caller) -> Standing:
+        key: KeyInfo | None = caller.handle
+        if key is None:
+            return Standing()
+        info, account = await self.ledger.key(key.name)
+        data = (await openrouter_key(self.ledger.store, info, account, now()))["data"]
+        limit, remaining = data["limit"], data["limit_remaining"]
+        left = remaining / limit * 100 if limit and remaining is not None else None
+        spent: tuple[tuple[SpendPeriod, Decimal], ...] = (
+            ("today", data["usage_daily"]), ("week", data["usage_weekly"]), ("month", data["usage_monthly"]))
+        return Standing(key=key.name, plan=key.plan, team=key.team, budget_left=left, spent=spent)
 
     def health(self) -> dict[str, object]:
         view: dict[str, object] = {"failure_policy": self.policy, "available": self.unavailable_since is None}

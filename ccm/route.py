@@ -16,6 +16,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -24,6 +25,8 @@ from ccm.table import (
     All,
     AnyOf,
     Background,
+    Budget,
+    CallerName,
     Comparison,
     Condition,
     Default,
@@ -37,6 +40,8 @@ from ccm.table import (
     Not,
     RoutingTable,
     Rule,
+    Spent,
+    Standing,
     Subagent,
     Thinking,
     Tokens,
@@ -137,10 +142,12 @@ def _has_image(blocks: Any) -> bool:
 class RequestView:
     """The facts rules read from one request, each computed at most once and only when a rule asks for it."""
 
-    def __init__(self, body: Mapping[str, Any], headers: Mapping[str, str], count_tokens: TokenCounter | None) -> None:
+    def __init__(self, body: Mapping[str, Any], headers: Mapping[str, str], count_tokens: TokenCounter | None,
+                 caller: Standing | None = None) -> None:
         self.body = body
         self.headers = headers
         self._count_tokens = count_tokens
+        self.caller = caller or NOBODY
 
     @cached_property
     def model(self) -> str:
@@ -251,6 +258,15 @@ def _compare(op: Comparison, right: int) -> Callable[[int], bool]:
     return lambda left: compare(left, right)
 
 
+NOBODY = Standing()  # a request without an issued key: `key`, `plan`, `team`, `budget` and `spent` do not hold
+ZERO = Decimal(0)
+
+
+def _compare_exact(op: Comparison, right: Decimal) -> Callable[[Decimal], bool]:
+    return {"==": right.__eq__, "!=": right.__ne__, ">": right.__lt__, ">=": right.__le__,
+            "<": right.__gt__, "<=": right.__ge__}[op]
+
+
 def compile_condition(condition: Condition, table: RoutingTable, router: Router) -> Matcher:
     if isinstance(condition, Default):
         return lambda view: True
@@ -285,6 +301,17 @@ def compile_condition(condition: Condition, table: RoutingTable, router: Router)
     if isinstance(condition, Tool):
         match = _glob(condition.glob)
         return lambda view: any(match(name) for name in view.tool_names)
+    if isinstance(condition, CallerName):
+        match = _glob(condition.glob)
+        field = condition.field
+        return lambda view: (value := getattr(view.caller, field)) is not None and bool(match(value))
+    if isinstance(condition, Budget):
+        holds_share = _compare_exact(condition.op, condition.percent)
+        return lambda view: view.caller.budget_left is not None and holds_share(view.caller.budget_left)
+    if isinstance(condition, Spent):
+        holds_spend = _compare_exact(condition.op, condition.usd)
+        period = condition.period
+        return lambda view: view.caller.key is not None and holds_spend(dict(view.caller.spent).get(period, ZERO))
     if isinstance(condition, Not):
         inner = compile_condition(condition.operand, table, router)
         return lambda view: not inner(view)
@@ -414,9 +441,10 @@ def select_route(
     request: Mapping[str, Any],
     headers: Mapping[str, str] | None = None,
     count_tokens: TokenCounter | None = None,
+    caller: Standing | None = None,
 ) -> Decision:
     router = router_for(table)
-    view = RequestView(request, headers or {}, count_tokens)
+    view = RequestView(request, headers or {}, count_tokens, caller)
     for index, (rule, matches) in enumerate(zip(table.rules, router.matchers)):
         if not matches(view):
             continue

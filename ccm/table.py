@@ -330,6 +330,36 @@ class Tool(Frozen):
     glob: str
 
 
+class CallerName(Frozen):
+    """The caller's issued key (`key`), or the plan or team it belongs to, matches `glob`; false for a request
+    without an issued key."""
+
+    kind: Literal["caller"] = "caller"
+    field: Literal["key", "plan", "team"]
+    glob: str
+
+
+class Budget(Frozen):
+    """What is left of the caller's budget for its period (else of its credit), in percent of it: `budget < 20%`.
+    False for a caller with neither."""
+
+    kind: Literal["budget"] = "budget"
+    op: Comparison
+    percent: Decimal
+
+
+SpendPeriod = Literal["today", "week", "month"]
+
+
+class Spent(Frozen):
+    """What the caller's key was charged in this UTC day, week (from Monday) or month: `spent today > $5`."""
+
+    kind: Literal["spent"] = "spent"
+    period: SpendPeriod
+    op: Comparison
+    usd: Decimal
+
+
 class Not(Frozen):
     kind: Literal["not"] = "not"
     operand: Condition
@@ -348,7 +378,7 @@ class AnyOf(Frozen):
 Condition = Annotated[
     Union[
         Default, Direct, Background, Thinking, Effort, Tokens, WebSearch, Image, Subagent, ModelName, Header, Tool,
-        Not, All, AnyOf,
+        CallerName, Budget, Spent, Not, All, AnyOf,
     ],
     Field(discriminator="kind"),
 ]
@@ -370,6 +400,28 @@ class Rule(Frozen):
 # --- in-file tests -------------------------------------------------------------------------------------------------
 
 
+class Standing(Frozen):
+    """Who a request comes from, as the rules read it (`key`, `plan`, `team`, `budget`, `spent` conditions):
+    its issued key, the plan and team it belongs to, what is left of its budget in percent (None: no budget or
+    credit) and what it was charged this day, week and month."""
+
+    key: str | None = None
+    plan: str | None = None
+    team: str | None = None
+    budget_left: Decimal | None = None
+    spent: tuple[tuple[SpendPeriod, Decimal], ...] = ()
+
+
+class Policy(Frozen):
+    """`plan NAME { … }` or `team NAME { … }`: what a key that belongs to it may use, unless the key says itself:
+    the model aliases it may use (empty: all) and the markup on its costs."""
+
+    name: str
+    models: tuple[str, ...] = ()
+    markup: Decimal | None = None
+    span: Span | None = None
+
+
 class RouteTest(Frozen):
     """A named routing case from the file: a request (inline or loaded from a captured JSON at compile time),
     optional headers and a token count standing in for the real count, and the expected target's name."""
@@ -378,6 +430,7 @@ class RouteTest(Frozen):
     request: dict[str, Any]
     headers: tuple[tuple[str, str], ...] = ()
     tokens: int | None = None
+    caller: Standing | None = None  # who the test's request comes from (an issued key, its plan, its spend)
     expect: str
     span: Span | None = None
 
@@ -410,6 +463,8 @@ class RoutingTable(Frozen):
     retry: RetryPolicy = RetryPolicy()
     tests: tuple[RouteTest, ...] = ()
     breaker: BreakerPolicy = BreakerPolicy()
+    plans: dict[str, Policy] = {}
+    teams: dict[str, Policy] = {}
     # What `ccm.route` derives once per table (compiled matchers, resolved chains). Not part of the contract.
     _router: Any = PrivateAttr(default=None)
 
@@ -419,16 +474,25 @@ class RoutingTable(Frozen):
     def breaker_for(self, provider: str) -> BreakerPolicy:
         return self.providers[provider].breaker or self.breaker
 
+    def reads_spend(self) -> bool:
+        """Whether any rule reads what a caller spent or has left (routing then asks the ledger first)."""
+        return any(_reads(rule.condition, (Budget, Spent)) for rule in self.rules)
+
+    def policies_of(self, plan: str | None, team: str | None) -> tuple[Policy, ...]:
+        """The policies a key of `plan` and `team` falls under, the plan's first."""
+        found = (self.plans.get(plan) if plan else None, self.teams.get(team) if team else None)
+        return tuple(p for p in found if p is not None)
+
     def needs_token_count(self) -> bool:
         """Whether any rule reads the token count (a request is then tokenized only when evaluation reaches it)."""
-        return any(_reads_tokens(rule.condition) for rule in self.rules)
+        return any(_reads(rule.condition, (Tokens,)) for rule in self.rules)
 
 
-def _reads_tokens(condition: Condition) -> bool:
-    if isinstance(condition, Tokens):
+def _reads(condition: Condition, kinds: tuple[type[Frozen], ...]) -> bool:
+    if isinstance(condition, kinds):
         return True
     if isinstance(condition, Not):
-        return _reads_tokens(condition.operand)
+        return _reads(condition.operand, kinds)
     if isinstance(condition, (All, AnyOf)):
-        return any(_reads_tokens(c) for c in condition.operands)
+        return any(_reads(c, kinds) for c in condition.operands)
     return False

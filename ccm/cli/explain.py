@@ -16,8 +16,10 @@ import orjson
 
 from ccm.cli.check import STDIN, compiled_or_exit
 from ccm.compile import split_capture
+from ccm.compile.route_tests import caller_of
+from ccm.compile.values import BadValue
 from ccm.route import Decision, RequestView, select_route
-from ccm.table import Model, RoutingTable
+from ccm.table import Model, RoutingTable, Standing
 
 
 def _read_request(source: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -33,6 +35,16 @@ def _read_request(source: str) -> tuple[dict[str, Any], dict[str, str]]:
     if split is None:
         raise click.ClickException(f"{source}: {problems[0]}")
     return split
+
+
+def _parse_caller(text: str) -> Standing:
+    try:
+        return caller_of(orjson.loads(text))
+    except orjson.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON ({error})", param_hint="--caller") from None
+    except BadValue as error:
+        raise click.BadParameter(error.message + (f" ({error.hint})" if error.hint else ""),
+                                 param_hint="--caller") from None
 
 
 def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
@@ -113,8 +125,11 @@ def _as_text(decision: Decision, facts: dict[str, Any]) -> str:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("request", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--header", "header_values", multiple=True, metavar="NAME:VALUE", help="Add or replace a header.")
+@click.option("--caller", "caller_json", metavar="JSON",
+              help='Who sends it, for `key`/`plan`/`team`/`budget`/`spent` rules: \'{"key": "alice", "plan": "pro", '
+                   '"budget": "15%", "spent": {"today": 3}}\'.')
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def explain(file: str, request: str, header_values: tuple[str, ...], output: str) -> None:
+def explain(file: str, request: str, header_values: tuple[str, ...], caller_json: str | None, output: str) -> None:
     """Show which rule a request matches, why, its target and fallback chain."""
     if file == STDIN and request == STDIN:
         raise click.BadParameter("only one of FILE and REQUEST can be read from stdin", param_hint="REQUEST")
@@ -122,8 +137,9 @@ def explain(file: str, request: str, header_values: tuple[str, ...], output: str
     headers.update(_parse_headers(header_values))
     table = compiled_or_exit(file).compiled
     assert table is not None
-    decision = select_route(table, body, headers)
-    facts = _facts(table, RequestView(body, headers, None))
+    caller = _parse_caller(caller_json) if caller_json is not None else None
+    decision = select_route(table, body, headers, caller=caller)
+    facts = _facts(table, RequestView(body, headers, None, caller))
     if output == "json":
         click.echo(orjson.dumps(_as_json(decision, facts), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -113,6 +113,7 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
     provider_blocks = [b for b in blocks if b.keyword.text == "provider"]
     settings_blocks = [b for b in blocks if b.keyword.text == "settings"]
     test_blocks = [b for b in blocks if b.keyword.text == "test"]
+    policy_blocks = [b for b in blocks if b.keyword.text in ("plan", "team")]
     model_decls = [st for st in statements if isinstance(st, s.ModelDecl)]
     routes = [st for st in statements if isinstance(st, s.RouteBlock)]
     retries = [st for st in statements if isinstance(st, s.Retry)]
@@ -165,6 +166,18 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
 
     fallbacks = rules.fallbacks(ctx, [st for st in statements if isinstance(st, s.Fallback)])
 
+    policies: dict[str, dict[str, t.Policy]] = {"plan": {}, "team": {}}
+    policy_spans: dict[str, dict[str, s.Span]] = {"plan": {}, "team": {}}
+    for block in policy_blocks:
+        assert isinstance(block.label, s.Word)
+        kind = block.keyword.text
+        if _duplicate(ctx, block.label, policy_spans[kind], kind):
+            continue
+        policy_spans[kind][block.label.text] = block.label.span
+        declared = declarations.policy(ctx, block)
+        if declared is not None:
+            policies[kind][declared.name] = declared
+
     tests: list[t.RouteTest] = []
     test_spans: dict[str, s.Span] = {}
     for block in test_blocks:
@@ -194,6 +207,8 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
         retry=retry,
         tests=tuple(tests),
         breaker=breaker,
+        plans=policies["plan"],
+        teams=policies["team"],
     )
 
 

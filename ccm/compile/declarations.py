@@ -373,3 +373,22 @@ def _force(ctx: Context, item: s.Item) -> tuple[tuple[str, Any], ...]:
             continue
         out.append((values.member_key(member), values.json_value(member.value)))
     return tuple(out)
+
+
+def policy(ctx: Context, block: s.Block) -> t.Policy | None:
+    """`plan NAME { models a b  markup 10% }` (or `team`): the models are aliases the file declares."""
+    assert isinstance(block.label, s.Word)
+    fields: dict[str, Any] = {"name": block.label.text, "span": table_span(block.label.span)}
+    for keyword, item in _unique_items(ctx, block.items).items():
+        assert isinstance(item, s.Item)
+        if keyword == "models":
+            names = []
+            for word in _words(item):
+                if word.text not in ctx.models and word.text not in ctx.model_spans:
+                    ctx.error(word.span, f"unknown model `{word.text}`",
+                              ctx.suggest(word.text, lambda: ctx.model_spans) or "name a model alias the file declares")
+                names.append(word.text)
+            fields["models"] = tuple(dict.fromkeys(names))
+        elif keyword == "markup":
+            fields["markup"] = ctx.read(values.percent, _words(item)[0])
+    return t.Policy(**{k: v for k, v in fields.items() if v is not None})

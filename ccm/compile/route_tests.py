@@ -35,6 +35,7 @@ def route_test(ctx: Context, block: s.Block, base_dir: Path, roots: tuple[Path, 
     request: dict[str, Any] | None = None
     headers: dict[str, str] = {}
     tokens: int | None = None
+    caller: t.Standing | None = None
     expect: str | None = None
     seen: dict[str, s.Item] = {}
     for item in block.items:
@@ -58,6 +59,8 @@ def route_test(ctx: Context, block: s.Block, base_dir: Path, roots: tuple[Path, 
             word = item.args[0]
             assert isinstance(word, s.Word)
             tokens = ctx.read(values.token_count, word)
+        elif keyword == "caller":
+            caller = _caller(ctx, item)
         elif keyword == "expect":
             word = item.args[0]
             assert isinstance(word, s.Word)
@@ -67,8 +70,47 @@ def route_test(ctx: Context, block: s.Block, base_dir: Path, roots: tuple[Path, 
             ctx.error(block.label.span, f"test \"{name}\" has no `{required}`", f"add a line: {example}")
     if ctx.failed and not failed or request is None or expect is None:
         return None
-    return t.RouteTest(name=name, request=request, headers=tuple(headers.items()), tokens=tokens, expect=expect,
-                       span=table_span(block.label.span))
+    return t.RouteTest(name=name, request=request, headers=tuple(headers.items()), tokens=tokens, caller=caller,
+                       expect=expect, span=table_span(block.label.span))
+
+
+CALLER_EXAMPLE = 'caller { key: "alice", plan: "pro", team: "web", budget: "15%", spent: { today: 3, month: 40 } }'
+
+
+def _caller(ctx: Context, item: s.Item) -> t.Standing | None:
+    """`caller { key: "alice", plan: "pro", budget: "15%", spent: { today: 3 } }`: who the test's request is from."""
+    (written,) = item.args
+    assert isinstance(written, s.Object)
+    try:
+        return caller_of(values.json_value(written))
+    except values.BadValue as error:
+        ctx.error(written.span, f"the test's caller: {error.message}", error.hint or CALLER_EXAMPLE)
+        return None
+
+
+def caller_of(value: Any) -> t.Standing:
+    """A caller written as JSON (a test's `caller { … }`, `ccm explain --caller`); `BadValue` when it is not one."""
+    if not isinstance(value, dict):
+        raise values.BadValue("a caller is an object", CALLER_EXAMPLE)
+    unknown = set(value) - {"key", "plan", "team", "budget", "spent"}
+    if unknown:
+        raise values.BadValue(f"a caller has no `{sorted(unknown)[0]}`", CALLER_EXAMPLE)
+    fields: dict[str, Any] = {}
+    for name in ("key", "plan", "team"):
+        if name in value:
+            if not isinstance(value[name], str):
+                raise values.BadValue(f"the caller's `{name}` is a string", CALLER_EXAMPLE)
+            fields[name] = value[name]
+    if "budget" in value:
+        fields["budget_left"] = values.share(str(value["budget"]))
+    spent = value.get("spent", {})
+    if not isinstance(spent, dict) or not set(spent) <= {"today", "week", "month"}:
+        raise values.BadValue("`spent` is an object of today, week and month", CALLER_EXAMPLE)
+    try:
+        fields["spent"] = tuple((period, values.dollars(f"${amount}")) for period, amount in spent.items())
+    except ArithmeticError:
+        raise values.BadValue("what a caller spent is a number of dollars", CALLER_EXAMPLE) from None
+    return t.Standing(**fields)
 
 
 def _request(
@@ -134,7 +176,7 @@ def run_route_tests(table: t.RoutingTable, sources: Mapping[str, str] | None = N
         count = None if test.tokens is None else (lambda _body, n=test.tokens: n)
         span = test.span or t.Span(file=table.sources[0] if table.sources else "<routes>", line=1, column=1)
         try:
-            decision = select_route(table, test.request, dict(test.headers), count_tokens=count)
+            decision = select_route(table, test.request, dict(test.headers), count_tokens=count, caller=test.caller)
         except Exception as error:  # a test must report, never crash `ccm check` or a reload
             message = f'test "{test.name}" could not run: {error.__class__.__name__}: {error}'
             failures.append(lines.diagnostic("error", span.file, span.line, span.column, message))

@@ -72,6 +72,24 @@ def _atom(ctx: Context, atom: s.Atom) -> t.Condition | None:
         op, text = args[1], args[2]
         assert isinstance(op, s.Word) and isinstance(text, s.Str)
         return _match(ctx, op, text, lambda glob: t.Header(name=header, glob=glob), "header")
+    if keyword in ("key", "plan", "team"):
+        op, text = args
+        assert isinstance(op, s.Word) and isinstance(text, s.Str)
+        field = keyword
+        return _match(ctx, op, text, lambda glob: t.CallerName(field=field, glob=glob), keyword)  # type: ignore[arg-type]
+    if keyword == "budget":
+        op, amount = args
+        assert isinstance(op, s.Word) and isinstance(amount, s.Word)
+        share = ctx.read(values.share, amount)
+        return t.Budget(op=op.text, percent=share) if share is not None else None  # type: ignore[arg-type]
+    if keyword == "spent":
+        period, op, amount = args
+        assert isinstance(period, s.Word) and isinstance(op, s.Word) and isinstance(amount, s.Word)
+        chosen = ctx.choose(period, ("today", "week", "month"), "spending period")
+        usd = ctx.read(values.dollars, amount)
+        if chosen is None or usd is None:
+            return None
+        return t.Spent(period=chosen, op=op.text, usd=usd)  # type: ignore[arg-type]
     assert keyword == "tool"
     (glob,) = args
     assert isinstance(glob, s.Str)

@@ -90,6 +90,22 @@ def percent(text: str) -> Decimal:
     return value
 
 
+def share(text: str) -> Decimal:
+    """`20%`: a part of a budget, 0 to 100 percent (`budget < 20%`)."""
+    found = _QUANTITY.fullmatch(text)
+    if not found or found.group(2) != "%" or Decimal(found.group(1)) > 100:
+        raise BadValue(f"invalid budget share `{text}`", "a percentage of the budget that is left: budget < 20%")
+    return Decimal(found.group(1))
+
+
+def dollars(text: str) -> Decimal:
+    """`$5`, `$0.25`: US dollars, exactly."""
+    value = Decimal(text.removeprefix("$"))
+    if value > MAX_PRICE * 1000:
+        raise BadValue(f"amount `{text}` is too large", "an amount of US dollars, e.g. $5")
+    return value
+
+
 def whole(text: str, minimum: int = 0) -> int:
     """A plain whole number (retry attempts, concurrency)."""
     number, suffix, integral = _split(text)

@@ -50,7 +50,7 @@ from ccm.errors import ApiError, UpstreamError
 from ccm.messages_request import parse_request
 from ccm.providers.base import Call, Reply
 from ccm.route import Decision, NoRouteError, select_route, strip_subagent_tag
-from ccm.table import Model
+from ccm.table import Model, Standing
 from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.core")
@@ -303,16 +303,27 @@ class App:
             return self.count_tokens(body)
         return await anyio.to_thread.run_sync(TokenCounter(max_entries=0).count, body)
 
+    async def _standing(self, caller: Caller, runtime: Runtime) -> Standing | None:
+        """The caller as rules read it: an issued key's name, plan and team, and (only when a rule reads them)
+        what is left of its budget and what it spent."""
+        if caller.kind != "key":
+            return None
+        if self.metering is not None and runtime.table.reads_spend():
+            return await self.metering.standing(caller)
+        return Standing(key=caller.name, plan=caller.plan, team=caller.team)
+
     async def _admit(self, exchange: Exchange, body: Mapping[str, Any], raw: bytes) -> None:
         """Metering's admission of a routed request: refused (402, 403, 429, 503) or admitted, with a hold when the
         caller's key has something to check (its input counted for it)."""
         assert self.metering is not None and exchange.decision is not None
+        table = self.holder.current.table
         if exchange.caller.kind == "key":
             exchange.input_tokens = await self._count(body, len(raw))
         max_tokens = body.get("max_tokens")
         exchange.admitted = await self.metering.admit(AdmissionRequest(
             exchange.request_id, exchange.caller, exchange.decision.chain, exchange.input_tokens or 0,
-            max_tokens if isinstance(max_tokens, int) else 0, self.holder.current.table.settings,
+            max_tokens if isinstance(max_tokens, int) else 0, table.settings,
+            table.policies_of(exchange.caller.plan, exchange.caller.team),
         ))
 
     async def _request_counter(self, runtime: Runtime, raw: bytes, parsed: Mapping[str, Any]) -> TokenCount:
@@ -373,8 +384,9 @@ class App:
         exchange.requested_model = _checked_model_name(body.get("model"))
         exchange.session_id = _session_id(body)
         count_tokens = await self._request_counter(runtime, raw, body)
+        standing = await self._standing(exchange.caller, runtime)
         try:
-            decision = select_route(runtime.table, body, headers, count_tokens=count_tokens)
+            decision = select_route(runtime.table, body, headers, count_tokens=count_tokens, caller=standing)
         except NoRouteError as error:
             raise ApiError(500, str(error), "api_error") from None
         exchange.decision = decision

@@ -10,6 +10,8 @@
                                                  call that grows the hold when it does not (False: stop here)
     Admitted.settle(record)                      once, before the answer's last bytes go out (success or failure):
                                                  what is settled is settled before the client has the whole answer
+    Metering.standing(caller)                    what is left of a key's budget and what it spent, for the rules
+                                                 that read it (`budget < 20%`, `spent today > $5`)
     Metering.reports[path](caller, query, admin) the JSON reports it answers under `/v1/`
 
 The core knows nothing of keys, money or storage: it hands over the request's facts and, at the end, its record.
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ccm.core.record import Caller, RequestRecord
-from ccm.table import Model, Settings
+from ccm.table import Model, Policy, Settings, Standing
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class AdmissionRequest:
     input_tokens: int  # the local count
     max_tokens: int
     settings: Settings  # the routing table's: its markup and what to do when metering is unreachable
+    policies: tuple[Policy, ...] = ()  # the route file's plan and team the caller's key belongs to, the plan's first
 
 
 class Admitted(Protocol):
@@ -61,6 +64,10 @@ class Metering(Protocol):
     async def identify(self, secret: str) -> Caller | None: ...
 
     async def admit(self, request: AdmissionRequest) -> Admitted: ...
+
+    async def standing(self, caller: Caller) -> Standing:
+        """What routing may read of an issued key: what is left of its budget and what it spent (`budget`,
+        `spent` rules), asked only when the table has such rules."""
 
     @property
     def reports(self) -> Mapping[str, Report]:

@@ -115,7 +115,7 @@ class _Build:
         keyword, name, *items = children
         return s.Block(self.leaf(keyword), self.leaf(name), tuple(items), span)
 
-    test = provider
+    test = policy = provider
 
     def model(self, children: list[Any], span: s.Span) -> s.ModelDecl:
         name = self.leaf(children[1])
@@ -199,7 +199,7 @@ class _Build:
         keyword, *args = self._leaves(children)
         return s.Atom(keyword, tuple(args), span)
 
-    tokens = effort = model_name = header = tool = atom
+    tokens = effort = model_name = header = tool = caller = budget = spent = atom
 
     # values
     def env(self, children: list[Any], span: s.Span) -> s.Env:

@@ -189,3 +189,37 @@ def test_a_stream_the_local_caller_leaves_is_cancelled_and_billed_an_estimate(
         time.sleep(0.1)
     (row,) = found
     assert row["estimated"] and row["output_tokens"] < 333
+
+
+BUDGET_ROUTES = ROUTES.replace("model main", """model cheap = anthropic/claude-cheap {
+  price input 0 output 1 cache_write_5m 0 cache_write_1h 0 cache_read 0 web_search 0
+}
+model fancy = anthropic/claude-fancy {
+  price input 0 output 15 cache_write_5m 0 cache_write_1h 0 cache_read 0 web_search 0
+}
+
+plan trial {
+  models main cheap
+  markup 50%
+}
+
+model main""").replace("  default -> main", """  budget < 70% -> cheap
+  default       -> main""")
+
+
+def test_a_key_that_runs_low_is_routed_to_a_cheaper_model_and_its_plan_applies(
+    upstream: tuple[str, FakeAnthropic], database_url: str, tmp_path: Path
+) -> None:
+    env = {"UPSTREAM_URL": upstream[0], "UPSTREAM_KEY": UPSTREAM_KEY}
+    secret = new_key(database_url, "trialist", "--credits", f"{3 * ANSWER_COST * 1.5:.9f}", "--plan", "trial")
+    with CcmServer.from_text(tmp_path, BUDGET_ROUTES, env, args=("--db", database_url)) as ccm:
+        headers = {**JSON, "x-api-key": secret}
+        first = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers=headers)
+        second = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers=headers)
+        refused = httpx.post(f"{ccm.url}/v1/messages", json={**BODY, "model": "fancy"}, headers=headers)
+    assert (first.status_code, first.headers["x-ccm-model"]) == (200, "main")
+    assert (second.status_code, second.headers["x-ccm-model"]) == (200, "cheap")  # two thirds of the credit left
+    assert refused.status_code == 403 and "may not use model `fancy`" in refused.json()["error"]["message"]
+    rows = {row["request_id"]: row for row in usage_json(database_url)}
+    charged = float(rows[first.headers["request-id"]]["charged_usd"])
+    assert charged == pytest.approx(ANSWER_COST * 1.5)  # the plan's markup
