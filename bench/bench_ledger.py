@@ -35,7 +35,7 @@ from ccm.ledger.cost import cost
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey, UsageRow
 from ccm.ledger.reports import export_csv, usage
-from ccm.ledger.store.base import open_store
+from ccm.ledger.store.connect import open_store
 from ccm.ledger.times import DAY, now
 from ccm.table import Price
 from ccm.usage import TokenUsage

@@ -35,10 +35,11 @@ from ccm.core.record import Caller, RequestRecord
 from ccm.errors import ApiError
 from ccm.ledger.apis import cost_report, json_bytes, messages_usage_report, openrouter_key
 from ccm.ledger.cost import cost, markup_for
-from ccm.ledger.errors import BadInput, KeyRefused, LedgerUnavailable, OutOfCredit, OverBudget, RateLimited, Refusal
+from ccm.ledger.errors import BadInput, LedgerUnavailable
 from ccm.ledger.holds import OutputMeter, hold_for, minimum_for
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import Hold, KeyInfo, UsageRow
+from ccm.ledger.refusals import KeyRefused, OutOfCredit, OverBudget, RateLimited, Refusal
 from ccm.ledger.times import now
 from ccm.table import Model, Price, SpendPeriod, Standing
 from ccm.usage import TokenUsage

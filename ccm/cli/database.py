@@ -73,7 +73,7 @@ def db() -> None:
 @db_option
 def upgrade(db: str | None) -> None:
     """Apply the migrations the database lacks (an empty or missing one is created)."""
-    from ccm.ledger.store.base import open_store
+    from ccm.ledger.store.connect import open_store
     from ccm.ledger.store.migrate import latest
 
     async def work() -> None:
@@ -96,7 +96,7 @@ def upgrade(db: str | None) -> None:
 @db_option
 def status(db: str | None) -> None:
     """The database's schema version and this ccm's."""
-    from ccm.ledger.store.base import open_store
+    from ccm.ledger.store.connect import open_store
     from ccm.ledger.store.migrate import latest
 
     async def work() -> None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ccm.ledger.errors import KeyRefused, OutOfCredit, OverBudget, RateLimited
 from ccm.ledger.money import Money
 from ccm.ledger.records import Account, KeyInfo, RateState
+from ccm.ledger.refusals import KeyRefused, OutOfCredit, OverBudget, RateLimited
 from ccm.ledger.times import MINUTE, SECOND, Micros, period_end, period_start
 
 UNIT = 1000  # bucket levels are kept in thousandths

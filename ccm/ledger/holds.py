@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, localcontext
 
 from ccm.ledger.cost import EXACT, HUNDRED, MILLION, THOUSAND, rates
-from ccm.ledger.errors import Refusal
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.money import Money
 from ccm.ledger.records import Hold
+from ccm.ledger.refusals import Refusal
 from ccm.table import Price
 
 INPUT_SIDE = ("input", "cache_write_5m", "cache_write_1h", "cache_read")

@@ -34,7 +34,8 @@ from ccm.ledger.errors import BadInput, LedgerUnavailable
 from ccm.ledger.money import Money
 from ccm.ledger.records import Account, Hold, KeyInfo, NewKey, UsageRow
 from ccm.ledger.store import ops
-from ccm.ledger.store.base import Store, open_store
+from ccm.ledger.store.base import Store
+from ccm.ledger.store.connect import open_store
 from ccm.ledger.times import HOUR, SECOND, Clock, Micros, now
 
 log = logging.getLogger("ccm.ledger")

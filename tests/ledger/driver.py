@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ccm.ledger.errors import Refusal  # noqa: E402
 from ccm.ledger.ledger import Ledger  # noqa: E402
+from ccm.ledger.refusals import Refusal
 from tests.ledger.helpers import CENT, row  # noqa: E402
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ccm.ledger.errors import OutOfCredit
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey
+from ccm.ledger.refusals import OutOfCredit
 from ccm.ledger.store.base import Op, Q
 from tests.ledger.conftest import FakeClock
 from tests.ledger.helpers import CENT, row

@@ -7,10 +7,10 @@ import random
 from decimal import Decimal
 
 from ccm.ledger.cost import cost
-from ccm.ledger.errors import OutOfCredit, OverBudget
 from ccm.ledger.holds import HoldPolicy, OutputMeter, hold_for, input_part, minimum_for, output_cost
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey, UsageRow
+from ccm.ledger.refusals import OutOfCredit, OverBudget
 from ccm.table import Price
 from ccm.usage import TokenUsage
 from tests.ledger.helpers import SONNET, usd

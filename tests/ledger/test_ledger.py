@@ -9,18 +9,10 @@ from decimal import Decimal
 
 import pytest
 
-from ccm.ledger.errors import (
-    BadInput,
-    DuplicateRequest,
-    KeyRefused,
-    LedgerError,
-    OutOfCredit,
-    OverBudget,
-    RateLimited,
-    UnknownKey,
-)
+from ccm.ledger.errors import BadInput, DuplicateRequest, LedgerError, UnknownKey
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey
+from ccm.ledger.refusals import KeyRefused, OutOfCredit, OverBudget, RateLimited
 from ccm.ledger.store import ops
 from ccm.ledger.store.base import Q
 from ccm.ledger.times import DAY, HOUR, MINUTE, SECOND, period_end
