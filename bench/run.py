@@ -18,7 +18,8 @@ Every process the run starts is stopped at its end, also on Ctrl-C.
 
 ccm against ccm (bench.variants): `--variants base=04f803c` adds a target per NAME=REV, that revision of ccm in a
 worktree and venv of its own, run as the `ccm` target is; `--ccm-variant 'NAME:SPEC'` adds one changed by `ccm run`
-arguments, environment and route-file text (`"ledger:args=--db sqlite:///{workdir}/ccm.db"`). With variants, `ccm`
+arguments, environment and route-file text (`--ccm-arg=--no-ledger --ccm-variant ledger:inherit=no`: ledger off
+against on; `{workdir}` is a variant's run folder). With variants, `ccm`
 and every variant run at once and each workload alternates short windows between them, `--rounds` rounds (5; 3
 with --quick), each figure the median of its windows; startup alternates too. The report's "ccm against ccm"
 section gives each variant's figures beside ccm's, with the difference and the ratio. reload, paced, profile and
@@ -80,7 +81,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--variants", default="", metavar="NAME=REV,...",
                         help="ccm at another revision per NAME=REV, beside the checkout's (bench.variants)")
     parser.add_argument("--ccm-variant", action="append", default=[], metavar="NAME:SPEC",
-                        help="a ccm variant: NAME:rev=…;args=…;env=K=V;routes=@FILE;setup=…;label=… (repeat; "
+                        help="a ccm variant: NAME:rev=…;args=…;env=K=V;routes=@FILE;setup=…;inherit=no;label=… (repeat; "
                              "{workdir} is its run folder)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="windows per shape and target when variants are compared (default 5, --quick 3)")

@@ -14,6 +14,9 @@ alternate with its own (bench.workloads.schedule), so that the ratios come from 
                        two, with `\\n` for a newline
         setup=WORDS    a command run once before the variant first starts (cwd: its run folder, its `ccm` first on
                        PATH, its environment): `setup=ccm db upgrade --db sqlite:///{workdir}/ccm.db`
+        inherit=no     without the `ccm` target's --ccm-arg words (by default a variant gets them first, then its
+                       own `args`): `--ccm-arg=--no-ledger --ccm-variant 'ledger:inherit=no'` is ledger off
+                       against ledger on, with the switched-on side as the variant
         label=TEXT     what the report calls it
 
     In args, env values, routes and setup, {workdir} is the variant's run folder (a database, files of its own) and
@@ -41,7 +44,7 @@ from bench.targets import CACHE, REPO, Ccm, TargetUnavailable
 TREES = CACHE / "trees"
 RESERVED = ("upstream", "ccm", "ccr", "litellm")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,23}$")
-KEYS = ("rev", "args", "env", "routes", "setup", "label")
+KEYS = ("rev", "args", "env", "routes", "setup", "inherit", "label")
 READY = ".bench-ready"  # in the tree's venv, written once `pip install -e` and the import check have passed
 
 
@@ -57,6 +60,7 @@ class VariantSpec:
     env: tuple[tuple[str, str], ...] = ()
     routes: str = ""
     setup: tuple[str, ...] = ()
+    inherit: bool = True  # the `ccm` target's --ccm-arg words come first
     label: str = ""
 
     def describe(self) -> str:
@@ -66,6 +70,7 @@ class VariantSpec:
         parts += [f"`{key}={value}`" for key, value in self.env]
         parts += [f"route file + `{' '.join(self.routes.split())[:80]}`"] if self.routes else []
         parts += [f"after `{shlex.join(self.setup)}`"] if self.setup else []
+        parts += ["without ccm's --ccm-arg"] if not self.inherit else []
         return ", ".join(parts) or "the checkout again (A/A)"
 
 
@@ -118,8 +123,11 @@ def parse_spec(text: str, read: Callable[[Path], str] = Path.read_text) -> Varia
         args, setup = tuple(shlex.split(values.get("args", ""))), tuple(shlex.split(values.get("setup", "")))
     except ValueError as error:
         raise VariantError(f"--ccm-variant {name}: {error}") from None
+    inherit = values.get("inherit", "yes").lower()
+    if inherit not in ("yes", "no"):
+        raise VariantError(f"--ccm-variant {name}: inherit={inherit} is yes or no")
     return VariantSpec(_name(name.strip()), rev=values.get("rev") or None, args=args, env=tuple(env),
-                       routes=routes, setup=setup, label=values.get("label", ""))
+                       routes=routes, setup=setup, inherit=inherit == "yes", label=values.get("label", ""))
 
 
 def _name(name: str) -> str:
@@ -321,5 +329,5 @@ def variant_targets(specs: Sequence[VariantSpec], runs: Path, upstream_url: str,
         source = prepare(spec.rev) if spec.rev else None
         label = spec.label or (f"ccm {source.short}" if source else f"ccm ({spec.name})")
         targets.append(CcmVariant(spec.name, label, runs / spec.name, upstream_url=upstream_url,
-                                  extra_args=list(ccm_args), spec=spec, source=source))
+                                  extra_args=list(ccm_args) if spec.inherit else [], spec=spec, source=source))
     return targets

@@ -189,11 +189,16 @@ def test_variant_specs_parse_into_revisions_arguments_environment_and_route_text
     assert parse_spec("base:rev=04f803c") == VariantSpec("base", rev="04f803c")
     assert parse_spec("same:") == VariantSpec("same")  # the checkout again: an A/A run
     assert parse_spec("m:routes=a\\nb").routes == "a\nb"
+    own = parse_spec("ledger:inherit=no")
+    assert not own.inherit and own.describe() == "without ccm's --ccm-arg"
+    assert variant_targets([own], Path("/runs"), "http://u", ccm_args=["--no-ledger"])[0].extra_args == []
+    assert variant_targets([VariantSpec("m", args=("--metrics",))], Path("/runs"), "http://u",
+                           ccm_args=["--no-metrics"])[0].command(Path("r.ccm"))[-2:] == ["--no-metrics", "--metrics"]
     assert parse_variants("base=04f803c, old=HEAD~3") == [VariantSpec("base", rev="04f803c"),
                                                           VariantSpec("old", rev="HEAD~3")]
     assert expand("sqlite:///{workdir}/ccm.db {x}", Path("/w"), Path("/t")) == "sqlite:////w/ccm.db {x}"
     for wrong in ("ledger", "ledger:db=x", "ledger:env=1X=2", "ccm:args=-v", "a b:args=-v", "x:args='open",
-                  "x:rev=a;rev=b", f"x:routes=@{tmp_path / 'missing.ccm'}"):
+                  "x:rev=a;rev=b", "x:inherit=maybe", f"x:routes=@{tmp_path / 'missing.ccm'}"):
         with pytest.raises(VariantError):
             parse_spec(wrong)
     for wrong in ("base", "base=", "upstream=HEAD"):
