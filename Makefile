@@ -41,5 +41,5 @@ litellm:
 # One workload against one target: make bench ARGS="--only tiny --targets ccm"   (see bench/run.py)
 .PHONY: bench
 bench: install
-	@bash bench/setup.sh
+	@bash bench/setup.sh $(ARGS)
 	$(PY) -m bench.run $(ARGS)

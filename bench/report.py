@@ -2,8 +2,8 @@
 beside it), and docs/benchmarks.md.
 
 docs/benchmarks.md mixes hand-written prose with generated blocks fenced by `<!-- bench:NAME -->` and
-`<!-- /bench:NAME -->`; a run replaces only what is inside the fences (machine, results, profile, micro), so the
-prose around them survives every rerun. A missing file is created with the fences and headings in place.
+`<!-- /bench:NAME -->`; a run replaces only what is inside the fences (machine, results, variants, profile, micro), so
+the prose around them survives every rerun. A missing file is created with the fences and headings in place.
 
 "Added" is always router p50 minus the upstream-alone p50 for the same request shape, measured in the same run.
 """
@@ -82,8 +82,8 @@ def headline(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             row["tiny_added_ms"] = _minus(row["tiny_p50_ms"], _get(direct, "tiny", "p50_ms"))
             direct_real = _get(direct, "fixtures", REAL, "p50_ms") or _get(direct, "sweep", "1", "p50_ms")
             row["real_added_ms"] = _minus(row["real_p50_ms"], direct_real)
-            added = [_minus(p50, _get(direct, "fixtures", fixture, "p50_ms")) for fixture, p50 in big.items()]
-            added = [value for value in added if value is not None]
+            differences = [_minus(p50, _get(direct, "fixtures", fixture, "p50_ms")) for fixture, p50 in big.items()]
+            added = [value for value in differences if value is not None]
             row["fixtures_50kb_added_ms"] = round(statistics.median(added), 3) if added else None
             row["passthrough_added_ms"] = _minus(_get(work, "passthrough", REAL, "p50_ms"),
                                                  _get(direct, "passthrough", REAL, "p50_ms"))
@@ -319,6 +319,176 @@ def micro_block(results: dict[str, Any]) -> str:
     return "\n".join(parts).strip() or "Not run in this run."
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# ccm against ccm: the variants of one run (bench.variants), each beside the `ccm` target measured with it
+
+
+def _per_chunk_us(stream: Any) -> float | None:
+    """What one chunk of the 200-chunk stream costs over the short stream, in µs (the upstream's share included:
+    the same for both sides of a comparison)."""
+    if not isinstance(stream, dict) or "total_p50_ms" not in stream or "short_total_p50_ms" not in stream:
+        return None
+    extra_ms = float(stream["total_p50_ms"]) - float(stream["short_total_p50_ms"])
+    return round(extra_ms / (int(stream["chunks"]) - int(stream["short_chunks"])) * 1000, 2)
+
+
+def comparison_figures(results: dict[str, Any], name: str) -> list[tuple[str, str, bool, float | None]]:
+    """(label, unit, lower is better, value) of one target of a comparison, in the report's order."""
+    data = _get(results, "targets", name) or {}
+    work = data.get("workloads") or {}
+    row = _get(results, "summary", name) or {}
+    figures: list[tuple[str, str, bool, float | None]] = [
+        ("tiny request, 1 conn, p50", "ms", True, row.get("tiny_p50_ms")),
+        ("tiny request, 1 conn, p99", "ms", True, _get(work, "tiny", "p99_ms")),
+        ("tiny request, CPU per request", "µs", True, _get(work, "tiny", "cpu_us_per_request")),
+        ("real 50 KB request → OpenAI, 1 conn, p50", "ms", True, _get(work, "fixtures", REAL, "p50_ms")),
+        ("real 50 KB request → OpenAI, 1 conn, p99", "ms", True, _get(work, "fixtures", REAL, "p99_ms")),
+        ("real 50 KB request → OpenAI, CPU per request", "µs", True,
+         _get(work, "fixtures", REAL, "cpu_us_per_request")),
+        ("all 50 KB fixtures → OpenAI, p50 (median)", "ms", True, _get(row, "fixtures_50kb_p50", "median")),
+        ("real 50 KB request → Anthropic passthrough, p50", "ms", True, _get(work, "passthrough", REAL, "p50_ms")),
+    ]
+    for level, entry in (work.get("sweep") or {}).items():
+        if isinstance(entry, dict):
+            conns = f"{level} conn{'s' if level != '1' else ''}"
+            figures += [(f"real request, {conns}, req/s", "req/s", False, entry.get("rps")),
+                        (f"real request, {conns}, p50", "ms", True, entry.get("p50_ms")),
+                        (f"real request, {conns}, CPU per request", "µs", True, entry.get("cpu_us_per_request"))]
+    for flavour, title in (("openai", "OpenAI"), ("anthropic", "Anthropic")):
+        stream = _get(work, "stream", flavour)
+        figures += [(f"stream → {title}, first byte (short stream), p50", "ms", True,
+                     _get(stream, "short_first_byte_p50_ms")),
+                    (f"stream → {title}, per chunk (200 chunks over the short stream)", "µs", True,
+                     _per_chunk_us(stream))]
+    figures += [("/context burst, 26 count_tokens at once, median", "ms", True, _get(work, "burst", "median_ms")),
+                ("RSS at idle", "MB", True, data.get("rss_idle_mb")),
+                (f"RSS with {_get(work, 'memory', 'streams') or 256} concurrent streams", "MB", True,
+                 _get(work, "memory", "peak_mb")),
+                ("startup → first answered request, median", "s", True, data.get("startup_s"))]
+    return figures
+
+
+def _delta(value: float, unit: str) -> str:
+    digits = {"ms": 3, "s": 3, "µs": 1, "MB": 1}.get(unit, 0)
+    return f"{value:+,.{digits}f} {unit}"
+
+
+def _times(variant: float | None, ccm: float | None) -> str:
+    if not isinstance(variant, (int, float)) or not isinstance(ccm, (int, float)) or ccm <= 0 or variant < 0:
+        return "—"
+    return f"{variant / ccm:.2f}×"
+
+
+def _difference(variant: float | None, ccm: float | None, unit: str) -> str:
+    if not isinstance(variant, (int, float)) or not isinstance(ccm, (int, float)):
+        return "—"
+    return _delta(variant - ccm, unit)
+
+
+ROUND_FIGURES = (  # the figures whose windows the report lists round by round: (label, unit, path, key)
+    ("tiny request, p50", "ms", ("tiny",), "p50_ms"),
+    ("tiny request, CPU per request", "µs", ("tiny",), "cpu_us_per_request"),
+    ("real 50 KB request, p50", "ms", ("fixtures", REAL), "p50_ms"),
+    ("real 50 KB request, CPU per request", "µs", ("fixtures", REAL), "cpu_us_per_request"),
+    ("real request, 32 conns", "req/s", ("sweep", "32"), "rps"),
+)
+
+
+def round_rows(results: dict[str, Any], names: list[str]) -> list[tuple[str, str, str, list[float], float | None]]:
+    """(figure, unit, target, its windows' values in the order measured, the median of the rounds' differences from
+    ccm's window of the same round — None for ccm itself) for ROUND_FIGURES."""
+    rows = []
+    for label, unit, path, key in ROUND_FIGURES:
+        values = {name: [window[key] for window in _get(results, "targets", name, "workloads", *path, "windows") or []
+                         if isinstance(window, dict) and key in window] for name in names}
+        if not values.get("ccm"):
+            continue
+        for name in names:
+            if not values[name]:
+                continue
+            paired = [mine - theirs for mine, theirs in zip(values[name], values["ccm"], strict=False)]
+            rows.append((label, unit, name, values[name],
+                         None if name == "ccm" or not paired else round(statistics.median(paired), 3)))
+    return rows
+
+
+def comparison_block(results: dict[str, Any]) -> str:
+    comparison = results.get("comparison")
+    if not comparison:
+        return ("No variants in this run. `make bench ARGS=\"--variants base=REV\"` measures ccm at another revision "
+                "beside the checkout, `--ccm-variant 'NAME:SPEC'` the checkout with something switched on or off "
+                "(bench/variants.py).")
+    targets = results["targets"]
+    variants = [name for name in comparison["variants"] if name in targets]
+    names = ["ccm", *variants]
+    out = [f"ccm and {len(variants)} variant{'s' if len(variants) != 1 else ''} of it, running side by side "
+           f"against the same upstream; every workload alternated short windows between them, "
+           f"{comparison['rounds']} rounds (each target's window right after the other's, the order reversed every "
+           "other round), and each figure is the median over its rounds; the starts alternated too. "
+           "Δ is the variant's figure minus ccm's, and `÷ ccm` the variant's over ccm's (for req/s, below 1× is "
+           "slower; for everything else, above 1×).", "",
+           *_header(["target", "what", "revision", "`ccm run` arguments"])]
+    for name in names:
+        data = targets.get(name) or {}
+        variant = data.get("variant") or {}
+        what = variant.get("changes") or "the checkout"
+        if variant.get("label") and variant["label"] != name:
+            what = f"{variant['label']}: {what}"
+        revision = data.get("version") or "—"
+        if variant.get("rev") and variant.get("pinned") is False:
+            revision += " (its packages resolved afresh, not the checkout's versions)"
+        args = variant.get("args") if variant else data.get("args")
+        status = f" — unavailable: {data['error']}" if data.get("error") else ""
+        out.append(f"| {name} | {what}{status} | {revision} | "
+                   f"{('`' + ' '.join(args) + '`') if args else 'none'} |")
+    out += ["", *_header(["metric", "ccm", *(column for name in variants
+                                             for column in (name, f"{name} Δ", f"{name} ÷ ccm"))])]
+    ccm_figures = comparison_figures(results, "ccm")
+    variant_figures = {name: comparison_figures(results, name) for name in variants}
+    for index, (label, unit, _, value) in enumerate(ccm_figures):
+        cells = [_format(value, unit)]
+        for name in variants:
+            entries = variant_figures[name]
+            theirs = entries[index][3] if index < len(entries) and entries[index][0] == label else None
+            cells += [_format(theirs, unit), _difference(theirs, value, unit), _times(theirs, value)]
+        if all(cell == "—" for cell in cells):
+            continue
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows = round_rows(results, names)
+    if rows:
+        width = max(len(values) for *_, values, _ in rows)
+        out += ["", "Round by round (each target's window, in the order measured), and the median of the rounds' "
+                "differences from ccm's window of the same round:", "",
+                *_header(["figure", "target", *(f"round {index + 1}" for index in range(width)), "median Δ"])]
+        for label, unit, name, values, paired in rows:
+            cells = [_format(value) for value in values] + [""] * (width - len(values))
+            out.append(f"| {label} ({unit}) | {name} | " + " | ".join(cells) + " | "
+                       + ("" if paired is None else _delta(paired, unit)) + " |")
+    return "\n".join(out)
+
+
+def comparison_console(results: dict[str, Any]) -> str:
+    """The comparison for the console: each variant's figure beside ccm's, the difference and the ratio."""
+    comparison = results.get("comparison") or {}
+    lines = [f"ccm against ccm ({comparison.get('rounds')} rounds of alternating windows):"]
+    ccm_figures = comparison_figures(results, "ccm")
+    for name in comparison.get("variants", []):
+        error = _get(results, "targets", name, "error")
+        if error:
+            lines.append(f"{name:8s} unavailable: {error}")
+            continue
+        for (label, unit, _, ccm), (_, _, _, mine) in zip(ccm_figures, comparison_figures(results, name),
+                                                          strict=False):
+            if mine is None and ccm is None:
+                continue
+            lines.append(f"{name:8s} {label:60s} {_format(mine, unit):>12s}   ccm {_format(ccm, unit):>12s}   "
+                         f"Δ {_difference(mine, ccm, unit):>14s}   {_times(mine, ccm)}")
+    for label, unit, name, values, paired in round_rows(results, ["ccm", *comparison.get("variants", [])]):
+        lines.append(f"rounds   {label:28s} {name:8s} {', '.join(_format(value) for value in values)}"
+                     + ("" if paired is None else f"   median Δ {_delta(paired, unit)}"))
+    return "\n".join(lines)
+
+
 SKELETON = """# Benchmarks: ccm, claude-code-router and LiteLLM, side by side
 
 Generated by `make bench` (bench/run.py); the blocks between `bench:` markers are rewritten by every full run, the
@@ -337,6 +507,11 @@ prose around them is kept. Raw figures: [bench/results/latest.json](../bench/res
 
 <!-- bench:results -->
 <!-- /bench:results -->
+
+## ccm against ccm
+
+<!-- bench:variants -->
+<!-- /bench:variants -->
 
 ## Profile
 
@@ -363,6 +538,7 @@ def write_docs(results: dict[str, Any]) -> None:
     text = DOC.read_text() if DOC.exists() else SKELETON
     text = fill(text, "machine", machine_block(results["meta"], results["summary"]))
     text = fill(text, "results", results_block(results))
+    text = fill(text, "variants", comparison_block(results))
     text = fill(text, "profile", profile_block(results))
     text = fill(text, "micro", micro_block(results))
     DOC.parent.mkdir(parents=True, exist_ok=True)

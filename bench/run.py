@@ -2,6 +2,7 @@
 
     python -m bench.run [--only tiny,sweep,...] [--targets ccm,ccr,litellm,upstream] [--quick]
                         [--loadgen wrk|python] [--ccm-arg=--server --ccm-arg=uvicorn]
+                        [--variants NAME=REV,...] [--ccm-variant 'NAME:SPEC' ...] [--rounds N]
 
 Workloads: tiny fixtures passthrough stream burst sweep memory (bench.workloads), plus startup (every router, on
 its start), reload (bench/bench_reload.py), profile (py-spy on ccm, bench.profile), micro (bench/bench_route.py
@@ -14,6 +15,15 @@ partial run writes its JSON under the cache (${CCM_CACHE:-~/.cache/ccm}/bench/re
 beside the one in latest.json, so a change to ccm can be measured in seconds: `make bench ARGS="--only tiny
 --targets ccm"`. `--report` measures nothing: it rebuilds the page and the chart from latest.json.
 Every process the run starts is stopped at its end, also on Ctrl-C.
+
+ccm against ccm (bench.variants): `--variants base=04f803c` adds a target per NAME=REV, that revision of ccm in a
+worktree and venv of its own, run as the `ccm` target is; `--ccm-variant 'NAME:SPEC'` adds one changed by `ccm run`
+arguments, environment and route-file text (`--ccm-arg=--no-ledger --ccm-variant ledger:inherit=no`: ledger off
+against on; `{workdir}` is a variant's run folder). With variants, `ccm`
+and every variant run at once and each workload alternates short windows between them, `--rounds` rounds (5; 3
+with --quick), each figure the median of its windows; startup alternates too. The report's "ccm against ccm"
+section gives each variant's figures beside ccm's, with the difference and the ratio. reload, paced, profile and
+micro stay the `ccm` target's.
 """
 
 from __future__ import annotations
@@ -36,14 +46,25 @@ from typing import Any
 from bench import paced, report, wrk
 from bench.profile import profile
 from bench.targets import CACHE, REPO, Ccm, ClaudeCodeRouter, LiteLLM, Target, TargetUnavailable, Upstream
-from bench.workloads import WORKLOADS, Plan, run_all
+from bench.variants import (
+    CcmVariant,
+    Tree,
+    VariantError,
+    VariantSpec,
+    check_names,
+    parse_spec,
+    parse_variants,
+    prepare_tree,
+    variant_targets,
+)
+from bench.workloads import WORKLOADS, Plan, run_all, run_group
 
 EXTRA = ("startup", "reload", "profile", "micro", "paced")
 ROUTERS = {"ccm": (Ccm, "ccm"), "ccr": (ClaudeCodeRouter, "claude-code-router"), "litellm": (LiteLLM, "LiteLLM")}
 LATEST = REPO / "bench" / "results" / "latest.json"
 KEEP_RUNS = 3  # run folders (configs and logs of every process) kept under the cache
 STARTUP_RUNS = 3  # the first start, then two more: the median of three
-QUICK = Plan(seconds=1.0, fixture_seconds=1.0, stream_seconds=1.0, burst_rounds=3, streams=64)
+QUICK = Plan(seconds=1.0, fixture_seconds=1.0, stream_seconds=1.0, burst_rounds=3, streams=64, rounds=3)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -57,10 +78,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="the request the profile workload sends (default: the real 50 KB one)")
     parser.add_argument("--report", action="store_true",
                         help="measure nothing: rebuild docs/benchmarks.md and the chart from latest.json")
+    parser.add_argument("--variants", default="", metavar="NAME=REV,...",
+                        help="ccm at another revision per NAME=REV, beside the checkout's (bench.variants)")
+    parser.add_argument("--ccm-variant", action="append", default=[], metavar="NAME:SPEC",
+                        help="a ccm variant: NAME:rev=…;args=…;env=K=V;routes=@FILE;setup=…;inherit=no;label=… (repeat; "
+                             "{workdir} is its run folder)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="windows per shape and target when variants are compared (default 5, --quick 3)")
     options = parser.parse_args(argv)
     options.workloads = _names(options.only, WORKLOADS + EXTRA)
     options.targets_selected = _names(options.targets, ("upstream", *ROUTERS))
     options.full = not options.only and not options.targets and not options.quick
+    try:
+        options.variant_specs = parse_variants(options.variants) + [parse_spec(text) for text in options.ccm_variant]
+        check_names(options.variant_specs)
+    except VariantError as error:
+        raise SystemExit(f"make bench: {error}")
+    if options.variant_specs and "ccm" not in options.targets_selected:
+        raise SystemExit("make bench: variants are measured against the ccm target: add ccm to --targets")
+    if options.rounds is not None and options.rounds < 1:
+        raise SystemExit("make bench: --rounds is at least 1")
     return options
 
 
@@ -74,7 +111,7 @@ def _names(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
-async def measure(options: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+async def measure(options: argparse.Namespace, plan: Plan, trees: dict[str, Tree] | None = None) -> dict[str, Any]:
     runs = CACHE / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
     prune(CACHE / "runs", keep=KEEP_RUNS - 1)
     upstream = Upstream("upstream", "nginx (upstream alone)", runs / "upstream")
@@ -89,10 +126,18 @@ async def measure(options: argparse.Namespace, plan: Plan) -> dict[str, Any]:
                                               "rss_idle_mb": round(upstream.rss_mb(), 1),
                                               "workloads": await run_all(upstream, options.workloads, plan)}
         for name, (kind, label) in ROUTERS.items():
-            if name in options.targets_selected:
-                target = kind(name, label, runs / name, upstream_url=upstream.url,
-                              extra_args=options.ccm_arg if name == "ccm" else [])
-                results["targets"][name] = await measure_router(target, options, plan)
+            if name not in options.targets_selected:
+                continue
+            target = kind(name, label, runs / name, upstream_url=upstream.url,
+                          extra_args=options.ccm_arg if name == "ccm" else [])
+            group: list[Target] = [target]
+            if name == "ccm" and options.variant_specs:
+                group += variant_targets(options.variant_specs, runs, upstream.url, options.ccm_arg,
+                                         prepare=lambda rev: (trees or {}).get(rev) or prepare_tree(rev))
+                results["comparison"] = {"against": "ccm", "rounds": plan.rounds,
+                                         "variants": [spec.name for spec in options.variant_specs]}
+            results["targets"].update(await measure_group(group, options, plan,
+                                                          compared=plan.rounds if len(group) > 1 else None))
     finally:
         upstream.stop()
     if "ccm" in options.targets_selected:
@@ -109,44 +154,85 @@ async def measure(options: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     return results
 
 
-async def measure_router(target: Target, options: argparse.Namespace, plan: Plan) -> dict[str, Any]:
-    print(f"{target.label}: starting", flush=True)
-    result: dict[str, Any] = {"label": target.label}
+async def measure_group(targets: list[Target], options: argparse.Namespace, plan: Plan,
+                        compared: int | None) -> dict[str, dict[str, Any]]:
+    """Start every target of the group (one router alone, or ccm and its variants), run the workloads against all
+    of them (alternating their windows when `compared`), stop them, then time their starts again (alternating)."""
+    results: dict[str, dict[str, Any]] = {target.name: {"label": target.label} for target in targets}
+    running: list[Target] = []
     try:
-        await target.start()
-        result["version"] = target.version()
-        result["startup_s"] = round(target.startup_s, 3)
-        await asyncio.sleep(1.0)  # let start-up work (imports, caches, timers) settle before the idle figure
-        result["rss_idle_mb"] = round(target.rss_mb(), 1)
-        print(f"  {target.name:8s} started in {target.startup_s:.2f} s, idle RSS {result['rss_idle_mb']:.0f} MB",
-              flush=True)
-        result["workloads"] = await run_all(target, options.workloads, plan)
-        if isinstance(target, Ccm) and "profile" in options.workloads:
-            result["profile"] = await profile(target, plan, request=options.profile_request)
-            print(f"  {target.name:8s} profile      {report.profile_line(result['profile'])}", flush=True)
-        result["rss_after_mb"] = round(target.rss_mb(), 1)
-        if isinstance(target, Ccm):
-            result["args"] = target.extra_args
-    except TargetUnavailable as error:
-        result["error"] = str(error)
-        print(f"  {target.name:8s} unavailable: {error}", flush=True)
-    finally:
-        target.stop()
-    if "startup" in options.workloads and "error" not in result:
-        samples = [target.startup_s]
-        for _ in range(STARTUP_RUNS - 1):
+        for target in targets:
+            print(f"{target.label}: starting", flush=True)
+            result = results[target.name]
             try:
                 await target.start()
-                samples.append(target.startup_s)
             except TargetUnavailable as error:
-                result["startup_error"] = str(error)
-            finally:
-                target.stop()
-        result["startup_samples_s"] = [round(sample, 3) for sample in samples]
-        result["startup_s"] = round(statistics.median(samples), 3)
-        print(f"  {target.name:8s} startup      median {result['startup_s']:.2f} s of {samples_text(samples)}",
-              flush=True)
-    return result
+                result["error"] = str(error)
+                print(f"  {target.name:8s} unavailable: {error}", flush=True)
+                continue
+            running.append(target)
+            result["version"] = target.version()
+            result["startup_s"] = round(target.startup_s, 3)
+            if isinstance(target, CcmVariant):
+                result["variant"] = target.describe()
+            elif isinstance(target, Ccm):
+                result["args"] = target.extra_args
+        await asyncio.sleep(1.0)  # let start-up work (imports, caches, timers) settle before the idle figure
+        for target in running:
+            result = results[target.name]
+            result["rss_idle_mb"] = round(target.rss_mb(), 1)
+            print(f"  {target.name:8s} started in {target.startup_s:.2f} s, idle RSS {result['rss_idle_mb']:.0f} MB",
+                  flush=True)
+        if running:
+            measured = await run_group(running, options.workloads, plan, compared)
+            for target in running:
+                results[target.name]["workloads"] = measured[target.name]
+        for target in running:
+            if type(target) is Ccm and "profile" in options.workloads:
+                results[target.name]["profile"] = await profile(target, plan, request=options.profile_request)
+                print(f"  {target.name:8s} profile      {report.profile_line(results[target.name]['profile'])}",
+                      flush=True)
+            results[target.name]["rss_after_mb"] = round(target.rss_mb(), 1)
+    finally:
+        for target in targets:
+            target.stop()
+    if "startup" in options.workloads and running:
+        samples = {target.name: [target.startup_s] for target in running}
+        for round_ in range(STARTUP_RUNS - 1):
+            for target in (reversed(running) if round_ % 2 == 0 else running):  # the first starts went in order
+                try:
+                    await target.start()
+                    samples[target.name].append(target.startup_s)
+                except TargetUnavailable as error:
+                    results[target.name]["startup_error"] = str(error)
+                finally:
+                    target.stop()
+        for target in running:
+            result, found = results[target.name], samples[target.name]
+            result["startup_samples_s"] = [round(sample, 3) for sample in found]
+            result["startup_s"] = round(statistics.median(found), 3)
+            print(f"  {target.name:8s} startup      median {result['startup_s']:.2f} s of {samples_text(found)}",
+                  flush=True)
+    return results
+
+
+def prepare_trees(specs: list[VariantSpec]) -> dict[str, Tree]:
+    """Each revision a variant names, checked out with a venv of its own (bench.variants.prepare_tree): before the
+    upstream starts, since a first install takes a minute or two."""
+    trees: dict[str, Tree] = {}
+    for spec in specs:
+        if spec.rev and spec.rev not in trees:
+            print(f"bench: ccm at {spec.rev} for the variant {spec.name}: worktree and venv under "
+                  f"{CACHE / 'trees'} (made once, then reused)", flush=True)
+            try:
+                tree = trees[spec.rev] = prepare_tree(spec.rev)
+            except VariantError as error:
+                raise SystemExit(f"make bench: the variant {spec.name}: {error}")
+            print(f"bench: {spec.rev} = {tree.short} in {tree.folder}"
+                  f"{' (reused)' if tree.reused else ''}"
+                  f"{'' if tree.pinned else ' — its packages could not be pinned to the checkout venv versions'}",
+                  flush=True)
+    return trees
 
 
 def samples_text(samples: list[float]) -> str:
@@ -214,13 +300,15 @@ def main(argv: list[str] | None = None) -> None:
         print("rebuilt docs/benchmarks.md and its chart from bench/results/latest.json")
         return
     plan = QUICK if options.quick else Plan()
-    plan = Plan(**{**plan.__dict__, "use_wrk": options.loadgen == "wrk"})
+    plan = Plan(**{**plan.__dict__, "use_wrk": options.loadgen == "wrk",
+                   **({"rounds": options.rounds} if options.rounds else {})})
+    trees = prepare_trees(options.variant_specs)
     started = time.perf_counter()
     meta = {**machine(), "loadgen": options.loadgen, "argv": sys.argv[1:] if argv is None else argv,
             "plan": {key: value for key, value in plan.__dict__.items()}}
     print(f"bench: {meta['cpu']}, {meta['nproc']} cores, load {meta['loadavg_start']:.2f}; "
           f"load generator: {options.loadgen}", flush=True)
-    results = asyncio.run(measure(options, plan))
+    results = asyncio.run(measure(options, plan, trees))
     results["meta"] = {**meta, "loadavg_end": os.getloadavg()[0], "seconds": round(time.perf_counter() - started)}
     results["summary"] = report.headline(results)
     before = json.loads(LATEST.read_text()) if LATEST.exists() else None
@@ -235,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         out.write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {out}", flush=True)
     print(report.console_table(results["summary"], before["summary"] if before else None), flush=True)
+    if results.get("comparison"):
+        print(report.comparison_console(results), flush=True)
     print(f"bench: done in {results['meta']['seconds']} s", flush=True)
 
 

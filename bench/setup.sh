@@ -6,8 +6,19 @@
 #                            `make test` runs too: one install for the benchmark and the tests)
 #   venv/                    matplotlib (the chart) and py-spy (the profile): not ccm's dependencies
 # Each step runs only when its result is missing. A step that fails is reported and the others go on: the harness
-# then reports that peer as unavailable, with the reason.
+# then reports that peer as unavailable, with the reason. Given bench.run's arguments (make bench passes ARGS), a
+# peer that `--targets` leaves out is not installed. (The variants' trees are bench.run's: bench/variants.py.)
 set -uo pipefail
+
+targets="upstream,ccm,ccr,litellm"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --targets) targets="${2:-}"; shift ;;
+        --targets=*) targets="${1#--targets=}" ;;
+    esac
+    shift
+done
+wanted() { case ",$targets," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 CACHE="${CCM_CACHE:-$HOME/.cache/ccm}/bench"
 PYTHON="${PYTHON:-python3}"
@@ -27,13 +38,15 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 
 ccr_package="$CACHE/ccr/node_modules/@musistudio/claude-code-router/package.json"
-if [ "$(node -p "require('$ccr_package').version" 2>/dev/null)" != "$CCR_VERSION" ]; then
+if wanted ccr && [ "$(node -p "require('$ccr_package').version" 2>/dev/null)" != "$CCR_VERSION" ]; then
     say "installing claude-code-router $CCR_VERSION (npm)"
     npm install --prefix "$CACHE/ccr" --no-audit --no-fund --loglevel=error \
         "@musistudio/claude-code-router@$CCR_VERSION" >/dev/null || say "could not install claude-code-router"
 fi
 
-bash "$(dirname "$0")/../scripts/install-litellm.sh"
+if wanted litellm; then
+    bash "$(dirname "$0")/../scripts/install-litellm.sh"
+fi
 
 if [ ! -x "$CACHE/venv/bin/py-spy" ] || ! "$CACHE/venv/bin/python" -c "import matplotlib" 2>/dev/null; then
     say "installing matplotlib and py-spy (pip, the bench venv)"

@@ -85,6 +85,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU time (user + system) of `pid` and its living descendants so far, in seconds (from /proc: 10 ms ticks)."""
+    total = 0
+    for current in _tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending.extend(children.get(current, []))
+    return found
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of `pid` and all its descendants, in MB (VmRSS summed, as `ps` would show it)."""
     children: dict[int, list[int]] = {}
@@ -174,6 +206,10 @@ class Target(ABC):
     def rss_mb(self) -> float:
         return tree_rss_mb(self.process.pid) if self.process else 0.0
 
+    def cpu_s(self) -> float | None:
+        """The process tree's CPU seconds so far (None when the harness did not start it)."""
+        return tree_cpu_s(self.process.pid) if self.process else None
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -238,10 +274,20 @@ class Ccm(Target):
         # would wake the watcher on every request
         routes = self.workdir / "routes" / "routes.ccm"
         routes.parent.mkdir(exist_ok=True)
-        routes.write_text(ccm_routes(self.upstream_url))
-        command = [str(self.python.parent / "ccm"), "run", str(routes), "--port", str(self.port),
-                   *self.extra_args]
-        return command, {**os.environ, "PYTHONUNBUFFERED": "1"}
+        routes.write_text(self.routes_text())
+        return self.command(routes), self.environment()
+
+    def routes_text(self) -> str:
+        return ccm_routes(self.upstream_url)
+
+    def command(self, routes: Path) -> list[str]:
+        """`ccm run FILE --port P [args]`: all a bench target uses, which every revision of ccm has."""
+        return [str(self.python.parent / "ccm"), "run", str(routes), "--port", str(self.port), *self.extra_args]
+
+    def environment(self) -> dict[str, str]:
+        # a data folder of its own: what ccm keeps under XDG_DATA_HOME (the ledger's default database) is the
+        # run's, neither the user's nor another target's
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_DATA_HOME": str(self.workdir / "data")}
 
 
 def ccm_routes(upstream: str) -> str:
