@@ -99,7 +99,7 @@ class Site:
 
     # --- pages ----------------------------------------------------------------------------------------------
 
-    def render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         session: Session | None = getattr(request.state, "session", None)
         root = request.scope.get("root_path", "")
         html = self.templates.get_template(name).render(
@@ -111,7 +111,7 @@ class Site:
             path=request.url.path,
             **context,
         )
-        return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+        return HTMLResponse(html, status_code=status_code, headers={"cache-control": "no-store"})
 
     def page(self, handler: Endpoint, audience: Audience = "admin") -> Endpoint:
         async def endpoint(request: Request) -> Response:
@@ -134,7 +134,7 @@ class Site:
                     message = "this request needs the page's CSRF token (reload the page and try again)"
                     if api:
                         return JSONResponse({"error": message}, status_code=403)
-                    return self.render(request, "error.html", status=403, title="Refused", message=message)
+                    return self.render(request, "error.html", status_code=403, title="Refused", message=message)
             response = await handler(request)
             if cookie is not None:
                 self.set_session_cookie(request, response, audience, cookie)
@@ -166,6 +166,10 @@ class Site:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
+            root = scope.get("root_path", "")
+            if root and not scope["path"].startswith(root):
+                # ccm's mounts hand on the path below the prefix; Starlette (and the ASGI spec) want it whole
+                scope = {**scope, "path": root + scope["path"]}
             refusal = self._refusal(scope)
 
             async def with_headers(message: Message) -> None:
