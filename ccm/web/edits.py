@@ -40,7 +40,8 @@ TOKENS = re.compile(r"\d+(?:\.\d+)?[km]?")
 ENV_CALL = re.compile(r'env\("[A-Za-z_][A-Za-z0-9_]*"(?:,\s*"(?:[^"\\\n]|\\.)*")?\)')
 URL = re.compile(r"https?://[^\s\"\\]+")
 INDENT = "  "
-KEEP_LITERAL_KEY = "(literal key kept)"  # what the provider form shows for a key written literally in the file
+KEEP_LITERAL_KEY = "(literal key kept)"
+KEEP_URL = "(URL with credentials kept)"  # and for a URL that carries a user:password  # what the provider form shows for a key written literally in the file
 
 
 class EditError(ValueError):
@@ -252,7 +253,7 @@ def set_provider(text: str, file: str, form: ProviderForm) -> str:
         raise EditError(f"the type must be one of {', '.join(PROVIDER_TYPES)}")
     doc = _Doc(text, file)
     existing = doc.provider(name)
-    url = _url_text(form.url)
+    url = None if form.url.strip() == KEEP_URL else _url_text(form.url)
     keep_literal = form.key.strip() == KEEP_LITERAL_KEY
     key = None if keep_literal else _key_text(form.key)
     if existing is not None:
@@ -263,11 +264,13 @@ def set_provider(text: str, file: str, form: ProviderForm) -> str:
 
         if current("type") != form.type:
             _set_item(doc, existing.span, items, "type", form.type)
-        if current("url") != url:
+        if url is not None and current("url") != url:
             _set_item(doc, existing.span, items, "url", url, after=("type",))
         if not keep_literal and current("key") != key:
             _set_item(doc, existing.span, items, "key", key, after=("url", "type"))
         return finish(text, doc.result(), file)
+    if url is None:
+        raise EditError("a new provider needs its URL")
     lines = [("type", form.type), ("url", url)] + ([("key", key)] if key else [])
     width = max(len(k) for k, _ in lines)
     body = "".join(f"{INDENT}{k.ljust(width)} {v}\n" for k, v in lines)

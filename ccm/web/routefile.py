@@ -36,6 +36,7 @@ CREDENTIAL_HEADER = re.compile(r"authorization|.*(key|token|secret|password).*",
 # Where the file does not parse, secrets are found by shape: a `key` or `auth` item's strings.
 _LOOSE = re.compile(r'(?<![\w"])(?:key|auth)\s+((?:"(?:[^"\\\n]|\\.)*"\s*)+)')
 _STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_USERINFO = re.compile(r"://[^/@\s]*@")  # a URL that carries a user:password
 PLACEHOLDER = '"[redacted secret {}]"'
 _PLACEHOLDER = re.compile(r'"\[redacted secret (\d+)\]"')
 
@@ -165,13 +166,18 @@ def _secret_strings(tree: s.SourceFile) -> list[s.Str]:
             return [arg.default] if arg.default is not None else []
         return []
 
+    def strings_of(args: tuple[object, ...]) -> list[s.Str]:
+        return [string for arg in args for string in strings(arg)]
+
     for statement in tree.statements:
         if not isinstance(statement, s.Block) or statement.keyword.text not in ("provider", "settings"):
             continue
         for item in statement.items:
             if not isinstance(item, s.Item):
                 continue
-            if item.keyword.text in ("key", "auth"):
+            if item.keyword.text == "url":
+                found += [arg for arg in strings_of(item.args) if _USERINFO.search(arg.value)]
+            elif item.keyword.text in ("key", "auth"):
                 for arg in item.args:
                     found += strings(arg)
             elif item.keyword.text == "headers":

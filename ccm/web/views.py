@@ -53,7 +53,9 @@ def url_text(value: Value) -> str:
     if isinstance(value, EnvRef):
         default = f", {orjson.dumps(value.default).decode()}" if value.default is not None else ""
         return f'env("{value.name}"{default})'
-    return value.value
+    from ccm.web.edits import KEEP_URL
+
+    return value.value if _without_userinfo(value.value) == value.value else KEEP_URL
 
 
 def key_text(value: Value | None) -> str:
