@@ -34,7 +34,7 @@ from ccm.dsl.parser import RouteSyntaxError
 GIT_TIMEOUT = 20.0
 CREDENTIAL_HEADER = re.compile(r"authorization|.*(key|token|secret|password).*", re.I)
 # Where the file does not parse, secrets are found by shape: a `key` or `auth` item's strings.
-_LOOSE = re.compile(r'(?<![\w"])(?:key|auth)\s+((?:"(?:[^"\\\n]|\\.)*"\s*)+)')
+_LOOSE = re.compile(r'(?<![\w"])(?:key|auth)[ \t]+((?:"(?:[^"\\\n]|\\.)*"[ \t]*)+)')
 _STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _USERINFO = re.compile(r"://[^/@\s]*@")  # a URL that carries a user:password
 PLACEHOLDER = '"[redacted secret {}]"'
