@@ -13,7 +13,7 @@ The guard, in front of every page and asset:
   - any request that changes state must come from the page itself: an `Origin` other than the request's own, or a
     `Sec-Fetch-Site` other than same-origin/none, is refused (before the CSRF token is even looked at);
   - every response gets a strict Content-Security-Policy (scripts and styles from ccm's own assets only, no inline
-    script), `nosniff`, no framing, no referrer, and pages are not cached.
+    script), `nosniff`, no framing, no referrer to other sites, and pages are not cached.
 
 Sessions are `ccm.web.auth`'s. Without an admin key, a loopback visitor gets a `local` admin session on first
 visit (the CSRF token needs something to bind to); with one, the pages ask for the key (`ccm.web.signin`).
@@ -47,7 +47,7 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make Chromium send `Origin: null` on form posts
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 
