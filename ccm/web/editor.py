@@ -250,8 +250,8 @@ def _apply(text: str, name: str, form: dict[str, str]) -> str:
     if kind == "model":
         if action == "remove":
             return edits.remove_model(text, name, form.get("name", ""))
-        fields = ("name", "target", "context", "max_output", "price_input", "price_output", "cache_read",
-                  "cache_write")
+        fields = ("name", "target", "context", "max_output", "price_input", "price_output", "cache_write_5m",
+                  "cache_write_1h", "cache_read", "web_search")
         return edits.set_model(text, name, edits.ModelForm(**{f: form.get(f, "") for f in fields}))
     if kind == "rule":
         index = _index(form.get("index", ""))

@@ -64,8 +64,10 @@ class ModelForm:
     max_output: str = ""
     price_input: str = ""
     price_output: str = ""
+    cache_write_5m: str = ""
+    cache_write_1h: str = ""
     cache_read: str = ""
-    cache_write: str = ""
+    web_search: str = ""  # US dollars per 1,000 searches
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +327,8 @@ def _optional(pattern: re.Pattern[str], value: str, what: str, example: str) -> 
 def _price_text(form: ModelForm) -> str | None:
     parts = []
     for label, value in (("input", form.price_input), ("output", form.price_output),
-                         ("cache_read", form.cache_read), ("cache_write", form.cache_write)):
+                         ("cache_write_5m", form.cache_write_5m), ("cache_write_1h", form.cache_write_1h),
+                         ("cache_read", form.cache_read), ("web_search", form.web_search)):
         number = _optional(NUMBER, value, f"the {label} price", "`0.27`")
         if number is not None:
             parts.append(f"{label} {number}")

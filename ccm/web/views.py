@@ -161,25 +161,24 @@ def model_rows(table: RoutingTable) -> list[ModelRow]:
         deployments = tuple(f"{d.provider}/{d.model}" + (f" weight {d.weight}" if d.weight != 1 else "")
                             for d in model.deployments) or (f"{model.provider}/{model.model}",)
         price = model.price
-        price_text = ""
-        if price is not None:
-            price_text = f"in {price.input:g} · out {price.output:g}"
-            if price.cache_read is not None:
-                price_text += f" · cache read {price.cache_read:g}"
-            if price.cache_write is not None:
-                price_text += f" · cache write {price.cache_write:g}"
-        form = {
-            "name": name, "target": f"{model.provider}/{model.model}",
-            "context": _tokens(model.context), "max_output": _tokens(model.max_output),
-            "price_input": "" if price is None else f"{price.input:g}",
-            "price_output": "" if price is None else f"{price.output:g}",
-            "cache_read": "" if price is None or price.cache_read is None else f"{price.cache_read:g}",
-            "cache_write": "" if price is None or price.cache_write is None else f"{price.cache_write:g}",
-        }
+        classes = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search")
+        amounts = {c: getattr(price, c) if price is not None else None for c in classes}
+        price_text = " · ".join(f"{c.replace('_', ' ')} {_decimal(amounts[c])}" for c in classes
+                                if amounts[c] is not None)
+        form = {"name": name, "target": f"{model.provider}/{model.model}",
+                "context": _tokens(model.context), "max_output": _tokens(model.max_output)}
+        for c in classes:
+            field = f"price_{c}" if c in ("input", "output") else c
+            form[field] = "" if amounts[c] is None else _decimal(amounts[c])
         force = ", ".join(f"{k} = {orjson.dumps(v).decode()}" for k, v in model.force)
         rows.append(ModelRow(name, deployments, model.context, model.max_output, price_text, tuple(model.quirks),
                              force, tuple(model.drop), tuple(table.fallbacks.get(name, ())), model.balance, form))
     return rows
+
+
+def _decimal(value: Any) -> str:
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _tokens(value: int | None) -> str:
@@ -203,7 +202,7 @@ def record_row(record: RequestRecord) -> dict[str, Any]:
         "target": record.target or "",
         "status": record.status,
         "latency": f"{record.latency_ms:,.0f} ms",
-        "tokens": "" if usage is None else f"{usage.input_tokens:,} / {usage.output_tokens:,}",
+        "tokens": "" if usage is None else f"{usage.prompt_tokens:,} / {usage.output:,}",
         "attempts": len(record.attempts),
         "error": record.error or "",
     }

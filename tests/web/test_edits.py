@@ -42,9 +42,14 @@ def test_removing_a_provider_takes_its_comment_and_the_check_then_objects() -> N
 
 
 def test_a_model_alias_with_its_prices() -> None:
-    out = edits.set_model(ROUTES, FILE, edits.ModelForm("cheap", "up/claude-cheap", "128k", "8k", "0.25", "2"))
-    assert "model cheap = up/claude-cheap {" in out and "price      input 0.25 output 2" in out and checks(out)
-    changed = edits.set_model(out, FILE, edits.ModelForm("cheap", "up/claude-cheap-2", "128k", "", "0.3", "2"))
+    classes = {"cache_write_5m": "0.3", "cache_write_1h": "0.5", "cache_read": "0.03", "web_search": "10"}
+    out = edits.set_model(ROUTES, FILE, edits.ModelForm("cheap", "up/claude-cheap", "128k", "8k", "0.25", "2",
+                                                        **classes))
+    assert "model cheap = up/claude-cheap {" in out and checks(out)
+    assert ("price      input 0.25 output 2 cache_write_5m 0.3 cache_write_1h 0.5 cache_read 0.03 web_search 10"
+            in out)
+    changed = edits.set_model(out, FILE, edits.ModelForm("cheap", "up/claude-cheap-2", "128k", "", "0.3", "2",
+                                                         **classes))
     assert "max_output" not in changed.split("model cheap")[1] and "input 0.3 output 2" in changed
     assert checks(changed)
 

@@ -202,7 +202,8 @@
   }
   prefill(document.getElementById("p-name"), data.provider, { type: "p-type", url: "p-url", key: "p-key" });
   prefill(document.getElementById("m-name"), data.model, { target: "m-target", context: "m-context",
-    max_output: "m-max", price_input: "m-in", price_output: "m-out", cache_read: "m-cr", cache_write: "m-cw" });
+    max_output: "m-max", price_input: "m-in", price_output: "m-out", cache_write_5m: "m-cw5", cache_write_1h: "m-cw1",
+    cache_read: "m-cr", web_search: "m-ws" });
   var rules = {};
   data.rule.forEach(function (r) { rules[String(r.number)] = r; });
   prefill(document.getElementById("r-index"), rules, { condition: "r-condition", target: "r-target" });
