@@ -13,6 +13,7 @@ written literally is shown without any user:password part.
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ccm.core.reload import ReloadEvent
 from ccm.core.runtime import Runtime
 from ccm.route import NoRouteError, RequestView, select_route
 from ccm.table import EnvRef, Literal_, RoutingTable, Value
+from ccm.web.edits import KEEP_LITERAL_KEY, KEEP_URL
 
 RECENT_ERRORS = 3
 
@@ -53,8 +55,6 @@ def url_text(value: Value) -> str:
     if isinstance(value, EnvRef):
         default = f", {orjson.dumps(value.default).decode()}" if value.default is not None else ""
         return f'env("{value.name}"{default})'
-    from ccm.web.edits import KEEP_URL
-
     return value.value if _without_userinfo(value.value) == value.value else KEEP_URL
 
 
@@ -82,8 +82,6 @@ class ProviderRow:
 
 
 def provider_rows(runtime: Runtime, records: Sequence[RequestRecord]) -> list[ProviderRow]:
-    from ccm.web.edits import KEEP_LITERAL_KEY
-
     errors: dict[str, list[str]] = {}
     for record in reversed(records):
         for attempt in record.attempts:
@@ -108,8 +106,6 @@ def provider_rows(runtime: Runtime, records: Sequence[RequestRecord]) -> list[Pr
 
 
 def _clock(timestamp: float) -> str:
-    import time
-
     return time.strftime("%H:%M:%S", time.localtime(timestamp))
 
 

@@ -168,12 +168,6 @@
     overlay.scrollTop = source.scrollTop;
     overlay.scrollLeft = source.scrollLeft;
   });
-  source.addEventListener("keydown", function (event) {
-    if (event.key === "Tab" && !event.shiftKey && !event.ctrlKey && !event.altKey && !event.metaKey && event.target.dataset.tabs === "on") {
-      event.preventDefault();
-      document.execCommand("insertText", false, "  ");
-    }
-  });
   list.addEventListener("click", function (event) {
     var link = event.target.closest("a[data-line]");
     if (!link) return;
