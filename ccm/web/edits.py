@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ccm.dsl import parse
@@ -189,9 +189,12 @@ def _one_line(value: str, what: str) -> str:
     return value
 
 
-def _matching(pattern: re.Pattern[str], value: str, what: str, example: str) -> str:
+Shape = Callable[[str], object]  # a pattern's fullmatch, called where it is named (so its use is visible there)
+
+
+def _matching(fits: Shape, value: str, what: str, example: str) -> str:
     value = _one_line(value, what)
-    if not pattern.fullmatch(value):
+    if not fits(value):
         raise EditError(f"{what} `{value}` is not valid (for example {example})")
     return value
 
@@ -250,7 +253,7 @@ def _key_text(key: str) -> str | None:
 
 
 def set_provider(text: str, file: str, form: ProviderForm) -> str:
-    name = _matching(NAME, form.name, "the provider name", "`deepseek`")
+    name = _matching(lambda v: NAME.fullmatch(v), form.name, "the provider name", "`deepseek`")
     if form.type not in PROVIDER_TYPES:
         raise EditError(f"the type must be one of {', '.join(PROVIDER_TYPES)}")
     doc = _Doc(text, file)
@@ -319,9 +322,9 @@ def _remove_statement(doc: _Doc, span: s.Span) -> None:
 # --- models -----------------------------------------------------------------------------------------------------
 
 
-def _optional(pattern: re.Pattern[str], value: str, what: str, example: str) -> str | None:
-    value = value.strip().lower() if pattern is TOKENS else value.strip()
-    return _matching(pattern, value, what, example) if value else None
+def _optional(fits: Shape, value: str, what: str, example: str, lower: bool = False) -> str | None:
+    value = value.strip().lower() if lower else value.strip()
+    return _matching(fits, value, what, example) if value else None
 
 
 def _price_text(form: ModelForm) -> str | None:
@@ -329,7 +332,7 @@ def _price_text(form: ModelForm) -> str | None:
     for label, value in (("input", form.price_input), ("output", form.price_output),
                          ("cache_write_5m", form.cache_write_5m), ("cache_write_1h", form.cache_write_1h),
                          ("cache_read", form.cache_read), ("web_search", form.web_search)):
-        number = _optional(NUMBER, value, f"the {label} price", "`0.27`")
+        number = _optional(lambda v: NUMBER.fullmatch(v), value, f"the {label} price", "`0.27`")
         if number is not None:
             parts.append(f"{label} {number}")
     if not parts:
@@ -340,12 +343,15 @@ def _price_text(form: ModelForm) -> str | None:
 
 
 def set_model(text: str, file: str, form: ModelForm) -> str:
-    name = _matching(NAME, form.name, "the model name", "`coder`")
-    target = _matching(TARGET, form.target, "the target", "`deepseek/deepseek-chat`")
+    name = _matching(lambda v: NAME.fullmatch(v), form.name, "the model name", "`coder`")
+    target = _matching(lambda v: TARGET.fullmatch(v), form.target, "the target", "`deepseek/deepseek-chat`")
     if "/" not in target:
         raise EditError("the target is provider/model, like deepseek/deepseek-chat")
-    items = [("context", _optional(TOKENS, form.context, "the context", "`128k`")),
-             ("max_output", _optional(TOKENS, form.max_output, "max_output", "`8k`")),
+    def tokens(value: str, what: str, example: str) -> str | None:
+        return _optional(lambda v: TOKENS.fullmatch(v), value, what, example, lower=True)
+
+    items = [("context", tokens(form.context, "the context", "`128k`")),
+             ("max_output", tokens(form.max_output, "max_output", "`8k`")),
              ("price", _price_text(form))]
     doc = _Doc(text, file)
     existing = doc.model(name)
@@ -406,7 +412,7 @@ def _rule_text(form: RuleForm) -> str:
         if form.target.strip():
             raise EditError("`direct` takes its target from the request: leave the target empty")
         return "direct"
-    target = _matching(TARGET, form.target, "the target", "`coder`")
+    target = _matching(lambda v: TARGET.fullmatch(v), form.target, "the target", "`coder`")
     return f"{condition} -> {target}"
 
 
@@ -455,7 +461,8 @@ def remove_rule(text: str, file: str, index: int) -> str:
 
 
 def set_fallback(text: str, file: str, head: str, chain: Sequence[str]) -> str:
-    names = [_matching(TARGET, n, "a model in the chain", "`opus`") for n in [head, *chain] if n.strip()]
+    names = [_matching(lambda v: TARGET.fullmatch(v), n, "a model in the chain", "`opus`")
+             for n in [head, *chain] if n.strip()]
     if len(names) < 2:
         raise EditError("a fallback chain names a model and at least one model to fall back to")
     line = "fallback " + " -> ".join(names)

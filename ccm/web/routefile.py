@@ -35,7 +35,6 @@ GIT_TIMEOUT = 20.0
 CREDENTIAL_HEADER = re.compile(r"authorization|.*(key|token|secret|password).*", re.I)
 # Where the file does not parse, secrets are found by shape: a `key` or `auth` item's strings.
 _LOOSE = re.compile(r'(?<![\w"])(?:key|auth)[ \t]+((?:"(?:[^"\\\n]|\\.)*"[ \t]*)+)')
-_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _USERINFO = re.compile(r"://[^/@\s]*@")  # a URL that carries a user:password
 PLACEHOLDER = '"[redacted secret {}]"'
 _PLACEHOLDER = re.compile(r'"\[redacted secret (\d+)\]"')
@@ -120,7 +119,7 @@ class Redaction:
         try:
             tree = parse(text, file)
         except RouteSyntaxError:
-            found = [m.group(0) for hit in _LOOSE.finditer(text) for m in _STRING.finditer(hit.group(1))]
+            found = [string for hit in _LOOSE.finditer(text) for string in _string_literals(hit.group(1))]
             return cls(tuple(dict.fromkeys(found)))
         raw = [string.raw for string in _secret_strings(tree)]
         return cls(tuple(dict.fromkeys(r for r in raw if r not in ('""',))))
@@ -154,6 +153,24 @@ class Redaction:
 
 class UnknownPlaceholder(ValueError):
     pass
+
+
+def _string_literals(text: str) -> list[str]:
+    """The complete `"…"` literals in `text`, in one pass (a regex retried at every quote is quadratic on `\\"`
+    repeated: tests/security/test_regex_budget.py)."""
+    found: list[str] = []
+    at, end = 0, len(text)
+    while (start := text.find('"', at)) >= 0:
+        scan = start + 1
+        while scan < end and text[scan] not in '"\n':
+            scan += 2 if text[scan] == "\\" else 1
+        if scan < end and text[scan] == '"':
+            found.append(text[start: scan + 1])
+            scan += 1
+        at = scan
+        if at >= end:
+            break
+    return found
 
 
 def _secret_strings(tree: s.SourceFile) -> list[s.Str]:
