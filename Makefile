@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Reinstall only when the project's dependencies change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test check claude-cli litellm
+.PHONY: install run test check claude-cli litellm browser-tools screenshots
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ run: install
 check: install
 	$(VENV)/bin/ccm check routes.ccm
 
-test: install claude-cli litellm
+test: install claude-cli litellm browser-tools
 	$(VENV)/bin/ruff check ccm tests bench
 	$(VENV)/bin/mypy ccm
 	$(PY) -m pytest
@@ -35,6 +35,14 @@ claude-cli:
 # runs ccm in front of it, and `make bench` compares against it.
 litellm:
 	@bash scripts/install-litellm.sh
+
+# Debian's chromium and axe-core (pinned, in the same cache) for the admin page's browser tests (tests/web).
+browser-tools:
+	@bash scripts/install-browser-tools.sh
+
+# The admin page's screenshots in docs/ui/ (docs/ui.md shows them), retaken by its browser tests.
+screenshots: install browser-tools
+	CCM_SCREENSHOTS=docs/ui $(PY) -m pytest tests/web -m slow -q
 
 # The side-by-side benchmark (by hand, not in CI): sets up claude-code-router, LiteLLM, nginx and wrk under
 # ${CCM_CACHE:-$HOME/.cache/ccm}/bench, runs every workload, writes docs/benchmarks.md and bench/results/latest.json.

@@ -57,7 +57,7 @@ def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
     return headers
 
 
-def _facts(table: RoutingTable, view: RequestView) -> dict[str, Any]:
+def request_facts(table: RoutingTable, view: RequestView) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "model": view.model,
         "thinking": view.thinking,
@@ -74,12 +74,12 @@ def _facts(table: RoutingTable, view: RequestView) -> dict[str, Any]:
     return facts
 
 
-def _model_text(model: Model) -> str:
+def model_text(model: Model) -> str:
     upstream = f"{model.provider}/{model.model}"
     return upstream if model.name == upstream else f"{model.name} = {upstream}"
 
 
-def _as_json(decision: Decision, facts: dict[str, Any]) -> dict[str, Any]:
+def explanation_json(decision: Decision, facts: dict[str, Any]) -> dict[str, Any]:
     rule = decision.rule
     return {
         "request": facts,
@@ -103,17 +103,17 @@ def _fact_text(name: str, value: Any) -> str:
     return f"{name} {value:,}" if isinstance(value, int) else f"{name} {value}"
 
 
-def _as_text(decision: Decision, facts: dict[str, Any]) -> str:
+def explanation_text(decision: Decision, facts: dict[str, Any]) -> str:
     shown = ", ".join(_fact_text(k, v) for k, v in facts.items() if v not in (None, False, 0))
     skipped = decision.rule_index
     earlier = "" if skipped == 0 else f"; rule{'s 1–' if skipped > 1 else ' '}{skipped} did not match"
     lines = [
         f"request   {shown}",
         f"matched   {decision.reason}{earlier}",
-        f"target    {_model_text(decision.target)}",
+        f"target    {model_text(decision.target)}",
     ]
     if len(decision.chain) > 1:
-        lines.append("fallback  " + " → ".join(_model_text(m) for m in decision.chain[1:]))
+        lines.append("fallback  " + " → ".join(model_text(m) for m in decision.chain[1:]))
     else:
         lines.append("fallback  none")
     if decision.strip_subagent_tag:
@@ -139,8 +139,8 @@ def explain(file: str, request: str, header_values: tuple[str, ...], caller_json
     assert table is not None
     caller = _parse_caller(caller_json) if caller_json is not None else None
     decision = select_route(table, body, headers, caller=caller)
-    facts = _facts(table, RequestView(body, headers, None, caller))
+    facts = request_facts(table, RequestView(body, headers, None, caller))
     if output == "json":
-        click.echo(orjson.dumps(_as_json(decision, facts), option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(explanation_json(decision, facts), option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(_as_text(decision, facts))
+        click.echo(explanation_text(decision, facts))

@@ -175,7 +175,10 @@ def run(file: str, host: str, port: int, workers: int, server_name: str, log_lev
     table = service.runtime.table
     _refuse_unsafe(table, host)
     report_unconfigured(service.runtime)
-    log.info("serving %s (table %s, %d rules)", file, table.version, len(table.rules))
+    from ccm.web import mount_pages
+
+    mount_pages(service, os.environ)
+    log.info("serving %s (table %s, %d rules); the admin page is at /admin", file, table.version, len(table.rules))
     server.serve(service.app, host, port, server_name)
 
 
