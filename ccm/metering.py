@@ -10,25 +10,22 @@ says the balance and how to get more), 403 `permission_error` (a model the key m
 with `retry-after` and `anthropic-ratelimit-*` headers, 401 for a revoked or expired key.
 
 When the ledger cannot be reached (`LedgerUnavailable`), the route file's `ledger fail` policy decides: `closed`
-answers 503 until it is back; `open` serves, keeps each row in a local journal (`Journal`, JSON lines beside the
-SQLite file or in the data folder) and writes them to the ledger once it answers again. `health()` says which, and
-since when.
+answers 503 until it is back; `open` serves, keeps each row in the journal (`ccm.ledger.journal`: JSON lines beside
+the SQLite file, or in the data folder) and writes them to the ledger once it answers again. `health()` says which,
+and since when. The journal is also how a request that holds nothing is settled without waiting for the database.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import orjson
 
 from ccm.core.metering import AdmissionRequest, Admitted, Report
 from ccm.core.record import Caller, RequestRecord
@@ -37,6 +34,7 @@ from ccm.ledger.apis import cost_report, json_bytes, messages_usage_report, open
 from ccm.ledger.cost import cost, markup_for
 from ccm.ledger.errors import BadInput, LedgerUnavailable
 from ccm.ledger.holds import OutputMeter, hold_for, minimum_for
+from ccm.ledger.journal import Journal
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import Hold, KeyInfo, UsageRow
 from ccm.ledger.refusals import KeyRefused, OutOfCredit, OverBudget, RateLimited, Refusal
@@ -48,14 +46,13 @@ log = logging.getLogger("ccm.ledger")
 
 FailurePolicy = Literal["closed", "open"]
 AUDIT_SECONDS = 60.0  # how often the invariant is checked for /health
-REPLAY_SECONDS = 5.0  # how often a journal of rows written while the ledger was away is replayed
 
 
 @dataclass(slots=True)
 class LedgerMetering:
     ledger: Ledger
+    journal: Journal
     policy: FailurePolicy = "closed"  # the route file's `ledger fail …`, as the last request read it
-    journal: Journal | None = None
     unavailable_since: float | None = None
     last_audit: dict[str, Any] = field(default_factory=dict)
 
@@ -123,6 +120,7 @@ class LedgerMetering:
         if key is None:
             raise ApiError(401, "GET /v1/key answers for an issued ccm key: send it as x-api-key",
                            "authentication_error")
+        await self._written()
         info, account = await self.ledger.key(key.name)
         return json_bytes(await openrouter_key(self.ledger.store, info, account, now()))
 
@@ -136,6 +134,7 @@ class LedgerMetering:
         if not admin:
             raise ApiError(403, "the organization's usage and cost reports need the admin key (CCM_ADMIN_KEY)",
                            "permission_error")
+        await self._written()
         try:
             result: dict[str, Any] = await report(self.ledger.store, query, now)
         except BadInput as error:
@@ -154,45 +153,49 @@ class LedgerMetering:
             ("today", data["usage_daily"]), ("week", data["usage_weekly"]), ("month", data["usage_monthly"]))
         return Standing(key=key.name, plan=key.plan, team=key.team, budget_left=left, spent=spent)
 
+    async def _written(self) -> None:
+        """The journal's rows in the ledger, so a report counts every request answered before it was asked for."""
+        try:
+            await self.journal.flush()
+        except LedgerUnavailable as error:
+            self._away(error)
+            raise _unavailable() from None
+
     def health(self) -> dict[str, object]:
         view: dict[str, object] = {"failure_policy": self.policy, "available": self.unavailable_since is None}
         if self.unavailable_since is not None:
             view["unavailable_since"] = _iso(self.unavailable_since)
-        if self.journal is not None and self.journal.pending:
-            view["journaled"] = self.journal.pending
+        if self.unavailable_since is not None and self.journal.pending:
+            view["journaled"] = self.journal.pending  # rows kept until the ledger answers
         view.update(self.last_audit)
         return view
 
     # --- what settlement calls --------------------------------------------------------------------------------------
 
     async def finish(self, hold: Hold | None, row: UsageRow) -> None:
+        """A row with no hold is journaled and written behind the answer (`ccm.ledger.journal`); a hold is settled
+        now, or journaled with its row when the ledger cannot be reached (the row closes the hold when written)."""
+        if hold is None:
+            self.journal.add(row)
+            return
         try:
-            if hold is not None:
-                await self.ledger.settle(hold, row)
-            else:
-                await self.ledger.record(row)
+            await self.ledger.settle(hold, row)
         except LedgerUnavailable as error:
             self._away(error)
-            if self.journal is None:
-                raise
-            self.journal.add(row, hold)
+            self.journal.add(row)
             return
         self._back()
 
     # --- lifespan tasks -----------------------------------------------------------------------------------------------
 
     async def watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The invariant checked every `AUDIT_SECONDS` for /health, and the journal replayed once the ledger
-        answers again."""
-        task_status.started()
-        next_audit = 0.0
-        while True:
-            if self.journal is not None and self.journal.pending:
-                await self._replay()
-            if time.monotonic() >= next_audit:
+        """The journal written behind the answers, and the invariant checked every `AUDIT_SECONDS` for /health."""
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(self.journal.run, self._away, self._back)
+            task_status.started()
+            while True:
                 await self._audit()
-                next_audit = time.monotonic() + AUDIT_SECONDS
-            await anyio.sleep(REPLAY_SECONDS)
+                await anyio.sleep(AUDIT_SECONDS)
 
     async def _audit(self) -> None:
         try:
@@ -204,17 +207,6 @@ class LedgerMetering:
         if problems:
             self.last_audit["problems"] = problems[:10]
             log.error("the ledger's invariant does not hold: %s", "; ".join(problems[:10]))
-
-    async def _replay(self) -> None:
-        assert self.journal is not None
-        for row in self.journal.take():
-            try:
-                await self.ledger.record(row)
-            except LedgerUnavailable as error:
-                self._away(error)
-                self.journal.add(row, None)
-                return
-        self._back()
 
     def _away(self, error: LedgerUnavailable) -> None:
         if self.unavailable_since is None:
@@ -341,60 +333,3 @@ def _limit_headers(kind: str, limit: int, remaining: int, reset_at: int) -> list
 
 def _iso(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-
-
-class Journal:
-    """Rows written while the ledger was away (`ledger fail open`): JSON lines in a file, replayed in order once it
-    answers again. Each line is written and flushed before the answer goes out, so a crash loses none."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.pending = self._count()
-
-    def add(self, row: UsageRow, hold: Hold | None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as file:
-            file.write(orjson.dumps(_row_json(row)) + b"\n")
-            file.flush()
-            os.fsync(file.fileno())
-        self.pending += 1
-
-    def take(self) -> Iterator[UsageRow]:
-        """The journaled rows, the file emptied (a row that fails again is added back by the caller)."""
-        if not self.path.exists():
-            return iter(())
-        lines = self.path.read_bytes().splitlines()
-        self.path.unlink()
-        self.pending = 0
-        return (_row_from_json(orjson.loads(line)) for line in lines if line.strip())
-
-    def _count(self) -> int:
-        try:
-            return sum(1 for line in self.path.read_bytes().splitlines() if line.strip())
-        except FileNotFoundError:
-            return 0
-
-
-def _row_json(row: UsageRow) -> dict[str, Any]:
-    return {
-        "request_id": row.request_id, "usage": [getattr(row.usage, f) for f in TokenUsage.__dataclass_fields__],
-        "price": row.price.model_dump(mode="json") if row.price is not None else None, "markup": str(row.markup),
-        "key_id": row.key_id, "session": row.session, "rule": row.rule, "model": row.model,
-        "provider": row.provider, "upstream_model": row.upstream_model, "attempts": row.attempts,
-        "stream": row.stream, "status": row.status, "error": row.error, "latency_ms": row.latency_ms,
-        "ttft_ms": row.ttft_ms, "estimated": row.estimated, "truncated": row.truncated, "time": now(),
-    }
-
-
-def _row_from_json(data: dict[str, Any]) -> UsageRow:
-    usage = TokenUsage(*data["usage"])
-    price = Price.model_validate(data["price"]) if data["price"] is not None else None
-    markup = Decimal(data["markup"])
-    return UsageRow(
-        request_id=data["request_id"], usage=usage, cost=cost(usage, price, markup), price=price, markup=markup,
-        key_id=data["key_id"], session=data["session"], rule=data["rule"], model=data["model"],
-        provider=data["provider"], upstream_model=data["upstream_model"], attempts=data["attempts"],
-        stream=data["stream"], status=data["status"], error=data["error"], latency_ms=data["latency_ms"],
-        ttft_ms=data["ttft_ms"], estimated=data["estimated"], truncated=data["truncated"], time=data["time"],
-    )
-

@@ -200,15 +200,18 @@ DRAIN_SECONDS = 30.0
 @contextlib.asynccontextmanager
 async def _metered(service: Service, url: str) -> AsyncIterator[None]:
     """The usage ledger, open for the server's lifespan: every request metered through it (`ccm.metering`)."""
+    from ccm.ledger.journal import Journal, journal_folder
     from ccm.ledger.ledger import Ledger
-    from ccm.ledger.store.base import default_path, sqlite_path
-    from ccm.metering import Journal, LedgerMetering
+    from ccm.metering import LedgerMetering
 
     ledger = await Ledger.open(url)
-    database = sqlite_path(url)
-    journal = Journal((database.parent if database is not None else default_path().parent) / "ccm-journal.jsonl")
-    metering = LedgerMetering(ledger, journal=journal)
     await ledger.start()
+    try:
+        journal = await Journal.open(journal_folder(url), ledger)
+    except BaseException:
+        await ledger.stop()
+        raise
+    metering = LedgerMetering(ledger, journal)
     service.api.metering = metering
     service.api.drains = Drains(DRAINS, DRAIN_SECONDS)
     service.api.health_sections["ledger"] = metering.health
@@ -219,7 +222,10 @@ async def _metered(service: Service, url: str) -> AsyncIterator[None]:
             tasks.cancel_scope.cancel()
     finally:
         service.api.metering = None
-        await ledger.stop()
+        try:
+            await journal.close()
+        finally:
+            await ledger.stop()
 
 
 # --- the ASGI app around the API -------------------------------------------------------------------------------

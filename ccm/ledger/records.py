@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal
 
 import orjson
@@ -133,11 +134,14 @@ class UsageRow:
 
     def price_snapshot(self) -> tuple[str, str] | None:
         """(hash, canonical JSON) of the price and markup that made `cost`; None when the request was not priced."""
-        if self.price is None:
-            return None
-        body = orjson.dumps({"price": self.price.model_dump(mode="json"), "markup": str(self.markup)},
-                            option=orjson.OPT_SORT_KEYS).decode()
-        return hashlib.sha256(body.encode()).hexdigest()[:32], body
+        return None if self.price is None else _snapshot(self.price, self.markup)
+
+
+@lru_cache(maxsize=256)  # a table's prices are few and frozen: each is serialised and hashed once
+def _snapshot(price: Price, markup: Decimal) -> tuple[str, str]:
+    body = orjson.dumps({"price": price.model_dump(mode="json"), "markup": str(markup)},
+                        option=orjson.OPT_SORT_KEYS).decode()
+    return hashlib.sha256(body.encode()).hexdigest()[:32], body
 
 
 @dataclass(frozen=True, slots=True)

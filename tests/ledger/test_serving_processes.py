@@ -77,13 +77,15 @@ def test_two_ccm_processes_on_one_postgres_database_serve_exactly_what_the_balan
     assert_exactly_covered(database_url, statuses, covered, "hosts")
 
 
-async def stream_until_killed(url: str, secret: str, completed: list[str], stop: asyncio.Event) -> None:
-    """Streams, one after another, until `stop`; each answer read to its `message_stop` is `completed`."""
+async def stream_until_killed(url: str, secret: str | None, completed: list[str], stop: asyncio.Event) -> None:
+    """Streams, one after another, until `stop`; each answer read to its `message_stop` is `completed`. Without a
+    secret, as the local caller."""
+    headers = {**JSON, "x-api-key": secret} if secret is not None else JSON
     async with httpx.AsyncClient(timeout=10) as client:
         while not stop.is_set():
             try:
                 async with client.stream("POST", f"{url}/v1/messages", json={**BODY, "stream": True},
-                                         headers={**JSON, "x-api-key": secret}) as answer:
+                                         headers=headers) as answer:
                     body = b"".join([chunk async for chunk in answer.aiter_bytes()])
                     if answer.status_code == 200 and b"event: message_stop" in body:
                         completed.append(answer.headers["request-id"])
@@ -94,15 +96,18 @@ async def stream_until_killed(url: str, secret: str, completed: list[str], stop:
 def test_kill_9_under_streaming_load_loses_no_row_and_leaves_no_hold(
     upstream: tuple[str, FakeAnthropic], database_url: str, tmp_path: Path
 ) -> None:
-    secret = new_key(database_url, "crash", "--credits", "100")
+    # a key with credit (a hold, settled before the last bytes), a key with nothing to check and the local caller
+    # (rows journaled before the last bytes, written to the database behind the answers)
+    secrets = [new_key(database_url, "crash", "--credits", "100"), new_key(database_url, "unchecked"), None]
     completed: list[str] = []
     rng = random.Random(7)
     server = CcmServer.from_text(tmp_path, ROUTES, environ(upstream), args=("--db", database_url))
 
     async def round_() -> None:
         stop = asyncio.Event()
-        clients = [asyncio.create_task(stream_until_killed(server.url, secret, completed, stop)) for _ in range(8)]
-        await asyncio.sleep(rng.uniform(0.2, 0.8))
+        clients = [asyncio.create_task(stream_until_killed(server.url, secrets[n % 3], completed, stop))
+                   for n in range(9)]
+        await asyncio.sleep(rng.uniform(0.6, 1.4))  # a fresh process answers its first stream in ~0.5 s
         assert server._process is not None
         server._process.send_signal(signal.SIGKILL)
         server._process.wait(10)

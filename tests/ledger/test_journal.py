@@ -1,0 +1,186 @@
+"""The journal (ccm.ledger.journal): rows that hold nothing are in a file before the answer ends and in the ledger
+soon after; a killed process's files are replayed once, a running process's never; rows replayed twice count once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+from ccm.ledger.cost import cost
+from ccm.ledger.journal import Journal, journal_folder, replay
+from ccm.ledger.ledger import Ledger
+from ccm.ledger.records import UsageRow
+from ccm.ledger.store.base import Op, Q
+from ccm.table import Price
+from ccm.usage import TokenUsage
+
+PRICE = Price(input=Decimal(3), output=Decimal(15))
+USAGE = TokenUsage(input=1_000, output=200)
+
+
+def row(request_id: str | None = None) -> UsageRow:
+    return UsageRow(request_id=request_id or uuid.uuid4().hex, usage=USAGE, cost=cost(USAGE, PRICE), price=PRICE,
+                    model="sonnet", provider="anthropic", status=200)
+
+
+async def recorded(url: str) -> tuple[int, int]:
+    """(rows, charged nano-dollars) in the ledger at `url`."""
+    def count() -> Op[tuple[int, int]]:
+        rows = yield Q("SELECT COUNT(*), COALESCE(SUM(charged), 0) FROM usage")
+        return int(rows[0][0]), int(rows[0][1])
+
+    ledger = await Ledger.open(url)
+    try:
+        return await ledger.store.run(count(), write=False)
+    finally:
+        await ledger.store.close()
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+def test_rows_are_on_disk_when_added_and_in_the_ledger_after_a_flush(database_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+
+    async def main() -> None:
+        ledger = await Ledger.open(database_url)
+        journal = await Journal.open(folder, ledger)
+        rows = [row() for _ in range(50)]
+        for each in rows:
+            journal.add(each)
+        assert journal.pending == 50
+        (written,) = files(folder)
+        assert len((folder / written).read_bytes().splitlines()) == 50  # in the file before anything is awaited
+        await journal.flush()
+        assert journal.pending == 0
+        assert written not in files(folder)  # its rows are in: the file is gone
+        await journal.close()
+        assert files(folder) == []
+        await ledger.store.close()
+
+    asyncio.run(main())
+    assert asyncio.run(recorded(database_url)) == (50, 50 * cost(USAGE, PRICE).charged)
+
+
+def test_the_writer_writes_rows_behind_the_answers(database_url: str, tmp_path: Path) -> None:
+    async def main() -> int:
+        ledger = await Ledger.open(database_url)
+        journal = await Journal.open(tmp_path / "journal", ledger)
+        failures: list[object] = []
+        writer = asyncio.create_task(journal.run(failures.append, lambda: None))
+        for _ in range(20):
+            journal.add(row())
+            await asyncio.sleep(0.002)
+        for _ in range(200):  # the writer lingers ~10 ms after the first row, then writes what gathered
+            if journal.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        pending = journal.pending
+        writer.cancel()
+        await journal.close()
+        await ledger.store.close()
+        assert not failures
+        return pending
+
+    assert asyncio.run(main()) == 0
+    assert asyncio.run(recorded(database_url))[0] == 20
+
+
+KILLED = """
+import asyncio, os, sys, uuid
+from decimal import Decimal
+from pathlib import Path
+from ccm.ledger.journal import Journal
+from ccm.ledger.ledger import Ledger
+sys.path.insert(0, {tests!r})
+from ledger.test_journal import row
+
+async def main():
+    ledger = await Ledger.open({url!r})
+    journal = await Journal.open(Path({folder!r}), ledger)
+    for _ in range(30):
+        journal.add(row())
+    os._exit(9)  # as a kill -9 would: nothing flushed, nothing closed
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_processs_rows_are_replayed_once_at_the_next_start(database_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    script = KILLED.format(tests=str(Path(__file__).parents[1]), url=database_url, folder=str(folder))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 9, done.stderr
+    (left,) = files(folder)
+    assert asyncio.run(recorded(database_url))[0] == 0
+
+    async def start_and_stop() -> None:
+        ledger = await Ledger.open(database_url)
+        journal = await Journal.open(folder, ledger)
+        await journal.close()
+        await ledger.store.close()
+
+    asyncio.run(start_and_stop())
+    assert left not in files(folder)
+    assert asyncio.run(recorded(database_url))[0] == 30
+
+
+def test_a_running_processs_file_is_left_alone_and_a_row_written_twice_counts_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "journal"
+
+    async def main() -> None:
+        ledger = await Ledger.open(database_url)
+        running = await Journal.open(folder, ledger)
+        same = row()
+        running.add(same)
+        assert await replay(folder, ledger) == 0  # its file is locked by the journal writing it
+        assert running.pending == 1
+        # a crash between the commit and the file's removal: the next start writes the row again
+        await running.flush()
+        again = await Journal.open(folder, ledger)
+        again.add(same)
+        await again.flush()
+        await running.close()
+        await again.close()
+        await ledger.store.close()
+
+    asyncio.run(main())
+    assert asyncio.run(recorded(database_url))[0] == 1
+
+
+def test_a_line_cut_by_a_crash_is_skipped_and_the_rest_replayed(database_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    folder.mkdir()
+
+    async def main() -> None:
+        ledger = await Ledger.open(database_url)
+        writer = await Journal.open(folder, ledger)
+        for _ in range(3):
+            writer.add(row())
+        (name,) = files(folder)
+        data = (folder / name).read_bytes()
+        os.close(writer._current.fd)  # the writing process is gone; its last line was cut mid-write
+        (folder / name).write_bytes(data + data.splitlines()[0][:40])
+        assert await replay(folder, ledger) == 3
+        assert files(folder) == []
+        await ledger.store.close()
+
+    asyncio.run(main())
+    assert asyncio.run(recorded(database_url))[0] == 3
+
+
+def test_each_database_has_a_journal_of_its_own(tmp_path: Path) -> None:
+    beside = journal_folder(f"sqlite:///{tmp_path}/a.db")
+    assert beside.name == "a.db.usage-journal" and beside.parent.samefile(tmp_path)
+    one = journal_folder("postgresql://ccm:secret@db.internal:5432/one")
+    other = journal_folder("postgresql://ccm:secret@db.internal:5432/other")
+    assert one != other and one.parent == other.parent
+    assert "secret" not in str(one)
