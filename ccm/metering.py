@@ -1,7 +1,7 @@
 """The ledger behind the core's metering seam (`ccm.core.metering`): keys, holds, settlement, the failure policy.
 
     LedgerMetering(ledger, policy)     what the API app calls: identify a key, admit a routed request, settle it
-    usage_row(record, key, markup)     a finished request's record as the ledger's usage row (cost from its price)
+    usage_row(record, key, markup, at) a finished request's record as the ledger's usage row (cost from its price)
 
 Every request is metered, the local caller's too (a row, no hold). A key with credit, a budget or limits is held
 for (`ccm.ledger.holds.hold_for`, the dearest model of the request's fallback chain) and its hold is kept ahead of a
@@ -38,7 +38,7 @@ from ccm.ledger.journal import Journal
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import Hold, KeyInfo, UsageRow
 from ccm.ledger.refusals import KeyRefused, OutOfCredit, OverBudget, RateLimited, Refusal
-from ccm.ledger.times import now
+from ccm.ledger.times import Micros, now
 from ccm.table import Model, Price, SpendPeriod, Standing
 from ccm.usage import TokenUsage
 
@@ -255,11 +255,11 @@ class Settlement:
 
     async def settle(self, record: RequestRecord) -> None:
         hold = self.output_meter.hold if self.output_meter is not None else self.hold
-        row = usage_row(record, self.key.id if self.key is not None else None, self.markup)
+        row = usage_row(record, self.key.id if self.key is not None else None, self.markup, self.metering.ledger.clock())
         await self.metering.finish(hold, row)
 
 
-def usage_row(record: RequestRecord, key_id: int | None, markup: Decimal) -> UsageRow:
+def usage_row(record: RequestRecord, key_id: int | None, markup: Decimal, finished_at: Micros) -> UsageRow:
     usage = record.usage or TokenUsage()
     price = record.price
     last = record.attempts[-1] if record.attempts else None
@@ -283,6 +283,7 @@ def usage_row(record: RequestRecord, key_id: int | None, markup: Decimal) -> Usa
         ttft_ms=int(record.ttfb_ms) if record.ttfb_ms is not None else None,
         estimated=record.usage_estimated,
         truncated=record.truncated,
+        time=finished_at,
     )
 
 

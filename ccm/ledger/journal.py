@@ -30,7 +30,7 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -208,21 +208,24 @@ def _remove_if_unheld(path: Path) -> None:
         os.close(fd)
 
 
-async def write_rows(ledger: Ledger, rows: Iterable[UsageRow]) -> None:
-    """Every row into the ledger, concurrently (the SQLite writer commits them together). A row the ledger refuses
-    (a bug, not an outage) is logged and dropped so it cannot hold back the rest; `LedgerUnavailable` is raised after
-    the others were tried (writing them again is harmless: a row is recorded once)."""
-    results = await asyncio.gather(*(ledger.record(row) for row in rows), return_exceptions=True)
-    unavailable: LedgerUnavailable | None = None
-    for row, result in zip(rows, results, strict=True):
-        if isinstance(result, LedgerUnavailable):
-            unavailable = result
-        elif isinstance(result, LedgerError):
-            log.error("the ledger refused the usage row of request %s: %s", row.request_id, result)
-        elif isinstance(result, BaseException):
-            raise result
-    if unavailable is not None:
-        raise unavailable
+async def write_rows(ledger: Ledger, rows: Sequence[UsageRow]) -> None:
+    """Every row into the ledger, in one transaction. Should the ledger refuse one (a bug, not an outage), they are
+    written one by one and the refused row is logged and dropped, so it cannot hold back the rest.
+    `LedgerUnavailable` is raised as it comes (writing rows again is harmless: a row is recorded once)."""
+    try:
+        await ledger.record_many(rows)
+        return
+    except LedgerUnavailable:
+        raise
+    except LedgerError:
+        pass
+    for row in rows:
+        try:
+            await ledger.record(row)
+        except LedgerUnavailable:
+            raise
+        except LedgerError as error:
+            log.error("the ledger refused the usage row of request %s: %s", row.request_id, error)
 
 
 def _read_rows(path: Path) -> Iterable[UsageRow]:

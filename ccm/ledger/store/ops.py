@@ -239,6 +239,15 @@ def finish(row: UsageRow, price_id: int | None, at: Micros) -> Op[Finished]:
     return Finished(bool(inserted), held)
 
 
+def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[int]:
+    """`finish` for each (row, price id), in one transaction: how many rows were new."""
+    recorded = 0
+    for row, price_id in rows:
+        finished = yield from finish(row, price_id, at)
+        recorded += finished.recorded
+    return recorded
+
+
 def put_price(hash_: str, body: str) -> Op[int]:
     rows = yield Q("INSERT INTO prices (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING RETURNING id",
                    (hash_, body))
