@@ -1,5 +1,5 @@
 """The ledger on the request path, through a real `ccm run` and a strict fake Anthropic upstream: every request
-metered (the local caller too), keys refused or held, exactly N of 300 concurrent requests served on a balance that
+metered (the local caller too), keys refused or held, exactly N of 500 concurrent requests served on a balance that
 covers N, a cancelled stream billed what the upstream billed, the invariant holding after it all — on SQLite and on
 PostgreSQL."""
 
@@ -102,11 +102,11 @@ def test_exactly_the_requests_a_balance_covers_are_served(ccm: CcmServer, databa
         async with httpx.AsyncClient(base_url=ccm.url, timeout=60, limits=limits) as client:
             answers = await asyncio.gather(*(client.post("/v1/messages", json=BODY,
                                                          headers={**JSON, "x-api-key": secret})
-                                             for _ in range(300)))
+                                             for _ in range(500)))
         return [a.status_code for a in answers]
 
     statuses = asyncio.run(burst())
-    assert statuses.count(200) == covered and statuses.count(402) == 300 - covered
+    assert statuses.count(200) == covered and statuses.count(402) == 500 - covered
     shown = json.loads(cli("keys", "show", "burst", "--format", "json", db=database_url).stdout)
     assert shown["balance"] == format_usd(0)
     keyed = [row for row in usage_json(database_url) if row["key"] == "burst"]
