@@ -246,6 +246,12 @@ class Ledger:
             self._prices[snapshot[0]] = price_id
         return price_id
 
+    async def session_charged(self, session: str, key_id: int | None = ops.ANY_KEY) -> Money | None:
+        """What a Claude Code session's requests were charged: those of `key_id` (None: the local caller's), by
+        default anyone's. None when it has no row."""
+        count, charged = await self.store.run(ops.session_charged(session, key_id), write=False)
+        return charged if count else None
+
     async def audit(self, *, deep: bool = False) -> list[str]:
         """What breaks the invariant `balance = credits - settled - open holds` (empty when nothing does)."""
         problems: list[str] = await self.store.run(ops.audit(deep), write=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ccm.ledger.money import format_usd
 from tests.fakes import CcmServer, FakeAnthropic, Reply, serve
@@ -223,3 +224,32 @@ def test_a_key_that_runs_low_is_routed_to_a_cheaper_model_and_its_plan_applies(
     rows = {row["request_id"]: row for row in usage_json(database_url)}
     charged = float(rows[first.headers["request-id"]]["charged_usd"])
     assert charged == pytest.approx(ANSWER_COST * 1.5)  # the plan's markup
+
+
+def test_metrics_and_the_sessions_endpoint_show_the_ledgers_money(ccm: CcmServer, database_url: str) -> None:
+    """/metrics' cost is what the ledger charged (the key's markup included), its balances the keys' own; the
+    statusline's endpoint answers an issued key with its own requests of the session and what the session cost it,
+    the local caller with the local caller's, and nobody else's."""
+    secret = new_key(database_url, "marked", "--credits", "1", "--markup", "50%")
+    session = "5d2c7f0e-statusline-ledger"
+    body = {**BODY, "metadata": {"user_id": json.dumps({"session_id": session})}}
+    for _ in range(2):
+        assert httpx.post(f"{ccm.url}/v1/messages", json=body, headers={**JSON, "x-api-key": secret}).status_code == 200
+    assert httpx.post(f"{ccm.url}/v1/messages", json=body, headers=JSON).status_code == 200  # the local caller
+    charged = ANSWER_COST * 1.5
+
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{ccm.url}/metrics").text)}
+    key_id = str(json.loads(cli("keys", "show", "marked", "--format", "json", db=database_url).stdout)["id"])
+    costs = {s.labels["key"]: s.value for s in families["ccm_cost_usd"].samples if s.name == "ccm_cost_usd_total"}
+    assert costs[key_id] == pytest.approx(2 * charged) and costs["local"] == pytest.approx(ANSWER_COST)
+    (balance,) = families["ccm_balance_usd"].samples
+    assert balance.labels == {"key": key_id} and balance.value == pytest.approx(1 - 2 * charged)
+
+    mine = httpx.get(f"{ccm.url}/ccm/sessions/{session}", headers={"x-api-key": secret}).json()
+    assert mine["requests"] == 2 and mine["session_cost_usd"] == pytest.approx(2 * charged)
+    assert mine["last"]["cost_usd"] == pytest.approx(charged)
+    local = httpx.get(f"{ccm.url}/ccm/sessions/{session}").json()
+    assert local["requests"] == 1 and local["session_cost_usd"] == pytest.approx(ANSWER_COST)
+    other = new_key(database_url, "other", "--credits", "1")
+    theirs = httpx.get(f"{ccm.url}/ccm/sessions/{session}", headers={"x-api-key": other}).json()
+    assert theirs["requests"] == 0 and theirs["last"] is None and theirs["session_cost_usd"] is None

@@ -248,6 +248,22 @@ def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[in
     return recorded
 
 
+ANY_KEY = -1  # `session_charged`'s key: the session's rows whoever made them
+
+
+def session_charged(session: str, key_id: int | None) -> Op[tuple[int, Money]]:
+    """(priced rows, charged) of a session's rows made by `key_id` (None: the local caller), or by anyone (`ANY_KEY`)."""
+    if key_id == ANY_KEY:
+        rows = yield Q("SELECT COUNT(price_id), COALESCE(SUM(charged), 0) FROM usage WHERE session = ?", (session,))
+    elif key_id is None:
+        rows = yield Q("SELECT COUNT(price_id), COALESCE(SUM(charged), 0) FROM usage WHERE session = ? AND key_id IS NULL",
+                       (session,))
+    else:
+        rows = yield Q("SELECT COUNT(price_id), COALESCE(SUM(charged), 0) FROM usage WHERE session = ? AND key_id = ?",
+                       (session, key_id))
+    return int(rows[0][0]), int(rows[0][1])
+
+
 def put_price(hash_: str, body: str) -> Op[int]:
     rows = yield Q("INSERT INTO prices (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING RETURNING id",
                    (hash_, body))
