@@ -46,11 +46,12 @@ from ccm.core.record import LOCAL, Attempt, Caller, Outcome, Records, RequestRec
 from ccm.core.relay import NO_DRAINS, Drains, Relayed, StreamRelay
 from ccm.core.runtime import Runtime, RuntimeHolder, target_name
 from ccm.core.types import Message, Receive, Scope, Send
-from ccm.errors import ApiError, UpstreamError
+from ccm.errors import ApiError
 from ccm.messages_request import parse_request
 from ccm.providers.base import Call, Reply
 from ccm.route import Decision, NoRouteError, select_route, strip_subagent_tag
 from ccm.table import Model, Standing
+from ccm.upstream.errors import located
 from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.core")
@@ -370,9 +371,10 @@ class App:
         try:
             reply: Reply = await adapter.count_tokens(Call(body, raw, headers, False, model))
             return reply
-        except UpstreamError as error:
+        except Exception as exc:  # noqa: BLE001 - the upstream boundary: located (provider named, keys redacted)
+            error = located(exc, provider, runtime.redactor)
             if error.reason == "4xx":
-                raise
+                raise error from None
             log.warning("count_tokens via %s failed (%s); counting locally", provider, error.message)
             return None
 
