@@ -36,6 +36,7 @@ NAMES = [
     "9lives",  # Gemini wants a letter or an underscore first
     "my tool/with spaces",
     "ünïcode",
+    "Bash\n",  # `$` matches before a trailing newline: the upstream's rule is the whole name
 ]
 GPT = Model(name="gpt", provider="openai", model="gpt-5.5", max_output=8192)
 GEMINI_MODEL = Model(name="g", provider="gemini", model="gemini-2.5-flash", max_output=8192)
@@ -44,10 +45,10 @@ GEMINI_MODEL = Model(name="g", provider="gemini", model="gemini-2.5-flash", max_
 @pytest.mark.parametrize(("rule", "pattern"), [(CHAT, CHAT_RULE), (RESPONSES, CHAT_RULE), (GEMINI, GEMINI_RULE)])
 def test_every_name_becomes_one_the_upstream_accepts_and_valid_ones_stay(rule: NameRule, pattern: re.Pattern[str]) -> None:
     mapped = [upstream_name(name, rule) for name in NAMES]
-    assert all(pattern.match(name) for name in mapped), mapped
+    assert all(pattern.fullmatch(name) for name in mapped), mapped
     assert len(set(mapped)) == len(NAMES)  # distinct names stay distinct
     for name, upstream in zip(NAMES, mapped):
-        assert (upstream == name) == bool(pattern.match(name))
+        assert (upstream == name) == bool(pattern.fullmatch(name))
     assert mapped == [upstream_name(name, rule) for name in NAMES]  # stable across requests (prefix caches)
     names = ToolNames.of(NAMES, rule)
     assert [names.client(names.upstream(name)) for name in NAMES] == NAMES
