@@ -39,7 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -282,7 +282,7 @@ def machine() -> dict[str, Any]:
                        "    except m.PackageNotFoundError: pass\n"
                        "print(', '.join(found))")
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(), "cpu": cpu, "memory_gb": round(memory_kb / 1024 / 1024, 1),
         "kernel": platform.release(), "loadavg_start": os.getloadavg()[0],
         "python": command(str(Ccm.python), "--version"), "node": command("node", "--version"),

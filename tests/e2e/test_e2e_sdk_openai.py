@@ -183,11 +183,13 @@ def test_server_error_before_the_stream_is_a_status(openai_stack: Stack) -> None
 def test_failure_mid_stream_is_an_error_event(openai_stack: Stack) -> None:
     openai_stack.fake.script(Reply(text="This answer will be cut short.", pieces=6, fault=StreamFault("close", after=4)))
     received: list[str] = []
-    with pytest.raises(anthropic.APIStatusError):
-        with openai_stack.client().messages.stream(
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        openai_stack.client().messages.stream(
             model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
-            received.extend(stream.text_stream)
+        ) as stream,
+    ):
+        received.extend(stream.text_stream)
     assert received, "the stream had started before the failure"
 
 

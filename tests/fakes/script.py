@@ -20,7 +20,7 @@ import json
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Status:
 @dataclass(frozen=True)
 class Hang:
     seconds: float
-    then: "Behaviour | None" = None
+    then: Behaviour | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def retry_later(seconds: int = 1, status: int = 429) -> Status:
     return Status(status, "rate limited by the fake", headers=(("retry-after", str(seconds)),))
 
 
-Behaviour = Union[Reply, Status, Hang, Raw, Callable[["Exchange"], "Behaviour"]]
+Behaviour = Reply | Status | Hang | Raw | Callable[["Exchange"], "Behaviour"]
 
 
 @dataclass

@@ -259,10 +259,12 @@ def test_close_mid_stream(fake_openai: tuple[str, FakeOpenAI]) -> None:
     url, fake = fake_openai
     fake.script(Reply(text="abcdefgh", pieces=6, fault=StreamFault("close", after=3)))
     received = b""
-    with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=stream_body(), headers=AUTH) as response:
-            for chunk in response.iter_raw():
-                received += chunk
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{url}/v1/chat/completions", json=stream_body(), headers=AUTH) as response,
+    ):
+        for chunk in response.iter_raw():
+            received += chunk
     assert received.count(b"data: ") == 3 and bytes(fake.exchanges[-1].sent) == received
 
 

@@ -268,7 +268,7 @@ class FakeUpstream(ABC):
             try:
                 await asyncio.wait_for(disconnected.wait(), timeout=min(left, 0.05))
                 return False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
 
 

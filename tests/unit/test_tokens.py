@@ -100,9 +100,9 @@ def test_the_size_ceiling_bounds_the_count_of_every_captured_request(name: str) 
 
 
 def test_the_size_ceiling_holds_where_orjson_writes_a_value_longer_than_the_body() -> None:
-    inputs = ",".join(['{"type":"tool_use","id":"t%d","name":"n","input":{"v":[1e15,2e15,3e15,1e9]}}' % i
+    inputs = ",".join([f'{{"type":"tool_use","id":"t{i}","name":"n","input":{{"v":[1e15,2e15,3e15,1e9]}}}}'
                        for i in range(50)])
-    raw = ('{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[%s]}]}' % inputs).encode()
+    raw = f'{{"model":"m","max_tokens":5,"messages":[{{"role":"assistant","content":[{inputs}]}}]}}'.encode()
     ceiling = tokens.token_ceiling(raw)
     assert ceiling is not None and TokenCounter().count(parse_request(raw)) <= ceiling
 

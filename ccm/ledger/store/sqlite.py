@@ -19,6 +19,7 @@ futures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -154,10 +155,8 @@ class _Worker(threading.Thread):
         for (_, _, loop), result in zip(batch, results):
             by_loop.setdefault(loop, []).append(result)
         for loop, items in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass
 
     def submit(self, work: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
