@@ -222,8 +222,8 @@ async def burst(url: str, bodies: list[bytes], headers: dict[str, str] | None = 
     try:
         start = time.perf_counter()
         answers = await asyncio.wait_for(asyncio.gather(*(
-            connection.exchange(request_bytes(url, body, headers)) for connection, body in zip(connections, bodies))),
-            timeout)
+            connection.exchange(request_bytes(url, body, headers))
+            for connection, body in zip(connections, bodies, strict=True))), timeout)
         return time.perf_counter() - start, list(answers)
     finally:
         for connection in connections:

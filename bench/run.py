@@ -93,7 +93,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         options.variant_specs = parse_variants(options.variants) + [parse_spec(text) for text in options.ccm_variant]
         check_names(options.variant_specs)
     except VariantError as error:
-        raise SystemExit(f"make bench: {error}")
+        raise SystemExit(f"make bench: {error}") from error
     if options.variant_specs and "ccm" not in options.targets_selected:
         raise SystemExit("make bench: variants are measured against the ccm target: add ccm to --targets")
     if options.rounds is not None and options.rounds < 1:
@@ -119,7 +119,7 @@ async def measure(options: argparse.Namespace, plan: Plan, trees: dict[str, Tree
     try:
         await upstream.start(timeout=10)
     except TargetUnavailable as error:
-        raise SystemExit(f"the upstream cannot start: {error}")
+        raise SystemExit(f"the upstream cannot start: {error}") from error
     try:
         if "upstream" in options.targets_selected:
             results["targets"]["upstream"] = {"label": upstream.label, "version": upstream.version(),
@@ -227,7 +227,7 @@ def prepare_trees(specs: list[VariantSpec]) -> dict[str, Tree]:
             try:
                 tree = trees[spec.rev] = prepare_tree(spec.rev)
             except VariantError as error:
-                raise SystemExit(f"make bench: the variant {spec.name}: {error}")
+                raise SystemExit(f"make bench: the variant {spec.name}: {error}") from error
             print(f"bench: {spec.rev} = {tree.short} in {tree.folder}"
                   f"{' (reused)' if tree.reused else ''}"
                   f"{'' if tree.pinned else ' — its packages could not be pinned to the checkout venv versions'}",

@@ -165,7 +165,7 @@ class Target(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - an optional hook: a target with nothing to install keeps it empty
         """Raise TargetUnavailable when the target is not installed."""
 
     @abstractmethod

@@ -227,7 +227,7 @@ def fallbacks(ctx: Context, nodes: list[s.Fallback]) -> dict[str, tuple[str, ...
         heads[head] = node
         # Chains do not compose (a fallback's own chain is not followed), so the only cycle is within one chain.
         seen = {head}
-        for word, name in zip(node.chain[1:], rest):
+        for word, name in zip(node.chain[1:], rest, strict=True):
             if name == head:
                 ctx.error(word.span, f"fallback cycle: `{head}` falls back to itself", "remove it from its own chain")
             elif name in seen:

@@ -89,7 +89,7 @@ def diff_tables(old: RoutingTable, new: RoutingTable) -> str:
     if len(old.rules) != len(new.rules):
         parts.append(f"rules {len(old.rules)}→{len(new.rules)}")
     else:
-        changed = [i for i, (a, b) in enumerate(zip(old.rules, new.rules), 1) if _meaning(a) != _meaning(b)]
+        changed = [i for i, (a, b) in enumerate(zip(old.rules, new.rules, strict=True), 1) if _meaning(a) != _meaning(b)]
         if changed:
             parts.append("rules " + " ".join(f"~#{i}" for i in changed))
     for label, before, after in (

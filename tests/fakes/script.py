@@ -16,6 +16,7 @@ The fakes render Reply/Status in their own protocol (`FakeOpenAI`, `FakeAnthropi
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Callable, Mapping
@@ -77,7 +78,7 @@ class Reply:
             return [value] if value else []
         cuts = sorted(random.Random(f"{self.seed}:{value}").sample(range(1, len(value)), min(self.pieces, len(value)) - 1))
         edges = [0, *cuts, len(value)]
-        return [value[a:b] for a, b in zip(edges, edges[1:])]
+        return [value[a:b] for a, b in itertools.pairwise(edges)]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def test_every_name_becomes_one_the_upstream_accepts_and_valid_ones_stay(rule: N
     mapped = [upstream_name(name, rule) for name in NAMES]
     assert all(pattern.match(name) for name in mapped), mapped
     assert len(set(mapped)) == len(NAMES)  # distinct names stay distinct
-    for name, upstream in zip(NAMES, mapped):
+    for name, upstream in zip(NAMES, mapped, strict=True):
         assert (upstream == name) == bool(pattern.match(name))
     assert mapped == [upstream_name(name, rule) for name in NAMES]  # stable across requests (prefix caches)
     names = ToolNames.of(NAMES, rule)

@@ -321,7 +321,7 @@ def audit(deep: bool) -> Op[list[str]]:
         "(SELECT COALESCE(SUM(charged), 0) FROM rollup_daily r WHERE r.key_id = k.id) "
         "FROM keys k ORDER BY k.id"
     )
-    for key_id, name, balance, held, credited, settled, credit_sum, hold_sum, charged_sum in rows:
+    for _key_id, name, balance, held, credited, settled, credit_sum, hold_sum, charged_sum in rows:
         if balance != credited - settled - held:
             problems.append(f"key {name}: balance {balance} != credited {credited} - settled {settled} - held {held}")
         if credited != credit_sum:

@@ -152,7 +152,7 @@ class _Worker(threading.Thread):
     def _hand_back(batch: list[_Job], results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         # One wake-up per event loop per batch, not one per caller.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
-        for (_, _, loop), result in zip(batch, results):
+        for (_, _, loop), result in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append(result)
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
