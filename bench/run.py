@@ -7,8 +7,8 @@
 Workloads: tiny fixtures passthrough stream burst sweep memory (bench.workloads), plus startup (every router, on
 its start), reload (bench/bench_reload.py), profile (py-spy on ccm, bench.profile), micro (bench/bench_route.py
 and bench/bench_tokens.py, in-process) and paced (bench.paced: what ccm adds to each event of a stream whose events
-arrive one at a time, and its CPU per event, against its own Python upstream). The upstream is always started; it is measured alone too unless
-`--targets` leaves it out.
+arrive one at a time, and its CPU per event, against its own Python upstream). The upstream is always started; it is
+measured alone too unless `--targets` leaves it out.
 
 A full run (no --only, --targets, --quick) writes bench/results/latest.json, docs/benchmarks.md and the chart. A
 partial run writes its JSON under the cache (${CCM_CACHE:-~/.cache/ccm}/bench/results/) and prints each figure
@@ -81,8 +81,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--variants", default="", metavar="NAME=REV,...",
                         help="ccm at another revision per NAME=REV, beside the checkout's (bench.variants)")
     parser.add_argument("--ccm-variant", action="append", default=[], metavar="NAME:SPEC",
-                        help="a ccm variant: NAME:rev=…;args=…;env=K=V;routes=@FILE;setup=…;inherit=no;label=… (repeat; "
-                             "{workdir} is its run folder)")
+                        help="a ccm variant: NAME:rev=…;args=…;env=K=V;routes=@FILE;setup=…;inherit=no;label=… "
+                             "(repeat; {workdir} is its run folder)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="windows per shape and target when variants are compared (default 5, --quick 3)")
     options = parser.parse_args(argv)

@@ -52,7 +52,8 @@ def _line(line: Line) -> list[Any]:
 def _table(rows: list[list[Any]], head: list[str]) -> str:
     cells = [head] + [[format_usd(int(v.scaleb(9))) if isinstance(v, Decimal) else str(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
                      for r in cells)
 
 

@@ -92,7 +92,8 @@ class EventWriter:
         self.model = model
         self.usage = usage
         self.message_id = message_id or new_message_id()
-        self.input_estimate = input_estimate  # `Call.input_tokens`: message_start's input when the upstream's is unknown
+        # `Call.input_tokens`: message_start's input when the upstream's is unknown
+        self.input_estimate = input_estimate
         self.saw_tool_use = False
         self.finished = False
         self._events: list[Event] = []

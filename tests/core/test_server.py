@@ -97,7 +97,8 @@ def test_server_keeps_serving_after_malformed_requests(ccm, upstream):
         assert bad.status_code == 400 and bad.json()["type"] == "error"
         deep = client.post(f"{url}/v1/messages", content=b"[" * 100_000, headers={"content-type": "application/json"})
         assert deep.status_code == 400
-        bad_utf8 = client.post(f"{url}/v1/messages", content=b'{"model": "\xff"}', headers={"content-type": "application/json"})
+        bad_utf8 = client.post(f"{url}/v1/messages", content=b'{"model": "\xff"}',
+                               headers={"content-type": "application/json"})
         assert bad_utf8.status_code == 400
         good = client.post(f"{url}/v1/messages", json=message_body())
         assert good.status_code == 200

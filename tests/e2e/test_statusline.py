@@ -75,7 +75,8 @@ def session_of(fixture: dict[str, Any]) -> str:
 
 def statusline(status: Any, env: dict[str, str], installed: bool = True) -> tuple[str, float]:
     """The printed line, and how long the process took, run as Claude Code runs the installed command."""
-    command = statusline_command() if installed else f"{sys.executable} -c 'from ccm.cli.entry import main; main()' statusline"
+    command = (statusline_command() if installed
+               else f"{sys.executable} -c 'from ccm.cli.entry import main; main()' statusline")
     stdin = status if isinstance(status, bytes) else json.dumps(status).encode()
     started = time.perf_counter()
     done = subprocess.run(command, shell=True, input=stdin, capture_output=True, env={"PATH": "/usr/bin:/bin", **env},
@@ -115,7 +116,8 @@ def test_the_line_shows_what_really_served_the_session(tmp_path: Path) -> None:
                 "metadata": subagent["body"]["metadata"]})
             line, _ = statusline(claude_code_status(session), claude_env)
             cost = (4300 * 0.27 + 8100 * 0.27 + 456 * 1.10) / 1e6
-            assert line == f"ccm main ← default · deepseek/deepseek-chat · 12.4k in (8.1k cached) / 456 out · ${cost:.4f}"
+            assert line == ("ccm main ← default · deepseek/deepseek-chat · 12.4k in (8.1k cached) / 456 out · "
+                            f"${cost:.4f}")
 
             # `ccm statusline` (the console script's way) prints the same line
             assert statusline(claude_code_status(session), claude_env, installed=False)[0] == line
@@ -127,7 +129,8 @@ def test_the_line_shows_what_really_served_the_session(tmp_path: Path) -> None:
 
             timings = [statusline(claude_code_status(session), claude_env)[1] for _ in range(10)]
             print(f"statusline: median {statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms")
-            assert statistics.median(timings) < 1.0  # (50 ms on a quiet machine: docs/statusline.md; this catches hangs)
+            # (50 ms on a quiet machine: docs/statusline.md; this catches hangs)
+            assert statistics.median(timings) < 1.0
         assert fake.rejections == []
 
 

@@ -76,7 +76,8 @@ class Reply:
         """`value` in at most `pieces` non-empty fragments cut at seeded random points (mid-word, mid-escape)."""
         if len(value) <= 1 or self.pieces <= 1:
             return [value] if value else []
-        cuts = sorted(random.Random(f"{self.seed}:{value}").sample(range(1, len(value)), min(self.pieces, len(value)) - 1))
+        cuts = sorted(random.Random(f"{self.seed}:{value}").sample(range(1, len(value)),
+                                                                   min(self.pieces, len(value)) - 1))
         edges = [0, *cuts, len(value)]
         return [value[a:b] for a, b in itertools.pairwise(edges)]
 

@@ -78,7 +78,8 @@ async def test_soak_alternating_valid_and_broken_saves_under_load(
                         providers.append(served.holder.current.providers[f"up{save}"])
                     else:
                         write(route_file, BROKEN)
-                        await eventually(lambda: served.reloader.status()["last_error"] is not None, what=f"save {save}")
+                        await eventually(lambda: served.reloader.status()["last_error"] is not None,
+                                         what=f"save {save}")
                         assert served.serving() == f"model-v{save - 1}"
                     mark = len(arrivals)
                     await eventually(lambda mark=mark: len(arrivals) >= mark + ARRIVALS_PER_SAVE,

@@ -174,7 +174,8 @@ def test_system_string_blocks_and_system_role_messages_all_count() -> None:
         ({"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "chunk " * 80}]}},
          cl100k("chunk " * 80)),
         ({"type": "document", "source": {"type": "url", "url": "https://x/y.pdf"}}, PDF_PAGE_TOKENS),
-        ({"type": "search_result", "source": "https://x", "title": "t", "content": [{"type": "text", "text": "r " * 90}]},
+        ({"type": "search_result", "source": "https://x", "title": "t",
+          "content": [{"type": "text", "text": "r " * 90}]},
          cl100k("r " * 90)),
         ({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png(1000, 1000)}}, 1334),
     ],
@@ -264,11 +265,13 @@ def pdf(pages: int, compressed: bool = False) -> str:
     return b64(b"%PDF-1.7\n" + (tree if compressed else tree + objects) + b"%%EOF")
 
 
-@pytest.mark.parametrize(("data", "pages"), [(pdf(3), 3), (pdf(12, compressed=True), 12), (b64(b"%PDF" + b"x" * 120_000), 3)])
+@pytest.mark.parametrize(("data", "pages"),
+                         [(pdf(3), 3), (pdf(12, compressed=True), 12), (b64(b"%PDF" + b"x" * 120_000), 3)])
 def test_pdf_documents_count_per_page(data: str, pages: int) -> None:
     block = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": data}}
     counter = TokenCounter()
-    assert counter.count(request(user(block))) - counter.count(request(user())) == tokens.BLOCK_OVERHEAD + pages * PDF_PAGE_TOKENS
+    added = counter.count(request(user(block))) - counter.count(request(user()))
+    assert added == tokens.BLOCK_OVERHEAD + pages * PDF_PAGE_TOKENS
 
 
 # --- the cache ---------------------------------------------------------------------------------------------------

@@ -233,8 +233,8 @@ def finish(row: UsageRow, price_id: int | None, at: Micros) -> Op[Finished]:
         lines = {line.token_class: line.charged for line in c.lines}
         failed = int(row.error is not None or row.status >= 400)
         yield Q(_UPSERT_ROLLUP, (
-            ts // DAY, row.key_id or 0, row.model or "", row.provider or "", 1, failed, *(getattr(u, n) for n in _COUNTS),
-            c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS),
+            ts // DAY, row.key_id or 0, row.model or "", row.provider or "", 1, failed,
+            *(getattr(u, n) for n in _COUNTS), c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS),
         ))
     return Finished(bool(inserted), held)
 
