@@ -1,4 +1,5 @@
-"""Where a request goes and why, as facts, JSON and text: what `ccm explain` prints and the admin page's "explain" shows.
+"""Where a request goes and why, as facts, JSON and text: what `ccm explain` prints and the admin page's "explain"
+shows.
 
     request_facts(table, view)          what the rules read from the request
     explanation_json(decision, facts)   the matched rule, its reason, the target and the whole fallback chain

@@ -316,7 +316,8 @@ class Settlement:
 
     async def settle(self, record: RequestRecord) -> None:
         hold = self.output_meter.hold if self.output_meter is not None else self.hold
-        row = usage_row(record, self.key.id if self.key is not None else None, self.markup, self.metering.ledger.clock())
+        key_id = self.key.id if self.key is not None else None
+        row = usage_row(record, key_id, self.markup, self.metering.ledger.clock())
         await self.metering.finish(hold, row)
 
 

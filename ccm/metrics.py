@@ -358,7 +358,7 @@ class Metrics:
         for (histogram, values), pending in histograms.items():
             child = histogram.labels(*values)
             child._sum.inc(pending[0])
-            for bucket, observed in zip(child._buckets, pending[1:]):
+            for bucket, observed in zip(child._buckets, pending[1:], strict=True):
                 if observed:
                     bucket.inc(observed)
 

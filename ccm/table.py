@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PrivateAttr, field_serializer, model_serializer
 
@@ -58,7 +58,7 @@ class EnvRef(Frozen):
         return f"env({self.name})" if self.default is None else f'env({self.name}, "{self.default}")'
 
 
-Value = Annotated[Union[Literal_, EnvRef], Field(discriminator="kind")]
+Value = Annotated[Literal_ | EnvRef, Field(discriminator="kind")]
 
 REDACTED = "(redacted)"
 
@@ -376,10 +376,8 @@ class AnyOf(Frozen):
 
 
 Condition = Annotated[
-    Union[
-        Default, Direct, Background, Thinking, Effort, Tokens, WebSearch, Image, Subagent, ModelName, Header, Tool,
-        CallerName, Budget, Spent, Not, All, AnyOf,
-    ],
+    Default | Direct | Background | Thinking | Effort | Tokens | WebSearch | Image | Subagent | ModelName | Header
+    | Tool | CallerName | Budget | Spent | Not | All | AnyOf,
     Field(discriminator="kind"),
 ]
 Not.model_rebuild()

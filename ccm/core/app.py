@@ -12,8 +12,9 @@ midway; it is counted under the reload epoch it arrived in (`InFlight`), so the 
 closed only once the requests that may use them are done.
 
 Before anything else: with no inbound key required (the loopback set-up), a request must look like it comes from
-this machine and not from a web page (`ccm.core.admission.same_machine`: a loopback Host, no foreign Origin, no cross-site fetch, JSON
-on the API), so that neither a page the user visits nor a DNS-rebinding one can spend the user's keys.
+this machine and not from a web page (`ccm.core.admission.same_machine`: a loopback Host, no foreign Origin, no
+cross-site fetch, JSON on the API), so that neither a page the user visits nor a DNS-rebinding one can spend the user's
+keys.
 
 Failures are Anthropic error bodies with the right status (`ApiError`); an unexpected exception becomes a 500
 `api_error` "internal error" with the traceback logged, never sent. A stream's 200 is followed by the relay
@@ -282,7 +283,8 @@ class App:
             self.on_request(exchange.request_id, exchange.path, raw, headers)
         forward_to = runtime.table.settings.count_tokens
         if forward_to is not None:
-            reply = await self._forward_count(runtime, forward_to, body, raw, _upstream_headers(headers, exchange.carrier))
+            reply = await self._forward_count(runtime, forward_to, body, raw,
+                                              _upstream_headers(headers, exchange.carrier))
             if reply is not None:
                 await exchange.respond(reply.status, reply.body or b"", _reply_headers(exchange, reply))
                 return

@@ -15,8 +15,9 @@ the swap finishes with the runtime (decision, adapters, pooled clients) it start
 sees the new table. A file that does not compile, or whose tests fail, is rejected: the last good table keeps
 serving, the rendered diagnostics are logged and `status()["last_error"]` reports the failure until a good file
 arrives. A file that would leave a server listening beyond loopback without inbound auth is rejected the same way
-(`public=True`): a save must never open the server to the network. Per-provider state (pooled clients, limiters, circuit breakers) lives on the `ProviderRuntime`, which
-`build_runtime` carries over unchanged for every provider whose settings did not change; so it survives a reload.
+(`public=True`): a save must never open the server to the network. Per-provider state (pooled clients, limiters, circuit
+breakers) lives on the `ProviderRuntime`, which `build_runtime` carries over unchanged for every provider whose settings
+did not change; so it survives a reload.
 
 Reloads are serialised: a change arriving during a reload is picked up by the next one, never lost. Nothing here
 runs per request except `InFlight`'s two counter updates.
@@ -89,7 +90,8 @@ def diff_tables(old: RoutingTable, new: RoutingTable) -> str:
     if len(old.rules) != len(new.rules):
         parts.append(f"rules {len(old.rules)}→{len(new.rules)}")
     else:
-        changed = [i for i, (a, b) in enumerate(zip(old.rules, new.rules), 1) if _meaning(a) != _meaning(b)]
+        changed = [i for i, (a, b) in enumerate(zip(old.rules, new.rules, strict=True), 1)
+                   if _meaning(a) != _meaning(b)]
         if changed:
             parts.append("rules " + " ".join(f"~#{i}" for i in changed))
     for label, before, after in (
@@ -251,7 +253,8 @@ class Reloader:
         reused = {id(p) for p in previous.providers.values()}
         for provider in runtime.unconfigured:
             if id(provider) not in reused:
-                log.warning("provider %s is not configured: %s is not set", provider.provider.name, provider.endpoint.missing)
+                log.warning("provider %s is not configured: %s is not set", provider.provider.name,
+                            provider.endpoint.missing)
         return True
 
     def _reject(self, why: str, first_error: str, rendered: str) -> bool:

@@ -14,8 +14,8 @@ within `LINGER_S` in one go, so the SQLite writer commits many rows at once: a c
 and a row ~25 µs, and a request waiting for its own commit paid both and two thread hops. A row whose settle failed
 because the ledger is unreachable (`ledger fail open`) waits here the same way, written once the ledger answers.
 
-Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked with
-flock(2) by the process appending to it. Before its rows are written, the current file is swapped for a new one; it
+Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked
+with flock(2) by the process appending to it. Before its rows are written, the current file is swapped for a new one; it
 is removed once they are in. A process that starts replays the files nobody holds (a killed process's) and removes
 them. Rows are keyed by request id, so a row written twice (a crash between the commit and the removal, or two
 starting processes replaying one file) is counted once.

@@ -75,7 +75,8 @@ def session_of(fixture: dict[str, Any]) -> str:
 
 def statusline(status: Any, env: dict[str, str], installed: bool = True) -> tuple[str, float]:
     """The printed line, and how long the process took, run as Claude Code runs the installed command."""
-    command = statusline_command() if installed else f"{sys.executable} -c 'from ccm.cli.entry import main; main()' statusline"
+    command = (statusline_command() if installed
+               else f"{sys.executable} -c 'from ccm.cli.entry import main; main()' statusline")
     stdin = status if isinstance(status, bytes) else json.dumps(status).encode()
     started = time.perf_counter()
     done = subprocess.run(command, shell=True, input=stdin, capture_output=True, env={"PATH": "/usr/bin:/bin", **env},
@@ -109,7 +110,8 @@ def test_the_line_shows_what_really_served_the_session(tmp_path: Path) -> None:
             shared = session_of(load_fixture("interactive-first-turn.json")) == session
             line, _ = statusline(claude_code_status(session), claude_env)
             so_far = f" · session ${cost:.4f}" if shared else ""  # the ledger's sum of the session's priced rows
-            assert line == f"ccm quick ← subagent · deepseek/deepseek-lite · 12.4k in (8.1k cached) / 456 out{so_far}"
+            assert line == ("ccm quick ← subagent · deepseek/deepseek-lite · 12.4k in (8.1k cached) / 456 out"
+                            f"{so_far}")
 
             # a priced model: the line shows the request's cost, and the session's in the ledger
             httpx.post(f"{ccm.url}/v1/messages", headers=headers, timeout=30, json={
@@ -130,7 +132,8 @@ def test_the_line_shows_what_really_served_the_session(tmp_path: Path) -> None:
 
             timings = [statusline(claude_code_status(session), claude_env)[1] for _ in range(10)]
             print(f"statusline: median {statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms")
-            assert statistics.median(timings) < 1.0  # (50 ms on a quiet machine: docs/statusline.md; this catches hangs)
+            # (50 ms on a quiet machine: docs/statusline.md; this catches hangs)
+            assert statistics.median(timings) < 1.0
         assert fake.rejections == []
 
 

@@ -121,11 +121,13 @@ def test_a_stream_a_paying_client_leaves_is_billed_what_the_upstream_billed(
 ) -> None:
     secret = new_key(database_url, "leaver", "--credits", "5")
     upstream[1].script(Reply(text="a long answer " * 40, output_tokens=333, pieces=40, chunk_delay=0.05))
-    with httpx.Client(base_url=ccm.url, timeout=30) as client:
-        with client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
-                           headers={**JSON, "x-api-key": secret}) as answer:
-            assert answer.status_code == 200
-            next(answer.iter_bytes())  # the first event, then the client leaves (Esc in Claude Code)
+    with (
+        httpx.Client(base_url=ccm.url, timeout=30) as client,
+        client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
+                      headers={**JSON, "x-api-key": secret}) as answer,
+    ):
+        assert answer.status_code == 200
+        next(answer.iter_bytes())  # the first event, then the client leaves (Esc in Claude Code)
     deadline = time.monotonic() + 20  # the row is written once the upstream's answer ended
     while not (found := [row for row in usage_json(database_url) if row["stream"]]) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -181,10 +183,12 @@ def test_a_stream_the_local_caller_leaves_is_cancelled_and_billed_an_estimate(
 ) -> None:
     """Reading on costs what the upstream keeps generating: without a balance to bill, ccm hangs up at once."""
     upstream[1].script(Reply(text="a long answer " * 40, output_tokens=333, pieces=40, chunk_delay=0.05))
-    with httpx.Client(base_url=ccm.url, timeout=30) as client:
-        with client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
-                           headers=JSON) as answer:
-            next(answer.iter_bytes())
+    with (
+        httpx.Client(base_url=ccm.url, timeout=30) as client,
+        client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
+                      headers=JSON) as answer,
+    ):
+        next(answer.iter_bytes())
     deadline = time.monotonic() + 20
     while not (found := [row for row in usage_json(database_url) if row["stream"]]) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -82,7 +82,8 @@ async def test_an_in_flight_stream_finishes_on_its_original_target_and_retired_p
     route_file.write_text(routes(1, provider="old"))
     async with serve_routes(route_file, {**environ, "OTHER_URL": url}) as served:
         old = served.holder.current.providers["old"]
-        async with served.client.stream("POST", "/v1/messages", json={**REQUEST, "stream": True}, headers=HEADERS) as stream:
+        async with served.client.stream("POST", "/v1/messages", json={**REQUEST, "stream": True},
+                                        headers=HEADERS) as stream:
             assert stream.status_code == 200
             chunks = stream.aiter_bytes()
             received = [await chunks.__anext__()]

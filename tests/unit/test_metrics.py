@@ -69,7 +69,8 @@ RECORDS = {
     "answered, not streamed": record(attempts=(ANSWERED,), usage=USAGE, ttfb_ms=811.0),
     "streamed, cache reads": record(attempts=(ANSWERED,), usage=USAGE, stream=True, ttfb_ms=420.0),
     "retried, then fell back": record(
-        model="coder", target="deepseek/deepseek-chat", price=Price(input=Decimal("0.27"), output=Decimal("1.10")), usage=USAGE,
+        model="coder", target="deepseek/deepseek-chat", price=Price(input=Decimal("0.27"), output=Decimal("1.10")),
+        usage=USAGE,
         attempts=(Attempt("anthropic", "opus", "claude-opus-5-5", 529, "529", 30.0),
                   Attempt("anthropic", "opus", "claude-opus-5-5", 529, "529", 31.0),
                   Attempt("deepseek", "coder", "deepseek-chat", 200, None, 700.0, usage=USAGE)), ttfb_ms=790.0),

@@ -91,9 +91,7 @@ class AnthropicAdapter:
         for name, value in call.headers.items():
             if name in own:
                 continue
-            if name in FORWARDED or name.startswith("x-stainless-"):
-                headers.append((name, value))
-            elif self._pass_client_auth and name in CLIENT_AUTH:
+            if name in FORWARDED or name.startswith("x-stainless-") or (self._pass_client_auth and name in CLIENT_AUTH):
                 headers.append((name, value))
         if "anthropic-version" not in call.headers and "anthropic-version" not in own:
             headers.append(("anthropic-version", ANTHROPIC_VERSION))
