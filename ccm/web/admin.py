@@ -191,7 +191,7 @@ def admin_app(service: Any, environ: Mapping[str, str], site: Site | None = None
     path = Path(service.reloader.path)
     context = AdminContext(site, service, environ, RouteFile(path), Git(path))
 
-    def verify(key: str) -> str | None:
+    async def verify(key: str) -> str | None:
         if site.admin_key is not None and key and same_key(key, site.admin_key):
             return "admin"
         return None

@@ -161,7 +161,11 @@ class Site:
 
     # --- the guard ------------------------------------------------------------------------------------------
 
-    def guard(self, app: ASGIApp) -> ASGIApp:
+    def guard(self, app: ASGIApp, *, loopback_only: bool | None = None) -> ASGIApp:
+        """`loopback_only`: whether only this machine may visit (default: when there is no admin key; the
+        dashboard passes False, its visitors sign in with their own keys)."""
+        local = self.local_only if loopback_only is None else loopback_only
+
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await app(scope, receive, send)
@@ -170,7 +174,7 @@ class Site:
             if root and not scope["path"].startswith(root):
                 # ccm's mounts hand on the path below the prefix; Starlette (and the ASGI spec) want it whole
                 scope = {**scope, "path": root + scope["path"]}
-            refusal = self._refusal(scope)
+            refusal = self._refusal(scope, local)
 
             async def with_headers(message: Message) -> None:
                 if message["type"] == "http.response.start":
@@ -184,11 +188,11 @@ class Site:
 
         return guarded
 
-    def _refusal(self, scope: Scope) -> str | None:
+    def _refusal(self, scope: Scope, loopback_only: bool) -> str | None:
         headers = _headers(scope)
         host = headers.get("host", "")
         origin = headers.get("origin")
-        if self.local_only:
+        if loopback_only:
             client = scope.get("client")
             if client is not None and not _loopback_address(client[0]):
                 return "without CCM_ADMIN_KEY the admin page answers this machine only"

@@ -2,7 +2,7 @@
 FakeAnthropic on loopback as the upstream.
 
     pages(...)      async: the service running (its lifespan entered) and an httpx client on its ASGI app, as a
-                    loopback visitor — for the tests that need no browser
+                    loopback visitor — for the tests that need no browser (`db=URL`: with the usage ledger)
     Served          the service under hypercorn on 127.0.0.1 (a real socket, the watcher reloading on save): the
                     browser tests' server
 """
@@ -78,8 +78,8 @@ def write_routes(folder: Path, text: str = ROUTES) -> Path:
     return path
 
 
-def build(path: Path, environ: Mapping[str, str], watch: bool = False) -> Service:
-    service = build_service(path, environ, ServiceOptions(watch=watch, count_tokens=lambda body: 10))
+def build(path: Path, environ: Mapping[str, str], watch: bool = False, db: str | None = None) -> Service:
+    service = build_service(path, environ, ServiceOptions(watch=watch, count_tokens=lambda body: 10, db=db))
     mount_pages(service, environ)
     return service
 
@@ -87,8 +87,9 @@ def build(path: Path, environ: Mapping[str, str], watch: bool = False) -> Servic
 @asynccontextmanager
 async def pages(path: Path, environ: Mapping[str, str], *, watch: bool = False,
                 client: tuple[str, int] = ("127.0.0.1", 40000),
-                base_url: str = "http://127.0.0.1:3456") -> AsyncIterator[tuple[httpx.AsyncClient, Service]]:
-    service = build(path, environ, watch)
+                base_url: str = "http://127.0.0.1:3456",
+                db: str | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, Service]]:
+    service = build(path, environ, watch, db)
     async with service.running():
         transport = httpx.ASGITransport(app=service.app, client=client)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
@@ -112,7 +113,7 @@ class Served:
 
 
 @contextmanager
-def served(path: Path, environ: Mapping[str, str]) -> Iterator[Served]:
-    service = build(path, environ, watch=True)
+def served(path: Path, environ: Mapping[str, str], db: str | None = None) -> Iterator[Served]:
+    service = build(path, environ, watch=True, db=db)
     with serve(service.app) as (url, _):
         yield Served(url, service, path)
