@@ -28,16 +28,14 @@ from starlette.staticfiles import StaticFiles
 
 from ccm.ledger.activity import key_activity
 from ccm.ledger.errors import LedgerUnavailable
-from ccm.ledger.ledger import Ledger
 from ccm.ledger.times import now
 from ccm.web.signin import Unavailable, signin_routes
 from ccm.web.site import Site
-from ccm.web.usage import offered_models, standing, usage_view
+from ccm.web.usage import NoLedger, ledger_of, offered_models, standing, usage_view
 
 log = logging.getLogger("ccm.web")
 
 CONTACT_VARIABLE = "CCM_CREDITS_CONTACT"  # who to ask for more credits (shown on the dashboard)
-NO_LEDGER = "this ccm runs without a usage ledger (--no-ledger): there are no keys to sign in with"
 
 
 class Dashboard:
@@ -46,22 +44,12 @@ class Dashboard:
         self.site = site
         self.contact = environ.get(CONTACT_VARIABLE) or "the administrator of this ccm"
 
-    async def _ledger(self) -> Ledger:
-        """The open ledger with every request answered so far written to it (the journal flushed)."""
-        metering = self.service.metering
-        if metering is None:
-            raise Unavailable(NO_LEDGER)
-        try:
-            await metering.journal.flush()
-        except LedgerUnavailable as error:
-            raise Unavailable(f"the usage ledger cannot be reached now: {error.message}") from None
-        ledger: Ledger = metering.ledger
-        return ledger
-
     async def verify(self, secret: str) -> str | None:
-        ledger = await self._ledger()
         try:
+            ledger = await ledger_of(self.service)
             key = await ledger.authenticate(secret.strip())
+        except NoLedger as error:
+            raise Unavailable(str(error)) from None
         except LedgerUnavailable as error:
             raise Unavailable(f"the usage ledger cannot be reached now: {error.message}") from None
         if key is None or key.status(now()) != "active":
@@ -71,7 +59,7 @@ class Dashboard:
     async def page(self, request: Request) -> Response:
         session = request.state.session
         try:
-            ledger = await self._ledger()
+            ledger = await ledger_of(self.service)
             found = await ledger.key_by_id(int(session.subject))
             at = now()
             if found is None or found[0].status(at) != "active":
@@ -83,7 +71,7 @@ class Dashboard:
                 return response
             key, account = found
             activity = await key_activity(ledger.store, key.id, at)
-        except Unavailable as error:
+        except NoLedger as error:
             return self.site.render(request, "error.html", status_code=503, title="Unavailable", message=str(error))
         except LedgerUnavailable as error:
             return self.site.render(request, "error.html", status_code=503, title="Unavailable",

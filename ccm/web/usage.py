@@ -1,6 +1,7 @@
 """A key as the pages show it — its standing, its usage charts, its latest requests, the models it may use — built
 once per request from the ledger's values; the dashboard (`/`, for the key itself) and the admin's key page share it.
 
+    await ledger_of(service) -> Ledger                the open ledger, the journal's rows written (or `NoLedger`)
     standing(key, account, at) -> Standing            balance, spend, budget and its period, limits, status
     usage_view(activity) -> UsageView                 the 24-hour and 30-day charts and tables, the latest requests
     offered_models(table, key) -> [OfferedModel]      what the key may use, at the prices it pays, with windows
@@ -14,11 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from markupsafe import Markup
 
 from ccm.ledger.activity import TOKEN_CLASSES, Activity, Bucket, Series
 from ccm.ledger.cost import markup_for
+from ccm.ledger.errors import LedgerUnavailable
+from ccm.ledger.ledger import Ledger
 from ccm.ledger.money import format_usd
 from ccm.ledger.records import Account, KeyInfo
 from ccm.ledger.times import Micros, period_end, period_start, to_datetime
@@ -26,6 +30,24 @@ from ccm.table import RoutingTable
 from ccm.web.chart import column_chart
 
 MODEL_SERIES = 5  # the most charged models get a series each; the rest are "other"
+
+
+class NoLedger(Exception):
+    """The pages cannot read the ledger now: the message says why (none configured, or it cannot be reached)."""
+
+
+async def ledger_of(service: Any) -> Ledger:
+    """`service`'s open ledger with every request answered so far written to it (the journal flushed), so a page
+    counts what its reader just did."""
+    metering = service.metering
+    if metering is None:
+        raise NoLedger("this ccm runs without a usage ledger (--no-ledger): there are no keys or usage to show")
+    try:
+        await metering.journal.flush()
+    except LedgerUnavailable as error:
+        raise NoLedger(f"the usage ledger cannot be reached now: {error.message}") from None
+    ledger: Ledger = metering.ledger
+    return ledger
 
 
 def utc(at: Micros) -> str:

@@ -171,4 +171,4 @@ async def test_the_api_paths_win_over_the_mount_at_the_root(tmp_path: Path, fake
 async def test_without_a_ledger_the_dashboard_says_so(tmp_path: Path, fake) -> None:
     async with pages(write_routes(tmp_path), environment(fake[0])) as (http, _):
         answer = await sign_in(http, "ccm-sk-" + "z" * 43)
-        assert answer.status_code == 503 and "without a usage ledger" in answer.text
+        assert answer.status_code == 503 and "without a usage ledger (--no-ledger)" in answer.text
