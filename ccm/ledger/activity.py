@@ -21,7 +21,7 @@ from ccm.ledger.times import DAY, HOUR, Micros
 
 HOURS = 24
 DAYS = 30
-RECENT = 50
+RECENT = 30
 TOKEN_CLASSES = ("input", "output", "cache write", "cache read")
 
 _SUMS = ("requests", "errors", "input", "output", "cache_write_5m + cache_write_1h", "cache_read", "charged")

@@ -5,10 +5,12 @@ FakeAnthropic on loopback as the upstream.
                     loopback visitor — for the tests that need no browser (`db=URL`: with the usage ledger)
     Served          the service under hypercorn on 127.0.0.1 (a real socket, the watcher reloading on save): the
                     browser tests' server
+    browser         (fixture) Debian's chromium, headless, through Playwright: the browser tests' browser
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -21,6 +23,10 @@ import pytest
 from ccm.service import Service, ServiceOptions, build_service
 from ccm.web import mount_pages
 from tests.fakes import FakeAnthropic, serve
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's: never a browser Playwright downloads
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-0123456789"
 ADMIN_KEY = "admin-key-for-tests-0123456789"
@@ -117,3 +123,15 @@ def served(path: Path, environ: Mapping[str, str], db: str | None = None) -> Ite
     service = build(path, environ, watch=True, db=db)
     with serve(service.app) as (url, _):
         yield Served(url, service, path)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser-tools.sh (make test does)")
+    from playwright.sync_api import sync_playwright  # only the browser tests pay for it
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
