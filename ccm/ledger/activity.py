@@ -2,8 +2,9 @@
 and token class, and its latest requests. Read-only, and about one key only: its id is the one filter a caller can
 set (the dashboard passes the id of its session's key, never anything from the request).
 
-    key_activity(store, key_id, at) -> Activity
+    key_activity(store, key, at) -> (KeyInfo, Account, Activity) | None    `key`: its id, or its name
 
+The key's row and its activity are read in one read transaction (one snapshot, one round trip on PostgreSQL).
 Each part is one indexed range, whatever the size of the ledger: the 30 days come from the daily rollups by the
 (key_id, day) index (a row per day, model and provider), the 24 hours from the key's usage rows by the (key_id, ts)
 index, and the latest requests from that index read backwards.
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ccm.ledger.money import Money
+from ccm.ledger.records import Account, KeyInfo
+from ccm.ledger.store import ops
 from ccm.ledger.store.base import Op, Q, Store
 from ccm.ledger.times import DAY, HOUR, Micros
 
@@ -114,7 +117,16 @@ def _activity(key_id: int, at: Micros) -> Op[Activity]:
     return Activity(hourly, daily, recent)
 
 
-async def key_activity(store: Store, key_id: int, at: Micros) -> Activity:
-    """Key `key_id`'s last 24 hours, last 30 days (today included, to `at`) and latest requests, in one snapshot."""
-    activity: Activity = await store.run(_activity(key_id, at), write=False)
-    return activity
+async def key_activity(store: Store, key: int | str, at: Micros) -> tuple[KeyInfo, Account, Activity] | None:
+    """The key (by id, or by name), its account, and its last 24 hours, last 30 days (today included, to `at`) and
+    latest requests, in one snapshot; None when there is no such key."""
+
+    def work() -> Op[tuple[KeyInfo, Account, Activity] | None]:
+        found = yield from (ops.get_key_by_id(key) if isinstance(key, int) else ops.find_key(key))
+        if found is None:
+            return None
+        activity = yield from _activity(found[0].id, at)
+        return found[0], found[1], activity
+
+    result: tuple[KeyInfo, Account, Activity] | None = await store.run(work(), write=False)
+    return result

@@ -270,13 +270,15 @@ class Ledger:
         found: tuple[KeyInfo, Account] = await self.store.run(ops.get_key(name), write=False)
         return found
 
-    async def key_by_id(self, key_id: int) -> tuple[KeyInfo, Account] | None:
-        """A key and its account by id (what a signed-in key holder's session names); None when there is none."""
-        found: tuple[KeyInfo, Account] | None = await self.store.run(ops.get_key_by_id(key_id), write=False)
-        return found
-
     async def keys(self) -> list[tuple[KeyInfo, Account]]:
         found: list[tuple[KeyInfo, Account]] = await self.store.run(ops.list_keys(), write=False)
+        return found
+
+    async def keys_page(self, *, after: str | None = None, limit: int = 100,
+                        contains: str | None = None) -> list[tuple[KeyInfo, Account]]:
+        """A page of keys in name order (the admin's list): after the name `after`, names containing `contains`."""
+        found: list[tuple[KeyInfo, Account]] = await self.store.run(ops.page_keys(after, limit, contains),
+                                                                    write=False)
         return found
 
     async def revoke(self, name: str) -> KeyInfo:

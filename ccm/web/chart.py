@@ -71,25 +71,31 @@ def column_chart(columns: Sequence[str], series: Sequence[tuple[str, Sequence[in
         f'<text x="{left - 6}" y="{upper + 4}" text-anchor="end">{escape(label(top))}</text>',
         f'<text x="{left - 6}" y="{bottom}" text-anchor="end">0</text>',
     ]
+    names = [escape(name) for name, _ in series]  # escaped once, not once per column
     for index, column in enumerate(columns):
+        if not totals[index]:
+            continue
         x = left + index * slot + slot * 0.1
         base = float(bottom)
-        for number, (name, values) in enumerate(series):
+        rects, said = [], []
+        for number, (_, values) in enumerate(series):
             value = values[index]
             if not value:
                 continue
             size = (bottom - upper) * value / top
             base -= size
-            parts.append(f'<rect x="{x:.1f}" y="{base:.1f}" width="{slot * 0.8:.1f}" height="{max(size, 0.5):.1f}" '
-                         f'class="bar bar-{number % 6}"><title>{escape(name)}, {escape(column)}: '
-                         f'{escape(label(value))}</title></rect>')
-        if index % every == 0 or index == len(columns) - 1:
-            parts.append(f'<text x="{left + (index + 0.5) * slot:.1f}" y="{bottom + 16}" text-anchor="middle">'
-                         f'{escape(column)}</text>')
+            rects.append(f'<rect x="{x:.1f}" y="{base:.1f}" width="{slot * 0.8:.1f}" height="{max(size, 0.5):.1f}" '
+                         f'class="bar bar-{number % 6}"/>')
+            said.append(f"{series[number][0]} {label(value)}")
+        # one tooltip per column (what a pointer over it shows): its label and each part's value
+        parts.append(f'<g><title>{escape(column)}: {escape(" · ".join(said))}</title>{"".join(rects)}</g>')
+    for index in sorted({*range(0, len(columns), every), len(columns) - 1}):  # every `every`-th, and the last
+        parts.append(f'<text x="{left + (index + 0.5) * slot:.1f}" y="{bottom + 16}" text-anchor="middle">'
+                     f'{escape(columns[index])}</text>')
     for number, (name, _) in enumerate(series):
         row, place = divmod(number, LEGEND_COLUMNS)
         x, y = left + place * (right - left) / LEGEND_COLUMNS, HEIGHT - 4 + row * 20
         parts.append(f'<rect x="{x:.1f}" y="{y - 11}" width="12" height="12" class="bar bar-{number % 6}"/>'
-                     f'<text x="{x + 17:.1f}" y="{y}">{escape(name)}</text>')
+                     f'<text x="{x + 17:.1f}" y="{y}">{names[number]}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -60,8 +60,8 @@ class Dashboard:
         session = request.state.session
         try:
             ledger = await ledger_of(self.service)
-            found = await ledger.key_by_id(int(session.subject))
             at = now()
+            found = await key_activity(ledger.store, int(session.subject), at)
             if found is None or found[0].status(at) != "active":
                 self.site.sessions.end(session)
                 status = "gone" if found is None else found[0].status(at)
@@ -69,8 +69,7 @@ class Dashboard:
                                             message=f"this key is {status}: sign in with another key")
                 self.site.clear_session_cookie(request, response, "key")
                 return response
-            key, account = found
-            activity = await key_activity(ledger.store, key.id, at)
+            key, account, activity = found
         except NoLedger as error:
             return self.site.render(request, "error.html", status_code=503, title="Unavailable", message=str(error))
         except LedgerUnavailable as error:

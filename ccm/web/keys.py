@@ -1,6 +1,7 @@
 """The admin's keys pages, `/admin/keys`: issue and manage the ledger's keys, see each key's usage, export usage.
 
-    GET  /keys                   every key: status, balance, spend, budget, limits; the form to create one
+    GET  /keys                   the keys, 100 a page (`?q=` searches names): status, balance, spend, budget, limits;
+                                 the form to create one
     POST /keys                   create a key: its secret is shown on the answer, once (only its hash is stored)
     GET  /keys/{name}            one key: its standing, its usage (the dashboard's charts), the forms below
     POST /keys/{name}/credits    top up (prepaid keys)
@@ -36,6 +37,7 @@ from ccm.web.site import Site, read_form
 from ccm.web.usage import NoLedger, ledger_of, standing, usage_view
 
 NOTE_LIMIT = 500
+PAGE = 100  # keys per page of the list (in name order; `?after=NAME` for the next page, `?q=TEXT` to search)
 DONE = {  # what a change just did (the redirect names one of these, never free text)
     "credited": "Credit added.",
     "limits": "Budget and limits saved.",
@@ -108,15 +110,19 @@ class Keys:
 
     async def list_page(self, request: Request, *, status: int = 200, error: str | None = None,
                         form: dict[str, str] | None = None) -> Response:
+        query = request.query_params
+        after, contains = query.get("after") or None, (query.get("q") or "").strip()[:64] or None
         try:
             ledger = await ledger_of(self.service)
-            keys = await ledger.keys()
+            keys = await ledger.keys_page(after=after, limit=PAGE + 1, contains=contains)
         except (NoLedger, LedgerError) as failure:
             return self._unavailable(request, failure)
         at = now()
-        rows = [standing(key, account, at) for key, account in keys]
+        rows = [standing(key, account, at) for key, account in keys[:PAGE]]
+        following = rows[-1].name if len(keys) > PAGE else None
         return self.site.render(request, "keys.html", status_code=status, title="Keys", keys=rows, error=error,
-                                form=form or {}, periods=PERIODS)
+                                form=form or {}, periods=PERIODS, q=contains or "", after=after,
+                                following=following)
 
     async def create(self, request: Request) -> Response:
         form = await read_form(request)
@@ -138,9 +144,11 @@ class Keys:
         name = request.path_params["name"]
         try:
             ledger = await ledger_of(self.service)
-            key, account = await ledger.key(name)
             at = now()
-            activity = await key_activity(ledger.store, key.id, at)
+            found = await key_activity(ledger.store, name, at)
+            if found is None:
+                raise UnknownKey(name)
+            key, account, activity = found
         except UnknownKey as missing:
             return self.site.render(request, "error.html", status_code=404, title="No such key",
                                     message=_problem(missing))

@@ -9,6 +9,9 @@ from ccm.ledger.activity import key_activity
 from ccm.ledger.errors import BadInput, UnknownKey
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey
+from ccm.ledger.store.base import Op, Q, Store, sqlite_path
+from ccm.ledger.store.postgres import PostgresStore
+from ccm.ledger.store.sqlite import SQLiteStore
 from ccm.ledger.times import DAY, HOUR
 from ccm.usage import TokenUsage
 from tests.ledger.conftest import FakeClock
@@ -28,7 +31,11 @@ async def test_one_keys_hours_days_and_latest_requests_and_nobody_elses(ledger: 
     await ledger.record(row("too-old", key_id=mine.id, model="main", time=at - 40 * DAY))
     await ledger.record(row("not-mine", key_id=other.id, model="main", time=at - 10))
     await ledger.record(row("local", model="main", time=at - 10))
-    activity = await key_activity(ledger.store, mine.id, at)
+    found = await key_activity(ledger.store, mine.id, at)
+    assert found is not None and found[0].name == "mine"
+    assert await key_activity(ledger.store, "mine", at) == found  # by name: the same
+    assert await key_activity(ledger.store, "nobody", at) is None and await key_activity(ledger.store, 999, at) is None
+    activity = found[2]
 
     hourly = activity.hourly
     assert len(hourly.starts) == 24 and hourly.starts[-1] == at // HOUR * HOUR and hourly.width == HOUR
@@ -44,14 +51,12 @@ async def test_one_keys_hours_days_and_latest_requests_and_nobody_elses(ledger: 
 
     assert [r.request_id for r in activity.recent] == ["now-2", "now-1", "hours-ago", "days-ago", "too-old"]
     assert activity.recent[1].rule == "default" and activity.recent[0].error == "overloaded_error"
-    assert (await key_activity(ledger.store, other.id, at)).recent[0].request_id == "not-mine"
+    theirs = await key_activity(ledger.store, other.id, at)
+    assert theirs is not None and [r.request_id for r in theirs[2].recent] == ["not-mine"]
 
 
-async def test_a_key_by_id_and_its_limits_replaced(ledger: Ledger) -> None:
-    key, _ = await ledger.create_key(NewKey("limited", credits=usd("3"), rpm=10))
-    found = await ledger.key_by_id(key.id)
-    assert found is not None and found[0].name == "limited" and found[1].balance == usd("3")
-    assert await ledger.key_by_id(key.id + 1000) is None
+async def test_a_keys_limits_replaced(ledger: Ledger) -> None:
+    await ledger.create_key(NewKey("limited", credits=usd("3"), rpm=10))
     changed = await ledger.set_limits("limited", budget=usd("2"), period="week", rpm=None, tpm=5000)
     assert (changed.budget, changed.period, changed.rpm, changed.tpm) == (usd("2"), "week", None, 5000)
     with pytest.raises(BadInput, match="go together"):
@@ -64,3 +69,22 @@ async def test_a_key_by_id_and_its_limits_replaced(ledger: Ledger) -> None:
     with pytest.raises(BadInput, match="revoked"):
         await ledger.set_limits("limited", budget=None, period=None, rpm=1, tpm=None)
     assert (await ledger.key("limited"))[0].tpm == 5000  # nothing written by the refusals
+
+
+async def test_a_database_from_before_the_indexes_by_key_is_upgraded_to_them(database_url: str) -> None:
+    path = sqlite_path(database_url)
+    store: Store = await SQLiteStore.open(path) if path is not None else await PostgresStore.open(database_url)
+    try:
+        assert await store.migrate(to=2) == [1, 2]
+        assert await store.migrate() == [3]
+
+        def plan() -> Op[list[tuple[object, ...]]]:
+            rows = yield Q("EXPLAIN QUERY PLAN SELECT ts, model, SUM(charged) FROM usage WHERE key_id = 1 AND ts > 0 "
+                           "GROUP BY ts, model" if path is not None else
+                           "SELECT indexdef FROM pg_indexes WHERE indexname = 'usage_key_ts'")
+            return list(rows)
+
+        found = " ".join(str(r) for r in await store.run(plan(), write=False))
+        assert "COVERING INDEX usage_key_ts" in found or "INCLUDE (model" in found, found
+    finally:
+        await store.close()

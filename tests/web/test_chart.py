@@ -21,11 +21,10 @@ def test_a_column_chart_stacks_each_column_to_scale_with_a_legend() -> None:
     svg = column_chart(["10:00", "<11:00>"], [("a<b", [3, 1]), ("other", [1, 0])], title="tokens",
                        label=lambda value: f"${value}")
     root = ElementTree.fromstring(str(svg))
-    rects = list(root.iter("{http://www.w3.org/2000/svg}rect"))
-    column = [r for r in rects if r.find("{http://www.w3.org/2000/svg}title") is not None]
-    assert [r.find("{http://www.w3.org/2000/svg}title").text for r in column] == [  # type: ignore[union-attr]
-        "a<b, 10:00: $3", "other, 10:00: $1", "a<b, <11:00>: $1"]
-    heights = [float(r.get("height", 0)) for r in column]
+    columns = list(root.iter("{http://www.w3.org/2000/svg}g"))
+    assert [g.find("{http://www.w3.org/2000/svg}title").text for g in columns] == [  # type: ignore[union-attr]
+        "10:00: a<b $3 · other $1", "<11:00>: a<b $1"]  # one tooltip per column, escaped once
+    heights = [float(r.get("height", 0)) for g in columns for r in g.iter("{http://www.w3.org/2000/svg}rect")]
     assert heights[0] == 3 * heights[1] == 3 * heights[2]  # the tallest column is the chart's height
     texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "$4" in texts and "<11:00>" in texts and "a<b" in texts and "other" in texts  # the top, axis, legend

@@ -197,3 +197,20 @@ async def test_a_key_holders_session_opens_none_of_the_keys_pages(tmp_path: Path
         refused = await http.post("/admin/keys", data={"csrf": csrf, "name": "made-by-a-holder"})
         assert refused.status_code == 303 and "/admin/signin" in refused.headers["location"]
         assert await rows(service, "SELECT COUNT(*) FROM keys") == [(2,)]
+
+
+async def test_the_list_pages_by_name_and_finds_by_name(tmp_path: Path, fake, db: str) -> None:
+    async with pages(write_routes(tmp_path), environment(fake[0]), db=db) as (http, service):
+        for number in range(105):
+            await new_key(service, f"team_{number:03d}")
+        await new_key(service, "teamz000")
+        first = (await http.get("/admin/keys")).text
+        names = re.findall(r'href="/admin/keys/([^"]+)"', first)
+        assert len(names) == 100 and names[0] == "team_000" and names[-1] == "team_099"
+        following = re.search(r'href="(/admin/keys\?after=[^"]+)" id="next-page"', first)
+        assert following is not None
+        rest = re.findall(r'href="/admin/keys/([^"]+)"', (await http.get(following.group(1))).text)
+        assert rest == [f"team_{n:03d}" for n in range(100, 105)] + ["teamz000"]
+        found = re.findall(r'href="/admin/keys/([^"]+)"', (await http.get("/admin/keys?q=M_10")).text)
+        assert found == [f"team_{n:03d}" for n in range(100, 105)]  # any case; `_` is itself, not a wildcard
+        assert re.findall(r'href="/admin/keys/([^"]+)"', (await http.get("/admin/keys?q=%25")).text) == []

@@ -130,8 +130,27 @@ def get_key_by_id(key_id: int) -> Op[tuple[KeyInfo, Account] | None]:
     return parse_key(rows[0]) if rows else None
 
 
+def find_key(name: str) -> Op[tuple[KeyInfo, Account] | None]:
+    rows = yield Q(f"{_SELECT_KEY} WHERE name = ?", (name,))
+    return parse_key(rows[0]) if rows else None
+
+
 def list_keys() -> Op[list[tuple[KeyInfo, Account]]]:
     rows = yield Q(f"{_SELECT_KEY} ORDER BY name")
+    return [parse_key(row) for row in rows]
+
+
+def page_keys(after: str | None, limit: int, contains: str | None) -> Op[list[tuple[KeyInfo, Account]]]:
+    """Up to `limit` keys in name order after the name `after`, whose name contains `contains` (any case)."""
+    where, params = ["1 = 1"], list[Any]()
+    if after is not None:
+        where.append("name > ?")
+        params.append(after)
+    if contains:
+        escaped = contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append("lower(name) LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    rows = yield Q(f"{_SELECT_KEY} WHERE {' AND '.join(where)} ORDER BY name LIMIT ?", (*params, limit))
     return [parse_key(row) for row in rows]
 
 
