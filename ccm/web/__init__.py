@@ -71,7 +71,7 @@ class _Paths:
 
 def mount_pages(service: Any, environ: Mapping[str, str]) -> None:
     """Mount the admin page at /admin and the dashboard at / on `service` (a `ccm.service.Service`); both share one
-    `Site` (one session store, one sign-in throttle), made with the first of them."""
+    `Site` (one session store, a sign-in throttle per audience), made with the first of them."""
 
     @functools.cache
     def site() -> Any:

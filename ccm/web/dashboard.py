@@ -16,7 +16,6 @@ path on to the API (its JSON errors stay).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,8 +31,6 @@ from ccm.ledger.times import now
 from ccm.web.signin import Unavailable, signin_routes
 from ccm.web.site import Site
 from ccm.web.usage import NoLedger, ledger_of, offered_models, standing, usage_view
-
-log = logging.getLogger("ccm.web")
 
 CONTACT_VARIABLE = "CCM_CREDITS_CONTACT"  # who to ask for more credits (shown on the dashboard)
 

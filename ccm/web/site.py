@@ -1,6 +1,7 @@
 """What every page of ccm shares: templates, assets, the network guard, sign-in state and the CSRF check.
 
-    Site(admin_key)                  one per service: the Jinja2 environment, the sessions, the sign-in throttle
+    Site(admin_key)                  one per service: the Jinja2 environment, the sessions, a sign-in throttle per
+                                     audience
     site.guard(app)                  the ASGI guard around a pages app (below)
     site.page(handler, audience)     a Starlette endpoint that needs a session of `audience`; a request that changes
                                      state (any method but GET/HEAD) also needs the session's CSRF token
@@ -85,11 +86,11 @@ def _asset_version() -> str:
 
 
 class Site:
-    def __init__(self, admin_key: str | None, *, sessions: Sessions | None = None,
-                 throttle: Throttle | None = None) -> None:
+    def __init__(self, admin_key: str | None, *, sessions: Sessions | None = None) -> None:
         self.admin_key = admin_key or None
         self.sessions = sessions if sessions is not None else Sessions()
-        self.throttle = throttle if throttle is not None else Throttle()
+        # one per audience: a crowd guessing keys at the dashboard never makes the admin's sign-in wait
+        self.throttles: dict[Audience, Throttle] = {"admin": Throttle(), "key": Throttle()}
         self.templates = _templates()
         self.asset_version = _asset_version()
 

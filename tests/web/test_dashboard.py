@@ -115,7 +115,7 @@ async def test_a_key_holder_sees_only_their_own_key(tmp_path: Path, fake, db: st
 
 async def test_sign_in_refuses_wrong_and_revoked_keys_and_is_throttled(tmp_path: Path, fake) -> None:
     db = f"sqlite:///{tmp_path / 'ledger.db'}"
-    async with pages(write_routes(tmp_path), environment(fake[0]), db=db) as (http, service):
+    async with pages(write_routes(tmp_path), environment(fake[0], ADMIN_KEY), db=db) as (http, service):
         _, secret = await new_key(service, "gone")
         assert service.ledger is not None
         await service.ledger.revoke("gone")
@@ -125,6 +125,11 @@ async def test_sign_in_refuses_wrong_and_revoked_keys_and_is_throttled(tmp_path:
         throttled = await sign_in(http, "ccm-sk-" + "y" * 43)
         assert throttled.status_code == 429 and "retry-after" in throttled.headers
         assert "ccm_key=" not in throttled.headers.get("set-cookie", "")
+        form = await http.get("/admin/signin")  # the admin's sign-in has a throttle of its own
+        nonce = NONCE.search(form.text)
+        assert nonce is not None
+        admin = await http.post("/admin/signin", data={"csrf": nonce.group(1), "key": ADMIN_KEY, "next": "/admin/"})
+        assert admin.status_code == 303 and "ccm_admin=" in admin.headers["set-cookie"]
 
 
 async def test_revoking_or_rotating_a_key_signs_its_sessions_out(tmp_path: Path, fake) -> None:
