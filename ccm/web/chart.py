@@ -92,7 +92,7 @@ def column_chart(columns: Sequence[str], series: Sequence[tuple[str, Sequence[in
     for index in sorted({*range(0, len(columns), every), len(columns) - 1}):  # every `every`-th, and the last
         parts.append(f'<text x="{left + (index + 0.5) * slot:.1f}" y="{bottom + 16}" text-anchor="middle">'
                      f'{escape(columns[index])}</text>')
-    for number, (name, _) in enumerate(series):
+    for number in range(len(series)):
         row, place = divmod(number, LEGEND_COLUMNS)
         x, y = left + place * (right - left) / LEGEND_COLUMNS, HEIGHT - 4 + row * 20
         parts.append(f'<rect x="{x:.1f}" y="{y - 11}" width="12" height="12" class="bar bar-{number % 6}"/>'

@@ -161,15 +161,15 @@ def _window(series: Series, title: str, column_format: str, every: int) -> Windo
     lines = tuple(_line(model or "(unnamed)", by_model[model]) for model in ranked)
     total = [0] * 7
     for sums in by_model.values():
-        total = [a + b for a, b in zip(total, sums)]
+        total = [a + b for a, b in zip(total, sums, strict=True)]
     return Window(
         title=title,
-        requests=column_chart(columns, list(zip(names, requests)), title=f"Requests by model, {title}",
+        requests=column_chart(columns, list(zip(names, requests, strict=True)), title=f"Requests by model, {title}",
                               every=every),
-        tokens=column_chart(columns, list(zip(TOKEN_CLASSES, tokens)), title=f"Tokens by class, {title}",
+        tokens=column_chart(columns, list(zip(TOKEN_CLASSES, tokens, strict=True)), title=f"Tokens by class, {title}",
                             label=_tokens, every=every),
-        cost=column_chart(columns, list(zip(names, cost)), title=f"Cost by model, {title}", label=format_usd,
-                          every=every),
+        cost=column_chart(columns, list(zip(names, cost, strict=True)), title=f"Cost by model, {title}",
+                          label=format_usd, every=every),
         lines=lines, total=_line("total", total),
     )
 
