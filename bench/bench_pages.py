@@ -2,7 +2,7 @@
 repository's routes.ccm with 500 finished requests in the live feed (RecentRecords' capacity). Run by hand:
 `.venv/bin/python bench/bench_pages.py [ROUNDS]`. Prints p50 and p90 per page in ms.
 
-The 1M-usage-rows part of the target (p50 <= 50 ms per page) comes with the ledger's pages."""
+The ledger's pages with 1M usage rows (the dashboard, the keys pages) are bench/bench_key_pages.py."""
 
 from __future__ import annotations
 

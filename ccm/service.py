@@ -52,7 +52,8 @@ from ccm.table import RoutingTable
 from ccm.upstream.client import make_client
 
 if TYPE_CHECKING:  # imported where the ledger is opened: `ccm run --no-ledger` starts without it
-    from ccm.metering import LedgerCosts
+    from ccm.ledger.ledger import Ledger
+    from ccm.metering import LedgerCosts, LedgerMetering
 
 log = logging.getLogger("ccm")
 
@@ -100,12 +101,18 @@ class Service:
     costs: Costs
     capture: Capture
     metrics: Any = None  # ccm.metrics.Metrics when /metrics is served (imported only then: prometheus_client)
+    metering: LedgerMetering | None = None  # while the usage ledger is open (the lifespan, with a database)
     _mounts: list[tuple[str, ASGIApp]] = field(default_factory=list)
     _lifespans: list[Lifespan] = field(default_factory=list)
 
     @property
     def runtime(self) -> Runtime:
         return self.holder.current
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The usage ledger this service meters through, while it is open (the pages read keys and usage from it)."""
+        return self.metering.ledger if self.metering is not None else None
 
     def mount(self, prefix: str, app: ASGIApp) -> None:
         """Serve `app` for `prefix` and everything under it (`/admin`, `/admin/…`; `/` for whatever the API and the
@@ -220,7 +227,7 @@ async def _metered(service: Service, url: str, costs: LedgerCosts) -> AsyncItera
         await ledger.stop()
         raise
     metering = LedgerMetering(ledger, journal)
-    service.api.metering = metering
+    service.api.metering = service.metering = metering
     service.api.drains = Drains(DRAINS, DRAIN_SECONDS)
     service.api.health_sections["ledger"] = metering.health
     costs.attach(metering)
@@ -230,7 +237,7 @@ async def _metered(service: Service, url: str, costs: LedgerCosts) -> AsyncItera
             yield
             tasks.cancel_scope.cancel()
     finally:
-        service.api.metering = None
+        service.api.metering = service.metering = None
         costs.attach(None)
         try:
             await journal.close()

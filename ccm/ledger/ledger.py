@@ -36,7 +36,7 @@ from ccm.ledger.records import Account, Hold, KeyInfo, NewKey, UsageRow
 from ccm.ledger.store import ops
 from ccm.ledger.store.base import Store
 from ccm.ledger.store.connect import open_store
-from ccm.ledger.times import HOUR, SECOND, Clock, Micros, now
+from ccm.ledger.times import HOUR, SECOND, Clock, Micros, Period, now
 
 log = logging.getLogger("ccm.ledger")
 
@@ -274,6 +274,13 @@ class Ledger:
         found: list[tuple[KeyInfo, Account]] = await self.store.run(ops.list_keys(), write=False)
         return found
 
+    async def keys_page(self, *, after: str | None = None, limit: int = 100,
+                        contains: str | None = None) -> list[tuple[KeyInfo, Account]]:
+        """A page of keys in name order (the admin's list): after the name `after`, names containing `contains`."""
+        found: list[tuple[KeyInfo, Account]] = await self.store.run(ops.page_keys(after, limit, contains),
+                                                                    write=False)
+        return found
+
     async def revoke(self, name: str) -> KeyInfo:
         key: KeyInfo = await self.store.run(ops.revoke(name, self.clock()))
         return key
@@ -286,6 +293,18 @@ class Ledger:
         key: KeyInfo = await self.store.run(
             ops.rotate(name, secrets.secret_hash(secret), secrets.display_prefix(secret), at + grace, at))
         return key, secret
+
+    async def set_limits(self, name: str, *, budget: Money | None, period: Period | None, rpm: int | None,
+                         tpm: int | None) -> KeyInfo:
+        """Replace a key's budget and rate limits (None: none). A budget needs its period."""
+        if (budget is None) != (period is None):
+            raise BadInput("a budget and its period go together", "e.g. a budget of 50 per month")
+        if budget is not None and budget <= 0:
+            raise BadInput("a budget is a positive amount")
+        if any(limit is not None and limit < 1 for limit in (rpm, tpm)):
+            raise BadInput("a rate limit is a whole number of at least 1")
+        key: KeyInfo = await self.store.run(ops.set_limits(name, budget, period, rpm, tpm, self.clock()))
+        return key
 
     async def add_credits(self, name: str, amount: Money, note: str | None = None) -> Account:
         if amount <= 0:

@@ -9,6 +9,7 @@
     GET  /history              every reload (source, summary, result); the working tree's git diff
     POST /commit               (form) commit the route file with a message
     /editor, /api/check, …     the editor (`ccm.web.editor`)
+    /keys, /usage.csv, …       the ledger's keys and usage (`ccm.web.keys`)
     /signin, /signout          `ccm.web.signin`; /static/… the assets shipped in the package
 
 `admin_app(service, environ, site)` builds it; `ccm.web.mount_pages` mounts it. Every endpoint but sign-in and the
@@ -34,6 +35,7 @@ from ccm.web.auth import same_key
 from ccm.web.chart import bar_chart
 from ccm.web.context import AdminContext
 from ccm.web.editor import Editor
+from ccm.web.keys import Keys
 from ccm.web.probe import test_provider
 from ccm.web.routefile import Git, RouteFile, redact_lines
 from ccm.web.signin import signin_routes
@@ -191,7 +193,7 @@ def admin_app(service: Any, environ: Mapping[str, str], site: Site | None = None
     path = Path(service.reloader.path)
     context = AdminContext(site, service, environ, RouteFile(path), Git(path))
 
-    def verify(key: str) -> str | None:
+    async def verify(key: str) -> str | None:
         if site.admin_key is not None and key and same_key(key, site.admin_key):
             return "admin"
         return None
@@ -201,6 +203,7 @@ def admin_app(service: Any, environ: Mapping[str, str], site: Site | None = None
         *signin_routes(site, "admin", verify),
         *Admin(context).routes(),
         *Editor(context).routes(),
+        *Keys(service, site).routes(),
         Mount("/static", app=static, name="static"),
     ]
     app = Starlette(routes=routes)

@@ -5,6 +5,7 @@ ledger) the dashboard, so both get the same rules.
       .create(audience, subject)     a new session (after a good sign-in) -> Session
       .find(cookie, audience)        the session a cookie names, if it is valid, current and of that audience
       .end(session)                  sign out
+      .end_subject(audience, subject) sign out every session of one subject (a key revoked or rotated)
     csrf_token(secret, binding)      the CSRF token bound to a session id (or, before sign-in, to the sign-in nonce)
     csrf_valid(secret, binding, t)   whether `t` is that token
     Throttle                         failed sign-ins per client address and overall: a wait once there are too many
@@ -13,7 +14,7 @@ ledger) the dashboard, so both get the same rules.
 A cookie holds `id.signature`: the id is 32 random bytes, the signature an HMAC-SHA256 of the id and its audience
 under a secret made at start (never written anywhere), so a forged or altered cookie is refused before any lookup,
 and a session id of one audience is worthless as the other's. The key a person signed in with is never kept, in the
-cookie or in memory: a session knows only its audience and subject (`admin`, `local`; a key's id, later).
+cookie or in memory: a session knows only its audience and subject (`admin`, `local`; for a key holder, the key's id).
 
 Audiences are kept apart: `admin` (cookie `ccm_admin`, path `/admin`) and `key` (cookie `ccm_key`, path `/`, the
 dashboard's key holders). A session is found only through its own audience's cookie and only if it was made for it.
@@ -51,7 +52,7 @@ MAX_SESSIONS = 1_000  # per audience: beyond this the least recently used go (si
 class Session:
     id: str
     audience: Audience
-    subject: str  # `admin` (signed in with CCM_ADMIN_KEY), `local` (loopback, no admin key); a key's id, later
+    subject: str  # `admin` (signed in with CCM_ADMIN_KEY), `local` (loopback, no admin key); a key holder: key id
     created: float
     seen: float
     secret: bytes = field(repr=False)
@@ -126,6 +127,14 @@ class Sessions:
 
     def end(self, session: Session) -> None:
         self._by_id[session.audience].pop(session.id, None)
+
+    def end_subject(self, audience: Audience, subject: str) -> int:
+        """Sign out every session of `subject` (a key revoked or rotated: whoever signed in with it is out)."""
+        sessions = self._by_id[audience]
+        ended = [i for i, s in sessions.items() if s.subject == subject]
+        for session_id in ended:
+            del sessions[session_id]
+        return len(ended)
 
     def count(self, audience: Audience) -> int:
         return len(self._by_id[audience])

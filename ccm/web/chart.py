@@ -1,16 +1,17 @@
-"""Charts drawn on the server as SVG: no script, no library, readable without colour (values are labelled).
+"""Charts drawn on the server as SVG: no script, no library, readable without colour (values are labelled or tabled).
 
     bar_chart(bars, title=…, unit=…) -> Markup       labelled bars: [(label, value), …]
-    line_chart(points, title=…, unit=…) -> Markup    a series over time: [(x label, value), …] (the dashboard's
-                                                      usage over 24 hours and 30 days, with the ledger)
+    column_chart(columns, series, title=…, label=…)  columns over time stacked by series, with a legend (the
+                                                      usage charts: 24 hours and 30 days, by model or token class)
 
-The SVG carries `role="img"` and a `<title>` for screen readers, and a visually hidden table would be the page's
-business. Every label is escaped; sizes are in viewBox units, so the chart scales with its container.
+The SVG carries `role="img"` and a `<title>` for screen readers (each column's part its own `<title>` too); the
+numbers themselves are the page's business, in a table beside the chart. Every label is escaped; sizes are in
+viewBox units, so the chart scales with its container.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
@@ -19,6 +20,7 @@ BAR_HEIGHT = 22
 GAP = 8
 LABEL_WIDTH = 140
 HEIGHT = 200
+LEGEND_COLUMNS = 3
 
 
 def _number(value: float) -> str:
@@ -48,30 +50,52 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, unit: str = "") 
     return Markup("".join(parts))
 
 
-def line_chart(points: Sequence[tuple[str, float]], *, title: str, unit: str = "") -> Markup:
-    if not points:
+def column_chart(columns: Sequence[str], series: Sequence[tuple[str, Sequence[int]]], *, title: str,
+                 label: Callable[[int], str] = lambda value: f"{value:,}", every: int = 1) -> Markup:
+    """Columns over time, each stacked by series (a model, a token class), with a legend. `columns` are the x
+    labels (every `every`-th is written under its column); each series has one whole-number value per column
+    (tokens, requests, nano-dollars: `label` formats them, so money never becomes a float here)."""
+    totals = [sum(values[i] for _, values in series) for i in range(len(columns))]
+    if not any(totals):
         return Markup('<p class="muted">{}</p>').format(f"{title}: nothing yet")
-    top = max(value for _, value in points) or 1
-    left, right, bottom, upper = 60, WIDTH - 10, HEIGHT - 30, 10
-    step = (right - left) / max(1, len(points) - 1)
-
-    def xy(index: int, value: float) -> tuple[float, float]:
-        return left + index * step, bottom - (bottom - upper) * value / top
-
-    path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in
-                    enumerate(xy(i, v) for i, (_, v) in enumerate(points)))
+    top = max(totals)
+    left, right, upper, bottom = 78, WIDTH - 8, 12, HEIGHT - 34
+    slot = (right - left) / len(columns)
+    legend_rows = -(-len(series) // LEGEND_COLUMNS)
+    height = HEIGHT + legend_rows * 20
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
         f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>',
-        f'<text x="{left - 6}" y="{upper + 10}" text-anchor="end">{escape(_number(top))}</text>',
-        f'<text x="{left - 6}" y="{bottom}" text-anchor="end">0{" " + escape(unit) if unit else ""}</text>',
-        f'<path d="{path}" class="line"/>',
+        f'<line x1="{left}" y1="{upper}" x2="{right}" y2="{upper}" class="axis"/>',
+        f'<text x="{left - 6}" y="{upper + 4}" text-anchor="end">{escape(label(top))}</text>',
+        f'<text x="{left - 6}" y="{bottom}" text-anchor="end">0</text>',
     ]
-    every = max(1, len(points) // 6)
-    for index, (label, _) in enumerate(points):
-        if index % every == 0 or index == len(points) - 1:
-            x, _ = xy(index, 0)
-            parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 10}" text-anchor="middle">{escape(label)}</text>')
+    names = [escape(name) for name, _ in series]  # escaped once, not once per column
+    for index, column in enumerate(columns):
+        if not totals[index]:
+            continue
+        x = left + index * slot + slot * 0.1
+        base = float(bottom)
+        rects, said = [], []
+        for number, (_, values) in enumerate(series):
+            value = values[index]
+            if not value:
+                continue
+            size = (bottom - upper) * value / top
+            base -= size
+            rects.append(f'<rect x="{x:.1f}" y="{base:.1f}" width="{slot * 0.8:.1f}" height="{max(size, 0.5):.1f}" '
+                         f'class="bar bar-{number % 6}"/>')
+            said.append(f"{series[number][0]} {label(value)}")
+        # one tooltip per column (what a pointer over it shows): its label and each part's value
+        parts.append(f'<g><title>{escape(column)}: {escape(" · ".join(said))}</title>{"".join(rects)}</g>')
+    for index in sorted({*range(0, len(columns), every), len(columns) - 1}):  # every `every`-th, and the last
+        parts.append(f'<text x="{left + (index + 0.5) * slot:.1f}" y="{bottom + 16}" text-anchor="middle">'
+                     f'{escape(columns[index])}</text>')
+    for number in range(len(series)):
+        row, place = divmod(number, LEGEND_COLUMNS)
+        x, y = left + place * (right - left) / LEGEND_COLUMNS, HEIGHT - 4 + row * 20
+        parts.append(f'<rect x="{x:.1f}" y="{y - 11}" width="12" height="12" class="bar bar-{number % 6}"/>'
+                     f'<text x="{x + 17:.1f}" y="{y}">{names[number]}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

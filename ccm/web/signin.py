@@ -2,16 +2,17 @@
 
     signin_routes(site, audience, verify) -> [GET /signin, POST /signin, POST /signout]
 
-`verify(key) -> subject | None` says who a presented key is: for the admin page, `CCM_ADMIN_KEY` (compared in
-constant time); for the dashboard (with the ledger), the key's id. The form is bound to a nonce cookie by the same
-CSRF token as every other form (`ccm.web.auth`); failures are throttled per client address and overall; a good
+`await verify(key) -> subject | None` says who a presented key is: for the admin page, `CCM_ADMIN_KEY` (compared in
+constant time); for the dashboard, the id of the active ledger key the secret belongs to (it raises `Unavailable`
+when it cannot tell now: a 503, not a failure). The form is bound to a nonce cookie by the same CSRF token as every
+other form (`ccm.web.auth`); failures are throttled per client address and overall, each audience apart; a good
 sign-in makes a new session (never one the browser brought: no fixation) and sends the visitor where they were
 going, on this site only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -20,7 +21,11 @@ from starlette.routing import Route
 from ccm.web.auth import COOKIES, SIGNIN_COOKIE, SIGNIN_COOKIE_SECONDS, Audience, csrf_token, csrf_valid, new_nonce
 from ccm.web.site import BodyTooLarge, Site, client_address, read_form
 
-Verify = Callable[[str], "str | None"]
+Verify = Callable[[str], Awaitable["str | None"]]
+
+
+class Unavailable(Exception):
+    """What `verify` raises when it cannot tell now (the ledger cannot be reached): a 503, not a failed sign-in."""
 
 
 def _next(request: Request, value: str | None) -> str:
@@ -56,16 +61,20 @@ def signin_routes(site: Site, audience: Audience, verify: Verify) -> list[Route]
         if not csrf_valid(site.sessions.secret, nonce, form.get("csrf")):
             return await show(request, 403, "the sign-in form expired: try again")
         address = client_address(request)
-        wait = site.throttle.retry_after(address)
+        throttle = site.throttles[audience]
+        wait = throttle.retry_after(address)
         if wait > 0:
             response = await show(request, 429, f"too many failed sign-ins: try again in {wait:.0f} s")
             response.headers["retry-after"] = str(int(wait) + 1)
             return response
-        subject = verify(form.get("key", ""))
+        try:
+            subject = await verify(form.get("key", ""))
+        except Unavailable as error:
+            return await show(request, 503, str(error), form.get("next"))
         if subject is None:
-            site.throttle.failed(address)
+            throttle.failed(address)
             return await show(request, 401, "that key is not valid here", form.get("next"))
-        site.throttle.succeeded(address)
+        throttle.succeeded(address)
         for other in (a for a in COOKIES if a == audience):
             old = site.sessions.find(request.cookies.get(COOKIES[other][0]), other)
             if old is not None:

@@ -1,6 +1,7 @@
 """What every page of ccm shares: templates, assets, the network guard, sign-in state and the CSRF check.
 
-    Site(admin_key)                  one per service: the Jinja2 environment, the sessions, the sign-in throttle
+    Site(admin_key)                  one per service: the Jinja2 environment, the sessions, a sign-in throttle per
+                                     audience
     site.guard(app)                  the ASGI guard around a pages app (below)
     site.page(handler, audience)     a Starlette endpoint that needs a session of `audience`; a request that changes
                                      state (any method but GET/HEAD) also needs the session's CSRF token
@@ -85,11 +86,11 @@ def _asset_version() -> str:
 
 
 class Site:
-    def __init__(self, admin_key: str | None, *, sessions: Sessions | None = None,
-                 throttle: Throttle | None = None) -> None:
+    def __init__(self, admin_key: str | None, *, sessions: Sessions | None = None) -> None:
         self.admin_key = admin_key or None
         self.sessions = sessions if sessions is not None else Sessions()
-        self.throttle = throttle if throttle is not None else Throttle()
+        # one per audience: a crowd guessing keys at the dashboard never makes the admin's sign-in wait
+        self.throttles: dict[Audience, Throttle] = {"admin": Throttle(), "key": Throttle()}
         self.templates = _templates()
         self.asset_version = _asset_version()
 
@@ -161,7 +162,11 @@ class Site:
 
     # --- the guard ------------------------------------------------------------------------------------------
 
-    def guard(self, app: ASGIApp) -> ASGIApp:
+    def guard(self, app: ASGIApp, *, loopback_only: bool | None = None) -> ASGIApp:
+        """`loopback_only`: whether only this machine may visit (default: when there is no admin key; the
+        dashboard passes False, its visitors sign in with their own keys)."""
+        local = self.local_only if loopback_only is None else loopback_only
+
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await app(scope, receive, send)
@@ -170,7 +175,7 @@ class Site:
             if root and not scope["path"].startswith(root):
                 # ccm's mounts hand on the path below the prefix; Starlette (and the ASGI spec) want it whole
                 scope = {**scope, "path": root + scope["path"]}
-            refusal = self._refusal(scope)
+            refusal = self._refusal(scope, local)
 
             async def with_headers(message: Message) -> None:
                 if message["type"] == "http.response.start":
@@ -184,11 +189,11 @@ class Site:
 
         return guarded
 
-    def _refusal(self, scope: Scope) -> str | None:
+    def _refusal(self, scope: Scope, loopback_only: bool) -> str | None:
         headers = _headers(scope)
         host = headers.get("host", "")
         origin = headers.get("origin")
-        if self.local_only:
+        if loopback_only:
             client = scope.get("client")
             if client is not None and not _loopback_address(client[0]):
                 return "without CCM_ADMIN_KEY the admin page answers this machine only"

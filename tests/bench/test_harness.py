@@ -161,7 +161,10 @@ def test_with_model_sets_model_and_stream(stream: bool) -> None:
     assert body["model"] == OPENAI_STREAM.model and body["stream"] is stream
 
 
-async def test_paced_streams_are_timed_through_ccm_a_relay_and_straight() -> None:
+async def test_paced_streams_are_timed_through_ccm_a_relay_and_straight(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # `ccm run` opens the default ledger: one of this test's own, not the one under the user's home (as CcmServer)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     figures = await paced.measure(streams=1, gap=0.0005)
     assert set(figures) == {"cpu_us", "through_us", "straight_us", "relay_us"}
     assert all(value > 0 for value in figures.values()), figures

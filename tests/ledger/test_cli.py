@@ -144,10 +144,14 @@ def test_a_database_behind_or_ahead_is_refused_and_upgrade_brings_it_up(tmp_path
     ahead = ccm(url, "keys", "list")
     assert ahead.exit_code == 1 and "newer than this ccm" in ahead.stderr
 
-    # a database made by the ccm before 0002 (the sessions' index): refused until upgraded, then served
+    # a database made by the ccm before 0002 (the sessions' index) and 0003 (the indexes by key): refused until
+    # upgraded, then served
     with sqlite3.connect(tmp_path / "ledger.db") as conn:
         conn.execute("DELETE FROM ccm_schema_version WHERE version >= 2")
         conn.execute("DROP INDEX usage_session")
+        conn.execute("DROP INDEX rollup_daily_key_day")
+        conn.execute("DROP INDEX usage_key_ts")
+        conn.execute("CREATE INDEX usage_key_ts ON usage (key_id, ts)")
     behind = ccm(url, "keys", "list")
     assert behind.exit_code == 1 and f"needs {latest}" in behind.stderr and "run `ccm db upgrade" in behind.stderr
     assert ccm(url, "db", "upgrade").exit_code == 0

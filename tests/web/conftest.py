@@ -2,13 +2,15 @@
 FakeAnthropic on loopback as the upstream.
 
     pages(...)      async: the service running (its lifespan entered) and an httpx client on its ASGI app, as a
-                    loopback visitor — for the tests that need no browser
+                    loopback visitor — for the tests that need no browser (`db=URL`: with the usage ledger)
     Served          the service under hypercorn on 127.0.0.1 (a real socket, the watcher reloading on save): the
                     browser tests' server
+    browser         (fixture) Debian's chromium, headless, through Playwright: the browser tests' browser
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -21,6 +23,10 @@ import pytest
 from ccm.service import Service, ServiceOptions, build_service
 from ccm.web import mount_pages
 from tests.fakes import FakeAnthropic, serve
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's: never a browser Playwright downloads
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-0123456789"
 ADMIN_KEY = "admin-key-for-tests-0123456789"
@@ -78,8 +84,8 @@ def write_routes(folder: Path, text: str = ROUTES) -> Path:
     return path
 
 
-def build(path: Path, environ: Mapping[str, str], watch: bool = False) -> Service:
-    service = build_service(path, environ, ServiceOptions(watch=watch, count_tokens=lambda body: 10))
+def build(path: Path, environ: Mapping[str, str], watch: bool = False, db: str | None = None) -> Service:
+    service = build_service(path, environ, ServiceOptions(watch=watch, count_tokens=lambda body: 10, db=db))
     mount_pages(service, environ)
     return service
 
@@ -87,8 +93,9 @@ def build(path: Path, environ: Mapping[str, str], watch: bool = False) -> Servic
 @asynccontextmanager
 async def pages(path: Path, environ: Mapping[str, str], *, watch: bool = False,
                 client: tuple[str, int] = ("127.0.0.1", 40000),
-                base_url: str = "http://127.0.0.1:3456") -> AsyncIterator[tuple[httpx.AsyncClient, Service]]:
-    service = build(path, environ, watch)
+                base_url: str = "http://127.0.0.1:3456",
+                db: str | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, Service]]:
+    service = build(path, environ, watch, db)
     async with service.running():
         transport = httpx.ASGITransport(app=service.app, client=client)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
@@ -112,7 +119,19 @@ class Served:
 
 
 @contextmanager
-def served(path: Path, environ: Mapping[str, str]) -> Iterator[Served]:
-    service = build(path, environ, watch=True)
+def served(path: Path, environ: Mapping[str, str], db: str | None = None) -> Iterator[Served]:
+    service = build(path, environ, watch=True, db=db)
     with serve(service.app) as (url, _):
         yield Served(url, service, path)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser-tools.sh (make test does)")
+    from playwright.sync_api import sync_playwright  # only the browser tests pay for it
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,27 +21,12 @@ from tests.web.conftest import ADMIN_KEY, ROUTES, UPSTREAM_KEY, environment, ser
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 AXE_VERSION = os.environ.get("AXE_CORE_VERSION", "4.14.1")
 AXE = Path(os.environ.get("CCM_CACHE") or Path.home() / ".cache" / "ccm") / f"axe-core-{AXE_VERSION}" / \
     "node_modules" / "axe-core" / "axe.min.js"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 PAGES = {"overview": "/admin/", "routes": "/admin/routes", "editor": "/admin/editor", "history": "/admin/history"}
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser-tools.sh (make test does)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -125,8 +125,32 @@ def get_key(name: str) -> Op[tuple[KeyInfo, Account]]:
     return (yield from _by_name(name))
 
 
+def get_key_by_id(key_id: int) -> Op[tuple[KeyInfo, Account] | None]:
+    rows = yield Q(f"{_SELECT_KEY} WHERE id = ?", (key_id,))
+    return parse_key(rows[0]) if rows else None
+
+
+def find_key(name: str) -> Op[tuple[KeyInfo, Account] | None]:
+    rows = yield Q(f"{_SELECT_KEY} WHERE name = ?", (name,))
+    return parse_key(rows[0]) if rows else None
+
+
 def list_keys() -> Op[list[tuple[KeyInfo, Account]]]:
     rows = yield Q(f"{_SELECT_KEY} ORDER BY name")
+    return [parse_key(row) for row in rows]
+
+
+def page_keys(after: str | None, limit: int, contains: str | None) -> Op[list[tuple[KeyInfo, Account]]]:
+    """Up to `limit` keys in name order after the name `after`, whose name contains `contains` (any case)."""
+    where, params = ["1 = 1"], list[Any]()
+    if after is not None:
+        where.append("name > ?")
+        params.append(after)
+    if contains:
+        escaped = contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append("lower(name) LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    rows = yield Q(f"{_SELECT_KEY} WHERE {' AND '.join(where)} ORDER BY name LIMIT ?", (*params, limit))
     return [parse_key(row) for row in rows]
 
 
@@ -151,6 +175,18 @@ def rotate(name: str, hash_: str, prefix: str, grace_until: Micros, at: Micros) 
     yield Q("UPDATE keys SET prefix = ? WHERE id = ?", (prefix, key.id))
     rotated, _ = yield from _locked(key.id)
     return rotated
+
+
+def set_limits(name: str, budget: Money | None, period: str | None, rpm: int | None, tpm: int | None,
+               at: Micros) -> Op[KeyInfo]:
+    """A key's budget (per period) and rate limits, replaced; what was spent in the period so far still counts."""
+    key, _ = yield from _by_name(name, lock=True)
+    if key.revoked_at is not None:
+        raise BadInput(f"key `{name}` is revoked: its limits no longer matter", "create a new key")
+    yield Q("UPDATE keys SET budget = ?, period = ?, rpm = ?, tpm = ? WHERE id = ?",
+            (budget, period, rpm, tpm, key.id))
+    changed, _ = yield from _locked(key.id)
+    return changed
 
 
 def add_credits(name: str, amount: Money, note: str | None, at: Micros) -> Op[Account]:
