@@ -4,6 +4,7 @@
     journal.add(row)                               # before the answer's last bytes go out: one write(2)
     await journal.run()                            # the writer behind the answers (a lifespan task)
     await journal.flush()                          # everything added so far is in the ledger (reports, shutdown)
+    journal.retry_now()                            # the ledger answers again: what failed to be written is retried
     await journal.close()
 
 A request that holds nothing (the local caller, a key with no balance, budget or limits to check) does not wait for
@@ -79,6 +80,7 @@ class Journal:
         self._current = self._new_file()
         self._waiting: list[_File] = []  # swapped out, not yet in the ledger (oldest first)
         self._added = asyncio.Event()
+        self._retry = asyncio.Event()  # the ledger answers again: stop waiting `RETRY_S`
         self._writing = asyncio.Lock()
 
     @classmethod
@@ -114,10 +116,16 @@ class Journal:
                 await self.flush()
             except LedgerUnavailable as error:
                 away(error)
-                await asyncio.sleep(RETRY_S)
+                self._retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry.wait(), RETRY_S)
                 self._added.set()  # try again, new rows or not
             else:
                 back()
+
+    def retry_now(self) -> None:
+        """The ledger was seen answering: rows waiting after a failed write are tried at once."""
+        self._retry.set()
 
     async def flush(self) -> None:
         """Write every row added so far to the ledger; on `LedgerUnavailable` they stay journaled and it is raised."""

@@ -89,6 +89,7 @@ class Ledger:
         self._prices: dict[str, int] = {}
         # Off by default: every authenticate reads the database, so a revocation is seen at once everywhere.
         self.auth_cache = auth_cache
+        # secret hash -> (cached until, the key as last read): the cache, and `last_seen`'s memory
         self._keys: dict[str, tuple[float, KeyInfo]] = {}
         self._task: asyncio.Task[None] | None = None
         self._registered = False
@@ -179,11 +180,23 @@ class Ledger:
             if cached is not None and cached[0] > time.monotonic():
                 return cached[1]
         found: KeyInfo | None = await self.store.run(ops.find_secret(digest), write=False)
-        if self.auth_cache and found is not None:
-            if len(self._keys) > 10_000:
-                self._keys.clear()
-            self._keys[digest] = (time.monotonic() + self.auth_cache, found)
+        if found is None:
+            self._keys.pop(digest, None)
+            return None
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[digest] = (time.monotonic() + self.auth_cache, found)
         return found
+
+    def last_seen(self, secret: str) -> KeyInfo | None:
+        """The key `secret` belonged to when the database last answered for it (`ledger fail open` serves a key
+        with nothing to check by it while the database cannot be reached); None when it never did."""
+        seen = self._keys.get(secrets.secret_hash(secret)) if secrets.looks_like_secret(secret) else None
+        return seen[1] if seen is not None else None
+
+    async def ping(self) -> None:
+        """One round trip to the database: `LedgerUnavailable` when it cannot be reached."""
+        await self.store.run(ops.ping(), write=False)
 
     async def admit(self, key: KeyInfo, request_id: str, hold: Money, tokens: int, *,
                     minimum: Money | None = None) -> Hold:

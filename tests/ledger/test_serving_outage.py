@@ -1,0 +1,257 @@
+"""The ledger taken away from a real `ccm run` and given back: `ledger fail closed` and `ledger fail open` on the
+request path, on PostgreSQL behind a TCP proxy the test cuts (every connection closed, new ones refused) and
+restores.
+
+    fail closed   while the database is away every metered request — a key's, the local caller's — gets 503
+                  `api_error` with `x-should-retry: true` and `retry-after`; /health says since when; once it is
+                  back, requests are served again
+    fail open     the local caller and a key with nothing to check are served, their rows journaled and written
+                  once the database is back (exactly one row per request, by request id); a key whose credit,
+                  budget or limits would have to be checked gets the same 503 as under `fail closed`
+    mid-stream    a stream whose settle meets the outage is answered in full, under either policy: its hold was
+                  taken before the outage, and its row waits in the journal and closes the hold when written
+
+Every test ends with the database checked by `ccm db check` and no hold left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.fakes import CcmServer, FakeAnthropic, Reply, serve
+from tests.fakes.tcp_proxy import TcpProxy
+
+from .conftest import POSTGRES, make_database_url
+from .test_serving import BODY, JSON, OUTPUT, ROUTES, UPSTREAM_KEY, cli, new_key, usage_json
+
+pytestmark = pytest.mark.slow
+
+SLOW_STREAM = Reply(text="a slow answer, streamed in many pieces", output_tokens=OUTPUT, pieces=10, chunk_delay=0.25)
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, FakeAnthropic]]:
+    with serve(FakeAnthropic(UPSTREAM_KEY, default=Reply(text="hello there", output_tokens=OUTPUT))) as (url, fake):
+        yield url, fake
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[str]:
+    """A fresh PostgreSQL database (the URL the CLI and the checks use, never cut)."""
+    yield from make_database_url("postgres", tmp_path)
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    target = urlsplit(POSTGRES)
+    with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as relay:
+        yield relay
+
+
+def through(proxy: TcpProxy, database: str) -> str:
+    """`database`'s URL with the proxy's port: what `ccm run` is given."""
+    parts = urlsplit(database)
+    user = f"{parts.username}@" if parts.username else ""
+    return parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}").geturl()
+
+
+def start_ccm(tmp_path: Path, upstream: tuple[str, FakeAnthropic], db: str, policy: str) -> CcmServer:
+    routes = f"settings {{\n  ledger fail {policy}\n}}\n\n{ROUTES}"
+    env = {"UPSTREAM_URL": upstream[0], "UPSTREAM_KEY": UPSTREAM_KEY}
+    return CcmServer.from_text(tmp_path, routes, env, args=("--db", db)).start()
+
+
+def ask(ccm: CcmServer, secret: str | None = None) -> httpx.Response:
+    headers = {**JSON, "x-api-key": secret} if secret is not None else JSON
+    return httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers=headers, timeout=30)
+
+
+def ledger_health(ccm: CcmServer) -> dict[str, Any]:
+    answer = httpx.get(f"{ccm.url}/health", timeout=10)
+    assert answer.status_code == 200
+    section: dict[str, Any] = answer.json()["ledger"]
+    return section
+
+
+def wait_for(ccm: CcmServer, done: Any, what: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = ledger_health(ccm)
+        if done(health):
+            return health
+        assert time.monotonic() < deadline, f"{what} within {timeout} s: /health says {health}\n{ccm.logs()}"
+        time.sleep(0.2)
+
+
+def assert_unavailable_answer(answer: httpx.Response) -> None:
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["type"] == "error"
+    assert answer.json()["error"]["type"] == "api_error"
+    assert "ledger is unavailable" in answer.json()["error"]["message"]
+    # Claude Code (the Anthropic SDK) retries a 5xx, after `retry-after` seconds; the outage is expected to pass
+    assert answer.headers["x-should-retry"] == "true"
+    assert int(answer.headers["retry-after"]) >= 1
+
+
+async def _open_holds(database: str) -> int:
+    conn = await asyncpg.connect(database, timeout=10)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM holds"))
+    finally:
+        await conn.close()
+
+
+def assert_consistent(database: str, served: list[str]) -> list[dict[str, Any]]:
+    """Every served request has exactly one row, the invariant holds, and no hold is open. The rows."""
+    rows = usage_json(database)
+    ids = [row["request_id"] for row in rows]
+    assert len(ids) == len(set(ids)), f"a request has two rows: {sorted(ids)}"
+    missing = set(served) - set(ids)
+    assert not missing, f"{len(missing)} of {len(served)} served requests have no row"
+    checked = cli("db", "check", db=database)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert asyncio.run(_open_holds(database)) == 0
+    return [dict(row) for row in rows]
+
+
+def journal_files(tmp_path: Path) -> list[Path]:
+    """The journal's files of the ccm started in `tmp_path` (its data folder: XDG_DATA_HOME, see CcmServer)."""
+    return sorted((tmp_path / "data").glob("ccm/journal/*/ccm-journal-*.jsonl"))
+
+
+def test_fail_closed_answers_503_while_the_database_is_away_and_serves_again_once_it_is_back(
+    upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    paid = new_key(database, "paid", "--credits", "1")
+    served: list[str] = []
+    ccm = start_ccm(tmp_path, upstream, through(proxy, database), "closed")
+    try:
+        for secret in (paid, None):
+            answer = ask(ccm, secret)
+            assert answer.status_code == 200, answer.text
+            served.append(answer.headers["request-id"])
+        assert ledger_health(ccm)["available"] is True
+        asked = len(upstream[1].message_requests())
+
+        proxy.cut()
+        cut_at = time.time()
+        started = time.monotonic()
+        assert_unavailable_answer(ask(ccm, paid))
+        health = ledger_health(ccm)
+        assert health["available"] is False and health["failure_policy"] == "closed"
+        since = time.mktime(time.strptime(health["unavailable_since"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        assert cut_at - 2 <= since <= time.time() + 1
+        assert_unavailable_answer(ask(ccm))  # the local caller is not served either
+        assert_unavailable_answer(ask(ccm, paid))
+        assert time.monotonic() - started < 10  # refused at once, not after a driver's timeout
+        assert len(upstream[1].message_requests()) == asked  # nothing went upstream unmetered
+
+        proxy.restore()
+        answer = ask(ccm, paid)
+        assert answer.status_code == 200, answer.text
+        served.append(answer.headers["request-id"])
+        answer = ask(ccm)
+        assert answer.status_code == 200, answer.text
+        served.append(answer.headers["request-id"])
+        health = wait_for(ccm, lambda h: h["available"], "the ledger available again")
+        assert "unavailable_since" not in health and "journaled" not in health
+    finally:
+        ccm.stop()
+    rows = assert_consistent(database, served)
+    assert len(rows) == len(served)  # the refused requests left no row
+    assert not journal_files(tmp_path)
+
+
+def test_fail_open_serves_and_journals_what_needs_no_check_and_writes_each_row_once_when_the_database_is_back(
+    upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    paid = new_key(database, "paid", "--credits", "1")  # a balance to check: never spent unchecked
+    free = new_key(database, "free")  # nothing to check: metered only
+    stranger = new_key(database, "stranger")  # nothing to check either, but never seen by this ccm before the cut
+    served: list[str] = []
+    ccm = start_ccm(tmp_path, upstream, through(proxy, database), "open")
+    try:
+        assert ledger_health(ccm)["failure_policy"] == "open"  # the file's, before any request read it
+        for secret in (paid, free, None):
+            answer = ask(ccm, secret)
+            assert answer.status_code == 200, answer.text
+            served.append(answer.headers["request-id"])
+
+        proxy.cut()
+        during: list[str] = []
+        for secret in (free, None, free, None):
+            answer = ask(ccm, secret)
+            assert answer.status_code == 200, answer.text
+            during.append(answer.headers["request-id"])
+        assert_unavailable_answer(ask(ccm, paid))  # its balance cannot be checked
+        assert_unavailable_answer(ask(ccm, stranger))  # it cannot be told from a forged key
+        # the rows served during the outage, and a row from before it that was not written yet, maybe
+        health = wait_for(ccm, lambda h: h.get("journaled", 0) >= len(during), "the rows journaled")
+        assert health["available"] is False and health["failure_policy"] == "open"
+        assert "unavailable_since" in health
+        lines = [line for path in journal_files(tmp_path) for line in path.read_bytes().splitlines()]
+        assert len(lines) == health["journaled"]
+        assert set(during) <= {json.loads(line)["request_id"] for line in lines}
+
+        proxy.restore()
+        wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
+        assert all(path.stat().st_size == 0 for path in journal_files(tmp_path))
+        answer = ask(ccm, paid)
+        assert answer.status_code == 200, answer.text
+        served += [*during, answer.headers["request-id"]]
+    finally:
+        ccm.stop()
+    rows = assert_consistent(database, served)
+    assert len(rows) == len(served)
+    keys = {row["request_id"]: row["key"] for row in rows}
+    assert [keys[request] for request in during] == ["free", "(local)", "free", "(local)"]
+    assert not journal_files(tmp_path)
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_a_stream_whose_settle_meets_the_outage_is_answered_in_full_and_has_one_row_once_the_database_is_back(
+    upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path, policy: str
+) -> None:
+    paid = new_key(database, "paid", "--credits", "1")
+    ccm = start_ccm(tmp_path, upstream, through(proxy, database), policy)
+    try:
+        upstream[1].script(SLOW_STREAM, SLOW_STREAM)
+
+        async def streams() -> list[tuple[int, bytes, str]]:
+            async def one(secret: str | None) -> tuple[int, bytes, str]:
+                headers = {**JSON, "x-api-key": secret} if secret is not None else JSON
+                async with httpx.AsyncClient(timeout=30) as client, client.stream(
+                        "POST", f"{ccm.url}/v1/messages", json={**BODY, "stream": True}, headers=headers) as answer:
+                    body = b"".join([chunk async for chunk in answer.aiter_bytes()])
+                    return answer.status_code, body, answer.headers["request-id"]
+
+            tasks = [asyncio.create_task(one(paid)), asyncio.create_task(one(None))]
+            await asyncio.sleep(1.0)  # both admitted, their first pieces out, the rest 1.5 s away
+            proxy.cut()
+            return await asyncio.gather(*tasks)
+
+        answers = asyncio.run(streams())
+        for status, body, _ in answers:
+            assert status == 200
+            assert b"event: message_stop" in body and b"event: error" not in body, body.decode()
+        wait_for(ccm, lambda h: h["available"] is False, "the outage seen")
+        proxy.restore()
+        wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
+    finally:
+        ccm.stop()
+    rows = assert_consistent(database, [request for _, _, request in answers])
+    keys = {row["request_id"]: row["key"] for row in rows}
+    assert [keys[request] for _, _, request in answers] == ["paid", "(local)"]
+    shown = json.loads(cli("keys", "show", "paid", "--format", "json", db=database).stdout)
+    assert shown["held"] == "$0.00", shown
+    assert not journal_files(tmp_path)
