@@ -2,10 +2,12 @@
 
     with TcpProxy("127.0.0.1", 5432) as proxy:     # listens on proxy.port, relays to the target
         proxy.cut()        # every relayed connection closed, new ones refused (the port stops listening)
-        proxy.restore()    # listening again on the same port, relaying as before
+        proxy.stall()      # connections open and accepted, nothing relayed: a server that hangs, a network that drops
+    proxy.restore()    # listening again on the same port, relaying as before
 
-A cut is what a database server that stopped, or a network that dropped, looks like to its client: the open
-connections end and a new connection is refused at once (ECONNREFUSED). Threads, not asyncio: the tests that use it
+A cut is what a database server that stopped looks like to its client: the open connections end and a new
+connection is refused at once (ECONNREFUSED). A stall is worse: packets vanish, and only the client's own timeouts
+end its wait. Threads, not asyncio: the tests that use it
 are synchronous and run the server under test in a subprocess.
 """
 
@@ -26,6 +28,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()  # every relayed connection's two ends, to close on a cut
         self._listener: socket.socket | None = None
+        self._stalled = threading.Event()
         self._acceptor: threading.Thread | None = None
 
     def start(self) -> TcpProxy:
@@ -51,7 +54,16 @@ class TcpProxy:
         for end in ends:
             _close(end)
 
+    def stall(self) -> None:
+        """Relay nothing more, either way, on open connections and new ones (which are still accepted)."""
+        self._stalled.set()
+
     def restore(self) -> None:
+        """Relay again: after a stall, the stalled connections are closed (what they held is lost, as after a
+        network that dropped it); after a cut, listen again."""
+        if self._stalled.is_set():
+            self.cut()
+            self._stalled.clear()
         if self._listener is None:
             self.start()
 
@@ -82,7 +94,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self._stalled.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
         with self._lock:

@@ -4,7 +4,8 @@ restores.
 
     fail closed   while the database is away every metered request — a key's, the local caller's — gets 503
                   `api_error` with `x-should-retry: true` and `retry-after`; /health says since when; once it is
-                  back, requests are served again
+                  back, requests are served again; a database that stops answering (a stall, not a cut) holds a
+                  request for ccm's deadline, seconds, not for the driver's timeouts
     fail open     the local caller and a key with nothing to check are served, their rows journaled and written
                   once the database is back (exactly one row per request, by request id); a key whose credit,
                   budget or limits would have to be checked gets the same 503 as under `fail closed`
@@ -255,3 +256,32 @@ def test_a_stream_whose_settle_meets_the_outage_is_answered_in_full_and_has_one_
     shown = json.loads(cli("keys", "show", "paid", "--format", "json", db=database).stdout)
     assert shown["held"] == "$0.00", shown
     assert not journal_files(tmp_path)
+
+
+
+def test_a_database_that_stops_answering_holds_a_request_for_seconds_not_for_the_drivers_timeouts(
+    upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    # a stall, not a cut: the connections stay open and nothing comes back (a hung host, a dropped network), where
+    # only ccm's own deadline (REQUEST_DEADLINE_S, 5 s) ends the wait: asyncpg's is 60 s per statement
+    paid = new_key(database, "paid", "--credits", "1")
+    served: list[str] = []
+    ccm = start_ccm(tmp_path, upstream, through(proxy, database), "closed")
+    try:
+        answer = ask(ccm, paid)
+        assert answer.status_code == 200, answer.text
+        served.append(answer.headers["request-id"])
+        proxy.stall()
+        for secret in (paid, None):  # an open connection that never answers; a new one whose handshake never does
+            started = time.monotonic()
+            assert_unavailable_answer(ask(ccm, secret))
+            assert time.monotonic() - started < 12
+        assert "did not answer within 5 s" in ccm.logs()
+        assert ledger_health(ccm)["available"] is False
+        proxy.restore()
+        answer = ask(ccm, paid)
+        assert answer.status_code == 200, answer.text
+        served.append(answer.headers["request-id"])
+    finally:
+        ccm.stop()
+    assert len(assert_consistent(database, served)) == len(served)

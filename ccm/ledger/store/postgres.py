@@ -11,6 +11,7 @@ database is `LedgerUnavailable` naming the URL with its password hidden.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -89,19 +90,37 @@ class PostgresStore(Store):
             raise translated from None
         return cls(pool, shown)
 
-    async def run(self, op: Op[T], *, write: bool = True) -> T:
+    async def run(self, op: Op[T], *, write: bool = True, deadline: float | None = None) -> T:
+        """With a `deadline`, waiting for a connection and the transaction on it each get that long: past it the
+        connection is terminated (closing its socket ends every wait on it at once, where a cancelled query would
+        still wait for its ROLLBACK and the server's reply to a cancel request) and `LedgerUnavailable` raised."""
+        watchdog: asyncio.TimerHandle | None = None
+        overdue: list[bool] = []
+
+        def terminate(conn: Any) -> None:
+            overdue.append(True)
+            conn.terminate()
+
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=deadline) as conn:
+                if deadline is not None:
+                    watchdog = asyncio.get_running_loop().call_later(deadline, terminate, conn)
                 if write:
                     async with conn.transaction(isolation="read_committed"):
                         return await _drive(op, conn)
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await _drive(op, conn)
         except BaseException as error:
+            if deadline is not None and (isinstance(error, TimeoutError) or overdue):
+                raise LedgerUnavailable(f"the ledger database {self.url} did not answer within {deadline:g} s",
+                                        self.url, "check that PostgreSQL is running and reachable") from error
             translated = _translate(error, self.url)
             if translated is error:
                 raise
             raise translated from error
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
 
     async def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000,
                      prepare: Sequence[Q] = ()) -> AsyncIterator[Rows]:
