@@ -75,12 +75,20 @@ class PostgresStore(Store):
         self.url = url
 
     @classmethod
-    async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
+    async def open(cls, url: str, *, max_size: int = 10) -> PostgresStore:
+        """No connection floor (`min_size=0`): asyncpg restores a floor from a background task that, while the server
+        is away, logs a traceback at every retry; connections are opened as requests need them, and the first one
+        here, so a wrong URL is said at once."""
         shown = redact(url)
+        pool: asyncpg.Pool | None = None
         try:
-            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_S,
+            pool = await asyncpg.create_pool(url, min_size=0, max_size=max_size, timeout=CONNECT_TIMEOUT_S,
                                              command_timeout=60)
+            async with pool.acquire():
+                pass
         except BaseException as error:
+            if pool is not None:
+                pool.terminate()
             translated = _translate(error, shown)
             if isinstance(error, ValueError):  # asyncpg's own parse of a malformed DSN
                 translated = LedgerUnavailable(f"`{shown}` is not a PostgreSQL URL asyncpg can read: {error}",
