@@ -13,7 +13,8 @@ write(2), which the kernel keeps when the process is killed, just as SQLite's WA
 commit (neither survives a power cut). The rows are then written to the ledger behind the answers, whatever arrived
 within `LINGER_S` in one go, so the SQLite writer commits many rows at once: a commit costs ~70 µs on this machine
 and a row ~25 µs, and a request waiting for its own commit paid both and two thread hops. A row whose settle failed
-because the ledger is unreachable (`ledger fail open`) waits here the same way, written once the ledger answers.
+because the ledger is unreachable (under either `ledger fail` policy: its answer was already admitted) waits here
+the same way, written once the ledger answers (retried every `RETRY_S`, and at once on `retry_now`).
 
 Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked with
 flock(2) by the process appending to it. Before its rows are written, the current file is swapped for a new one; it
