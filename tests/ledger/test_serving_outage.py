@@ -11,6 +11,9 @@ restores.
                   budget or limits would have to be checked gets the same 503 as under `fail closed`
     mid-stream    a stream whose settle meets the outage is answered in full, under either policy: its hold was
                   taken before the outage, and its row waits in the journal and closes the hold when written
+    SQLite        its outage is a write lock another process keeps past the busy timeout: under `fail open` the
+                  local caller and the unchecked key are served at once, the key with credit gets the 503, and the
+                  journal is written once the lock is let go
 
 Every test ends with the database checked by `ccm db check` and no hold left.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,3 +291,49 @@ def test_a_database_that_stops_answering_holds_a_request_for_seconds_not_for_the
     finally:
         ccm.stop()
     assert len(assert_consistent(database, served)) == len(served)
+
+
+def test_fail_open_on_a_sqlite_file_another_process_keeps_locked(
+    upstream: tuple[str, FakeAnthropic], tmp_path: Path
+) -> None:
+    # SQLite's outage: the file is there and readable (WAL), but another process holds its write lock past the busy
+    # timeout (10 s), so keys are still looked up while nothing can be written
+    database = f"sqlite:///{tmp_path / 'ledger.db'}"
+    paid = new_key(database, "paid", "--credits", "1")
+    free = new_key(database, "free")
+    served: list[str] = []
+    ccm = start_ccm(tmp_path, upstream, database, "open")
+    try:
+        answer = ask(ccm, paid)
+        assert answer.status_code == 200, answer.text
+        served.append(answer.headers["request-id"])
+        locker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")
+            during = []
+            for secret in (None, free):
+                started = time.monotonic()
+                answer = ask(ccm, secret)
+                assert answer.status_code == 200, answer.text
+                assert time.monotonic() - started < 2  # journaled, not waiting for the lock
+                during.append(answer.headers["request-id"])
+            assert_unavailable_answer(ask(ccm, paid))  # its hold cannot be written
+            wait_for(ccm, lambda h: h.get("journaled", 0) >= len(during), "the rows journaled")
+            journal = tmp_path / "ledger.db.usage-journal"
+            lines = [line for path in journal.glob("ccm-journal-*.jsonl") for line in path.read_bytes().splitlines()]
+            assert set(during) <= {json.loads(line)["request_id"] for line in lines}
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
+        served += during
+    finally:
+        ccm.stop()
+    rows = usage_json(database)
+    ids = [row["request_id"] for row in rows]
+    assert sorted(ids) == sorted(served)  # each once; the refused request left none
+    checked = cli("db", "check", db=database)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    shown = json.loads(cli("keys", "show", "paid", "--format", "json", db=database).stdout)
+    assert shown["held"] == "$0.00", shown
+    assert not list((tmp_path / "ledger.db.usage-journal").glob("ccm-journal-*.jsonl"))
