@@ -164,8 +164,12 @@ class LedgerMetering:
         key: KeyInfo | None = caller.handle
         if key is None:
             return Standing()
-        info, account = await self.ledger.key(key.name)
-        data = (await openrouter_key(self.ledger.store, info, account, now()))["data"]
+        try:
+            info, account = await self.ledger.key(key.name)
+            data = (await openrouter_key(self.ledger.store, info, account, now()))["data"]
+        except LedgerUnavailable as error:  # the rules that read a key's spend cannot be decided without it
+            self._away(error)
+            raise _unavailable() from None
         limit, remaining = data["limit"], data["limit_remaining"]
         left = remaining / limit * 100 if limit and remaining is not None else None
         spent: tuple[tuple[SpendPeriod, Decimal], ...] = (
