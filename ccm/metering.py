@@ -41,7 +41,8 @@ import anyio
 
 from ccm.core.metering import AdmissionRequest, Admitted, Report
 from ccm.core.record import Caller, RequestRecord
-from ccm.errors import ApiError
+from ccm.core.relay import OUT_OF_CREDIT
+from ccm.errors import ApiError, UpstreamError
 from ccm.ledger.apis import cost_report, json_bytes, messages_usage_report, openrouter_key
 from ccm.ledger.cost import cost, markup_for
 from ccm.ledger.errors import BadInput, LedgerUnavailable
@@ -283,15 +284,16 @@ class Settlement:
         meter = self.output_meter
         return meter is None or output_tokens <= meter.covered() - meter.policy.margin
 
-    async def meter(self, output_tokens: int) -> bool:
+    async def meter(self, output_tokens: int) -> UpstreamError | None:
         meter = self.output_meter
         if meter is None:
-            return True
+            return None
         try:
-            return await meter.grow(output_tokens)
+            return None if await meter.grow(output_tokens) else OUT_OF_CREDIT
         except LedgerUnavailable as error:
             self.metering._away(error)
-            return self.metering.policy == "open"
+            # open: the answer goes on past its hold, an overshoot bounded by its max_tokens
+            return None if self.metering.policy == "open" else LEDGER_LOST
 
     async def settle(self, record: RequestRecord) -> None:
         hold = self.output_meter.hold if self.output_meter is not None else self.hold
@@ -348,6 +350,12 @@ def _refused(refusal: Refusal) -> ApiError:
                                                                  refusal.reset_at))
         return ApiError(429, message, "rate_limit_error", headers)
     return ApiError(403, message, "permission_error")
+
+
+# A stream stopped because its hold had to grow and the ledger could not be reached (`fail closed`): not the key's
+# credit running out, which `OUT_OF_CREDIT` would tell Claude Code.
+LEDGER_LOST = UpstreamError(503, "the usage ledger became unavailable during this answer, and it cannot go on past "
+                                 "what was held for it; it stops here", "5xx", "", "api_error")
 
 
 def _unavailable() -> ApiError:

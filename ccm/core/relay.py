@@ -17,7 +17,7 @@ What it owns, and nothing else does:
                       whole answer (the ledger's guarantee after a crash)
     a metered hold    with a `budget`, each chunk's output so far (an upper bound: the content characters streamed)
                       must be covered before the chunk goes out; when the budget cannot grow, the answer stops there
-                      with a `billing_error` event
+                      with the error it gives (`billing_error` when the credit ran out, `OUT_OF_CREDIT`)
     the client leaving  with a drain slot free (`Drains`), the relay keeps reading the upstream to its final usage,
                       bounded in time, writing nothing; without one the request is cancelled as before
 
@@ -58,7 +58,8 @@ class Budget(Protocol):
 
     def covers(self, output_tokens: int) -> bool: ...
 
-    async def meter(self, output_tokens: int) -> bool: ...
+    async def meter(self, output_tokens: int) -> UpstreamError | None:
+        """None: the hold grew to cover `output_tokens`; else what the answer stops with."""
 
 
 class ClientStream(Protocol):
@@ -204,8 +205,9 @@ class StreamRelay:
                     await on_final(self._reply.usage)
                 budget = self._budget
                 if budget is not None and not budget.covers(self._reply.usage.streamed_chars):
-                    if not await budget.meter(self._reply.usage.streamed_chars):
-                        error = OUT_OF_CREDIT
+                    stopped = await budget.meter(self._reply.usage.streamed_chars)
+                    if stopped is not None:
+                        error = stopped
                         break
                 if self._client_gone:
                     continue

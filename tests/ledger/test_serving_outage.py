@@ -10,7 +10,9 @@ restores.
                   once the database is back (exactly one row per request, by request id); a key whose credit,
                   budget or limits would have to be checked gets the same 503 as under `fail closed`
     mid-stream    a stream whose settle meets the outage is answered in full, under either policy: its hold was
-                  taken before the outage, and its row waits in the journal and closes the hold when written
+                  taken before the outage, and its row waits in the journal and closes the hold when written;
+                  one whose hold must grow after the cut stops with an `api_error` event under `fail closed` (not
+                  the `billing_error` of a key out of credit) and goes on past its hold under `fail open`
     SQLite        its outage is a write lock another process keeps past the busy timeout: under `fail open` the
                   local caller and the unchecked key are served at once, the key with credit gets the 503, and the
                   journal is written once the lock is let go
@@ -337,3 +339,43 @@ def test_fail_open_on_a_sqlite_file_another_process_keeps_locked(
     shown = json.loads(cli("keys", "show", "paid", "--format", "json", db=database).stdout)
     assert shown["held"] == "$0.00", shown
     assert not list((tmp_path / "ledger.db.usage-journal").glob("ccm-journal-*.jsonl"))
+
+
+LONG_TEXT = "".join(f"word{i:03d} " for i in range(40))  # 320 characters in 12 pieces, 0.3 s apart
+LONG_STREAM = Reply(text=LONG_TEXT, output_tokens=80, pieces=12, chunk_delay=0.3)
+# held for 1,174 output tokens: the hold must grow once more than 150 characters are out (`HoldPolicy.margin` is
+# 1,024), in the 6th piece, after the cut at 1 s (by then at most 128 characters are out)
+GROWING = {**BODY, "max_tokens": 1024 + 150, "stream": True}
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_a_stream_whose_hold_must_grow_during_the_outage(
+    upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path, policy: str
+) -> None:
+    paid = new_key(database, "paid", "--credits", "1")
+    ccm = start_ccm(tmp_path, upstream, through(proxy, database), policy)
+    try:
+        upstream[1].script(LONG_STREAM)
+
+        async def stream() -> tuple[bytes, str]:
+            async with httpx.AsyncClient(timeout=30) as client, client.stream(
+                    "POST", f"{ccm.url}/v1/messages", json=GROWING, headers={**JSON, "x-api-key": paid}) as answer:
+                assert answer.status_code == 200
+                cut = asyncio.get_running_loop().call_later(1.0, proxy.cut)
+                body = b"".join([chunk async for chunk in answer.aiter_bytes()])
+                cut.cancel()
+                return body, answer.headers["request-id"]
+
+        body, request = asyncio.run(stream())
+        if policy == "open":  # on past its hold (an overshoot bounded by max_tokens)
+            assert b"event: message_stop" in body and b"event: error" not in body, body.decode()
+        else:  # stopped where its hold ran out, saying why: not the key's credit, which billing_error would say
+            assert b"event: message_stop" not in body
+            assert b'"type":"api_error"' in body.replace(b" ", b"") and b"usage ledger became unavailable" in body
+            assert b"billing_error" not in body
+        proxy.restore()
+        wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
+    finally:
+        ccm.stop()
+    (row,) = assert_consistent(database, [request])
+    assert row["key"] == "paid"
