@@ -22,7 +22,8 @@ the table being served, so a reload that changes it applies at once):
 
 Either way a row that cannot be written waits in the journal (`ccm.ledger.journal`: per-process files beside the
 SQLite file, or in the data folder) and is written once the ledger answers, closing its hold if it had one: a
-request admitted before the outage (a stream in flight) is answered in full and settled later. `health()` says the
+request admitted before the outage (a stream in flight) is answered in full and settled later — unless its hold
+must grow on the way, which `fail closed` refuses (`LEDGER_LOST`) and `fail open` lets it outgrow. `health()` says the
 policy, whether the ledger is available and since when, and how many rows are journaled. The journal is also how a
 request that holds nothing is settled without waiting for the database.
 """
@@ -41,7 +42,6 @@ import anyio
 
 from ccm.core.metering import AdmissionRequest, Admitted, Report
 from ccm.core.record import Caller, RequestRecord
-from ccm.core.relay import OUT_OF_CREDIT
 from ccm.errors import ApiError, UpstreamError
 from ccm.ledger.apis import cost_report, json_bytes, messages_usage_report, openrouter_key
 from ccm.ledger.cost import cost, markup_for
@@ -352,6 +352,9 @@ def _refused(refusal: Refusal) -> ApiError:
     return ApiError(403, message, "permission_error")
 
 
+# A stream stopped because the caller's key could not pay for more of it (the ledger refused to grow its hold).
+OUT_OF_CREDIT = UpstreamError(402, "the key's credit or budget ran out during this answer; it stops here",
+                              "4xx", "", "billing_error")
 # A stream stopped because its hold had to grow and the ledger could not be reached (`fail closed`): not the key's
 # credit running out, which `OUT_OF_CREDIT` would tell Claude Code.
 LEDGER_LOST = UpstreamError(503, "the usage ledger became unavailable during this answer, and it cannot go on past "
