@@ -237,15 +237,20 @@ def test_a_stream_whose_settle_meets_the_outage_is_answered_in_full_and_has_one_
         upstream[1].script(SLOW_STREAM, SLOW_STREAM)
 
         async def streams() -> list[tuple[int, bytes, str]]:
-            async def one(secret: str | None) -> tuple[int, bytes, str]:
+            async def one(secret: str | None, begun: asyncio.Event) -> tuple[int, bytes, str]:
                 headers = {**JSON, "x-api-key": secret} if secret is not None else JSON
                 async with httpx.AsyncClient(timeout=30) as client, client.stream(
                         "POST", f"{ccm.url}/v1/messages", json={**BODY, "stream": True}, headers=headers) as answer:
-                    body = b"".join([chunk async for chunk in answer.aiter_bytes()])
-                    return answer.status_code, body, answer.headers["request-id"]
+                    chunks = []
+                    async for chunk in answer.aiter_bytes():
+                        chunks.append(chunk)
+                        begun.set()
+                    return answer.status_code, b"".join(chunks), answer.headers["request-id"]
 
-            tasks = [asyncio.create_task(one(paid)), asyncio.create_task(one(None))]
-            await asyncio.sleep(1.0)  # both admitted, their first pieces out, the rest 1.5 s away
+            begun = [asyncio.Event(), asyncio.Event()]
+            tasks = [asyncio.create_task(one(paid, begun[0])), asyncio.create_task(one(None, begun[1]))]
+            for event in begun:  # both admitted and streaming: their ends (and settles) are 2 s and more away
+                await asyncio.wait_for(event.wait(), 20)
             proxy.cut()
             return await asyncio.gather(*tasks)
 
