@@ -11,10 +11,23 @@ streamed answer (`OutputMeter`). Refusals become Anthropic's errors: 402 `billin
 says the balance and how to get more), 403 `permission_error` (a model the key may not use), 429 `rate_limit_error`
 with `retry-after` and `anthropic-ratelimit-*` headers, 401 for a revoked or expired key.
 
-When the ledger cannot be reached (`LedgerUnavailable`), the route file's `ledger fail` policy decides: `closed`
-answers 503 until it is back; `open` serves, keeps each row in the journal (`ccm.ledger.journal`: JSON lines beside
-the SQLite file, or in the data folder) and writes them to the ledger once it answers again. `health()` says which,
-and since when. The journal is also how a request that holds nothing is settled without waiting for the database.
+When the ledger cannot be reached (`LedgerUnavailable`), the route file's `ledger fail` policy decides (read from
+the table being served, so a reload that changes it applies at once):
+
+    closed (default)   every metered request is answered 503 `api_error` (`x-should-retry: true`, `retry-after`)
+                       until the ledger answers again; the local caller's requests too, once the outage is known
+                       (each such request then tries the database first, at most once a second, to see it back)
+    open               the local caller is served, and so is a key with nothing to check, by what the database said
+                       of it when it last answered (`Ledger.last_seen`; a key it never answered for cannot be told
+                       from a forged one: 503); a key with credit, a budget or limits still gets the 503, because
+                       what it may spend cannot be checked
+
+Either way a row that cannot be written waits in the journal (`ccm.ledger.journal`: per-process files beside the
+SQLite file, or in the data folder) and is written once the ledger answers, closing its hold if it had one: a
+request admitted before the outage (a stream in flight) is answered in full and settled later — unless its hold
+must grow on the way, which `fail closed` refuses (`LEDGER_LOST`) and `fail open` lets it outgrow. `health()` says the
+policy, whether the ledger is available and since when, and how many rows are journaled. The journal is also how a
+request that holds nothing is settled without waiting for the database.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ import datetime
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -33,7 +46,7 @@ import anyio
 from ccm.core.metering import AdmissionRequest, Admitted, Report
 from ccm.core.record import Caller, RequestRecord
 from ccm.costs import PriceListCosts
-from ccm.errors import ApiError
+from ccm.errors import ApiError, UpstreamError
 from ccm.ledger.apis import cost_report, json_bytes, messages_usage_report, openrouter_key
 from ccm.ledger.cost import cost, markup_for
 from ccm.ledger.errors import BadInput, LedgerUnavailable
@@ -53,40 +66,49 @@ log = logging.getLogger("ccm.ledger")
 FailurePolicy = Literal["closed", "open"]
 AUDIT_SECONDS = 60.0  # how often the invariant is checked for /health
 CHARGES_KEPT = 4096  # the charges of the last requests, for their records' subscribers (records go out at once)
+PROBE_SECONDS = 1.0  # while the ledger is away under `fail closed`, how often a local request tries it again
+RETRY_AFTER_SECONDS = 5  # what a 503 tells the client to wait (Claude Code retries a 5xx after `retry-after`)
 
 
 @dataclass(slots=True)
 class LedgerMetering:
     ledger: Ledger
     journal: Journal
-    policy: FailurePolicy = "closed"  # the route file's `ledger fail …`, as the last request read it
+    policy_of: Callable[[], FailurePolicy] = lambda: "closed"  # the served table's `ledger fail …`
     unavailable_since: float | None = None
     last_audit: dict[str, Any] = field(default_factory=dict)
     charges: OrderedDict[str, Money] = field(default_factory=OrderedDict)  # request id -> charged, the last few
+    _probed_at: float = -PROBE_SECONDS  # when a request last tried the ledger because it was away (monotonic)
+
+    @property
+    def policy(self) -> FailurePolicy:
+        return self.policy_of()
 
     # --- the core's seam --------------------------------------------------------------------------------------------
 
     async def identify(self, secret: str) -> Caller | None:
         try:
-            key = await self.ledger.authenticate(secret)
+            found = await self.ledger.authenticate(secret)
         except LedgerUnavailable as error:
             self._away(error)
-            if self.policy == "closed":
+            found = self.ledger.last_seen(secret) if self.policy == "open" else None
+            if found is None or found.checked:  # unknown (maybe forged), or a balance, budget or limits to check
                 raise _unavailable() from None
-            return None  # open: not recognised now; the file's own keys or the local caller decide
-        self._back()
-        if key is None:
+        else:
+            self._back()
+        if found is None:
             return None
+        key = found
         status = key.status(now())
         if status != "active":
             raise ApiError(401, f"this ccm key is {status}; ask for a new one", "authentication_error")
         return Caller("key", str(key.id), key.name, key.plan, key.team, handle=key)
 
     async def admit(self, request: AdmissionRequest) -> Admitted:
-        self.policy = request.settings.ledger_failure
         file_markup = request.settings.markup
         key: KeyInfo | None = request.caller.handle if request.caller.kind == "key" else None
         if key is None:
+            await self._closed_gate()
             return Settlement(self, None, file_markup, None, None)
         routed = request.chain[0].name
         allowed = key.models or next((p.models for p in request.policies if p.models), ())
@@ -105,11 +127,9 @@ class LedgerMetering:
             hold = await self.ledger.admit(key, request.request_id, amount, tokens, minimum=floor)
         except Refusal as refusal:
             raise _refused(refusal) from None
-        except LedgerUnavailable as error:
+        except LedgerUnavailable as error:  # either policy: what the key may spend cannot be checked
             self._away(error)
-            if self.policy == "closed":
-                raise _unavailable() from None
-            return Settlement(self, key, markup, None, None)
+            raise _unavailable() from None
         self._back()
         meter = OutputMeter(self.ledger, hold, price, markup, request.input_tokens) if price is not None else None
         return Settlement(self, key, markup, hold, meter)
@@ -153,13 +173,33 @@ class LedgerMetering:
         key: KeyInfo | None = caller.handle
         if key is None:
             return Standing()
-        info, account = await self.ledger.key(key.name)
-        data = (await openrouter_key(self.ledger.store, info, account, now()))["data"]
+        try:
+            info, account = await self.ledger.key(key.name)
+            data = (await openrouter_key(self.ledger.store, info, account, now()))["data"]
+        except LedgerUnavailable as error:  # the rules that read a key's spend cannot be decided without it
+            self._away(error)
+            raise _unavailable() from None
         limit, remaining = data["limit"], data["limit_remaining"]
         left = remaining / limit * 100 if limit and remaining is not None else None
         spent: tuple[tuple[SpendPeriod, Decimal], ...] = (
             ("today", data["usage_daily"]), ("week", data["usage_weekly"]), ("month", data["usage_monthly"]))
         return Standing(key=key.name, plan=key.plan, team=key.team, budget_left=left, spent=spent)
+
+    async def _closed_gate(self) -> None:
+        """Under `fail closed`, a request that does not otherwise touch the database before it is served (the local
+        caller; a key was just looked up) is refused while the ledger is known to be away: it tries the ledger
+        first, at most once every `PROBE_SECONDS`, and is served when it answers."""
+        if self.unavailable_since is None or self.policy != "closed":
+            return
+        if time.monotonic() - self._probed_at < PROBE_SECONDS:
+            raise _unavailable()
+        self._probed_at = time.monotonic()
+        try:
+            await self.ledger.ping()
+        except LedgerUnavailable as error:
+            self._away(error)
+            raise _unavailable() from None
+        self._back()
 
     async def _written(self) -> None:
         """The journal's rows in the ledger, so a report counts every request answered before it was asked for."""
@@ -242,6 +282,7 @@ class LedgerMetering:
         if self.unavailable_since is not None:
             log.warning("the ledger is available again after %.0f s", time.time() - self.unavailable_since)
             self.unavailable_since = None
+            self.journal.retry_now()  # what waits in the journal is written now, not at its next retry
 
 
 class LedgerCosts:
@@ -304,15 +345,16 @@ class Settlement:
         meter = self.output_meter
         return meter is None or output_tokens <= meter.covered() - meter.policy.margin
 
-    async def meter(self, output_tokens: int) -> bool:
+    async def meter(self, output_tokens: int) -> UpstreamError | None:
         meter = self.output_meter
         if meter is None:
-            return True
+            return None
         try:
-            return await meter.grow(output_tokens)
+            return None if await meter.grow(output_tokens) else OUT_OF_CREDIT
         except LedgerUnavailable as error:
             self.metering._away(error)
-            return self.metering.policy == "open"
+            # open: the answer goes on past its hold, an overshoot bounded by its max_tokens
+            return None if self.metering.policy == "open" else LEDGER_LOST
 
     async def settle(self, record: RequestRecord) -> None:
         hold = self.output_meter.hold if self.output_meter is not None else self.hold
@@ -373,9 +415,20 @@ def _refused(refusal: Refusal) -> ApiError:
     return ApiError(403, message, "permission_error")
 
 
+# A stream stopped because the caller's key could not pay for more of it (the ledger refused to grow its hold).
+OUT_OF_CREDIT = UpstreamError(402, "the key's credit or budget ran out during this answer; it stops here",
+                              "4xx", "", "billing_error")
+# A stream stopped because its hold had to grow and the ledger could not be reached (`fail closed`): not the key's
+# credit running out, which `OUT_OF_CREDIT` would tell Claude Code.
+LEDGER_LOST = UpstreamError(503, "the usage ledger became unavailable during this answer, and it cannot go on past "
+                                 "what was held for it; it stops here", "5xx", "", "api_error")
+
+
 def _unavailable() -> ApiError:
-    return ApiError(503, "the usage ledger is unavailable, and this router fails closed without it; try again "
-                         "shortly", "api_error")
+    # 503 with an explicit retry: the outage is expected to pass, and the Anthropic SDK waits `retry-after` seconds
+    return ApiError(503, "the usage ledger is unavailable, and this request cannot be served without it; try "
+                         "again shortly", "api_error",
+                    (("x-should-retry", "true"), ("retry-after", str(RETRY_AFTER_SECONDS))))
 
 
 def _ratelimit_headers(hold: Hold) -> tuple[tuple[str, str], ...]:

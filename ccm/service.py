@@ -226,7 +226,8 @@ async def _metered(service: Service, url: str, costs: LedgerCosts) -> AsyncItera
     except BaseException:
         await ledger.stop()
         raise
-    metering = LedgerMetering(ledger, journal)
+    metering = LedgerMetering(ledger, journal,
+                              policy_of=lambda: service.holder.current.table.settings.ledger_failure)
     service.api.metering = service.metering = metering
     service.api.drains = Drains(DRAINS, DRAIN_SECONDS)
     service.api.health_sections["ledger"] = metering.health

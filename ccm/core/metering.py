@@ -7,7 +7,8 @@
                                                  `retry-after`), 503 (the ledger is unreachable and fails closed)
     Admitted.covers(tokens) / meter(tokens)      a stream's output so far (an upper bound, `Usage.streamed_chars`):
                                                  `covers` is the cheap check made before each chunk, `meter` the
-                                                 call that grows the hold when it does not (False: stop here)
+                                                 call that grows the hold when it does not (None: go on; an
+                                                 error: the answer stops here with it)
     Admitted.settle(record)                      once, before the answer's last bytes go out (success or failure):
                                                  what is settled is settled before the client has the whole answer
     Metering.standing(caller)                    what is left of a key's budget and what it spent, for the rules
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ccm.core.record import Caller, RequestRecord
+from ccm.errors import UpstreamError
 from ccm.table import Model, Policy, Settings, Standing
 
 
@@ -50,7 +52,7 @@ class Admitted(Protocol):
 
     def covers(self, output_tokens: int) -> bool: ...
 
-    async def meter(self, output_tokens: int) -> bool: ...
+    async def meter(self, output_tokens: int) -> UpstreamError | None: ...
 
     async def settle(self, record: RequestRecord) -> None: ...
 

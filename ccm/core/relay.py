@@ -17,7 +17,7 @@ What it owns, and nothing else does:
                       whole answer (the ledger's guarantee after a crash)
     a metered hold    with a `budget`, each chunk's output so far (an upper bound: the content characters streamed)
                       must be covered before the chunk goes out; when the budget cannot grow, the answer stops there
-                      with a `billing_error` event
+                      with the error the budget gives (`billing_error` when the key's credit ran out)
     the client leaving  with a drain slot free (`Drains`), the relay keeps reading the upstream to its final usage,
                       bounded in time, writing nothing; without one the request is cancelled as before
 
@@ -48,9 +48,6 @@ TICK_SECONDS = 5.0
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 FinalUsage = Callable[[Usage], Awaitable[None]]
-# A stream stopped because the caller's key could not pay for more of it (the ledger refused to grow its hold).
-OUT_OF_CREDIT = UpstreamError(402, "the key's credit or budget ran out during this answer; it stops here",
-                              "4xx", "", "billing_error")
 
 
 class Budget(Protocol):
@@ -58,7 +55,8 @@ class Budget(Protocol):
 
     def covers(self, output_tokens: int) -> bool: ...
 
-    async def meter(self, output_tokens: int) -> bool: ...
+    async def meter(self, output_tokens: int) -> UpstreamError | None:
+        """None: the hold grew to cover `output_tokens`; else what the answer stops with."""
 
 
 class ClientStream(Protocol):
@@ -203,10 +201,11 @@ class StreamRelay:
                     on_final, self._on_final = self._on_final, None
                     await on_final(self._reply.usage)
                 budget = self._budget
-                if (budget is not None and not budget.covers(self._reply.usage.streamed_chars)
-                        and not await budget.meter(self._reply.usage.streamed_chars)):
-                    error = OUT_OF_CREDIT
-                    break
+                if budget is not None and not budget.covers(self._reply.usage.streamed_chars):
+                    stopped = await budget.meter(self._reply.usage.streamed_chars)
+                    if stopped is not None:
+                        error = stopped
+                        break
                 if self._client_gone:
                     continue
                 if not await self._write(client, chunk, task, cancelling):

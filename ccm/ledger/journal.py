@@ -4,6 +4,7 @@
     journal.add(row)                               # before the answer's last bytes go out: one write(2)
     await journal.run()                            # the writer behind the answers (a lifespan task)
     await journal.flush()                          # everything added so far is in the ledger (reports, shutdown)
+    journal.retry_now()                            # the ledger answers again: what failed to be written is retried
     await journal.close()
 
 A request that holds nothing (the local caller, a key with no balance, budget or limits to check) does not wait for
@@ -12,7 +13,8 @@ write(2), which the kernel keeps when the process is killed, just as SQLite's WA
 commit (neither survives a power cut). The rows are then written to the ledger behind the answers, whatever arrived
 within `LINGER_S` in one go, so the SQLite writer commits many rows at once: a commit costs ~70 µs on this machine
 and a row ~25 µs, and a request waiting for its own commit paid both and two thread hops. A row whose settle failed
-because the ledger is unreachable (`ledger fail open`) waits here the same way, written once the ledger answers.
+because the ledger is unreachable (under either `ledger fail` policy: its answer was already admitted) waits here
+the same way, written once the ledger answers (retried every `RETRY_S`, and at once on `retry_now`).
 
 Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked
 with flock(2) by the process appending to it. Before its rows are written, the current file is swapped for a new one; it
@@ -79,6 +81,7 @@ class Journal:
         self._current = self._new_file()
         self._waiting: list[_File] = []  # swapped out, not yet in the ledger (oldest first)
         self._added = asyncio.Event()
+        self._retry = asyncio.Event()  # the ledger answers again: stop waiting `RETRY_S`
         self._writing = asyncio.Lock()
 
     @classmethod
@@ -114,10 +117,16 @@ class Journal:
                 await self.flush()
             except LedgerUnavailable as error:
                 away(error)
-                await asyncio.sleep(RETRY_S)
+                self._retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry.wait(), RETRY_S)
                 self._added.set()  # try again, new rows or not
             else:
                 back()
+
+    def retry_now(self) -> None:
+        """The ledger was seen answering: rows waiting after a failed write are tried at once."""
+        self._retry.set()
 
     async def flush(self) -> None:
         """Write every row added so far to the ledger; on `LedgerUnavailable` they stay journaled and it is raised."""

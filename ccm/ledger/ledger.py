@@ -40,6 +40,11 @@ from ccm.ledger.times import HOUR, SECOND, Clock, Micros, Period, now
 
 log = logging.getLogger("ccm.ledger")
 
+# How long a request waits on the database for one operation (a key looked up, a hold, a settle) before it is
+# treated as unreachable: milliseconds when it answers, so this only ends the wait on a server that stopped
+# answering (a dropped network, a hung host), which would otherwise hold the request for the driver's 60 s per
+# statement, and every other request queued behind the pool's busy connections.
+REQUEST_DEADLINE_S = 5.0
 HEARTBEAT_S = 5.0
 LEASE_S = 30.0
 HOLD_TTL = 2 * HOUR  # far beyond the longest request ccm lets run (the default total timeout is 30 minutes)
@@ -89,6 +94,7 @@ class Ledger:
         self._prices: dict[str, int] = {}
         # Off by default: every authenticate reads the database, so a revocation is seen at once everywhere.
         self.auth_cache = auth_cache
+        # secret hash -> (cached until, the key as last read): the cache, and `last_seen`'s memory
         self._keys: dict[str, tuple[float, KeyInfo]] = {}
         self._task: asyncio.Task[None] | None = None
         self._registered = False
@@ -120,7 +126,7 @@ class Ledger:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
-                await self.store.run(ops.heartbeat(self.instance, self.clock()))
+                await self.store.run(ops.heartbeat(self.instance, self.clock()), deadline=REQUEST_DEADLINE_S)
                 await self.sweep()
             except LedgerUnavailable as error:
                 log.warning("ledger heartbeat failed: %s", error)
@@ -135,7 +141,8 @@ class Ledger:
             self._task = None
         try:
             if self._registered:
-                await self.store.run(ops.sweep(self.instance, self.clock(), self._dead, mine_too=True))
+                await self.store.run(ops.sweep(self.instance, self.clock(), self._dead, mine_too=True),
+                                     deadline=REQUEST_DEADLINE_S)
         finally:
             await self.store.close()
 
@@ -159,7 +166,8 @@ class Ledger:
         return instance.heartbeat_at < at - self.lease
 
     async def sweep(self) -> ops.Swept:
-        swept: ops.Swept = await self.store.run(ops.sweep(self.instance, self.clock(), self._dead))
+        swept: ops.Swept = await self.store.run(ops.sweep(self.instance, self.clock(), self._dead),
+                                                deadline=REQUEST_DEADLINE_S)
         return swept
 
     # --- the request path -------------------------------------------------------------------------------------------
@@ -178,12 +186,25 @@ class Ledger:
             cached = self._keys.get(digest)
             if cached is not None and cached[0] > time.monotonic():
                 return cached[1]
-        found: KeyInfo | None = await self.store.run(ops.find_secret(digest), write=False)
-        if self.auth_cache and found is not None:
-            if len(self._keys) > 10_000:
-                self._keys.clear()
-            self._keys[digest] = (time.monotonic() + self.auth_cache, found)
+        found: KeyInfo | None = await self.store.run(ops.find_secret(digest), write=False,
+                                                     deadline=REQUEST_DEADLINE_S)
+        if found is None:
+            self._keys.pop(digest, None)
+            return None
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[digest] = (time.monotonic() + self.auth_cache, found)
         return found
+
+    def last_seen(self, secret: str) -> KeyInfo | None:
+        """The key `secret` belonged to when the database last answered for it (`ledger fail open` serves a key
+        with nothing to check by it while the database cannot be reached); None when it never did."""
+        seen = self._keys.get(secrets.secret_hash(secret)) if secrets.looks_like_secret(secret) else None
+        return seen[1] if seen is not None else None
+
+    async def ping(self) -> None:
+        """One round trip to the database: `LedgerUnavailable` when it cannot be reached."""
+        await self.store.run(ops.ping(), write=False, deadline=REQUEST_DEADLINE_S)
 
     async def admit(self, key: KeyInfo, request_id: str, hold: Money, tokens: int, *,
                     minimum: Money | None = None) -> Hold:
@@ -194,14 +215,15 @@ class Ledger:
             raise BadInput("a hold and a token estimate are never negative")
         at = self.clock()
         result: Hold = await self.store.run(
-            ops.admit(key.id, request_id, hold, tokens, minimum, self.instance, at, at + self.hold_ttl))
+            ops.admit(key.id, request_id, hold, tokens, minimum, self.instance, at, at + self.hold_ttl),
+            deadline=REQUEST_DEADLINE_S)
         return result
 
     async def extend(self, hold: Hold, amount: Money) -> Hold:
         """Hold `amount` more for a request in flight (a long answer). Raises `OutOfCredit`/`OverBudget`."""
         if amount <= 0:
             raise BadInput("an extension holds a positive amount")
-        result: Hold = await self.store.run(ops.extend(hold, amount, self.clock()))
+        result: Hold = await self.store.run(ops.extend(hold, amount, self.clock()), deadline=REQUEST_DEADLINE_S)
         return result
 
     async def settle(self, hold: Hold | None, row: UsageRow) -> bool:
@@ -232,7 +254,9 @@ class Ledger:
         return recorded
 
     async def _finish(self, row: UsageRow) -> bool:
-        finished: ops.Finished = await self.store.run(ops.finish(row, await self._price_id(row), self.clock()))
+        price_id = await self._price_id(row)
+        finished: ops.Finished = await self.store.run(ops.finish(row, price_id, self.clock()),
+                                                      deadline=REQUEST_DEADLINE_S)
         return finished.recorded
 
     async def _price_id(self, row: UsageRow) -> int | None:
@@ -242,7 +266,7 @@ class Ledger:
             return None
         price_id = self._prices.get(snapshot[0])
         if price_id is None:
-            price_id = await self.store.run(ops.put_price(*snapshot))
+            price_id = await self.store.run(ops.put_price(*snapshot), deadline=REQUEST_DEADLINE_S)
             self._prices[snapshot[0]] = price_id
         return price_id
 

@@ -52,8 +52,10 @@ class Store(ABC):
     dialect: str  # "sqlite" | "postgres"
 
     @abstractmethod
-    async def run(self, op: Op[T], *, write: bool = True) -> T:
-        """Run `op` in one transaction (read-only when not `write`) and return what it returns."""
+    async def run(self, op: Op[T], *, write: bool = True, deadline: float | None = None) -> T:
+        """Run `op` in one transaction (read-only when not `write`) and return what it returns. `deadline`: the
+        seconds it may wait on a database server before it is abandoned as `LedgerUnavailable` (the request path:
+        a server that stopped answering must not hold requests; SQLite, a local file, has its busy timeout)."""
 
     @abstractmethod
     def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000,

@@ -121,6 +121,10 @@ def find_secret(hash_: str) -> Op[KeyInfo | None]:
     return parse_key(rows[0][1:], rows[0][0])[0]
 
 
+def ping() -> Op[None]:
+    yield Q("SELECT 1")
+
+
 def get_key(name: str) -> Op[tuple[KeyInfo, Account]]:
     return (yield from _by_name(name))
 

@@ -11,6 +11,7 @@ database is `LedgerUnavailable` naming the URL with its password hidden.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -74,12 +75,20 @@ class PostgresStore(Store):
         self.url = url
 
     @classmethod
-    async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
+    async def open(cls, url: str, *, max_size: int = 10) -> PostgresStore:
+        """No connection floor (`min_size=0`): asyncpg restores a floor from a background task that, while the server
+        is away, logs a traceback at every retry; connections are opened as requests need them, and the first one
+        here, so a wrong URL is said at once."""
         shown = redact(url)
+        pool: asyncpg.Pool | None = None
         try:
-            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_S,
+            pool = await asyncpg.create_pool(url, min_size=0, max_size=max_size, timeout=CONNECT_TIMEOUT_S,
                                              command_timeout=60)
+            async with pool.acquire():
+                pass
         except BaseException as error:
+            if pool is not None:
+                pool.terminate()
             translated = _translate(error, shown)
             if isinstance(error, ValueError):  # asyncpg's own parse of a malformed DSN
                 translated = LedgerUnavailable(f"`{shown}` is not a PostgreSQL URL asyncpg can read: {error}",
@@ -89,19 +98,37 @@ class PostgresStore(Store):
             raise translated from None
         return cls(pool, shown)
 
-    async def run(self, op: Op[T], *, write: bool = True) -> T:
+    async def run(self, op: Op[T], *, write: bool = True, deadline: float | None = None) -> T:
+        """With a `deadline`, waiting for a connection and the transaction on it each get that long: past it the
+        connection is terminated (closing its socket ends every wait on it at once, where a cancelled query would
+        still wait for its ROLLBACK and the server's reply to a cancel request) and `LedgerUnavailable` raised."""
+        watchdog: asyncio.TimerHandle | None = None
+        overdue: list[bool] = []
+
+        def terminate(conn: Any) -> None:
+            overdue.append(True)
+            conn.terminate()
+
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=deadline) as conn:
+                if deadline is not None:
+                    watchdog = asyncio.get_running_loop().call_later(deadline, terminate, conn)
                 if write:
                     async with conn.transaction(isolation="read_committed"):
                         return await _drive(op, conn)
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await _drive(op, conn)
         except BaseException as error:
+            if deadline is not None and (isinstance(error, TimeoutError) or overdue):
+                raise LedgerUnavailable(f"the ledger database {self.url} did not answer within {deadline:g} s",
+                                        self.url, "check that PostgreSQL is running and reachable") from error
             translated = _translate(error, self.url)
             if translated is error:
                 raise
             raise translated from error
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
 
     async def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000,
                      prepare: Sequence[Q] = ()) -> AsyncIterator[Rows]:

@@ -210,7 +210,8 @@ class SQLiteStore(Store):
                 raise worker.failure
         return store
 
-    async def run(self, op: Op[T], *, write: bool = True) -> T:
+    async def run(self, op: Op[T], *, write: bool = True, deadline: float | None = None) -> T:
+        # `deadline` is for a server that stops answering; a wait for this file's lock is bounded by BUSY_TIMEOUT_S
         if self._closed:
             raise LedgerUnavailable("the ledger is closed", self.url)
         worker = self._writer if write else self._reader
