@@ -85,6 +85,14 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
 CREDENTIAL_WORDS = ("key", "token", "secret", "auth", "password", "session", "signature", "credential", "cookie")
 AUTH_SCHEMES = ("bearer ", "basic ", "token ", "digest ")
 
+# What `ccm env` and `ccm code` give Claude Code as its API key when the user has no credentials of their own (Claude
+# Code will not start without one). It is nobody's key: admission drops it, and a provider never takes it as its own
+# key, even when the shell `ccm run` starts in has it as ANTHROPIC_API_KEY.
+PLACEHOLDER_KEY = "ccm-local"
+# Where a client sends ccm's own inbound key (`ccm env` puts it in ANTHROPIC_CUSTOM_HEADERS), so that x-api-key and
+# Authorization stay the client's own credentials for Anthropic.
+CCM_KEY_HEADER = "x-ccm-key"
+
 
 def is_credential_header(name: str, value: str | None = None) -> bool:
     lowered = name.lower()
@@ -151,6 +159,8 @@ class Provider(Frozen):
     type: ProviderType
     url: Value
     key: SecretValue | None = None
+    # `key env("…") or client`: while the key is unset, the client's own credentials go upstream (anthropic only)
+    key_or_client: bool = False
     auth: AuthStyle
     headers: tuple[tuple[str, Value], ...] = ()  # a credential header's literal serialises redacted
     timeouts: Timeouts = Timeouts()

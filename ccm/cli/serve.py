@@ -12,8 +12,10 @@ refuses a non-loopback `--host` when the file declares no inbound `auth` key (ex
 unset gets one warning and the server starts anyway: requests routed to it get an error naming the variable.
 
 `ccm code` takes its route file as the first argument only when it ends in `.ccm`, so `ccm code -p "hi"` passes
-everything to claude. It never prints keys: `ccm env` writes environment references (`"${CCM_KEY}"`) for keys that
-come from the environment.
+everything to claude. What Claude Code is given (`ccm.cli.claude_env`): the router's URL, ccm's own inbound key in
+`x-ccm-key` through ANTHROPIC_CUSTOM_HEADERS, and the `ccm-local` placeholder key only when the user has no
+credentials of their own; their own API key or Claude login is never replaced. It never prints keys: `ccm env`
+writes environment references (`"${CCM_KEY}"`) for keys that come from the environment.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -29,11 +30,11 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ccm.capture import MAX_BYTES, MAX_FILES
+from ccm.cli.claude_env import claude_environment, replaced_headers, shell_exports
 from ccm.compile.check import check
 from ccm.core.runtime import Runtime, build_runtime
 from ccm.diagnostics import Diagnostic
@@ -56,7 +57,6 @@ from ccm.table import EnvRef, RoutingTable, resolve
 
 DEFAULT_FILE = "routes.ccm"
 DEFAULT_PORT = 3456
-PLACEHOLDER_KEY = "ccm-local"  # what Claude Code sends when ccm has no inbound auth: it only needs a non-empty key
 STARTUP_WAIT_SECONDS = 10.0
 
 log = logging.getLogger("ccm")
@@ -229,15 +229,12 @@ def code(port: int, statusline: bool, statusline_project: bool, args: tuple[str,
     claude = os.environ.get("CCM_CLAUDE") or shutil.which("claude")
     if not claude:
         raise click.ClickException("`claude` was not found on PATH; install Claude Code or set CCM_CLAUDE")
-    key = PLACEHOLDER_KEY
-    if Path(file).is_file():
-        table = load_table(file)
-        key = next((k for k in (resolve(v, os.environ) for v in table.settings.auth) if k), PLACEHOLDER_KEY)
+    table = load_table(file) if Path(file).is_file() else None
     if not _healthy(port):
-        if not Path(file).is_file():
+        if table is None:
             raise click.ClickException(f"route file not found: {file}")
         _start_background(file, port)
-    env = {**os.environ, "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}", "ANTHROPIC_API_KEY": key}
+    env = claude_environment(table, f"http://127.0.0.1:{port}", os.environ, Path.home())
     raise SystemExit(subprocess.call([claude, *claude_args], env=env))
 
 
@@ -246,13 +243,13 @@ def code(port: int, statusline: bool, statusline_project: bool, args: tuple[str,
 @port_option
 def env(file: str, port: int) -> None:
     """Print the shell exports that point Claude Code at ccm: eval "$(ccm env)"."""
-    key = shlex.quote(PLACEHOLDER_KEY)
-    if Path(file).is_file():
-        table = load_table(file)
-        if table.settings.auth:
-            key = _shell_reference(table.settings.auth[0])
-    click.echo(f"export ANTHROPIC_BASE_URL=http://127.0.0.1:{port}")
-    click.echo(f"export ANTHROPIC_API_KEY={key}")
+    table = load_table(file) if Path(file).is_file() else None
+    for line in shell_exports(table, f"http://127.0.0.1:{port}", os.environ, Path.home()):
+        click.echo(line)
+    replaced = replaced_headers(os.environ) if table is not None and table.settings.auth else []
+    if replaced:
+        click.echo(f"ccm env: ANTHROPIC_CUSTOM_HEADERS is replaced (it also held {', '.join(replaced)}); "
+                   "`ccm code` keeps them", err=True)
 
 
 def _install_statusline(project: bool) -> None:
@@ -265,14 +262,6 @@ def _install_statusline(project: bool) -> None:
     if installed.change != "unchanged":
         saved = f" (the previous one is saved in {installed.backup})" if installed.backup else ""
         click.echo(f"ccm: statusLine {installed.change} in {installed.path}{saved}", err=True)
-
-
-def _shell_reference(value: Any) -> str:
-    """How a shell spells the value without ccm printing a secret: `"${NAME}"` for environment keys."""
-    if isinstance(value, EnvRef):
-        default = f":-{value.default}" if value.default is not None else ""
-        return f'"${{{value.name}{default}}}"'
-    return shlex.quote(value.value)
 
 
 def _unresolved_auth(table: RoutingTable) -> list[str]:

@@ -98,8 +98,9 @@ class Context:
 
     # --- values -----------------------------------------------------------------------------------------------
 
-    def value(self, node: s.Arg | s.JsonValue) -> t.Literal_ | t.EnvRef | None:
-        """A configurable string: a literal or an environment reference. Warns once per unset variable."""
+    def value(self, node: s.Arg | s.JsonValue, optional: bool = False) -> t.Literal_ | t.EnvRef | None:
+        """A configurable string: a literal or an environment reference. Warns once per unset variable, unless the
+        value is `optional` (something else stands in while it is unset)."""
         if isinstance(node, s.Str):
             return t.Literal_(value=node.value)
         if isinstance(node, s.Env):
@@ -107,7 +108,7 @@ class Context:
             if not name:
                 self.error(node.name.span, "empty environment variable name")
                 return None
-            if node.default is None and not self.environ.get(name) and name not in self._env_warned:
+            if node.default is None and not optional and not self.environ.get(name) and name not in self._env_warned:
                 self._env_warned.add(name)
                 self.warning(node.span, f"environment variable `{name}` is not set",
                              f'set it, or give a default: env("{name}", "…")')

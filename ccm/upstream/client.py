@@ -13,7 +13,7 @@ import anyio
 import httpx
 
 from ccm.errors import UpstreamError
-from ccm.table import EnvRef, Provider, Timeouts, Value, resolve
+from ccm.table import PLACEHOLDER_KEY, EnvRef, Provider, Timeouts, Value, resolve
 from ccm.upstream import http1
 from ccm.upstream.errors import transport_error, upstream_error
 from ccm.upstream.http1 import IDLE_TIMEOUT, TIMED_READS
@@ -24,7 +24,8 @@ log = logging.getLogger("ccm.providers")
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """A provider's settings resolved against the environment once per table: base URL (no trailing slash),
-    the headers every call carries (auth included), timeouts, and the first unset variable if any."""
+    the headers every call carries (auth included), timeouts, and the first unset variable if any (a key declared
+    `or client` is not missing while unset: the client's own credentials stand in)."""
 
     provider: str
     url: str
@@ -53,7 +54,11 @@ def resolve_endpoint(provider: Provider, environ: Mapping[str, str]) -> Endpoint
         return found
 
     url = (value(provider.url) or "").rstrip("/")
-    key = value(provider.key) if provider.key is not None else None
+    key = resolve(provider.key, environ)
+    if key == PLACEHOLDER_KEY:  # what `ccm env` gave Claude Code, found in the shell ccm runs in: nobody's key
+        key = None
+    if key is None and isinstance(provider.key, EnvRef) and not provider.key_or_client and missing is None:
+        missing = provider.key.name
     headers: list[tuple[str, str]] = []
     if key:
         if provider.auth == "bearer":

@@ -45,7 +45,9 @@ AUTH = 'settings {\n  auth env("CCM_TEST_INBOUND")\n}\n'
 
 
 def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCM_TEST_")}
+    """The test runner's environment without its own Claude credentials or settings (HOME is the test's folder)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CCM_TEST_", "ANTHROPIC_", "CLAUDE_")) and k not in ("CCM_ROUTES", "XDG_CONFIG_HOME")}
     env.update(PYTHONPATH=str(REPO), HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), **extra)
     return env
 
@@ -170,17 +172,23 @@ def test_env_prints_exports_without_printing_keys(routes, tmp_path):
         [*CCM, "env", str(routes), "--port", "4000"], cwd=tmp_path, env=environment(tmp_path),
         capture_output=True, text=True, timeout=30,
     )
+    # no credentials of the user's own: the placeholder, which ccm drops, so that Claude Code starts
     assert plain.stdout.splitlines() == [
         "export ANTHROPIC_BASE_URL=http://127.0.0.1:4000",
         "export ANTHROPIC_API_KEY=ccm-local",
     ]
     routes.write_text(AUTH + ROUTES)
     with_auth = subprocess.run(
-        [*CCM, "env", str(routes)], cwd=tmp_path, env=environment(tmp_path, CCM_TEST_INBOUND="secret-inbound"),
+        [*CCM, "env", str(routes), "--port", "4000"], cwd=tmp_path,
+        env=environment(tmp_path, CCM_TEST_INBOUND="secret-inbound", ANTHROPIC_API_KEY="sk-ant-user-own"),
         capture_output=True, text=True, timeout=30,
     )
-    assert 'export ANTHROPIC_API_KEY="${CCM_TEST_INBOUND}"' in with_auth.stdout
-    assert "secret-inbound" not in with_auth.stdout
+    # ccm's own key in a header of its own; the user's ANTHROPIC_API_KEY is left alone
+    assert with_auth.stdout.splitlines() == [
+        "export ANTHROPIC_BASE_URL=http://127.0.0.1:4000",
+        'export ANTHROPIC_CUSTOM_HEADERS="x-ccm-key: ${CCM_TEST_INBOUND}"',
+    ]
+    assert "secret-inbound" not in with_auth.stdout + with_auth.stderr
 
 
 def test_code_starts_the_router_and_runs_claude_through_it(routes, tmp_path):
@@ -188,7 +196,7 @@ def test_code_starts_the_router_and_runs_claude_through_it(routes, tmp_path):
     fake_claude = tmp_path / "claude"
     fake_claude.write_text(
         "#!/bin/sh\n"
-        'echo "url=$ANTHROPIC_BASE_URL key=$ANTHROPIC_API_KEY args=$*"\n'
+        'echo "url=$ANTHROPIC_BASE_URL key=$ANTHROPIC_API_KEY headers=$ANTHROPIC_CUSTOM_HEADERS args=$*"\n'
         "exit 7\n"
     )
     fake_claude.chmod(0o755)
@@ -201,7 +209,8 @@ def test_code_starts_the_router_and_runs_claude_through_it(routes, tmp_path):
     pid_file = tmp_path / "cache" / "ccm" / f"ccm-{port}.pid"
     try:
         assert result.returncode == 7, result.stderr
-        assert f"url=http://127.0.0.1:{port} key=inbound-2 args=-p hello there" in result.stdout
+        assert (f"url=http://127.0.0.1:{port} key=ccm-local headers=x-ccm-key: inbound-2 args=-p hello there"
+                in result.stdout)
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
         assert (tmp_path / "cache" / "ccm" / f"ccm-{port}.log").is_file()
         # a second run finds the router already answering and does not start another

@@ -1,0 +1,124 @@
+"""`ccm code` with the real Claude Code CLI (2.1.328): the user's own credentials reach Anthropic untouched, ccm's
+own key travels in `x-ccm-key`, and the router `ccm code` uses is the one serving the file it was given.
+
+Each test runs `ccm code FILE -- -p … --output-format json` with CCM_CLAUDE pointing at the pinned CLI, a
+throwaway HOME (so no login of the machine's user is found) and its own cache folder, where the background router
+`ccm code` starts keeps its pid file; the test stops that router at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeAnthropic, free_port, serve
+from tests.fakes.ccm_server import CCM_COMMAND, REPO
+
+CLI_TIMEOUT = 120
+USER_KEY = "sk-ant-api03-e2e-user-own"
+USER_OAUTH = "sk-ant-oat01-e2e-user-subscription"
+INBOUND = "inbound-e2e-secret"
+ROUTES = """
+settings {
+  auth env("CCM_API_KEY")
+}
+provider anthropic {
+  type anthropic
+  url  env("ANTHROPIC_UPSTREAM_URL")
+  key  env("ANTHROPIC_API_KEY") or client
+}
+model opus = anthropic/claude-opus-5-5
+route {
+  default -> opus
+}
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    """A project folder with the route file; every router started in the test is stopped after it."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "routes.ccm").write_text(ROUTES)
+    yield tmp_path
+    stop_routers(tmp_path / "cache" / "ccm")
+
+
+def stop_routers(cache: Path) -> None:
+    for pid_file in cache.glob("**/*.pid"):
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+    for state in cache.glob("routers/*.json"):
+        try:
+            os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGTERM)
+        except (ProcessLookupError, ValueError, KeyError):
+            pass
+
+
+def environment(folder: Path, claude: Path, upstream: str, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(folder / "home"),
+        "XDG_CACHE_HOME": str(folder / "cache"),
+        "XDG_DATA_HOME": str(folder / "data"),
+        "PYTHONPATH": str(REPO),
+        "CCM_CLAUDE": str(claude),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "ANTHROPIC_UPSTREAM_URL": upstream,
+        "CCM_API_KEY": INBOUND,
+        **extra,
+    }
+
+
+def ccm_code(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [*CCM_COMMAND, "code", *args]
+    try:
+        return subprocess.run(command, cwd=folder / "project", env=env, capture_output=True, text=True,
+                              timeout=CLI_TIMEOUT)
+    except subprocess.TimeoutExpired as timeout:
+        pytest.fail(f"ccm code did not finish within {CLI_TIMEOUT} s: {timeout.stderr!r}")
+
+
+def result_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    report = f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}"
+    assert done.returncode == 0, report
+    result: dict[str, Any] = json.loads(done.stdout)
+    assert result["is_error"] is False, report
+    return result
+
+
+@pytest.mark.parametrize("login", ["api_key", "oauth"])
+def test_the_users_own_login_reaches_anthropic_untouched(folder: Path, claude_bin: Path, login: str) -> None:
+    own = {"ANTHROPIC_API_KEY": USER_KEY} if login == "api_key" else {"CLAUDE_CODE_OAUTH_TOKEN": USER_OAUTH}
+    fake = FakeAnthropic(USER_KEY if login == "api_key" else USER_OAUTH)
+    with serve(fake) as (url, _):
+        env = environment(folder, claude_bin, url, **own)
+        done = ccm_code(folder, env, "--port", str(free_port()), "routes.ccm", "-p", "say hi", "--output-format", "json")
+        assert result_of(done)["result"]
+    sent = [exchange.headers for exchange in fake.exchanges]
+    assert sent, "no request reached the upstream"
+    for headers in sent:
+        assert "x-ccm-key" not in headers and INBOUND not in json.dumps(headers)
+        if login == "api_key":
+            assert headers["x-api-key"] == USER_KEY
+        else:
+            assert headers["authorization"] == f"Bearer {USER_OAUTH}" and "x-api-key" not in headers
+            assert "oauth-2025-04-20" in headers["anthropic-beta"].split(",")
+
+
+def test_without_credentials_claude_code_is_told_what_to_set(folder: Path, claude_bin: Path) -> None:
+    fake = FakeAnthropic(USER_KEY)
+    with serve(fake) as (url, _):
+        done = ccm_code(folder, environment(folder, claude_bin, url), "--port", str(free_port()),
+                        "-p", "say hi", "--output-format", "json")
+    assert not fake.exchanges  # the placeholder never went upstream
+    assert "ANTHROPIC_API_KEY is not set" in done.stdout and "log in to Claude Code" in done.stdout, done.stdout
