@@ -10,11 +10,11 @@ served the session's last request (`GET /ccm/sessions/{session_id}`, `ccm.sessio
 the model alias and the rule that routed to it, the deployment that served, the last request's tokens, its cost at
 the route file's price (when the model has one) and the session's cost from the ledger (when there is one: Claude
 Code's own `cost.total_cost_usd` is a list-price estimate, wrong for routed models, and is not shown). Without a
-router it says so (`ccm: no router at 127.0.0.1:3456`), and a session with no request yet says that; it never fails
+router it says so (`ccm: no router at 127.0.0.1:2260`), and a session with no request yet says that; it never fails
 (exit 0, always one line), since a failing command blanks Claude Code's status line.
 
 The router is `ANTHROPIC_BASE_URL` when it names this machine (`ccm code` sets it for claude, whose environment the
-command inherits), else `--url`, else 127.0.0.1:3456; the key is the `x-ccm-key` line of
+command inherits), else `--url`, else 127.0.0.1:2260; the key is the `x-ccm-key` line of
 `ANTHROPIC_CUSTOM_HEADERS`, else `ANTHROPIC_API_KEY` / `ANTHROPIC_AUTH_TOKEN` (what Claude Code sends to ccm). One fresh Python process per update: this module imports only the standard library's
 json, os, socket, sys, time and urllib.parse (not urllib.request: its import alone takes ~40 ms), and waits at
 most `TIMEOUT` for the router. Installed by `ccm code --statusline` as `PYTHON -I -S …/ccm/statusline.py`: no site
@@ -34,7 +34,7 @@ TYPE_CHECKING = False  # typing's own import costs ~3 ms of a line that must tak
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:3456"
+DEFAULT_URL = "http://127.0.0.1:2260"
 TIMEOUT = 0.3  # seconds: Claude Code refreshes the line at most every 300 ms
 MAX_STDIN = 1 << 20
 

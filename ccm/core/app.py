@@ -181,6 +181,8 @@ class App:
         self.metering = metering
         # more top-level /health fields, each rendered per /health request (the service adds `reload`)
         self.health_sections: dict[str, Callable[[], Any]] = {}
+        # fields every /health answer carries, the short one too: which router this is (the service sets them)
+        self.identity: dict[str, str] = {}
         self.on_request: RequestHook | None = None
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/messages": ("POST", self._messages),
@@ -248,12 +250,13 @@ class App:
 
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
         if self._admin_key is not None and not presents(headers, (self._admin_key,)):
-            body = orjson.dumps({"status": runtime.health["status"], "version": runtime.table.version})
+            body = orjson.dumps({"status": runtime.health["status"], "version": runtime.table.version,
+                                 **self.identity})
         else:
             # breaker state and in-flight counts change between requests, so they are rendered here
             breakers = {name: p.deployments.snapshot() for name, p in runtime.providers.items()}
             sections = {name: section() for name, section in self.health_sections.items()}
-            body = orjson.dumps({**runtime.health, "breakers": breakers, **sections})
+            body = orjson.dumps({**runtime.health, **self.identity, "breakers": breakers, **sections})
         await exchange.respond(200, body, [JSON])
 
     async def _report(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeAnthropic, free_port, serve
+from tests.fakes import CcmServer, FakeAnthropic, free_port, serve
 from tests.fakes.ccm_server import CCM_COMMAND, REPO
 
 CLI_TIMEOUT = 120
@@ -102,7 +102,8 @@ def test_the_users_own_login_reaches_anthropic_untouched(folder: Path, claude_bi
     fake = FakeAnthropic(USER_KEY if login == "api_key" else USER_OAUTH)
     with serve(fake) as (url, _):
         env = environment(folder, claude_bin, url, **own)
-        done = ccm_code(folder, env, "--port", str(free_port()), "routes.ccm", "-p", "say hi", "--output-format", "json")
+        done = ccm_code(folder, env, "--port", str(free_port()), "routes.ccm", "--",
+                        "-p", "say hi", "--output-format", "json")
         assert result_of(done)["result"]
     sent = [exchange.headers for exchange in fake.exchanges]
     assert sent, "no request reached the upstream"
@@ -122,3 +123,21 @@ def test_without_credentials_claude_code_is_told_what_to_set(folder: Path, claud
                         "-p", "say hi", "--output-format", "json")
     assert not fake.exchanges  # the placeholder never went upstream
     assert "ANTHROPIC_API_KEY is not set" in done.stdout and "log in to Claude Code" in done.stdout, done.stdout
+
+
+def test_code_runs_the_router_for_the_file_it_was_given(folder: Path, claude_bin: Path) -> None:
+    """A ccm serving another file is not taken for this file's router: named with --port, `ccm code` says so and
+    stops; otherwise it starts its own router, and Claude Code's requests go there, not to the other."""
+    fake, elsewhere = FakeAnthropic(USER_KEY), FakeAnthropic(USER_KEY)
+    other = folder / "other.ccm"
+    other.write_text(ROUTES)
+    with serve(fake) as (url, _), serve(elsewhere) as (other_url, _):
+        env = environment(folder, claude_bin, url, ANTHROPIC_API_KEY=USER_KEY)
+        with CcmServer(other, {"ANTHROPIC_UPSTREAM_URL": other_url, "CCM_API_KEY": INBOUND}) as squatter:
+            refused = ccm_code(folder, env, "--port", str(squatter.port), "routes.ccm", "--", "-p", "say hi")
+            assert refused.returncode == 1, refused.stderr
+            assert "another ccm router (serving a different route file)" in refused.stderr
+            done = ccm_code(folder, env, "routes.ccm", "--", "-p", "say hi", "--output-format", "json")
+            assert result_of(done)["result"]
+            assert "router started" in done.stderr
+    assert fake.exchanges and not elsewhere.exchanges

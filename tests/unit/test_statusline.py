@@ -30,8 +30,8 @@ def test_the_line_of_a_served_request() -> None:
 
 @pytest.mark.parametrize("base, expected", [
     ("http://127.0.0.1:4000", "http://127.0.0.1:4000"), ("http://localhost:3456/", "http://localhost:3456"),
-    ("https://api.anthropic.com", "http://127.0.0.1:3456"), ("", "http://127.0.0.1:3456"),
-    ("http://10.0.0.5:3456", "http://127.0.0.1:3456"),
+    ("https://api.anthropic.com", "http://127.0.0.1:2260"), ("", "http://127.0.0.1:2260"),
+    ("http://10.0.0.5:3456", "http://127.0.0.1:2260"),
 ])
 def test_the_router_is_claude_codes_base_url_when_it_is_this_machine(base: str, expected: str) -> None:
     assert router_url(None, {"ANTHROPIC_BASE_URL": base}) == expected
