@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from ccm.errors import UpstreamError
+from ccm.errors import UpstreamError, config_error
 from ccm.table import PLACEHOLDER_KEY, EnvRef, Provider, Timeouts, Value, resolve
 from ccm.upstream import http1
 from ccm.upstream.errors import transport_error, upstream_error
@@ -35,11 +35,9 @@ class Endpoint:
 
     def check(self) -> None:
         if self.missing:
-            raise UpstreamError(
-                500,
+            raise config_error(
+                self.provider,
                 f"provider {self.provider!r} is not configured: environment variable {self.missing} is not set",
-                reason="config",
-                provider=self.provider,
             )
 
 

@@ -125,9 +125,9 @@ def test_run_starts_with_unset_keys_warning_once_per_provider(routes, tmp_path):
             json={"model": "claude-opus-5-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
             timeout=5,
         )
-        assert response.status_code == 500
+        assert response.status_code == 424  # a setup problem, as Claude Code shows it
         assert "CCM_TEST_UNSET_KEY_A" in response.json()["error"]["message"]
-        served.wait_for(r"POST /v1/messages .*status=500")
+        served.wait_for(r"POST /v1/messages .*status=424")
     finally:
         assert served.stop() == 0
     warnings = [line for line in served.seen if "WARNING ccm: provider" in line]

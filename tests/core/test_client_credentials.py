@@ -106,13 +106,13 @@ async def test_the_placeholder_is_nobodys_key(harness_factory):
     health = (await plain.client.get("/health")).json()
     assert health["providers"]["anth"]["configured"] is False
     refused = await plain.client.post("/v1/messages", json=message_body(), headers={"x-api-key": "ccm-local"})
-    assert refused.status_code == 500 and "ANTHROPIC_API_KEY is not set" in refused.text
+    assert refused.status_code == 424 and "ANTHROPIC_API_KEY is not set" in refused.text
     assert not plain.upstream.seen
 
     # with `or client`: the placeholder is neither the provider's key nor the client's
     h = harness_factory(make_table(providers=[key_or_client()]), environ={"ANTHROPIC_API_KEY": "ccm-local"})
     response = await h.client.post("/v1/messages", json=message_body(), headers={"x-api-key": "ccm-local"})
-    assert response.status_code == 500 and not h.upstream.seen
+    assert response.status_code == 424 and not h.upstream.seen
     message = response.json()["error"]["message"]
     assert "ANTHROPIC_API_KEY is not set" in message and "log in to Claude Code" in message
     assert response.headers["x-should-retry"] == "false"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -123,6 +124,10 @@ def test_without_credentials_claude_code_is_told_what_to_set(folder: Path, claud
                         "-p", "say hi", "--output-format", "json")
     assert not fake.exchanges  # the placeholder never went upstream
     assert "ANTHROPIC_API_KEY is not set" in done.stdout and "log in to Claude Code" in done.stdout, done.stdout
+    # shown as the setup problem it is (424), asked once, not "a server-side issue, usually temporary"
+    assert "API Error: 424" in done.stdout and "server-side issue" not in done.stdout, done.stdout
+    (log,) = (folder / "cache" / "ccm").glob("ccm-*.log")
+    assert len(re.findall(r"POST /v1/messages\S* .*status=424", log.read_text())) == 1, log.read_text()
 
 
 def test_code_runs_the_router_for_the_file_it_was_given(folder: Path, claude_bin: Path) -> None:

@@ -33,7 +33,7 @@ import anyio
 import httpx
 import orjson
 
-from ccm.errors import UpstreamError
+from ccm.errors import UpstreamError, config_error
 from ccm.providers.anthropic.reply import UsageScanner, first_frame, is_frame, raise_if_error_frame
 from ccm.providers.anthropic.request import passthrough_body
 from ccm.providers.base import CLIENT_AUTH, Call, Reply, Usage
@@ -172,13 +172,8 @@ def _no_credentials_error(provider: Provider) -> UpstreamError:
         missing = f"environment variable {provider.key.name} is not set where ccm runs"
     else:
         missing = "it declares no key"
-    return UpstreamError(
-        500,
-        f"provider {provider.name!r} has no Anthropic credentials: {missing}, and the request carries none of "
-        "its own (log in to Claude Code, or give it ANTHROPIC_API_KEY)",
-        reason="config",
-        provider=provider.name,
-    )
+    return config_error(provider.name, f"provider {provider.name!r} has no Anthropic credentials: {missing}, and the "
+                        "request carries none of its own (log in to Claude Code, or give it ANTHROPIC_API_KEY)")
 
 
 def _without_oauth_beta(value: str) -> str:
