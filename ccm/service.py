@@ -164,6 +164,7 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
                         build_runtime=next_runtime, in_flight=in_flight, public=options.public,
                         watch=options.watch, **drain)
     api.health_sections["reload"] = reloader.status
+    api.degraded_checks.append(reloader.failure)
     api.identity = {"service": "ccm", "routes": routes_id(route_file)}
     costs = PriceListCosts()  # the ledger's `Costs` replaces this one (ccm.costs)
 

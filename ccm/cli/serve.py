@@ -41,7 +41,7 @@ from ccm.cli import routers
 from ccm.cli.claude_env import claude_environment, replaced_headers, shell_exports
 from ccm.compile.check import check
 from ccm.core.runtime import Runtime, build_runtime
-from ccm.diagnostics import Diagnostic
+from ccm.diagnostics import UNSET_VARIABLE, Diagnostic
 from ccm.ledger.store.base import default_url
 from ccm.logs import FORMATS, configure_logging, request_logger
 from ccm.service import (
@@ -70,13 +70,14 @@ file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir
 port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 
 
-def load_table(path: str | Path, log_format: str = "text") -> RoutingTable:
-    """Check the route file (compile, run its tests); print any problem and exit 1. Warnings are printed too."""
+def load_table(path: str | Path, log_format: str = "text", serving: bool = False) -> RoutingTable:
+    """Check the route file (compile, run its tests); print any problem and exit 1. Warnings are printed too, but
+    when `serving`, not the unset variables: `report_unconfigured` names them once, with their providers."""
     file = Path(path)
     if not file.is_file():
         raise click.ClickException(f"route file not found: {file}")
     checked = check(file, os.environ)
-    _report(checked.reported, log_format)
+    _report(checked.reported, log_format, serving)
     if checked.table is None:
         raise SystemExit(1)
     return checked.table
@@ -148,7 +149,7 @@ def run(file: str, host: str, port: int, workers: int, server_name: str, log_lev
     os.environ.pop(MULTIPROC_VARIABLE, None)
     capture_bytes = capture_max_mb * 1024 * 1024
     if workers > 1:
-        table = load_table(file, log_format)
+        table = load_table(file, log_format, serving=True)
         _refuse_unsafe(table, host)
         os.environ[ROUTES_FILE_VARIABLE] = os.path.abspath(file)
         os.environ[PUBLIC_VARIABLE] = "1" if public else "0"
@@ -177,7 +178,7 @@ def run(file: str, host: str, port: int, workers: int, server_name: str, log_lev
     except NotServable as refused:
         _report(refused.checked.reported, log_format)
         raise SystemExit(1) from None
-    _report(service.checked.reported, log_format)
+    _report(service.checked.reported, log_format, serving=True)
     table = service.runtime.table
     _refuse_unsafe(table, host)
     report_unconfigured(service.runtime)
@@ -214,10 +215,12 @@ def _command_line() -> list[str]:
     return [sys.executable, "-c", "from ccm.cli.main import main; main()", *sys.argv[1:]]
 
 
-def _report(diagnostics: Iterable[Diagnostic], log_format: str) -> None:
+def _report(diagnostics: Iterable[Diagnostic], log_format: str, serving: bool = False) -> None:
     """The route file's problems and warnings as the compiler renders them; one log line each with `--log-format
-    json`, so every line of the output is JSON."""
+    json`, so every line of the output is JSON. `serving`: without the unset variables (see `load_table`)."""
     for diagnostic in diagnostics:
+        if serving and diagnostic.code == UNSET_VARIABLE:
+            continue
         if log_format == "json":
             log.log(logging.ERROR if diagnostic.severity == "error" else logging.WARNING, diagnostic.render())
         else:

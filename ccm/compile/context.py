@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from ccm import table as t
 from ccm.compile.values import BadValue, check_glob
-from ccm.diagnostics import Diagnostic, Severity, SourceLines, did_you_mean
+from ccm.diagnostics import UNSET_VARIABLE, Diagnostic, Severity, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
 
 T = TypeVar("T")
@@ -110,8 +110,9 @@ class Context:
                 return None
             if node.default is None and not optional and not self.environ.get(name) and name not in self._env_warned:
                 self._env_warned.add(name)
-                self.warning(node.span, f"environment variable `{name}` is not set",
-                             f'set it, or give a default: env("{name}", "…")')
+                span = node.span
+                self.diagnostics.append(Diagnostic(span.file, span.line, span.column, "warning",
+                                                   f"environment variable `{name}` is not set", code=UNSET_VARIABLE))
             default = node.default.value if node.default is not None else None
             return t.EnvRef(name=name, default=default)
         self.error(node.span, "expected a string or env(\"NAME\")")

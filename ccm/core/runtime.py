@@ -257,13 +257,34 @@ def _model_object(name: str, created: str) -> dict[str, str]:
 
 
 def _health(table: RoutingTable, providers: Mapping[str, ProviderRuntime]) -> dict[str, Any]:
-    return {
-        "status": "ok",
+    """/health's part that only changes with the table: `degraded`, with the reasons, when a provider that a rule
+    or fallback chain reaches cannot be used until a variable is set."""
+    reached = _reached_providers(table)
+    reasons = [f"provider {name} is not configured: {p.endpoint.missing} is not set"
+               for name, p in providers.items() if p.endpoint.missing and name in reached]
+    health: dict[str, Any] = {
+        "status": "degraded" if reasons else "ok",
         "version": table.version,
         "providers": {
             name: {"type": p.provider.type, "configured": p.endpoint.missing is None} for name, p in providers.items()
         },
     }
+    if reasons:
+        health["reasons"] = reasons
+    return health
+
+
+def _reached_providers(table: RoutingTable) -> set[str]:
+    """The providers serving a model that a rule routes to, or that such a model falls back to."""
+    pending = [rule.target for rule in table.rules if rule.target is not None]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in table.models:
+            continue
+        seen.add(name)
+        pending.extend(table.fallbacks.get(name, ()))
+    return {deployment.provider for name in seen for deployment in deployments_of(table.models[name])}
 
 
 def target_name(model: Model) -> str:

@@ -132,6 +132,10 @@ def test_run_starts_with_unset_keys_warning_once_per_provider(routes, tmp_path):
         assert served.stop() == 0
     warnings = [line for line in served.seen if "WARNING ccm: provider" in line]
     assert len(warnings) == 2, served.seen
+    # at start, each variable is named once, in one line (not again as the compiler's warning)
+    startup = served.seen[: next(i for i, line in enumerate(served.seen) if "listening on" in line)]
+    for name in ("CCM_TEST_UNSET_KEY_A", "CCM_TEST_UNSET_KEY_B"):
+        assert sum(name in line for line in startup) == 1, startup
     assert any("CCM_TEST_UNSET_KEY_A" in w for w in warnings) and any("CCM_TEST_UNSET_KEY_B" in w for w in warnings)
     print(f"ccm run: process start to /health answered in {ready * 1000:.0f} ms")
 

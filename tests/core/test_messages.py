@@ -43,3 +43,24 @@ async def test_no_hint_when_the_quirk_is_declared(harness_factory):
                         upstream=Upstream({"*": refuse}))
     response = await h.client.post("/v1/messages", json=message_body())
     assert response.status_code == 400 and "ccm hint" not in response.json()["error"]["message"]
+
+
+async def test_health_is_degraded_when_a_routed_provider_has_no_key(harness_factory):
+    unrouted = Provider(name="idle", type="openai", url=Literal_(value="http://idle.test/v1"),
+                        key=EnvRef(name="IDLE_KEY"), auth="bearer")
+    table = deepseek_table()
+    table = table.model_copy(update={"providers": {**table.providers, "idle": unrouted}})
+    ok = harness_factory(table, environ={"DS_KEY": "sk-ds"})
+    assert (await ok.client.get("/health")).json()["status"] == "ok"  # the unused provider does not count
+    h = harness_factory(table, environ={})
+    health = (await h.client.get("/health")).json()
+    assert health["status"] == "degraded"
+    assert health["reasons"] == ["provider deepseek is not configured: DS_KEY is not set"]
+
+
+async def test_the_request_line_names_the_model_a_count_tokens_request_asked_for(harness_factory):
+    h = harness_factory()
+    response = await h.client.post("/v1/messages/count_tokens",
+                                   json={"model": "claude-haiku-5-5", "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 200
+    assert h.records[-1].requested_model == "claude-haiku-5-5"

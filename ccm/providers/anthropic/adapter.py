@@ -58,7 +58,8 @@ class AnthropicAdapter:
         self._own_headers = frozenset(name for name, _ in endpoint.headers)
         # Without a key of its own (none declared, or `key env(…) or client` while the variable is unset), the
         # client's own credentials are what Anthropic gets: an API key, or a Claude subscription's OAuth bearer.
-        self._pass_client_auth = not any(name in CLIENT_AUTH for name in self._own_headers)
+        # (An unset key without `or client` is not that: the endpoint says it is missing, and the call fails so.)
+        self._pass_client_auth = endpoint.missing is None and not any(name in CLIENT_AUTH for name in self._own_headers)
         self._provider = provider
 
     async def send(self, call: Call) -> Reply:
