@@ -58,7 +58,33 @@ class EnvRef(Frozen):
         return f"env({self.name})" if self.default is None else f'env({self.name}, "{self.default}")'
 
 
-Value = Annotated[Union[Literal_, EnvRef], Field(discriminator="kind")]
+class FileRef(Frozen):
+    """`file("/run/secrets/openai")`: a secret read from a file when the table is resolved (at start and on every
+    reload), its trailing newline stripped; shown as `file(PATH)`, never its contents. A missing, unreadable or
+    empty file counts as an unset variable. `path` is absolute (the compiler resolves it from the route file's
+    folder)."""
+
+    kind: Literal["file"] = "file"
+    path: str
+
+    @model_serializer
+    def _show(self) -> str:
+        return f"file({self.path})"
+
+    def read(self) -> str | None:
+        try:
+            with open(self.path, encoding="utf-8") as secret:
+                text = secret.read(MAX_SECRET_FILE + 1)
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(text) > MAX_SECRET_FILE:
+            return None
+        return text.removesuffix("\n").removesuffix("\r") or None
+
+
+MAX_SECRET_FILE = 64 * 1024  # a secret, not a document: a bigger file is refused like a missing one
+
+Value = Annotated[Union[Literal_, EnvRef, FileRef], Field(discriminator="kind")]
 
 REDACTED = "(redacted)"
 
@@ -71,7 +97,7 @@ def redacted(secret: str) -> str:
     return scheme + (f"{rest[:3]}…{REDACTED}" if len(rest) >= 16 else REDACTED)
 
 
-def show_secret(value: Literal_ | EnvRef) -> str:
+def show_secret(value: Literal_ | EnvRef | FileRef) -> str:
     return redacted(value.value) if isinstance(value, Literal_) else str(value.model_dump())
 
 
@@ -102,11 +128,14 @@ def is_credential_header(name: str, value: str | None = None) -> bool:
 
 
 def resolve(value: Value | None, environ: Mapping[str, str]) -> str | None:
-    """The run-time string for a value; None when it is an unset variable without default."""
+    """The run-time string for a value; None when it is an unset variable without default (or a secret file that
+    cannot be read)."""
     if value is None:
         return None
     if isinstance(value, Literal_):
         return value.value
+    if isinstance(value, FileRef):
+        return value.read()
     found = environ.get(value.name)
     return found if found not in (None, "") else value.default
 

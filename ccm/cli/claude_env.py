@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
-from ccm.table import CCM_KEY_HEADER, PLACEHOLDER_KEY, EnvRef, RoutingTable, resolve
+from ccm.table import CCM_KEY_HEADER, PLACEHOLDER_KEY, EnvRef, FileRef, RoutingTable, resolve
 
 OWN_CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 CUSTOM_HEADERS = "ANTHROPIC_CUSTOM_HEADERS"
@@ -62,6 +62,8 @@ def shell_exports(table: RoutingTable | None, url: str, environ: Mapping[str, st
         if isinstance(value, EnvRef):
             default = f":-{value.default}" if value.default is not None else ""
             header = f'"{CCM_KEY_HEADER}: ${{{value.name}{default}}}"'
+        elif isinstance(value, FileRef):  # read by the shell, so not printed here either
+            header = f'"{CCM_KEY_HEADER}: $(cat {shlex.quote(value.path)})"'
         else:
             header = shlex.quote(f"{CCM_KEY_HEADER}: {value.value}")
         lines.append(f"export {CUSTOM_HEADERS}={header}")

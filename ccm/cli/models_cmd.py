@@ -21,7 +21,7 @@ import click
 import orjson
 
 from ccm.cli.check import compiled_or_exit
-from ccm.table import EnvRef, Literal_, Model, Provider, RoutingTable
+from ccm.table import FileRef, Literal_, Model, Provider, RoutingTable
 
 COLUMNS = ("MODEL", "PROVIDER", "UPSTREAM", "CONTEXT", "MAX OUT", "PRICE $/M", "QUIRKS", "KEY")
 
@@ -58,7 +58,8 @@ def key_state(provider: Provider, environ: Mapping[str, str]) -> dict[str, Any]:
         return {"source": "none"}
     if isinstance(key, Literal_):
         return {"source": "file"}
-    assert isinstance(key, EnvRef)
+    if isinstance(key, FileRef):
+        return {"source": "secret-file", "path": key.path, "state": "set" if key.read() is not None else "unset"}
     present = environ.get(key.name) not in (None, "")
     state = "set" if present else ("default" if key.default is not None else "unset")
     return {"source": "env", "env": key.name, "state": state}
@@ -69,6 +70,8 @@ def _key_text(state: Mapping[str, Any]) -> str:
         return "-"
     if state["source"] == "file":
         return "in file"
+    if state["source"] == "secret-file":
+        return state["state"] if state["state"] != "unset" else f"unreadable {state['path']}"
     return state["state"] if state["state"] != "unset" else f"unset {state['env']}"
 
 

@@ -58,7 +58,7 @@ from ccm.service import (
     build_service,
     routes_id,
 )
-from ccm.table import EnvRef, RoutingTable, resolve
+from ccm.table import EnvRef, FileRef, RoutingTable, resolve
 
 DEFAULT_FILE = "routes.ccm"
 DEFAULT_PORT = 2260  # ccm on a phone keypad; not 3456, which is claude-code-router's (people run both)
@@ -87,7 +87,7 @@ def report_unconfigured(runtime: Runtime) -> None:
     """One warning per provider that cannot be used until a variable is set; the server starts anyway."""
     for provider in runtime.unconfigured:
         log.warning(
-            "provider %s is not configured: environment variable %s is not set (requests routed to it will fail)",
+            "provider %s is not configured: %s (requests routed to it will fail)",
             provider.provider.name,
             provider.endpoint.missing,
         )
@@ -355,7 +355,8 @@ def _install_statusline(project: bool) -> None:
 
 
 def _unresolved_auth(table: RoutingTable) -> list[str]:
-    return [v.name for v in table.settings.auth if isinstance(v, EnvRef) and resolve(v, os.environ) is None]
+    return [v.name if isinstance(v, EnvRef) else str(v.model_dump()) for v in table.settings.auth
+            if isinstance(v, EnvRef | FileRef) and resolve(v, os.environ) is None]
 
 
 def _start_background(file: str, port: int) -> None:

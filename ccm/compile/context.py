@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TypeVar
 
 from ccm import table as t
@@ -98,11 +100,29 @@ class Context:
 
     # --- values -----------------------------------------------------------------------------------------------
 
-    def value(self, node: s.Arg | s.JsonValue, optional: bool = False) -> t.Literal_ | t.EnvRef | None:
-        """A configurable string: a literal or an environment reference. Warns once per unset variable, unless the
-        value is `optional` (something else stands in while it is unset)."""
+    def value(self, node: s.Arg | s.JsonValue, optional: bool = False,
+              secret: bool = False) -> t.Literal_ | t.EnvRef | t.FileRef | None:
+        """A configurable string: a literal, an environment reference or (for a `secret`) a file. Warns once per
+        unset variable or unreadable file, unless the value is `optional` (something else stands in while unset)."""
         if isinstance(node, s.Str):
             return t.Literal_(value=node.value)
+        if isinstance(node, s.FileRef):
+            if not secret:
+                self.error(node.span, "`file(...)` holds a secret: it is for `key`, `auth` and header values")
+                return None
+            if not node.path.value:
+                self.error(node.path.span, "empty file name")
+                return None
+            path = Path(node.span.file).parent / node.path.value
+            ref = t.FileRef(path=str(Path(os.path.abspath(path))))
+            # whether it could be read, never its contents: a route file in CI must not read files outside its folder
+            readable = os.path.isfile(ref.path) and os.access(ref.path, os.R_OK)
+            if not optional and not readable and ref.path not in self._env_warned:
+                self._env_warned.add(ref.path)
+                span = node.span
+                self.diagnostics.append(Diagnostic(span.file, span.line, span.column, "warning",
+                                                   f"file `{ref.path}` cannot be read", code=UNSET_VARIABLE))
+            return ref
         if isinstance(node, s.Env):
             name = node.name.value
             if not name:
@@ -115,7 +135,7 @@ class Context:
                                                    f"environment variable `{name}` is not set", code=UNSET_VARIABLE))
             default = node.default.value if node.default is not None else None
             return t.EnvRef(name=name, default=default)
-        self.error(node.span, "expected a string or env(\"NAME\")")
+        self.error(node.span, "expected a string or env(\"NAME\")" + (" or file(\"PATH\")" if secret else ""))
         return None
 
     # --- names ------------------------------------------------------------------------------------------------

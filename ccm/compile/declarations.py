@@ -126,7 +126,7 @@ def settings(ctx: Context, block: s.Block) -> tuple[t.Settings, bool]:
                 if isinstance(arg, s.Str):
                     ctx.secret_written(arg, "a client key is written in the file: keys belong in the environment",
                                        'auth env("CCM_API_KEY")')
-                key = ctx.value(arg)
+                key = ctx.value(arg, secret=True)
                 if key is not None:
                     keys.append(key)
             fields["auth"] = tuple(keys)
@@ -188,7 +188,7 @@ def provider(ctx: Context, block: s.Block) -> t.Provider | None:
         if keyword == "type":
             kind = ctx.choose(_words(item)[0], PROVIDER_TYPES, "provider type")
         elif keyword in ("url", "key"):
-            fields[keyword] = ctx.value(item.args[0], optional=len(item.args) > 1)
+            fields[keyword] = ctx.value(item.args[0], optional=len(item.args) > 1, secret=keyword == "key")
             if keyword == "key" and isinstance(item.args[0], s.Str):
                 ctx.secret_written(item.args[0], f"provider `{name}`'s API key is written in the file: keys belong "
                                                  "in the environment", f'key env("{_variable(name)}_API_KEY")')
@@ -217,12 +217,12 @@ def provider(ctx: Context, block: s.Block) -> t.Provider | None:
     return t.Provider(**{k: v for k, v in fields.items() if v is not None})
 
 
-def _headers(ctx: Context, item: s.Item) -> tuple[tuple[str, t.Literal_ | t.EnvRef], ...]:
+def _headers(ctx: Context, item: s.Item) -> tuple[tuple[str, t.Value], ...]:
     (headers,) = item.args
     assert isinstance(headers, s.Object)
     out = []
     for member in headers.members:
-        value = ctx.value(member.value)
+        value = ctx.value(member.value, secret=True)
         if value is None:
             continue
         header = values.member_key(member)
@@ -376,7 +376,8 @@ def _force(ctx: Context, item: s.Item) -> tuple[tuple[str, Any], ...]:
     for member in forced.members:
         env = values.find_env(member.value)
         if env is not None:
-            ctx.error(env.span, "`env(...)` cannot be used in `force`", "forced parameters are written literally")
+            ctx.error(env.span, f"`{values.reference_kind(env)}` cannot be used in `force`",
+                      "forced parameters are written literally")
             continue
         out.append((values.member_key(member), values.json_value(member.value)))
     return tuple(out)

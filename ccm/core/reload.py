@@ -265,7 +265,7 @@ class Reloader:
         reused = {id(p) for p in previous.providers.values()}
         for provider in runtime.unconfigured:
             if id(provider) not in reused:
-                log.warning("provider %s is not configured: %s is not set", provider.provider.name, provider.endpoint.missing)
+                log.warning("provider %s is not configured: %s", provider.provider.name, provider.endpoint.missing)
         return True
 
     def _reject(self, why: str, first_error: str, rendered: str) -> bool:

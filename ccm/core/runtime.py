@@ -260,7 +260,7 @@ def _health(table: RoutingTable, providers: Mapping[str, ProviderRuntime]) -> di
     """/health's part that only changes with the table: `degraded`, with the reasons, when a provider that a rule
     or fallback chain reaches cannot be used until a variable is set."""
     reached = _reached_providers(table)
-    reasons = [f"provider {name} is not configured: {p.endpoint.missing} is not set"
+    reasons = [f"provider {name} is not configured: {p.endpoint.missing}"
                for name, p in providers.items() if p.endpoint.missing and name in reached]
     health: dict[str, Any] = {
         "status": "degraded" if reasons else "ok",

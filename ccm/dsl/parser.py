@@ -207,6 +207,9 @@ class _Build:
         default = self.leaf(children[2]) if len(children) > 2 else None
         return s.Env(name, default, span)
 
+    def file_value(self, children: list[Any], span: s.Span) -> s.FileRef:
+        return s.FileRef(self.leaf(children[1]), span)
+
     def object(self, children: list[Any], span: s.Span) -> s.Object:
         return s.Object(tuple(children), span)
 

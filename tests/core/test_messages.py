@@ -55,7 +55,7 @@ async def test_health_is_degraded_when_a_routed_provider_has_no_key(harness_fact
     h = harness_factory(table, environ={})
     health = (await h.client.get("/health")).json()
     assert health["status"] == "degraded"
-    assert health["reasons"] == ["provider deepseek is not configured: DS_KEY is not set"]
+    assert health["reasons"] == ["provider deepseek is not configured: environment variable DS_KEY is not set"]
 
 
 async def test_the_request_line_names_the_model_a_count_tokens_request_asked_for(harness_factory):
