@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "models": "ccm.cli.models_cmd:models",
     "run": "ccm.cli.serve:run",
     "code": "ccm.cli.serve:code",
+    "init": "ccm.cli.init_cmd:init",
     "env": "ccm.cli.serve:env",
     "keys": "ccm.cli.keys:keys",
     "credits": "ccm.cli.keys:credits",

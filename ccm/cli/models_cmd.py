@@ -21,6 +21,7 @@ import click
 import orjson
 
 from ccm.cli.check import compiled_or_exit
+from ccm.cli.route_file import find_route_file
 from ccm.table import FileRef, Literal_, Model, Provider, RoutingTable
 
 COLUMNS = ("MODEL", "PROVIDER", "UPSTREAM", "CONTEXT", "MAX OUT", "PRICE $/M", "QUIRKS", "KEY")
@@ -111,12 +112,14 @@ def render_table(models: list[dict[str, Any]]) -> str:
 
 
 @click.command()
-@click.argument("file", default="routes.ccm", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a list of models with their deployments, limits, prices, quirks and key state.")
-def models(file: str, output: str) -> None:
-    """List the models a route file serves: providers, upstream models, limits, prices, quirks, keys."""
-    table = compiled_or_exit(file).compiled
+def models(file: str | None, output: str) -> None:
+    """List the models a route file serves: providers, upstream models, limits, prices, quirks, keys.
+
+    Without FILE: $CCM_ROUTES, else ./routes.ccm, else ~/.config/ccm/routes.ccm."""
+    table = compiled_or_exit(file if file == "-" else str(find_route_file(file, os.environ))).compiled
     assert table is not None
     described = describe_models(table, os.environ)
     if output == "json":

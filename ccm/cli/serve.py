@@ -1,11 +1,14 @@
 """`ccm run`, `ccm code`, `ccm env`: serve a route file, and point Claude Code at it.
 
-    ccm run  [FILE=routes.ccm] [--host 127.0.0.1] [--port 2260] [--workers N] [--server uvicorn|hypercorn]
+    ccm run  [FILE] [--host 127.0.0.1] [--port 2260] [--workers N] [--server uvicorn|hypercorn]
              [--log-level info] [--log-format text|json] [--no-metrics] [--capture DIR [--capture-max-files N]
              [--capture-max-mb N]]
     ccm code [--port N] [--statusline|--statusline-project] [FILE.ccm] [--] [CLAUDE_ARGS…]
                                                           start the router if needed, then run `claude` through it
-    ccm env  [FILE=routes.ccm] [--port N]                 the `export` lines that point a shell's Claude Code at ccm
+    ccm env  [FILE] [--port N]                            the `export` lines that point a shell's Claude Code at ccm
+
+Without FILE, each finds the route file as `ccm.cli.route_file` says: $CCM_ROUTES, else ./routes.ccm, else
+${XDG_CONFIG_HOME:-~/.config}/ccm/routes.ccm (which `ccm init` writes).
 
 `ccm run` refuses to start on a file with errors or failing in-file tests (exit 1, diagnostics on stderr), and
 refuses a non-loopback `--host` when the file declares no inbound `auth` key (exit 2). A provider whose key is
@@ -39,6 +42,7 @@ import click
 from ccm.capture import MAX_BYTES, MAX_FILES
 from ccm.cli import routers
 from ccm.cli.claude_env import claude_environment, replaced_headers, shell_exports
+from ccm.cli.route_file import find_route_file
 from ccm.compile.check import check
 from ccm.core.runtime import Runtime, build_runtime
 from ccm.diagnostics import UNSET_VARIABLE, Diagnostic
@@ -60,13 +64,13 @@ from ccm.service import (
 )
 from ccm.table import EnvRef, FileRef, RoutingTable, resolve
 
-DEFAULT_FILE = "routes.ccm"
 DEFAULT_PORT = 2260  # ccm on a phone keypad; not 3456, which is claude-code-router's (people run both)
 STARTUP_WAIT_SECONDS = 10.0
 
 log = logging.getLogger("ccm")
 
-file_argument = click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+# FILE may be left out: `ccm.cli.route_file` finds it ($CCM_ROUTES, ./routes.ccm, ~/.config/ccm/routes.ccm)
+file_argument = click.argument("file", required=False, type=click.Path(dir_okay=False))
 port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 
 
@@ -135,10 +139,13 @@ def is_loopback(host: str) -> bool:
               help="Capture keeps at most this many files (the oldest go).")
 @click.option("--capture-max-mb", default=MAX_BYTES // (1024 * 1024), show_default=True, type=click.IntRange(1),
               help="Capture keeps at most this many megabytes (the oldest files go).")
-def run(file: str, host: str, port: int, workers: int, server_name: str, log_level: str, db: str | None,
+def run(file: str | None, host: str, port: int, workers: int, server_name: str, log_level: str, db: str | None,
         no_ledger: bool, log_format: str, metrics: bool, capture: str | None, capture_max_files: int,
         capture_max_mb: int) -> None:
-    """Serve FILE: Claude Code's requests routed as the route file says."""
+    """Serve FILE: Claude Code's requests routed as the route file says.
+
+    Without FILE: $CCM_ROUTES, else ./routes.ccm, else ~/.config/ccm/routes.ccm (`ccm init` writes one)."""
+    file = str(find_route_file(file, os.environ))
     configure_logging(log_level, log_format)
     public = not is_loopback(host)
     ledger_url = None if no_ledger else (db or default_url(os.environ))
@@ -168,8 +175,6 @@ def run(file: str, host: str, port: int, workers: int, server_name: str, log_lev
             with _listed(file, host, port):
                 code = server.serve_workers("ccm.service:worker_app", host, port, workers, server_name)
         raise SystemExit(code)
-    if not Path(file).is_file():
-        raise click.ClickException(f"route file not found: {file}")
     options = ServiceOptions(public=public, subscribers=(request_logger(log_format),), metrics=metrics,
                              capture_dir=capture, capture_max_files=capture_max_files,
                              capture_max_bytes=capture_bytes, db=ledger_url)
@@ -259,15 +264,14 @@ def code(port: int | None, statusline: bool, statusline_project: bool, args: tup
     """Run Claude Code through ccm: the router serving FILE if one runs, else one started in the background.
 
     ccm code [OPTIONS] [FILE.ccm] [--] [CLAUDE_ARGS]...: the first argument is the route file when it ends in .ccm
-    (default routes.ccm); the rest, after an optional `--`, go to claude."""
+    (else $CCM_ROUTES, ./routes.ccm, ~/.config/ccm/routes.ccm); the rest, after an optional `--`, go to claude."""
     if statusline or statusline_project:
         _install_statusline(project=statusline_project)
-    file, claude_args = split_code_args(args)
+    named, claude_args = split_code_args(args)
     claude = os.environ.get("CCM_CLAUDE") or shutil.which("claude")
     if not claude:
         raise click.ClickException("`claude` was not found on PATH; install Claude Code or set CCM_CLAUDE")
-    if not Path(file).is_file():
-        raise click.ClickException(f"route file not found: {file}")
+    file = str(find_route_file(named, os.environ))
     running = router_for(file, port)
     # a router already serving the file has said what it had to say at its start: only its errors matter here
     table = load_table(file) if running is None else _quiet_table(file)
@@ -281,10 +285,10 @@ def code(port: int | None, statusline: bool, statusline_project: bool, args: tup
     raise SystemExit(subprocess.call([claude, *claude_args], env=env))
 
 
-def split_code_args(args: tuple[str, ...]) -> tuple[str, list[str]]:
+def split_code_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """`ccm code`'s words: the route file (when the first ends in .ccm) and claude's arguments, without the `--`
     that may separate them (click keeps a `--` that follows an argument)."""
-    file = args[0] if args and args[0].endswith(".ccm") else DEFAULT_FILE
+    file = args[0] if args and args[0].endswith(".ccm") else None
     rest = list(args[1:] if args and args[0].endswith(".ccm") else args)
     if rest and rest[0] == "--":
         rest = rest[1:]
@@ -329,11 +333,12 @@ def _quiet_table(file: str) -> RoutingTable:
 @file_argument
 @click.option("--port", default=None, type=click.IntRange(1, 65535),
               help=f"The router's port [default: a router already serving FILE, else {DEFAULT_PORT}].")
-def env(file: str, port: int | None) -> None:
+def env(file: str | None, port: int | None) -> None:
     """Print the shell exports that point Claude Code at ccm: eval "$(ccm env)"."""
-    table = load_table(file) if Path(file).is_file() else None
+    found = find_route_file(file, os.environ, required=False)
+    table = load_table(found) if found is not None else None
     if port is None:
-        port = (router_for(file, None) if table is not None else None) or DEFAULT_PORT
+        port = (router_for(str(found), None) if found is not None else None) or DEFAULT_PORT
     for line in shell_exports(table, f"http://127.0.0.1:{port}", os.environ, Path.home()):
         click.echo(line)
     replaced = replaced_headers(os.environ) if table is not None and table.settings.auth else []

@@ -270,7 +270,7 @@ def test_split_code_args():
     from ccm.cli.serve import split_code_args
 
     assert split_code_args(("team.ccm", "--", "-p", "hi")) == ("team.ccm", ["-p", "hi"])
-    assert split_code_args(("-p", "hi")) == ("routes.ccm", ["-p", "hi"])
+    assert split_code_args(("-p", "hi")) == (None, ["-p", "hi"])  # the file is looked up (ccm.cli.route_file)
     assert split_code_args(("team.ccm", "--", "--", "x")) == ("team.ccm", ["--", "x"])
 
 
