@@ -10,16 +10,23 @@ gone (killed, crashed) is removed by the next `running()`. Which file a router s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-LOG_FILE_VARIABLE = "CCM_LOG_FILE"  # set by `ccm code` for the router it starts: where its output goes
+import click
+
+LOG_FILE_VARIABLE = "CCM_LOG_FILE"  # set for a router started in the background: where its output goes
+RUN_COMMAND = (sys.executable, "-c", "from ccm.cli.main import main; main()")  # then `run FILE …`
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,42 @@ def uptime(state: RouterState) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def start_detached(command: list[str], cwd: str, port: int, routes: str, environ: Mapping[str, str],
+                   wait: float) -> Path:
+    """Start a `ccm run` command detached from this process (its own session: it outlives the caller), its output
+    appended to ccm-PORT.log beside the state folder; returns the log's path once the router on `port` says it
+    serves the file `routes` names, or raises a ClickException pointing at the log."""
+    log_path = state_dir(environ).parent / f"ccm-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    package_root = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(filter(None, [package_root, environ.get("PYTHONPATH")]))
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**environ, "PYTHONPATH": python_path, LOG_FILE_VARIABLE: str(log_path)},
+        )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if serves(port, routes):
+            return log_path
+        if process.poll() is not None:
+            raise click.ClickException(f"ccm run exited with status {process.returncode}; see {log_path}")
+        time.sleep(0.1)
+    raise click.ClickException(f"ccm run did not answer /health within {wait:g}s; see {log_path}")
+
+
+def stop(state: RouterState, wait: float = 10.0) -> bool:
+    """SIGTERM to the router, then wait for it to go (True) or for `wait` seconds to pass (False)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not alive(state.pid):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _read(path: Path) -> RouterState | None:

@@ -217,7 +217,7 @@ def _listed(file: str, host: str, port: int) -> Iterator[None]:
 
 def _command_line() -> list[str]:
     """How this `ccm run` was started, so that `ccm restart` can start it again the same way."""
-    return [sys.executable, "-c", "from ccm.cli.main import main; main()", *sys.argv[1:]]
+    return [*routers.RUN_COMMAND, *sys.argv[1:]]
 
 
 def _report(diagnostics: Iterable[Diagnostic], log_format: str, serving: bool = False) -> None:
@@ -365,30 +365,8 @@ def _unresolved_auth(table: RoutingTable) -> list[str]:
 
 
 def _start_background(file: str, port: int) -> None:
-    """Start `ccm run` detached (it outlives this command), logging to ~/.cache/ccm/ccm-<port>.log; it lists itself
-    for `ccm status` and `ccm stop` (`ccm.cli.routers`)."""
-    log_dir = routers.state_dir(os.environ).parent
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"ccm-{port}.log"
-    package_root = str(Path(__file__).resolve().parents[2])
-    python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    command = [sys.executable, "-c", "from ccm.cli.main import main; main()", "run", file, "--port", str(port)]
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONPATH": python_path, routers.LOG_FILE_VARIABLE: str(log_path)},
-        )
-    routes = routes_id(file)
-    deadline = time.monotonic() + STARTUP_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if routers.serves(port, routes):
-            click.echo(f"ccm: router started on port {port} (log: {log_path}; `ccm stop {port}` stops it)", err=True)
-            return
-        if process.poll() is not None:
-            raise click.ClickException(f"ccm run exited with status {process.returncode}; see {log_path}")
-        time.sleep(0.1)
-    raise click.ClickException(f"ccm run did not answer /health within {STARTUP_WAIT_SECONDS:g}s; see {log_path}")
+    """Start `ccm run FILE --port PORT` detached (it outlives this command), logging to ~/.cache/ccm/ccm-PORT.log;
+    it lists itself for `ccm status`, `ccm stop` and `ccm restart` (`ccm.cli.routers`)."""
+    command = [*routers.RUN_COMMAND, "run", file, "--port", str(port)]
+    log_path = routers.start_detached(command, os.getcwd(), port, routes_id(file), os.environ, STARTUP_WAIT_SECONDS)
+    click.echo(f"ccm: router started on port {port} (log: {log_path}; `ccm stop {port}` stops it)", err=True)
