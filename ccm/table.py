@@ -156,10 +156,12 @@ DEFAULT_AUTH: dict[str, AuthStyle] = {
 
 
 class Timeouts(Frozen):
-    """Seconds. `first_byte` bounds the wait for the first upstream event; `idle` the gap between stream chunks."""
+    """Seconds. `first_byte` bounds the wait for the first upstream event; `idle` the gap between stream chunks.
+    `first_byte` is 30 s by default so that an upstream that hangs before its first byte hands the request to its
+    fallback in about that long (a model that thinks long before streaming anything needs its own)."""
 
     connect: float = 10.0
-    first_byte: float = 300.0
+    first_byte: float = 30.0
     idle: float = 300.0
     total: float = 1800.0
 
@@ -170,7 +172,8 @@ class RetryPolicy(Frozen):
     attempts: int = 2
     backoff_min: float = 0.5
     backoff_max: float = 8.0
-    on: tuple[RetryOn, ...] = ("429", "5xx", "529", "timeout", "connect")
+    # not `timeout`: a hung upstream goes to the fallback after one `first_byte`, not after three
+    on: tuple[RetryOn, ...] = ("429", "5xx", "529", "connect")
 
 
 class BreakerPolicy(Frozen):
