@@ -5,6 +5,8 @@
                               of its own, so x-api-key and Authorization stay the user's credentials
     ANTHROPIC_API_KEY         `ccm-local`, only when the user has no credentials of their own (Claude Code will not
                               start without one); an API key or a Claude login the user has is never replaced
+    CLAUDE_CODE_MAX_CONTEXT_TOKENS  the window of the routed models Claude Code does not know (`context_window`),
+                              unless the user set it: without it, 2.1.328 assumes 1M tokens and compacts far too late
 
 The user's own credentials: ANTHROPIC_API_KEY (other than the placeholder), ANTHROPIC_AUTH_TOKEN,
 CLAUDE_CODE_OAUTH_TOKEN, or a Claude Code login (`.credentials.json` in ${CLAUDE_CONFIG_DIR:-~/.claude}, or an
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ccm.table import CCM_KEY_HEADER, PLACEHOLDER_KEY, EnvRef, FileRef, RoutingTable, resolve
 
 OWN_CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+WINDOW_VARIABLE = "CLAUDE_CODE_MAX_CONTEXT_TOKENS"
+CLAUDE_ALIASES = frozenset({"opus", "sonnet", "haiku", "opusplan", "default", "best"})
 CUSTOM_HEADERS = "ANTHROPIC_CUSTOM_HEADERS"
 
 
@@ -41,9 +45,13 @@ def has_own_credentials(environ: Mapping[str, str], home: Path) -> bool:
     return False
 
 
-def claude_environment(table: RoutingTable | None, url: str, environ: Mapping[str, str], home: Path) -> dict[str, str]:
+def claude_environment(table: RoutingTable | None, url: str, environ: Mapping[str, str], home: Path,
+                       claude_args: Sequence[str] = ()) -> dict[str, str]:
     """The environment `ccm code` runs claude in: `environ` pointed at ccm at `url`."""
     env = {**environ, "ANTHROPIC_BASE_URL": url}
+    window = context_window(table, claude_args)
+    if window is not None and not environ.get(WINDOW_VARIABLE):
+        env[WINDOW_VARIABLE] = str(window)
     key = _inbound_key(table, environ)
     if key is not None:
         kept = _other_headers(environ.get(CUSTOM_HEADERS, ""))
@@ -69,7 +77,39 @@ def shell_exports(table: RoutingTable | None, url: str, environ: Mapping[str, st
         lines.append(f"export {CUSTOM_HEADERS}={header}")
     if not has_own_credentials(environ, home):
         lines.append(f"export ANTHROPIC_API_KEY={PLACEHOLDER_KEY}")
+    window = context_window(table, ())
+    if window is not None and not environ.get(WINDOW_VARIABLE):
+        lines.append(f"export {WINDOW_VARIABLE}={window}")
     return lines
+
+
+def context_window(table: RoutingTable | None, claude_args: Sequence[str]) -> int | None:
+    """What Claude Code should take as the window of a model it does not know (CLAUDE_CODE_MAX_CONTEXT_TOKENS, which
+    2.1.328 reads for any unrecognised model id instead of assuming 1M tokens): the declared `context` of the alias
+    `--model` names, else the smallest `context` among the aliases Claude Code would not recognise (it may be switched
+    to any of them with /model: compacting early is safe, late is not). None when the table declares none."""
+    if table is None:
+        return None
+    named = _model_argument(claude_args)
+    if named is not None and named in table.models and table.models[named].context is not None:
+        return table.models[named].context
+    windows = [model.context for name, model in table.models.items()
+               if model.declared and model.context is not None and not _claude_knows(name)]
+    return min(windows) if windows else None
+
+
+def _model_argument(claude_args: Sequence[str]) -> str | None:
+    for index, word in enumerate(claude_args):
+        if word == "--model" and index + 1 < len(claude_args):
+            return claude_args[index + 1]
+        if word.startswith("--model="):
+            return word.partition("=")[2]
+    return None
+
+
+def _claude_knows(name: str) -> bool:
+    """Names Claude Code resolves to its own models (and their windows) before they reach ccm."""
+    return name.removesuffix("[1m]") in CLAUDE_ALIASES or name.startswith("claude-")
 
 
 def replaced_headers(environ: Mapping[str, str]) -> list[str]:

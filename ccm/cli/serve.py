@@ -281,7 +281,7 @@ def code(port: int | None, statusline: bool, statusline_project: bool, args: tup
             click.echo(f"ccm: port {DEFAULT_PORT} is taken by {_describe(DEFAULT_PORT)}; starting a router for "
                        f"{file} on port {running}", err=True)
         _start_background(file, running)
-    env = claude_environment(table, f"http://127.0.0.1:{running}", os.environ, Path.home())
+    env = claude_environment(table, f"http://127.0.0.1:{running}", os.environ, Path.home(), claude_args)
     raise SystemExit(subprocess.call([claude, *claude_args], env=env))
 
 

@@ -164,8 +164,10 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
     if routes:
         compiled_rules = rules.route_block(ctx, routes[0], direct_on, direct_span)
 
-    fallbacks = rules.fallbacks(ctx, [st for st in statements if isinstance(st, s.Fallback)])
+    fallback_statements = [st for st in statements if isinstance(st, s.Fallback)]
+    fallbacks = rules.fallbacks(ctx, fallback_statements)
     _warn_slow_handover(ctx, fallbacks, retry)
+    _warn_smaller_windows(ctx, fallback_statements)
 
     policies: dict[str, dict[str, t.Policy]] = {"plan": {}, "team": {}}
     policy_spans: dict[str, dict[str, s.Span]] = {"plan": {}, "team": {}}
@@ -251,6 +253,28 @@ def _warn_slow_handover(ctx: Context, fallbacks: dict[str, tuple[str, ...]], ret
         elif chain and waits > HANDOVER_BOUND:
             ctx.warning(ctx.model_spans[name], f"model `{name}`: a hung upstream holds the client up to "
                         f"{_seconds(waits)} before `{chain[0]}` is tried ({tries}, plus backoff)", hint)
+
+
+def _warn_smaller_windows(ctx: Context, chains: list[s.Fallback]) -> None:
+    """A request sized for the head of a chain may not fit a model further down with a smaller `context`: ccm then
+    skips that model (its count is over the window), so the chain is shorter than it reads."""
+    for chain in chains:
+        head = ctx.models.get(chain.chain[0].text)
+        if head is None or head.context is None:
+            continue
+        for word in chain.chain[1:]:
+            model = ctx.models.get(word.text)
+            if model is not None and model.context is not None and model.context < head.context:
+                ctx.warning(word.span, f"`{word.text}` has a smaller window ({_tokens(model.context)}) than "
+                            f"`{head.name}` ({_tokens(head.context)}), which falls back to it",
+                            f"a request above {_tokens(model.context)} tokens skips `{word.text}`; put a model with "
+                            "a window as large in the chain, or accept that those go no further")
+
+
+def _tokens(count: int) -> str:
+    if count % 1_000_000 == 0:
+        return f"{count // 1_000_000}m"
+    return f"{count // 1000}k" if count % 1000 == 0 else str(count)
 
 
 def _seconds(value: float) -> str:

@@ -173,7 +173,7 @@ def build_runtime(
     keys = _inbound_keys(table, environ)
     declared = {name: m for name, m in table.models.items() if m.declared}
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    model_objects = {name: _model_object(name, created) for name in declared}
+    model_objects = {name: _model_object(model, created) for name, model in declared.items()}
     runtime = Runtime(
         table=table,
         providers=providers,
@@ -252,8 +252,16 @@ def _inbound_keys(table: RoutingTable, environ: Mapping[str, str]) -> tuple[byte
     return tuple(key.encode() for key in resolved if key)
 
 
-def _model_object(name: str, created: str) -> dict[str, str]:
-    return {"type": "model", "id": name, "display_name": name, "created_at": created}
+def _model_object(model: Model, created: str) -> dict[str, str | int]:
+    """Anthropic's model object, with the window and output cap the table declares (`max_input_tokens`,
+    `max_tokens`, as Anthropic's own model catalogue names them) for clients that read them."""
+    listed: dict[str, str | int] = {"type": "model", "id": model.name, "display_name": model.name,
+                                    "created_at": created}
+    if model.context is not None:
+        listed["max_input_tokens"] = model.context
+    if model.max_output is not None:
+        listed["max_tokens"] = model.max_output
+    return listed
 
 
 def _health(table: RoutingTable, providers: Mapping[str, ProviderRuntime]) -> dict[str, Any]:

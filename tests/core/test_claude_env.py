@@ -66,3 +66,41 @@ def test_the_placeholder_only_without_credentials_and_the_inbound_key_in_its_own
                      'export ANTHROPIC_CUSTOM_HEADERS="x-ccm-key: ${CCM_INBOUND}"',
                      "export ANTHROPIC_API_KEY=ccm-local"]
     assert "inbound-secret" not in "\n".join(lines)
+
+
+WINDOWS = ROUTES + """
+provider deepseek {
+  type openai
+  url  "https://api.deepseek.com/v1"
+  key  env("DEEPSEEK_API_KEY")
+}
+model coder = deepseek/deepseek-chat {
+  context    128k
+  max_output 8k
+}
+model reasoner = deepseek/deepseek-reasoner {
+  context    64k
+  max_output 8k
+}
+model sonnet = anthropic/claude-sonnet-5-5 {
+  context 32k
+}
+"""
+
+
+def test_claude_code_is_given_the_window_of_the_models_it_does_not_know(tmp_path):
+    routes = tmp_path / "routes.ccm"
+    routes.write_text(WINDOWS)
+    checked = check(routes, {})
+    assert checked.table is not None
+    own = {"ANTHROPIC_API_KEY": "sk-ant-own"}
+    # `--model coder`: that alias's window
+    env = claude_environment(checked.table, URL, own, tmp_path, ["--model", "coder", "-p", "hi"])
+    assert env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "128000"
+    # otherwise the smallest among the aliases Claude Code does not know (`sonnet` it knows as its own)
+    assert claude_environment(checked.table, URL, own, tmp_path)["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "64000"
+    assert "export CLAUDE_CODE_MAX_CONTEXT_TOKENS=64000" in shell_exports(checked.table, URL, own, tmp_path)
+    # the user's own setting wins
+    mine = {**own, "CLAUDE_CODE_MAX_CONTEXT_TOKENS": "50000"}
+    assert claude_environment(checked.table, URL, mine, tmp_path)["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "50000"
+    assert not any("MAX_CONTEXT" in line for line in shell_exports(checked.table, URL, mine, tmp_path))

@@ -146,3 +146,18 @@ def test_code_runs_the_router_for_the_file_it_was_given(folder: Path, claude_bin
             assert result_of(done)["result"]
             assert "router started" in done.stderr
     assert fake.exchanges and not elsewhere.exchanges
+
+
+def test_claude_code_is_told_the_routed_models_window(folder: Path, claude_bin: Path) -> None:
+    """`claude --model coder` names a model Claude Code does not know: without CLAUDE_CODE_MAX_CONTEXT_TOKENS it says
+    it assumes a 1M-token window (and compacts far too late for this 128k one); ccm code passes the table's."""
+    (folder / "project" / "routes.ccm").write_text(ROUTES.replace("model opus", "model coder = anthropic/claude-x {\n"
+                                                                  "  context 128k\n}\nmodel opus"))
+    fake = FakeAnthropic(USER_KEY)
+    with serve(fake) as (url, _):
+        env = environment(folder, claude_bin, url, ANTHROPIC_API_KEY=USER_KEY)
+        done = ccm_code(folder, env, "--port", str(free_port()), "routes.ccm", "--",
+                        "--model", "coder", "-p", "say hi", "--output-format", "json")
+        assert result_of(done)["result"]
+    assert "doesn't recognize the model" not in done.stdout + done.stderr, done.stderr
+    assert fake.exchanges and fake.exchanges[0].json["model"] == "claude-x"  # routed by the direct rule
