@@ -221,12 +221,10 @@ async def one_settle_sqlalchemy(url: str, rounds: int) -> float:
     engine = create_async_engine(engine_url)
 
     def named(sql: str) -> str:
-        count = 0
         out = []
-        for part in sql.split("?"):
+        for count, part in enumerate(sql.split("?")):
             out.append(part)
             out.append(f":p{count}")
-            count += 1
         return "".join(out[:-1])
 
     lock = " FOR UPDATE" if url.startswith("postgresql") else ""

@@ -6,6 +6,7 @@ one). It runs on the request's task after the answer was sent. Run by hand: `.ve
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import sys
@@ -37,9 +38,14 @@ def main() -> None:
                 metrics.observe(record)
             rounds.append((time.perf_counter() - start) / RUNS * 1e6)
         print(f"{name:28s} median {statistics.median(rounds):6.2f} µs per record (min {min(rounds):.2f})")
-    start = time.perf_counter()
-    body = metrics.exposition()
-    print(f"{'scrape':28s} {(time.perf_counter() - start) * 1e3:6.2f} ms ({len(body)} bytes)")
+
+    async def scrape() -> tuple[bytes, float]:
+        start = time.perf_counter()
+        body = await metrics.exposition()
+        return body, time.perf_counter() - start
+
+    body, took = asyncio.run(scrape())
+    print(f"{'scrape':28s} {took * 1e3:6.2f} ms ({len(body)} bytes)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Server time of each admin page (figures in docs/ui.md), in-process (httpx over ASGI: no socket, no browser), on the repository's
-routes.ccm with 500 finished requests in the live feed (RecentRecords' capacity). Run by hand:
+"""Server time of each admin page (figures in docs/ui.md), in-process (httpx over ASGI: no socket, no browser), on the
+repository's routes.ccm with 500 finished requests in the live feed (RecentRecords' capacity). Run by hand:
 `.venv/bin/python bench/bench_pages.py [ROUNDS]`. Prints p50 and p90 per page in ms.
 
 The 1M-usage-rows part of the target (p50 <= 50 ms per page) comes with the ledger's pages."""

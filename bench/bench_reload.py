@@ -44,7 +44,10 @@ async def measure(saves: int) -> tuple[list[float], list[float]]:
     logger = logging.getLogger("ccm.reload")
     logger.addHandler(reload_log)
     logger.setLevel(logging.INFO)
-    with serve(FakeAnthropic(UPSTREAM_KEY, default=Reply(text="ok"))) as (url, _), tempfile.TemporaryDirectory() as folder:
+    with (
+        serve(FakeAnthropic(UPSTREAM_KEY, default=Reply(text="ok"))) as (url, _),
+        tempfile.TemporaryDirectory() as folder,
+    ):
         route_file = Path(folder) / "routes.ccm"
         route_file.write_text(routes(0))
         environ = {"UPSTREAM_URL": url, "UPSTREAM_KEY": UPSTREAM_KEY}
@@ -68,7 +71,8 @@ def main() -> None:
     live, reload_ms = asyncio.run(measure(saves))
     print(f"save-to-live over {saves} saves: median {statistics.median(live):.1f} ms, "
           f"p90 {statistics.quantiles(live, n=10)[-1]:.1f} ms, min {min(live):.1f} ms, max {max(live):.1f} ms")
-    print(f"of which the reload itself (compile, in-file tests, runtime, swap): median {statistics.median(reload_ms):.0f} ms")
+    print("of which the reload itself (compile, in-file tests, runtime, swap): "
+          f"median {statistics.median(reload_ms):.0f} ms")
 
 
 if __name__ == "__main__":

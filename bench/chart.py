@@ -50,7 +50,7 @@ def throughput_lines(axes: Any, targets: dict[str, Any]) -> None:
         sweep = targets.get(name, {}).get("workloads", {}).get("sweep") or {}
         points = [(int(level), entry["rps"]) for level, entry in sweep.items() if "rps" in entry and entry["rps"] > 0]
         if points:
-            axes.plot(*zip(*points), marker="o", label=NAMES[name], color=COLOURS[name])
+            axes.plot(*zip(*points, strict=True), marker="o", label=NAMES[name], color=COLOURS[name])
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     axes.set_xlabel("connections")

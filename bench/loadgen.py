@@ -13,6 +13,7 @@ the smoke test, where wrk may not be installed. It speaks just enough HTTP/1.1 f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -80,10 +81,8 @@ class Connection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(ConnectionError):
                 await self.writer.wait_closed()
-            except ConnectionError:
-                pass
             self.writer = None
 
 
@@ -186,7 +185,7 @@ async def load(url: str, body: bytes, connections: int, seconds: float, headers:
                 budget[0] -= 1
                 try:
                     answer = await asyncio.wait_for(connection.exchange(raw), timeout)
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ProtocolError) as error:
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ProtocolError) as error:
                     result.errors += 1
                     result.first_error = result.first_error or f"{type(error).__name__}: {error}"
                     await connection.close()
@@ -223,8 +222,8 @@ async def burst(url: str, bodies: list[bytes], headers: dict[str, str] | None = 
     try:
         start = time.perf_counter()
         answers = await asyncio.wait_for(asyncio.gather(*(
-            connection.exchange(request_bytes(url, body, headers)) for connection, body in zip(connections, bodies))),
-            timeout)
+            connection.exchange(request_bytes(url, body, headers))
+            for connection, body in zip(connections, bodies, strict=True))), timeout)
         return time.perf_counter() - start, list(answers)
     finally:
         for connection in connections:

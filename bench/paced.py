@@ -144,8 +144,8 @@ async def measure(streams: int, gap: float, source: Path | None = None) -> dict[
     with tempfile.TemporaryDirectory() as workdir:
         routes = Path(workdir) / "routes.ccm"
         routes.write_text(TABLE.format(port=upstream_port))
-        ccm = subprocess.Popen([*ccm_command(source), "run", str(routes), "--port", str(port), "--log-level", "warning"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ccm = subprocess.Popen([*ccm_command(source), "run", str(routes), "--port", str(port),
+                                "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}/v1/messages"
             for _ in range(100):

@@ -104,7 +104,8 @@ async def profile(target: Target, plan: Plan, seconds: float = 6.0, request: str
     if not PY_SPY.exists():
         return {"error": f"py-spy is not installed at {PY_SPY} (make bench installs it)"}
     assert target.process is not None
-    body = TINY if request == "tiny" else encode(fixture_bodies(Plan(fixtures=(REAL_REQUEST,)))[Path(REAL_REQUEST).stem])
+    body = (TINY if request == "tiny"
+            else encode(fixture_bodies(Plan(fixtures=(REAL_REQUEST,)))[Path(REAL_REQUEST).stem]))
     url = url_for(target, DEFAULT)
     await warm(url, body, 20)
     with tempfile.TemporaryDirectory(prefix="ccm-profile-") as folder:

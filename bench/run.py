@@ -7,8 +7,8 @@
 Workloads: tiny fixtures passthrough stream burst sweep memory (bench.workloads), plus startup (every router, on
 its start), reload (bench/bench_reload.py), profile (py-spy on ccm, bench.profile), micro (bench/bench_route.py
 and bench/bench_tokens.py, in-process) and paced (bench.paced: what ccm adds to each event of a stream whose events
-arrive one at a time, and its CPU per event, against its own Python upstream). The upstream is always started; it is measured alone too unless
-`--targets` leaves it out.
+arrive one at a time, and its CPU per event, against its own Python upstream). The upstream is always started; it is
+measured alone too unless `--targets` leaves it out.
 
 A full run (no --only, --targets, --quick) writes bench/results/latest.json, docs/benchmarks.md and the chart. A
 partial run writes its JSON under the cache (${CCM_CACHE:-~/.cache/ccm}/bench/results/) and prints each figure
@@ -39,7 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--variants", default="", metavar="NAME=REV,...",
                         help="ccm at another revision per NAME=REV, beside the checkout's (bench.variants)")
     parser.add_argument("--ccm-variant", action="append", default=[], metavar="NAME:SPEC",
-                        help="a ccm variant: NAME:rev=…;args=…;env=K=V;routes=@FILE;setup=…;inherit=no;label=… (repeat; "
-                             "{workdir} is its run folder)")
+                        help="a ccm variant: NAME:rev=…;args=…;env=K=V;routes=@FILE;setup=…;inherit=no;label=… "
+                             "(repeat; {workdir} is its run folder)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="windows per shape and target when variants are compared (default 5, --quick 3)")
     options = parser.parse_args(argv)
@@ -93,7 +93,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         options.variant_specs = parse_variants(options.variants) + [parse_spec(text) for text in options.ccm_variant]
         check_names(options.variant_specs)
     except VariantError as error:
-        raise SystemExit(f"make bench: {error}")
+        raise SystemExit(f"make bench: {error}") from error
     if options.variant_specs and "ccm" not in options.targets_selected:
         raise SystemExit("make bench: variants are measured against the ccm target: add ccm to --targets")
     if options.rounds is not None and options.rounds < 1:
@@ -119,7 +119,7 @@ async def measure(options: argparse.Namespace, plan: Plan, trees: dict[str, Tree
     try:
         await upstream.start(timeout=10)
     except TargetUnavailable as error:
-        raise SystemExit(f"the upstream cannot start: {error}")
+        raise SystemExit(f"the upstream cannot start: {error}") from error
     try:
         if "upstream" in options.targets_selected:
             results["targets"]["upstream"] = {"label": upstream.label, "version": upstream.version(),
@@ -227,7 +227,7 @@ def prepare_trees(specs: list[VariantSpec]) -> dict[str, Tree]:
             try:
                 tree = trees[spec.rev] = prepare_tree(spec.rev)
             except VariantError as error:
-                raise SystemExit(f"make bench: the variant {spec.name}: {error}")
+                raise SystemExit(f"make bench: the variant {spec.name}: {error}") from error
             print(f"bench: {spec.rev} = {tree.short} in {tree.folder}"
                   f"{' (reused)' if tree.reused else ''}"
                   f"{'' if tree.pinned else ' — its packages could not be pinned to the checkout venv versions'}",
@@ -282,7 +282,7 @@ def machine() -> dict[str, Any]:
                        "    except m.PackageNotFoundError: pass\n"
                        "print(', '.join(found))")
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(), "cpu": cpu, "memory_gb": round(memory_kb / 1024 / 1024, 1),
         "kernel": platform.release(), "loadavg_start": os.getloadavg()[0],
         "python": command(str(Ccm.python), "--version"), "node": command("node", "--version"),

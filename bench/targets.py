@@ -165,7 +165,7 @@ class Target(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - an optional hook: a target with nothing to install keeps it empty
         """Raise TargetUnavailable when the target is not installed."""
 
     @abstractmethod
@@ -180,11 +180,10 @@ class Target(ABC):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         command, environ = self.launch()
-        log = open(self.workdir / f"{self.name}.log", "ab")  # appended: every start of the run is kept
-        started = time.perf_counter()
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=environ, cwd=self.workdir, start_new_session=True)
-        log.close()
+        with open(self.workdir / f"{self.name}.log", "ab") as log:  # appended: every start of the run is kept
+            started = time.perf_counter()
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=environ, cwd=self.workdir, start_new_session=True)
         url, body = self.ready_probe()
         deadline = started + timeout
         while time.perf_counter() < deadline:
@@ -196,7 +195,7 @@ class Target(ABC):
                 if answer.status == 200:
                     self.startup_s = time.perf_counter() - started
                     return
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, loadgen.ProtocolError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, loadgen.ProtocolError):
                 pass
             await asyncio.sleep(0.01)
         self.stop()

@@ -1,18 +1,19 @@
 """Money figures: what a request cost and what a key has left — the seam where the ledger plugs in.
 
-    Costs                 the protocol: `request_cost(record)`, `session_cost(session_id, caller)`, `balances()`
+    Costs                 the protocol: `request_cost(record)`, `await session_cost(session_id, caller)`,
+                          `await balances()`
     PriceListCosts        a request's upstream cost: its usage × the price the route file declared for the model
                           that served (the price snapshot the record keeps, so a reload cannot change it), priced as
                           the ledger prices it (`ccm.ledger.cost`); sessions and balances are unknown here
+                          (`ccm run --no-ledger`)
     price_cost(usage, p)  that cost, exact (`Decimal`)
 
 Amounts are US dollars as `Decimal`, exact; they become floats only where a float is the format (Prometheus'
 exposition, JSON for the statusline).
 
-The metrics (`ccm.metrics`) and the session endpoint (`ccm.sessions`) take a `Costs`; the service passes
-`PriceListCosts()` until the ledger (`ccm/ledger/`) provides its own implementation — the charge it settled for a
-record, a session's total from its store (shared by every worker), the keys' balances — and is passed instead, in
-`ccm.service.build_service`. Nothing else changes.
+The metrics (`ccm.metrics`) and the session endpoint (`ccm.sessions`) take a `Costs`; with the ledger on, the
+service passes the ledger's (`ccm.metering.LedgerCosts`: the charge it settled for a record, markup included, a
+session's total from its store, shared by every worker, and the keys' balances), else `PriceListCosts()`.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ class Costs(Protocol):
         """What the request cost in USD; None when unknown (no usage, or no price for the model)."""
         ...
 
-    def session_cost(self, session_id: str, caller: Caller) -> Decimal | None:
-        """What the Claude Code session has cost `caller` so far in USD; None when unknown."""
+    async def session_cost(self, session_id: str, caller: Caller | None) -> Decimal | None:
+        """What the Claude Code session has cost `caller` (None: everyone) so far in USD; None when unknown."""
         ...
 
-    def balances(self) -> Mapping[str, Decimal]:
+    async def balances(self) -> Mapping[str, Decimal]:
         """Key label -> remaining balance in USD, for the keys that have one (empty without a ledger)."""
         ...
 
@@ -50,10 +51,10 @@ class PriceListCosts:
             return None
         return price_cost(record.usage, record.price)
 
-    def session_cost(self, session_id: str, caller: Caller) -> Decimal | None:
+    async def session_cost(self, session_id: str, caller: Caller | None) -> Decimal | None:
         return None  # only a ledger knows a whole session: the recent records are a window, not the session
 
-    def balances(self) -> Mapping[str, Decimal]:
+    async def balances(self) -> Mapping[str, Decimal]:
         return {}
 
 

@@ -1,7 +1,8 @@
 """How ccm's processes log: one format, set up once per process (`ccm run`, each of its workers).
 
-    configure_logging(level, fmt)   `text` (the default: `time LEVEL logger: message`) or `json`: one JSON object
-                                    per line, `{"time", "level", "logger", "message"}`, for log shippers
+    configure_logging(level, fmt)   `text` (the default: `time LEVEL logger: message`, control characters in the
+                                    message escaped) or `json`: one JSON object per line, `{"time", "level",
+                                    "logger", "message"}`, for log shippers
     request_logger(fmt)             the record subscriber that writes the request line in that format
     log_request_json(record)        the request line as JSON: the text line's facts as keys (`request_fields`)
 """
@@ -43,12 +44,29 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+# Control characters as their escapes: a message that quotes an upstream's error text or a model's tool name cannot
+# start a line of its own (a forged log line) or move a terminal's cursor.
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 0x7F, 0x85, 0x2028, 0x2029)}
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message`, one line per message (a traceback still follows on lines of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if not record.message.isprintable():
+            record.message = record.message.translate(_ESCAPES)
+        return super().formatMessage(record)
+
+
 def configure_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     os.environ[LEVEL_VARIABLE] = level
     os.environ[FORMAT_VARIABLE] = fmt

@@ -151,9 +151,9 @@ def _check_body(body: dict[str, Any], count_only: bool, free: list[Any]) -> None
     _collect_free(body, free, _WALKED_BODY_KEYS)
 
     thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking["type"] == "enabled" and max_tokens is not None:
-        if thinking["budget_tokens"] >= max_tokens:
-            raise _invalid("max_tokens", "must be greater than thinking.budget_tokens")
+    if (isinstance(thinking, dict) and thinking["type"] == "enabled" and max_tokens is not None
+            and thinking["budget_tokens"] >= max_tokens):
+        raise _invalid("max_tokens", "must be greater than thinking.budget_tokens")
 
 
 def _check_system(value: Any, free: list[Any]) -> None:

@@ -1,7 +1,9 @@
 """The ledger behind the core's metering seam (`ccm.core.metering`): keys, holds, settlement, the failure policy.
 
-    LedgerMetering(ledger, policy)     what the API app calls: identify a key, admit a routed request, settle it
-    usage_row(record, key, markup)     a finished request's record as the ledger's usage row (cost from its price)
+    LedgerMetering(ledger, journal)    what the API app calls: identify a key, admit a routed request, settle it
+    LedgerCosts()                      the money figures of /metrics and the statusline (`ccm.costs.Costs`) from
+                                       the ledger: a request's charge, a session's total, the keys' balances
+    usage_row(record, key, markup, at) a finished request's record as the ledger's usage row (cost from its price)
 
 Every request is metered, the local caller's too (a row, no hold). A key with credit, a budget or limits is held
 for (`ccm.ledger.holds.hold_for`, the dearest model of the request's fallback chain) and its hold is kept ahead of a
@@ -20,6 +22,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -29,6 +32,7 @@ import anyio
 
 from ccm.core.metering import AdmissionRequest, Admitted, Report
 from ccm.core.record import Caller, RequestRecord
+from ccm.costs import PriceListCosts
 from ccm.errors import ApiError
 from ccm.ledger.apis import cost_report, json_bytes, messages_usage_report, openrouter_key
 from ccm.ledger.cost import cost, markup_for
@@ -36,9 +40,11 @@ from ccm.ledger.errors import BadInput, LedgerUnavailable
 from ccm.ledger.holds import OutputMeter, hold_for, minimum_for
 from ccm.ledger.journal import Journal
 from ccm.ledger.ledger import Ledger
+from ccm.ledger.money import Money, to_decimal
 from ccm.ledger.records import Hold, KeyInfo, UsageRow
 from ccm.ledger.refusals import KeyRefused, OutOfCredit, OverBudget, RateLimited, Refusal
-from ccm.ledger.times import now
+from ccm.ledger.store.ops import ANY_KEY
+from ccm.ledger.times import Micros, now
 from ccm.table import Model, Price, SpendPeriod, Standing
 from ccm.usage import TokenUsage
 
@@ -46,6 +52,7 @@ log = logging.getLogger("ccm.ledger")
 
 FailurePolicy = Literal["closed", "open"]
 AUDIT_SECONDS = 60.0  # how often the invariant is checked for /health
+CHARGES_KEPT = 4096  # the charges of the last requests, for their records' subscribers (records go out at once)
 
 
 @dataclass(slots=True)
@@ -55,6 +62,7 @@ class LedgerMetering:
     policy: FailurePolicy = "closed"  # the route file's `ledger fail …`, as the last request read it
     unavailable_since: float | None = None
     last_audit: dict[str, Any] = field(default_factory=dict)
+    charges: OrderedDict[str, Money] = field(default_factory=OrderedDict)  # request id -> charged, the last few
 
     # --- the core's seam --------------------------------------------------------------------------------------------
 
@@ -175,6 +183,10 @@ class LedgerMetering:
     async def finish(self, hold: Hold | None, row: UsageRow) -> None:
         """A row with no hold is journaled and written behind the answer (`ccm.ledger.journal`); a hold is settled
         now, or journaled with its row when the ledger cannot be reached (the row closes the hold when written)."""
+        if row.cost.priced:
+            self.charges[row.request_id] = row.cost.charged
+            if len(self.charges) > CHARGES_KEPT:
+                self.charges.popitem(last=False)
         if hold is None:
             self.journal.add(row)
             return
@@ -197,6 +209,19 @@ class LedgerMetering:
                 await self._audit()
                 await anyio.sleep(AUDIT_SECONDS)
 
+    async def balances(self) -> dict[str, Decimal]:
+        """Key id -> balance, of the active keys with credit."""
+        keys = await self.ledger.keys()
+        at = now()
+        return {str(key.id): to_decimal(account.balance) for key, account in keys
+                if key.credits and key.status(at) == "active"}
+
+    async def session_charged(self, session_id: str, caller: Caller | None) -> Money | None:
+        """What the session's rows made by `caller` (None: anyone) were charged, the journal's included."""
+        key_id = ANY_KEY if caller is None else int(caller.key_id) if caller.kind == "key" and caller.key_id else None
+        await self.journal.flush()
+        return await self.ledger.session_charged(session_id, key_id)
+
     async def _audit(self) -> None:
         try:
             problems = await self.ledger.audit()
@@ -217,6 +242,42 @@ class LedgerMetering:
         if self.unavailable_since is not None:
             log.warning("the ledger is available again after %.0f s", time.time() - self.unavailable_since)
             self.unavailable_since = None
+
+
+class LedgerCosts:
+    """`ccm.costs.Costs` from the ledger, once `attach`ed (the ledger opens with the server's lifespan; until then,
+    and for a request whose charge it no longer keeps, the route file's list price): a request's cost is what it was
+    charged, markup included; a session's is the sum of its rows in the store, which every worker and instance
+    shares; balances are those of the keys with credit, read at each scrape."""
+
+    def __init__(self) -> None:
+        self.metering: LedgerMetering | None = None
+        self._list_price = PriceListCosts()
+
+    def attach(self, metering: LedgerMetering | None) -> None:
+        self.metering = metering
+
+    def request_cost(self, record: RequestRecord) -> Decimal | None:
+        charged = self.metering.charges.get(record.request_id) if self.metering is not None else None
+        return to_decimal(charged) if charged is not None else self._list_price.request_cost(record)
+
+    async def session_cost(self, session_id: str, caller: Caller | None) -> Decimal | None:
+        if self.metering is None:
+            return None
+        try:
+            charged = await self.metering.session_charged(session_id, caller)
+        except LedgerUnavailable:
+            return None  # the statusline shows what it can
+        return to_decimal(charged) if charged is not None else None
+
+    async def balances(self) -> Mapping[str, Decimal]:
+        if self.metering is None:
+            return {}
+        try:
+            return await self.metering.balances()
+        except LedgerUnavailable as error:
+            self.metering._away(error)
+            return {}
 
 
 @dataclass(slots=True)
@@ -255,11 +316,12 @@ class Settlement:
 
     async def settle(self, record: RequestRecord) -> None:
         hold = self.output_meter.hold if self.output_meter is not None else self.hold
-        row = usage_row(record, self.key.id if self.key is not None else None, self.markup)
+        key_id = self.key.id if self.key is not None else None
+        row = usage_row(record, key_id, self.markup, self.metering.ledger.clock())
         await self.metering.finish(hold, row)
 
 
-def usage_row(record: RequestRecord, key_id: int | None, markup: Decimal) -> UsageRow:
+def usage_row(record: RequestRecord, key_id: int | None, markup: Decimal, finished_at: Micros) -> UsageRow:
     usage = record.usage or TokenUsage()
     price = record.price
     last = record.attempts[-1] if record.attempts else None
@@ -283,6 +345,7 @@ def usage_row(record: RequestRecord, key_id: int | None, markup: Decimal) -> Usa
         ttft_ms=int(record.ttfb_ms) if record.ttfb_ms is not None else None,
         estimated=record.usage_estimated,
         truncated=record.truncated,
+        time=finished_at,
     )
 
 

@@ -31,7 +31,7 @@ import glob
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from decimal import Decimal
 
 import anyio
@@ -261,6 +261,7 @@ class Metrics:
         self._counts: dict[tuple[Counter, tuple[str, ...]], int] = {}
         self._histograms: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
         self._costs: dict[tuple[str, str], Decimal] = {}
+        self.balances: Mapping[str, Decimal] = {}  # as the last scrape read them
         self._deployments: set[tuple[str, str]] = set()
         self._last_reload: ReloadEvent | None = reloader.history[-1] if reloader and reloader.history else None
         self._dropped_seen = 0
@@ -357,7 +358,7 @@ class Metrics:
         for (histogram, values), pending in histograms.items():
             child = histogram.labels(*values)
             child._sum.inc(pending[0])
-            for bucket, observed in zip(child._buckets, pending[1:]):
+            for bucket, observed in zip(child._buckets, pending[1:], strict=True):
                 if observed:
                     bucket.inc(observed)
 
@@ -403,7 +404,8 @@ class Metrics:
         for event in fresh:
             self.reloads.labels("ok" if event.ok else "failed").inc()
 
-    def exposition(self) -> bytes:
+    async def exposition(self) -> bytes:
+        self.balances = await self.costs.balances()  # the ledger's, read now (the collector cannot wait)
         self.refresh()
         if self.multiprocess_dir is not None:
             _forget_dead_workers(self.multiprocess_dir)
@@ -422,7 +424,7 @@ class Metrics:
         except ApiError as error:
             await _respond(send, error.status, error.body(), b"application/json", error.headers)
             return
-        body = self.exposition()
+        body = await self.exposition()
         await _respond(send, 200, b"" if scope["method"] == "HEAD" else body, CONTENT_TYPE_LATEST.encode())
 
     @contextlib.asynccontextmanager
@@ -453,8 +455,8 @@ def _key_label(record: RequestRecord) -> str:
 
 
 class _Balances(Collector):
-    """`ccm_balance_usd{key}`, read from the costs seam at scrape time: empty until the ledger provides balances
-    (its store is shared by every worker, so whichever worker answers the scrape can read them all)."""
+    """`ccm_balance_usd{key}`, read from the costs seam at each scrape (`Metrics.exposition`): empty without the
+    ledger (its store is shared by every worker, so whichever worker answers the scrape can read them all)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -462,7 +464,7 @@ class _Balances(Collector):
     def collect(self) -> Iterable[Metric]:
         family = GaugeMetricFamily("ccm_balance_usd", "Remaining balance per key in US dollars (the ledger's)",
                                    labels=["key"])
-        for key, balance in self._metrics.costs.balances().items():
+        for key, balance in self._metrics.balances.items():
             family.add_metric([key], float(balance))
         yield family
 

@@ -445,7 +445,7 @@ def select_route(
 ) -> Decision:
     router = router_for(table)
     view = RequestView(request, headers or {}, count_tokens, caller)
-    for index, (rule, matches) in enumerate(zip(table.rules, router.matchers)):
+    for index, (rule, matches) in enumerate(zip(table.rules, router.matchers, strict=True)):
         if not matches(view):
             continue
         if rule.target is None:

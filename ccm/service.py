@@ -12,7 +12,8 @@ place. The pieces:
     api            the hot path (`ccm.core.app.App`): a plain ASGI app, nothing in front of it but a path test
     mounts         pages off the hot path (`/`, `/admin`, `/metrics`, …) mounted beside the API (`Service.mount`):
                    `/metrics` (`ccm.metrics`, with `options.metrics`) and `/ccm/sessions/{id}` (`ccm.sessions`)
-    costs          where money figures come from (`ccm.costs.Costs`): the route file's prices until the ledger's
+    costs          where money figures come from (`ccm.costs.Costs`): the ledger's (`ccm.metering.LedgerCosts`),
+                   or without one the route file's prices
     capture        request capture (`ccm.capture.Capture`), started by `options.capture_dir` or later by its owner
     lifespan       one `AsyncExitStack` of services, entered at the server's startup and closed at its shutdown:
                    the providers' pools, the reloader, the record queue's drain (and, as they arrive, the ledger's
@@ -32,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -50,6 +51,9 @@ from ccm.logs import FORMAT_VARIABLE, LEVEL_VARIABLE, configure_logging, request
 from ccm.sessions import SessionsApp
 from ccm.table import RoutingTable
 from ccm.upstream.client import make_client
+
+if TYPE_CHECKING:  # imported where the ledger is opened: `ccm run --no-ledger` starts without it
+    from ccm.metering import LedgerCosts
 
 log = logging.getLogger("ccm")
 
@@ -166,7 +170,11 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
     api.health_sections["reload"] = reloader.status
     api.degraded_checks.append(reloader.failure)
     api.identity = {"service": "ccm", "routes": routes_id(route_file)}
-    costs = PriceListCosts()  # the ledger's `Costs` replaces this one (ccm.costs)
+    costs: Costs = PriceListCosts()
+    if options.db is not None:
+        from ccm.metering import LedgerCosts
+
+        costs = ledger_costs = LedgerCosts()  # attached to the ledger when it opens (`_metered`)
 
     def install(hook: RequestHook | None) -> None:
         api.on_request = hook
@@ -174,7 +182,7 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
     capture = Capture(install, max_files=options.capture_max_files, max_bytes=options.capture_max_bytes)
     service = Service(route_file, checked, holder, api, reloader, records, recent, in_flight, costs, capture)
     admin_key = environ.get(ADMIN_KEY_VARIABLE) or None
-    service.mount("/ccm", SessionsApp(holder, recent, costs, admin_key))
+    service.mount("/ccm", SessionsApp(holder, recent, costs, admin_key, metering=lambda: api.metering))
     if options.metrics:
         from ccm.metrics import Metrics
 
@@ -187,7 +195,7 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
         capture.start(options.capture_dir)
     service.on_lifespan(functools.partial(_stopping, capture))
     if options.db is not None:
-        service.on_lifespan(functools.partial(_metered, service, options.db))
+        service.on_lifespan(functools.partial(_metered, service, options.db, ledger_costs))
     return service
 
 
@@ -207,7 +215,7 @@ DRAIN_SECONDS = 30.0
 
 
 @contextlib.asynccontextmanager
-async def _metered(service: Service, url: str) -> AsyncIterator[None]:
+async def _metered(service: Service, url: str, costs: LedgerCosts) -> AsyncIterator[None]:
     """The usage ledger, open for the server's lifespan: every request metered through it (`ccm.metering`)."""
     from ccm.ledger.journal import Journal, journal_folder
     from ccm.ledger.ledger import Ledger
@@ -224,6 +232,7 @@ async def _metered(service: Service, url: str) -> AsyncIterator[None]:
     service.api.metering = metering
     service.api.drains = Drains(DRAINS, DRAIN_SECONDS)
     service.api.health_sections["ledger"] = metering.health
+    costs.attach(metering)
     try:
         async with anyio.create_task_group() as tasks:
             await tasks.start(metering.watch)
@@ -231,6 +240,7 @@ async def _metered(service: Service, url: str) -> AsyncIterator[None]:
             tasks.cancel_scope.cancel()
     finally:
         service.api.metering = None
+        costs.attach(None)
         try:
             await journal.close()
         finally:

@@ -9,23 +9,26 @@ the session's cost from the costs seam (`ccm.costs.Costs.session_cost`: the ledg
 
 A session with no recent request is a 200 with `"last": null` (the statusline says so), not a 404.
 
-Who may ask, as for the API: with inbound keys declared, a request presenting one, and it sees only the requests
-made with that key (the record's caller); the admin key (`CCM_ADMIN_KEY`) sees every session; with no inbound key
-required, this machine only (a loopback client, and nothing a web page could send).
+Who may ask, as for the API (`ccm.core.admission.identify`): a request presenting one of the file's inbound keys or
+an issued ccm key sees the requests made with that key, and the session's cost to it; the local caller (no key
+required) sees the local caller's, from this machine only (a loopback client, and nothing a web page could send);
+the admin key (`CCM_ADMIN_KEY`) sees every session, and its cost to everyone.
 
-Under `ccm run --workers N` each worker knows the requests it served: the answer is the answering worker's view (the
-ledger, shared by the workers, will know the whole session).
+Under `ccm run --workers N` each worker knows the requests it served, so `requests`, `tokens` and `last` are the
+answering worker's view; the session's cost is the ledger's, which every worker shares.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from ccm.core.admission import admit_page, presents
-from ccm.core.record import INBOUND, RecentRecords, RequestRecord
+from ccm.core.admission import admit_page, identify, presents
+from ccm.core.metering import Metering
+from ccm.core.record import LOCAL, RecentRecords, RequestRecord
 from ccm.core.runtime import RuntimeHolder
 from ccm.core.types import Receive, Scope, Send
 from ccm.costs import Costs
@@ -36,7 +39,9 @@ MAX_SESSION_ID = 128
 
 
 class SessionsApp:
-    def __init__(self, holder: RuntimeHolder, recent: RecentRecords, costs: Costs, admin_key: str | None = None):
+    def __init__(self, holder: RuntimeHolder, recent: RecentRecords, costs: Costs, admin_key: str | None = None,
+                 metering: Callable[[], Metering | None] = lambda: None) -> None:
+        self._metering = metering  # the API's, once the ledger is open: who an issued key is
         self._holder = holder
         self._recent = recent
         self._costs = costs
@@ -56,7 +61,7 @@ class SessionsApp:
             session_id = path[len(PREFIX):]
             if not 0 < len(session_id) <= MAX_SESSION_ID:
                 raise ApiError(400, "invalid session id")
-            body = orjson.dumps(self.describe(session_id, scope, headers))
+            body = orjson.dumps(await self.describe(session_id, scope, headers))
             status = 200
         except ApiError as error:
             body, status = error.body(), error.status
@@ -64,19 +69,15 @@ class SessionsApp:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    def describe(self, session_id: str, scope: Scope, headers: dict[str, str]) -> dict[str, Any]:
-        runtime = self._holder.current
+    async def describe(self, session_id: str, scope: Scope, headers: dict[str, str]) -> dict[str, Any]:
         records = self._recent.snapshot(session_id)
         if self._admin_key is not None and presents(headers, (self._admin_key,)):
             caller = None  # the admin sees every session
-        elif runtime.auth_required:
-            if not presents(headers, runtime.auth_keys):
-                raise ApiError(401, "invalid x-api-key", "authentication_error")
-            caller = INBOUND
-            records = [r for r in records if r.caller == caller]
         else:
-            admit_page(scope, headers, None)
-            caller = records[-1].caller if records else None
+            caller, _ = await identify(self._holder.current, headers, self._metering())
+            if caller is LOCAL:
+                admit_page(scope, headers, None)
+            records = [r for r in records if r.caller == caller]
         messages = [r for r in records if r.path == "/v1/messages"]
         tokens = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
         for record in messages:
@@ -85,7 +86,7 @@ class SessionsApp:
                 tokens["output"] += record.usage.output
                 tokens["cache_read"] += record.usage.cache_read
                 tokens["cache_write"] += record.usage.cache_write_5m + record.usage.cache_write_1h
-        session_cost = self._costs.session_cost(session_id, caller) if caller is not None else None
+        session_cost = await self._costs.session_cost(session_id, caller)
         return {
             "session_id": session_id,
             "requests": len(messages),

@@ -15,10 +15,11 @@ router it says so (`ccm: no router at 127.0.0.1:2260`), and a session with no re
 
 The router is `ANTHROPIC_BASE_URL` when it names this machine (`ccm code` sets it for claude, whose environment the
 command inherits), else `--url`, else 127.0.0.1:2260; the key is the `x-ccm-key` line of
-`ANTHROPIC_CUSTOM_HEADERS`, else `ANTHROPIC_API_KEY` / `ANTHROPIC_AUTH_TOKEN` (what Claude Code sends to ccm). One fresh Python process per update: this module imports only the standard library's
-json, os, socket, sys, time and urllib.parse (not urllib.request: its import alone takes ~40 ms), and waits at
-most `TIMEOUT` for the router. Installed by `ccm code --statusline` as `PYTHON -I -S …/ccm/statusline.py`: no site
-packages to set up either, ~15 ms to a line (docs/statusline.md).
+`ANTHROPIC_CUSTOM_HEADERS`, else `ANTHROPIC_API_KEY` / `ANTHROPIC_AUTH_TOKEN` (what Claude Code sends to ccm).
+One fresh Python process per update: this module imports only the standard library's json, os, socket, sys, time
+and urllib.parse (not urllib.request: its import alone takes ~40 ms), and waits at most `TIMEOUT` for the router.
+Installed by `ccm code --statusline` as `PYTHON -I -S …/ccm/statusline.py`: no site packages to set up either,
+~15 ms to a line (docs/statusline.md).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PrivateAttr, field_serializer, model_serializer
 
@@ -84,7 +84,7 @@ class FileRef(Frozen):
 
 MAX_SECRET_FILE = 64 * 1024  # a secret, not a document: a bigger file is refused like a missing one
 
-Value = Annotated[Union[Literal_, EnvRef, FileRef], Field(discriminator="kind")]
+Value = Annotated[Literal_ | EnvRef | FileRef, Field(discriminator="kind")]
 
 REDACTED = "(redacted)"
 
@@ -418,10 +418,8 @@ class AnyOf(Frozen):
 
 
 Condition = Annotated[
-    Union[
-        Default, Direct, Background, Thinking, Effort, Tokens, WebSearch, Image, Subagent, ModelName, Header, Tool,
-        CallerName, Budget, Spent, Not, All, AnyOf,
-    ],
+    Default | Direct | Background | Thinking | Effort | Tokens | WebSearch | Image | Subagent | ModelName | Header
+    | Tool | CallerName | Budget | Spent | Not | All | AnyOf,
     Field(discriminator="kind"),
 ]
 Not.model_rebuild()

@@ -4,8 +4,8 @@
     count_request_tokens(body) -> int                       the same, on one process-wide counter
 
 Used by `/v1/messages/count_tokens` when it answers locally and by the route file's `tokens > N` conditions.
-`body` is a request as `ccm.messages_request.parse_request` returns it. Any other mapping orjson could decode and encode is
-counted too (a piece of unexpected shape is counted by its JSON text), never rejected.
+`body` is a request as `ccm.messages_request.parse_request` returns it. Any other mapping orjson could decode and encode
+is counted too (a piece of unexpected shape is counted by its JSON text), never rejected.
 
 What is counted: `system` (string or blocks), every message (`system`-role ones included) with a small per-message
 overhead, every block type — text, image (Anthropic's documented (w*h)/750 from the dimensions in the PNG, JPEG,
@@ -106,7 +106,8 @@ def encoded_length(text: str) -> int:
         while start < len(text):
             end = min(start + PIECE_CHARS, len(text))
             if end < len(text):
-                cut = max(text.rfind(" ", start + PIECE_CHARS // 2, end), text.rfind("\n", start + PIECE_CHARS // 2, end))
+                cut = max(text.rfind(" ", start + PIECE_CHARS // 2, end),
+                          text.rfind("\n", start + PIECE_CHARS // 2, end))
                 end = cut if cut > start else end
             total += len(encode(text[start:end]))
             start = end

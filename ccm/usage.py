@@ -1,9 +1,10 @@
 """What a request used, per billed class, and the pure functions that read it from each upstream's own usage shape.
 
 `TokenUsage` is ccm's one usage type: an adapter's running counts become one when its reply is done (`ccm.providers.
-base.Usage.billed`), a request's record carries it (`ccm.core.record`), and `ccm.ledger.cost.cost` prices it. The classes partition the input: `input` is the uncached part only, so
-`input + cache_write_5m + cache_write_1h + cache_read` is every prompt token, each counted once (tools that summed
-Anthropic's fields into one number overstated cost 3-4x).
+base.Usage.billed`), a request's record carries it (`ccm.core.record`), and `ccm.ledger.cost.cost` prices it. The
+classes partition the input: `input` is the uncached part only, so `input + cache_write_5m + cache_write_1h +
+cache_read` is every prompt token, each counted once (tools that summed Anthropic's fields into one number overstated
+cost 3-4x).
 
 The readers are permissive: a field that is missing, null, negative, a bool or not an integer counts as zero, so a
 partial report (a stream cut short) still gives what it has.

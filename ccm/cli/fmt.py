@@ -19,7 +19,8 @@ from ccm.dsl.format import FormatError, format_source
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, exists=True))
-@click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 and show a diff if a file is not formatted.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Change nothing; exit 1 and show a diff if a file is not formatted.")
 def fmt(files: tuple[str, ...], check_only: bool) -> None:
     """Format route files canonically."""
     failed = False
@@ -43,7 +44,8 @@ def fmt(files: tuple[str, ...], check_only: bool) -> None:
             continue
         if check_only:
             if formatted != text:
-                diff = difflib.unified_diff(text.splitlines(True), formatted.splitlines(True), name, f"{name} (formatted)")
+                diff = difflib.unified_diff(text.splitlines(True), formatted.splitlines(True), name,
+                                            f"{name} (formatted)")
                 click.echo("".join(diff), nl=False)
                 failed = True
         elif file == STDIN:

@@ -162,7 +162,7 @@ def list_keys(output: str, db: str | None) -> None:
                      format_usd(account.settled), format_usd(account.held), " ".join(limits) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 @keys.command()

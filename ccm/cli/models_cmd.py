@@ -108,7 +108,8 @@ def _rows(models: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 def render_table(models: list[dict[str, Any]]) -> str:
     rows = [COLUMNS, *_rows(models)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
 
 
 @click.command()

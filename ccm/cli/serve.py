@@ -17,9 +17,10 @@ unset gets one warning and the server starts anyway: requests routed to it get a
 `ccm code` takes its route file as the first argument only when it ends in `.ccm`, so `ccm code -p "hi"` passes
 everything to claude (a `--` after the file is dropped). It uses a running router only when that router's /health
 says it is ccm serving the same file (`routes`); otherwise it starts one, on the default port when that is free,
-else on a free port (with `--port`, a port taken by anything else is an error). What Claude Code is given (`ccm.cli.claude_env`): the router's URL, ccm's own inbound key in
-`x-ccm-key` through ANTHROPIC_CUSTOM_HEADERS, and the `ccm-local` placeholder key only when the user has no
-credentials of their own; their own API key or Claude login is never replaced. It never prints keys: `ccm env`
+else on a free port (with `--port`, a port taken by anything else is an error). What Claude Code is given
+(`ccm.cli.claude_env`): the router's URL, ccm's own inbound key in `x-ccm-key` through ANTHROPIC_CUSTOM_HEADERS,
+and the `ccm-local` placeholder key only when the user has no credentials of their own; their own API key or
+Claude login is never replaced. It never prints keys: `ccm env`
 writes environment references (`"${CCM_KEY}"`) for keys that come from the environment.
 """
 

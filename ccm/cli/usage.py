@@ -52,7 +52,8 @@ def _line(line: Line) -> list[Any]:
 def _table(rows: list[list[Any]], head: list[str]) -> str:
     cells = [head] + [[format_usd(int(v.scaleb(9))) if isinstance(v, Decimal) else str(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
                      for r in cells)
 
 
@@ -63,7 +64,7 @@ def _plain(value: Any) -> Any:
 
 def _emit(rows: list[list[Any]], head: list[str], output: str) -> None:
     if output == "json":
-        click.echo(orjson.dumps([dict(zip(head, map(_plain, row))) for row in rows],
+        click.echo(orjson.dumps([dict(zip(head, map(_plain, row), strict=True)) for row in rows],
                                 option=orjson.OPT_INDENT_2).decode())
     elif output == "csv":
         buffer = io.StringIO()

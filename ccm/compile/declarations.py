@@ -42,7 +42,7 @@ def _unique_items(ctx: Context, items: tuple[ProviderItem, ...]) -> dict[str, Pr
 
 def _pairs(args: tuple[s.Arg, ...]) -> list[tuple[s.Word, s.Word]]:
     words = [a for a in args if isinstance(a, s.Word)]
-    return list(zip(words[::2], words[1::2]))
+    return list(zip(words[::2], words[1::2], strict=False))  # the grammar allows only name-value pairs here
 
 
 def _words(item: ProviderItem) -> list[s.Word]:

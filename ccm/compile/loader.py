@@ -40,7 +40,7 @@ class Loaded:
     def version(self) -> str:
         """A short hash over every source's name and bytes: changes whenever any file read changes."""
         digest = hashlib.sha256()
-        for name, data in zip(self.sources, self.raw):
+        for name, data in zip(self.sources, self.raw, strict=True):
             digest.update(name.encode() + b"\0" + data + b"\0")
         return digest.hexdigest()[:12]
 

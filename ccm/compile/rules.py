@@ -119,7 +119,8 @@ class CompiledRule:
     written: s.RouteRule | None  # None for the implicit `direct`
 
 
-def route_block(ctx: Context, block: s.RouteBlock, direct_on: bool, direct_off_span: s.Span | None) -> list[CompiledRule]:
+def route_block(ctx: Context, block: s.RouteBlock, direct_on: bool,
+                direct_off_span: s.Span | None) -> list[CompiledRule]:
     compiled: list[CompiledRule] = []
     explicit_direct = False
     for written in block.rules:
@@ -158,7 +159,8 @@ def _report_unreachable(ctx: Context, compiled: list[CompiledRule]) -> None:
         if written is None:
             continue
         if default is not None:
-            ctx.warning(written.span, f"unreachable rule: `default` ({default.rule.span}) already answers every request",
+            ctx.warning(written.span,
+                        f"unreachable rule: `default` ({default.rule.span}) already answers every request",
                         "move this rule above `default`")
             continue
         condition_key = entry.rule.condition
@@ -227,7 +229,7 @@ def fallbacks(ctx: Context, nodes: list[s.Fallback]) -> dict[str, tuple[str, ...
         heads[head] = node
         # Chains do not compose (a fallback's own chain is not followed), so the only cycle is within one chain.
         seen = {head}
-        for word, name in zip(node.chain[1:], rest):
+        for word, name in zip(node.chain[1:], rest, strict=True):
             if name == head:
                 ctx.error(word.span, f"fallback cycle: `{head}` falls back to itself", "remove it from its own chain")
             elif name in seen:

@@ -56,7 +56,8 @@ def presents(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> bool:
     return found is not None and _one_of(found[1], keys)
 
 
-async def identify(runtime: Runtime, headers: Mapping[str, str], metering: Metering | None) -> tuple[Caller, str | None]:
+async def identify(runtime: Runtime, headers: Mapping[str, str],
+                   metering: Metering | None) -> tuple[Caller, str | None]:
     found = credential(headers)
     if found is not None:
         carrier, secret = found

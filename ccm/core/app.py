@@ -12,8 +12,9 @@ midway; it is counted under the reload epoch it arrived in (`InFlight`), so the 
 closed only once the requests that may use them are done.
 
 Before anything else: with no inbound key required (the loopback set-up), a request must look like it comes from
-this machine and not from a web page (`ccm.core.admission.same_machine`: a loopback Host, no foreign Origin, no cross-site fetch, JSON
-on the API), so that neither a page the user visits nor a DNS-rebinding one can spend the user's keys.
+this machine and not from a web page (`ccm.core.admission.same_machine`: a loopback Host, no foreign Origin, no
+cross-site fetch, JSON on the API), so that neither a page the user visits nor a DNS-rebinding one can spend the user's
+keys.
 
 Failures are Anthropic error bodies with the right status (`ApiError`); an unexpected exception becomes a 500
 `api_error` "internal error" with the traceback logged, never sent. A stream's 200 is followed by the relay
@@ -46,11 +47,12 @@ from ccm.core.record import LOCAL, Attempt, Caller, Outcome, Records, RequestRec
 from ccm.core.relay import NO_DRAINS, Drains, Relayed, StreamRelay
 from ccm.core.runtime import Runtime, RuntimeHolder, target_name
 from ccm.core.types import Message, Receive, Scope, Send
-from ccm.errors import ApiError, UpstreamError
+from ccm.errors import ApiError
 from ccm.messages_request import parse_request
 from ccm.providers.base import Call, Reply
 from ccm.route import Decision, NoRouteError, select_route, strip_subagent_tag
 from ccm.table import Model, Standing
+from ccm.upstream.errors import located
 from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.core")
@@ -290,7 +292,8 @@ class App:
         exchange.requested_model = _checked_model_name(body.get("model"))  # the request line names it
         forward_to = runtime.table.settings.count_tokens
         if forward_to is not None:
-            reply = await self._forward_count(runtime, forward_to, body, raw, _upstream_headers(headers, exchange.carrier))
+            reply = await self._forward_count(runtime, forward_to, body, raw,
+                                              _upstream_headers(headers, exchange.carrier))
             if reply is not None:
                 await exchange.respond(reply.status, reply.body or b"", _reply_headers(exchange, reply))
                 return
@@ -379,9 +382,10 @@ class App:
         try:
             reply: Reply = await adapter.count_tokens(Call(body, raw, headers, False, model))
             return reply
-        except UpstreamError as error:
+        except Exception as exc:  # noqa: BLE001 - the upstream boundary: located (provider named, keys redacted)
+            error = located(exc, provider, runtime.redactor)
             if error.reason == "4xx":
-                raise
+                raise error from None
             log.warning("count_tokens via %s failed (%s); counting locally", provider, error.message)
             return None
 

@@ -203,10 +203,10 @@ class StreamRelay:
                     on_final, self._on_final = self._on_final, None
                     await on_final(self._reply.usage)
                 budget = self._budget
-                if budget is not None and not budget.covers(self._reply.usage.streamed_chars):
-                    if not await budget.meter(self._reply.usage.streamed_chars):
-                        error = OUT_OF_CREDIT
-                        break
+                if (budget is not None and not budget.covers(self._reply.usage.streamed_chars)
+                        and not await budget.meter(self._reply.usage.streamed_chars)):
+                    error = OUT_OF_CREDIT
+                    break
                 if self._client_gone:
                     continue
                 if not await self._write(client, chunk, task, cancelling):

@@ -15,8 +15,9 @@ the swap finishes with the runtime (decision, adapters, pooled clients) it start
 sees the new table. A file that does not compile, or whose tests fail, is rejected: the last good table keeps
 serving, the rendered diagnostics are logged and `status()["last_error"]` reports the failure until a good file
 arrives. A file that would leave a server listening beyond loopback without inbound auth is rejected the same way
-(`public=True`): a save must never open the server to the network. Per-provider state (pooled clients, limiters, circuit breakers) lives on the `ProviderRuntime`, which
-`build_runtime` carries over unchanged for every provider whose settings did not change; so it survives a reload.
+(`public=True`): a save must never open the server to the network. Per-provider state (pooled clients, limiters, circuit
+breakers) lives on the `ProviderRuntime`, which `build_runtime` carries over unchanged for every provider whose settings
+did not change; so it survives a reload.
 
 Reloads are serialised: a change arriving during a reload is picked up by the next one, never lost. Nothing here
 runs per request except `InFlight`'s two counter updates.
@@ -93,7 +94,8 @@ def diff_tables(old: RoutingTable, new: RoutingTable) -> str:
     if len(old.rules) != len(new.rules):
         parts.append(f"rules {len(old.rules)}→{len(new.rules)}")
     else:
-        changed = [i for i, (a, b) in enumerate(zip(old.rules, new.rules), 1) if _meaning(a) != _meaning(b)]
+        changed = [i for i, (a, b) in enumerate(zip(old.rules, new.rules, strict=True), 1)
+                   if _meaning(a) != _meaning(b)]
         if changed:
             parts.append("rules " + " ".join(f"~#{i}" for i in changed))
     for label, before, after in (

@@ -7,11 +7,11 @@ transformer's method) for the function that builds that rule's node: `build(chil
 `children` are what lark's tree builder would keep (named tokens and nodes, the children of inlined `_rules`, a
 `?rule` with one child collapsed to it) and `start`, `end` are the `(line, column)` of the node's first written
 thing and the end of its last, braces and other anonymous tokens included, as `propagate_positions=True` gives
-(1-based, end exclusive; None for a node with nothing written, like the start of an empty file). `located(node)` reads a built node's position back, for the spans of its parents: any
-object with `line`, `column`, `end_line` and `end_column` (None when the node holds nothing written). Lark's own
-`transformer=` option would build nodes as it parses too, but hands a callback only the tokens the grammar keeps (a
-node could not span its braces), and `v_args(meta=True)` means building the tree and then a second pass, which cost
-more than lexing and parsing together on a 2,000-rule file.
+(1-based, end exclusive; None for a node with nothing written, like the start of an empty file). `located(node)` reads a
+built node's position back, for the spans of its parents: any object with `line`, `column`, `end_line` and `end_column`
+(None when the node holds nothing written). Lark's own `transformer=` option would build nodes as it parses too, but
+hands a callback only the tokens the grammar keeps (a node could not span its braces), and `v_args(meta=True)` means
+building the tree and then a second pass, which cost more than lexing and parsing together on a 2,000-rule file.
 
 Iterative and linear: an inlined rule (the repetition lark generates for `(…)*`, left-recursive in LALR) hands its
 parent its children and the positions of its first and last written things, computed as it is reduced, so nothing

@@ -232,7 +232,7 @@ def _deployment_lines(deployments: Sequence[s.Deployment]) -> list[tuple[str, in
 
 
 def _span(node: object) -> s.Span:
-    span = getattr(node, "span")
+    span = getattr(node, "span")  # noqa: B009 - any syntax node, typed as object: the attribute is read by name
     assert isinstance(span, s.Span)
     return span
 
@@ -301,7 +301,7 @@ def _shape(node: object) -> object:
     if isinstance(node, s.Span):
         return None
     if hasattr(node, "__dataclass_fields__"):
-        fields = getattr(node, "__dataclass_fields__")
+        fields = node.__dataclass_fields__
         return (type(node).__name__, tuple(_shape(getattr(node, f)) for f in fields if f not in ("span", "block_span")))
     return node
 

@@ -11,7 +11,7 @@ Block items share one shape, `Item(keyword, args)`: `context 128k`, `drop top_k 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +118,8 @@ class Array:
         return self.span.end_line > self.span.line
 
 
-JsonValue = Union[Str, Scalar, Object, Array, Env, FileRef]
-Arg = Union[Word, Str, Env, FileRef, Object, Range]
+JsonValue = Str | Scalar | Object | Array | Env | FileRef
+Arg = Word | Str | Env | FileRef | Object | Range
 
 
 # --- block items and conditions ------------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class Paren:
     span: Span
 
 
-Condition = Union[Atom, Not, And, Or, Paren]
+Condition = Atom | Not | And | Or | Paren
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +262,7 @@ class Fallback:
     span: Span
 
 
-Statement = Union[Include, Block, ModelDecl, RouteBlock, Fallback, Retry, Breaker]
+Statement = Include | Block | ModelDecl | RouteBlock | Fallback | Retry | Breaker
 
 
 @dataclass(frozen=True, slots=True)

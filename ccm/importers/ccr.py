@@ -153,8 +153,9 @@ def _providers(reader: Reader, data: dict[str, Any], timeout: str | None) -> dic
         plan = ProviderPlan(name, kind, url)
         raw_key = reader.string((*path, "api_key"))
         if not raw_key:
-            report.warn((*path, "api_key"), f"provider `{source_name}` has no api_key, so claude-code-router skipped it; "
-                                            f"ccm keeps it: export {env_name(name)}_API_KEY")
+            report.warn((*path, "api_key"),
+                        f"provider `{source_name}` has no api_key, so claude-code-router skipped it; "
+                        f"ccm keeps it: export {env_name(name)}_API_KEY")
             plan.key = Env(f"{env_name(name)}_API_KEY")
         else:
             choice = provider_key(raw_key, name, raw_url)

@@ -203,7 +203,7 @@ async def cost_report(store: Store, params: Params, clock: Any) -> dict[str, Any
         totals[start] = totals.get(start, 0) + int(charged or 0)
         if not by_description:
             continue
-        for name, amount in zip(COUNTS, classes):
+        for name, amount in zip(COUNTS, classes, strict=True):
             if not amount:
                 continue
             token_type, label = _TOKEN_TYPES.get(name, (None, "Web Search"))

@@ -14,8 +14,8 @@ within `LINGER_S` in one go, so the SQLite writer commits many rows at once: a c
 and a row ~25 µs, and a request waiting for its own commit paid both and two thread hops. A row whose settle failed
 because the ledger is unreachable (`ledger fail open`) waits here the same way, written once the ledger answers.
 
-Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked with
-flock(2) by the process appending to it. Before its rows are written, the current file is swapped for a new one; it
+Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked
+with flock(2) by the process appending to it. Before its rows are written, the current file is swapped for a new one; it
 is removed once they are in. A process that starts replays the files nobody holds (a killed process's) and removes
 them. Rows are keyed by request id, so a row written twice (a crash between the commit and the removal, or two
 starting processes replaying one file) is counted once.
@@ -30,7 +30,7 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -208,21 +208,24 @@ def _remove_if_unheld(path: Path) -> None:
         os.close(fd)
 
 
-async def write_rows(ledger: Ledger, rows: Iterable[UsageRow]) -> None:
-    """Every row into the ledger, concurrently (the SQLite writer commits them together). A row the ledger refuses
-    (a bug, not an outage) is logged and dropped so it cannot hold back the rest; `LedgerUnavailable` is raised after
-    the others were tried (writing them again is harmless: a row is recorded once)."""
-    results = await asyncio.gather(*(ledger.record(row) for row in rows), return_exceptions=True)
-    unavailable: LedgerUnavailable | None = None
-    for row, result in zip(rows, results, strict=True):
-        if isinstance(result, LedgerUnavailable):
-            unavailable = result
-        elif isinstance(result, LedgerError):
-            log.error("the ledger refused the usage row of request %s: %s", row.request_id, result)
-        elif isinstance(result, BaseException):
-            raise result
-    if unavailable is not None:
-        raise unavailable
+async def write_rows(ledger: Ledger, rows: Sequence[UsageRow]) -> None:
+    """Every row into the ledger, in one transaction. Should the ledger refuse one (a bug, not an outage), they are
+    written one by one and the refused row is logged and dropped, so it cannot hold back the rest.
+    `LedgerUnavailable` is raised as it comes (writing rows again is harmless: a row is recorded once)."""
+    try:
+        await ledger.record_many(rows)
+        return
+    except LedgerUnavailable:
+        raise
+    except LedgerError:
+        pass
+    for row in rows:
+        try:
+            await ledger.record(row)
+        except LedgerUnavailable:
+            raise
+        except LedgerError as error:
+            log.error("the ledger refused the usage row of request %s: %s", row.request_id, error)
 
 
 def _read_rows(path: Path) -> Iterable[UsageRow]:

@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -224,16 +224,33 @@ class Ledger:
         """A request that held nothing: the local caller (`key_id` None), or a key with nothing to check."""
         return await self._finish(row)
 
+    async def record_many(self, rows: Sequence[UsageRow]) -> int:
+        """`record` for each row, in one transaction (the journal's batches): how many were new. A row the ledger
+        refuses fails them all; `record` them one by one to find it."""
+        priced = [(row, await self._price_id(row)) for row in rows]
+        recorded: int = await self.store.run(ops.finish_all(priced, self.clock()))
+        return recorded
+
     async def _finish(self, row: UsageRow) -> bool:
-        snapshot = row.price_snapshot()
-        price_id = None
-        if snapshot is not None:
-            price_id = self._prices.get(snapshot[0])
-            if price_id is None:
-                price_id = await self.store.run(ops.put_price(*snapshot))
-                self._prices[snapshot[0]] = price_id
-        finished: ops.Finished = await self.store.run(ops.finish(row, price_id, self.clock()))
+        finished: ops.Finished = await self.store.run(ops.finish(row, await self._price_id(row), self.clock()))
         return finished.recorded
+
+    async def _price_id(self, row: UsageRow) -> int | None:
+        """The id of the row's price snapshot, stored the first time it is seen."""
+        snapshot = row.price_snapshot()
+        if snapshot is None:
+            return None
+        price_id = self._prices.get(snapshot[0])
+        if price_id is None:
+            price_id = await self.store.run(ops.put_price(*snapshot))
+            self._prices[snapshot[0]] = price_id
+        return price_id
+
+    async def session_charged(self, session: str, key_id: int | None = ops.ANY_KEY) -> Money | None:
+        """What a Claude Code session's requests were charged: those of `key_id` (None: the local caller's), by
+        default anyone's. None when it has no row."""
+        count, charged = await self.store.run(ops.session_charged(session, key_id), write=False)
+        return charged if count else None
 
     async def audit(self, *, deep: bool = False) -> list[str]:
         """What breaks the invariant `balance = credits - settled - open holds` (empty when nothing does)."""

@@ -57,7 +57,7 @@ class Line:
         values = [int(v or 0) for v in sums]
         self.requests += values[0]
         self.errors += values[1]
-        for name, value in zip(COUNTS, values[2:8]):
+        for name, value in zip(COUNTS, values[2:8], strict=True):
             self.tokens[name] += value
         self.upstream += values[8]
         self.charged += values[9]
@@ -301,7 +301,7 @@ async def export_json(store: Store, *, since: Micros, until: Micros, key: str | 
     if not lines:
         yield b"["
     async for rows in _export_rows(store, since, until, key, chunk):
-        objects = [dict(zip(EXPORT_COLUMNS, row)) for row in rows]
+        objects = [dict(zip(EXPORT_COLUMNS, row, strict=True)) for row in rows]
         if lines:
             yield b"".join(orjson.dumps(o) + b"\n" for o in objects)
         else:

@@ -86,10 +86,7 @@ def parse_instant(text: str, clock: Clock = now) -> Micros:
     raw = text.strip()
     current = clock()
     relative = _RELATIVE.fullmatch(raw)
-    if relative:
-        at = current - int(relative.group(1)) * _UNITS[relative.group(2)]
-    else:
-        at = _parse_iso(raw)
+    at = current - int(relative.group(1)) * _UNITS[relative.group(2)] if relative else _parse_iso(raw)
     if at > current:
         raise BadTime(f"`{text}` is in the future", "give a time in the past, or a time ago: 7d, 24h")
     if at < 0:

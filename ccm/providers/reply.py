@@ -26,6 +26,7 @@ id (`toolu_<message hex>_<n>`), unique within the reply and reproducible in test
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol
@@ -91,7 +92,8 @@ class EventWriter:
         self.model = model
         self.usage = usage
         self.message_id = message_id or new_message_id()
-        self.input_estimate = input_estimate  # `Call.input_tokens`: message_start's input when the upstream's is unknown
+        # `Call.input_tokens`: message_start's input when the upstream's is unknown
+        self.input_estimate = input_estimate
         self.saw_tool_use = False
         self.finished = False
         self._events: list[Event] = []
@@ -437,10 +439,9 @@ def _translate(
 async def _close(relay: Any, response: httpx.Response) -> None:
     with anyio.CancelScope(shield=True):  # the upstream is released even when the client's request is cancelled
         await response.aclose()
-        try:
+        # RuntimeError: the generator is running in another task; closing the response ends it there
+        with contextlib.suppress(RuntimeError):
             await relay.aclose()
-        except RuntimeError:  # the generator is running in another task; closing the response ends it there
-            pass
 
 
 # --- force / drop --------------------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def client_identity(body: Mapping[str, Any]) -> ClientIdentity:
     except orjson.JSONDecodeError:
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str) and parsed["session_id"]:
-        who = next((parsed[k] for k in ("account_uuid", "device_id") if isinstance(parsed.get(k), str) and parsed[k]), None)
+        who = next((parsed[k] for k in ("account_uuid", "device_id") if isinstance(parsed.get(k), str) and parsed[k]),
+                   None)
         return ClientIdentity(_bounded(parsed["session_id"]), _digest(who) if who else None)
     old = _OLD_USER_ID.match(raw)
     if old:

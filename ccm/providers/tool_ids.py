@@ -36,7 +36,7 @@ def upstream_tool_id(client_id: Any) -> Any:
     return client_id if TOOL_ID.match(client_id) else client_tool_id(client_id)
 
 
-TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+\Z")  # \Z: `$` would also match before a trailing newline
 
 
 ENCODED_ID_PREFIX = "toolu_ccm_"

@@ -29,10 +29,10 @@ class NameRule:
     first_char: re.Pattern[str] | None = None  # what the first character must be, when it is stricter
 
 
-CHAT = NameRule(re.compile(r"^[a-zA-Z0-9_-]{1,64}$"), re.compile(r"[^a-zA-Z0-9_-]"), 64)
+CHAT = NameRule(re.compile(r"^[a-zA-Z0-9_-]{1,64}\Z"), re.compile(r"[^a-zA-Z0-9_-]"), 64)
 RESPONSES = CHAT
 GEMINI = NameRule(
-    re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,127}$"), re.compile(r"[^a-zA-Z0-9_.:-]"), 128, re.compile(r"[a-zA-Z_]")
+    re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.:-]{0,127}\Z"), re.compile(r"[^a-zA-Z0-9_.:-]"), 128, re.compile(r"[a-zA-Z_]")
 )
 
 _HASH = 8

@@ -183,7 +183,8 @@ async def iter_body(response: httpx.Response, timeouts: Timeouts) -> AsyncGenera
                 if chunk:
                     yield chunk
         except httpx.ReadTimeout as exc:
-            raise UpstreamError(504, f"upstream stalled for {wait:g}s", reason="timeout", error_type="timeout_error") from exc
+            raise UpstreamError(504, f"upstream stalled for {wait:g}s", reason="timeout",
+                                error_type="timeout_error") from exc
         except Exception as exc:  # noqa: BLE001
             raise transport_error("", exc) from exc
         return
@@ -196,7 +197,8 @@ async def iter_body(response: httpx.Response, timeouts: Timeouts) -> AsyncGenera
         except StopAsyncIteration:
             return
         except TimeoutError as exc:
-            raise UpstreamError(504, f"upstream stalled for {wait:g}s", reason="timeout", error_type="timeout_error") from exc
+            raise UpstreamError(504, f"upstream stalled for {wait:g}s", reason="timeout",
+                                error_type="timeout_error") from exc
         except Exception as exc:  # noqa: BLE001
             raise transport_error("", exc) from exc
         wait = timeouts.idle

@@ -40,8 +40,8 @@ TOKENS = re.compile(r"\d+(?:\.\d+)?[km]?")
 ENV_CALL = re.compile(r'env\("[A-Za-z_][A-Za-z0-9_]*"(?:,\s*"(?:[^"\\\n]|\\.)*")?\)')
 URL = re.compile(r"https?://[^\s\"\\]+")
 INDENT = "  "
-KEEP_LITERAL_KEY = "(literal key kept)"
-KEEP_URL = "(URL with credentials kept)"  # and for a URL that carries a user:password  # what the provider form shows for a key written literally in the file
+KEEP_LITERAL_KEY = "(literal key kept)"  # what the provider form shows for a key written literally in the file
+KEEP_URL = "(URL with credentials kept)"  # and for a URL that carries a user:password
 
 
 class EditError(ValueError):
@@ -86,7 +86,8 @@ class _Doc:
         try:
             self.tree = parse(text, file)
         except RouteSyntaxError as error:
-            raise EditError(f"the file does not parse ({error.diagnostic.message}): fix it in the editor first") from None
+            raise EditError(f"the file does not parse ({error.diagnostic.message}): "
+                            "fix it in the editor first") from None
         self.text = text
         self.lines = text.splitlines(keepends=True)
         self.starts = [0]

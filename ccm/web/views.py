@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 
-from ccm.cli.explain import explanation_json, model_text, request_facts
 from ccm.compile.route_tests import split_capture
 from ccm.core.record import RequestRecord
 from ccm.core.reload import ReloadEvent
 from ccm.core.runtime import Runtime
+from ccm.explain import explanation_json, model_text, request_facts
 from ccm.route import NoRouteError, RequestView, select_route
 from ccm.table import EnvRef, FileRef, Literal_, RoutingTable, Value
 from ccm.web.edits import KEEP_LITERAL_KEY, KEEP_URL

@@ -86,7 +86,8 @@ class GatedUpstream:
                 break
         if not orjson.loads(body).get("stream"):
             answer = orjson.dumps({"type": "message", "content": [{"type": "text", "text": "hi"}], "usage": {}})
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": answer})
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})

@@ -28,7 +28,8 @@ async def test_messages_answers_through_the_default_rule(harness_factory):
     assert response.headers["request-id"].startswith("req_ccm_")
     assert response.headers["x-upstream-request-id"] == "req_up_1"
     (record,) = h.records
-    assert (record.status, record.rule, record.target, record.stream) == (200, "default", "anth/claude-upstream-1", False)
+    assert (record.status, record.rule, record.target, record.stream) == (
+        200, "default", "anth/claude-upstream-1", False)
     assert record.usage is not None and (record.usage.input, record.usage.output) == (12, 5)
     assert record.usage.cache_read == 3
 
@@ -127,7 +128,8 @@ async def test_unknown_path_is_an_anthropic_404_and_wrong_method_a_405(harness_f
         (b"", 400, ""),
     ],
 )
-async def test_malformed_requests_get_anthropic_errors_and_the_app_keeps_serving(harness_factory, content, status, needle):
+async def test_malformed_requests_get_anthropic_errors_and_the_app_keeps_serving(harness_factory, content, status,
+                                                                                 needle):
     h = harness_factory()
     response = await h.client.post("/v1/messages", content=content, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
@@ -190,7 +192,8 @@ async def test_unexpected_exception_is_a_500_without_traceback_and_serving_goes_
     h = harness_factory()
     # a bug in the app itself (here: in the token counter) must become the 500
     h.app.count_tokens = lambda body: 1 // 0
-    response = await h.client.post("/v1/messages/count_tokens", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    response = await h.client.post("/v1/messages/count_tokens",
+                                   json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 500
     assert error_of(response) == {"type": "api_error", "message": "internal error"}
     assert "ZeroDivisionError" in caplog.text

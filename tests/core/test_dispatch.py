@@ -11,7 +11,8 @@ from .conftest import STREAM, anthropic_provider, make_table, message_body, resp
 
 def two_model_table(**extra):
     return make_table(
-        providers=[anthropic_provider("anth", "http://anth.test"), anthropic_provider("backup", "http://backup.test", "BACKUP_KEY")],
+        providers=[anthropic_provider("anth", "http://anth.test"),
+                   anthropic_provider("backup", "http://backup.test", "BACKUP_KEY")],
         models=[
             Model(name="main", provider="anth", model="primary-model"),
             Model(name="spare", provider="backup", model="spare-model"),
@@ -22,7 +23,8 @@ def two_model_table(**extra):
 
 
 def failing(status: int, message: str = "nope", headers: dict[str, str] | None = None):
-    return lambda request: respond(status, {"type": "error", "error": {"type": "x", "message": message}}, headers=headers)
+    return lambda request: respond(status, {"type": "error", "error": {"type": "x", "message": message}},
+                                   headers=headers)
 
 
 async def test_falls_back_on_5xx_before_the_stream_starts(harness_factory):

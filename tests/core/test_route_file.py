@@ -1,5 +1,5 @@
-"""One route file for every folder: the argument, $CCM_ROUTES, ./routes.ccm, ${XDG_CONFIG_HOME:-~/.config}/ccm/routes.ccm
-(in that order); `ccm init` writes the starter there; an installed ccm (not the checkout) carries it."""
+"""One route file for every folder: the argument, $CCM_ROUTES, ./routes.ccm, then
+${XDG_CONFIG_HOME:-~/.config}/ccm/routes.ccm; `ccm init` writes the starter there; an installed ccm carries it."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_code_from_any_folder_uses_the_users_route_file(tmp_path: Path) -> None:
         done = subprocess.run([*CCM, "code", "--", "-p", "hi"], cwd=elsewhere, env=env, capture_output=True,
                               text=True, timeout=60)
         assert done.returncode == 7, done.stderr
-        assert f"router for {tmp_path / 'config' / 'ccm' / 'routes.ccm'}" in done.stderr or "router started" in done.stderr
+        assert "router started" in done.stderr, done.stderr
         assert "args=-p hi" in done.stdout
     finally:
         stop_listed_routers(tmp_path)

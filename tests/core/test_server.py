@@ -53,16 +53,18 @@ def ccm(upstream):
 
 def test_stream_chunks_arrive_before_the_upstream_has_finished(ccm, upstream):
     url, records = ccm
-    with httpx.Client(timeout=10) as client:
-        with client.stream("POST", f"{url}/v1/messages", json=message_body(stream=True)) as response:
-            assert response.status_code == 200
-            chunks = response.iter_raw()
-            first = next(chunks)
-            # the upstream is still holding the rest back: this chunk was relayed while it was in flight
-            assert first == MESSAGE_START
-            assert not upstream.finished.is_set()
-            upstream.release.set()
-            rest = b"".join(chunks)
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", f"{url}/v1/messages", json=message_body(stream=True)) as response,
+    ):
+        assert response.status_code == 200
+        chunks = response.iter_raw()
+        first = next(chunks)
+        # the upstream is still holding the rest back: this chunk was relayed while it was in flight
+        assert first == MESSAGE_START
+        assert not upstream.finished.is_set()
+        upstream.release.set()
+        rest = b"".join(chunks)
     assert rest == REST
     assert wait_for(lambda: len(records) == 1)
     assert records[0].usage is not None and records[0].usage.output == 2
@@ -71,9 +73,11 @@ def test_stream_chunks_arrive_before_the_upstream_has_finished(ccm, upstream):
 
 def test_client_disconnect_cancels_the_upstream_request(ccm, upstream):
     url, records = ccm
-    with httpx.Client(timeout=10) as client:
-        with client.stream("POST", f"{url}/v1/messages", json=message_body(stream=True)) as response:
-            assert next(response.iter_raw()) == MESSAGE_START
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", f"{url}/v1/messages", json=message_body(stream=True)) as response,
+    ):
+        assert next(response.iter_raw()) == MESSAGE_START
         # leaving the block before the end closes the client's connection mid-stream
     assert wait_for(upstream.saw_disconnect.is_set), "ccm kept the upstream request open after its client left"
     assert wait_for(lambda: len(records) == 1)
@@ -93,7 +97,8 @@ def test_server_keeps_serving_after_malformed_requests(ccm, upstream):
         assert bad.status_code == 400 and bad.json()["type"] == "error"
         deep = client.post(f"{url}/v1/messages", content=b"[" * 100_000, headers={"content-type": "application/json"})
         assert deep.status_code == 400
-        bad_utf8 = client.post(f"{url}/v1/messages", content=b'{"model": "\xff"}', headers={"content-type": "application/json"})
+        bad_utf8 = client.post(f"{url}/v1/messages", content=b'{"model": "\xff"}',
+                               headers={"content-type": "application/json"})
         assert bad_utf8.status_code == 400
         good = client.post(f"{url}/v1/messages", json=message_body())
         assert good.status_code == 200

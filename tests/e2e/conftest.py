@@ -40,7 +40,8 @@ class Stack:
 
     def stream_hi(self, model: str) -> anthropic.types.Message:
         """A short streamed request read to its final message: an upstream failure surfaces as the SDK raises it."""
-        with self.client().messages.stream(model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as stream:
+        with self.client().messages.stream(model=model, max_tokens=64,
+                                           messages=[{"role": "user", "content": "hi"}]) as stream:
             return stream.get_final_message()
 
     def settle(self, timeout: float = 5.0) -> None:

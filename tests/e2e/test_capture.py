@@ -69,7 +69,7 @@ def test_captured_requests_replay_through_explain_and_in_file_tests(tmp_path: Pa
     assert [c["path"] for c in captured] == ["/v1/messages", "/v1/messages", "/v1/messages/count_tokens"]
     assert captured[0]["method"] == "POST" and captured[0]["body"] == subagent
     assert captured[1]["body"] == first_turn
-    for entry, file in zip(captured, files):
+    for entry, file in zip(captured, files, strict=True):
         assert entry["headers"]["x-app"] == "cli" and entry["headers"]["anthropic-version"] == "2023-06-01"
         assert not set(entry["headers"]) & set(SECRETS)
         text = file.read_text()

@@ -8,6 +8,7 @@ throwaway HOME (so no login of the machine's user is found) and its own cache fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -53,16 +54,9 @@ def folder(tmp_path: Path) -> Iterator[Path]:
 
 
 def stop_routers(cache: Path) -> None:
-    for pid_file in cache.glob("**/*.pid"):
-        try:
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
     for state in cache.glob("routers/*.json"):
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
             os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGTERM)
-        except (ProcessLookupError, ValueError, KeyError):
-            pass
 
 
 def environment(folder: Path, claude: Path, upstream: str, **extra: str) -> dict[str, str]:

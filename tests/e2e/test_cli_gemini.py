@@ -53,7 +53,8 @@ def test_bash_round_trip_keeps_the_thought_signature(claude_bin: Path, gemini: G
             return [text_chunk(f"The tool said: {outputs[-1].strip()}", finish="STOP", usage=USAGE)]
         if any(d["name"] == "Bash" for t in body.get("tools", ()) for d in t.get("functionDeclarations", ())):
             return [text_chunk("Running it.", usage=USAGE),
-                    call_chunk("Bash", {"command": f"echo {marker}", "description": "Print the marker"}, finish="STOP", usage=USAGE)]
+                    call_chunk("Bash", {"command": f"echo {marker}", "description": "Print the marker"}, finish="STOP",
+                               usage=USAGE)]
         return [text_chunk("A side answer.", finish="STOP", usage=USAGE)]
 
     gemini.fake.default = scenario

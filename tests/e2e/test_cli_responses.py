@@ -35,7 +35,8 @@ def responses(tmp_path: Path) -> Iterator[ResponsesStack]:
 
 
 def tool_outputs(body: dict[str, Any]) -> list[str]:
-    return [i["output"] for i in body["input"] if i.get("type") == "function_call_output" and isinstance(i["output"], str)]
+    return [i["output"] for i in body["input"] if i.get("type") == "function_call_output"
+            and isinstance(i["output"], str)]
 
 
 def test_bash_round_trip(claude_bin: Path, responses: ResponsesStack, workdir: Path) -> None:  # noqa: F811

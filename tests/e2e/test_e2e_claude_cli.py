@@ -220,8 +220,8 @@ def test_subagent(claude_bin: Path, cli_openai: Stack, workdir: Path) -> None:
     report = f"SUBAGENT-REPORT-{random.randrange(32768)}"
     agent = ToolCall(
         "Agent",
-        {"description": "Inspect the folder", "prompt": "Report back with one line.", "subagent_type": "general-purpose",
-         "run_in_background": False},
+        {"description": "Inspect the folder", "prompt": "Report back with one line.",
+         "subagent_type": "general-purpose", "run_in_background": False},
     )
     parent = call_then_quote(agent, openai_tool_outputs)
 
@@ -229,7 +229,8 @@ def test_subagent(claude_bin: Path, cli_openai: Stack, workdir: Path) -> None:
         return Reply(text=report) if is_subagent(exchange) else parent(exchange)
 
     cli_openai.fake.default = scenario
-    result = run_claude(claude_bin, cli_openai.ccm, workdir, "Use a subagent to inspect the folder", "--allowedTools", "Agent")
+    result = run_claude(claude_bin, cli_openai.ccm, workdir, "Use a subagent to inspect the folder",
+                        "--allowedTools", "Agent")
     assert report in result["result"]
     assert cli_openai.fake.rejections == []
     requests = cli_openai.fake.requests("/v1/chat/completions")

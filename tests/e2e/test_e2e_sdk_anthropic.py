@@ -30,7 +30,8 @@ def as_claude_code_sends(body: dict[str, Any]) -> bytes:
 def post_captured(stack: Stack, name: str, extra: dict[str, str] | None = None) -> tuple[dict[str, Any], bytes, bytes]:
     """(captured request, bytes sent, bytes received) for a fixture posted to ccm as Claude Code posted it."""
     captured = load_fixture(name)
-    headers = {k: v for k, v in captured["headers"].items() if k.lower() not in ("host", "content-length", "accept-encoding")}
+    headers = {k: v for k, v in captured["headers"].items()
+               if k.lower() not in ("host", "content-length", "accept-encoding")}
     headers.update({"x-api-key": CLIENT_KEY, **(extra or {})})
     sent = as_claude_code_sends(captured["body"])
     with httpx.stream("POST", f"{stack.url}{captured['path']}", content=sent, headers=headers, timeout=30) as response:
@@ -91,7 +92,8 @@ def test_upstream_connections_are_pooled(anthropic_stack: Stack) -> None:
 def test_rate_limit_passes_through_with_retry_after(anthropic_stack: Stack) -> None:
     anthropic_stack.fake.script(retry_later(4))
     with pytest.raises(anthropic.RateLimitError) as raised:
-        anthropic_stack.client().messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+        anthropic_stack.client().messages.create(model=MODEL, max_tokens=64,
+                                                 messages=[{"role": "user", "content": "hi"}])
     assert raised.value.response.headers.get("retry-after") == "4"
     assert raised.value.body["error"]["type"] == "rate_limit_error"
 

@@ -115,7 +115,8 @@ def test_image_inside_a_tool_result(openai_stack: Stack) -> None:
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
     messages = [
         {"role": "user", "content": "Look at pixel.png"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_read1", "name": "Read", "input": {"file_path": "pixel.png"}}]},
+        {"role": "assistant",
+         "content": [{"type": "tool_use", "id": "toolu_read1", "name": "Read", "input": {"file_path": "pixel.png"}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_read1", "content": [image]}]},
     ]
     read = {"name": "Read", "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}
@@ -155,7 +156,8 @@ def test_parallel_tool_calls(openai_stack: Stack) -> None:
     assert [u.input for u in uses] == [c.arguments for c in calls] and len({u.id for u in uses}) == 2
     history += [
         {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": u.id, "content": f"out {i}"} for i, u in enumerate(uses)]},
+        {"role": "user",
+         "content": [{"type": "tool_result", "tool_use_id": u.id, "content": f"out {i}"} for i, u in enumerate(uses)]},
     ]
     second = client.messages.create(model=MODEL, max_tokens=1024, tools=[BASH], messages=history)
     assert second.content[0].text == "Both done."
@@ -177,24 +179,29 @@ def test_server_error_before_the_stream_is_a_status(openai_stack: Stack) -> None
     with pytest.raises(anthropic.APIStatusError) as raised:
         openai_stack.stream_hi(MODEL)
     assert raised.value.status_code >= 500
-    assert raised.value.body["type"] == "error" and raised.value.body["error"]["type"] in ("api_error", "overloaded_error")
+    assert raised.value.body["type"] == "error"
+    assert raised.value.body["error"]["type"] in ("api_error", "overloaded_error")
 
 
 def test_failure_mid_stream_is_an_error_event(openai_stack: Stack) -> None:
-    openai_stack.fake.script(Reply(text="This answer will be cut short.", pieces=6, fault=StreamFault("close", after=4)))
+    openai_stack.fake.script(Reply(text="This answer will be cut short.", pieces=6,
+                                   fault=StreamFault("close", after=4)))
     received: list[str] = []
-    with pytest.raises(anthropic.APIStatusError):
-        with openai_stack.client().messages.stream(
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        openai_stack.client().messages.stream(
             model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
-            received.extend(stream.text_stream)
+        ) as stream,
+    ):
+        received.extend(stream.text_stream)
     assert received, "the stream had started before the failure"
 
 
 def fixture_request(stack: Stack, name: str) -> tuple[dict[str, Any], httpx.Response]:
     """Send a captured Claude Code request to ccm as Claude Code sent it (path, query and headers)."""
     captured = load_fixture(name)
-    headers = {k: v for k, v in captured["headers"].items() if k.lower() not in ("host", "content-length", "accept-encoding")}
+    headers = {k: v for k, v in captured["headers"].items()
+               if k.lower() not in ("host", "content-length", "accept-encoding")}
     headers["x-api-key"] = CLIENT_KEY
     response = httpx.post(f"{stack.url}{captured['path']}", json=captured["body"], headers=headers, timeout=30)
     return captured, response

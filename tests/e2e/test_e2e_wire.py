@@ -29,7 +29,8 @@ def test_a_whole_answer_arrives_in_one_read(openai_stack: Stack) -> None:
                                          "messages": [{"role": "user", "content": "hi"}]})
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
     assert len(body) == length and orjson.loads(body)["type"] == "message"
 
 

@@ -49,7 +49,7 @@ route {
 fallback main -> spare
 """
 SESSION = "438f2556-0f1f-499d-90cb-ac5e6d7acc43"
-USER_ID = '{"device_id":"0000","account_uuid":"","session_id":"%s"}' % SESSION
+USER_ID = f'{{"device_id":"0000","account_uuid":"","session_id":"{SESSION}"}}'
 GENAI = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model"}
 
 
@@ -200,7 +200,7 @@ def test_metrics_under_two_workers_add_up(tmp_path: Path, upstream: tuple[str, F
                 float(Decimal(21 * 3 + 9 * 15) * requests / 1_000_000))
             time.sleep(0.05)
         deadline = time.monotonic() + 5  # the breaker gauge: every worker's, the worst state (livemax)
-        while not value(scrape(ccm.url), "ccm_breaker_state", provider="primary") == 0:
+        while value(scrape(ccm.url), "ccm_breaker_state", provider="primary") != 0:
             assert time.monotonic() < deadline
     assert not os.path.exists(folder), "ccm run removes its metrics folder when it stops"
 

@@ -1,12 +1,12 @@
 """`FakeAnthropic`: a strict Anthropic Messages server (`POST /v1/messages`, `POST /v1/messages/count_tokens`).
 
-It checks the key (`x-api-key` or `Authorization: Bearer`; 401 `authentication_error` otherwise) and the `anthropic-version` header, validates bodies
-like the real API (`anthropic_rules`), keeps each request's raw bytes (`Exchange.raw`) and the exact bytes it
-answered (`Exchange.sent`) for byte-for-byte assertions, and answers in Anthropic's JSON and SSE formats:
-`message_start`, `ping`, then per block `content_block_start` / deltas / `content_block_stop` (thinking with
-`thinking_delta`s then one `signature_delta`; text with `text_delta`s; tool_use with an empty first
-`input_json_delta` then the argument fragments), `message_delta` with the stop reason and cumulative usage,
-`message_stop`. Errors are `{"type":"error","error":{"type","message"},"request_id"}` with a `request-id` header.
+It checks the key (`x-api-key` or `Authorization: Bearer`; 401 `authentication_error` otherwise) and the
+`anthropic-version` header, validates bodies like the real API (`anthropic_rules`), keeps each request's raw bytes
+(`Exchange.raw`) and the exact bytes it answered (`Exchange.sent`) for byte-for-byte assertions, and answers in
+Anthropic's JSON and SSE formats: `message_start`, `ping`, then per block `content_block_start` / deltas /
+`content_block_stop` (thinking with `thinking_delta`s then one `signature_delta`; text with `text_delta`s; tool_use with
+an empty first `input_json_delta` then the argument fragments), `message_delta` with the stop reason and cumulative
+usage, `message_stop`. Errors are `{"type":"error","error":{"type","message"},"request_id"}` with a `request-id` header.
 
 count_tokens never consumes the script: it answers `{"input_tokens": N}` with a rough estimate (bytes / 4).
 """
@@ -41,7 +41,8 @@ class FakeAnthropic(FakeUpstream):
 
     def _check_headers(self, exchange: Exchange) -> None:
         # The API takes the key as `x-api-key` or, as the Python SDK 2.x sends it, `Authorization: Bearer`.
-        if self.api_key not in (exchange.headers.get("x-api-key"), exchange.headers.get("authorization", "").removeprefix("Bearer ")):
+        if self.api_key not in (exchange.headers.get("x-api-key"),
+                                exchange.headers.get("authorization", "").removeprefix("Bearer ")):
             raise Rejected(401, "invalid x-api-key", "authentication_error")
         if "anthropic-version" not in exchange.headers:
             raise Rejected(400, "anthropic-version: header is required")
@@ -55,7 +56,8 @@ class FakeAnthropic(FakeUpstream):
 
     def _count_tokens(self, exchange: Exchange) -> Answer:
         self._check_headers(exchange)
-        check_messages_request(json_body(exchange, "There was an error parsing the body of your request."), count_only=True)
+        check_messages_request(json_body(exchange, "There was an error parsing the body of your request."),
+                               count_only=True)
         body = orjson.dumps({"input_tokens": max(1, len(exchange.raw) // 4)})
         return Answer(200, [("content-type", "application/json"), ("request-id", f"req_fake{next(_ids)}")], body)
 
@@ -89,7 +91,8 @@ class FakeAnthropic(FakeUpstream):
             if reply.text:
                 content.append({"type": "text", "text": reply.text})
             content += [
-                {"type": "tool_use", "id": i, "name": c.name, "input": orjson.loads(c.arguments_json())} for i, c in calls
+                {"type": "tool_use", "id": i, "name": c.name, "input": orjson.loads(c.arguments_json())}
+                for i, c in calls
             ]
             message = {
                 "id": message_id,
@@ -127,7 +130,8 @@ class FakeAnthropic(FakeUpstream):
                 )
             )
         if reply.text:
-            blocks.append(({"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in reply.split(reply.text)]))
+            blocks.append(({"type": "text", "text": ""},
+                           [{"type": "text_delta", "text": p} for p in reply.split(reply.text)]))
         for call_id, call in calls:
             fragments = ["", *reply.split(call.arguments_json())]
             blocks.append(
@@ -137,8 +141,10 @@ class FakeAnthropic(FakeUpstream):
                 )
             )
         for index, (opening, deltas) in enumerate(blocks):
-            frames.append(event("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}))
-            frames += [event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+            frames.append(event("content_block_start",
+                                {"type": "content_block_start", "index": index, "content_block": opening}))
+            frames += [event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
+                       for d in deltas]
             frames.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
         frames.append(
             event(

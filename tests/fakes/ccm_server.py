@@ -64,7 +64,8 @@ class CcmServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def from_text(cls, folder: Path, routes: str, env: Mapping[str, str], name: str = "routes.ccm", **options: object) -> CcmServer:
+    def from_text(cls, folder: Path, routes: str, env: Mapping[str, str], name: str = "routes.ccm",
+                  **options: object) -> CcmServer:
         route_file = folder / name
         route_file.write_text(routes)
         return cls(route_file, env, **options)  # type: ignore[arg-type]

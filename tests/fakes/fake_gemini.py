@@ -41,7 +41,8 @@ Turn = list[Chunk] | Callable[[dict[str, Any]], list[Chunk]]
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 _TOP = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings", "cachedContent"}
-_PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult"}
+_PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
+              "codeExecutionResult"}
 _PART = _PART_DATA | {"thought", "thoughtSignature", "videoMetadata"}
 _TOOL = {"functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext"}
 _DECLARATION = {"name", "description", "parameters", "parametersJsonSchema", "response", "behavior"}
@@ -69,7 +70,8 @@ class GeminiRejected(Exception):
 def _unknown(keys: Any, allowed: set[str], where: str) -> None:
     for key in keys:
         if key not in allowed:
-            raise GeminiRejected(f'Invalid JSON payload received. Unknown name "{key}" at \'{where}\': Cannot find field.')
+            raise GeminiRejected(f'Invalid JSON payload received. Unknown name "{key}" at \'{where}\': '
+                                 "Cannot find field.")
 
 
 def is_gemini_3(model: str) -> bool:
@@ -118,7 +120,8 @@ def _check_content(content: Any, where: str) -> None:
         _unknown(part, _PART, here)
         data = [k for k in part if k in _PART_DATA]
         if len(data) != 1:
-            raise GeminiRejected(f"* GenerateContentRequest.{here}.data: required oneof field 'data' must have one initialized field")
+            raise GeminiRejected(f"* GenerateContentRequest.{here}.data: "
+                                 "required oneof field 'data' must have one initialized field")
         if "text" in part and (not isinstance(part["text"], str) or not part["text"]):
             raise GeminiRejected("Unable to submit request because it has an empty text parameter.")
         if "inlineData" in part:
@@ -133,10 +136,12 @@ def _check_content(content: Any, where: str) -> None:
             call = part["functionCall"]
             _unknown(call, {"id", "name", "args"}, f"{here}.function_call")
             if not isinstance(call.get("args", {}), dict):
-                raise GeminiRejected(f"Invalid value at '{here}.function_call.args' (type.googleapis.com/google.protobuf.Struct)")
+                raise GeminiRejected(f"Invalid value at '{here}.function_call.args' "
+                                     "(type.googleapis.com/google.protobuf.Struct)")
         if "functionResponse" in part:
             response = part["functionResponse"]
-            _unknown(response, {"id", "name", "response", "parts", "willContinue", "scheduling"}, f"{here}.function_response")
+            _unknown(response, {"id", "name", "response", "parts", "willContinue", "scheduling"},
+                     f"{here}.function_response")
             if not isinstance(response.get("response"), dict):
                 raise GeminiRejected(
                     f"Invalid value at '{here}.function_response.response' (type.googleapis.com/google.protobuf.Struct)"
@@ -205,16 +210,19 @@ def _check_declaration(declaration: Any, where: str) -> None:
 
 def check_schema(schema: Any, where: str) -> None:
     if not isinstance(schema, dict):
-        raise GeminiRejected(f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta.Schema)")
+        raise GeminiRejected(f"Invalid value at '{where}' "
+                             "(type.googleapis.com/google.ai.generativelanguage.v1beta.Schema)")
     _unknown(schema, _SCHEMA, where)
     raw_type = schema.get("type")
     if isinstance(raw_type, list):
-        raise GeminiRejected(f"Invalid JSON payload received. Proto field is not repeating, cannot start list. at '{where}.type'")
+        raise GeminiRejected("Invalid JSON payload received. Proto field is not repeating, cannot start list. "
+                             f"at '{where}.type'")
     if raw_type is None and "anyOf" not in schema:
         raise GeminiRejected(f"* GenerateContentRequest.{where}.type: must be specified")
     kind = str(raw_type).lower() if raw_type is not None else None
     if kind is not None and kind not in _TYPES:
-        raise GeminiRejected(f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type), \"{raw_type}\"")
+        raise GeminiRejected(f"Invalid value at '{where}.type' "
+                             f"(type.googleapis.com/google.ai.generativelanguage.v1beta.Type), \"{raw_type}\"")
     if ("properties" in schema or "required" in schema) and kind != "object":
         raise GeminiRejected(f"* GenerateContentRequest.{where}.properties: only allowed for OBJECT type")
     if "properties" in schema:
@@ -235,7 +243,8 @@ def check_schema(schema: Any, where: str) -> None:
     if "enum" in schema and (kind != "string" or not all(isinstance(v, str) for v in schema["enum"])):
         raise GeminiRejected(f"* GenerateContentRequest.{where}.enum: only allowed for STRING type")
     if "format" in schema and schema["format"] not in ("enum", "date-time"):
-        raise GeminiRejected(f"* GenerateContentRequest.{where}.format: only 'enum' and 'date-time' are supported for STRING type")
+        raise GeminiRejected(f"* GenerateContentRequest.{where}.format: "
+                             "only 'enum' and 'date-time' are supported for STRING type")
     if "nullable" in schema and not isinstance(schema["nullable"], bool):
         raise GeminiRejected(f"Invalid value at '{where}.nullable' (TYPE_BOOL)")
     for k, branch in enumerate(schema.get("anyOf") or ()):
@@ -369,7 +378,8 @@ def merge_chunks(chunks: list[Chunk]) -> Chunk:
     return merged
 
 
-def text_chunk(text: str, *, finish: str | None = None, thought: bool = False, usage: dict[str, int] | None = None) -> Chunk:
+def text_chunk(text: str, *, finish: str | None = None, thought: bool = False,
+               usage: dict[str, int] | None = None) -> Chunk:
     part: dict[str, Any] = {"text": text}
     if thought:
         part["thought"] = True

@@ -71,7 +71,8 @@ def check_responses_request(body: Any, issued: set[str] | None = None) -> None:
         raise ResponsesRejected("Missing required parameter: 'model'.", "model")
     for name in ("user", "safety_identifier", "prompt_cache_key"):
         if name in body and (not isinstance(body[name], str) or len(body[name]) > 64):
-            raise ResponsesRejected(f"Invalid '{name}': string too long. Expected a string with maximum length 64.", name)
+            raise ResponsesRejected(f"Invalid '{name}': string too long. Expected a string with maximum length 64.",
+                                    name)
     for value in body.get("include") or ():
         if value not in _INCLUDABLE:
             raise ResponsesRejected(f"Invalid value for 'include': '{value}'.", "include")
@@ -85,14 +86,16 @@ def check_responses_request(body: Any, issued: set[str] | None = None) -> None:
     limit = body.get("max_output_tokens")
     if limit is not None and (not isinstance(limit, int) or limit < 16):
         raise ResponsesRejected(
-            f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got {limit} instead.",
+            "Invalid 'max_output_tokens': integer below minimum value. "
+            f"Expected a value >= 16, but got {limit} instead.",
             "max_output_tokens",
         )
     reasoning = body.get("reasoning")
     if reasoning is not None:
         name = body["model"].rsplit("/", 1)[-1]
         if not _REASONING_MODEL.match(name) or "-chat" in name:
-            raise ResponsesRejected("Unsupported parameter: 'reasoning.effort' is not supported with this model.", "reasoning.effort")
+            raise ResponsesRejected("Unsupported parameter: 'reasoning.effort' is not supported with this model.",
+                                    "reasoning.effort")
         if reasoning.get("effort") not in (None, "none", "minimal", "low", "medium", "high", "xhigh"):
             raise ResponsesRejected(f"Invalid value: '{reasoning.get('effort')}'.", "reasoning.effort")
         if reasoning.get("summary") not in (None, "auto", "concise", "detailed"):
@@ -120,7 +123,8 @@ def _check_items(items: list[Any], issued: set[str] | None) -> None:
                 for j, part in enumerate(output):
                     _check_input_part(part, f"input[{i}].output[{j}]")
             elif not isinstance(output, str):
-                raise ResponsesRejected("Invalid type for 'output': expected a string or an array.", f"input[{i}].output")
+                raise ResponsesRejected("Invalid type for 'output': expected a string or an array.",
+                                        f"input[{i}].output")
             answered.add(item["call_id"])
         elif kind == "reasoning":
             _check_reasoning(item, items[i + 1] if i + 1 < len(items) else None, i, issued)
@@ -149,7 +153,8 @@ def _check_reasoning(item: dict[str, Any], following: Any, i: int, issued: set[s
 def _check_message(item: dict[str, Any], i: int) -> None:
     role = item.get("role")
     if role not in ("user", "assistant", "system", "developer"):
-        raise ResponsesRejected(f"Invalid value: '{role}'. Supported values are: 'assistant', 'system', 'developer', and 'user'.",
+        raise ResponsesRejected(f"Invalid value: '{role}'. "
+                                "Supported values are: 'assistant', 'system', 'developer', and 'user'.",
                                 f"input[{i}].role")
     content = item.get("content")
     if isinstance(content, str):
@@ -164,7 +169,8 @@ def _check_message(item: dict[str, Any], i: int) -> None:
         where = f"input[{i}].content[{j}]"
         if output:
             if part.get("type") not in ("output_text", "refusal"):
-                raise ResponsesRejected(f"Invalid value: '{part.get('type')}'. Supported values are: 'output_text' and 'refusal'.", where)
+                raise ResponsesRejected(f"Invalid value: '{part.get('type')}'. "
+                                        "Supported values are: 'output_text' and 'refusal'.", where)
             if part.get("type") == "output_text" and not isinstance(part.get("annotations"), list):
                 raise ResponsesRejected("Missing required parameter: 'annotations'.", f"{where}.annotations")
             if not isinstance(part.get("text", part.get("refusal")), str):
@@ -176,7 +182,8 @@ def _check_message(item: dict[str, Any], i: int) -> None:
 def _check_input_part(part: dict[str, Any], where: str) -> None:
     kind = part.get("type")
     if kind not in _INPUT_PARTS:
-        raise ResponsesRejected(f"Invalid value: '{kind}'. Supported values are: 'input_text', 'input_image', and 'input_file'.", where)
+        raise ResponsesRejected(f"Invalid value: '{kind}'. "
+                                "Supported values are: 'input_text', 'input_image', and 'input_file'.", where)
     if kind == "input_text" and not isinstance(part.get("text"), str):
         raise ResponsesRejected("Missing required parameter: 'text'.", where)
     if kind == "input_image":
@@ -195,7 +202,8 @@ def _check_tool(tool: dict[str, Any], i: int) -> str:
         raise ResponsesRejected("Invalid 'tools[].name'.", f"tools[{i}].name")
     parameters = tool.get("parameters")
     if not isinstance(parameters, dict) or parameters.get("type") != "object":
-        raise ResponsesRejected("Invalid schema for function: schema must be a JSON Schema of 'type: \"object\"'.", f"tools[{i}].parameters")
+        raise ResponsesRejected("Invalid schema for function: schema must be a JSON Schema of 'type: \"object\"'.",
+                                f"tools[{i}].parameters")
     if tool.get("strict", True):
         _check_strict(parameters, f"tools[{i}].parameters", tool["name"])
     return tool["name"]
@@ -207,8 +215,8 @@ def _check_strict(schema: Any, where: str, name: str) -> None:
     if schema.get("type") == "object":
         if schema.get("additionalProperties") is not False:
             raise ResponsesRejected(
-                f"Invalid schema for function '{name}': In context=(), 'additionalProperties' is required to be supplied "
-                "and to be false.", where)
+                f"Invalid schema for function '{name}': In context=(), "
+                "'additionalProperties' is required to be supplied and to be false.", where)
         properties = schema.get("properties") or {}
         if set(schema.get("required") or ()) != set(properties):
             raise ResponsesRejected(
@@ -274,7 +282,8 @@ class FakeResponses(WholeBodyFake):
                     self.issued.add(item["encrypted_content"])
                 else:
                     del item["encrypted_content"]
-        response = {"id": f"resp_{next(self._ids)}", "object": "response", "model": body["model"], "status": "completed",
+        response = {"id": f"resp_{next(self._ids)}", "object": "response", "model": body["model"],
+                    "status": "completed",
                     "output": items, "usage": self.usage, "incomplete_details": None, "error": None}
         if not body.get("stream"):
             return 200, b"application/json", orjson.dumps(response)
@@ -294,14 +303,16 @@ def _item_events(index: int, item: Item, args_only_in_done: bool) -> list[dict[s
     kind = item["type"]
     base = {"output_index": index, "item_id": item["id"]}
     if kind == "function_call":
-        events = [{"type": "response.output_item.added", "output_index": index, "item": dict(item, arguments="", status="in_progress")}]
+        events = [{"type": "response.output_item.added", "output_index": index,
+                   "item": dict(item, arguments="", status="in_progress")}]
         if not args_only_in_done:
             arguments = item["arguments"]
             events += [{"type": "response.function_call_arguments.delta", **base, "delta": arguments[i : i + 7]}
                        for i in range(0, len(arguments), 7)]
         events.append({"type": "response.function_call_arguments.done", **base, "arguments": item["arguments"]})
     elif kind == "message":
-        events = [{"type": "response.output_item.added", "output_index": index, "item": dict(item, content=[], status="in_progress")}]
+        events = [{"type": "response.output_item.added", "output_index": index,
+                   "item": dict(item, content=[], status="in_progress")}]
         for c, part in enumerate(item["content"]):
             events += [{"type": "response.content_part.added", **base, "content_index": c, "part": dict(part, text="")}]
             events += [{"type": "response.output_text.delta", **base, "content_index": c, "delta": word}
@@ -312,9 +323,12 @@ def _item_events(index: int, item: Item, args_only_in_done: bool) -> list[dict[s
         added = {k: v for k, v in item.items() if k != "encrypted_content"}  # complete only in output_item.done
         events = [{"type": "response.output_item.added", "output_index": index, "item": dict(added, summary=[])}]
         for s, summary in enumerate(item.get("summary") or ()):
-            events += [{"type": "response.reasoning_summary_part.added", **base, "summary_index": s, "part": {"type": "summary_text", "text": ""}},
-                       {"type": "response.reasoning_summary_text.delta", **base, "summary_index": s, "delta": summary["text"]},
-                       {"type": "response.reasoning_summary_text.done", **base, "summary_index": s, "text": summary["text"]}]
+            events += [{"type": "response.reasoning_summary_part.added", **base, "summary_index": s,
+                        "part": {"type": "summary_text", "text": ""}},
+                       {"type": "response.reasoning_summary_text.delta", **base, "summary_index": s,
+                        "delta": summary["text"]},
+                       {"type": "response.reasoning_summary_text.done", **base, "summary_index": s,
+                        "text": summary["text"]}]
     events.append({"type": "response.output_item.done", "output_index": index, "item": dict(item, status="completed")})
     return events
 
@@ -325,7 +339,8 @@ def _frame(event: dict[str, Any]) -> bytes:
 
 def _error(status: int, message: str, param: str | None) -> tuple[int, bytes, bytes]:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return status, b"application/json", orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": None}})
+    return status, b"application/json", orjson.dumps({"error": {"message": message, "type": kind, "param": param,
+                                                                "code": None}})
 
 
 def message_item(text: str) -> Item:

@@ -84,7 +84,8 @@ class FakeOpenAI(FakeUpstream):
             error_type = "rate_limit_exceeded"
         elif rejected.status >= 500:
             error_type = "server_error"
-        body = {"error": {"message": rejected.message, "type": error_type, "param": rejected.param, "code": rejected.code}}
+        body = {"error": {"message": rejected.message, "type": error_type, "param": rejected.param,
+                          "code": rejected.code}}
         return Answer(rejected.status, [("content-type", "application/json"), *rejected.headers], orjson.dumps(body))
 
     def render(self, reply: Reply, exchange: Exchange) -> Answer:
@@ -146,7 +147,8 @@ class FakeOpenAI(FakeUpstream):
         frames += [chunk({self.reasoning_field: piece}) for piece in reply.split(reply.reasoning)]
         frames += [chunk({"content": piece}) for piece in reply.split(reply.text)]
         for index, (call_id, call) in enumerate(calls):
-            opening = {"index": index, "id": call_id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+            opening = {"index": index, "id": call_id, "type": "function",
+                       "function": {"name": call.name, "arguments": ""}}
             frames.append(chunk({"tool_calls": [opening]}))
             frames += [
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})

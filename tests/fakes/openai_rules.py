@@ -33,7 +33,8 @@ KNOWN_PARAMS = frozenset(
 REASONING_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh"})
 USER_PARTS = frozenset({"text", "image_url", "input_audio", "file"})
 # Fields a message may carry; `reasoning_content` is the DeepSeek-style replay that OpenAI-compatible hosts accept.
-MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "refusal", "audio", "reasoning_content"})
+MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "refusal", "audio",
+                            "reasoning_content"})
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def _check_messages(messages: Any, limits: Limits) -> None:
         role = message.get("role")
         if role not in ("system", "developer", "user", "assistant", "tool"):
             raise invalid(
-                f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'tool', and 'developer'.",
+                f"Invalid value: '{role}'. "
+                "Supported values are: 'system', 'assistant', 'user', 'tool', and 'developer'.",
                 f"{where}.role",
             )
         if limits.strict:
@@ -193,7 +195,8 @@ def _check_tool_calls(calls: Any, where: str) -> list[str]:
         try:
             json.loads(arguments)
         except ValueError:
-            raise invalid(f"Invalid '{here}.function.arguments': not valid JSON.", f"{here}.function.arguments") from None
+            raise invalid(f"Invalid '{here}.function.arguments': not valid JSON.",
+                          f"{here}.function.arguments") from None
         if call["id"] in ids:
             raise invalid(f"Duplicate value for '{here}.id': {call['id']}.", f"{here}.id")
         ids.append(call["id"])
@@ -210,7 +213,8 @@ def _check_tools(body: dict[str, Any]) -> None:
             here = f"tools[{i}]"
             if not isinstance(tool, dict) or tool.get("type") != "function":
                 kind = tool.get("type") if isinstance(tool, dict) else None
-                raise invalid(f"Invalid value: '{kind}'. Supported values are: 'function' and 'custom'.", f"{here}.type")
+                raise invalid(f"Invalid value: '{kind}'. Supported values are: 'function' and 'custom'.",
+                              f"{here}.type")
             function = tool.get("function")
             name = function.get("name") if isinstance(function, dict) else None
             if not isinstance(name, str) or not TOOL_NAME.match(name):

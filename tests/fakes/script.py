@@ -16,11 +16,12 @@ The fakes render Reply/Status in their own protocol (`FakeOpenAI`, `FakeAnthropi
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,10 @@ class Reply:
         """`value` in at most `pieces` non-empty fragments cut at seeded random points (mid-word, mid-escape)."""
         if len(value) <= 1 or self.pieces <= 1:
             return [value] if value else []
-        cuts = sorted(random.Random(f"{self.seed}:{value}").sample(range(1, len(value)), min(self.pieces, len(value)) - 1))
+        cuts = sorted(random.Random(f"{self.seed}:{value}").sample(range(1, len(value)),
+                                                                   min(self.pieces, len(value)) - 1))
         edges = [0, *cuts, len(value)]
-        return [value[a:b] for a, b in zip(edges, edges[1:])]
+        return [value[a:b] for a, b in itertools.pairwise(edges)]
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class Status:
 @dataclass(frozen=True)
 class Hang:
     seconds: float
-    then: "Behaviour | None" = None
+    then: Behaviour | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def retry_later(seconds: int = 1, status: int = 429) -> Status:
     return Status(status, "rate limited by the fake", headers=(("retry-after", str(seconds)),))
 
 
-Behaviour = Union[Reply, Status, Hang, Raw, Callable[["Exchange"], "Behaviour"]]
+Behaviour = Reply | Status | Hang | Raw | Callable[["Exchange"], "Behaviour"]
 
 
 @dataclass

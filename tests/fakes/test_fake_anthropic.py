@@ -147,9 +147,11 @@ def test_the_sdk_reads_the_fake_json_and_errors(fake_anthropic: tuple[str, FakeA
 def test_in_stream_error_event_reaches_the_sdk(fake_anthropic: tuple[str, FakeAnthropic]) -> None:
     url, fake = fake_anthropic
     fake.script(Reply(text="partial answer", fault=StreamFault("error", after=4)))
-    with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
-        with sdk(url).messages.stream(**tool_turns()) as stream:
-            stream.get_final_message()
+    with (
+        pytest.raises(anthropic.APIStatusError, match="Overloaded"),
+        sdk(url).messages.stream(**tool_turns()) as stream,
+    ):
+        stream.get_final_message()
 
 
 def test_count_tokens_does_not_consume_the_script(fake_anthropic: tuple[str, FakeAnthropic]) -> None:

@@ -51,9 +51,11 @@ def round_trip() -> dict[str, Any]:
                 ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": "a.txt"},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw=="}}]},
+            {"role": "user",
+             "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw=="}}]},
         ],
-        "tools": [{"type": "function", "function": {"name": "Bash", "parameters": {"type": "object", "properties": {}}}}],
+        "tools": [{"type": "function",
+                   "function": {"name": "Bash", "parameters": {"type": "object", "properties": {}}}}],
         "tool_choice": "auto",
         "max_tokens": 100,
     }
@@ -109,7 +111,8 @@ REJECTED: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "wrong tool_call_id": (lambda b: b["messages"][3].update(tool_call_id="call_9"), "messages[3].tool_call_id"),
     "empty assistant content beside tool_calls": (lambda b: b["messages"][2].update(content=""), "messages[2].content"),
     "empty content parts": (lambda b: b["messages"][1].update(content=[]), "messages[1].content"),
-    "empty text part": (lambda b: b["messages"][1].update(content=[{"type": "text", "text": ""}]), "messages[1].content[0].text"),
+    "empty text part": (lambda b: b["messages"][1].update(content=[{"type": "text", "text": ""}]),
+                        "messages[1].content[0].text"),
     "image in a tool message": (
         lambda b: b["messages"][3].update(content=[{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]),
         "messages[3].content[0].type",
@@ -168,7 +171,8 @@ def test_wrong_key_is_401_and_malformed_json_is_400(fake_openai: tuple[str, Fake
     url, _ = fake_openai
     response = httpx.post(f"{url}/v1/chat/completions", json=round_trip(), headers={"authorization": "Bearer nope"})
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
-    response = httpx.post(f"{url}/v1/chat/completions", content=b"{", headers={**AUTH, "content-type": "application/json"})
+    response = httpx.post(f"{url}/v1/chat/completions", content=b"{",
+                          headers={**AUTH, "content-type": "application/json"})
     assert response.status_code == 400 and "parse the JSON body" in response.json()["error"]["message"]
     assert httpx.post(f"{url}/v1/completions", json={}, headers=AUTH).status_code == 404
 
@@ -259,10 +263,12 @@ def test_close_mid_stream(fake_openai: tuple[str, FakeOpenAI]) -> None:
     url, fake = fake_openai
     fake.script(Reply(text="abcdefgh", pieces=6, fault=StreamFault("close", after=3)))
     received = b""
-    with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=stream_body(), headers=AUTH) as response:
-            for chunk in response.iter_raw():
-                received += chunk
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{url}/v1/chat/completions", json=stream_body(), headers=AUTH) as response,
+    ):
+        for chunk in response.iter_raw():
+            received += chunk
     assert received.count(b"data: ") == 3 and bytes(fake.exchanges[-1].sent) == received
 
 

@@ -54,7 +54,8 @@ class Rejected(Exception):
 Handler = Callable[[Exchange], Answer]
 
 
-def stream_answer(reply: Reply, frames: list[bytes], headers: Headers, *, error_frame: bytes, malformed_frame: bytes) -> Answer:
+def stream_answer(reply: Reply, frames: list[bytes], headers: Headers, *, error_frame: bytes,
+                  malformed_frame: bytes) -> Answer:
     """A streamed reply: its frames, paced and faulted as `reply` says; an `error` fault writes the flavour's
     `error_frame`, a `malformed` one its `malformed_frame`."""
     return Answer(
@@ -144,7 +145,8 @@ class FakeUpstream(ABC):
                 answer.body = behaviour.body
             return answer
         if isinstance(behaviour, Raw):
-            return Answer(behaviour.status, [("content-type", behaviour.content_type), *behaviour.headers], behaviour.body)
+            return Answer(behaviour.status, [("content-type", behaviour.content_type), *behaviour.headers],
+                          behaviour.body)
         if isinstance(behaviour, Hang):
             then = self.answer(behaviour.then if behaviour.then is not None else self.default, exchange)
             then.hang_before = behaviour.seconds
@@ -153,7 +155,8 @@ class FakeUpstream(ABC):
 
     # --- ASGI --------------------------------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -268,7 +271,7 @@ class FakeUpstream(ABC):
             try:
                 await asyncio.wait_for(disconnected.wait(), timeout=min(left, 0.05))
                 return False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
 
 
@@ -294,7 +297,8 @@ class WholeBodyFake(ABC):
         turn = self._turns.popleft() if self._turns else self.default
         return turn(body) if callable(turn) else turn
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
                 event = (await receive())["type"]

@@ -111,7 +111,7 @@ def plausible_mux() -> st.SearchStrategy[Any]:
         "auto_map_regex": st.sampled_from(["^claude-", "a|b", ""]), "background_regex": st.sampled_from(
             ["(?i)claude.*haiku", "haiku$", "[x]"])})
     every_provider = st.tuples(provider, provider, provider).map(
-        lambda ps: [{**p, "name": name} for p, name in zip(ps, ["p", "q", "zai plan"])])
+        lambda ps: [{**p, "name": name} for p, name in zip(ps, ["p", "q", "zai plan"], strict=True)])
     return st.fixed_dictionaries({"router": router, "providers": every_provider,
                                   "models": st.lists(model, min_size=1, max_size=3, unique_by=lambda m: m["name"])})
 

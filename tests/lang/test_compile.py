@@ -36,7 +36,8 @@ def test_direct_off_and_explicit_direct_placement(compile_text: Compile) -> None
 
 
 def test_literal_targets_become_undeclared_models(compile_text: Compile) -> None:
-    result = compile_text(PROVIDER + "route {\n  default -> p/vendor/model:free\n}\nfallback p/vendor/model:free -> p/b\n")
+    result = compile_text(PROVIDER + "route {\n  default -> p/vendor/model:free\n}\n"
+                                     "fallback p/vendor/model:free -> p/b\n")
     assert result.table is not None
     literal = result.table.models["p/vendor/model:free"]
     assert (literal.provider, literal.model, literal.declared) == ("p", "vendor/model:free", False)
@@ -44,7 +45,8 @@ def test_literal_targets_become_undeclared_models(compile_text: Compile) -> None
 
 
 def test_unset_variable_warns_once_and_set_variable_is_silent(compile_text: Compile) -> None:
-    text = PROVIDER + 'provider q {\n  type openai\n  url "http://x"\n  key env("P_KEY")\n}\nroute {\n  default -> p/x\n}\n'
+    text = PROVIDER + ('provider q {\n  type openai\n  url "http://x"\n  key env("P_KEY")\n}\n'
+                       'route {\n  default -> p/x\n}\n')
     unset = compile_text(text, {})
     assert [w.message for w in unset.warnings] == ["environment variable `P_KEY` is not set"]
     assert unset.table is not None
@@ -114,7 +116,8 @@ def test_tokens_stand_in_means_no_tokenizer(compile_text: Compile, monkeypatch: 
 
 
 def test_expecting_a_literal_is_met_by_its_alias(compile_text: Compile) -> None:
-    text = PROVIDER + 'model m = p/m\nroute {\n  default -> m\n}\ntest "x" {\n  request { model: "x" }\n  expect p/m\n}\n'
+    text = PROVIDER + ('model m = p/m\nroute {\n  default -> m\n}\n'
+                       'test "x" {\n  request { model: "x" }\n  expect p/m\n}\n')
     assert compile_text(text).errors == ()
 
 

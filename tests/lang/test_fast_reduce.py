@@ -74,7 +74,8 @@ def _flatten(node: Any) -> Iterator[tuple[Any, ...]]:
             yield "tree", current.data, len(current.children), where
             stack.extend(reversed(current.children))
         elif isinstance(current, Token):
-            yield "token", current.type, str(current), current.line, current.column, current.end_line, current.end_column
+            yield ("token", current.type, str(current), current.line, current.column, current.end_line,
+                   current.end_column)
         else:
             yield "value", current
 

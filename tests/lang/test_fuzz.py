@@ -26,7 +26,8 @@ VOCABULARY = [
 ]
 
 # CCM_FUZZ_EXAMPLES=2000 for a deeper run than CI affords.
-quick = settings(max_examples=int(os.environ.get("CCM_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+quick = settings(max_examples=int(os.environ.get("CCM_FUZZ_EXAMPLES", "150")), deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow])
 
 
 def _exercise(text: str) -> None:

@@ -23,9 +23,11 @@ CHECK = "from ccm.cli.main import main; main()"
 def generate(rules: int) -> str:
     lines = [
         "provider a {", "  type anthropic", '  url "https://api.anthropic.com"', "}",
-        "provider o {", "  type openai", '  url "http://127.0.0.1:8000/v1"', "  retry 2 backoff 250ms..2s on 429 5xx", "}",
+        "provider o {", "  type openai", '  url "http://127.0.0.1:8000/v1"', "  retry 2 backoff 250ms..2s on 429 5xx",
+        "}",
     ]
-    lines += [f"model m{i} = {'a' if i % 2 else 'o'}/model-{i} {{\n  context 200k\n  max_output 8k\n}}" for i in range(20)]
+    lines += [f"model m{i} = {'a' if i % 2 else 'o'}/model-{i} {{\n  context 200k\n  max_output 8k\n}}"
+              for i in range(20)]
     shapes = [
         'header "x-route-{i}" == "yes"',
         'model ~ "claude-{i}-*"',

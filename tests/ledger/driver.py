@@ -25,7 +25,7 @@ async def main(url: str, key_name: str, prefix: str, count: int, concurrency: in
     ledger = await Ledger.open(url, heartbeat=0.5)
     await ledger.start()
     key = None if key_name == "-" else (await ledger.key(key_name))[0]
-    done = open(done_path, "a", buffering=1)
+    done = open(done_path, "a", buffering=1)  # noqa: SIM115 - the workers below write to it; closed after them
     numbers = iter(range(count) if count else iter(int, 1))
     counter = 0
 

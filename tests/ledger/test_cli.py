@@ -128,24 +128,32 @@ def test_unreachable_or_wrong_databases_are_said_with_the_password_hidden(tmp_pa
     assert ccm(str(junk), "keys", "list").exit_code == 1
 
 
-def test_a_database_behind_or_ahead_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgraded = ccm(url, "db", "upgrade")
-    assert upgraded.exit_code == 0 and "schema version 1" in upgraded.stdout
-    assert "up to date" in ccm(url, "db", "status").stdout
+def test_a_database_behind_or_ahead_is_refused_and_upgrade_brings_it_up(tmp_path: Path) -> None:
     import sqlite3
+
+    from ccm.ledger.store import migrate
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    latest = migrate.latest("sqlite")
+    upgraded = ccm(url, "db", "upgrade")
+    assert upgraded.exit_code == 0 and f"schema version {latest}" in upgraded.stdout
+    assert "up to date" in ccm(url, "db", "status").stdout
 
     with sqlite3.connect(tmp_path / "ledger.db") as conn:
         conn.execute("INSERT INTO ccm_schema_version VALUES (99, 'from_the_future', 'x')")
     ahead = ccm(url, "keys", "list")
     assert ahead.exit_code == 1 and "newer than this ccm" in ahead.stderr
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:
-        conn.execute("DELETE FROM ccm_schema_version WHERE version = 99")
-    from ccm.ledger.store import migrate
 
-    monkeypatch.setattr(migrate, "latest", lambda dialect: 2)  # this ccm knows a second migration
+    # a database made by the ccm before 0002 (the sessions' index): refused until upgraded, then served
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        conn.execute("DELETE FROM ccm_schema_version WHERE version >= 2")
+        conn.execute("DROP INDEX usage_session")
     behind = ccm(url, "keys", "list")
-    assert behind.exit_code == 1 and "needs 2" in behind.stderr and "run `ccm db upgrade" in behind.stderr
+    assert behind.exit_code == 1 and f"needs {latest}" in behind.stderr and "run `ccm db upgrade" in behind.stderr
+    assert ccm(url, "db", "upgrade").exit_code == 0
+    assert ccm(url, "keys", "list").exit_code == 0
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'usage_session'").fetchall()
 
 
 def test_usage_billing_and_export(database_url: str, tmp_path: Path) -> None:

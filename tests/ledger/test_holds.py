@@ -77,7 +77,8 @@ async def test_overshoot_stays_within_the_bound(ledger: Ledger) -> None:
     chance = random.Random(42)
     chunk, in_flight, concurrent = 40, 80, 24
     outcomes = await asyncio.gather(*(
-        _stream(ledger, "streamer", f"s{i}", chance.randint(100, 3000), chance.randint(50, 30_000), chunk, in_flight, policy)
+        _stream(ledger, "streamer", f"s{i}", chance.randint(100, 3000), chance.randint(50, 30_000), chunk, in_flight,
+                policy)
         for i in range(concurrent)))
     per_request_bound = output_cost(SONNET, Decimal(0), chunk + in_flight) + 1
     _, account = await ledger.key("streamer")

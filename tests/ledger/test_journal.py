@@ -11,13 +11,16 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from ccm.ledger.cost import cost
 from ccm.ledger.journal import Journal, journal_folder, replay
 from ccm.ledger.ledger import Ledger
-from ccm.ledger.records import UsageRow
+from ccm.ledger.records import NewKey, UsageRow
 from ccm.ledger.store.base import Op, Q
 from ccm.table import Price
 from ccm.usage import TokenUsage
+from tests.ledger.helpers import usd
 
 PRICE = Price(input=Decimal(3), output=Decimal(15))
 USAGE = TokenUsage(input=1_000, output=200)
@@ -184,3 +187,24 @@ def test_each_database_has_a_journal_of_its_own(tmp_path: Path) -> None:
     other = journal_folder("postgresql://ccm:secret@db.internal:5432/other")
     assert one != other and one.parent == other.parent
     assert "secret" not in str(one)
+
+
+def test_a_row_the_ledger_refuses_is_dropped_and_the_rest_of_its_batch_written(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        ledger = await Ledger.open(database_url)
+        key, _ = await ledger.create_key(NewKey("held", credits=usd("1")))
+        await ledger.admit(key, "held-elsewhere", usd("0.01"), 100)
+        journal = await Journal.open(tmp_path / "journal", ledger)
+        good = [row() for _ in range(3)]
+        for each in (good[0], row("held-elsewhere"), *good[1:]):  # its hold is key `held`'s, the row no key's
+            journal.add(each)
+        await journal.flush()
+        assert journal.pending == 0
+        await journal.close()
+        await ledger.store.close()
+
+    asyncio.run(main())
+    assert asyncio.run(recorded(database_url)) == (3, 3 * cost(USAGE, PRICE).charged)
+    assert "refused the usage row of request held-elsewhere" in caplog.text

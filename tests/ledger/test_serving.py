@@ -1,5 +1,5 @@
 """The ledger on the request path, through a real `ccm run` and a strict fake Anthropic upstream: every request
-metered (the local caller too), keys refused or held, exactly N of 300 concurrent requests served on a balance that
+metered (the local caller too), keys refused or held, exactly N of 500 concurrent requests served on a balance that
 covers N, a cancelled stream billed what the upstream billed, the invariant holding after it all — on SQLite and on
 PostgreSQL."""
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ccm.ledger.money import format_usd
 from tests.fakes import CcmServer, FakeAnthropic, Reply, serve
@@ -102,11 +103,11 @@ def test_exactly_the_requests_a_balance_covers_are_served(ccm: CcmServer, databa
         async with httpx.AsyncClient(base_url=ccm.url, timeout=60, limits=limits) as client:
             answers = await asyncio.gather(*(client.post("/v1/messages", json=BODY,
                                                          headers={**JSON, "x-api-key": secret})
-                                             for _ in range(300)))
+                                             for _ in range(500)))
         return [a.status_code for a in answers]
 
     statuses = asyncio.run(burst())
-    assert statuses.count(200) == covered and statuses.count(402) == 300 - covered
+    assert statuses.count(200) == covered and statuses.count(402) == 500 - covered
     shown = json.loads(cli("keys", "show", "burst", "--format", "json", db=database_url).stdout)
     assert shown["balance"] == format_usd(0)
     keyed = [row for row in usage_json(database_url) if row["key"] == "burst"]
@@ -120,11 +121,13 @@ def test_a_stream_a_paying_client_leaves_is_billed_what_the_upstream_billed(
 ) -> None:
     secret = new_key(database_url, "leaver", "--credits", "5")
     upstream[1].script(Reply(text="a long answer " * 40, output_tokens=333, pieces=40, chunk_delay=0.05))
-    with httpx.Client(base_url=ccm.url, timeout=30) as client:
-        with client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
-                           headers={**JSON, "x-api-key": secret}) as answer:
-            assert answer.status_code == 200
-            next(answer.iter_bytes())  # the first event, then the client leaves (Esc in Claude Code)
+    with (
+        httpx.Client(base_url=ccm.url, timeout=30) as client,
+        client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
+                      headers={**JSON, "x-api-key": secret}) as answer,
+    ):
+        assert answer.status_code == 200
+        next(answer.iter_bytes())  # the first event, then the client leaves (Esc in Claude Code)
     deadline = time.monotonic() + 20  # the row is written once the upstream's answer ended
     while not (found := [row for row in usage_json(database_url) if row["stream"]]) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -180,10 +183,12 @@ def test_a_stream_the_local_caller_leaves_is_cancelled_and_billed_an_estimate(
 ) -> None:
     """Reading on costs what the upstream keeps generating: without a balance to bill, ccm hangs up at once."""
     upstream[1].script(Reply(text="a long answer " * 40, output_tokens=333, pieces=40, chunk_delay=0.05))
-    with httpx.Client(base_url=ccm.url, timeout=30) as client:
-        with client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
-                           headers=JSON) as answer:
-            next(answer.iter_bytes())
+    with (
+        httpx.Client(base_url=ccm.url, timeout=30) as client,
+        client.stream("POST", "/v1/messages", json={**BODY, "max_tokens": 1000, "stream": True},
+                      headers=JSON) as answer,
+    ):
+        next(answer.iter_bytes())
     deadline = time.monotonic() + 20
     while not (found := [row for row in usage_json(database_url) if row["stream"]]) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -223,3 +228,32 @@ def test_a_key_that_runs_low_is_routed_to_a_cheaper_model_and_its_plan_applies(
     rows = {row["request_id"]: row for row in usage_json(database_url)}
     charged = float(rows[first.headers["request-id"]]["charged_usd"])
     assert charged == pytest.approx(ANSWER_COST * 1.5)  # the plan's markup
+
+
+def test_metrics_and_the_sessions_endpoint_show_the_ledgers_money(ccm: CcmServer, database_url: str) -> None:
+    """/metrics' cost is what the ledger charged (the key's markup included), its balances the keys' own; the
+    statusline's endpoint answers an issued key with its own requests of the session and what the session cost it,
+    the local caller with the local caller's, and nobody else's."""
+    secret = new_key(database_url, "marked", "--credits", "1", "--markup", "50%")
+    session = "5d2c7f0e-statusline-ledger"
+    body = {**BODY, "metadata": {"user_id": json.dumps({"session_id": session})}}
+    for _ in range(2):
+        assert httpx.post(f"{ccm.url}/v1/messages", json=body, headers={**JSON, "x-api-key": secret}).status_code == 200
+    assert httpx.post(f"{ccm.url}/v1/messages", json=body, headers=JSON).status_code == 200  # the local caller
+    charged = ANSWER_COST * 1.5
+
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{ccm.url}/metrics").text)}
+    key_id = str(json.loads(cli("keys", "show", "marked", "--format", "json", db=database_url).stdout)["id"])
+    costs = {s.labels["key"]: s.value for s in families["ccm_cost_usd"].samples if s.name == "ccm_cost_usd_total"}
+    assert costs[key_id] == pytest.approx(2 * charged) and costs["local"] == pytest.approx(ANSWER_COST)
+    (balance,) = families["ccm_balance_usd"].samples
+    assert balance.labels == {"key": key_id} and balance.value == pytest.approx(1 - 2 * charged)
+
+    mine = httpx.get(f"{ccm.url}/ccm/sessions/{session}", headers={"x-api-key": secret}).json()
+    assert mine["requests"] == 2 and mine["session_cost_usd"] == pytest.approx(2 * charged)
+    assert mine["last"]["cost_usd"] == pytest.approx(charged)
+    local = httpx.get(f"{ccm.url}/ccm/sessions/{session}").json()
+    assert local["requests"] == 1 and local["session_cost_usd"] == pytest.approx(ANSWER_COST)
+    other = new_key(database_url, "other", "--credits", "1")
+    theirs = httpx.get(f"{ccm.url}/ccm/sessions/{session}", headers={"x-api-key": other}).json()
+    assert theirs["requests"] == 0 and theirs["last"] is None and theirs["session_cost_usd"] is None

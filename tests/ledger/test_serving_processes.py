@@ -58,7 +58,7 @@ def test_two_workers_on_one_sqlite_file_serve_exactly_what_the_balance_covers(
     secret = new_key(database_url, "workers", "--credits", f"{covered * ANSWER_COST:.6f}")
     args = ("--db", database_url, "--workers", "2")
     with CcmServer.from_text(tmp_path, ROUTES, environ(upstream), args=args) as ccm:
-        statuses = asyncio.run(burst([ccm.url], secret, 200))
+        statuses = asyncio.run(burst([ccm.url], secret, 500))
     assert_exactly_covered(database_url, statuses, covered, "workers")
 
 
@@ -73,7 +73,7 @@ def test_two_ccm_processes_on_one_postgres_database_serve_exactly_what_the_balan
     second.mkdir()
     with CcmServer.from_text(first, ROUTES, environ(upstream), args=("--db", database_url)) as one, \
             CcmServer.from_text(second, ROUTES, environ(upstream), args=("--db", database_url)) as other:
-        statuses = asyncio.run(burst([one.url, other.url], secret, 200))
+        statuses = asyncio.run(burst([one.url, other.url], secret, 500))
     assert_exactly_covered(database_url, statuses, covered, "hosts")
 
 

@@ -55,7 +55,7 @@ def test_format_and_cents() -> None:
     assert cents(1_000_000_000) == "100" and cents(12_345) == "0.0012345" and cents(0) == "0"
 
 
-def test_instants(clock: FakeClock = FakeClock()) -> None:
+def test_instants(clock: FakeClock) -> None:
     assert parse_instant("7d", clock) == clock() - 7 * DAY
     assert parse_instant("24h", clock) == clock() - DAY
     assert parse_instant("2026-05-01", clock) == from_datetime(__import__("datetime").datetime(2026, 5, 1))

@@ -39,7 +39,8 @@ def test_the_session_is_read_from_both_formats_and_the_user_is_only_ever_a_hash(
     assert current.session == SESSION and current.user == digest("acc-1")
     old = client_identity(body(OLD))
     assert old.session == SESSION and old.user == digest("e" * 64)
-    no_account = client_identity(body(orjson.dumps({"device_id": "dev-9", "account_uuid": "", "session_id": "s1"}).decode()))
+    no_account = client_identity(body(orjson.dumps({"device_id": "dev-9", "account_uuid": "",
+                                                    "session_id": "s1"}).decode()))
     assert no_account.user == digest("dev-9")
     opaque = client_identity(body("someone@example.com"))
     assert opaque.session == digest("someone@example.com") and opaque.user is None

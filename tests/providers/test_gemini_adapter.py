@@ -54,7 +54,8 @@ def call_for(body: dict[str, Any], stream: bool = True, model: Model = MODEL) ->
 
 
 async def test_streaming_request_url_key_body_and_primed_reply() -> None:
-    gemini, client, seen = mock(lambda r: sse(text_chunk("Hel", usage=USAGE), text_chunk("lo", finish="STOP", usage=USAGE)))
+    gemini, client, seen = mock(lambda r: sse(text_chunk("Hel", usage=USAGE),
+                                              text_chunk("lo", finish="STOP", usage=USAGE)))
     body = load_fixture("bash-tool-result-turn2.json")["body"]
     reply = await gemini.send(call_for(body))
     request = seen[0]
@@ -73,7 +74,8 @@ async def test_streaming_request_url_key_body_and_primed_reply() -> None:
 
 
 async def test_non_streaming_reply_is_a_complete_message() -> None:
-    answer = {"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "Bash", "args": {"command": "ls"}}}]},
+    answer = {"candidates": [{"content": {"role": "model",
+                                          "parts": [{"functionCall": {"name": "Bash", "args": {"command": "ls"}}}]},
                               "finishReason": "STOP"}], "usageMetadata": USAGE}
     gemini, client, seen = mock(lambda r: httpx.Response(200, headers={"content-type": "application/json"},
                                                           stream=Frames([orjson.dumps(answer)])))
@@ -99,12 +101,17 @@ async def test_a_url_that_names_the_api_version_is_used_as_written() -> None:
 @pytest.mark.parametrize(
     ("answer", "status", "reason"),
     [
-        (lambda r: httpx.Response(429, json={"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}},
+        (lambda r: httpx.Response(429,
+                                  json={"error": {"code": 429, "message": "Quota exceeded",
+                                                  "status": "RESOURCE_EXHAUSTED"}},
                                   headers={"retry-after": "7"}), 429, "429"),
-        (lambda r: httpx.Response(503, json={"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}), 529, "5xx"),
+        (lambda r: httpx.Response(503, json={"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
+         529, "5xx"),
         (lambda r: sse({"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}), 500, "5xx"),
-        (lambda r: sse({"candidates": [{"content": {"parts": []}, "finishReason": "MALFORMED_FUNCTION_CALL"}]}), 502, "protocol"),
-        (lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames([])), 502, "truncated"),
+        (lambda r: sse({"candidates": [{"content": {"parts": []}, "finishReason": "MALFORMED_FUNCTION_CALL"}]}),
+         502, "protocol"),
+        (lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames([])),
+         502, "truncated"),
     ],
 )
 async def test_failures_before_the_first_event_are_raised_from_send(answer: Any, status: int, reason: str) -> None:
@@ -116,7 +123,8 @@ async def test_failures_before_the_first_event_are_raised_from_send(answer: Any,
 
 
 async def test_a_failure_after_output_is_raised_from_the_stream() -> None:
-    gemini, client, _ = mock(lambda r: sse(text_chunk("partial"), {"error": {"code": 503, "message": "gone", "status": "UNAVAILABLE"}}))
+    gemini, client, _ = mock(lambda r: sse(text_chunk("partial"),
+                                           {"error": {"code": 503, "message": "gone", "status": "UNAVAILABLE"}}))
     reply = await gemini.send(call_for({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}))
     assert reply.stream is not None
     first = await reply.stream.__anext__()
@@ -133,7 +141,8 @@ async def test_tool_round_trip_through_the_loopback_fake_carries_the_signature_b
     as-is and sends the results; the fake accepts turn 2 only if the signature it issued is on the first call."""
     fake = FakeGemini()
     fake.script(
-        [call_chunk("Bash", {"command": "echo a"}, usage=USAGE), call_chunk("Bash", {"command": "echo b"}, finish="STOP", usage=USAGE)],
+        [call_chunk("Bash", {"command": "echo a"}, usage=USAGE),
+         call_chunk("Bash", {"command": "echo b"}, finish="STOP", usage=USAGE)],
         [text_chunk("Both printed.", finish="STOP", usage=USAGE)],
     )
     with serve(fake) as (url, _):

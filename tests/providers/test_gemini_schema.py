@@ -29,7 +29,8 @@ def test_unknown_keywords_are_removed_at_every_depth() -> None:
         "additionalProperties": False,
         "properties": {
             "items": {"type": "array", "uniqueItems": True, "items": {"type": "object", "additionalProperties": False,
-                                                                       "properties": {"a": {"type": "string", "$comment": "c"}}}},
+                                                                       "properties": {"a": {"type": "string",
+                                                                                            "$comment": "c"}}}},
             "map": {"type": "object", "propertyNames": {"type": "string"}, "additionalProperties": {"type": "string"}},
         },
     })
@@ -45,7 +46,8 @@ def test_unknown_keywords_are_removed_at_every_depth() -> None:
 def test_refs_are_inlined_and_cycles_stop() -> None:
     out = cleaned({
         "type": "object",
-        "$defs": {"node": {"type": "object", "properties": {"name": {"type": "string"}, "child": {"$ref": "#/$defs/node"}}}},
+        "$defs": {"node": {"type": "object",
+                           "properties": {"name": {"type": "string"}, "child": {"$ref": "#/$defs/node"}}}},
         "properties": {"root": {"$ref": "#/$defs/node", "description": "the tree"}},
     })
     root = out["properties"]["root"]
@@ -55,33 +57,40 @@ def test_refs_are_inlined_and_cycles_stop() -> None:
 
 
 def test_null_unions_become_nullable() -> None:
-    assert prop({"type": ["string", "null"], "description": "d"}) == {"description": "d", "type": "string", "nullable": True}
+    assert prop({"type": ["string", "null"], "description": "d"}) == {"description": "d", "type": "string",
+                                                                      "nullable": True}
     assert prop({"anyOf": [{"type": "integer"}, {"type": "null"}], "description": "n"}) == {
         "type": "integer", "description": "n", "nullable": True,
     }
-    assert prop({"anyOf": [{"type": "integer"}, {"type": "string"}]}) == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    assert prop({"anyOf": [{"type": "integer"}, {"type": "string"}]}) == {"anyOf": [{"type": "integer"},
+                                                                                    {"type": "string"}]}
     assert prop({"type": ["integer", "string"]}) == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
     assert prop({"oneOf": [{"type": "boolean"}, {"type": "null"}]}) == {"type": "boolean", "nullable": True}
 
 
 def test_const_enum_and_format_rules() -> None:
     assert prop({"const": "fixed"}) == {"type": "string", "enum": ["fixed"]}
-    assert prop({"type": "string", "enum": ["a", "b", None]}) == {"type": "string", "enum": ["a", "b"], "nullable": True}
-    assert prop({"type": "integer", "enum": [1, 2], "description": "level"}) == {"type": "integer", "description": "level (one of: 1, 2)"}
+    assert prop({"type": "string", "enum": ["a", "b", None]}) == {"type": "string", "enum": ["a", "b"],
+                                                                  "nullable": True}
+    assert prop({"type": "integer", "enum": [1, 2], "description": "level"}) == {"type": "integer",
+                                                                                 "description": "level (one of: 1, 2)"}
     assert prop({"type": "string", "format": "uri"}) == {"type": "string"}
     assert prop({"type": "string", "format": "date-time"}) == {"type": "string", "format": "date-time"}
 
 
 def test_numbers_arrays_and_merges() -> None:
-    assert prop({"type": "number", "exclusiveMinimum": 0, "maximum": 10, "multipleOf": 2}) == {"type": "number", "minimum": 0, "maximum": 10}
+    assert prop({"type": "number", "exclusiveMinimum": 0, "maximum": 10, "multipleOf": 2}) == {
+        "type": "number", "minimum": 0, "maximum": 10}
     assert prop({"type": "array"}) == {"type": "array", "items": {"type": "string"}}
     assert prop({"type": "array", "items": [{"type": "string"}, {"type": "integer"}]}) == {
         "type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
     }
     merged = prop({"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
                              {"properties": {"b": {"type": "integer"}}, "required": ["b", "ghost"]}]})
-    assert merged == {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
-    assert prop({"properties": {"k": {"type": "string"}}}) == {"type": "object", "properties": {"k": {"type": "string"}}}
+    assert merged == {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+                      "required": ["a", "b"]}
+    assert prop({"properties": {"k": {"type": "string"}}}) == {"type": "object",
+                                                               "properties": {"k": {"type": "string"}}}
     assert prop({"type": "string", "default": 3}) == {"type": "string"}
 
 
@@ -94,9 +103,11 @@ def test_tools_without_parameters_send_none() -> None:
 @pytest.mark.parametrize(
     ("schema", "error"),
     [
-        ({"type": "object", "properties": {"a": {"type": "string", "additionalProperties": False}}}, 'Unknown name "additionalProperties"'),
+        ({"type": "object", "properties": {"a": {"type": "string", "additionalProperties": False}}},
+         'Unknown name "additionalProperties"'),
         ({"type": "object", "properties": {"a": {"type": ["string", "null"]}}}, "Proto field is not repeating"),
-        ({"type": "object", "properties": {"a": {"type": "object", "properties": {}}}}, "should be non-empty for OBJECT type"),
+        ({"type": "object", "properties": {"a": {"type": "object", "properties": {}}}},
+         "should be non-empty for OBJECT type"),
         ({"type": "object", "properties": {"a": {"type": "array"}}}, "items: missing field"),
         ({"type": "object", "properties": {"a": {"type": "integer", "enum": [1]}}}, "only allowed for STRING type"),
     ],

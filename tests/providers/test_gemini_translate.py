@@ -45,7 +45,8 @@ def test_every_tool_claude_code_offers_is_declared() -> None:
     for name in fixture_names():
         body = load_fixture(name)["body"]
         offered = [t["name"] for t in body.get("tools", ()) if "input_schema" in t]
-        declared = [d["name"] for t in translate_request(body, GEMINI_3).get("tools", ()) for d in t.get("functionDeclarations", ())]
+        declared = [d["name"] for t in translate_request(body, GEMINI_3).get("tools", ())
+                    for d in t.get("functionDeclarations", ())]
         assert declared == offered
 
 
@@ -78,7 +79,8 @@ def test_tool_results_follow_call_order_with_names_looked_up_and_images_after() 
     model_turn, answer = out["contents"][1], out["contents"][2]
     assert [p["functionCall"]["name"] for p in model_turn["parts"]] == ["Read", "Bash"]
     assert answer["parts"] == [
-        {"functionResponse": {"id": "toolu_a", "name": "Read", "response": {"result": "(the result is the attachment that follows)"}}},
+        {"functionResponse": {"id": "toolu_a", "name": "Read",
+                              "response": {"result": "(the result is the attachment that follows)"}}},
         {"functionResponse": {"id": "toolu_b", "name": "Bash", "response": {"error": "exit 1"}}},
         {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
         {"text": "what now?"},
@@ -126,7 +128,8 @@ def test_signatures_go_back_on_the_call_they_came_with_and_foreign_thinking_is_d
     assert first[0]["thoughtSignature"] == "SIG-A" and "thoughtSignature" not in first[1]
     assert second == [
         {"text": "Reading."},
-        {"functionCall": {"id": "toolu_3", "name": "Read", "args": {"file_path": "x"}}, "thoughtSignature": SKIP_SIGNATURE},
+        {"functionCall": {"id": "toolu_3", "name": "Read", "args": {"file_path": "x"}},
+         "thoughtSignature": SKIP_SIGNATURE},
     ]
     check_gemini_request(GEMINI_3.model, out, issued={"SIG-A"})
     older = translate_request(body, GEMINI_25)
@@ -134,7 +137,8 @@ def test_signatures_go_back_on_the_call_they_came_with_and_foreign_thinking_is_d
 
 
 def test_a_gemini_3_history_without_signatures_is_what_the_fake_rejects() -> None:
-    out = translate_request({"messages": [user(text("go")), assistant(call("toolu_1", "Glob")), user(result("toolu_1"))],
+    out = translate_request({"messages": [user(text("go")), assistant(call("toolu_1", "Glob")),
+                                          user(result("toolu_1"))],
                              "max_tokens": 10}, GEMINI_3)
     del out["contents"][1]["parts"][0]["thoughtSignature"]
     with pytest.raises(GeminiRejected, match="thought_signature"):
@@ -147,7 +151,8 @@ def test_media_blocks() -> None:
             user(
                 {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg?size=2"}},
                 {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
-                {"type": "document", "title": "notes", "source": {"type": "text", "media_type": "text/plain", "data": "a b"}},
+                {"type": "document", "title": "notes",
+                 "source": {"type": "text", "media_type": "text/plain", "data": "a b"}},
                 {"type": "document", "source": {"type": "content", "content": [text("inner")]}},
             )
         ],
@@ -167,21 +172,30 @@ def test_media_blocks() -> None:
     [
         ("gemini-3-pro-preview", {"type": "adaptive", "display": "omitted"}, "medium", None),
         ("gemini-3-pro-preview", {"type": "adaptive"}, "low", {"thinkingLevel": "low", "includeThoughts": True}),
-        ("gemini-3-flash-preview", {"type": "adaptive", "display": "updates"}, "max", {"thinkingLevel": "high", "includeThoughts": True}),
-        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 31999}, None, {"thinkingLevel": "high", "includeThoughts": True}),
-        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 2048}, None, {"thinkingLevel": "low", "includeThoughts": True}),
-        ("gemini-2.5-pro", {"type": "enabled", "budget_tokens": 31999}, None, {"thinkingBudget": 31999, "includeThoughts": True}),
-        ("gemini-2.5-flash", {"type": "enabled", "budget_tokens": 31999}, None, {"thinkingBudget": 24576, "includeThoughts": True}),
+        ("gemini-3-flash-preview", {"type": "adaptive", "display": "updates"}, "max",
+         {"thinkingLevel": "high", "includeThoughts": True}),
+        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 31999}, None,
+         {"thinkingLevel": "high", "includeThoughts": True}),
+        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 2048}, None,
+         {"thinkingLevel": "low", "includeThoughts": True}),
+        ("gemini-2.5-pro", {"type": "enabled", "budget_tokens": 31999}, None,
+         {"thinkingBudget": 31999, "includeThoughts": True}),
+        ("gemini-2.5-flash", {"type": "enabled", "budget_tokens": 31999}, None,
+         {"thinkingBudget": 24576, "includeThoughts": True}),
         ("gemini-2.5-flash", {"type": "adaptive"}, "medium", {"thinkingBudget": -1, "includeThoughts": True}),
         ("gemini-2.5-flash", {"type": "adaptive", "display": "omitted"}, "low", {"thinkingBudget": 1024}),
         ("gemini-2.5-flash", {"type": "disabled"}, None, {"thinkingBudget": 0}),
         ("gemini-2.5-pro", {"type": "disabled"}, None, None),
         ("gemini-2.5-flash", None, None, None),
         # effort first, as on every adapter (it is what current Claude Code sends), the budget only without one
-        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 2000}, "xhigh", {"thinkingLevel": "high", "includeThoughts": True}),
-        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 31999}, "low", {"thinkingLevel": "low", "includeThoughts": True}),
-        ("gemini-2.5-flash", {"type": "enabled", "budget_tokens": 31999}, "low", {"thinkingBudget": 1024, "includeThoughts": True}),
-        ("gemini-2.5-pro", {"type": "enabled", "budget_tokens": 2000}, "high", {"thinkingBudget": 32768, "includeThoughts": True}),
+        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 2000}, "xhigh",
+         {"thinkingLevel": "high", "includeThoughts": True}),
+        ("gemini-3-pro-preview", {"type": "enabled", "budget_tokens": 31999}, "low",
+         {"thinkingLevel": "low", "includeThoughts": True}),
+        ("gemini-2.5-flash", {"type": "enabled", "budget_tokens": 31999}, "low",
+         {"thinkingBudget": 1024, "includeThoughts": True}),
+        ("gemini-2.5-pro", {"type": "enabled", "budget_tokens": 2000}, "high",
+         {"thinkingBudget": 32768, "includeThoughts": True}),
     ],
 )
 def test_thinking_config(model: str, thinking: Any, effort: Any, expected: Any) -> None:
@@ -211,7 +225,8 @@ def test_generation_parameters_clamp_and_overrides() -> None:
         drop=("generationConfig.topK",),
     )
     config = translate_request(body, model)["generationConfig"]
-    assert config == {"maxOutputTokens": 8192, "temperature": 0.0, "topP": 0.9, "stopSequences": ["a", "b", "c", "d", "e"],
+    assert config == {"maxOutputTokens": 8192, "temperature": 0.0, "topP": 0.9,
+                      "stopSequences": ["a", "b", "c", "d", "e"],
                       "seed": 7}
 
 

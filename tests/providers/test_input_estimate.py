@@ -23,7 +23,8 @@ def call(kind: str, input_tokens: int | None) -> Call:
 
 @pytest.mark.parametrize("kind", TRANSLATING)
 @pytest.mark.parametrize("estimate", [1234, None])
-async def test_message_start_carries_the_estimate_and_message_delta_the_upstreams_count(kind: str, estimate: int | None) -> None:
+async def test_message_start_carries_the_estimate_and_message_delta_the_upstreams_count(kind: str,
+                                                                                        estimate: int | None) -> None:
     head, rest = STREAMS[kind]
     reply = await adapter(kind, head + rest).send(call(kind, estimate))
     output, error = await consume(reply)

@@ -55,7 +55,8 @@ def test_blocks_ids_names_and_usage() -> None:
     data = completion({
         "content": None, "reasoning": "thought",
         "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": upstream_name("fs.read", CHAT), "arguments": "{}"}},
+            {"id": "call_1", "type": "function",
+             "function": {"name": upstream_name("fs.read", CHAT), "arguments": "{}"}},
             {"type": "function", "function": {"name": "Bash", "arguments": {"command": "ls"}}},
             {"id": "call_1", "type": "function", "function": {"name": "Bash", "arguments": "{}"}},
             {"id": "call_x", "type": "function", "function": {"arguments": "{}"}},

@@ -276,7 +276,8 @@ def test_tools_choice_and_names() -> None:
     functions = [t["function"] for t in out["tools"]]
     assert [f["name"] for f in functions] == [upstream_name("my.tool", CHAT), upstream_name(long_name, CHAT)]
     assert all(NAME.match(f["name"]) for f in functions)
-    assert functions[0] == {"name": upstream_name("my.tool", CHAT), "description": "d", "parameters": {"type": "object"}}
+    assert functions[0] == {"name": upstream_name("my.tool", CHAT), "description": "d",
+                            "parameters": {"type": "object"}}
     assert out["tool_choice"] == {"type": "function", "function": {"name": upstream_name("my.tool", CHAT)}}
     assert out["parallel_tool_calls"] is False
     assert out["messages"][1]["tool_calls"][0]["function"]["name"] == upstream_name("my.tool", CHAT)

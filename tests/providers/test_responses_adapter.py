@@ -26,7 +26,8 @@ STREAMS = GOLDEN / "responses" / "streams"
 
 def adapter(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[ResponsesAdapter, PooledClient]:
     provider = Provider(name="openai", type="openai-responses", url=Literal_(value=url), auth="bearer")
-    endpoint = Endpoint("openai", url, (("authorization", "Bearer responses-test-key"),), Timeouts(first_byte=5, idle=5))
+    endpoint = Endpoint("openai", url, (("authorization", "Bearer responses-test-key"),),
+                        Timeouts(first_byte=5, idle=5))
     client = mock_client(transport) if transport is not None else make_client(provider)
     return ResponsesAdapter(provider, endpoint, client), client
 
@@ -42,7 +43,8 @@ def event_stream(name: str) -> httpx.Response:
 
 async def test_stream_posts_to_responses_with_the_key_and_primes_on_output() -> None:
     seen: list[httpx.Request] = []
-    responses, client = adapter("https://api.openai.com/v1", httpx.MockTransport(lambda r: seen.append(r) or event_stream("function-call")))
+    responses, client = adapter("https://api.openai.com/v1",
+                                httpx.MockTransport(lambda r: seen.append(r) or event_stream("function-call")))
     reply = await responses.send(call_for(load_fixture("bash-tool-result-turn2.json")["body"]))
     assert str(seen[0].url) == "https://api.openai.com/v1/responses"
     assert seen[0].headers["authorization"] == "Bearer responses-test-key"
@@ -58,10 +60,13 @@ async def test_stream_posts_to_responses_with_the_key_and_primes_on_output() -> 
 
 
 async def test_non_stream() -> None:
-    answer = {"status": "completed", "output": [message_item("Done.")], "usage": {"input_tokens": 9, "output_tokens": 2}}
+    answer = {"status": "completed", "output": [message_item("Done.")],
+              "usage": {"input_tokens": 9, "output_tokens": 2}}
     responses, client = adapter("https://api.openai.com/v1", httpx.MockTransport(
-        lambda r: httpx.Response(200, headers={"content-type": "application/json"}, stream=Frames([orjson.dumps(answer)]))))
-    body = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50, "stream": True}
+        lambda r: httpx.Response(200, headers={"content-type": "application/json"},
+                                 stream=Frames([orjson.dumps(answer)]))))
+    body = {"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50,
+            "stream": True}
     reply = await responses.send(call_for(body, stream=False))
     message = orjson.loads(reply.body or b"")
     assert message["content"] == [{"type": "text", "text": "Done."}] and message["model"] == "claude-sonnet-5-5"
@@ -72,11 +77,13 @@ async def test_non_stream() -> None:
 @pytest.mark.parametrize(
     ("answer", "status", "reason"),
     [
-        (lambda r: httpx.Response(429, json={"error": {"message": "slow down", "type": "rate_limit_error"}}), 429, "429"),
+        (lambda r: httpx.Response(429, json={"error": {"message": "slow down", "type": "rate_limit_error"}}),
+         429, "429"),
         (lambda r: event_stream("error-event"), 429, "429"),
         (lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames([
             b'event: response.created\ndata: {"type":"response.created","response":{}}\n\n',
-            b'event: response.failed\ndata: {"type":"response.failed","response":{"error":{"code":"server_error","message":"x"}}}\n\n'])),
+            b'event: response.failed\n'
+            b'data: {"type":"response.failed","response":{"error":{"code":"server_error","message":"x"}}}\n\n'])),
          500, "5xx"),
         (lambda r: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Frames([
             b'event: response.created\ndata: {"type":"response.created","response":{}}\n\n'])), 502, "truncated"),
@@ -91,7 +98,8 @@ async def test_failures_before_output_are_raised_from_send(answer: Any, status: 
 
 
 async def test_a_failure_after_output_is_raised_from_the_stream() -> None:
-    responses, client = adapter("https://api.openai.com/v1", httpx.MockTransport(lambda r: event_stream("error-failed")))
+    responses, client = adapter("https://api.openai.com/v1",
+                                httpx.MockTransport(lambda r: event_stream("error-failed")))
     reply = await responses.send(call_for({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}))
     with pytest.raises(UpstreamError):
         await drain(reply)
@@ -113,7 +121,9 @@ async def test_tool_round_trip_through_the_loopback_fake() -> None:
         message = await sdk_final_message(await drain(await responses.send(call_for(body))))
         content = [b.model_dump(exclude_none=True) for b in message.content]
         follow_up = dict(body, messages=[*body["messages"], {"role": "assistant", "content": content},
-                                          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "hi"}]}])
+                                          {"role": "user",
+                                           "content": [{"type": "tool_result", "tool_use_id": "call_1",
+                                                        "content": "hi"}]}])
         final = await sdk_final_message(await drain(await responses.send(call_for(follow_up))))
         await client.aclose()
     assert [e.rejected for e in fake.exchanges] == [None, None]
@@ -138,7 +148,9 @@ async def test_encrypted_reasoning_round_trips_through_claude_codes_history() ->
         content = [b.model_dump(exclude_none=True) for b in message.content]
         assert [b["type"] for b in content] == ["thinking", "tool_use"]
         follow_up = dict(body, messages=[*body["messages"], {"role": "assistant", "content": content},
-                                          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "a b"}]}])
+                                          {"role": "user",
+                                           "content": [{"type": "tool_result", "tool_use_id": "call_1",
+                                                        "content": "a b"}]}])
         await drain(await responses.send(call_for(follow_up)))
         await client.aclose()
     assert [e.rejected for e in fake.exchanges] == [None, None]

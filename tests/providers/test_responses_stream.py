@@ -96,13 +96,17 @@ def test_failures(name: str, status: int, reason: str) -> None:
 
 def test_a_cut_off_argument_stream_is_completed_so_claude_code_can_parse_it() -> None:
     frames = [
-        b'data: {"type":"response.output_item.added","output_index":0,"item":{"type":"function_call","call_id":"c1","name":"Bash","arguments":""}}\n\n',
+        b'data: {"type":"response.output_item.added","output_index":0,'
+        b'"item":{"type":"function_call","call_id":"c1","name":"Bash","arguments":""}}\n\n',
         b'data: {"type":"response.function_call_arguments.delta","output_index":0,"delta":"{\\"command\\": \\"ls"}\n\n',
-        b'data: {"type":"response.output_item.done","output_index":0,"item":{"type":"function_call","call_id":"c1","name":"Bash","arguments":"{\\"command\\": \\"ls"}}\n\n',
-        b'data: {"type":"response.completed","response":{"status":"completed","usage":{"input_tokens":3,"output_tokens":2}}}\n\n',
+        b'data: {"type":"response.output_item.done","output_index":0,'
+        b'"item":{"type":"function_call","call_id":"c1","name":"Bash","arguments":"{\\"command\\": \\"ls"}}\n\n',
+        b'data: {"type":"response.completed",'
+        b'"response":{"status":"completed","usage":{"input_tokens":3,"output_tokens":2}}}\n\n',
     ]
     out, _ = translate(frames)
-    partial = "".join(d["delta"]["partial_json"] for _, d in check_grammar(out) if d.get("delta", {}).get("type") == "input_json_delta")
+    partial = "".join(d["delta"]["partial_json"] for _, d in check_grammar(out)
+                      if d.get("delta", {}).get("type") == "input_json_delta")
     assert partial == '{"command": "ls"}'
 
 
@@ -123,7 +127,8 @@ def test_non_stream_response() -> None:
     assert message["stop_reason"] == "tool_use"
     assert message["usage"]["input_tokens"] == 40 and message["usage"]["cache_read_input_tokens"] == 10
     with pytest.raises(UpstreamError):
-        read_response({"status": "failed", "error": {"code": "server_error", "message": "boom"}}, "openai", "m", Usage())
+        read_response({"status": "failed", "error": {"code": "server_error", "message": "boom"}}, "openai", "m",
+                      Usage())
 
 
 # --- encrypted reasoning travels through Claude Code in the thinking block's signature (issue 13, item 4) ------

@@ -50,7 +50,8 @@ def test_system_messages_calls_and_outputs() -> None:
         "messages": [
             user(text("look")),
             {"role": "system", "content": "Env: linux"},
-            {"role": "assistant", "content": [text("Two calls."), {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"p": 1}},
+            {"role": "assistant",
+             "content": [text("Two calls."), {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"p": 1}},
                                               {"type": "tool_use", "id": "toolu_2", "name": "Bash", "input": {}},
                                               {"type": "thinking", "thinking": "x", "signature": "s"}]},
             user({"type": "tool_result", "tool_use_id": "toolu_2", "content": "boom", "is_error": True},
@@ -84,7 +85,9 @@ def test_system_messages_calls_and_outputs() -> None:
 
 
 def test_an_interrupted_call_gets_a_placeholder_output() -> None:
-    body = {"messages": [user(text("go")), {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]},
+    body = {"messages": [user(text("go")),
+                         {"role": "assistant",
+                          "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]},
                          user(text("never mind"))], "max_tokens": 100}
     out = translate_request(body, GPT5)
     check_responses_request(out)
@@ -97,14 +100,16 @@ def test_an_interrupted_call_gets_a_placeholder_output() -> None:
         ("gpt-5.5", {"type": "adaptive", "display": "omitted"}, "medium", {"effort": "medium"}),
         ("gpt-5.5", {"type": "adaptive"}, "max", {"effort": "high", "summary": "detailed"}),
         ("o4-mini", {"type": "enabled", "budget_tokens": 31999}, None, {"effort": "high", "summary": "detailed"}),
-        ("openai/gpt-5-codex", {"type": "enabled", "budget_tokens": 1024}, None, {"effort": "low", "summary": "detailed"}),
+        ("openai/gpt-5-codex", {"type": "enabled", "budget_tokens": 1024}, None,
+         {"effort": "low", "summary": "detailed"}),
         ("gpt-5.5", {"type": "adaptive"}, None, None),
         ("gpt-5.5", None, "high", None),
         ("gpt-5-chat-latest", {"type": "adaptive"}, "high", None),
         ("gpt-4.1", {"type": "enabled", "budget_tokens": 8000}, "high", None),
     ],
 )
-def test_reasoning_only_for_reasoning_models_that_were_asked_to_think(model: str, thinking: Any, effort: Any, expected: Any) -> None:
+def test_reasoning_only_for_reasoning_models_that_were_asked_to_think(model: str, thinking: Any, effort: Any,
+                                                                      expected: Any) -> None:
     body: dict[str, Any] = {"messages": [user(text("hi"))], "max_tokens": 1000}
     if thinking:
         body["thinking"] = thinking
@@ -116,7 +121,8 @@ def test_reasoning_only_for_reasoning_models_that_were_asked_to_think(model: str
 
 
 def test_reasoning_model_rule() -> None:
-    assert [is_reasoning_model(m) for m in ("o3", "gpt-5.1-codex-max", "codex-mini-latest", "gpt-oss-120b", "gpt-4o", "gpt-5-chat")] == [
+    assert [is_reasoning_model(m)
+            for m in ("o3", "gpt-5.1-codex-max", "codex-mini-latest", "gpt-oss-120b", "gpt-4o", "gpt-5-chat")] == [
         True, True, True, True, False, False]
 
 
@@ -124,13 +130,15 @@ def test_tools_choice_parallel_and_overrides() -> None:
     body = {
         "messages": [user(text("hi"))],
         "max_tokens": 200000,
-        "tools": [{"name": "Bash", "description": "run", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}},
+        "tools": [{"name": "Bash", "description": "run",
+                   "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}},
                   {"type": "web_search_20250305", "name": "web_search"}],
         "tool_choice": {"type": "tool", "name": "Bash", "disable_parallel_tool_use": True},
         "temperature": 0.5,
         "stop_sequences": ["END"],
     }
-    model = GPT5.model_copy(update={"force": (("reasoning.effort", "high"), ("text.verbosity", "low")), "drop": ("temperature",)})
+    model = GPT5.model_copy(update={"force": (("reasoning.effort", "high"), ("text.verbosity", "low")),
+                                    "drop": ("temperature",)})
     out = translate_request(body, model)
     check_responses_request(out)
     assert [t["name"] for t in out["tools"]] == ["Bash"]
@@ -150,7 +158,8 @@ def test_tool_choice_kinds(choice: str, expected: str) -> None:
 def test_documents_and_url_images() -> None:
     body = {"messages": [user(
         {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
-        {"type": "document", "title": "spec.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
+        {"type": "document", "title": "spec.pdf",
+         "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}},
     )], "max_tokens": 100}
     out = translate_request(body, GPT5)
@@ -232,7 +241,8 @@ def test_encrypted_reasoning_goes_back_as_a_reasoning_item_before_its_call() -> 
 def test_reasoning_is_sent_back_only_where_it_can_be_used() -> None:
     body = second_turn()
     # a reasoning item the API would refuse: nothing follows it in its turn
-    body["messages"][3] = {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": SIGNED}]}
+    body["messages"][3] = {"role": "assistant",
+                           "content": [{"type": "thinking", "thinking": "hm", "signature": SIGNED}]}
     # thinking written by another model (Anthropic's signature, Gemini's) means nothing to OpenAI
     body["messages"][1]["content"][0]["signature"] = "EqQBCkYIBx-anthropic"
     items = translate_request(body, GPT5)["input"]

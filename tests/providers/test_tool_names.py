@@ -36,18 +36,20 @@ NAMES = [
     "9lives",  # Gemini wants a letter or an underscore first
     "my tool/with spaces",
     "ünïcode",
+    "Bash\n",  # `$` matches before a trailing newline: the upstream's rule is the whole name
 ]
 GPT = Model(name="gpt", provider="openai", model="gpt-5.5", max_output=8192)
 GEMINI_MODEL = Model(name="g", provider="gemini", model="gemini-2.5-flash", max_output=8192)
 
 
 @pytest.mark.parametrize(("rule", "pattern"), [(CHAT, CHAT_RULE), (RESPONSES, CHAT_RULE), (GEMINI, GEMINI_RULE)])
-def test_every_name_becomes_one_the_upstream_accepts_and_valid_ones_stay(rule: NameRule, pattern: re.Pattern[str]) -> None:
+def test_every_name_becomes_one_the_upstream_accepts_and_valid_ones_stay(rule: NameRule,
+                                                                         pattern: re.Pattern[str]) -> None:
     mapped = [upstream_name(name, rule) for name in NAMES]
-    assert all(pattern.match(name) for name in mapped), mapped
+    assert all(pattern.fullmatch(name) for name in mapped), mapped
     assert len(set(mapped)) == len(NAMES)  # distinct names stay distinct
-    for name, upstream in zip(NAMES, mapped):
-        assert (upstream == name) == bool(pattern.match(name))
+    for name, upstream in zip(NAMES, mapped, strict=True):
+        assert (upstream == name) == bool(pattern.fullmatch(name))
     assert mapped == [upstream_name(name, rule) for name in NAMES]  # stable across requests (prefix caches)
     names = ToolNames.of(NAMES, rule)
     assert [names.client(names.upstream(name)) for name in NAMES] == NAMES
@@ -60,12 +62,15 @@ def test_gemini_keeps_dotted_names_that_chat_must_rewrite() -> None:
 
 
 def body_with(names: list[str]) -> dict[str, Any]:
-    tools = [{"name": n, "description": "d", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}
+    tools = [{"name": n, "description": "d",
+              "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}
              for n in names]
-    return {"model": "claude-opus-5-5", "max_tokens": 100, "tools": tools, "tool_choice": {"type": "tool", "name": names[-1]},
+    return {"model": "claude-opus-5-5", "max_tokens": 100, "tools": tools,
+            "tool_choice": {"type": "tool", "name": names[-1]},
             "messages": [
                 {"role": "user", "content": "go"},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": names[-1], "input": {"q": "x"}}]},
+                {"role": "assistant",
+                 "content": [{"type": "tool_use", "id": "call_1", "name": names[-1], "input": {"q": "x"}}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "ok"}]},
             ]}
 
@@ -79,7 +84,8 @@ def test_chat_requests_and_replies_use_the_shared_mapping() -> None:
     upstream = out["tools"][1]["function"]["name"]
     assert upstream == upstream_name(LONG, CHAT) and names.client(upstream) == LONG
     completion = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c2", "type": "function", "function": {"name": upstream, "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}
+        {"id": "c2", "type": "function", "function": {"name": upstream, "arguments": "{}"}}]},
+        "finish_reason": "tool_calls"}]}
     message = chat_response(completion, ReplyContext(model="m", names=names), Usage())
     assert message["content"][0]["name"] == LONG
 
@@ -89,7 +95,8 @@ def test_gemini_requests_use_gemini_names_and_the_fake_accepts_them() -> None:
     out = gemini_request(body, GEMINI_MODEL)
     check_gemini_request(GEMINI_MODEL.model, out)
     declared = [d["name"] for d in out["tools"][0]["functionDeclarations"]]
-    assert declared == ["Bash", "mcp__github.com__create_issue", upstream_name(LONG, GEMINI), upstream_name("9lives", GEMINI)]
+    assert declared == ["Bash", "mcp__github.com__create_issue", upstream_name(LONG, GEMINI),
+                        upstream_name("9lives", GEMINI)]
     turns = out["contents"]
     assert turns[1]["parts"][0]["functionCall"]["name"] == upstream_name("9lives", GEMINI)
     assert turns[2]["parts"][0]["functionResponse"]["name"] == upstream_name("9lives", GEMINI)
@@ -143,7 +150,8 @@ def test_responses_replies_map_names_back_stream_and_non_stream() -> None:
     message = read_response({"status": "completed", "output": [item]}, "openai", "m", Usage(), names)
     assert message["content"][0]["name"] == LONG
     frames = [
-        b'data: {"type":"response.output_item.added","output_index":0,"item":' + orjson.dumps(dict(item, arguments="")) + b"}\n\n",
+        b'data: {"type":"response.output_item.added","output_index":0,"item":'
+        + orjson.dumps(dict(item, arguments="")) + b"}\n\n",
         b'data: {"type":"response.output_item.done","output_index":0,"item":' + orjson.dumps(item) + b"}\n\n",
         b'data: {"type":"response.completed","response":{"status":"completed"}}\n\n',
     ]

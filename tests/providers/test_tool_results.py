@@ -26,9 +26,11 @@ SEARCH = {"type": "search_result", "title": "Lark docs", "source": "https://lark
 def toolsearch_second_turn() -> dict[str, Any]:
     """The captured ToolSearch turn, answered the way Claude Code answers it: only tool_reference blocks."""
     body = load_fixture("toolsearch-turn1.json")["body"]
-    call = {"type": "tool_use", "id": "toolu_search1", "name": "ToolSearch", "input": {"query": "select:WebFetch,Monitor"}}
+    call = {"type": "tool_use", "id": "toolu_search1", "name": "ToolSearch",
+            "input": {"query": "select:WebFetch,Monitor"}}
     result = {"type": "tool_result", "tool_use_id": "toolu_search1",
-              "content": [{"type": "tool_reference", "tool_name": "WebFetch"}, {"type": "tool_reference", "tool_name": "Monitor"}]}
+              "content": [{"type": "tool_reference", "tool_name": "WebFetch"},
+                          {"type": "tool_reference", "tool_name": "Monitor"}]}
     lookup = {"type": "tool_use", "id": "toolu_look1", "name": "Bash", "input": {"command": "search lark"}}
     looked = {"type": "tool_result", "tool_use_id": "toolu_look1", "content": [SEARCH]}
     return dict(body, messages=[

@@ -82,7 +82,8 @@ async def test_an_in_flight_stream_finishes_on_its_original_target_and_retired_p
     route_file.write_text(routes(1, provider="old"))
     async with serve_routes(route_file, {**environ, "OTHER_URL": url}) as served:
         old = served.holder.current.providers["old"]
-        async with served.client.stream("POST", "/v1/messages", json={**REQUEST, "stream": True}, headers=HEADERS) as stream:
+        async with served.client.stream("POST", "/v1/messages", json={**REQUEST, "stream": True},
+                                        headers=HEADERS) as stream:
             assert stream.status_code == 200
             chunks = stream.aiter_bytes()
             received = [await chunks.__anext__()]
@@ -167,7 +168,8 @@ async def test_health_is_degraded_while_the_last_save_is_rejected(route_file: Pa
 
 async def test_a_reload_does_not_repeat_the_unset_variables(route_file: Path, environ: dict[str, str], caplog) -> None:
     caplog.set_level(logging.INFO, logger="ccm")
-    with_unset = routes(2).replace('key  env("UPSTREAM_KEY")', 'key  env("UPSTREAM_KEY")\n  headers { "x-team" = env("TEAM_UNSET") }')
+    with_unset = routes(2).replace('key  env("UPSTREAM_KEY")',
+                                   'key  env("UPSTREAM_KEY")\n  headers { "x-team" = env("TEAM_UNSET") }')
     route_file.write_text(with_unset)
     async with serve_routes(route_file, environ) as served:
         write(route_file, with_unset.replace("model-v2", "model-v3"))

@@ -74,14 +74,16 @@ async def test_soak_alternating_valid_and_broken_saves_under_load(
                 for save in range(2, SAVES + 2):
                     if save % 2:  # odd: a valid version on a new provider
                         write(route_file, routes(save, provider=f"up{save}"))
-                        await eventually(lambda: served.serving() == f"model-v{save}", what=f"save {save}")
+                        await eventually(lambda save=save: served.serving() == f"model-v{save}", what=f"save {save}")
                         providers.append(served.holder.current.providers[f"up{save}"])
                     else:
                         write(route_file, BROKEN)
-                        await eventually(lambda: served.reloader.status()["last_error"] is not None, what=f"save {save}")
+                        await eventually(lambda: served.reloader.status()["last_error"] is not None,
+                                         what=f"save {save}")
                         assert served.serving() == f"model-v{save - 1}"
                     mark = len(arrivals)
-                    await eventually(lambda: len(arrivals) >= mark + ARRIVALS_PER_SAVE, what=f"traffic after save {save}")
+                    await eventually(lambda mark=mark: len(arrivals) >= mark + ARRIVALS_PER_SAVE,
+                                     what=f"traffic after save {save}")
             finally:
                 stop.set()
 

@@ -233,10 +233,10 @@ class Rig:
 
     def assert_no_leaks(self, max_connections: int) -> None:
         for name, fake in (("primary", self.primary), ("fallback", self.fallback)):
-            assert wait_for(lambda: fake.in_flight == 0), f"{name}: {fake.in_flight} requests still in flight"
+            assert wait_for(lambda fake=fake: fake.in_flight == 0), f"{name}: {fake.in_flight} requests still in flight"
             assert not fake.crashes, "\n".join(fake.crashes)
         for name, port in (("primary", self.primary_port), ("fallback", self.fallback_port)):
-            assert wait_for(lambda: established(port) <= max_connections), (
+            assert wait_for(lambda port=port: established(port) <= max_connections), (
                 f"{name}: {established(port)} connections held open (keep-alive explains {max_connections})"
             )
         logs = self.logs()

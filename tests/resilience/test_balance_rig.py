@@ -111,7 +111,7 @@ def test_least_busy_prefers_the_idle_deployment_under_concurrent_slow_requests(t
         with ThreadPoolExecutor(4) as pool:
             requests = []
             for started in range(1, 5):
-                requests.append(in_background(pool, rig.ask, lambda: sum(busy()) == started))
+                requests.append(in_background(pool, rig.ask, lambda started=started: sum(busy()) == started))
                 primary, fallback = busy()
                 assert abs(primary - fallback) <= 1, busy()  # each new request went to the idler deployment
             assert busy() == (2, 2)

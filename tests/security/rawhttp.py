@@ -38,7 +38,8 @@ def head(*, method: str = "POST", path: str = "/v1/messages", body_length: int |
          headers: Mapping[str, str] | None = None, **more: str) -> bytes:
     """A request head; header names may be written with `_` for `-`."""
     fields = {**(headers or {}), **more}
-    lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1", *(f"{k.replace('_', '-')}: {v}" for k, v in fields.items())]
+    lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1",
+             *(f"{k.replace('_', '-')}: {v}" for k, v in fields.items())]
     if body_length is not None:
         lines.append(f"content-length: {body_length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -10,6 +10,7 @@ defaults and wiring on a real `ccm run`, both servers, with raw sockets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -282,10 +283,8 @@ def test_the_connection_cap_keeps_the_server_serving(ccm: CcmServer) -> None:
         time.sleep(0.3)
         for sock in held:
             sock.settimeout(0.05)
-            try:
+            with contextlib.suppress(TimeoutError):
                 refused += bool(sock.recv(1024).startswith(b"HTTP/1.1 529"))
-            except TimeoutError:
-                pass
     finally:
         for sock in held:
             sock.close()

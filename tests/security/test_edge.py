@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from tests.fakes import CcmServer, FakeAnthropic, Reply, Status, serve
+from tests.fakes.script import Exchange
+from tests.fakes.upstream import Answer, Rejected
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-1"
 ROUTES = """\
@@ -140,3 +142,21 @@ def test_a_body_over_the_limit_gets_a_413_an_ordinary_client_can_read(ccm: CcmSe
         urllib.request.urlopen(request, timeout=20)
     assert refused.value.code == 413
     assert json.loads(refused.value.read())["error"]["type"] == "request_too_large"
+
+
+class EchoingCount(FakeAnthropic):
+    """An Anthropic whose count_tokens refuses the request with the key in its message (as some proxies do)."""
+
+    def _count_tokens(self, exchange: Exchange) -> Answer:
+        raise Rejected(400, f"invalid header x-api-key: {exchange.headers.get('x-api-key')}")
+
+
+def test_a_forwarded_count_that_echoes_the_key_does_not_hand_it_back(tmp_path: Path) -> None:
+    routes = ROUTES.replace("  body_limit 64kb\n", "  body_limit 64kb\n  count_tokens anthropic\n")
+    with serve(EchoingCount(UPSTREAM_KEY)) as (url, _), \
+            CcmServer.from_text(tmp_path, routes, {"UPSTREAM_URL": url, "UPSTREAM_KEY": UPSTREAM_KEY}) as ccm:
+        answer = httpx.post(f"{ccm.url}/v1/messages/count_tokens", headers=JSON, timeout=10,
+                            json={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 400
+        assert UPSTREAM_KEY not in answer.text and "[redacted]" in answer.text
+        assert UPSTREAM_KEY not in ccm.logs()

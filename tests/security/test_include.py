@@ -25,7 +25,8 @@ from tests.fakes import CcmServer
 pytestmark = pytest.mark.timeout(60)
 
 SECRET = "sk-ant-SENTINEL-0123456789"
-HEAD = 'provider a {\n  type anthropic\n  url "https://api.anthropic.com"\n}\nmodel m = a/x\nroute {\n  default -> m\n}\n'
+HEAD = ('provider a {\n  type anthropic\n  url "https://api.anthropic.com"\n}\n'
+        "model m = a/x\nroute {\n  default -> m\n}\n")
 
 
 def _check(folder: Path, text: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -150,7 +151,7 @@ def test_health_never_shows_an_included_file(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, "the reload was not rejected"
             time.sleep(0.05)
-        assert health["reload"]["last_error"]["message"].endswith(".env:1:1: error: not a route file: syntax error here "
-                                                                  "(an included file that does not parse is not quoted)")
+        assert health["reload"]["last_error"]["message"].endswith(
+            ".env:1:1: error: not a route file: syntax error here (an included file that does not parse is not quoted)")
         assert SECRET not in json.dumps(health) and "ANTHROPIC_API_KEY" not in json.dumps(health)
         assert "not a route file" in ccm.logs() and SECRET not in ccm.logs()

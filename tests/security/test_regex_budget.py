@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import fnmatch
 import functools
 import importlib
@@ -261,7 +262,8 @@ def test_pdf_pages_is_linear_and_never_raises() -> None:
     assert pdf_pages(base64.b64encode(b"/Count " + b"9" * 5000).decode()) == 1  # int() refuses > 4,300 digits
 
 
-@pytest.mark.parametrize("glob", ["*a*a*a*a*a*a*a*a*a*a*b", "*" + "a*" * 50 + "b", "*?" * 40 + "x", "[a-z]*" * 20 + "X"])
+@pytest.mark.parametrize("glob",
+                         ["*a*a*a*a*a*a*a*a*a*a*b", "*" + "a*" * 50 + "b", "*?" * 40 + "x", "[a-z]*" * 20 + "X"])
 def test_route_file_globs_are_linear(glob: str) -> None:
     """Globs come from the route file (a hostile one in CI) and meet model names, header values and tool names."""
     match = _glob(glob)
@@ -283,10 +285,8 @@ def test_route_file_globs_are_linear(glob: str) -> None:
 ])
 def test_route_file_lexing_is_linear(text: str) -> None:
     started = time.perf_counter()
-    try:
+    with contextlib.suppress(RouteSyntaxError):
         parse(text, "hostile.ccm")
-    except RouteSyntaxError:
-        pass
     assert time.perf_counter() - started < BUDGET * 5
 
 

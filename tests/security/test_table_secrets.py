@@ -102,7 +102,8 @@ def test_the_real_value_still_goes_upstream(route_file: Path) -> None:
 def test_a_hand_built_or_copied_provider_is_redacted_too() -> None:
     """The type says it: a literal in `key` is redacted however the provider was made (model_copy skips validation)."""
     base = Provider(name="p", type="openai", url=Literal_(value="http://127.0.0.1:1"), auth="bearer")
-    copied = base.model_copy(update={"key": Literal_(value=KEY), "headers": (("Authorization", Literal_(value=BEARER)),)})
+    copied = base.model_copy(update={"key": Literal_(value=KEY),
+                                     "headers": (("Authorization", Literal_(value=BEARER)),)})
     assert KEY not in copied.model_dump_json() and BEARER not in copied.model_dump_json()
     assert KEY not in str(copied.model_dump(mode="json"))
     assert Settings(auth=(Literal_(value=INBOUND),)).model_dump(mode="json")["auth"] == ["ccm…(redacted)"]

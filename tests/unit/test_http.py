@@ -43,8 +43,10 @@ def test_an_unset_key_is_named_on_use_never_valued() -> None:
     ("status", "body", "expected"),
     [
         (429, b'{"error":{"message":"slow down","type":"rate_limit"}}', (429, "rate_limit_error", "429", "slow down")),
-        (503, b'{"error":{"code":503,"message":"busy","status":"UNAVAILABLE"}}', (529, "overloaded_error", "5xx", "busy")),
-        (529, b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}', (529, "overloaded_error", "529", "Overloaded")),
+        (503, b'{"error":{"code":503,"message":"busy","status":"UNAVAILABLE"}}',
+         (529, "overloaded_error", "5xx", "busy")),
+        (529, b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+         (529, "overloaded_error", "529", "Overloaded")),
         (500, b"<html>oops</html>", (500, "api_error", "5xx", "<html>oops</html>")),
         (400, b'{"error":{"message":"bad field"}}', (400, "invalid_request_error", "4xx", "bad field")),
         (401, b"", (401, "authentication_error", "4xx", "upstream returned HTTP 401")),

@@ -476,7 +476,8 @@ async def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused() -> N
         assert await post_through(transport, url) == b'{"ok":true}'
         assert await post_through(transport, url) == b'{"ok":true}'  # straight away: the same connection
         await asyncio.sleep(0.1)
-        assert await post_through(transport, url) == b'{"ok":true}'  # past the expiry: a new one, and the old one hung up
+        # past the expiry: a new one, and the old one hung up
+        assert await post_through(transport, url) == b'{"ok":true}'
         await asyncio.wait_for(served.client_hung_up.wait(), 1)
         await transport.aclose()
     assert served.requests == [2, 1]
@@ -679,7 +680,8 @@ async def test_a_request_cancelled_while_waiting_for_its_answer_hangs_up_and_fre
 async def test_bytes_after_an_answer_in_the_same_read_are_not_taken_into_it() -> None:
     async def answer_and_more(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # the end of the answer and an unsolicited one arrive together (one write, one read)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" + b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 7\r\n\r\ntimeout")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                     + b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 7\r\n\r\ntimeout")
         await writer.drain()
 
     async with upstream(answer_and_more) as (url, served):
@@ -692,7 +694,8 @@ async def test_bytes_after_an_answer_in_the_same_read_are_not_taken_into_it() ->
         await client.aclose()
 
 
-@pytest.mark.parametrize("head", [STREAM_HEAD, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"], ids=["chunked", "until-close"])
+@pytest.mark.parametrize("head", [STREAM_HEAD, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"],
+                         ids=["chunked", "until-close"])
 async def test_closing_the_client_fails_any_body_being_read(head: bytes) -> None:
     async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(head + (chunked(b"data: 1\n\n") if b"chunked" in head else b"data: 1\n\n"))
@@ -743,7 +746,8 @@ async def test_a_request_cancelled_while_connecting_frees_its_place_for_a_waitin
     timeout = {"connect": 5.0, "pool": 0.5, "read": 5.0, "write": 5.0}
     async with upstream(answer_ok) as (url, served):
         connecting = asyncio.create_task(
-            transport.handle_async_request(httpx.Request("POST", mute_url, content=b"{}", extensions={"timeout": timeout}))
+            transport.handle_async_request(httpx.Request("POST", mute_url, content=b"{}",
+                                                         extensions={"timeout": timeout}))
         )
         await asyncio.wait_for(accepted.wait(), 1)
         waiting = asyncio.create_task(
@@ -788,7 +792,8 @@ async def test_idle_connections_past_their_expiry_are_closed_while_another_one_i
         await answer_ok(reader, writer)
 
     async with upstream(slow_answer) as (url, served):
-        await asyncio.gather(post_through(transport, url), post_through(transport, url))  # a burst: two connections, both then idle
+        # a burst: two connections, both then idle
+        await asyncio.gather(post_through(transport, url), post_through(transport, url))
         assert served.connections == 2
         for _ in range(10):  # then one request at a time for 0.3 s: the most recently used one serves them all
             await post_through(transport, url)

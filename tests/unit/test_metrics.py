@@ -69,7 +69,8 @@ RECORDS = {
     "answered, not streamed": record(attempts=(ANSWERED,), usage=USAGE, ttfb_ms=811.0),
     "streamed, cache reads": record(attempts=(ANSWERED,), usage=USAGE, stream=True, ttfb_ms=420.0),
     "retried, then fell back": record(
-        model="coder", target="deepseek/deepseek-chat", price=Price(input=Decimal("0.27"), output=Decimal("1.10")), usage=USAGE,
+        model="coder", target="deepseek/deepseek-chat", price=Price(input=Decimal("0.27"), output=Decimal("1.10")),
+        usage=USAGE,
         attempts=(Attempt("anthropic", "opus", "claude-opus-5-5", 529, "529", 30.0),
                   Attempt("anthropic", "opus", "claude-opus-5-5", 529, "529", 31.0),
                   Attempt("deepseek", "coder", "deepseek-chat", 200, None, 700.0, usage=USAGE)), ttfb_ms=790.0),
@@ -80,7 +81,7 @@ RECORDS = {
 
 def samples(metrics: Metrics) -> dict[str, list[Any]]:
     found: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
+    for family in text_string_to_metric_families(asyncio.run(metrics.exposition()).decode()):
         for sample in family.samples:
             found.setdefault(sample.name, []).append(sample)
     return found
@@ -155,7 +156,7 @@ def test_labels_are_bounded_and_cost_is_exact() -> None:
     for _ in range(3):
         for each in (*RECORDS.values(), invented):
             metrics.observe(each)
-    text = metrics.exposition().decode()
+    text = asyncio.run(metrics.exposition()).decode()
     for unbounded in ("made-up-by-client", "req_ccm_1", "438f2556", "claude-opus-5-5\"}"):
         assert unbounded not in text.replace('upstream_model="claude-opus-5-5"', "").replace(
             'gen_ai_response_model="claude-opus-5-5"', "")
@@ -175,7 +176,7 @@ def test_keys_are_labelled_by_id_never_by_secret() -> None:
 
 def test_balances_come_from_the_costs_seam() -> None:
     class Ledger(PriceListCosts):
-        def balances(self) -> dict[str, Decimal]:
+        async def balances(self) -> dict[str, Decimal]:
             return {"key_01": Decimal("4.20")}
 
     metrics = Metrics(runtime_holder(), costs=Ledger())

@@ -41,7 +41,8 @@ def model(name: str, provider_name: str, model_id: str, **extra: Any) -> Model:
     return Model(name=name, provider=provider_name, model=model_id, **extra)
 
 
-def make_table(rules: list[tuple[Any, str | None]], fallbacks: dict[str, tuple[str, ...]] | None = None) -> RoutingTable:
+def make_table(rules: list[tuple[Any, str | None]],
+               fallbacks: dict[str, tuple[str, ...]] | None = None) -> RoutingTable:
     models = {
         "opus": model("opus", "anthropic", "claude-opus-5-5"),
         "coder": model("coder", "deep", "deepseek-chat", max_output=8000),

@@ -55,7 +55,8 @@ def test_a_secret_file_is_read_with_its_newline_stripped_and_shown_by_path(tmp_p
     assert isinstance(provider.headers[0][1], FileRef)
     assert provider.headers[0][1].path == str(tmp_path / "team")  # relative to the route file's folder
     endpoint = resolve_endpoint(provider, {})
-    assert ("authorization", f"Bearer {SECRET}") in endpoint.headers and ("x-team-token", "team-token") in endpoint.headers
+    assert ("authorization", f"Bearer {SECRET}") in endpoint.headers
+    assert ("x-team-token", "team-token") in endpoint.headers
     assert endpoint.missing is None
     shown = checked.table.model_dump_json()
     assert f"file({tmp_path / 'secrets' / 'openai'})" in shown and SECRET not in shown

@@ -33,4 +33,5 @@ def test_the_build_prints_no_deprecation_warnings(tmp_path: Path) -> None:
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(REPO)],
                            capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
-    assert "BuildBackendWarning" not in built.stdout + built.stderr and "is deprecated" not in built.stdout + built.stderr
+    said = built.stdout + built.stderr
+    assert "BuildBackendWarning" not in said and "is deprecated" not in said, said

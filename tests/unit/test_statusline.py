@@ -50,7 +50,8 @@ def test_install_keeps_other_settings_and_backs_up_a_different_statusline(tmp_pa
                        "statusLine": statusline_setting("ccm-statusline")}
     assert install_statusline(settings, command="ccm-statusline").change == "unchanged"
     # ccm's own earlier statusLine is replaced without a backup over the user's
-    settings.write_text(json.dumps({"statusLine": {"type": "command", "command": "/old/python -I -S /old/ccm/statusline.py"}}))
+    settings.write_text(json.dumps({"statusLine": {"type": "command",
+                                                   "command": "/old/python -I -S /old/ccm/statusline.py"}}))
     assert install_statusline(settings, command="ccm-statusline").backup is None
     assert json.loads(installed.backup.read_text()) == theirs
 
@@ -102,7 +103,8 @@ def test_the_admin_key_sees_every_session() -> None:
     recent = RecentRecords()
     recent(record(caller=INBOUND))
     app = SessionsApp(holder, recent, PriceListCosts(), admin_key="admin")
-    status, body = ask(app, "/sessions/438f2556-0f1f-499d-90cb-ac5e6d7acc43", client="10.0.0.9", **{"x-api-key": "admin"})
+    status, body = ask(app, "/sessions/438f2556-0f1f-499d-90cb-ac5e6d7acc43", client="10.0.0.9",
+                       **{"x-api-key": "admin"})
     assert status == 200 and body["requests"] == 1  # the admin sees every session
 
 

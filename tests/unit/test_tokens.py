@@ -100,9 +100,9 @@ def test_the_size_ceiling_bounds_the_count_of_every_captured_request(name: str) 
 
 
 def test_the_size_ceiling_holds_where_orjson_writes_a_value_longer_than_the_body() -> None:
-    inputs = ",".join(['{"type":"tool_use","id":"t%d","name":"n","input":{"v":[1e15,2e15,3e15,1e9]}}' % i
+    inputs = ",".join([f'{{"type":"tool_use","id":"t{i}","name":"n","input":{{"v":[1e15,2e15,3e15,1e9]}}}}'
                        for i in range(50)])
-    raw = ('{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[%s]}]}' % inputs).encode()
+    raw = f'{{"model":"m","max_tokens":5,"messages":[{{"role":"assistant","content":[{inputs}]}}]}}'.encode()
     ceiling = tokens.token_ceiling(raw)
     assert ceiling is not None and TokenCounter().count(parse_request(raw)) <= ceiling
 
@@ -174,7 +174,8 @@ def test_system_string_blocks_and_system_role_messages_all_count() -> None:
         ({"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "chunk " * 80}]}},
          cl100k("chunk " * 80)),
         ({"type": "document", "source": {"type": "url", "url": "https://x/y.pdf"}}, PDF_PAGE_TOKENS),
-        ({"type": "search_result", "source": "https://x", "title": "t", "content": [{"type": "text", "text": "r " * 90}]},
+        ({"type": "search_result", "source": "https://x", "title": "t",
+          "content": [{"type": "text", "text": "r " * 90}]},
          cl100k("r " * 90)),
         ({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png(1000, 1000)}}, 1334),
     ],
@@ -264,11 +265,13 @@ def pdf(pages: int, compressed: bool = False) -> str:
     return b64(b"%PDF-1.7\n" + (tree if compressed else tree + objects) + b"%%EOF")
 
 
-@pytest.mark.parametrize(("data", "pages"), [(pdf(3), 3), (pdf(12, compressed=True), 12), (b64(b"%PDF" + b"x" * 120_000), 3)])
+@pytest.mark.parametrize(("data", "pages"),
+                         [(pdf(3), 3), (pdf(12, compressed=True), 12), (b64(b"%PDF" + b"x" * 120_000), 3)])
 def test_pdf_documents_count_per_page(data: str, pages: int) -> None:
     block = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": data}}
     counter = TokenCounter()
-    assert counter.count(request(user(block))) - counter.count(request(user())) == tokens.BLOCK_OVERHEAD + pages * PDF_PAGE_TOKENS
+    added = counter.count(request(user(block))) - counter.count(request(user()))
+    assert added == tokens.BLOCK_OVERHEAD + pages * PDF_PAGE_TOKENS
 
 
 # --- the cache ---------------------------------------------------------------------------------------------------

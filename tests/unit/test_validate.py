@@ -16,7 +16,8 @@ from ccm.errors import ApiError
 from ccm.messages_request import MAX_DEPTH, MAX_VALUE_DEPTH, check_request, parse_request
 from tests.conftest import fixture_names, load_fixture
 
-BASE: dict[str, Any] = {"model": "claude-sonnet-5-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
+BASE: dict[str, Any] = {"model": "claude-sonnet-5-5", "max_tokens": 1024,
+                        "messages": [{"role": "user", "content": "hi"}]}
 
 
 def with_changes(**changes: Any) -> bytes:
@@ -72,7 +73,8 @@ def test_count_tokens_bodies_need_no_max_tokens() -> None:
         with_changes(future_field={"anything": [1, 2]}, service_tier="auto", container="c1", safeguards={"x": 1}),
         with_changes(thinking={"type": "adaptive", "display": "summarized"}, output_config={"effort": "max"}),
         with_changes(thinking={"type": "enabled", "budget_tokens": 1024}, max_tokens=2048),
-        with_changes(system=[{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]),
+        with_changes(system=[{"type": "text", "text": "be brief",
+                              "cache_control": {"type": "ephemeral", "ttl": "1h"}}]),
         with_changes(messages=[{"role": "system", "content": "env"}, {"role": "user", "content": "hi", "extra": 1}]),
         with_changes(
             tools=[
@@ -84,7 +86,8 @@ def test_count_tokens_bodies_need_no_max_tokens() -> None:
         ),
         with_changes(temperature=0, top_p=0.9, top_k=5, stop_sequences=["END"], stream=False, metadata={}),
         with_blocks(
-            {"type": "text", "text": "", "citations": [{"type": "char_location"}], "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "", "citations": [{"type": "char_location"}],
+             "cache_control": {"type": "ephemeral"}},
             {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
             {"type": "image", "source": {"type": "file", "file_id": "file_1"}},
             {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc"}, "title": "t"},
@@ -144,36 +147,52 @@ MALFORMED: list[tuple[bytes, str]] = [
     (with_changes(messages=[]), "messages: at least one message is required"),
     (with_changes(messages=["hi"]), "messages.0: Input should be a valid dictionary"),
     (with_changes(messages=[{"content": "hi"}]), "messages.0.role: Field required"),
-    (with_changes(messages=[{"role": "tool", "content": "x"}]), "messages.0.role: Input should be 'user', 'assistant' or 'system'"),
+    (with_changes(messages=[{"role": "tool", "content": "x"}]),
+     "messages.0.role: Input should be 'user', 'assistant' or 'system'"),
     (with_changes(messages=[{"role": "user"}]), "messages.0.content: Field required"),
-    (with_changes(messages=[{"role": "user", "content": 3}]), "messages.0.content: Input should be a valid string or a list of content blocks"),
+    (with_changes(messages=[{"role": "user", "content": 3}]),
+     "messages.0.content: Input should be a valid string or a list of content blocks"),
     (with_blocks("hi"), "messages.0.content.0: Input should be a valid dictionary"),
     (with_blocks({"text": "hi"}), "messages.0.content.0.type: Field required"),
     (with_blocks({"type": ["text"]}), "messages.0.content.0.type: Input should be a valid string"),
-    (with_blocks({"type": "text", "text": "a"}, {"type": "foo"}), 'messages.0.content.1.type: unknown content block type "foo"'),
+    (with_blocks({"type": "text", "text": "a"}, {"type": "foo"}),
+     'messages.0.content.1.type: unknown content block type "foo"'),
     (with_blocks({"type": "text"}), "messages.0.content.0.text: Field required"),
     (with_blocks({"type": "text", "text": 1}), "messages.0.content.0.text: Input should be a valid string"),
     (with_blocks({"type": "image"}), "messages.0.content.0.source: Field required"),
     (with_blocks({"type": "image", "source": "x"}), "messages.0.content.0.source: Input should be a valid dictionary"),
-    (with_blocks({"type": "image", "source": {"type": "base64", "data": "x"}}), "messages.0.content.0.source.media_type: Field required"),
-    (with_blocks({"type": "image", "source": {"type": "base64", "media_type": "image/png"}}), "messages.0.content.0.source.data: Field required"),
-    (with_blocks({"type": "image", "source": {"type": "path"}}), "messages.0.content.0.source.type: Input should be 'base64', 'url' or 'file'"),
+    (with_blocks({"type": "image", "source": {"type": "base64", "data": "x"}}),
+     "messages.0.content.0.source.media_type: Field required"),
+    (with_blocks({"type": "image", "source": {"type": "base64", "media_type": "image/png"}}),
+     "messages.0.content.0.source.data: Field required"),
+    (with_blocks({"type": "image", "source": {"type": "path"}}),
+     "messages.0.content.0.source.type: Input should be 'base64', 'url' or 'file'"),
     (with_blocks({"type": "image", "source": {}}), "messages.0.content.0.source.type: Field required"),
-    (with_blocks({"type": "document", "source": {"type": "content", "content": 1}}), "messages.0.content.0.source.content: Input should be a valid string or a list of content blocks"),
-    (with_blocks({"type": "document", "source": {"type": "content", "content": [{"type": "tool_use"}]}}), 'messages.0.content.0.source.content.0.type: content block type "tool_use" is not allowed here'),
+    (with_blocks({"type": "document", "source": {"type": "content", "content": 1}}),
+     "messages.0.content.0.source.content: Input should be a valid string or a list of content blocks"),
+    (with_blocks({"type": "document", "source": {"type": "content", "content": [{"type": "tool_use"}]}}),
+     'messages.0.content.0.source.content.0.type: content block type "tool_use" is not allowed here'),
     (with_blocks({"type": "tool_use", "name": "n", "input": {}}), "messages.0.content.0.id: Field required"),
     (with_blocks({"type": "tool_use", "id": "t", "name": "n"}), "messages.0.content.0.input: Field required"),
-    (with_blocks({"type": "tool_use", "id": "t", "name": "n", "input": "{}"}), "messages.0.content.0.input: Input should be a valid dictionary"),
+    (with_blocks({"type": "tool_use", "id": "t", "name": "n", "input": "{}"}),
+     "messages.0.content.0.input: Input should be a valid dictionary"),
     (with_blocks({"type": "tool_result", "content": "x"}), "messages.0.content.0.tool_use_id: Field required"),
-    (with_blocks({"type": "tool_result", "tool_use_id": "t", "content": 5}), "messages.0.content.0.content: Input should be a valid string or a list of content blocks"),
-    (with_blocks({"type": "tool_result", "tool_use_id": "t", "is_error": "no"}), "messages.0.content.0.is_error: Input should be a valid boolean"),
-    (with_blocks({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "tool_result", "tool_use_id": "u"}]}), 'messages.0.content.0.content.0.type: content block type "tool_result" is not allowed here'),
-    (with_blocks({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "bogus"}]}), 'messages.0.content.0.content.0.type: unknown content block type "bogus"'),
+    (with_blocks({"type": "tool_result", "tool_use_id": "t", "content": 5}),
+     "messages.0.content.0.content: Input should be a valid string or a list of content blocks"),
+    (with_blocks({"type": "tool_result", "tool_use_id": "t", "is_error": "no"}),
+     "messages.0.content.0.is_error: Input should be a valid boolean"),
+    (with_blocks({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "tool_result", "tool_use_id": "u"}]}),
+     'messages.0.content.0.content.0.type: content block type "tool_result" is not allowed here'),
+    (with_blocks({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "bogus"}]}),
+     'messages.0.content.0.content.0.type: unknown content block type "bogus"'),
     (with_blocks({"type": "thinking", "signature": "s"}), "messages.0.content.0.thinking: Field required"),
     (with_blocks({"type": "redacted_thinking"}), "messages.0.content.0.data: Field required"),
-    (with_blocks({"type": "web_search_tool_result", "tool_use_id": "s"}), "messages.0.content.0.content: Field required"),
-    (with_blocks({"type": "search_result", "source": "s", "title": "t", "content": "x"}), "messages.0.content.0.content: Input should be a valid list"),
-    (with_blocks({"type": "mcp_tool_use", "id": "i", "name": "n", "input": {}}), "messages.0.content.0.server_name: Field required"),
+    (with_blocks({"type": "web_search_tool_result", "tool_use_id": "s"}),
+     "messages.0.content.0.content: Field required"),
+    (with_blocks({"type": "search_result", "source": "s", "title": "t", "content": "x"}),
+     "messages.0.content.0.content: Input should be a valid list"),
+    (with_blocks({"type": "mcp_tool_use", "id": "i", "name": "n", "input": {}}),
+     "messages.0.content.0.server_name: Field required"),
     (with_changes(system=5), "system: Input should be a valid string or a list of text blocks"),
     (with_changes(system=[{"type": "image"}]), "system.0.type: Input should be 'text'"),
     (with_changes(system=[{"type": "text", "text": None}]), "system.0.text: Field required"),
@@ -188,18 +207,25 @@ MALFORMED: list[tuple[bytes, str]] = [
     (with_changes(tools=["Read"]), "tools.0: Input should be a valid dictionary"),
     (with_changes(tools=[{"input_schema": {"type": "object"}}]), "tools.0.name: Field required"),
     (with_changes(tools=[{"name": "Read"}]), "tools.0.input_schema: Field required"),
-    (with_changes(tools=[{"name": "Read", "input_schema": []}]), "tools.0.input_schema: Input should be a valid dictionary"),
-    (with_changes(tools=[{"name": "Read", "input_schema": {"type": "array"}}]), "tools.0.input_schema.type: Input should be 'object'"),
-    (with_changes(tools=[{"name": "R", "description": 1, "input_schema": {"type": "object"}}]), "tools.0.description: Input should be a valid string"),
+    (with_changes(tools=[{"name": "Read", "input_schema": []}]),
+     "tools.0.input_schema: Input should be a valid dictionary"),
+    (with_changes(tools=[{"name": "Read", "input_schema": {"type": "array"}}]),
+     "tools.0.input_schema.type: Input should be 'object'"),
+    (with_changes(tools=[{"name": "R", "description": 1, "input_schema": {"type": "object"}}]),
+     "tools.0.description: Input should be a valid string"),
     (with_changes(tools=[{"name": "web_search", "type": 20250305}]), "tools.0.type: Input should be a valid string"),
     (with_changes(tool_choice="auto"), "tool_choice: Input should be a valid dictionary"),
-    (with_changes(tool_choice={"type": "required"}), "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'"),
+    (with_changes(tool_choice={"type": "required"}),
+     "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'"),
     (with_changes(tool_choice={"type": "tool"}), "tool_choice.name: Field required"),
-    (with_changes(tool_choice={"type": "any", "disable_parallel_tool_use": 1}), "tool_choice.disable_parallel_tool_use: Input should be a valid boolean"),
+    (with_changes(tool_choice={"type": "any", "disable_parallel_tool_use": 1}),
+     "tool_choice.disable_parallel_tool_use: Input should be a valid boolean"),
     (with_changes(thinking={"type": "on"}), "thinking.type: Input should be 'enabled', 'disabled' or 'adaptive'"),
     (with_changes(thinking={"type": "enabled"}), "thinking.budget_tokens: Field required"),
-    (with_changes(thinking={"type": "enabled", "budget_tokens": 100}), "thinking.budget_tokens: Input should be greater than or equal to 1024"),
-    (with_changes(thinking={"type": "enabled", "budget_tokens": 4096}, max_tokens=4096), "max_tokens: must be greater than thinking.budget_tokens"),
+    (with_changes(thinking={"type": "enabled", "budget_tokens": 100}),
+     "thinking.budget_tokens: Input should be greater than or equal to 1024"),
+    (with_changes(thinking={"type": "enabled", "budget_tokens": 4096}, max_tokens=4096),
+     "max_tokens: must be greater than thinking.budget_tokens"),
     (with_changes(output_config="high"), "output_config: Input should be a valid dictionary"),
 ]
 
@@ -252,7 +278,8 @@ def test_absurd_nesting_is_a_400_wherever_it_hides(depth: int) -> None:
         for raw in (
             with_blocks(tool_use, role="assistant"),
             with_blocks({"type": "text", "text": "a", "cache_control": value}),
-            with_blocks({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "a", "x": value}]}),
+            with_blocks({"type": "tool_result", "tool_use_id": "t",
+                         "content": [{"type": "text", "text": "a", "x": value}]}),
             with_blocks({"type": "image", "source": {"type": "url", "url": "u", "x": value}}),
             with_blocks({"type": "future_tool_result", "content": value}),
             with_changes(tools=[{"name": "n", "input_schema": {"type": "object", "properties": value}}]),
@@ -264,7 +291,8 @@ def test_absurd_nesting_is_a_400_wherever_it_hides(depth: int) -> None:
 
 def test_nesting_up_to_the_limit_is_accepted_and_can_be_encoded_again() -> None:
     deepest = {"type": "tool_result", "tool_use_id": "t", "content": [
-        {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "a", "x": nested(MAX_VALUE_DEPTH)}]}},
+        {"type": "document",
+         "source": {"type": "content", "content": [{"type": "text", "text": "a", "x": nested(MAX_VALUE_DEPTH)}]}},
     ]}
     body = parse_request(with_blocks(deepest))
     assert orjson.loads(orjson.dumps(body)) == body  # the guarantee adapters rely on: at most MAX_DEPTH levels
@@ -312,7 +340,8 @@ request_like = st.fixed_dictionaries(
     {"model": st.just("claude-sonnet-5-5"), "messages": messages},
     optional={
         "max_tokens": st.integers(-2, 5000) | json_values,
-        "system": st.lists(st.fixed_dictionaries({"type": st.just("text")}, optional={"text": field_values}), max_size=3)
+        "system": st.lists(st.fixed_dictionaries({"type": st.just("text")}, optional={"text": field_values}),
+                           max_size=3)
         | json_values,
         "tools": st.lists(st.fixed_dictionaries({"name": st.text(max_size=3) | json_values}, optional={
             "type": st.sampled_from(["custom", "web_search_20250305"]) | json_values,

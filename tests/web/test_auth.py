@@ -63,7 +63,8 @@ def test_the_throttle_per_address_and_overall() -> None:
 
 
 def test_redaction_round_trip() -> None:
-    text = 'provider p {\n  type openai\n  url "https://x"\n  key "sk-0123456789"\n}\nsettings { auth "in-123456" env("A", "dflt-secret") }\n'
+    text = ('provider p {\n  type openai\n  url "https://x"\n  key "sk-0123456789"\n}\n'
+            'settings { auth "in-123456" env("A", "dflt-secret") }\n')
     redaction = Redaction.of(text, "f.ccm")
     shown = redaction.shown(text)
     assert "sk-0123456789" not in shown and "in-123456" not in shown and "dflt-secret" not in shown

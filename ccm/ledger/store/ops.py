@@ -233,10 +233,34 @@ def finish(row: UsageRow, price_id: int | None, at: Micros) -> Op[Finished]:
         lines = {line.token_class: line.charged for line in c.lines}
         failed = int(row.error is not None or row.status >= 400)
         yield Q(_UPSERT_ROLLUP, (
-            ts // DAY, row.key_id or 0, row.model or "", row.provider or "", 1, failed, *(getattr(u, n) for n in _COUNTS),
-            c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS),
+            ts // DAY, row.key_id or 0, row.model or "", row.provider or "", 1, failed,
+            *(getattr(u, n) for n in _COUNTS), c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS),
         ))
     return Finished(bool(inserted), held)
+
+
+def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[int]:
+    """`finish` for each (row, price id), in one transaction: how many rows were new."""
+    recorded = 0
+    for row, price_id in rows:
+        finished = yield from finish(row, price_id, at)
+        recorded += finished.recorded
+    return recorded
+
+
+ANY_KEY = -1  # `session_charged`'s key: the session's rows whoever made them
+
+
+def session_charged(session: str, key_id: int | None) -> Op[tuple[int, Money]]:
+    """(priced rows, charged) of a session's rows made by `key_id` (None: the local caller), or anyone's (`ANY_KEY`)."""
+    select = "SELECT COUNT(price_id), COALESCE(SUM(charged), 0) FROM usage WHERE session = ?"
+    if key_id == ANY_KEY:
+        rows = yield Q(select, (session,))
+    elif key_id is None:
+        rows = yield Q(select + " AND key_id IS NULL", (session,))
+    else:
+        rows = yield Q(select + " AND key_id = ?", (session, key_id))
+    return int(rows[0][0]), int(rows[0][1])
 
 
 def put_price(hash_: str, body: str) -> Op[int]:
@@ -321,7 +345,7 @@ def audit(deep: bool) -> Op[list[str]]:
         "(SELECT COALESCE(SUM(charged), 0) FROM rollup_daily r WHERE r.key_id = k.id) "
         "FROM keys k ORDER BY k.id"
     )
-    for key_id, name, balance, held, credited, settled, credit_sum, hold_sum, charged_sum in rows:
+    for _key_id, name, balance, held, credited, settled, credit_sum, hold_sum, charged_sum in rows:
         if balance != credited - settled - held:
             problems.append(f"key {name}: balance {balance} != credited {credited} - settled {settled} - held {held}")
         if credited != credit_sum:

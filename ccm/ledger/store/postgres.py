@@ -106,16 +106,15 @@ class PostgresStore(Store):
     async def stream(self, sql: str, params: Sequence[Any] = (), chunk: int = 5000,
                      prepare: Sequence[Q] = ()) -> AsyncIterator[Rows]:
         try:
-            async with self._pool.acquire() as conn:
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    for q in prepare:
-                        await conn.execute(numbered(q.sql), *q.params)
-                    cursor = await conn.cursor(numbered(sql), *params)
-                    while True:
-                        records = await cursor.fetch(chunk)
-                        if not records:
-                            return
-                        yield [tuple(r) for r in records]
+            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                for q in prepare:
+                    await conn.execute(numbered(q.sql), *q.params)
+                cursor = await conn.cursor(numbered(sql), *params)
+                while True:
+                    records = await cursor.fetch(chunk)
+                    if not records:
+                        return
+                    yield [tuple(r) for r in records]
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise _translate(error, self.url) from error
 

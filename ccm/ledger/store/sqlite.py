@@ -19,6 +19,7 @@ futures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -151,13 +152,11 @@ class _Worker(threading.Thread):
     def _hand_back(batch: list[_Job], results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         # One wake-up per event loop per batch, not one per caller.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
-        for (_, _, loop), result in zip(batch, results):
+        for (_, _, loop), result in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append(result)
         for loop, items in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass
 
     def submit(self, work: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()

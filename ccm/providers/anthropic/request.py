@@ -28,9 +28,9 @@ def passthrough_body(call: Call) -> bytes:
     if model.max_output is not None and isinstance(max_tokens, int) and max_tokens > model.max_output:
         changes["max_tokens"] = model.max_output
         thinking = body.get("thinking")
-        if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int):
-            if thinking["budget_tokens"] >= model.max_output:
-                changes["thinking"] = {**thinking, "budget_tokens": model.max_output - 1}
+        if (isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int)
+                and thinking["budget_tokens"] >= model.max_output):
+            changes["thinking"] = {**thinking, "budget_tokens": model.max_output - 1}
     messages = _without_unsigned_thinking(body.get("messages"))
     if messages is not None:
         changes["messages"] = messages

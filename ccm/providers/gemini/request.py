@@ -22,9 +22,9 @@ Decisions, so they are stated once:
   counts only without one): Gemini 2.x gets `thinkingBudget` (effort low 1024, medium dynamic, high+ the model's
   cap; else `budget_tokens` clamped to the cap; `disabled` → 0 on Flash), Gemini 3+ gets `thinkingLevel` (`low` for
   effort low, `high` for effort high+, the model's own default for medium; without an effort, `low` under 4096 budget
-  tokens and `high` from 16384 — `medium` and `minimal` are not accepted by every Gemini 3 model). The generation is read from the model id
-  (`gemini-2.5-flash` → 2); ids without one are treated as current (3+). Thought summaries are asked for
-  (`includeThoughts`) when thinking is on and the client did not ask for `display: "omitted"`.
+  tokens and `high` from 16384 — `medium` and `minimal` are not accepted by every Gemini 3 model). The generation is
+  read from the model id (`gemini-2.5-flash` → 2); ids without one are treated as current (3+). Thought summaries are
+  asked for (`includeThoughts`) when thinking is on and the client did not ask for `display: "omitted"`.
 - Server tools are dropped, except `web_search_*` on a model with quirk `google_search` → `{googleSearch: {}}`.
   `tool_choice` → `toolConfig.functionCallingConfig` only when there are function declarations: Gemini answers 400
   "Function calling config is set without function_declarations" to one beside Google Search alone.
@@ -190,7 +190,8 @@ def _function_response(
 ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
     call_id = block.get("tool_use_id", "")
     if call_id not in calls:
-        raise ApiError(400, f"tool_result block references tool_use id {call_id!r}, which no earlier assistant turn holds")
+        raise ApiError(400, f"tool_result block references tool_use id {call_id!r}, "
+                            "which no earlier assistant turn holds")
     client_name, order = calls[call_id]
     name = names.upstream(str(client_name))
     texts: list[str] = []
@@ -224,12 +225,15 @@ def _media_parts(block: Mapping[str, Any]) -> list[dict[str, Any]]:
         if source_type == "base64":
             return [{"inlineData": {"mimeType": source.get("media_type", "image/png"), "data": source.get("data", "")}}]
         if source_type == "url":
-            return [{"fileData": {"mimeType": _guess_type(source.get("url", ""), "image/png"), "fileUri": source.get("url", "")}}]
+            return [{"fileData": {"mimeType": _guess_type(source.get("url", ""), "image/png"),
+                                  "fileUri": source.get("url", "")}}]
     elif kind == "document":
         if source_type == "base64":
-            return [{"inlineData": {"mimeType": source.get("media_type", "application/pdf"), "data": source.get("data", "")}}]
+            return [{"inlineData": {"mimeType": source.get("media_type", "application/pdf"),
+                                    "data": source.get("data", "")}}]
         if source_type == "url":
-            return [{"fileData": {"mimeType": _guess_type(source.get("url", ""), "application/pdf"), "fileUri": source.get("url", "")}}]
+            return [{"fileData": {"mimeType": _guess_type(source.get("url", ""), "application/pdf"),
+                                  "fileUri": source.get("url", "")}}]
         if source_type == "text" and source.get("data"):
             title = block.get("title")
             return [{"text": f"{title}\n\n{source['data']}" if title else source["data"]}]

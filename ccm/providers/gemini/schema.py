@@ -195,7 +195,8 @@ def _enum_into_description(node: dict[str, Any], out: dict[str, Any]) -> None:
     values = [node["const"]] if "const" in node else node.get("enum")
     if isinstance(values, list) and values:
         allowed = ", ".join(str(v) for v in values)
-        out["description"] = f"{out['description']} (one of: {allowed})" if "description" in out else f"One of: {allowed}"
+        out["description"] = (f"{out['description']} (one of: {allowed})" if "description" in out
+                              else f"One of: {allowed}")
 
 
 def _copy_count(node: dict[str, Any], out: dict[str, Any], key: str) -> None:

@@ -21,8 +21,8 @@ Choices every OpenAI-compatible server accepts (PROTOCOL.md §6 and §8 are the 
   that should always reason says so with `force {reasoning_effort = "high"}`.
 - `max_tokens` is clamped to the model's `max_output` and sent as `max_tokens`, which every server takes but OpenAI's
   reasoning models; for those, quirk `max_completion_tokens` sends the same clamped value under that name
-  (`force {max_completion_tokens = N}` sets a fixed one, `drop max_tokens` sends no limit). `tool_choice: auto` is omitted (it is
-  the default, and some servers reject the field). Server tools (`web_search_…`) are removed.
+  (`force {max_completion_tokens = N}` sets a fixed one, `drop max_tokens` sends no limit). `tool_choice: auto` is
+  omitted (it is the default, and some servers reject the field). Server tools (`web_search_…`) are removed.
 - Every field not listed in §6 is dropped (an allow-list, so new Anthropic-only fields never leak). The upstream
   model id is `model.model`. The model's `force` and `drop` apply last (`reply.apply_overrides`, dotted paths for
   nested fields).

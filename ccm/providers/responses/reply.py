@@ -15,8 +15,8 @@ an object when the call ends are completed with `tool_json.closing_suffix` (logg
 repaired with `tool_json.parse_arguments`. Stop reasons: `incomplete_details.reason` max_output_tokens →
 `max_tokens`, content_filter or a refusal part → `refusal`, calls → `tool_use`, else `end_turn`. Usage: input =
 input_tokens − cached, cache_read = cached, output = output_tokens. A stream that ends before a terminal event was
-cut short (`UpstreamError` reason `truncated`). Call ids follow the writer's tool-id policy (`reply`): `call_id` when valid, encoded when not
-(decoded again by the request translation), minted when missing or repeated.
+cut short (`UpstreamError` reason `truncated`). Call ids follow the writer's tool-id policy (`reply`): `call_id` when
+valid, encoded when not (decoded again by the request translation), minted when missing or repeated.
 """
 
 from __future__ import annotations

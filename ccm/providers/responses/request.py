@@ -208,8 +208,8 @@ def _assistant_items(content: Any, names: ToolNames) -> list[Json]:
             flush_text()
             arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
             call_id = upstream_tool_id(block.get("id"))
-            items.append({"type": "function_call", "call_id": call_id, "name": names.upstream(str(block.get("name", ""))),
-                          "arguments": arguments})
+            items.append({"type": "function_call", "call_id": call_id,
+                          "name": names.upstream(str(block.get("name", ""))), "arguments": arguments})
     flush_text()
     # A reasoning item must be followed by the call or message it came with: the API refuses one that is not.
     return [item for i, item in enumerate(items)
