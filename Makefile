@@ -2,21 +2,35 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Reinstall only when the project's dependencies change.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Reinstall only when the project's dependencies change. `make run` needs only what running needs; `make install`
+# (and everything that tests) adds the test extras.
+DEPS := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(DEPS)
+RUN_STAMP := $(VENV)/.run-installed-$(DEPS)
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install run test check claude-cli litellm browser-tools screenshots
+.PHONY: install install-run run test check claude-cli litellm browser-tools screenshots
 
 install: $(STAMP)
 
+install-run: $(RUN_STAMP)
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
-	@rm -f $(VENV)/.installed-*
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[test]'
+	@rm -f $(VENV)/.installed-* $(VENV)/.run-installed-*
+	@touch $@ $(RUN_STAMP)
+
+# Quiet: one line when it installs, nothing once it has (the full install above satisfies it too).
+$(RUN_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setting up $(VENV) (first run only)"
+	@$(PIP) -e .
+	@rm -f $(VENV)/.run-installed-*
 	@touch $@
 
-run: install
+run: install-run
 	$(VENV)/bin/ccm run routes.ccm
 
 check: install

@@ -144,8 +144,11 @@ async def measure(streams: int, gap: float, source: Path | None = None) -> dict[
     with tempfile.TemporaryDirectory() as workdir:
         routes = Path(workdir) / "routes.ccm"
         routes.write_text(TABLE.format(port=upstream_port))
+        # its ledger in the round's folder: never the user's own database (nor one an older ccm left at another
+        # schema version, which would stop this one from starting)
         ccm = subprocess.Popen([*ccm_command(source), "run", str(routes), "--port", str(port),
-                                "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "XDG_DATA_HOME": workdir})
         try:
             url = f"http://127.0.0.1:{port}/v1/messages"
             for _ in range(100):

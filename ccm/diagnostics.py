@@ -36,6 +36,7 @@ class Diagnostic:
     hint: str | None = None
     source_line: str | None = None
     width: int = 1  # how many carets
+    code: str | None = None  # what kind of problem, for those who treat one kind apart (UNSET_VARIABLE)
 
     @property
     def is_error(self) -> bool:
@@ -64,8 +65,22 @@ class Diagnostic:
         }
 
 
+# An environment variable the file reads is not set: one line, no quoted source and no hint (the remedy is the
+# environment's, never the file's). `ccm run` and reloads leave these to the providers' own one-line warnings.
+UNSET_VARIABLE = "unset-variable"
+
+
 def render_all(diagnostics: Iterable[Diagnostic]) -> str:
-    return "\n\n".join(d.render() for d in diagnostics)
+    """Each diagnostic rendered, a blank line around each that quotes its source; one-liners stay together."""
+    out = ""
+    previous_brief = False
+    for diagnostic in diagnostics:
+        brief = diagnostic.source_line is None and not diagnostic.hint
+        if out:
+            out += "\n" if brief and previous_brief else "\n\n"
+        out += diagnostic.render()
+        previous_brief = brief
+    return out
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:

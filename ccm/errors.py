@@ -77,7 +77,7 @@ class UpstreamError(ApiError):
     ) -> None:
         headers: Headers = (("retry-after", retry_after),) if retry_after else ()
         if reason == "config":
-            # A missing key will not appear by retrying: tell the Anthropic SDK (Claude Code) not to retry a 500.
+            # A missing key will not appear by retrying: tell the Anthropic SDK (Claude Code) not to retry.
             headers += (("x-should-retry", "false"),)
         super().__init__(status, message, error_type, headers)
         self.reason: FailureReason = reason
@@ -87,6 +87,18 @@ class UpstreamError(ApiError):
     def located(self, provider: str, message: str) -> UpstreamError:
         """This failure, as `provider`'s, saying `message` (the boundary's redacted text)."""
         return UpstreamError(self.status, message, self.reason, provider, self.error_type, self.retry_after)
+
+
+# A configuration problem (a provider's key unset, a header the file spells wrong) is answered 424: Claude Code
+# 2.1.328 shows "API Error: 424 <message>" and asks once. A 5xx adds "This is a server-side issue, usually
+# temporary — try again in a moment"; 400 and 422 are asked again up to six times; 401 and 403 say "Failed to
+# authenticate" (tests/e2e/test_cli_code.py shows what it prints).
+CONFIG_STATUS = 424
+
+
+def config_error(provider: str, message: str) -> UpstreamError:
+    """A provider that cannot be called as configured: not retried, not the breaker's, shown as a setup problem."""
+    return UpstreamError(CONFIG_STATUS, message, reason="config", provider=provider, error_type="api_error")
 
 
 def error_body(error_type: str, message: str) -> bytes:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -60,6 +61,12 @@ log = logging.getLogger("ccm")
 ADMIN_KEY_VARIABLE = "CCM_ADMIN_KEY"
 
 Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+def routes_id(path: str | Path) -> str:
+    """Which route file a router serves, as /health says it (`routes`): a digest of its resolved path, so that
+    `ccm code` can tell its router from another without /health naming a path."""
+    return hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
 
 
 class NotServable(Exception):
@@ -168,6 +175,8 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
                         build_runtime=next_runtime, in_flight=in_flight, public=options.public,
                         watch=options.watch, **drain)
     api.health_sections["reload"] = reloader.status
+    api.degraded_checks.append(reloader.failure)
+    api.identity = {"service": "ccm", "routes": routes_id(route_file)}
     costs: Costs = PriceListCosts()
     if options.db is not None:
         from ccm.metering import LedgerCosts

@@ -10,15 +10,16 @@ served the session's last request (`GET /ccm/sessions/{session_id}`, `ccm.sessio
 the model alias and the rule that routed to it, the deployment that served, the last request's tokens, its cost at
 the route file's price (when the model has one) and the session's cost from the ledger (when there is one: Claude
 Code's own `cost.total_cost_usd` is a list-price estimate, wrong for routed models, and is not shown). Without a
-router it says so (`ccm: no router at 127.0.0.1:3456`), and a session with no request yet says that; it never fails
+router it says so (`ccm: no router at 127.0.0.1:2260`), and a session with no request yet says that; it never fails
 (exit 0, always one line), since a failing command blanks Claude Code's status line.
 
 The router is `ANTHROPIC_BASE_URL` when it names this machine (`ccm code` sets it for claude, whose environment the
-command inherits), else `--url`, else 127.0.0.1:3456; the key is `ANTHROPIC_API_KEY` / `ANTHROPIC_AUTH_TOKEN` (what
-Claude Code sends to ccm). One fresh Python process per update: this module imports only the standard library's
-json, os, socket, sys, time and urllib.parse (not urllib.request: its import alone takes ~40 ms), and waits at
-most `TIMEOUT` for the router. Installed by `ccm code --statusline` as `PYTHON -I -S …/ccm/statusline.py`: no site
-packages to set up either, ~15 ms to a line (docs/statusline.md).
+command inherits), else `--url`, else 127.0.0.1:2260; the key is the `x-ccm-key` line of
+`ANTHROPIC_CUSTOM_HEADERS`, else `ANTHROPIC_API_KEY` / `ANTHROPIC_AUTH_TOKEN` (what Claude Code sends to ccm).
+One fresh Python process per update: this module imports only the standard library's json, os, socket, sys, time
+and urllib.parse (not urllib.request: its import alone takes ~40 ms), and waits at most `TIMEOUT` for the router.
+Installed by `ccm code --statusline` as `PYTHON -I -S …/ccm/statusline.py`: no site packages to set up either,
+~15 ms to a line (docs/statusline.md).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ TYPE_CHECKING = False  # typing's own import costs ~3 ms of a line that must tak
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:3456"
+DEFAULT_URL = "http://127.0.0.1:2260"
 TIMEOUT = 0.3  # seconds: Claude Code refreshes the line at most every 300 ms
 MAX_STDIN = 1 << 20
 
@@ -111,16 +112,26 @@ def router_url(url: str | None, environ: Any) -> str:
     return DEFAULT_URL
 
 
+def router_key(environ: Any) -> tuple[bytes, str]:
+    """The key Claude Code presents to ccm, and the header for it: ccm's own `x-ccm-key` line of
+    ANTHROPIC_CUSTOM_HEADERS (what `ccm code` sets), else ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN."""
+    for line in str(environ.get("ANTHROPIC_CUSTOM_HEADERS") or "").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "x-ccm-key" and value.strip():
+            return b"x-ccm-key", value.strip()
+    return b"x-api-key", environ.get("ANTHROPIC_API_KEY") or environ.get("ANTHROPIC_AUTH_TOKEN") or ""
+
+
 def _ask(base: str, session: str, environ: Any) -> tuple[dict[str, Any] | None, str]:
     """The router's answer about `session`, or (None, why not) in the line's words."""
     parts = urlsplit(base)
     if parts.scheme != "http" or not parts.hostname:
         return None, f"unsupported router URL {base}"
     path = (parts.path.rstrip("/") + "/ccm/sessions/" + quote(session, safe="")).encode()
-    key = environ.get("ANTHROPIC_API_KEY") or environ.get("ANTHROPIC_AUTH_TOKEN") or ""
+    header, key = router_key(environ)
     head = b"GET " + path + b" HTTP/1.1\r\nHost: " + parts.netloc.encode() + b"\r\nConnection: close\r\n"
     if key and key.isprintable():
-        head += b"x-api-key: " + key.encode() + b"\r\n"
+        head += header + b": " + key.encode() + b"\r\n"
     try:
         status, body = _get_http(parts.hostname, parts.port or 80, head + b"\r\n")
     except OSError:

@@ -58,7 +58,33 @@ class EnvRef(Frozen):
         return f"env({self.name})" if self.default is None else f'env({self.name}, "{self.default}")'
 
 
-Value = Annotated[Literal_ | EnvRef, Field(discriminator="kind")]
+class FileRef(Frozen):
+    """`file("/run/secrets/openai")`: a secret read from a file when the table is resolved (at start and on every
+    reload), its trailing newline stripped; shown as `file(PATH)`, never its contents. A missing, unreadable or
+    empty file counts as an unset variable. `path` is absolute (the compiler resolves it from the route file's
+    folder)."""
+
+    kind: Literal["file"] = "file"
+    path: str
+
+    @model_serializer
+    def _show(self) -> str:
+        return f"file({self.path})"
+
+    def read(self) -> str | None:
+        try:
+            with open(self.path, encoding="utf-8") as secret:
+                text = secret.read(MAX_SECRET_FILE + 1)
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(text) > MAX_SECRET_FILE:
+            return None
+        return text.removesuffix("\n").removesuffix("\r") or None
+
+
+MAX_SECRET_FILE = 64 * 1024  # a secret, not a document: a bigger file is refused like a missing one
+
+Value = Annotated[Literal_ | EnvRef | FileRef, Field(discriminator="kind")]
 
 REDACTED = "(redacted)"
 
@@ -71,7 +97,7 @@ def redacted(secret: str) -> str:
     return scheme + (f"{rest[:3]}…{REDACTED}" if len(rest) >= 16 else REDACTED)
 
 
-def show_secret(value: Literal_ | EnvRef) -> str:
+def show_secret(value: Literal_ | EnvRef | FileRef) -> str:
     return redacted(value.value) if isinstance(value, Literal_) else str(value.model_dump())
 
 
@@ -85,6 +111,14 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
 CREDENTIAL_WORDS = ("key", "token", "secret", "auth", "password", "session", "signature", "credential", "cookie")
 AUTH_SCHEMES = ("bearer ", "basic ", "token ", "digest ")
 
+# What `ccm env` and `ccm code` give Claude Code as its API key when the user has no credentials of their own (Claude
+# Code will not start without one). It is nobody's key: admission drops it, and a provider never takes it as its own
+# key, even when the shell `ccm run` starts in has it as ANTHROPIC_API_KEY.
+PLACEHOLDER_KEY = "ccm-local"
+# Where a client sends ccm's own inbound key (`ccm env` puts it in ANTHROPIC_CUSTOM_HEADERS), so that x-api-key and
+# Authorization stay the client's own credentials for Anthropic.
+CCM_KEY_HEADER = "x-ccm-key"
+
 
 def is_credential_header(name: str, value: str | None = None) -> bool:
     lowered = name.lower()
@@ -94,11 +128,14 @@ def is_credential_header(name: str, value: str | None = None) -> bool:
 
 
 def resolve(value: Value | None, environ: Mapping[str, str]) -> str | None:
-    """The run-time string for a value; None when it is an unset variable without default."""
+    """The run-time string for a value; None when it is an unset variable without default (or a secret file that
+    cannot be read)."""
     if value is None:
         return None
     if isinstance(value, Literal_):
         return value.value
+    if isinstance(value, FileRef):
+        return value.read()
     found = environ.get(value.name)
     return found if found not in (None, "") else value.default
 
@@ -119,10 +156,12 @@ DEFAULT_AUTH: dict[str, AuthStyle] = {
 
 
 class Timeouts(Frozen):
-    """Seconds. `first_byte` bounds the wait for the first upstream event; `idle` the gap between stream chunks."""
+    """Seconds. `first_byte` bounds the wait for the first upstream event; `idle` the gap between stream chunks.
+    `first_byte` is 30 s by default so that an upstream that hangs before its first byte hands the request to its
+    fallback in about that long (a model that thinks long before streaming anything needs its own)."""
 
     connect: float = 10.0
-    first_byte: float = 300.0
+    first_byte: float = 30.0
     idle: float = 300.0
     total: float = 1800.0
 
@@ -133,7 +172,8 @@ class RetryPolicy(Frozen):
     attempts: int = 2
     backoff_min: float = 0.5
     backoff_max: float = 8.0
-    on: tuple[RetryOn, ...] = ("429", "5xx", "529", "timeout", "connect")
+    # not `timeout`: a hung upstream goes to the fallback after one `first_byte`, not after three
+    on: tuple[RetryOn, ...] = ("429", "5xx", "529", "connect")
 
 
 class BreakerPolicy(Frozen):
@@ -151,6 +191,8 @@ class Provider(Frozen):
     type: ProviderType
     url: Value
     key: SecretValue | None = None
+    # `key env("…") or client`: while the key is unset, the client's own credentials go upstream (anthropic only)
+    key_or_client: bool = False
     auth: AuthStyle
     headers: tuple[tuple[str, Value], ...] = ()  # a credential header's literal serialises redacted
     timeouts: Timeouts = Timeouts()

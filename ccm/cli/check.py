@@ -16,7 +16,7 @@ import click
 import orjson
 
 from ccm.compile.check import Checked, RouteText, check
-from ccm.diagnostics import Diagnostic
+from ccm.diagnostics import Diagnostic, render_all
 
 STDIN = "-"
 
@@ -84,8 +84,8 @@ def check_command(files: tuple[str, ...], strict: bool, output: str) -> None:
         reported.extend(checked.reported)
         failed = failed or not checked.ok or (strict and bool(checked.warnings))
         if output == "text":
-            for diagnostic in checked.reported:
-                click.echo(diagnostic.render() + "\n", err=True)
+            if checked.reported:
+                click.echo(render_all(checked.reported) + "\n", err=True)
             click.echo(_summary(file, checked), err=not checked.ok)
     if output == "json":
         click.echo(orjson.dumps([d.to_json() for d in reported], option=orjson.OPT_INDENT_2).decode())

@@ -21,7 +21,8 @@ import click
 import orjson
 
 from ccm.cli.check import compiled_or_exit
-from ccm.table import EnvRef, Literal_, Model, Provider, RoutingTable
+from ccm.cli.route_file import find_route_file
+from ccm.table import FileRef, Literal_, Model, Provider, RoutingTable
 
 COLUMNS = ("MODEL", "PROVIDER", "UPSTREAM", "CONTEXT", "MAX OUT", "PRICE $/M", "QUIRKS", "KEY")
 
@@ -58,7 +59,8 @@ def key_state(provider: Provider, environ: Mapping[str, str]) -> dict[str, Any]:
         return {"source": "none"}
     if isinstance(key, Literal_):
         return {"source": "file"}
-    assert isinstance(key, EnvRef)
+    if isinstance(key, FileRef):
+        return {"source": "secret-file", "path": key.path, "state": "set" if key.read() is not None else "unset"}
     present = environ.get(key.name) not in (None, "")
     state = "set" if present else ("default" if key.default is not None else "unset")
     return {"source": "env", "env": key.name, "state": state}
@@ -69,6 +71,8 @@ def _key_text(state: Mapping[str, Any]) -> str:
         return "-"
     if state["source"] == "file":
         return "in file"
+    if state["source"] == "secret-file":
+        return state["state"] if state["state"] != "unset" else f"unreadable {state['path']}"
     return state["state"] if state["state"] != "unset" else f"unset {state['env']}"
 
 
@@ -109,12 +113,14 @@ def render_table(models: list[dict[str, Any]]) -> str:
 
 
 @click.command()
-@click.argument("file", default="routes.ccm", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: a list of models with their deployments, limits, prices, quirks and key state.")
-def models(file: str, output: str) -> None:
-    """List the models a route file serves: providers, upstream models, limits, prices, quirks, keys."""
-    table = compiled_or_exit(file).compiled
+def models(file: str | None, output: str) -> None:
+    """List the models a route file serves: providers, upstream models, limits, prices, quirks, keys.
+
+    Without FILE: $CCM_ROUTES, else ./routes.ccm, else ~/.config/ccm/routes.ccm."""
+    table = compiled_or_exit(file if file == "-" else str(find_route_file(file, os.environ))).compiled
     assert table is not None
     described = describe_models(table, os.environ)
     if output == "json":

@@ -164,7 +164,10 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
     if routes:
         compiled_rules = rules.route_block(ctx, routes[0], direct_on, direct_span)
 
-    fallbacks = rules.fallbacks(ctx, [st for st in statements if isinstance(st, s.Fallback)])
+    fallback_statements = [st for st in statements if isinstance(st, s.Fallback)]
+    fallbacks = rules.fallbacks(ctx, fallback_statements)
+    _warn_slow_handover(ctx, fallbacks, retry)
+    _warn_smaller_windows(ctx, fallback_statements)
 
     policies: dict[str, dict[str, t.Policy]] = {"plan": {}, "team": {}}
     policy_spans: dict[str, dict[str, s.Span]] = {"plan": {}, "team": {}}
@@ -220,6 +223,63 @@ def _warn_uncapped(ctx: Context, model: t.Model, decl: s.ModelDecl) -> None:
         ctx.warning(decl.name.span, f"model `{model.name}` has no `max_output`",
                     "Claude Code asks for up to 128k output tokens, which most non-Anthropic APIs reject; "
                     "add the model's real limit, e.g. `max_output 32k`")
+
+
+# How long a model may hold a client that sees nothing (a hung upstream) before its fallback is tried: Claude Code
+# shows no progress meanwhile, and a client with a 120 s timeout has given up by twice this.
+HANDOVER_BOUND = 60.0
+
+
+def _warn_slow_handover(ctx: Context, fallbacks: dict[str, tuple[str, ...]], retry: t.RetryPolicy) -> None:
+    """A model whose upstream hangs before its first byte is given up on after (1 + retries on `timeout`) times
+    `first_byte`, plus the backoffs between: warn when that outlasts the request's `total` (the fallback is never
+    reached) or, for a model with a fallback, HANDOVER_BOUND."""
+    for name, model in ctx.models.items():
+        if not model.declared or model.provider not in ctx.providers:
+            continue
+        provider = ctx.providers[model.provider]
+        policy = provider.retry or retry
+        timeouts = provider.timeouts
+        retries = policy.attempts if "timeout" in policy.on else 0
+        waits = (1 + retries) * timeouts.first_byte + retries * policy.backoff_max
+        chain = fallbacks.get(name, ())
+        tries = f"{1 + retries} {'try' if retries == 0 else 'tries'} × first_byte {_seconds(timeouts.first_byte)}"
+        hint = (f"lower `first_byte` on provider `{provider.name}` (30s hands a hang over in time), or leave "
+                "`timeout` out of its `retry … on`")
+        if waits > timeouts.total:
+            ctx.warning(ctx.model_spans[name], f"model `{name}`: a hung upstream is retried past the request's "
+                        f"`total` {_seconds(timeouts.total)} ({tries}, plus backoff)"
+                        + (f", so `{chain[0]}` is never tried" if chain else ""), hint)
+        elif chain and waits > HANDOVER_BOUND:
+            ctx.warning(ctx.model_spans[name], f"model `{name}`: a hung upstream holds the client up to "
+                        f"{_seconds(waits)} before `{chain[0]}` is tried ({tries}, plus backoff)", hint)
+
+
+def _warn_smaller_windows(ctx: Context, chains: list[s.Fallback]) -> None:
+    """A request sized for the head of a chain may not fit a model further down with a smaller `context`: ccm then
+    skips that model (its count is over the window), so the chain is shorter than it reads."""
+    for chain in chains:
+        head = ctx.models.get(chain.chain[0].text)
+        if head is None or head.context is None:
+            continue
+        for word in chain.chain[1:]:
+            model = ctx.models.get(word.text)
+            if model is not None and model.context is not None and model.context < head.context:
+                ctx.warning(word.span, f"`{word.text}` has a smaller window ({_tokens(model.context)}) than "
+                            f"`{head.name}` ({_tokens(head.context)}), which falls back to it",
+                            f"a request above {_tokens(model.context)} tokens skips `{word.text}`; put a model with "
+                            "a window as large in the chain, or accept that those go no further")
+
+
+def _tokens(count: int) -> str:
+    if count % 1_000_000 == 0:
+        return f"{count // 1_000_000}m"
+    return f"{count // 1000}k" if count % 1000 == 0 else str(count)
+
+
+def _seconds(value: float) -> str:
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def _providers_of(model: t.Model) -> list[str]:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TypeVar
 
 from ccm import table as t
 from ccm.compile.values import BadValue, check_glob
-from ccm.diagnostics import Diagnostic, Severity, SourceLines, did_you_mean
+from ccm.diagnostics import UNSET_VARIABLE, Diagnostic, Severity, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
 
 T = TypeVar("T")
@@ -98,22 +100,42 @@ class Context:
 
     # --- values -----------------------------------------------------------------------------------------------
 
-    def value(self, node: s.Arg | s.JsonValue) -> t.Literal_ | t.EnvRef | None:
-        """A configurable string: a literal or an environment reference. Warns once per unset variable."""
+    def value(self, node: s.Arg | s.JsonValue, optional: bool = False,
+              secret: bool = False) -> t.Literal_ | t.EnvRef | t.FileRef | None:
+        """A configurable string: a literal, an environment reference or (for a `secret`) a file. Warns once per
+        unset variable or unreadable file, unless the value is `optional` (something else stands in while unset)."""
         if isinstance(node, s.Str):
             return t.Literal_(value=node.value)
+        if isinstance(node, s.FileRef):
+            if not secret:
+                self.error(node.span, "`file(...)` holds a secret: it is for `key`, `auth` and header values")
+                return None
+            if not node.path.value:
+                self.error(node.path.span, "empty file name")
+                return None
+            path = Path(node.span.file).parent / node.path.value
+            ref = t.FileRef(path=str(Path(os.path.abspath(path))))
+            # whether it could be read, never its contents: a route file in CI must not read files outside its folder
+            readable = os.path.isfile(ref.path) and os.access(ref.path, os.R_OK)
+            if not optional and not readable and ref.path not in self._env_warned:
+                self._env_warned.add(ref.path)
+                span = node.span
+                self.diagnostics.append(Diagnostic(span.file, span.line, span.column, "warning",
+                                                   f"file `{ref.path}` cannot be read", code=UNSET_VARIABLE))
+            return ref
         if isinstance(node, s.Env):
             name = node.name.value
             if not name:
                 self.error(node.name.span, "empty environment variable name")
                 return None
-            if node.default is None and not self.environ.get(name) and name not in self._env_warned:
+            if node.default is None and not optional and not self.environ.get(name) and name not in self._env_warned:
                 self._env_warned.add(name)
-                self.warning(node.span, f"environment variable `{name}` is not set",
-                             f'set it, or give a default: env("{name}", "…")')
+                span = node.span
+                self.diagnostics.append(Diagnostic(span.file, span.line, span.column, "warning",
+                                                   f"environment variable `{name}` is not set", code=UNSET_VARIABLE))
             default = node.default.value if node.default is not None else None
             return t.EnvRef(name=name, default=default)
-        self.error(node.span, "expected a string or env(\"NAME\")")
+        self.error(node.span, "expected a string or env(\"NAME\")" + (" or file(\"PATH\")" if secret else ""))
         return None
 
     # --- names ------------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def settings(ctx: Context, block: s.Block) -> tuple[t.Settings, bool]:
                 if isinstance(arg, s.Str):
                     ctx.secret_written(arg, "a client key is written in the file: keys belong in the environment",
                                        'auth env("CCM_API_KEY")')
-                key = ctx.value(arg)
+                key = ctx.value(arg, secret=True)
                 if key is not None:
                     keys.append(key)
             fields["auth"] = tuple(keys)
@@ -177,6 +177,7 @@ def provider(ctx: Context, block: s.Block) -> t.Provider | None:
     items = _unique_items(ctx, block.items)
     fields: dict[str, Any] = {"name": name, "span": table_span(block.label.span)}
     kind: str | None = None
+    client_word: s.Arg | None = None  # the `client` of `key … or client`
     for keyword, item in items.items():
         if isinstance(item, s.Retry):
             fields["retry"] = retry_policy(ctx, item)
@@ -187,10 +188,13 @@ def provider(ctx: Context, block: s.Block) -> t.Provider | None:
         if keyword == "type":
             kind = ctx.choose(_words(item)[0], PROVIDER_TYPES, "provider type")
         elif keyword in ("url", "key"):
-            fields[keyword] = ctx.value(item.args[0])
+            fields[keyword] = ctx.value(item.args[0], optional=len(item.args) > 1, secret=keyword == "key")
             if keyword == "key" and isinstance(item.args[0], s.Str):
                 ctx.secret_written(item.args[0], f"provider `{name}`'s API key is written in the file: keys belong "
                                                  "in the environment", f'key env("{_variable(name)}_API_KEY")')
+            if keyword == "key" and len(item.args) > 1:
+                client_word = item.args[-1]
+                fields["key_or_client"] = True
         elif keyword == "auth":
             fields["auth"] = ctx.choose(_words(item)[0], AUTH_STYLES, "auth style")
         elif keyword == "headers":
@@ -203,6 +207,9 @@ def provider(ctx: Context, block: s.Block) -> t.Provider | None:
         if required not in items:
             example = "type openai" if required == "type" else 'url "https://api.example.com/v1"'
             ctx.error(block.label.span, f"provider `{name}` has no `{required}`", f"add a line: {example}")
+    if client_word is not None and kind not in (None, "anthropic"):
+        ctx.error(client_word.span, "`or client` passes the client's own Anthropic credentials on: only an "
+                  "`anthropic` provider can take them", "remove `or client`, or set the key's variable")
     if ctx.failed and not failed or kind is None:
         return None
     fields["type"] = kind
@@ -210,12 +217,12 @@ def provider(ctx: Context, block: s.Block) -> t.Provider | None:
     return t.Provider(**{k: v for k, v in fields.items() if v is not None})
 
 
-def _headers(ctx: Context, item: s.Item) -> tuple[tuple[str, t.Literal_ | t.EnvRef], ...]:
+def _headers(ctx: Context, item: s.Item) -> tuple[tuple[str, t.Value], ...]:
     (headers,) = item.args
     assert isinstance(headers, s.Object)
     out = []
     for member in headers.members:
-        value = ctx.value(member.value)
+        value = ctx.value(member.value, secret=True)
         if value is None:
             continue
         header = values.member_key(member)
@@ -369,7 +376,8 @@ def _force(ctx: Context, item: s.Item) -> tuple[tuple[str, Any], ...]:
     for member in forced.members:
         env = values.find_env(member.value)
         if env is not None:
-            ctx.error(env.span, "`env(...)` cannot be used in `force`", "forced parameters are written literally")
+            ctx.error(env.span, f"`{values.reference_kind(env)}` cannot be used in `force`",
+                      "forced parameters are written literally")
             continue
         out.append((values.member_key(member), values.json_value(member.value)))
     return tuple(out)

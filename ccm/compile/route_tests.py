@@ -120,7 +120,8 @@ def _request(
         body = item.args[0]
         env = values.find_env(body)
         if env is not None:
-            ctx.error(env.span, "`env(...)` cannot be used in a test request", "write the value literally")
+            ctx.error(env.span, f"`{values.reference_kind(env)}` cannot be used in a test request",
+                      "write the value literally")
             return None
         request = values.json_value(body)
         if "model" not in request:

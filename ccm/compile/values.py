@@ -163,16 +163,21 @@ def json_value(node: s.JsonValue) -> Any:
         return {member_key(m): json_value(m.value) for m in node.members}
     if isinstance(node, s.Array):
         return [json_value(item) for item in node.items]
-    raise BadValue("`env(...)` cannot be used here", "environment values are for provider settings and headers")
+    raise BadValue("`env(...)` and `file(...)` cannot be used here",
+                   "environment values are for provider settings and headers")
 
 
 def member_key(member: s.Member) -> str:
     return member.key.value if isinstance(member.key, s.Str) else member.key.text
 
 
-def find_env(node: s.JsonValue) -> s.Env | None:
-    """The first `env(...)` inside a JSON-ish literal, if any."""
-    if isinstance(node, s.Env):
+def reference_kind(node: s.Env | s.FileRef) -> str:
+    return "env(...)" if isinstance(node, s.Env) else "file(...)"
+
+
+def find_env(node: s.JsonValue) -> s.Env | s.FileRef | None:
+    """The first `env(...)` or `file(...)` inside a JSON-ish literal, if any."""
+    if isinstance(node, s.Env | s.FileRef):
         return node
     if isinstance(node, s.Object):
         children: tuple[s.JsonValue, ...] = tuple(m.value for m in node.members)

@@ -4,7 +4,8 @@
                                                  who sends the request: one of the file's inbound keys, an issued
                                                  key (`Metering.identify`), or nobody in particular (the local
                                                  caller, when no key is required); 401 otherwise. `carrier` is the
-                                                 header that held ccm's own credential: it never goes upstream
+                                                 header that held ccm's own credential (`x-ccm-key`, else x-api-key
+                                                 or Bearer), or the `ccm-local` placeholder: it never goes upstream
     same_machine(headers, method)                with no key required, the request must come from this machine,
                                                  not a web page
     presents(headers, keys)                      whether the request carries one of `keys` (x-api-key or Bearer)
@@ -24,10 +25,15 @@ from ccm.core.record import INBOUND, LOCAL, Caller
 from ccm.core.runtime import Runtime
 from ccm.core.types import Scope
 from ccm.errors import ApiError
+from ccm.table import CCM_KEY_HEADER, PLACEHOLDER_KEY
 
 
 def credential(headers: Mapping[str, str]) -> tuple[str, str] | None:
-    """The secret a request presents, and the header it came in: `x-api-key`, else `Authorization: Bearer`."""
+    """The secret a request presents to ccm, and the header it came in: `x-ccm-key` (where `ccm env` puts ccm's
+    own key, so x-api-key and Authorization stay the client's own), else `x-api-key`, else `Authorization: Bearer`."""
+    own = headers.get(CCM_KEY_HEADER)
+    if own:
+        return CCM_KEY_HEADER, own
     presented = headers.get("x-api-key")
     if presented:
         return "x-api-key", presented
@@ -57,6 +63,10 @@ async def identify(runtime: Runtime, headers: Mapping[str, str],
         carrier, secret = found
         if runtime.auth_keys and _one_of(secret, runtime.auth_keys):
             return INBOUND, carrier
+        if secret == PLACEHOLDER_KEY:  # `ccm env`'s stand-in when the user has no credentials: nobody's key
+            if runtime.auth_required:
+                raise ApiError(401, "invalid x-api-key", "authentication_error")
+            return LOCAL, carrier
         if metering is not None:
             caller = await metering.identify(secret)
             if caller is not None:

@@ -183,6 +183,11 @@ class App:
         self.metering = metering
         # more top-level /health fields, each rendered per /health request (the service adds `reload`)
         self.health_sections: dict[str, Callable[[], Any]] = {}
+        # fields every /health answer carries, the short one too: which router this is (the service sets them)
+        self.identity: dict[str, str] = {}
+        # what else makes this router `degraded` on /health: each gives a reason, or None (the service adds the
+        # reloader's: the last save was rejected)
+        self.degraded_checks: list[Callable[[], str | None]] = []
         self.on_request: RequestHook | None = None
         self._routes: dict[str, tuple[str, Handler]] = {
             "/v1/messages": ("POST", self._messages),
@@ -249,13 +254,16 @@ class App:
     # --- endpoints -------------------------------------------------------------------------------------------------
 
     async def _health(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
+        reasons = [*runtime.health.get("reasons", ()), *filter(None, (check() for check in self.degraded_checks))]
+        status = "degraded" if reasons else "ok"
         if self._admin_key is not None and not presents(headers, (self._admin_key,)):
-            body = orjson.dumps({"status": runtime.health["status"], "version": runtime.table.version})
+            body = orjson.dumps({"status": status, "version": runtime.table.version, **self.identity})
         else:
             # breaker state and in-flight counts change between requests, so they are rendered here
             breakers = {name: p.deployments.snapshot() for name, p in runtime.providers.items()}
             sections = {name: section() for name, section in self.health_sections.items()}
-            body = orjson.dumps({**runtime.health, "breakers": breakers, **sections})
+            health = {**runtime.health, "status": status, **({"reasons": reasons} if reasons else {})}
+            body = orjson.dumps({**health, **self.identity, "breakers": breakers, **sections})
         await exchange.respond(200, body, [JSON])
 
     async def _report(self, exchange: Exchange, runtime: Runtime, headers: dict[str, str]) -> None:
@@ -281,6 +289,7 @@ class App:
         body = parse_request(raw, count_only=True)
         if self.on_request is not None:
             self.on_request(exchange.request_id, exchange.path, raw, headers)
+        exchange.requested_model = _checked_model_name(body.get("model"))  # the request line names it
         forward_to = runtime.table.settings.count_tokens
         if forward_to is not None:
             reply = await self._forward_count(runtime, forward_to, body, raw,

@@ -55,7 +55,7 @@ from ccm.core.runtime import ProviderRuntime, Runtime, Target
 from ccm.errors import UpstreamError
 from ccm.providers.base import Call, Reply
 from ccm.table import Balance, Model, RetryPolicy
-from ccm.upstream.errors import Redactor, located
+from ccm.upstream.errors import Redactor, located, with_quirk_hint
 from ccm.upstream.http1 import RESENDS
 
 log = logging.getLogger("ccm.attempt")
@@ -309,7 +309,7 @@ async def _attempt_once(
     except TimeoutError:
         error = _deadline_error(provider, walk, deadline, waiting)
     except UpstreamError as failure:
-        error = located(failure, name, redactor)
+        error = with_quirk_hint(located(failure, name, redactor), target.model.name, target.model.quirks)
     except BaseException:
         _give_back(state, None if waiting else limiter, borrower)
         state.breaker.release(ticket)

@@ -42,6 +42,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ccm.core.inflight import InFlight
 from ccm.core.runtime import ProviderRuntime, Runtime, RuntimeHolder, close_providers
+from ccm.diagnostics import UNSET_VARIABLE
 from ccm.table import RoutingTable
 
 log = logging.getLogger("ccm.reload")
@@ -59,6 +60,9 @@ HISTORY = 100  # reloads kept for the admin page
 
 class Diagnostic(Protocol):
     """What the reloader needs of a compiler diagnostic (`ccm.diagnostics.Diagnostic`)."""
+
+    @property
+    def code(self) -> str | None: ...
 
     def render(self) -> str: ...
 
@@ -170,6 +174,13 @@ class Reloader:
         self._last_error: dict[str, str] | None = None
         self._watched = self._relevant_paths(holder.current.table.sources)
 
+    def failure(self) -> str | None:
+        """Why /health says `degraded` on the reloader's account: the last save was rejected (None once one loads)."""
+        if self._last_error is None:
+            return None
+        return f"the last reload failed, still serving v{self.holder.current.table.version}: " \
+               f"{self._last_error['message']}"
+
     def status(self) -> dict[str, Any]:
         """The reload state for /health: `last_error` stays set from a rejected save until a good one arrives."""
         return {
@@ -216,7 +227,8 @@ class Reloader:
             log.exception("compiling %s crashed", name)
             return self._reject(why, f"{name}: internal error while compiling ({type(error).__name__})", "")
         for warning in compiled.warnings:
-            log.warning("%s", warning.render())
+            if warning.code != UNSET_VARIABLE:  # said once, per provider, when the new table is swapped in
+                log.warning("%s", warning.render())
         if compiled.table is None:
             rendered = [d.render() for d in compiled.problems] or [f"{name}: compilation failed"]
             return self._reject(why, rendered[0].splitlines()[0], "\n\n".join(rendered))
@@ -230,6 +242,8 @@ class Reloader:
         if table.version == current.table.version:
             if self._last_error is not None:
                 log.info("%s is good again (v%s), unchanged from the table being served", name, table.version)
+            else:  # said too, so that a SIGHUP (or a save of comments) is never met with silence
+                log.info("reloaded %s on %s: unchanged, still serving v%s", name, why, table.version)
             self._last_error = None
             return True
         try:
@@ -253,8 +267,7 @@ class Reloader:
         reused = {id(p) for p in previous.providers.values()}
         for provider in runtime.unconfigured:
             if id(provider) not in reused:
-                log.warning("provider %s is not configured: %s is not set", provider.provider.name,
-                            provider.endpoint.missing)
+                log.warning("provider %s is not configured: %s", provider.provider.name, provider.endpoint.missing)
         return True
 
     def _reject(self, why: str, first_error: str, rendered: str) -> bool:

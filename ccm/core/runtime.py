@@ -173,7 +173,7 @@ def build_runtime(
     keys = _inbound_keys(table, environ)
     declared = {name: m for name, m in table.models.items() if m.declared}
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    model_objects = {name: _model_object(name, created) for name in declared}
+    model_objects = {name: _model_object(model, created) for name, model in declared.items()}
     runtime = Runtime(
         table=table,
         providers=providers,
@@ -252,18 +252,47 @@ def _inbound_keys(table: RoutingTable, environ: Mapping[str, str]) -> tuple[byte
     return tuple(key.encode() for key in resolved if key)
 
 
-def _model_object(name: str, created: str) -> dict[str, str]:
-    return {"type": "model", "id": name, "display_name": name, "created_at": created}
+def _model_object(model: Model, created: str) -> dict[str, str | int]:
+    """Anthropic's model object, with the window and output cap the table declares (`max_input_tokens`,
+    `max_tokens`, as Anthropic's own model catalogue names them) for clients that read them."""
+    listed: dict[str, str | int] = {"type": "model", "id": model.name, "display_name": model.name,
+                                    "created_at": created}
+    if model.context is not None:
+        listed["max_input_tokens"] = model.context
+    if model.max_output is not None:
+        listed["max_tokens"] = model.max_output
+    return listed
 
 
 def _health(table: RoutingTable, providers: Mapping[str, ProviderRuntime]) -> dict[str, Any]:
-    return {
-        "status": "ok",
+    """/health's part that only changes with the table: `degraded`, with the reasons, when a provider that a rule
+    or fallback chain reaches cannot be used until a variable is set."""
+    reached = _reached_providers(table)
+    reasons = [f"provider {name} is not configured: {p.endpoint.missing}"
+               for name, p in providers.items() if p.endpoint.missing and name in reached]
+    health: dict[str, Any] = {
+        "status": "degraded" if reasons else "ok",
         "version": table.version,
         "providers": {
             name: {"type": p.provider.type, "configured": p.endpoint.missing is None} for name, p in providers.items()
         },
     }
+    if reasons:
+        health["reasons"] = reasons
+    return health
+
+
+def _reached_providers(table: RoutingTable) -> set[str]:
+    """The providers serving a model that a rule routes to, or that such a model falls back to."""
+    pending = [rule.target for rule in table.rules if rule.target is not None]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in table.models:
+            continue
+        seen.add(name)
+        pending.extend(table.fallbacks.get(name, ()))
+    return {deployment.provider for name in seen for deployment in deployments_of(table.models[name])}
 
 
 def target_name(model: Model) -> str:

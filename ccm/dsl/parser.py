@@ -207,6 +207,9 @@ class _Build:
         default = self.leaf(children[2]) if len(children) > 2 else None
         return s.Env(name, default, span)
 
+    def file_value(self, children: list[Any], span: s.Span) -> s.FileRef:
+        return s.FileRef(self.leaf(children[1]), span)
+
     def object(self, children: list[Any], span: s.Span) -> s.Object:
         return s.Object(tuple(children), span)
 
@@ -463,6 +466,37 @@ def _acceptable(error: UnexpectedInput) -> set[str]:
     return set(getattr(error, "expected", None) or getattr(error, "allowed", None) or ()) - {"COMMENT"}
 
 
+# The keywords that start a top-level statement: one of them at the start of a line inside a block means the block
+# before it was never closed.
+_STATEMENTS = frozenset({"INCLUDE", "SETTINGS", "PLAN", "TEAM", "PROVIDER", "MODEL", "ROUTE", "FALLBACK", "RETRY",
+                         "BREAKER", "TEST"})
+
+
+def _unclosed_brace(text: str, before_line: int) -> tuple[int, int] | None:
+    """Line and column (1-based) of the innermost `{` still open when line `before_line` starts (strings and
+    comments skipped), or None."""
+    open_braces: list[tuple[int, int]] = []
+    for number, line in enumerate(text.splitlines()[: before_line - 1], start=1):
+        in_string = escaped = False
+        for index, char in enumerate(line):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char == "#":
+                break
+            elif char == "{":
+                open_braces.append((number, index + 1))
+            elif char == "}" and open_braces:
+                open_braces.pop()
+    return open_braces[-1] if open_braces else None
+
+
 def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnostic:
     lines = SourceLines({file: text})
     expected = _acceptable(error)
@@ -478,18 +512,34 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, file: str) -> Diagnost
     if isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
         last = text.rstrip().splitlines() or [""]
         line, column = len(last), len(last[-1]) + 1
+        opened = _unclosed_brace(text, len(last) + 1) if "RBRACE" in expected else None
+        if opened is not None:
+            open_line, open_column = opened
+            header = (lines.line(file, open_line) or "").strip().removesuffix("{").strip()
+            return lines.diagnostic("error", file, open_line, open_column, f"`{header}` has no closing `}}`",
+                                    "close it: the file ends inside it", open_line, open_column + 1)
         message = "unexpected end of file: a `{` is not closed" if "RBRACE" in expected else "unexpected end of file"
         return lines.diagnostic("error", file, line, column, message, _expected(expected) if expected else None,
                                 line, column + 1)
     assert isinstance(error, UnexpectedToken)
     token = error.token
+    line, column = token.line or 1, token.column or 1
+    if token.type in _STATEMENTS and column == 1 and "RBRACE" in expected:
+        opened = _unclosed_brace(text, line)
+        if opened is not None:  # a statement where the block's `}` belongs: the block was left open
+            open_line, open_column = opened
+            header = (lines.line(file, open_line) or "").strip().removesuffix("{").strip()
+            return lines.diagnostic("error", file, open_line, open_column, f"`{header}` has no closing `}}`",
+                                    f"close it before line {line}, where `{token}` starts a new statement",
+                                    open_line, open_column + 1)
     state = _state_of(error)
     label = _example_states().get(state) if state is not None else None
     message = label or f"unexpected {_found(token)}"
-    hint: str | None = did_you_mean(str(token), _keyword_values(expected)) if str(token).isidentifier() else None
+    # a keyword of the language is not a misspelling of another (`test` is not a mistyped `tokens`)
+    guess = str(token).isidentifier() and token.type not in _STATEMENTS
+    hint: str | None = did_you_mean(str(token), _keyword_values(expected)) if guess else None
     if hint is None and expected:
         hint = _expected(expected)
-    line, column = token.line or 1, token.column or 1
     end_column = column + (1 if token.type == "_NL" else len(str(token)))
     return lines.diagnostic("error", file, line, column, message, hint, line, end_column)
 

@@ -31,6 +31,8 @@ def value_text(value: s.Arg | s.JsonValue) -> str:
         return value.text
     if isinstance(value, (s.Str, s.Scalar)):
         return value.raw
+    if isinstance(value, s.FileRef):
+        return f"file({value.path.raw})"
     if isinstance(value, s.Env):
         default = f", {value.default.raw}" if value.default is not None else ""
         return f"env({value.name.raw}{default})"

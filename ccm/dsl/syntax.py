@@ -62,6 +62,14 @@ class Env:
 
 
 @dataclass(frozen=True, slots=True)
+class FileRef:
+    """`file("/run/secrets/openai")`."""
+
+    path: Str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Range:
     """`500ms..8s`."""
 
@@ -110,8 +118,8 @@ class Array:
         return self.span.end_line > self.span.line
 
 
-JsonValue = Str | Scalar | Object | Array | Env
-Arg = Word | Str | Env | Object | Range
+JsonValue = Str | Scalar | Object | Array | Env | FileRef
+Arg = Word | Str | Env | FileRef | Object | Range
 
 
 # --- block items and conditions ------------------------------------------------------------------------------------

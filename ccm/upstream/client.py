@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from ccm.errors import UpstreamError
-from ccm.table import EnvRef, Provider, Timeouts, Value, resolve
+from ccm.errors import UpstreamError, config_error
+from ccm.table import PLACEHOLDER_KEY, EnvRef, FileRef, Provider, Timeouts, Value, resolve
 from ccm.upstream import http1
 from ccm.upstream.errors import transport_error, upstream_error
 from ccm.upstream.http1 import IDLE_TIMEOUT, TIMED_READS
@@ -24,7 +24,9 @@ log = logging.getLogger("ccm.providers")
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """A provider's settings resolved against the environment once per table: base URL (no trailing slash),
-    the headers every call carries (auth included), timeouts, and the first unset variable if any."""
+    the headers every call carries (auth included), timeouts, and what the first value that resolved to nothing is
+    missing, in words (`unset`), if any (a key declared `or client` is not missing while unset: the client's own
+    credentials stand in)."""
 
     provider: str
     url: str
@@ -34,11 +36,9 @@ class Endpoint:
 
     def check(self) -> None:
         if self.missing:
-            raise UpstreamError(
-                500,
-                f"provider {self.provider!r} is not configured: environment variable {self.missing} is not set",
-                reason="config",
-                provider=self.provider,
+            raise config_error(
+                self.provider,
+                f"provider {self.provider!r} is not configured: {self.missing}",
             )
 
 
@@ -48,12 +48,16 @@ def resolve_endpoint(provider: Provider, environ: Mapping[str, str]) -> Endpoint
     def value(v: Value | None) -> str | None:
         nonlocal missing
         found = resolve(v, environ)
-        if found is None and isinstance(v, EnvRef) and missing is None:
-            missing = v.name
+        if found is None and missing is None:
+            missing = unset(v)
         return found
 
     url = (value(provider.url) or "").rstrip("/")
-    key = value(provider.key) if provider.key is not None else None
+    key = resolve(provider.key, environ)
+    if key == PLACEHOLDER_KEY:  # what `ccm env` gave Claude Code, found in the shell ccm runs in: nobody's key
+        key = None
+    if key is None and not provider.key_or_client and missing is None:
+        missing = unset(provider.key)
     headers: list[tuple[str, str]] = []
     if key:
         if provider.auth == "bearer":
@@ -65,6 +69,16 @@ def resolve_endpoint(provider: Provider, environ: Mapping[str, str]) -> Endpoint
         if found is not None:
             headers.append((name.lower(), found))
     return Endpoint(provider.name, url, tuple(headers), provider.timeouts, missing)
+
+
+def unset(value: Value | None) -> str | None:
+    """What a value that resolved to nothing is missing, in words: `environment variable NAME is not set`, `file
+    PATH cannot be read`; None for a value that was never to come from anywhere (no value, a literal)."""
+    if isinstance(value, EnvRef):
+        return f"environment variable {value.name} is not set"
+    if isinstance(value, FileRef):
+        return f"file {value.path} cannot be read (or is empty)"
+    return None
 
 
 class PooledClient(httpx.AsyncClient):

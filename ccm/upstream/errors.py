@@ -6,6 +6,7 @@
                                                   ccm's inbound keys), cut out of any text
     located(exc, provider, redactor)              THE boundary: whatever an attempt raised, as that provider's
                                                   `UpstreamError` with its message redacted
+    with_quirk_hint(error, model, quirks)         a 4xx a known quirk fixes (QUIRK_FIXES), with the quirk to declare
 
 The boundary is crossed once per attempt and once per relayed stream (`ccm.core.dispatch`, `ccm.core.relay`), like
 httpx's `map_httpcore_exceptions`: code below it raises transport exceptions or an `UpstreamError` that may not
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Mapping
 import httpx
 import orjson
 
-from ccm.errors import FailureReason, UpstreamError
+from ccm.errors import FailureReason, UpstreamError, config_error
 
 REDACTED = "[redacted]"
 # Shorter strings are not treated as secrets: redacting "a" or "123" would mangle every message.
@@ -55,12 +56,31 @@ def located(exc: BaseException, provider: str, redactor: Redactor) -> UpstreamEr
     return error.located(provider, message)
 
 
+# Upstream refusals that a quirk ccm knows fixes (`quirks NAME` on the model): a fragment of the upstream's message,
+# and the quirk. DeepSeek's thinking mode wants its reasoning back on every assistant message of a tool-calling turn.
+QUIRK_FIXES: tuple[tuple[str, str], ...] = (
+    ("Missing `reasoning_content` field", "replay_reasoning"),
+)
+
+
+def with_quirk_hint(error: UpstreamError, model: str, quirks: Iterable[str]) -> UpstreamError:
+    """A 4xx that a quirk the model does not declare would have avoided, with the line to add as a hint (which the
+    client shows and the attempt's log line carries); any other error as it was."""
+    if error.reason != "4xx":
+        return error
+    for fragment, quirk in QUIRK_FIXES:
+        if fragment in error.message and quirk not in quirks:
+            hint = f"{error.message} (ccm hint: add `quirks {quirk}` to model `{model}` in the route file)"
+            return error.located(error.provider, hint)
+    return error
+
+
 def transport_error(provider: str, exc: BaseException) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
     reason: FailureReason
     if isinstance(exc, httpx.LocalProtocolError):  # ccm's own request is malformed: a header value from the file
-        return UpstreamError(500, f"provider {provider!r}: {exc}", reason="config", provider=provider)
+        return config_error(provider, f"provider {provider!r}: {exc}")
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
         reason, status, text = "connect", 502, "could not connect to upstream"
     elif isinstance(exc, httpx.TimeoutException | TimeoutError):

@@ -76,7 +76,7 @@ async def test_provider(runtime: Runtime, name: str, upstream_model: str | None 
                            error="no model of the table uses this provider: name an upstream model to test")
     if provider.endpoint.missing:
         return ProbeResult(name, model.model, False, None, 0.0, reason="config",
-                           error=f"not configured: environment variable {provider.endpoint.missing} is not set")
+                           error=f"not configured: {provider.endpoint.missing}")
     body = {"model": model.name, "max_tokens": 1, "messages": [{"role": "user", "content": PROBE_PROMPT}]}
     call = Call(body=body, raw=None, headers={}, stream=False, model=model)
     redact = runtime.redactor.redact

@@ -27,7 +27,7 @@ from ccm.core.reload import ReloadEvent
 from ccm.core.runtime import Runtime
 from ccm.explain import explanation_json, model_text, request_facts
 from ccm.route import NoRouteError, RequestView, select_route
-from ccm.table import EnvRef, Literal_, RoutingTable, Value
+from ccm.table import EnvRef, FileRef, Literal_, RoutingTable, Value
 from ccm.web.edits import KEEP_LITERAL_KEY, KEEP_URL
 
 RECENT_ERRORS = 3
@@ -38,6 +38,8 @@ def shown_value(value: Value | None) -> str:
         return ""
     if isinstance(value, EnvRef):
         return f"env({value.name})"  # the default too may be a secret: only the variable's name is shown
+    if isinstance(value, FileRef):
+        return f"file({value.path})"
     return _without_userinfo(value.value)
 
 
@@ -55,6 +57,8 @@ def url_text(value: Value) -> str:
     if isinstance(value, EnvRef):
         default = f", {orjson.dumps(value.default).decode()}" if value.default is not None else ""
         return f'env("{value.name}"{default})'
+    if isinstance(value, FileRef):  # a URL is never a file's (the compiler refuses it); typed for completeness
+        return KEEP_URL
     return value.value if _without_userinfo(value.value) == value.value else KEEP_URL
 
 
@@ -63,6 +67,8 @@ def key_text(value: Value | None) -> str:
         return "none (the client's own key passes through)"
     if isinstance(value, Literal_):
         return "a literal key (redacted)"
+    if isinstance(value, FileRef):
+        return f"file({value.path})"
     return f"env({value.name})"
 
 
@@ -95,7 +101,7 @@ def provider_rows(runtime: Runtime, records: Sequence[RequestRecord]) -> list[Pr
         provider = provider_runtime.provider
         snapshot = provider_runtime.deployments.snapshot()
         key = provider.key
-        variable = "" if key is None else KEEP_LITERAL_KEY if isinstance(key, Literal_) else key.name
+        variable = "" if key is None else key.name if isinstance(key, EnvRef) else KEEP_LITERAL_KEY
         rows.append(ProviderRow(
             name=name, type=provider.type, url=shown_value(provider.url), key=key_text(key), key_variable=variable,
             url_form=url_text(provider.url), missing=provider_runtime.endpoint.missing,

@@ -39,7 +39,7 @@ async def test_health_lists_providers_without_keys(harness_factory):
     response = await h.client.get("/health")
     assert response.status_code == 200
     health = response.json()
-    assert (health["status"], health["version"]) == ("ok", "v-test")
+    assert (health["status"], health["version"]) == ("degraded", "v-test")  # its one provider has no key
     assert health["providers"] == {"anth": {"type": "anthropic", "configured": False}}
     h = harness_factory()
     assert (await h.client.get("/health")).json()["providers"]["anth"]["configured"] is True
@@ -62,6 +62,14 @@ async def test_models_lists_declared_aliases_in_anthropic_shape(harness_factory)
     assert (listing["has_more"], listing["first_id"], listing["last_id"]) == (False, "main", "fast")
     assert (await h.client.get("/v1/models/fast")).json()["id"] == "fast"
     assert error_of(await h.client.get("/v1/models/nope"))["type"] == "not_found_error"
+
+
+async def test_models_carry_the_declared_window_and_output_cap(harness_factory):
+    table = make_table(models=[Model(name="main", provider="anth", model="m", context=128_000, max_output=8192),
+                               Model(name="bare", provider="anth", model="b")])
+    listing = (await harness_factory(table).client.get("/v1/models")).json()["data"]
+    assert (listing[0]["max_input_tokens"], listing[0]["max_tokens"]) == (128_000, 8192)
+    assert "max_input_tokens" not in listing[1] and "max_tokens" not in listing[1]
 
 
 async def test_count_tokens_counts_locally(harness_factory):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
 import re
@@ -12,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -45,7 +48,9 @@ AUTH = 'settings {\n  auth env("CCM_TEST_INBOUND")\n}\n'
 
 
 def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCM_TEST_")}
+    """The test runner's environment without its own Claude credentials or settings (HOME is the test's folder)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CCM_TEST_", "ANTHROPIC_", "CLAUDE_")) and k not in ("CCM_ROUTES", "XDG_CONFIG_HOME")}
     env.update(PYTHONPATH=str(REPO), HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), **extra)
     return env
 
@@ -120,13 +125,17 @@ def test_run_starts_with_unset_keys_warning_once_per_provider(routes, tmp_path):
             json={"model": "claude-opus-5-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
             timeout=5,
         )
-        assert response.status_code == 500
+        assert response.status_code == 424  # a setup problem, as Claude Code shows it
         assert "CCM_TEST_UNSET_KEY_A" in response.json()["error"]["message"]
-        served.wait_for(r"POST /v1/messages .*status=500")
+        served.wait_for(r"POST /v1/messages .*status=424")
     finally:
         assert served.stop() == 0
     warnings = [line for line in served.seen if "WARNING ccm: provider" in line]
     assert len(warnings) == 2, served.seen
+    # at start, each variable is named once, in one line (not again as the compiler's warning)
+    startup = served.seen[: next(i for i, line in enumerate(served.seen) if "listening on" in line)]
+    for name in ("CCM_TEST_UNSET_KEY_A", "CCM_TEST_UNSET_KEY_B"):
+        assert sum(name in line for line in startup) == 1, startup
     assert any("CCM_TEST_UNSET_KEY_A" in w for w in warnings) and any("CCM_TEST_UNSET_KEY_B" in w for w in warnings)
     print(f"ccm run: process start to /health answered in {ready * 1000:.0f} ms")
 
@@ -170,47 +179,127 @@ def test_env_prints_exports_without_printing_keys(routes, tmp_path):
         [*CCM, "env", str(routes), "--port", "4000"], cwd=tmp_path, env=environment(tmp_path),
         capture_output=True, text=True, timeout=30,
     )
+    # no credentials of the user's own: the placeholder, which ccm drops, so that Claude Code starts
     assert plain.stdout.splitlines() == [
         "export ANTHROPIC_BASE_URL=http://127.0.0.1:4000",
         "export ANTHROPIC_API_KEY=ccm-local",
     ]
     routes.write_text(AUTH + ROUTES)
     with_auth = subprocess.run(
-        [*CCM, "env", str(routes)], cwd=tmp_path, env=environment(tmp_path, CCM_TEST_INBOUND="secret-inbound"),
+        [*CCM, "env", str(routes), "--port", "4000"], cwd=tmp_path,
+        env=environment(tmp_path, CCM_TEST_INBOUND="secret-inbound", ANTHROPIC_API_KEY="sk-ant-user-own"),
         capture_output=True, text=True, timeout=30,
     )
-    assert 'export ANTHROPIC_API_KEY="${CCM_TEST_INBOUND}"' in with_auth.stdout
-    assert "secret-inbound" not in with_auth.stdout
+    # ccm's own key in a header of its own; the user's ANTHROPIC_API_KEY is left alone
+    assert with_auth.stdout.splitlines() == [
+        "export ANTHROPIC_BASE_URL=http://127.0.0.1:4000",
+        'export ANTHROPIC_CUSTOM_HEADERS="x-ccm-key: ${CCM_TEST_INBOUND}"',
+    ]
+    assert "secret-inbound" not in with_auth.stdout + with_auth.stderr
+
+
+def fake_claude(tmp_path: Path) -> Path:
+    script = tmp_path / "claude"
+    script.write_text(
+        "#!/bin/sh\n"
+        'echo "url=$ANTHROPIC_BASE_URL key=$ANTHROPIC_API_KEY headers=$ANTHROPIC_CUSTOM_HEADERS args=$*"\n'
+        "exit 7\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def stop_listed_routers(tmp_path: Path) -> None:
+    for state in (tmp_path / "cache" / "ccm" / "routers").glob("*.json"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
 
 
 def test_code_starts_the_router_and_runs_claude_through_it(routes, tmp_path):
     routes.write_text(AUTH + ROUTES)
-    fake_claude = tmp_path / "claude"
-    fake_claude.write_text(
-        "#!/bin/sh\n"
-        'echo "url=$ANTHROPIC_BASE_URL key=$ANTHROPIC_API_KEY args=$*"\n'
-        "exit 7\n"
-    )
-    fake_claude.chmod(0o755)
     port = free_port()
-    env = environment(tmp_path, CCM_CLAUDE=str(fake_claude), CCM_TEST_INBOUND="inbound-2")
+    env = environment(tmp_path, CCM_CLAUDE=str(fake_claude(tmp_path)), CCM_TEST_INBOUND="inbound-2")
     result = subprocess.run(
-        [*CCM, "code", "--port", str(port), str(routes), "-p", "hello there"],
+        [*CCM, "code", "--port", str(port), str(routes), "--", "-p", "hello there"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )
-    pid_file = tmp_path / "cache" / "ccm" / f"ccm-{port}.pid"
     try:
         assert result.returncode == 7, result.stderr
-        assert f"url=http://127.0.0.1:{port} key=inbound-2 args=-p hello there" in result.stdout
+        # the `--` is ccm's, not claude's
+        assert (f"url=http://127.0.0.1:{port} key=ccm-local headers=x-ccm-key: inbound-2 args=-p hello there"
+                in result.stdout)
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
         assert (tmp_path / "cache" / "ccm" / f"ccm-{port}.log").is_file()
-        # a second run finds the router already answering and does not start another
+        # a second run finds the router serving this file (without --port too) and does not start another
         again = subprocess.run(
-            [*CCM, "code", "--port", str(port), "--", "--version"],
+            [*CCM, "code", str(routes), "--", "--version"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )
-        assert again.returncode == 7 and "router started" not in again.stderr
-        assert "args=--version" in again.stdout
+        assert again.returncode == 7 and "router started" not in again.stderr, again.stderr
+        assert f"url=http://127.0.0.1:{port} " in again.stdout and "args=--version" in again.stdout
+        assert "warning" not in again.stderr  # the running router has said it at its start
     finally:
-        if pid_file.is_file():
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        stop_listed_routers(tmp_path)
+
+
+def test_code_never_takes_another_server_for_its_router(routes, tmp_path):
+    """Whatever answers 200 on /health at the default port (here a stand-in, unless something already listens
+    there) is not a ccm serving this file: `ccm code` starts its own on a free port and says so; with `--port`
+    naming a taken port it stops."""
+    from ccm.cli.serve import DEFAULT_PORT
+
+    with contextlib.ExitStack() as stack:
+        if not port_in_use(DEFAULT_PORT):
+            stack.enter_context(health_server(DEFAULT_PORT))
+        env = environment(tmp_path, CCM_CLAUDE=str(fake_claude(tmp_path)))
+        try:
+            started = subprocess.run([*CCM, "code", str(routes), "--", "-p", "hi"], cwd=tmp_path, env=env,
+                                     capture_output=True, text=True, timeout=60)
+            assert started.returncode == 7, started.stderr
+            assert f"port {DEFAULT_PORT} is taken by another" in started.stderr
+            assert f"url=http://127.0.0.1:{DEFAULT_PORT} " not in started.stdout and "args=-p hi" in started.stdout
+            refused = subprocess.run([*CCM, "code", "--port", str(DEFAULT_PORT), str(routes)], cwd=tmp_path,
+                                     env=env, capture_output=True, text=True, timeout=60)
+            assert refused.returncode == 1 and f"port {DEFAULT_PORT} is taken by another" in refused.stderr
+            assert "url=" not in refused.stdout
+        finally:
+            stop_listed_routers(tmp_path)
+
+
+def test_split_code_args():
+    from ccm.cli.serve import split_code_args
+
+    assert split_code_args(("team.ccm", "--", "-p", "hi")) == ("team.ccm", ["-p", "hi"])
+    assert split_code_args(("-p", "hi")) == (None, ["-p", "hi"])  # the file is looked up (ccm.cli.route_file)
+    assert split_code_args(("team.ccm", "--", "--", "x")) == ("team.ccm", ["--", "x"])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def health_server(port: int) -> Iterator[None]:
+    """Any server that answers 200 on /health (claude-code-router does)."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

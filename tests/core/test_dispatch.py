@@ -89,7 +89,7 @@ async def test_connect_failure_falls_back(harness_factory):
 async def test_unset_provider_key_is_a_clear_error_naming_the_variable(harness_factory):
     h = harness_factory(environ={})
     response = await h.client.post("/v1/messages", json=message_body())
-    assert response.status_code == 500
+    assert response.status_code == 424
     message = response.json()["error"]["message"]
     assert "ANTH_KEY" in message and "not set" in message and "'anth'" in message
     assert h.upstream.seen == []

@@ -94,9 +94,11 @@ def test_json(routes: Path) -> None:
 
 def test_default_file_and_compile_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("CCM_ROUTES", raising=False)
     missing = CliRunner().invoke(main, ["models"])
     assert missing.exit_code == 1
-    assert "routes.ccm:1:1: error: cannot read route file: not found" in missing.stderr
+    assert "no route file" in missing.stderr and "`ccm init`" in missing.stderr
     Path("routes.ccm").write_text(ROUTES.replace("default    -> coder", "default    -> codr"))
     broken = CliRunner().invoke(main, ["models"])
     assert broken.exit_code == 1

@@ -140,12 +140,41 @@ async def test_a_save_by_atomic_rename_reloads(route_file: Path, environ: dict[s
         await eventually(lambda: served.serving() == "model-v3", what="the second renamed save")
 
 
-async def test_sighup_reloads(route_file: Path, environ: dict[str, str]) -> None:
+async def test_sighup_reloads(route_file: Path, environ: dict[str, str], caplog) -> None:
+    caplog.set_level(logging.INFO, logger="ccm.reload")
     async with serve_routes(route_file, environ, watch=False) as served:
         write(route_file, routes(2))
         os.kill(os.getpid(), signal.SIGHUP)
         await eventually(lambda: served.serving() == "model-v2", what="the SIGHUP reload")
         assert (await served.health())["reload"]["reloads"] == 1
+        # a SIGHUP with nothing changed still says what came of it
+        os.kill(os.getpid(), signal.SIGHUP)
+        said = lambda: any("on SIGHUP: unchanged, still serving" in r.getMessage() for r in caplog.records)  # noqa: E731
+        await eventually(said, what="the unchanged SIGHUP's log line")
+
+
+async def test_health_is_degraded_while_the_last_save_is_rejected(route_file: Path, environ: dict[str, str]) -> None:
+    async with serve_routes(route_file, environ) as served:
+        assert (await served.health())["status"] == "ok"
+        write(route_file, BROKEN)
+        await eventually(lambda: served.reloader.status()["last_error"] is not None, what="the rejection")
+        health = await served.health()
+        assert health["status"] == "degraded"
+        assert len(health["reasons"]) == 1 and health["reasons"][0].startswith("the last reload failed, still serving")
+        write(route_file, routes(2))
+        await eventually(lambda: served.serving() == "model-v2", what="the good save")
+        assert (await served.health())["status"] == "ok"
+
+
+async def test_a_reload_does_not_repeat_the_unset_variables(route_file: Path, environ: dict[str, str], caplog) -> None:
+    caplog.set_level(logging.INFO, logger="ccm")
+    with_unset = routes(2).replace('key  env("UPSTREAM_KEY")',
+                                   'key  env("UPSTREAM_KEY")\n  headers { "x-team" = env("TEAM_UNSET") }')
+    route_file.write_text(with_unset)
+    async with serve_routes(route_file, environ) as served:
+        write(route_file, with_unset.replace("model-v2", "model-v3"))
+        await eventually(lambda: served.serving() == "model-v3", what="the save")
+        assert not [r for r in caplog.records if "TEAM_UNSET" in r.getMessage()]
 
 
 def test_diff_tables_names_what_changed(tmp_path: Path, environ: dict[str, str]) -> None:

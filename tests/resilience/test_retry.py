@@ -34,7 +34,7 @@ def error(status: int, reason: str, retry_after: str | None = None) -> UpstreamE
         (413, "4xx", None),
         (502, "protocol", None),
         (502, "truncated", "5xx"),  # an answer that ended early: retried like a server error
-        (500, "config", None),
+        (424, "config", None),
     ],
 )
 def test_retry_class_maps_failures_to_the_policy_vocabulary(status: int, reason: str, expected: str | None) -> None:

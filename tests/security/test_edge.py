@@ -118,7 +118,9 @@ def test_client_values_cannot_forge_a_log_line(ccm: CcmServer) -> None:
 
 def test_the_detail_of_health_needs_the_admin_key(ccm: CcmServer) -> None:
     public = httpx.get(f"{ccm.url}/health").json()
-    assert set(public) == {"status", "version"}
+    # which router this is (`ccm code` asks): ccm, and a digest of the route file's path, never the path
+    assert set(public) == {"status", "version", "service", "routes"}
+    assert public["service"] == "ccm" and len(public["routes"]) == 16 and "/" not in public["routes"]
     detail = httpx.get(f"{ccm.url}/health", headers={"x-api-key": "admin-key-123456"}).json()
     assert "providers" in detail and "breakers" in detail and "reload" in detail
 

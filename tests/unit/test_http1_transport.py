@@ -620,7 +620,7 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(val
         with pytest.raises(UpstreamError) as failed:
             await ask(client, endpoint)
         assert "sk-secret" not in failed.value.message
-        assert (failed.value.status, failed.value.reason) == (500, "config")  # not retried, not the breaker's
+        assert (failed.value.status, failed.value.reason) == (424, "config")  # not retried, not the breaker's
         await client.aclose()
         await transport.aclose()
     assert served.connections == 0

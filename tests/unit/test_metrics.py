@@ -112,7 +112,7 @@ def test_error_types_of_ccm_own_answers(fields: dict[str, Any], expected: str) -
     (429, "429", "provider_rate_limited"), (529, "529", "provider_overloaded"), (503, "5xx", "provider_overloaded"),
     (500, "5xx", "provider_server_error"), (504, "timeout", "provider_timeout"),
     (502, "connect", "provider_connection_failed"), (502, "protocol", "provider_bad_response"),
-    (500, "config", "provider_unconfigured"), (401, "4xx", "provider_auth_failed"),
+    (424, "config", "provider_unconfigured"), (401, "4xx", "provider_auth_failed"),
     (403, "4xx", "provider_auth_failed"), (402, "4xx", "provider_billing"),
     (404, "4xx", "caller_model_not_available"), (400, "4xx", "caller_invalid_request"),
 ])

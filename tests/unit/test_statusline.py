@@ -13,7 +13,7 @@ from ccm.claude_settings import BACKUP_SUFFIX, SettingsError, install_statusline
 from ccm.core.record import INBOUND, Attempt, RecentRecords, TokenUsage
 from ccm.costs import PriceListCosts
 from ccm.sessions import SessionsApp
-from ccm.statusline import describe, router_url
+from ccm.statusline import describe, router_key, router_url
 from tests.unit.test_metrics import OPUS_PRICE, record, runtime_holder
 
 
@@ -30,8 +30,8 @@ def test_the_line_of_a_served_request() -> None:
 
 @pytest.mark.parametrize("base, expected", [
     ("http://127.0.0.1:4000", "http://127.0.0.1:4000"), ("http://localhost:3456/", "http://localhost:3456"),
-    ("https://api.anthropic.com", "http://127.0.0.1:3456"), ("", "http://127.0.0.1:3456"),
-    ("http://10.0.0.5:3456", "http://127.0.0.1:3456"),
+    ("https://api.anthropic.com", "http://127.0.0.1:2260"), ("", "http://127.0.0.1:2260"),
+    ("http://10.0.0.5:3456", "http://127.0.0.1:2260"),
 ])
 def test_the_router_is_claude_codes_base_url_when_it_is_this_machine(base: str, expected: str) -> None:
     assert router_url(None, {"ANTHROPIC_BASE_URL": base}) == expected
@@ -106,3 +106,9 @@ def test_the_admin_key_sees_every_session() -> None:
     status, body = ask(app, "/sessions/438f2556-0f1f-499d-90cb-ac5e6d7acc43", client="10.0.0.9",
                        **{"x-api-key": "admin"})
     assert status == 200 and body["requests"] == 1  # the admin sees every session
+
+
+def test_the_key_for_the_router_is_ccms_own_header_not_the_users_anthropic_key() -> None:
+    own = {"ANTHROPIC_API_KEY": "sk-ant-user", "ANTHROPIC_CUSTOM_HEADERS": "x-team: web\nx-ccm-key: inbound-1"}
+    assert router_key(own) == (b"x-ccm-key", "inbound-1")
+    assert router_key({"ANTHROPIC_API_KEY": "older-setup"}) == (b"x-api-key", "older-setup")

@@ -9,8 +9,12 @@ re-serialised with only these changes (the client's parsed body is never mutated
 
 Headers: Anthropic's own (`anthropic-version`, `anthropic-beta`), `user-agent`, `x-app` and `x-stainless-*` are
 forwarded; hop-by-hop headers, Host, Content-Length and Accept-Encoding never are. The provider's key replaces the
-client's. A provider that declares no key forwards the client's own `x-api-key` / `authorization` (a Claude
-subscription passing through); the core drops those from `call.headers` when ccm's own inbound auth is on.
+client's (and `anthropic-beta` loses `oauth-2025-04-20`, which only goes with a subscription's bearer). A provider
+with no key of its own (none declared, or `key env(…) or client` while the variable is unset) forwards the client's
+own `x-api-key` / `authorization` untouched (an Anthropic key, or a Claude subscription's OAuth bearer with its betas);
+a request with neither gets a configuration error. The core has already taken out the header that carried ccm's own
+inbound key (`x-ccm-key`, or x-api-key/Bearer holding it) and the `ccm-local` placeholder. No other adapter forwards
+the client's credentials.
 
 Streams are relayed as the upstream's bytes, unchanged. Usage is read on the side from the `message_start` and
 `message_delta` frames only (the other frames are not parsed). A stream whose first event is an `error` (Anthropic
@@ -29,18 +33,20 @@ import anyio
 import httpx
 import orjson
 
-from ccm.errors import UpstreamError
+from ccm.errors import UpstreamError, config_error
 from ccm.providers.anthropic.reply import UsageScanner, first_frame, is_frame, raise_if_error_frame
 from ccm.providers.anthropic.request import passthrough_body
 from ccm.providers.base import CLIENT_AUTH, Call, Reply, Usage
 from ccm.providers.reply import ended_early, read_all, truncated_error
-from ccm.table import Provider
+from ccm.table import PLACEHOLDER_KEY, EnvRef, Provider
 from ccm.upstream.client import Endpoint, PooledClient, iter_body, open_response
 from ccm.upstream.errors import transport_error
 from ccm.usage import from_anthropic
 
 ANTHROPIC_VERSION = "2023-06-01"
 FORWARDED = frozenset({"anthropic-version", "anthropic-beta", "user-agent", "x-app"})
+PLACEHOLDERS = frozenset({PLACEHOLDER_KEY, f"Bearer {PLACEHOLDER_KEY}"})  # `ccm env`'s stand-in: nobody's key
+OAUTH_BETA = "oauth-2025-04-20"  # the beta a Claude subscription's OAuth bearer is sent with
 
 
 class AnthropicAdapter:
@@ -50,8 +56,11 @@ class AnthropicAdapter:
         self._messages_url = f"{endpoint.url}/v1/messages"
         self._count_url = f"{endpoint.url}/v1/messages/count_tokens"
         self._own_headers = frozenset(name for name, _ in endpoint.headers)
-        # Without a declared key, the client's own credentials are what Anthropic gets.
-        self._pass_client_auth = provider.key is None
+        # Without a key of its own (none declared, or `key env(…) or client` while the variable is unset), the
+        # client's own credentials are what Anthropic gets: an API key, or a Claude subscription's OAuth bearer.
+        # (An unset key without `or client` is not that: the endpoint says it is missing, and the call fails so.)
+        self._pass_client_auth = endpoint.missing is None and not any(name in CLIENT_AUTH for name in self._own_headers)
+        self._provider = provider
 
     async def send(self, call: Call) -> Reply:
         response = await open_response(
@@ -88,11 +97,20 @@ class AnthropicAdapter:
         # identity: the upstream's bytes are relayed as they are, so they must not arrive compressed
         headers = [("content-type", "application/json"), ("accept-encoding", "identity")]
         own = self._own_headers
+        pass_client_auth = self._pass_client_auth
+        client_auth = False
         for name, value in call.headers.items():
             if name in own:
                 continue
-            if name in FORWARDED or name.startswith("x-stainless-") or (self._pass_client_auth and name in CLIENT_AUTH):
+            if name in FORWARDED or name.startswith("x-stainless-"):
+                if name == "anthropic-beta" and not pass_client_auth and OAUTH_BETA in value:
+                    value = _without_oauth_beta(value)  # the provider's own key is not an OAuth token
                 headers.append((name, value))
+            elif pass_client_auth and name in CLIENT_AUTH and value not in PLACEHOLDERS:
+                headers.append((name, value))
+                client_auth = True
+        if pass_client_auth and not client_auth:
+            raise _no_credentials_error(self._provider)
         if "anthropic-version" not in call.headers and "anthropic-version" not in own:
             headers.append(("anthropic-version", ANTHROPIC_VERSION))
         return headers
@@ -147,6 +165,20 @@ class AnthropicAdapter:
 
         headers = self._reply_headers(response, "text/event-stream")
         return Reply(response.status_code, headers, stream=stream, usage=usage, aclose=aclose)
+
+
+def _no_credentials_error(provider: Provider) -> UpstreamError:
+    """What a request gets when neither ccm nor the client has an Anthropic credential for this provider."""
+    if isinstance(provider.key, EnvRef):
+        missing = f"environment variable {provider.key.name} is not set where ccm runs"
+    else:
+        missing = "it declares no key"
+    return config_error(provider.name, f"provider {provider.name!r} has no Anthropic credentials: {missing}, and the "
+                        "request carries none of its own (log in to Claude Code, or give it ANTHROPIC_API_KEY)")
+
+
+def _without_oauth_beta(value: str) -> str:
+    return ",".join(beta for beta in value.split(",") if beta.strip() != OAUTH_BETA)
 
 
 def _is_json(response: httpx.Response) -> bool:
