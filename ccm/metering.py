@@ -52,6 +52,7 @@ from ccm.ledger.cost import cost, markup_for
 from ccm.ledger.errors import BadInput, LedgerUnavailable
 from ccm.ledger.holds import OutputMeter, hold_for, minimum_for
 from ccm.ledger.journal import Journal
+from ccm.ledger.keys import looks_like_secret
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.money import Money, to_decimal
 from ccm.ledger.records import Hold, KeyInfo, UsageRow
@@ -97,6 +98,9 @@ class LedgerMetering:
         else:
             self._back()
         if found is None:
+            if looks_like_secret(secret):  # ccm's shape, no ccm's key: never served as the local caller instead
+                raise ApiError(401, "this ccm key is not one this router issued (mistyped, or from another ccm); "
+                                    "check ANTHROPIC_API_KEY or ask for a new key", "authentication_error")
             return None
         key = found
         status = key.status(now())

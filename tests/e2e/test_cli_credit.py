@@ -16,6 +16,8 @@ from tests.ledger.test_serving import ROUTES, UPSTREAM_KEY, new_key
 
 from .test_e2e_claude_cli import CLI_TIMEOUT
 
+pytestmark = pytest.mark.slow  # the real Claude Code CLI or real `ccm run`s: seconds each
+
 
 @pytest.fixture
 def ccm(tmp_path: Path) -> Iterator[CcmServer]:

@@ -25,6 +25,8 @@ from tests.fakes.fake_deepseek import FakeDeepSeek
 from .conftest import Stack, start_stack
 from .test_e2e_claude_cli import EXAMPLES, claude_output, run_claude, workdir  # noqa: F401 - shared fixtures
 
+pytestmark = pytest.mark.slow  # the real Claude Code CLI or real `ccm run`s: seconds each
+
 DEEPSEEK_KEY = "sk-e2e-deepseek"
 ENV = {"DEEPSEEK_BASE_URL": "{url}/v1", "DEEPSEEK_API_KEY": DEEPSEEK_KEY}
 ROUTES = (EXAMPLES / "deepseek-thinking.ccm").read_text()

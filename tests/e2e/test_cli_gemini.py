@@ -20,6 +20,8 @@ from tests.fakes.fake_gemini import FakeGemini, call_chunk, text_chunk
 
 from .test_e2e_claude_cli import EXAMPLES, run_claude, workdir  # noqa: F401 - shared fixtures
 
+pytestmark = pytest.mark.slow  # the real Claude Code CLI or real `ccm run`s: seconds each
+
 GEMINI_KEY = "gemini-e2e-key"
 USAGE = {"promptTokenCount": 12000, "candidatesTokenCount": 20, "totalTokenCount": 12020}
 

@@ -16,6 +16,8 @@ from tests.fakes.fake_responses import FakeResponses, call_item, message_item
 
 from .test_e2e_claude_cli import EXAMPLES, run_claude, workdir  # noqa: F401 - shared fixtures
 
+pytestmark = pytest.mark.slow  # the real Claude Code CLI or real `ccm run`s: seconds each
+
 OPENAI_KEY = "sk-e2e-responses"
 
 

@@ -31,6 +31,8 @@ from tests.fakes import CcmServer, Exchange, FakeAnthropic, FakeOpenAI, Reply, T
 
 from .conftest import ANTHROPIC_KEY, CLIENT_KEY, OPENAI_KEY, Stack, start_stack
 
+pytestmark = pytest.mark.slow  # the real Claude Code CLI or real `ccm run`s: seconds each
+
 # the pinned version; CLAUDE_CODE_VERSION (which scripts/install-claude-cli.sh also reads) tries another
 CLAUDE_VERSION = os.environ.get("CLAUDE_CODE_VERSION", "2.1.328")
 CLI_TIMEOUT = 120

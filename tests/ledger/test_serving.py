@@ -257,3 +257,17 @@ def test_metrics_and_the_sessions_endpoint_show_the_ledgers_money(ccm: CcmServer
     other = new_key(database_url, "other", "--credits", "1")
     theirs = httpx.get(f"{ccm.url}/ccm/sessions/{session}", headers={"x-api-key": other}).json()
     assert theirs["requests"] == 0 and theirs["last"] is None and theirs["session_cost_usd"] is None
+
+
+def test_a_ccm_key_this_router_never_issued_gets_a_401_not_the_local_callers_answer(
+    ccm: CcmServer, database_url: str
+) -> None:
+    made = new_key(database_url, "real")
+    mistyped = made[:-1] + ("A" if made[-1] != "A" else "B")
+    answer = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": mistyped})
+    assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
+    assert "not one this router issued" in answer.json()["error"]["message"]
+    assert usage_json(database_url) == []  # nothing served, nothing metered
+    # a key of another kind is still the client's own (an Anthropic key, a Claude login), served as the local caller
+    other = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": "sk-ant-users-own"})
+    assert other.status_code == 200

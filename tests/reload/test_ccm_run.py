@@ -8,10 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.fakes import CcmServer, FakeAnthropic
 
 from .conftest import BROKEN, HEADERS, REQUEST, UPSTREAM_KEY, routes
+
+pytestmark = pytest.mark.slow  # the real Claude Code CLI or real `ccm run`s: seconds each
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

@@ -25,7 +25,7 @@ from ccm.core.limits import ServerLimits
 from tests.fakes import CcmServer, FakeAnthropic, Reply, serve
 from tests.security.rawhttp import closed, connect, head, limited_server, read_response, send_quietly
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 BODY = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
 JSON = {"content_type": "application/json", "anthropic_version": "2023-06-01"}

@@ -13,6 +13,8 @@ import pytest
 
 from tests.fakes import CcmServer
 
+pytestmark = pytest.mark.slow  # the real Claude Code CLI or real `ccm run`s: seconds each
+
 ROUTES = """\
 provider anthropic {
   type anthropic
