@@ -271,3 +271,20 @@ def test_a_ccm_key_this_router_never_issued_gets_a_401_not_the_local_callers_ans
     # a key of another kind is still the client's own (an Anthropic key, a Claude login), served as the local caller
     other = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": "sk-ant-users-own"})
     assert other.status_code == 200
+
+
+def test_a_rate_limited_key_gets_anthropics_429_and_headers_and_a_bearer_key_is_one_too(
+    ccm: CcmServer, database_url: str
+) -> None:
+    secret = new_key(database_url, "paced", "--rpm", "1")
+    first = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "authorization": f"Bearer {secret}"})
+    assert first.status_code == 200
+    assert first.headers["anthropic-ratelimit-requests-limit"] == "1"
+    assert first.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    second = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": secret})
+    assert second.status_code == 429 and second.json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(second.headers["retry-after"]) <= 60
+    assert second.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert "anthropic-ratelimit-requests-reset" in second.headers
+    (row,) = [row for row in usage_json(database_url) if row["key"] == "paced"]  # the refused one is not a row
+    assert row["request_id"] == first.headers["request-id"]
