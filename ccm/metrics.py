@@ -42,7 +42,7 @@ from prometheus_client.registry import Collector
 from ccm.core.admission import admit_page
 from ccm.core.deployments import deployments_of
 from ccm.core.inflight import InFlight
-from ccm.core.record import Attempt, Records, RequestRecord
+from ccm.core.record import Attempt, RequestRecord
 from ccm.core.reload import Reloader, ReloadEvent
 from ccm.core.runtime import Runtime, RuntimeHolder
 from ccm.core.types import Receive, Scope, Send
@@ -202,7 +202,6 @@ class Metrics:
         self,
         holder: RuntimeHolder,
         *,
-        records: Records | None = None,
         in_flight: InFlight | None = None,
         reloader: Reloader | None = None,
         costs: Costs | None = None,
@@ -210,7 +209,6 @@ class Metrics:
         multiprocess_dir: str | None = None,
     ) -> None:
         self._holder = holder
-        self._records = records
         self._in_flight = in_flight
         self._reloader = reloader
         self.costs: Costs = costs if costs is not None else PriceListCosts()
@@ -254,8 +252,6 @@ class Metrics:
                                multiprocess_mode="livesum")
         self.reloads = Counter("ccm_reloads", "Route file reloads, by result (each worker reloads on its own)",
                                ["result"], registry=r)
-        self.dropped = Counter("ccm_records_dropped", "Finished-request records the async subscribers missed (a "
-                               "full queue)", registry=r)
         for result in ("ok", "failed"):
             self.reloads.labels(result)
         self._counts: dict[tuple[Counter, tuple[str, ...]], int] = {}
@@ -264,7 +260,6 @@ class Metrics:
         self.balances: Mapping[str, Decimal] = {}  # as the last scrape read them
         self._deployments: set[tuple[str, str]] = set()
         self._last_reload: ReloadEvent | None = reloader.history[-1] if reloader and reloader.history else None
-        self._dropped_seen = 0
         self.scrape_registry = self._scrape_registry()
 
     def _scrape_registry(self) -> CollectorRegistry:
@@ -387,9 +382,6 @@ class Metrics:
         for (key, model), total in list(self._costs.items()):
             # the exact Decimal total becomes a float here, at exposition (a counter has no `set`: its value does)
             self.cost.labels(key, model)._value.set(float(total))
-        if self._records is not None and self._records.dropped > self._dropped_seen:
-            self.dropped.inc(self._records.dropped - self._dropped_seen)
-            self._dropped_seen = self._records.dropped
 
     def _count_reloads(self) -> None:
         if self._reloader is None or not self._reloader.history:

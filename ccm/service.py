@@ -143,7 +143,6 @@ class Service:
             tasks = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tasks.cancel_scope.cancel)
             await tasks.start(self.reloader.run)
-            await tasks.start(self.records.run)
             for service in self._lifespans:
                 await stack.enter_async_context(service())
             yield
@@ -193,7 +192,7 @@ def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
     if options.metrics:
         from ccm.metrics import Metrics
 
-        service.metrics = metrics = Metrics(holder, records=records, in_flight=in_flight, reloader=reloader,
+        service.metrics = metrics = Metrics(holder, in_flight=in_flight, reloader=reloader,
                                             costs=costs, admin_key=admin_key, multiprocess_dir=options.metrics_dir)
         records.subscribe(metrics.observe)
         service.mount("/metrics", metrics.app)

@@ -6,14 +6,11 @@ holds names and numbers only — rule, model names, statuses, token counts, the 
 bodies or keys, so any subscriber may keep or show it.
 
     Records.publish(record)        hands a record to every subscriber
-    Records.subscribe(fn)          a quick subscriber, called on the request's task (the log line)
-    Records.subscribe_async(fn)    a subscriber that does I/O (metrics exporters, the usage ledger's reports): it
-                                   gets records through a bounded queue drained by `Records.run`, a task the
-                                   service's lifespan owns. A full queue drops the record for those subscribers and
-                                   says so in the log (once per `DROP_LOG_EVERY` drops): a slow subscriber must never
-                                   slow requests down.
+    Records.subscribe(fn)          a subscriber, called on the request's task: it must be quick (the log line, the
+                                   metrics' accumulators, the recent records); one that needs I/O keeps its own
+                                   buffer and writer, as request capture and the ledger's journal do
 
-A quick subscriber that raises is logged and skipped; the server keeps serving.
+A subscriber that raises is logged and skipped; the server keeps serving.
 """
 
 from __future__ import annotations
@@ -21,13 +18,11 @@ from __future__ import annotations
 import collections
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ccm.table import Price
 from ccm.usage import TokenUsage
@@ -35,9 +30,7 @@ from ccm.usage import TokenUsage
 log = logging.getLogger("ccm.request")
 _internal = logging.getLogger("ccm.core")
 
-QUEUE_CAPACITY = 10_000
 RECENT_CAPACITY = 500
-DROP_LOG_EVERY = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,26 +98,14 @@ class RequestRecord:
 
 
 Subscriber = Callable[[RequestRecord], None]
-AsyncSubscriber = Callable[[RequestRecord], Awaitable[None]]
 
 
 class Records:
-    def __init__(self, subscribers: tuple[Subscriber, ...] = (), capacity: int = QUEUE_CAPACITY) -> None:
+    def __init__(self, subscribers: tuple[Subscriber, ...] = ()) -> None:
         self._subscribers = list(subscribers)
-        self._async: list[AsyncSubscriber] = []
-        self._capacity = capacity
-        self._send: MemoryObjectSendStream[RequestRecord] | None = None
-        self._receive: MemoryObjectReceiveStream[RequestRecord] | None = None
-        self.dropped = 0
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
-
-    def subscribe_async(self, subscriber: AsyncSubscriber) -> None:
-        """Before the service starts: `run` must be running for these to be called."""
-        self._async.append(subscriber)
-        if self._send is None:
-            self._send, self._receive = anyio.create_memory_object_stream[RequestRecord](self._capacity)
 
     def publish(self, record: RequestRecord) -> None:
         for subscriber in self._subscribers:
@@ -132,26 +113,6 @@ class Records:
                 subscriber(record)
             except Exception:  # noqa: BLE001 - a broken subscriber must not take requests down with it
                 _internal.exception("record subscriber %r failed", subscriber)
-        if self._send is not None:
-            try:
-                self._send.send_nowait(record)
-            except anyio.WouldBlock:
-                self.dropped += 1
-                if self.dropped % DROP_LOG_EVERY == 1:
-                    _internal.warning("record queue full (%d): %d record(s) dropped for the async subscribers so far",
-                                      self._capacity, self.dropped)
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Drain the queue into the async subscribers until cancelled (the lifespan's shutdown)."""
-        task_status.started()
-        if self._receive is None:
-            return
-        async for record in self._receive:
-            for subscriber in self._async:
-                try:
-                    await subscriber(record)
-                except Exception:  # noqa: BLE001 - as for quick subscribers
-                    _internal.exception("record subscriber %r failed", subscriber)
 
 
 class RecentRecords:
