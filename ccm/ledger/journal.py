@@ -55,7 +55,7 @@ from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.ledger")
 
-LINGER_S = 0.25  # how long rows gather after the first before they are written...
+LINGER_S = 0.1  # how long rows gather after the first before they are written...
 BATCH_ROWS = 500  # ...unless this many came sooner
 RETRY_S = 5.0  # how often rows are tried again while the ledger is unreachable
 PREFIX = "ccm-journal-"
