@@ -34,7 +34,7 @@ def table(tmp_path: Path, auth: bool):
 
 
 @pytest.mark.parametrize("environ", [
-    {"ANTHROPIC_API_KEY": "sk-ant-own"}, {"ANTHROPIC_AUTH_TOKEN": "t"}, {"CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-x"},
+    {"ANTHROPIC_API_KEY": "sk-ant-own"}, {"ANTHROPIC_AUTH_TOKEN": "t"}, {"CLAUDE_CODE_OAUTH_TOKEN": "oauth-token-x"},
 ])
 def test_credentials_in_the_environment_are_the_users(tmp_path, environ):
     assert has_own_credentials(environ, tmp_path)

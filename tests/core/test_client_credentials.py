@@ -18,8 +18,8 @@ from .conftest import Upstream, anthropic_provider, make_table, message_body
 LOGINS = load_fixture("headers/login-headers.json")
 API_KEY = {k.lower(): v for k, v in LOGINS["api_key"].items()}
 OAUTH = {k.lower(): v for k, v in LOGINS["oauth"].items()}
-USER_KEY = "sk-ant-api03-user-own"
-USER_BEARER = "Bearer sk-ant-oat01-user-subscription"
+USER_KEY = "user-own-api-key"
+USER_BEARER = "Bearer user-subscription-token"
 OAUTH_BETA = "oauth-2025-04-20"
 
 
@@ -95,7 +95,7 @@ async def test_no_other_provider_ever_sees_the_clients_credentials(harness_facto
         assert response.status_code == 200, response.text
         sent = h.upstream.seen[0].headers
         assert sent["authorization"] == "Bearer sk-oai"
-        assert USER_KEY not in str(sent.raw) and "oat01" not in str(sent.raw)
+        assert USER_KEY not in str(sent.raw) and "user-subscription-token" not in str(sent.raw)
 
 
 async def test_the_placeholder_is_nobodys_key(harness_factory):

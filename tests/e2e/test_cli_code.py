@@ -24,8 +24,8 @@ from tests.fakes import CcmServer, FakeAnthropic, free_port, serve
 from tests.fakes.ccm_server import CCM_COMMAND, REPO
 
 CLI_TIMEOUT = 120
-USER_KEY = "sk-ant-api03-e2e-user-own"
-USER_OAUTH = "sk-ant-oat01-e2e-user-subscription"
+USER_KEY = "e2e-user-own-api-key"
+USER_OAUTH = "e2e-user-subscription-token"
 INBOUND = "inbound-e2e-secret"
 ROUTES = """
 settings {

@@ -15,7 +15,7 @@ from ccm.table import FileRef
 from ccm.upstream.client import resolve_endpoint
 from tests.conftest import REPO
 
-SECRET = "sk-from-a-secret-file"
+SECRET = "secret-from-a-file"
 ROUTES = """
 settings {
   auth file("inbound")
