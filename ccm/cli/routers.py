@@ -25,6 +25,8 @@ from typing import Any
 
 import click
 
+from ccm import processes
+
 LOG_FILE_VARIABLE = "CCM_LOG_FILE"  # set for a router started in the background: where its output goes
 RUN_COMMAND = (sys.executable, "-c", "from ccm.cli.main import main; main()")  # then `run FILE …`
 
@@ -69,21 +71,11 @@ def running(environ: Mapping[str, str]) -> list[RouterState]:
     found = []
     for path in sorted(state_dir(environ).glob("*.json")):
         state = _read(path)
-        if state is None or not alive(state.pid):
+        if state is None or not processes.running(state.pid):
             path.unlink(missing_ok=True)
             continue
         found.append(state)
     return sorted(found, key=lambda state: state.port)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def health(port: int, timeout: float = 0.5) -> dict[str, Any] | None:
@@ -156,7 +148,7 @@ def stop(state: RouterState, wait: float = 10.0) -> bool:
         os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if not alive(state.pid):
+        if not processes.running(state.pid):
             return True
         time.sleep(0.05)
     return False

@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from pathlib import Path
 from types import TracebackType
 
 from ccm.ledger import keys as secrets
@@ -37,6 +36,7 @@ from ccm.ledger.store import ops
 from ccm.ledger.store.base import Store
 from ccm.ledger.store.connect import open_store
 from ccm.ledger.times import HOUR, SECOND, Clock, Micros, Period, now
+from ccm.processes import process_marker, running
 
 log = logging.getLogger("ccm.ledger")
 
@@ -48,36 +48,6 @@ REQUEST_DEADLINE_S = 5.0
 HEARTBEAT_S = 5.0
 LEASE_S = 30.0
 HOLD_TTL = 2 * HOUR  # far beyond the longest request ccm lets run (the default total timeout is 30 minutes)
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def process_marker(pid: int) -> str:
-    """What tells this process from a later one with the same pid: the boot and the process's start time (Linux);
-    empty where /proc does not exist, or for a process that has exited (a zombie not yet reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    if fields[0] in ("Z", "X"):
-        return ""
-    return f"{_boot_id()}:{fields[19]}"  # field 22: the start time, in clock ticks since boot
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Ledger:
@@ -159,7 +129,7 @@ class Ledger:
         if instance.stopped_at is not None:
             return True
         if instance.host == self.host:
-            if not _running(instance.pid):
+            if not running(instance.pid):
                 return True
             if instance.boot:  # Linux: the pid must still be the same, living process
                 return process_marker(instance.pid) != instance.boot

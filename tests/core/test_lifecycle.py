@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from ccm.cli.routers import RouterState, alive, record
+from ccm.cli.routers import RouterState, record
+from ccm.processes import running as alive
 
 from .test_cli import CCM, ROUTES, environment, fake_claude, free_port, stop_listed_routers
 

@@ -274,7 +274,7 @@ async def test_holds_of_a_dead_process_are_released(ledger: Ledger) -> None:
 
 async def test_a_live_process_on_this_host_keeps_its_holds(ledger: Ledger) -> None:
     key, _ = await ledger.create_key(NewKey("k", credits=usd("1")))
-    from ccm.ledger.ledger import process_marker
+    from ccm.processes import process_marker
 
     other = Ledger(ledger.store, clock=ledger.clock, instance="alive")
     await ledger.store.run(ops.register(ops.InstanceRow("alive", ledger.host, os.getpid(),
