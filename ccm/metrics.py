@@ -158,7 +158,7 @@ def error_type(record: RequestRecord) -> str:
 
 def _primary_failure(attempts: tuple[Attempt, ...]) -> Attempt | None:
     """The failure the client was told about: dispatch answers with the first failing model's latest error."""
-    failures = [a for a in attempts if a.reason is not None]
+    failures = [a for a in attempts if a.reason is not None and a.reason != "hedged"]
     if not failures:
         return None
     first = failures[0].model
@@ -323,7 +323,7 @@ class Metrics:
             attempt_model = attempt.model if attempt.model in labels.models else OTHER
             count(self.attempts, (attempt.provider, attempt_model, attempt.reason or "ok"))
             histogram(self.attempt_seconds, DURATION_BUCKETS, (attempt.provider,), attempt.latency_ms / 1000)
-            if previous is not None:
+            if previous is not None and "hedged" not in (previous.reason, attempt.reason):  # a race, not a move
                 if previous.model == attempt.model:
                     count(self.retries, (attempt.provider, attempt_model))
                 else:

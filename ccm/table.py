@@ -284,6 +284,9 @@ class Model(Frozen):
     span: Span | None = None
     deployments: tuple[Deployment, ...] = ()
     balance: Balance = "weighted"
+    # `hedge after N`: seconds without an answer (for a stream: its first event) before the next model of the chain
+    # being walked is asked too; the first to answer is relayed, the other cancelled
+    hedge: float | None = None
 
 
 # --- conditions ----------------------------------------------------------------------------------------------------

@@ -167,6 +167,7 @@ def _compile(ctx: Context, loaded: Loaded) -> t.RoutingTable | None:
     fallback_statements = [st for st in statements if isinstance(st, s.Fallback)]
     fallbacks = rules.fallbacks(ctx, fallback_statements)
     _warn_slow_handover(ctx, fallbacks, retry)
+    _warn_idle_hedges(ctx, fallbacks, retry)
     _warn_smaller_windows(ctx, fallback_statements)
 
     policies: dict[str, dict[str, t.Policy]] = {"plan": {}, "team": {}}
@@ -255,6 +256,26 @@ def _warn_slow_handover(ctx: Context, fallbacks: dict[str, tuple[str, ...]], ret
                         f"{_seconds(waits)} before `{chain[0]}` is tried ({tries}, plus backoff)", hint)
 
 
+def _warn_idle_hedges(ctx: Context, fallbacks: dict[str, tuple[str, ...]], retry: t.RetryPolicy) -> None:
+    """A `hedge` asks the next model of a chain: on a model that ends every chain it is in, there is none; and a
+    hedge no shorter than `first_byte` (a hang not retried) comes after the hang has already been handed over."""
+    followed = {name for head, rest in fallbacks.items() for name in (head, *rest[:-1])}
+    for name, model in ctx.models.items():
+        if model.hedge is None:
+            continue
+        span, after = ctx.model_spans[name], _seconds(model.hedge)
+        if name not in followed:
+            ctx.warning(span, f"`hedge after {after}` has no effect: no fallback chain goes on after `{name}`",
+                        f"add one: fallback {name} -> NAME")
+            continue
+        serving = [ctx.providers[p] for p in _providers_of(model) if p in ctx.providers]
+        unretried = [p for p in serving if "timeout" not in (p.retry or retry).on]
+        if unretried and all(model.hedge >= p.timeouts.first_byte for p in unretried):
+            first_byte = _seconds(min(p.timeouts.first_byte for p in unretried))
+            ctx.warning(span, f"`hedge after {after}` never fires: `first_byte` {first_byte} hands a hung "
+                        f"`{name}` to its fallback first", f"hedge after less than {first_byte}")
+
+
 def _warn_smaller_windows(ctx: Context, chains: list[s.Fallback]) -> None:
     """A request sized for the head of a chain may not fit a model further down with a smaller `context`: ccm then
     skips that model (its count is over the window), so the chain is shorter than it reads."""
@@ -278,6 +299,8 @@ def _tokens(count: int) -> str:
 
 
 def _seconds(value: float) -> str:
+    if value < 1:
+        return f"{round(value * 1000)}ms"
     minutes, seconds = divmod(round(value), 60)
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 

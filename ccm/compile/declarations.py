@@ -276,6 +276,8 @@ def model(ctx: Context, decl: s.ModelDecl) -> t.Model | None:
         elif keyword == "quirks":
             quirks = [ctx.choose(w, QUIRKS, "quirk") for w in _words(item)]
             fields["quirks"] = tuple(dict.fromkeys(q for q in quirks if q is not None))
+        elif keyword == "hedge":
+            fields["hedge"] = ctx.read(values.positive_duration, _words(item)[-1])
         elif keyword == "balance":
             fields["balance"] = ctx.choose(_words(item)[0], BALANCES, "balance")
             if len(deployments) == 1:

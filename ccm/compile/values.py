@@ -64,6 +64,14 @@ def duration(text: str) -> float:
     return number * DURATION_SUFFIXES[suffix]
 
 
+def positive_duration(text: str) -> float:
+    """A duration above zero (`hedge after 0s` would ask every model of the chain at once)."""
+    seconds = duration(text)
+    if seconds <= 0:
+        raise BadValue(f"`{text}` is no time at all", "give a duration above zero: 500ms, 10s")
+    return seconds
+
+
 # Prices above this are typing mistakes, not models (the dearest list price is well under $1,000 per million).
 MAX_PRICE = Decimal(1_000_000)
 

@@ -41,7 +41,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,10 @@ from ccm.upstream.http1 import RESENDS
 log = logging.getLogger("ccm.attempt")
 
 TokenCount = Callable[[Mapping[str, Any]], int]
+
+# The status of an attempt ccm cancelled because the other side of a hedge answered first: nginx's "client closed
+# request", the client being ccm
+HEDGED_STATUS = 499
 
 # 4xx answers that say "this provider will not serve you" rather than "this request is wrong".
 _PROVIDER_REFUSALS = frozenset({401, 402, 403, 404, 408, 409, 429})
@@ -132,20 +136,28 @@ class _Walk:
     """One request's way through its chain."""
 
     request: Request
+    chain: Sequence[Model]
     deadline: float  # on the anyio clock
     total: float  # the request's time budget, for messages
     rand: RandomSource
     attempts: list[Attempt] = field(default_factory=list)
     tried: list[str] = field(default_factory=list)  # what the final error message lists, skips included
-    primary: str | None = None  # the first model that failed
+    primary: str | None = None  # the first model of the chain that failed
     primary_error: UpstreamError | None = None  # its latest error (after retries: the freshest `retry-after`)
     stop: bool = False  # the request's own fault, or the deadline passed: no further model is tried
+    hedged: bool = False  # a hedge's second side was started
+    race_decided: bool = False  # a hedge's race is over: the side still in flight is being cancelled
 
     def failed(self, model: Model, error: UpstreamError) -> None:
-        if self.primary is None:
+        # first in the chain, not in time: beside a hedge, a model further down may fail before the one hedged
+        if self.primary is None or self.primary != model.name and self._earlier(model.name, self.primary):
             self.primary = model.name
         if self.primary == model.name:
             self.primary_error = error
+
+    def _earlier(self, name: str, than: str) -> bool:
+        names = [m.name for m in self.chain]
+        return name in names and than in names and names.index(name) < names.index(than)
 
 
 async def dispatch(
@@ -156,16 +168,67 @@ async def dispatch(
     rand: RandomSource = random.random,
 ) -> Answer:
     total = runtime.providers[chain[0].provider].provider.timeouts.total
-    walk = _Walk(request, anyio.current_time() + total, total, rand)
-    for model in _fitting(chain, request.body, count_tokens, walk):
-        answer = await _serve_model(runtime.targets_of(model), model, walk, runtime.redactor)
-        if answer is not None:
-            return answer
-        if walk.stop:
-            break
+    walk = _Walk(request, chain, anyio.current_time() + total, total, rand)
+    answer = await _walk_chain(runtime, _fitting(chain, request.body, count_tokens, walk), walk)
+    if answer is not None:
+        return answer
     assert walk.primary_error is not None  # every model that did not answer recorded why
     tried = ", ".join(walk.tried) if len(walk.tried) > 1 else ""
     raise DispatchFailed(walk.primary_error, tuple(walk.attempts), tried)
+
+
+async def _walk_chain(runtime: Runtime, models: Sequence[Model], walk: _Walk) -> Answer | None:
+    """Each model in turn until one answers; a model with a `hedge` races the rest of the chain (`_hedged`)."""
+    for index, model in enumerate(models):
+        if model.hedge is not None and index + 1 < len(models):
+            return await _hedged(runtime, model, models[index + 1:], walk)
+        answer = await _serve_model(runtime.targets_of(model), model, walk, runtime.redactor)
+        if answer is not None or walk.stop:
+            return answer
+    return None
+
+
+async def _hedged(runtime: Runtime, model: Model, rest: Sequence[Model], walk: _Walk) -> Answer | None:
+    """`model`, and once it has not answered for `model.hedge` seconds, the `rest` of the chain beside it: the first
+    answer wins and the other side is cancelled (its attempt in flight is kept as `hedged`). A side that fails
+    leaves the other to answer; when `model` fails before the hedge is due, the rest is walked at once, as without
+    a hedge. Both sides share the walk: its deadline, its attempts, and `stop` (the request's own fault ends both)."""
+    assert model.hedge is not None
+    won: list[Answer] = []
+    primary_over = anyio.Event()
+
+    async def side(serve: Callable[[], Awaitable[Answer | None]], over: anyio.Event | None) -> None:
+        answer = await serve()
+        if over is not None:
+            over.set()
+        if answer is None:
+            if walk.stop:  # the request's own fault, or its deadline: the other side ends too
+                walk.race_decided = True
+                group.cancel_scope.cancel()
+        elif won:  # both answered in the same moment: the first is relayed
+            await answer.close()
+        else:
+            won.append(answer)
+            walk.race_decided = True
+            group.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(side, functools.partial(_serve_model, runtime.targets_of(model), model, walk,
+                                                 runtime.redactor), primary_over)
+        with anyio.move_on_after(model.hedge):
+            await primary_over.wait()
+        if not won and not walk.stop:  # (else the group is cancelled: nothing more to start)
+            if not primary_over.is_set():
+                walk.hedged = True
+                log.info("hedge model=%s no answer after %gs: asking %s too", model.name, model.hedge,
+                         rest[0].name)
+            group.start_soon(side, functools.partial(_walk_chain, runtime, rest, walk), None)
+    if not won:
+        return None
+    answer = won[0]
+    own = answer.attempts[-1]  # the answering attempt stays the last, after the cancelled side's
+    answer.attempts = (*(a for a in walk.attempts if a is not own), own)
+    return answer
 
 
 def _fitting(
@@ -205,18 +268,29 @@ async def _serve_model(
         deadline = _attempt_deadline(target.provider, walk)
         started = time.perf_counter()
         resends = RESENDS.set(0)
-        outcome = await _attempt_once(target, walk, ticket, deadline, redactor)
-        latency = (time.perf_counter() - started) * 1000
-        resent = RESENDS.get() > 0
-        RESENDS.reset(resends)
         name, upstream_model = target.provider.provider.name, target.model.model
+        try:
+            outcome = await _attempt_once(target, walk, ticket, deadline, redactor)
+        except anyio.get_cancelled_exc_class():
+            if walk.race_decided:  # (else the client left, and nobody reads the walk again)
+                latency = (time.perf_counter() - started) * 1000
+                walk.attempts.append(Attempt(name, model.name, upstream_model, HEDGED_STATUS, "hedged", latency,
+                                             RESENDS.get() > 0))
+                log.info("attempt %s status=%d latency=%.0fms reason=hedged: cancelled, the other side of the "
+                         "hedge %s", target.who, HEDGED_STATUS, latency,
+                         "ended the request" if walk.stop else "answered first")
+            raise
+        finally:
+            resent = RESENDS.get() > 0
+            RESENDS.reset(resends)
+        latency = (time.perf_counter() - started) * 1000
         if not isinstance(outcome, UpstreamError):
             reply, release = outcome
             walk.attempts.append(Attempt(name, model.name, upstream_model, reply.status, None, latency, resent))
             # an answer at the first try that is not a stream says nothing the request's own line, a moment later,
             # does not (~20 µs a line): it is logged at debug; a stream's start is news, its request line comes
             # only when it ends
-            level = logging.INFO if walk.request.stream or len(walk.attempts) > 1 else logging.DEBUG
+            level = logging.INFO if walk.request.stream or len(walk.attempts) > 1 or walk.hedged else logging.DEBUG
             log.log(level, "attempt %s status=%d latency=%.0fms served", target.who, reply.status, latency)
             return Answer(reply, target, deadline, tuple(walk.attempts), release)
         error = outcome

@@ -19,7 +19,7 @@ from ccm.core.runtime import ProviderRuntime, Runtime
 from ccm.errors import UpstreamError
 from ccm.table import Balance, BreakerPolicy, Deployment, Literal_, Model, Provider, RetryPolicy, RoutingTable, Timeouts
 from ccm.upstream.client import Endpoint
-from tests.resilience.test_dispatch import REQUEST, Script, ScriptedAdapter, fail, ok
+from tests.resilience.scripted import REQUEST, Script, ScriptedAdapter, fail, ok
 
 FAST = RetryPolicy(attempts=2, backoff_min=0.01, backoff_max=0.05)
 

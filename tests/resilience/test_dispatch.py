@@ -4,86 +4,15 @@ deterministic (no sockets). The same behaviours are proven end to end through `c
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from ccm.core.breaker import Breaker
-from ccm.core.deployments import ProviderDeployments
 from ccm.core.dispatch import DispatchFailed, Request, dispatch
-from ccm.core.runtime import ProviderRuntime, Runtime
-from ccm.errors import UpstreamError
-from ccm.providers.base import Call, Reply
-from ccm.table import Literal_, Model, Provider, RetryPolicy, RoutingTable, Timeouts
-from ccm.upstream.client import Endpoint
-
-Script = list[Any]  # each item: Reply, UpstreamError, or a float (hang that long, then fail as a timeout)
-
-
-class ScriptedAdapter:
-    def __init__(self, name: str, script: Script) -> None:
-        self.name = name
-        self.script = script
-        self.calls: list[Call] = []
-
-    async def send(self, call: Call) -> Reply:
-        self.calls.append(call)
-        step = self.script.pop(0) if self.script else ok(self.name)
-        if isinstance(step, float):
-            await anyio.sleep(step)
-            raise UpstreamError(504, "upstream stalled", "timeout", self.name, "timeout_error")
-        if isinstance(step, UpstreamError):
-            raise step
-        return step
-
-    async def aclose(self) -> None:
-        return None
-
-
-def ok(name: str, stream: AsyncIterator[bytes] | None = None) -> Reply:
-    return Reply(200, [("content-type", "application/json")], body=None if stream else name.encode(), stream=stream)
-
-
-def fail(
-    status: int, reason: str, provider: str = "", retry_after: str | None = None, message: str = "boom"
-) -> UpstreamError:
-    return UpstreamError(status, message, reason, provider, retry_after=retry_after)  # type: ignore[arg-type]
-
-
-FAST = RetryPolicy(attempts=2, backoff_min=0.01, backoff_max=0.05)
-
-
-def build(
-    scripts: dict[str, Script],
-    policy: RetryPolicy = FAST,
-    total: float = 30.0,
-    contexts: dict[str, int] | None = None,
-    breakers: dict[str, Breaker] | None = None,
-) -> tuple[Runtime, dict[str, ScriptedAdapter], list[Model]]:
-    providers: dict[str, Provider] = {}
-    runtimes: dict[str, ProviderRuntime] = {}
-    adapters: dict[str, ScriptedAdapter] = {}
-    models: list[Model] = []
-    for name, script in scripts.items():
-        provider = Provider(name=name, type="openai", url=Literal_(value="http://127.0.0.1:9"), auth="bearer",
-                            timeouts=Timeouts(total=total), retry=policy)
-        providers[name] = provider
-        adapters[name] = ScriptedAdapter(name, script)
-        endpoint = Endpoint(name, "http://127.0.0.1:9", (), provider.timeouts)
-        deployments = ProviderDeployments(models=("m",))
-        if breakers and name in breakers:
-            deployments.state("m").breaker = breakers[name]
-        runtimes[name] = ProviderRuntime(provider, endpoint, httpx.AsyncClient(), adapters[name], None, deployments)
-        models.append(Model(name=f"{name}-model", provider=name, model="m", context=(contexts or {}).get(name)))
-    table = RoutingTable(version="t", sources=(), providers=providers, models={m.name: m for m in models}, rules=())
-    runtime = Runtime(table, runtimes, False, (), {}, b"", {})
-    return runtime, adapters, models
-
-
-REQUEST = Request({"model": "x", "messages": []}, b"{}", {}, False)
+from ccm.table import RetryPolicy
+from tests.resilience.scripted import FAST, REQUEST, build, fail
 
 
 async def test_first_model_answers() -> None:

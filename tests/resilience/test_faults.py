@@ -217,6 +217,25 @@ def test_the_total_timeout_cancels_a_stream_still_waiting_for_its_first_event(tm
         # on exit the rig checks the primary has nothing in flight: the cut attempt's connection was closed
 
 
+def test_a_hedge_serves_a_hung_primarys_request_from_the_fallback_and_closes_the_hung_connection(
+    tmp_path: Path,
+) -> None:
+    with Rig.start(tmp_path, primary_retries=0, main_block=" { hedge after 200ms }") as rig:
+        rig.primary.script(Hang(10))
+        message, headers, elapsed = rig.ask()
+        served_by(headers, "backup", 2)
+        assert message.content[0].text == PRIMARY_TEXT
+        assert 0.2 <= elapsed < 0.55  # the hedge's 200 ms, not the primary's 600 ms first_byte
+        assert [(a[0], a[2], a[4]) for a in rig.attempts_logged()] == [("fallback", 200, None),
+                                                                        ("primary", 499, "hedged")]
+        rig.primary.script(Reply(text="streamed", fault=StreamFault("hang", after=0, seconds=10)))
+        events, headers, failure, elapsed = rig.stream()
+        assert failure is None and events[-1].type == "message_stop"
+        served_by(headers, "backup", 2)
+        assert elapsed < 0.55
+        # on exit the rig checks the primary has nothing in flight: both hung attempts' connections were closed
+
+
 def test_a_client_that_gives_up_cancels_the_upstream_request(rig: Rig) -> None:
     rig.primary.script(Reply(text="never read", pieces=4, chunk_delay=0.5))
     body = {"model": "claude-opus-5-5", "max_tokens": 64, "stream": True,

@@ -168,6 +168,20 @@ def test_labels_are_bounded_and_cost_is_exact() -> None:
     assert price_cost(TokenUsage(1_000_000, 0), Price(input=Decimal("0.27"), output=Decimal("1.1"))) == Decimal("0.27")
 
 
+def test_a_hedges_race_is_counted_as_a_hedged_attempt_not_as_a_fallback() -> None:
+    metrics = Metrics(runtime_holder())
+    cancelled = Attempt("anthropic", "opus", "claude-opus-5-5", 499, "hedged", 10_000.0)
+    served = Attempt("deepseek", "coder", "deepseek-chat", 200, None, 700.0, usage=USAGE)
+    metrics.observe(record(model="coder", attempts=(cancelled, served), usage=USAGE))
+    found = samples(metrics)
+    results = {(s.labels["provider"], s.labels["result"]): s.value for s in found["ccm_upstream_attempts_total"]}
+    assert results == {("anthropic", "hedged"): 1, ("deepseek", "ok"): 1}
+    assert "ccm_fallbacks_total" not in found and "ccm_retries_total" not in found
+    failed_race = record(status=503, outcome="error", attempts=(Attempt("deepseek", "coder", "d", 503, "5xx", 1.0),
+                                                               cancelled))
+    assert error_type(failed_race) == "provider_overloaded"  # the side that failed, not the one ccm cancelled
+
+
 def test_keys_are_labelled_by_id_never_by_secret() -> None:
     metrics = Metrics(runtime_holder())
     metrics.observe(record(attempts=(ANSWERED,), usage=USAGE, caller=Caller("key", "key_01", "alice")))
