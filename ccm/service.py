@@ -14,7 +14,8 @@ place. The pieces:
                    `/metrics` (`ccm.metrics`, with `options.metrics`) and `/ccm/sessions/{id}` (`ccm.sessions`)
     costs          where money figures come from (`ccm.costs.Costs`): the ledger's (`ccm.metering.LedgerCosts`),
                    or without one the route file's prices
-    capture        request capture (`ccm.capture.Capture`), started by `options.capture_dir` or later by its owner
+    capture        request capture (`ccm.capture.Capture`), started by `options.capture_dir` or later by the admin
+                   page's switch (`ccm.web.admin`)
     lifespan       one `AsyncExitStack` of services, entered at the server's startup and closed at its shutdown:
                    the providers' pools, the reloader, the record queue's drain (and, as they arrive, the ledger's
                    writer and the like: `Service.on_lifespan`)

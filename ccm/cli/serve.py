@@ -40,7 +40,7 @@ from pathlib import Path
 
 import click
 
-from ccm.capture import MAX_BYTES, MAX_FILES
+from ccm.capture import MAX_BYTES, MAX_FILES, CaptureError
 from ccm.cli import routers
 from ccm.cli.claude_env import claude_environment, replaced_headers, shell_exports
 from ccm.cli.route_file import find_route_file
@@ -184,6 +184,8 @@ def run(file: str | None, host: str, port: int, workers: int, server_name: str, 
     except NotServable as refused:
         _report(refused.checked.reported, log_format)
         raise SystemExit(1) from None
+    except CaptureError as refused:
+        raise click.BadParameter(str(refused), param_hint="--capture") from None
     _report(service.checked.reported, log_format, serving=True)
     table = service.runtime.table
     _refuse_unsafe(table, host)

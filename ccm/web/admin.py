@@ -6,6 +6,7 @@
     GET  /routes               the rules in order with their chains, the models; POST /routes explains a request
     POST /api/explain          {request, headers} -> `ccm explain`'s answer
     POST /test-provider        (form) / POST /api/test-provider {provider, model}: one real 1-token call
+    POST /capture/start        (form: folder) request capture into that folder (`ccm.capture`); /capture/stop ends it
     GET  /history              every reload (source, summary, result); the working tree's git diff
     POST /commit               (form) commit the route file with a message
     /editor, /api/check, …     the editor (`ccm.web.editor`)
@@ -26,10 +27,11 @@ import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ccm.capture import CaptureError, capture_folder, default_folder
 from ccm.compile.check import check
 from ccm.web.auth import same_key
 from ccm.web.chart import bar_chart
@@ -40,7 +42,17 @@ from ccm.web.probe import test_provider
 from ccm.web.routefile import Git, RouteFile, redact_lines
 from ccm.web.signin import signin_routes
 from ccm.web.site import BodyTooLarge, Site, read_body, read_form
-from ccm.web.views import explain, history_rows, model_rows, provider_rows, record_row, rule_rows, source_of
+from ccm.web.views import (
+    CaptureView,
+    capture_view,
+    explain,
+    history_rows,
+    model_rows,
+    provider_rows,
+    record_row,
+    rule_rows,
+    source_of,
+)
 
 FEED_WAIT = 15.0
 FEED_ROWS = 50
@@ -51,6 +63,7 @@ class Admin:
     def __init__(self, context: AdminContext) -> None:
         self.context = context
         self.site = context.site
+        self._switching = anyio.Lock()  # one capture start or stop at a time
 
     def routes(self) -> list[Route]:
         page = self.site.page
@@ -61,6 +74,8 @@ class Admin:
             Route("/api/explain", page(self.explain_api), methods=["POST"]),
             Route("/test-provider", page(self.test_provider_form), methods=["POST"]),
             Route("/api/test-provider", page(self.test_provider_api), methods=["POST"]),
+            Route("/capture/start", page(self.start_capture), methods=["POST"]),
+            Route("/capture/stop", page(self.stop_capture), methods=["POST"]),
             Route("/history", page(self.history)),
             Route("/commit", page(self.commit), methods=["POST"]),
         ]
@@ -71,7 +86,8 @@ class Admin:
 
     # --- overview ---------------------------------------------------------------------------------------------
 
-    async def overview(self, request: Request, probe: Any = None) -> Response:
+    async def overview(self, request: Request, probe: Any = None, capture: CaptureView | None = None,
+                       status_code: int = 200) -> Response:
         runtime = self.context.runtime
         reloader = self.service.reloader
         status = reloader.status()
@@ -89,10 +105,11 @@ class Admin:
             statuses[label] = statuses.get(label, 0) + 1
         chart = bar_chart(sorted(statuses.items()), title="Recent requests by status", unit="requests")
         return self.site.render(
-            request, "overview.html", title="Overview", table=runtime.table, file=str(self.context.file.path),
-            status=status, last=last, last_source=rows[0].source if rows else None, problems=problems,
+            request, "overview.html", status_code=status_code, title="Overview", table=runtime.table,
+            file=str(self.context.file.path), status=status, last=last,
+            last_source=rows[0].source if rows else None, problems=problems,
             providers=provider_rows(runtime, records), feed=[record_row(r) for r in records[-FEED_ROWS:]][::-1],
-            chart=chart, probe=probe,
+            chart=chart, probe=probe, capture=capture or self._capture_view(),
         )
 
     async def feed(self, request: Request) -> Response:
@@ -152,6 +169,31 @@ class Admin:
         model = data.get("model") if isinstance(data.get("model"), str) else None
         result = await test_provider(self.context.runtime, data["provider"], model or None)
         return JSONResponse(result.to_json())
+
+    # --- request capture ------------------------------------------------------------------------------------
+
+    def _capture_view(self, typed: str | None = None, error: str | None = None) -> CaptureView:
+        proposed = str(default_folder(self.context.environ))
+        return capture_view(self.service.capture.status(), proposed, typed, error)
+
+    async def start_capture(self, request: Request) -> Response:
+        typed = (await read_form(request)).get("folder", "")
+        try:
+            folder = capture_folder(typed)
+            async with self._switching:  # off the loop: it creates the folder, and stops a capture running
+                await anyio.to_thread.run_sync(self.service.capture.start, folder)
+        except CaptureError as refused:
+            return await self.overview(request, capture=self._capture_view(typed, str(refused)), status_code=422)
+        return self._back_to_capture(request)
+
+    async def stop_capture(self, request: Request) -> Response:
+        async with self._switching:  # off the loop: stopping waits for the queued requests to be written
+            await anyio.to_thread.run_sync(self.service.capture.stop)
+        return self._back_to_capture(request)
+
+    def _back_to_capture(self, request: Request) -> Response:
+        """After a change, the overview by GET (reloading the page posts nothing again)."""
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/#capture", 303)
 
     # --- history and git --------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ input writes nothing and gets a readable error (422) in place. Money is typed as
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -43,6 +43,9 @@ DONE = {  # what a change just did (the redirect names one of these, never free 
     "limits": "Budget and limits saved.",
     "revoked": "Key revoked: its next request gets 401, and whoever was signed in with it is signed out.",
 }
+
+# how a page answers a form it refuses: the page again, or an error page, with the problem (422)
+InPlace = Callable[[str], Awaitable[Response]]
 
 
 def _text(form: dict[str, str], name: str) -> str | None:
@@ -106,6 +109,21 @@ class Keys:
         message = str(error) if isinstance(error, NoLedger) else f"the usage ledger refused: {error}"
         return self.site.render(request, "error.html", status_code=503, title="Unavailable", message=message)
 
+    def _no_such_key(self, request: Request, missing: UnknownKey) -> Response:
+        return self.site.render(request, "error.html", status_code=404, title="No such key", message=_problem(missing))
+
+    async def _refused(self, request: Request, error: NoLedger | LedgerError, in_place: InPlace) -> Response:
+        """The answer to a change the ledger did not make: an unknown key 404, bad input `in_place` (422), no ledger
+        or one that refused 503. (`UnknownKey` is a `BadInput`, `BadInput` a `LedgerError`: the order matters.)"""
+        if isinstance(error, UnknownKey):
+            return self._no_such_key(request, error)
+        if isinstance(error, BadInput):
+            return await in_place(_problem(error))
+        return self._unavailable(request, error)
+
+    def _key_page_again(self, request: Request) -> InPlace:
+        return lambda problem: self.key_page(request, status=422, error=problem)
+
     # --- the list and create ----------------------------------------------------------------------------------
 
     async def list_page(self, request: Request, *, status: int = 200, error: str | None = None,
@@ -150,8 +168,7 @@ class Keys:
                 raise UnknownKey(name)
             key, account, activity = found
         except UnknownKey as missing:
-            return self.site.render(request, "error.html", status_code=404, title="No such key",
-                                    message=_problem(missing))
+            return self._no_such_key(request, missing)
         except (NoLedger, LedgerError) as failure:
             return self._unavailable(request, failure)
         done = DONE.get(request.query_params.get("done", ""))
@@ -166,13 +183,8 @@ class Keys:
         try:
             ledger = await ledger_of(self.service)
             await change(ledger, name, form)
-        except UnknownKey as missing:
-            return self.site.render(request, "error.html", status_code=404, title="No such key",
-                                    message=_problem(missing))
-        except BadInput as error:
-            return await self.key_page(request, status=422, error=_problem(error))
         except (NoLedger, LedgerError) as failure:
-            return self._unavailable(request, failure)
+            return await self._refused(request, failure, self._key_page_again(request))
         root = request.scope.get("root_path", "")
         return RedirectResponse(f"{root}/keys/{urllib.parse.quote(name)}?done={done}", 303)
 
@@ -213,18 +225,19 @@ class Keys:
             grace = parse_duration(form.get("grace", "0") or "0")
             ledger = await ledger_of(self.service)
             key, secret = await ledger.rotate(name, grace)
-        except UnknownKey as missing:
-            return self.site.render(request, "error.html", status_code=404, title="No such key",
-                                    message=_problem(missing))
-        except BadInput as error:
-            return await self.key_page(request, status=422, error=_problem(error))
         except (NoLedger, LedgerError) as failure:
-            return self._unavailable(request, failure)
+            return await self._refused(request, failure, self._key_page_again(request))
         self.site.sessions.end_subject("key", str(key.id))
         return self.site.render(request, "secret.html", status_code=200, title="Key rotated", key_name=key.name,
                                 secret=secret, rotated=True)
 
     # --- export -----------------------------------------------------------------------------------------------
+
+    def _not_exported(self, request: Request) -> InPlace:
+        async def answer(problem: str) -> Response:
+            return self.site.render(request, "error.html", status_code=422, title="Not exported", message=problem)
+
+        return answer
 
     async def export(self, request: Request) -> Response:
         query = request.query_params
@@ -237,14 +250,8 @@ class Keys:
                 await ledger.key(key)  # an unknown name is a 404 before the download starts
             chunks = export_csv(ledger.store, since=since, until=until, key=key)
             first = await anext(chunks)
-        except UnknownKey as missing:
-            return self.site.render(request, "error.html", status_code=404, title="No such key",
-                                    message=_problem(missing))
-        except BadInput as error:
-            return self.site.render(request, "error.html", status_code=422, title="Not exported",
-                                    message=_problem(error))
         except (NoLedger, LedgerError) as failure:
-            return self._unavailable(request, failure)
+            return await self._refused(request, failure, self._not_exported(request))
 
         async def body() -> AsyncIterator[bytes]:
             yield first.encode()

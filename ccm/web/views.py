@@ -6,6 +6,7 @@
     record_row(record)                one finished request for the live feed (a `RequestRecord` holds no secrets)
     explain(table, text, headers)     `ccm explain` on a pasted body
     history_rows(reloader, saves)     every reload, the admin page's own saves attributed to it
+    capture_view(status, proposed)    request capture's switch: on or off, its folder, files and size against bounds
 
 Values that come from the environment are shown as the table serialises them (`env(NAME)`), never resolved. A URL
 written literally is shown without any user:password part.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,3 +284,35 @@ def history_rows(events: Iterable[ReloadEvent], saves: Sequence[AdminSave]) -> l
         rows.append(HistoryRow(event.at, source, event.trigger, event.ok, event.version, event.summary))
     return list(reversed(rows))
 
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureView:
+    active: bool
+    directory: str | None  # the folder of the latest capture (running or not)
+    folder: str  # what the start form proposes: the folder typed last, else the latest capture's, else the default
+    files: int
+    max_files: int
+    size: str
+    max_size: str
+    captured: int
+    dropped: int
+    failed: int
+    error: str | None
+
+
+def capture_view(status: Mapping[str, Any], proposed: str, typed: str | None = None,
+                 error: str | None = None) -> CaptureView:
+    """`status` is `Capture.status()`; `typed` and `error`: a start form refused, shown again with why."""
+    directory = status["directory"]
+    return CaptureView(
+        active=status["active"], directory=directory,
+        folder=typed if typed is not None else directory or proposed,
+        files=status["files"], max_files=status["max_files"], size=_megabytes(status["bytes"]),
+        max_size=_megabytes(status["max_bytes"]), captured=status["captured"], dropped=status["dropped"],
+        failed=status["failed"], error=error,
+    )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):,.1f} MB"

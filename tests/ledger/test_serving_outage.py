@@ -27,6 +27,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,9 +79,29 @@ def start_ccm(tmp_path: Path, upstream: tuple[str, FakeAnthropic], db: str, poli
     return CcmServer.from_text(tmp_path, routes, env, args=("--db", db)).start()
 
 
+@contextmanager
+def paid_and_served(tmp_path: Path, upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy,
+                    policy: str) -> Iterator[tuple[CcmServer, str]]:
+    """`ccm run` under `ledger fail POLICY` on the database through the proxy, and the secret of a key with credit;
+    ccm is stopped on the way out, before the test checks the database."""
+    paid = new_key(database, "paid", "--credits", "1")
+    ccm = start_ccm(tmp_path, upstream, through(proxy, database), policy)
+    try:
+        yield ccm, paid
+    finally:
+        ccm.stop()
+
+
 def ask(ccm: CcmServer, secret: str | None = None) -> httpx.Response:
     headers = {**JSON, "x-api-key": secret} if secret is not None else JSON
     return httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers=headers, timeout=30)
+
+
+def served_id(ccm: CcmServer, secret: str | None = None) -> str:
+    """Ask and expect it served: the request's id."""
+    answer = ask(ccm, secret)
+    assert answer.status_code == 200, answer.text
+    return answer.headers["request-id"]
 
 
 def ledger_health(ccm: CcmServer) -> dict[str, Any]:
@@ -139,14 +160,8 @@ def journal_files(tmp_path: Path) -> list[Path]:
 def test_fail_closed_answers_503_while_the_database_is_away_and_serves_again_once_it_is_back(
     upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path
 ) -> None:
-    paid = new_key(database, "paid", "--credits", "1")
-    served: list[str] = []
-    ccm = start_ccm(tmp_path, upstream, through(proxy, database), "closed")
-    try:
-        for secret in (paid, None):
-            answer = ask(ccm, secret)
-            assert answer.status_code == 200, answer.text
-            served.append(answer.headers["request-id"])
+    with paid_and_served(tmp_path, upstream, database, proxy, "closed") as (ccm, paid):
+        served = [served_id(ccm, secret) for secret in (paid, None)]
         assert ledger_health(ccm)["available"] is True
         asked = len(upstream[1].message_requests())
 
@@ -164,17 +179,10 @@ def test_fail_closed_answers_503_while_the_database_is_away_and_serves_again_onc
         assert len(upstream[1].message_requests()) == asked  # nothing went upstream unmetered
 
         proxy.restore()
-        answer = ask(ccm, paid)
-        assert answer.status_code == 200, answer.text
-        served.append(answer.headers["request-id"])
-        answer = ask(ccm)
-        assert answer.status_code == 200, answer.text
-        served.append(answer.headers["request-id"])
+        served += [served_id(ccm, paid), served_id(ccm)]
         health = wait_for(ccm, lambda h: h["available"], "the ledger available again")
         assert "unavailable_since" not in health and "journaled" not in health
         assert "Traceback" not in ccm.logs()  # the outage is said in ccm's own lines, once
-    finally:
-        ccm.stop()
     rows = assert_consistent(database, served)
     assert len(rows) == len(served)  # the refused requests left no row
     assert not journal_files(tmp_path)
@@ -186,21 +194,13 @@ def test_fail_open_serves_and_journals_what_needs_no_check_and_writes_each_row_o
     paid = new_key(database, "paid", "--credits", "1")  # a balance to check: never spent unchecked
     free = new_key(database, "free")  # nothing to check: metered only
     stranger = new_key(database, "stranger")  # nothing to check either, but never seen by this ccm before the cut
-    served: list[str] = []
     ccm = start_ccm(tmp_path, upstream, through(proxy, database), "open")
     try:
         assert ledger_health(ccm)["failure_policy"] == "open"  # the file's, before any request read it
-        for secret in (paid, free, None):
-            answer = ask(ccm, secret)
-            assert answer.status_code == 200, answer.text
-            served.append(answer.headers["request-id"])
+        served = [served_id(ccm, secret) for secret in (paid, free, None)]
 
         proxy.cut()
-        during: list[str] = []
-        for secret in (free, None, free, None):
-            answer = ask(ccm, secret)
-            assert answer.status_code == 200, answer.text
-            during.append(answer.headers["request-id"])
+        during = [served_id(ccm, secret) for secret in (free, None, free, None)]
         assert_unavailable_answer(ask(ccm, paid))  # its balance cannot be checked
         assert_unavailable_answer(ask(ccm, stranger))  # it cannot be told from a forged key
         # the rows served during the outage, and a row from before it that was not written yet, maybe
@@ -214,9 +214,7 @@ def test_fail_open_serves_and_journals_what_needs_no_check_and_writes_each_row_o
         proxy.restore()
         wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
         assert all(path.stat().st_size == 0 for path in journal_files(tmp_path))
-        answer = ask(ccm, paid)
-        assert answer.status_code == 200, answer.text
-        served += [*during, answer.headers["request-id"]]
+        served += [*during, served_id(ccm, paid)]
         assert "Traceback" not in ccm.logs()
     finally:
         ccm.stop()
@@ -231,9 +229,7 @@ def test_fail_open_serves_and_journals_what_needs_no_check_and_writes_each_row_o
 def test_a_stream_whose_settle_meets_the_outage_is_answered_in_full_and_has_one_row_once_the_database_is_back(
     upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path, policy: str
 ) -> None:
-    paid = new_key(database, "paid", "--credits", "1")
-    ccm = start_ccm(tmp_path, upstream, through(proxy, database), policy)
-    try:
+    with paid_and_served(tmp_path, upstream, database, proxy, policy) as (ccm, paid):
         upstream[1].script(SLOW_STREAM, SLOW_STREAM)
 
         async def streams() -> list[tuple[int, bytes, str]]:
@@ -261,8 +257,6 @@ def test_a_stream_whose_settle_meets_the_outage_is_answered_in_full_and_has_one_
         wait_for(ccm, lambda h: h["available"] is False, "the outage seen")
         proxy.restore()
         wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
-    finally:
-        ccm.stop()
     rows = assert_consistent(database, [request for _, _, request in answers])
     keys = {row["request_id"]: row["key"] for row in rows}
     assert [keys[request] for _, _, request in answers] == ["paid", "(local)"]
@@ -271,19 +265,13 @@ def test_a_stream_whose_settle_meets_the_outage_is_answered_in_full_and_has_one_
     assert not journal_files(tmp_path)
 
 
-
 def test_a_database_that_stops_answering_holds_a_request_for_seconds_not_for_the_drivers_timeouts(
     upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path
 ) -> None:
     # a stall, not a cut: the connections stay open and nothing comes back (a hung host, a dropped network), where
     # only ccm's own deadline (REQUEST_DEADLINE_S, 5 s) ends the wait: asyncpg's is 60 s per statement
-    paid = new_key(database, "paid", "--credits", "1")
-    served: list[str] = []
-    ccm = start_ccm(tmp_path, upstream, through(proxy, database), "closed")
-    try:
-        answer = ask(ccm, paid)
-        assert answer.status_code == 200, answer.text
-        served.append(answer.headers["request-id"])
+    with paid_and_served(tmp_path, upstream, database, proxy, "closed") as (ccm, paid):
+        served = [served_id(ccm, paid)]
         proxy.stall()
         for secret in (paid, None):  # an open connection that never answers; a new one whose handshake never does
             started = time.monotonic()
@@ -292,11 +280,7 @@ def test_a_database_that_stops_answering_holds_a_request_for_seconds_not_for_the
         assert "did not answer within 5 s" in ccm.logs()
         assert ledger_health(ccm)["available"] is False
         proxy.restore()
-        answer = ask(ccm, paid)
-        assert answer.status_code == 200, answer.text
-        served.append(answer.headers["request-id"])
-    finally:
-        ccm.stop()
+        served.append(served_id(ccm, paid))
     assert len(assert_consistent(database, served)) == len(served)
 
 
@@ -308,22 +292,17 @@ def test_fail_open_on_a_sqlite_file_another_process_keeps_locked(
     database = f"sqlite:///{tmp_path / 'ledger.db'}"
     paid = new_key(database, "paid", "--credits", "1")
     free = new_key(database, "free")
-    served: list[str] = []
     ccm = start_ccm(tmp_path, upstream, database, "open")
     try:
-        answer = ask(ccm, paid)
-        assert answer.status_code == 200, answer.text
-        served.append(answer.headers["request-id"])
+        served = [served_id(ccm, paid)]
         locker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
         try:
             locker.execute("BEGIN IMMEDIATE")
             during = []
             for secret in (None, free):
                 started = time.monotonic()
-                answer = ask(ccm, secret)
-                assert answer.status_code == 200, answer.text
+                during.append(served_id(ccm, secret))
                 assert time.monotonic() - started < 2  # journaled, not waiting for the lock
-                during.append(answer.headers["request-id"])
             assert_unavailable_answer(ask(ccm, paid))  # its hold cannot be written
             wait_for(ccm, lambda h: h.get("journaled", 0) >= len(during), "the rows journaled")
             journal = tmp_path / "ledger.db.usage-journal"
@@ -357,9 +336,7 @@ GROWING = {**BODY, "max_tokens": 1024 + 150, "stream": True}
 def test_a_stream_whose_hold_must_grow_during_the_outage(
     upstream: tuple[str, FakeAnthropic], database: str, proxy: TcpProxy, tmp_path: Path, policy: str
 ) -> None:
-    paid = new_key(database, "paid", "--credits", "1")
-    ccm = start_ccm(tmp_path, upstream, through(proxy, database), policy)
-    try:
+    with paid_and_served(tmp_path, upstream, database, proxy, policy) as (ccm, paid):
         upstream[1].script(LONG_STREAM)
 
         async def stream() -> tuple[bytes, str]:
@@ -380,7 +357,5 @@ def test_a_stream_whose_hold_must_grow_during_the_outage(
             assert b"billing_error" not in body
         proxy.restore()
         wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
-    finally:
-        ccm.stop()
     (row,) = assert_consistent(database, [request])
     assert row["key"] == "paid"
