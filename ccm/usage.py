@@ -45,8 +45,10 @@ class TokenUsage:
 TOKEN_CLASSES: tuple[str, ...] = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 
 
-def _count(raw: Mapping[str, Any] | Any, name: str) -> int:
-    if not isinstance(raw, Mapping):
+# The readers take parsed JSON, whose objects are dicts: `isinstance(x, dict)` is a C check, `Mapping` an ABC's
+# (~0.5 µs a call, a dozen calls a request).
+def _count(raw: Any, name: str) -> int:
+    if not isinstance(raw, dict):
         return 0
     value = raw.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
@@ -54,7 +56,7 @@ def _count(raw: Mapping[str, Any] | Any, name: str) -> int:
 
 def _object(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     value = raw.get(name)
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 # --- Anthropic Messages ---------------------------------------------------------------------------------------------

@@ -422,7 +422,8 @@ class App:
                 headers = _reply_headers(exchange, reply, answer)
                 if reply.stream is None:
                     exchange.status = reply.status
-                    await _settle(exchange, _record(exchange, runtime))  # before the client has the answer
+                    if exchange.admitted is not None:  # settled before the client has the answer
+                        await _settle(exchange, _record(exchange, runtime))
                     await exchange.respond(reply.status, reply.body or b"", headers)
                     return
                 admitted = exchange.admitted
@@ -464,7 +465,7 @@ def _record(exchange: Exchange, runtime: Runtime) -> RequestRecord:
             counted = max((exchange.input_tokens or 0) - usage.prompt_tokens, 0)
             usage = dataclasses.replace(usage, input=usage.input + counted,
                                         output=max(usage.output, -(-running.streamed_chars // CHARS_PER_TOKEN)))
-        attempts = (*attempts[:-1], dataclasses.replace(attempts[-1], usage=usage))
+        attempts = (*attempts[:-1], attempts[-1].answered(usage))
         model = answer.model
     status = exchange.status
     client_gone = exchange.disconnected or (relayed is not None and relayed.client_left)

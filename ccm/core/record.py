@@ -65,6 +65,12 @@ class Attempt:
     resent: bool = False  # the POST went out twice: a stale keep-alive connection closed before any answer
     usage: TokenUsage | None = None
 
+    def answered(self, usage: TokenUsage) -> Attempt:
+        """This attempt with the usage its answer reported (built field by field: `dataclasses.replace` reads every
+        field by name, ~4 µs on each request's path)."""
+        return Attempt(self.provider, self.model, self.upstream_model, self.status, self.reason, self.latency_ms,
+                       self.resent, usage)
+
 
 Outcome = Literal["ok", "error", "truncated", "client_closed"]
 
