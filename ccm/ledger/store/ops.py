@@ -243,13 +243,44 @@ class Finished:
 
 def finish(row: UsageRow, price_id: int | None, at: Micros) -> Op[Finished]:
     """Settle (or release) a request: its row, its hold closed, its cost debited, its rollup; in one transaction."""
+    finished, rollup = yield from _finish_row(row, price_id, at)
+    if rollup is not None:
+        yield _upsert_rollup(*rollup)
+    return finished
+
+
+def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[int]:
+    """`finish` for each (row, price id), in one transaction: how many rows were new. The rollups are summed first
+    and written once per (day, key, model, provider), in that order: a journal's batch of a hundred rows shares a
+    handful, and each upsert is a B-tree update."""
+    recorded = 0
+    rollups: dict[tuple[int, int, str, str], list[int]] = {}
+    for row, price_id in rows:
+        finished, rollup = yield from _finish_row(row, price_id, at)
+        recorded += finished.recorded
+        if rollup is not None:
+            group, sums = rollup
+            total = rollups.get(group)
+            rollups[group] = sums if total is None else [a + b for a, b in zip(total, sums, strict=True)]
+    for group in sorted(rollups):
+        yield _upsert_rollup(group, rollups[group])
+    return recorded
+
+
+_Rollup = tuple[tuple[int, int, str, str], list[int]]  # (day, key id or 0, model, provider), the sums to add
+
+
+def _finish_row(row: UsageRow, price_id: int | None, at: Micros) -> Op[tuple[Finished, _Rollup | None]]:
+    """A request's row, its hold closed and its key's account written; and what its rollup gains (None when the row
+    existed already)."""
     key: KeyInfo | None = None
     account = Account()
-    if row.key_id is not None:
-        key, account = yield from _locked(row.key_id)
-    closed = yield Q("DELETE FROM holds WHERE request_id = ? RETURNING amount, tokens, key_id", (row.request_id,))
     held: Money | None = None
     estimate = 0
+    if row.key_id is not None:
+        key, account = yield from _locked(row.key_id)
+    # looked up for the local caller's rows too: a hold under the same request id is a row from the wrong key
+    closed = yield Q("DELETE FROM holds WHERE request_id = ? RETURNING amount, tokens, key_id", (row.request_id,))
     if closed:
         held, estimate, hold_key = closed[0]
         if hold_key != row.key_id:
@@ -269,23 +300,16 @@ def finish(row: UsageRow, price_id: int | None, at: Micros) -> Op[Finished]:
             changed = admission.release(account, held or 0)
         if changed != account:
             yield _write(key.id, changed)
-    if inserted:
-        lines = {line.token_class: line.charged for line in c.lines}
-        failed = int(row.error is not None or row.status >= 400)
-        yield Q(_UPSERT_ROLLUP, (
-            ts // DAY, row.key_id or 0, row.model or "", row.provider or "", 1, failed,
-            *(getattr(u, n) for n in _COUNTS), c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS),
-        ))
-    return Finished(bool(inserted), held)
+    if not inserted:
+        return Finished(False, held), None
+    lines = {line.token_class: line.charged for line in c.lines}
+    failed = int(row.error is not None or row.status >= 400)
+    sums = [1, failed, *(getattr(u, n) for n in _COUNTS), c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS)]
+    return Finished(True, held), ((ts // DAY, row.key_id or 0, row.model or "", row.provider or ""), sums)
 
 
-def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[int]:
-    """`finish` for each (row, price id), in one transaction: how many rows were new."""
-    recorded = 0
-    for row, price_id in rows:
-        finished = yield from finish(row, price_id, at)
-        recorded += finished.recorded
-    return recorded
+def _upsert_rollup(group: tuple[int, int, str, str], sums: list[int]) -> Q:
+    return Q(_UPSERT_ROLLUP, (*group, *sums))
 
 
 ANY_KEY = -1  # `session_charged`'s key: the session's rows whoever made them
