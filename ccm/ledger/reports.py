@@ -5,7 +5,8 @@ range and the usage rows only for the partial days at its edges, so `ccm usage -
 few thousand rollup rows. Grouped by rule, session or hour it reads the rows (by the time index).
 
 Exports stream: rows come from the store in chunks (`Store.stream`) and leave as CSV or JSON text chunk by chunk, in
-constant memory, with times and amounts formatted by the database itself (the export's hot loop is C code).
+constant memory, with times and amounts formatted by the database itself (the export's hot loop is C code; on
+SQLite the database also joins each chunk's CSV lines into one string).
 """
 
 from __future__ import annotations
@@ -234,64 +235,87 @@ def _csv_field(column: str, dialect: str) -> str:
     return f"COALESCE({as_text}, '')"
 
 
-# SQLite writes a whole CSV line with one printf (`%w` doubles the quotes inside a quoted field), and the date of
-# each row comes from a small table of days (one row per day of the range) instead of strftime: together about twice
-# as fast as concatenating formatted fields.
+# SQLite writes a whole CSV line with one printf, its time included (`%w` doubles the quotes inside a quoted field),
+# and the date of each row comes from a small table of days (one row per day of the range) instead of strftime:
+# together about twice as fast as concatenating formatted fields (and a second printf for the time costs 7% more).
 _SQLITE_DAYS = (
     Q("CREATE TEMP TABLE IF NOT EXISTS export_days (day INTEGER PRIMARY KEY, text TEXT NOT NULL)"),
     Q("INSERT OR IGNORE INTO export_days WITH RECURSIVE d(day) AS (SELECT ? UNION ALL SELECT day + 1 FROM d "
       "WHERE day < ?) SELECT day, date(day * 86400, 'unixepoch') FROM d"),
 )
 _SQLITE_LINE = (
-    "printf('%s,\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",%d,%d,%d,\"%w\",%d,%d,%d,%d,%d,%d,%d,%s,"
-    "%d.%09d,%d.%09d,%s,%d,%d', "
-    "d.text || printf('T%02d:%02d:%02d.%06dZ', u.ts / 3600000000 % 24, u.ts / 60000000 % 60, u.ts / 1000000 % 60, "
-    f"u.ts % 1000000), u.request_id, COALESCE(k.name, '{LOCAL}'), COALESCE(u.session, ''), COALESCE(u.rule, ''), "
+    "printf('%sT%02d:%02d:%02d.%06dZ,\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",\"%w\",%d,%d,%d,\"%w\",%d,%d,%d,%d,%d,"
+    "%d,%d,%s,%d.%09d,%d.%09d,%s,%d,%d', "
+    "d.text, u.ts / 3600000000 % 24, u.ts / 60000000 % 60, u.ts / 1000000 % 60, u.ts % 1000000, "
+    f"u.request_id, COALESCE(k.name, '{LOCAL}'), COALESCE(u.session, ''), COALESCE(u.rule, ''), "
     "COALESCE(u.model, ''), COALESCE(u.provider, ''), COALESCE(u.upstream_model, ''), u.attempts, u.stream, u.status, "
     "COALESCE(u.error, ''), u.input, u.output, u.cache_write_5m, u.cache_write_1h, u.cache_read, u.web_search, "
     "u.latency_ms, u.ttft_ms, u.upstream / 1000000000, u.upstream % 1000000000, u.charged / 1000000000, "
     "u.charged % 1000000000, u.price_id, u.estimated, u.truncated)"
 )
+# SQLite also joins the lines, a block of about `chunk` rows at a time: one Python string per block instead of a
+# tuple and a string per row, and the export's thread runs SQLite without the GIL for a whole block instead of taking
+# it back at every row (about 1.3x the rows/s of fetching lines: docs/keys-and-credits.md). A block is a time window
+# [lo, hi) cut from the time index: every row is in exactly one, and rows sharing a timestamp are never split. Its
+# lines keep their order because SQLite keeps a FROM subquery's ORDER BY under an aggregate other than count, min or
+# max.
+_SQLITE_WINDOWS = (
+    Q("CREATE TEMP TABLE IF NOT EXISTS export_windows (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL)"),
+    Q("DELETE FROM export_windows"),
+    # a window ends at the timestamp of the chunk-th row after its start (?1 since, ?2 until, ?3 chunk); `>`,
+    # not `>=`, makes every window end later than it starts
+    Q("INSERT INTO export_windows WITH RECURSIVE w(lo, hi) AS (SELECT ?1, ?1 UNION ALL SELECT hi, "
+      "COALESCE((SELECT ts FROM usage WHERE ts > w.hi AND ts < ?2 ORDER BY ts LIMIT 1 OFFSET ?3 - 1), ?2) "
+      "FROM w WHERE hi < ?2) SELECT lo, hi FROM w WHERE lo < hi"),
+)
 
 
 def export_query(dialect: str, *, since: Micros, until: Micros, key_id: int | None,
-                 csv_lines: bool = False) -> tuple[str, list[Any], list[Q]]:
+                 csv_chunk: int | None = None) -> tuple[str, list[Any], list[Q]]:
     """The export's query (and the statements to run before it on its connection): one row per usage row, its
-    columns (`EXPORT_COLUMNS`), or with `csv_lines` one CSV line each, built by the database (that is what makes a
-    million-row export fast)."""
+    columns (`EXPORT_COLUMNS`); or with `csv_chunk`, CSV built by the database (that is what makes a million-row
+    export fast): one line per row on PostgreSQL, one block of about `csv_chunk` lines (NULL: none) per row on
+    SQLite."""
     columns = _columns(dialect)
     joins = "LEFT JOIN keys k ON k.id = u.key_id"
-    prepare: list[Q] = []
-    if csv_lines and dialect == "sqlite":
-        select = _SQLITE_LINE
-        joins += f" JOIN export_days d ON d.day = u.ts / {DAY}"
-        prepare = [_SQLITE_DAYS[0], Q(_SQLITE_DAYS[1].sql, (since // DAY, max(until - 1, since) // DAY))]
-    elif csv_lines:
+    where, params = "u.ts >= ? AND u.ts < ?", [since, until]
+    key_filter = "" if key_id is None else " AND COALESCE(u.key_id, 0) = ?"
+    key_params = [] if key_id is None else [key_id]
+    if csv_chunk is not None and dialect == "sqlite":
+        days = Q(_SQLITE_DAYS[1].sql, (since // DAY, max(until - 1, since) // DAY))
+        windows = Q(_SQLITE_WINDOWS[2].sql, (since, until, csv_chunk))
+        block = (f"SELECT group_concat(line, char(10)) FROM (SELECT {_SQLITE_LINE} AS line FROM usage u {joins} "
+                 f"JOIN export_days d ON d.day = u.ts / {DAY} WHERE u.ts >= w.lo AND u.ts < w.hi{key_filter} "
+                 "ORDER BY u.ts, u.id)")
+        sql = f"SELECT ({block}) FROM export_windows w ORDER BY w.lo"
+        return sql, key_params, [_SQLITE_DAYS[0], days, *_SQLITE_WINDOWS[:2], windows]
+    if csv_chunk is not None:
         select = " || ',' || ".join(_csv_field(c, dialect) for c in columns)
     else:
         select = ", ".join(columns)
-    where, params = "u.ts >= ? AND u.ts < ?", [since, until]
-    if key_id is not None:
-        where += " AND COALESCE(u.key_id, 0) = ?"
-        params.append(key_id)
-    sql = f"SELECT {select} FROM usage u {joins} WHERE {where} ORDER BY u.ts, u.id"
-    return sql, params, prepare
+    sql = f"SELECT {select} FROM usage u {joins} WHERE {where}{key_filter} ORDER BY u.ts, u.id"
+    return sql, params + key_params, []
 
 
 async def _export_rows(store: Store, since: Micros, until: Micros, key: str | None, chunk: int,
-                       csv_lines: bool = False) -> AsyncIterator[list[tuple[Any, ...]]]:
+                       csv: bool = False) -> AsyncIterator[list[tuple[Any, ...]]]:
     key_id = None if key is None else await store.run(_key_id(key), write=False)
-    sql, params, prepare = export_query(store.dialect, since=since, until=until, key_id=key_id, csv_lines=csv_lines)
-    async for rows in store.stream(sql, params, chunk, prepare=prepare):
+    sql, params, prepare = export_query(store.dialect, since=since, until=until, key_id=key_id,
+                                        csv_chunk=chunk if csv else None)
+    # SQLite's rows are blocks of `chunk` lines already: one at a time
+    fetch = 1 if csv and store.dialect == "sqlite" else chunk
+    async for rows in store.stream(sql, params, fetch, prepare=prepare):
         yield rows
 
 
 async def export_csv(store: Store, *, since: Micros, until: Micros, key: str | None = None,
                      chunk: int = 20_000) -> AsyncIterator[str]:
-    """Every usage row in [since, until) as CSV text: the header, then one chunk of lines per chunk of rows."""
+    """Every usage row in [since, until) as CSV text: the header, then about `chunk` lines at a time."""
     yield ",".join(EXPORT_COLUMNS) + "\n"
-    async for rows in _export_rows(store, since, until, key, chunk, csv_lines=True):
-        yield "\n".join([r[0] for r in rows]) + "\n"
+    async for rows in _export_rows(store, since, until, key, chunk, csv=True):
+        lines = [r[0] for r in rows if r[0] is not None]
+        if lines:
+            yield "\n".join(lines) + "\n"
 
 
 async def export_json(store: Store, *, since: Micros, until: Micros, key: str | None = None,

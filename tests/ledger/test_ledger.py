@@ -340,6 +340,33 @@ async def test_reports_group_and_sum(ledger: Ledger, clock: FakeClock) -> None:
         await usage(ledger.store, since=0, until=end, key="nobody")
 
 
+async def test_a_csv_export_is_the_same_in_blocks_of_any_size(ledger: Ledger, clock: FakeClock) -> None:
+    # SQLite cuts the export into time windows of about `chunk` rows: none may lose, repeat or reorder a row, also
+    # where many rows share one timestamp or a key's rows are sparse
+    from ccm.ledger.reports import export_csv
+
+    key, _ = await ledger.create_key(NewKey('say "hi", bob'))
+    start = clock()
+    rows = []
+    for i in range(40):
+        at = start + (i // 8) * SECOND + (i % 3)  # 8 rows a second, several on one microsecond
+        rows.append(row(f'r"{i}', key_id=key.id if i % 5 == 0 else None, model="m,1", session=None,
+                        error="a\nb" if i % 7 == 0 else None, time=at))
+    assert await ledger.record_many(rows) == 40
+
+    async def export(chunk: int, key: str | None = None) -> str:
+        return "".join([text async for text in export_csv(ledger.store, since=start, until=clock() + DAY,
+                                                          key=key, chunk=chunk)])
+
+    whole = await export(1000)
+    assert whole.count('"r""') == 40 and whole.index('"r""0"') < whole.index('"r""39"')
+    for chunk in (1, 2, 7):
+        assert await export(chunk) == whole
+    for name in ('say "hi", bob', "(local)"):
+        assert await export(3, key=name) == await export(1000, key=name)
+    assert (await export(1, key='say "hi", bob')).count('"r""') == 8
+
+
 async def test_the_optional_key_cache_never_lets_a_revoked_key_spend(database_url: str, clock: FakeClock) -> None:
     cached = await Ledger.open(database_url, clock=clock, auth_cache=60.0)
     await cached.start(background=False)
