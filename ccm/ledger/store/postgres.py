@@ -145,14 +145,6 @@ class PostgresStore(Store):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise _translate(error, self.url) from error
 
-    async def copy_csv(self, sql: str, params: Sequence[Any], sink: Any) -> None:
-        """`COPY (query) TO STDOUT WITH CSV`: PostgreSQL writes the CSV itself (the fastest export there is)."""
-        try:
-            async with self._pool.acquire() as conn:
-                await conn.copy_from_query(numbered(sql), *params, output=sink, format="csv")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise _translate(error, self.url) from error
-
     async def schema_version(self) -> int:
         async def read(conn: asyncpg.Connection) -> int:
             exists = await conn.fetchval("SELECT to_regclass('ccm_schema_version') IS NOT NULL")
