@@ -83,7 +83,9 @@ async def test_overshoot_stays_within_the_bound(ledger: Ledger) -> None:
     per_request_bound = output_cost(SONNET, Decimal(0), chunk + in_flight) + 1
     _, account = await ledger.key("streamer")
     kinds = [kind for kind, _ in outcomes]
-    assert "truncated" in kinds and "served" in kinds  # the balance ran out mid-stream for some
+    # the balance ran out mid-stream for some; which others were served whole or refused at the door depends on
+    # how the database's latency interleaves the 24 (PostgreSQL under load admits them in another order)
+    assert "truncated" in kinds and set(kinds) <= {"truncated", "served", "refused"}
     assert all(overshoot <= per_request_bound for _, overshoot in outcomes)
     assert account.held == 0
     assert account.balance >= -concurrent * per_request_bound  # the proof's bound, over every request in flight
