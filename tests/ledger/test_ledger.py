@@ -340,6 +340,20 @@ async def test_reports_group_and_sum(ledger: Ledger, clock: FakeClock) -> None:
         await usage(ledger.store, since=0, until=end, key="nobody")
 
 
+async def test_a_batch_records_each_request_once_whatever_it_repeats(ledger: Ledger) -> None:
+    # a journal replayed after a crash between commit and removal repeats rows; a batch mixes local and keyed rows
+    from ccm.ledger.reports import usage
+
+    key, _ = await ledger.create_key(NewKey("batch"))
+    first = [row("once-a"), row("once-b", key_id=key.id)]
+    assert await ledger.record_many(first) == 2
+    again = [row("once-a"), row("once-c"), row("once-c"), row("once-b", key_id=key.id), row("once-d", key_id=key.id)]
+    assert await ledger.record_many(again) == 2  # once-c (given twice) and once-d
+    assert await ledger.audit(deep=True) == []  # the rollups count each row once
+    lines = await usage(ledger.store, since=0, until=2**62, by="key")
+    assert sorted((line.group, line.requests) for line in lines) == [("(local)", 2), ("batch", 2)]
+
+
 async def test_a_csv_export_is_the_same_in_blocks_of_any_size(ledger: Ledger, clock: FakeClock) -> None:
     # SQLite cuts the export into time windows of about `chunk` rows: none may lose, repeat or reorder a row, also
     # where many rows share one timestamp or a key's rows are sparse

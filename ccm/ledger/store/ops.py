@@ -30,10 +30,11 @@ USAGE_COLUMNS = (
     "status", "error", "input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search",
     "latency_ms", "ttft_ms", "upstream", "charged", "held", "price_id", "estimated", "truncated",
 )
-_INSERT_USAGE = (
+_INSERT_USAGE_ROWS = (
     f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))}) "
-    "ON CONFLICT (request_id) DO NOTHING RETURNING id"
+    "ON CONFLICT (request_id) DO NOTHING"
 )
+_INSERT_USAGE = _INSERT_USAGE_ROWS + " RETURNING id"
 _COUNTS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search")
 _ROLLUP_SUMS = ("requests", "errors", *_COUNTS, "upstream", "charged", *(f"c_{c}" for c in _COUNTS))
 _UPSERT_ROLLUP = (
@@ -250,72 +251,96 @@ def finish(row: UsageRow, price_id: int | None, at: Micros) -> Op[Finished]:
 
 
 def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[int]:
-    """`finish` for each (row, price id), in one transaction: how many rows were new. The rollups are summed first
-    and written once per (day, key, model, provider), in that order: a journal's batch of a hundred rows shares a
-    handful, and each upsert is a B-tree update."""
-    local = [row.request_id for row, _ in rows if row.key_id is None]
-    if local:  # one look for the whole batch instead of a DELETE each (see `_finish_row`)
-        held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({', '.join('?' * len(local))})",
-                       local)
+    """`finish` for each (row, price id), in one transaction: how many rows were new. The local caller's rows (no
+    key: nothing to hold or debit, the journal's usual batch) are written together: one look for holds under their
+    request ids (a hold there means a row from the wrong caller: refused) and for rows already written (a journal
+    replayed twice), then one executemany of the new ones. The rollups are summed first and written once per (day,
+    key, model, provider), in that order: a batch of a hundred rows shares a handful."""
+    local = list({row.request_id: (row, price_id) for row, price_id in rows if row.key_id is None}.values())
+    rollups: dict[tuple[int, int, str, str], list[int]] = {}
+    recorded = 0
+    if local:
+        ids = [row.request_id for row, _ in local]
+        marks = ", ".join("?" * len(ids))
+        held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({marks})", ids)
         if held:
             raise _held_elsewhere(held[0][0], held[0][1], None)
-    recorded = 0
-    rollups: dict[tuple[int, int, str, str], list[int]] = {}
+        written = {found for (found,) in (yield Q(f"SELECT request_id FROM usage WHERE request_id IN ({marks})", ids))}
+        new = [(row, price_id) for row, price_id in local if row.request_id not in written]
+        if new:
+            yield Q(_INSERT_USAGE_ROWS, [_usage_params(row, at, None, price_id) for row, price_id in new], many=True)
+        for row, _ in new:
+            _add(rollups, _rollup(row, at))
+        recorded += len(new)
     for row, price_id in rows:
-        finished, rollup = yield from _finish_row(row, price_id, at, local_checked=True)
-        recorded += finished.recorded
-        if rollup is not None:
-            group, sums = rollup
-            total = rollups.get(group)
-            rollups[group] = sums if total is None else [a + b for a, b in zip(total, sums, strict=True)]
+        if row.key_id is not None:
+            finished, rollup = yield from _finish_row(row, price_id, at)
+            recorded += finished.recorded
+            if rollup is not None:
+                _add(rollups, rollup)
     for group in sorted(rollups):
         yield _upsert_rollup(group, rollups[group])
     return recorded
 
 
+def _add(rollups: dict[tuple[int, int, str, str], list[int]], rollup: _Rollup) -> None:
+    group, sums = rollup
+    total = rollups.get(group)
+    rollups[group] = sums if total is None else [a + b for a, b in zip(total, sums, strict=True)]
+
+
 _Rollup = tuple[tuple[int, int, str, str], list[int]]  # (day, key id or 0, model, provider), the sums to add
 
 
-def _finish_row(
-    row: UsageRow, price_id: int | None, at: Micros, local_checked: bool = False
-) -> Op[tuple[Finished, _Rollup | None]]:
+def _finish_row(row: UsageRow, price_id: int | None, at: Micros) -> Op[tuple[Finished, _Rollup | None]]:
     """A request's row, its hold closed and its key's account written; and what its rollup gains (None when the row
     existed already). A local row (no key) has no hold of its own, but one under its request id means the row
-    names the wrong caller: refused. `local_checked`: the caller has looked for such holds already."""
+    names the wrong caller: refused."""
     key: KeyInfo | None = None
     account: Account | None = None
     held: Money | None = None
     estimate = 0
     if row.key_id is not None:
         key, account = yield from _locked(row.key_id)
-    if row.key_id is not None or not local_checked:
-        closed = yield Q("DELETE FROM holds WHERE request_id = ? RETURNING amount, tokens, key_id", (row.request_id,))
-        if closed:
-            held, estimate, hold_key = closed[0]
-            if hold_key != row.key_id:
-                raise _held_elsewhere(row.request_id, hold_key, row.key_id)
-    ts = row.time if row.time is not None else at
-    u, c = row.usage, row.cost
-    inserted = yield Q(_INSERT_USAGE, (
-        row.request_id, ts, row.key_id, row.session, row.rule, row.model, row.provider, row.upstream_model,
-        row.attempts, int(row.stream), row.status, row.error, u.input, u.output, u.cache_write_5m, u.cache_write_1h,
-        u.cache_read, u.web_search, row.latency_ms, row.ttft_ms, c.upstream, c.charged, held, price_id,
-        int(row.estimated), int(row.truncated),
-    ))
+    closed = yield Q("DELETE FROM holds WHERE request_id = ? RETURNING amount, tokens, key_id", (row.request_id,))
+    if closed:
+        held, estimate, hold_key = closed[0]
+        if hold_key != row.key_id:
+            raise _held_elsewhere(row.request_id, hold_key, row.key_id)
+    inserted = yield Q(_INSERT_USAGE, _usage_params(row, at, held, price_id))
+    c = row.cost
     if key is not None:
         assert account is not None  # read with the key
         if inserted:
-            changed = admission.settle(key, account, held, c.charged, u.tokens, estimate, at)
+            changed = admission.settle(key, account, held, c.charged, row.usage.tokens, estimate, at)
         else:
             changed = admission.release(account, held or 0)
         if changed != account:
             yield _write(key.id, changed)
     if not inserted:
         return Finished(False, held), None
+    return Finished(True, held), _rollup(row, at)
+
+
+def _usage_params(row: UsageRow, at: Micros, held: Money | None, price_id: int | None) -> tuple[Any, ...]:
+    """The row's values for USAGE_COLUMNS (`at`: its time when the row has none)."""
+    u, c = row.usage, row.cost
+    return (
+        row.request_id, row.time if row.time is not None else at, row.key_id, row.session, row.rule, row.model,
+        row.provider, row.upstream_model, row.attempts, int(row.stream), row.status, row.error, u.input, u.output,
+        u.cache_write_5m, u.cache_write_1h, u.cache_read, u.web_search, row.latency_ms, row.ttft_ms, c.upstream,
+        c.charged, held, price_id, int(row.estimated), int(row.truncated),
+    )
+
+
+def _rollup(row: UsageRow, at: Micros) -> _Rollup:
+    """What a new row adds to its day's rollup."""
+    u, c = row.usage, row.cost
     lines = {line.token_class: line.charged for line in c.lines}
     failed = int(row.error is not None or row.status >= 400)
     sums = [1, failed, *(getattr(u, n) for n in _COUNTS), c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS)]
-    return Finished(True, held), ((ts // DAY, row.key_id or 0, row.model or "", row.provider or ""), sums)
+    ts = row.time if row.time is not None else at
+    return (ts // DAY, row.key_id or 0, row.model or "", row.provider or ""), sums
 
 
 def _held_elsewhere(request_id: str, hold_key: int, row_key: int | None) -> LedgerError:
