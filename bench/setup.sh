@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `make bench` compares, installed idempotently under ${CCM_CACHE:-$HOME/.cache/ccm}/bench (outside the clone):
-#   nginx, wrk               Debian packages (the upstream and the load generator)
+#   nginx, wrk, valgrind     Debian packages (the upstream, the load generator, bench.instructions' counter)
 #   ccr/                     claude-code-router 2.0.0 from npm
 #   ../litellm-venv/         LiteLLM's proxy from PyPI, pinned, in its own venv (scripts/install-litellm.sh, which
 #                            `make test` runs too: one install for the benchmark and the tests)
@@ -28,13 +28,13 @@ mkdir -p "$CACHE"
 say() { echo "bench setup: $*" >&2; }
 quiet_pip() { "$@" 2>&1 | grep -v "^WARNING: Location" ; return "${PIPESTATUS[0]}"; }
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-    say "installing nginx and wrk (apt-get)"
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v valgrind >/dev/null; then
+    say "installing nginx, wrk and valgrind (apt-get)"
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     { $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq &&
-      $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq nginx wrk >/dev/null; } ||
-        say "could not install nginx/wrk; the run falls back to the Python load generator and needs nginx"
+      $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq nginx wrk valgrind >/dev/null; } ||
+        say "could not install nginx/wrk/valgrind; the run falls back to the Python load generator and needs nginx"
 fi
 
 ccr_package="$CACHE/ccr/node_modules/@musistudio/claude-code-router/package.json"
