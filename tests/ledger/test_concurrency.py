@@ -8,14 +8,16 @@ import random
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from ccm.ledger.ledger import Ledger
-from ccm.ledger.records import NewKey
-from ccm.ledger.refusals import OutOfCredit
+from ccm.ledger.records import NewKey, limits_of
+from ccm.ledger.refusals import OutOfCredit, OverBudget
 from ccm.ledger.store.base import Op, Q
+from ccm.table import Policy
 from tests.ledger.conftest import FakeClock
 from tests.ledger.helpers import CENT, row
 
@@ -56,6 +58,30 @@ async def test_exactly_the_covered_requests_are_admitted(ledger: Ledger) -> None
     found = await totals(ledger)
     assert found == {"rows": COVERED, "distinct": COVERED, "charged": COVERED * CENT, "holds": 0, "balance": 0,
                      "held": 0, "settled": COVERED * CENT}
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_exactly_the_requests_a_plans_budget_covers_are_admitted(ledger: Ledger) -> None:
+    """A plan's budget counts the key's settled spend from its rollups, read under the key's lock: with settles
+    racing admissions (on PostgreSQL, on several connections at once), still exactly the covered ones."""
+    inherited = limits_of((Policy(kind="plan", name="burst", budget=Decimal(COVERED) / 100, period="month"),))
+    key, _ = await ledger.create_key(NewKey("member", plan="burst"))
+    outcomes: list[str] = []
+
+    async def one(i: int) -> None:
+        try:
+            hold = await ledger.admit(key, f"plan-{i}", CENT, 1000, inherited=inherited)
+        except OverBudget:
+            outcomes.append("refused")
+            return
+        await asyncio.sleep(0)
+        await ledger.settle(hold, row(f"plan-{i}", key_id=key.id))
+        outcomes.append("served")
+
+    await asyncio.gather(*(one(i) for i in range(REQUESTS)))
+    assert outcomes.count("served") == COVERED and outcomes.count("refused") == REQUESTS - COVERED
+    found = await totals(ledger)
+    assert (found["rows"], found["charged"], found["holds"], found["held"]) == (COVERED, COVERED * CENT, 0, 0)
     assert await ledger.audit(deep=True) == []
 
 
