@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ccm.ledger.ledger import Ledger
-from ccm.ledger.records import NewKey, limits_of
+from ccm.ledger.records import NO_LIMITS, KeyInfo, Limits, NewKey, limits_of
 from ccm.ledger.refusals import OutOfCredit, OverBudget
 from ccm.ledger.store.base import Op, Q
 from ccm.table import Policy
@@ -39,14 +39,14 @@ async def totals(ledger: Ledger) -> dict[str, int]:
     return result
 
 
-async def test_exactly_the_covered_requests_are_admitted(ledger: Ledger) -> None:
-    key, _ = await ledger.create_key(NewKey("burst", credits=COVERED * CENT))
+async def _burst(ledger: Ledger, key: KeyInfo, inherited: Limits = NO_LIMITS) -> list[str]:
+    """`REQUESTS` concurrent requests of a cent each on `key`, each settled as soon as it is admitted."""
     outcomes: list[str] = []
 
     async def one(i: int) -> None:
         try:
-            hold = await ledger.admit(key, f"burst-{i}", CENT, 1000)
-        except OutOfCredit:
+            hold = await ledger.admit(key, f"burst-{i}", CENT, 1000, inherited=inherited)
+        except (OutOfCredit, OverBudget):
             outcomes.append("refused")
             return
         await asyncio.sleep(0)
@@ -54,6 +54,12 @@ async def test_exactly_the_covered_requests_are_admitted(ledger: Ledger) -> None
         outcomes.append("served")
 
     await asyncio.gather(*(one(i) for i in range(REQUESTS)))
+    return outcomes
+
+
+async def test_exactly_the_covered_requests_are_admitted(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("burst", credits=COVERED * CENT))
+    outcomes = await _burst(ledger, key)
     assert outcomes.count("served") == COVERED and outcomes.count("refused") == REQUESTS - COVERED
     found = await totals(ledger)
     assert found == {"rows": COVERED, "distinct": COVERED, "charged": COVERED * CENT, "holds": 0, "balance": 0,
@@ -66,19 +72,7 @@ async def test_exactly_the_requests_a_plans_budget_covers_are_admitted(ledger: L
     racing admissions (on PostgreSQL, on several connections at once), still exactly the covered ones."""
     inherited = limits_of((Policy(kind="plan", name="burst", budget=Decimal(COVERED) / 100, period="month"),))
     key, _ = await ledger.create_key(NewKey("member", plan="burst"))
-    outcomes: list[str] = []
-
-    async def one(i: int) -> None:
-        try:
-            hold = await ledger.admit(key, f"plan-{i}", CENT, 1000, inherited=inherited)
-        except OverBudget:
-            outcomes.append("refused")
-            return
-        await asyncio.sleep(0)
-        await ledger.settle(hold, row(f"plan-{i}", key_id=key.id))
-        outcomes.append("served")
-
-    await asyncio.gather(*(one(i) for i in range(REQUESTS)))
+    outcomes = await _burst(ledger, key, inherited)
     assert outcomes.count("served") == COVERED and outcomes.count("refused") == REQUESTS - COVERED
     found = await totals(ledger)
     assert (found["rows"], found["charged"], found["holds"], found["held"]) == (COVERED, COVERED * CENT, 0, 0)
