@@ -5,8 +5,9 @@
                                        the ledger: a request's charge, a session's total, the keys' balances
     usage_row(record, key, markup, at) a finished request's record as the ledger's usage row (cost from its price)
 
-Every request is metered, the local caller's too (a row, no hold). A key with credit, a budget or limits is held
-for (`ccm.ledger.holds.hold_for`, the dearest model of the request's fallback chain) and its hold is kept ahead of a
+Every request is metered, the local caller's too (a row, no hold). A key with credit, a budget or limits (its own,
+else its plan's or team's from the route file: `limits_of(request.policies)`) is held for
+(`ccm.ledger.holds.hold_for`, the dearest model of the request's fallback chain) and its hold is kept ahead of a
 streamed answer (`OutputMeter`). Refusals become Anthropic's errors: 402 `billing_error` (credit, budget: the message
 says the balance and how to get more), 403 `permission_error` (a model the key may not use), 429 `rate_limit_error`
 with `retry-after` and `anthropic-ratelimit-*` headers, 401 for a revoked or expired key.
@@ -55,11 +56,11 @@ from ccm.ledger.journal import Journal
 from ccm.ledger.keys import looks_like_secret
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.money import Money, to_decimal
-from ccm.ledger.records import Hold, KeyInfo, UsageRow
+from ccm.ledger.records import Hold, KeyInfo, UsageRow, limits_of
 from ccm.ledger.refusals import KeyRefused, OutOfCredit, OverBudget, RateLimited, Refusal
 from ccm.ledger.store.ops import ANY_KEY
 from ccm.ledger.times import Micros, now
-from ccm.table import Model, Price, SpendPeriod, Standing
+from ccm.table import Model, Policy, Price, SpendPeriod, Standing
 from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.ledger")
@@ -76,6 +77,8 @@ class LedgerMetering:
     ledger: Ledger
     journal: Journal
     policy_of: Callable[[], FailurePolicy] = lambda: "closed"  # the served table's `ledger fail …`
+    # the served table's plan and team of a key (`RoutingTable.policies_of`), for the reports asked outside a request
+    policies_of: Callable[[str | None, str | None], tuple[Policy, ...]] = lambda plan, team: ()
     unavailable_since: float | None = None
     last_audit: dict[str, Any] = field(default_factory=dict)
     charges: OrderedDict[str, Money] = field(default_factory=OrderedDict)  # request id -> charged, the last few
@@ -121,14 +124,15 @@ class LedgerMetering:
                            "permission_error")
         plan_markup = next((p.markup for p in request.policies if p.markup is not None), None)
         markup = markup_for(key.markup, plan_markup, file_markup)
-        if not key.checked:
+        inherited = limits_of(request.policies)
+        if not key.under(inherited).checked:  # a plan's budget or limits are checked as the key's own would be
             return Settlement(self, key, markup, None, None)
         price = _dearest(request.chain)
         amount = hold_for(price, markup, request.input_tokens, request.max_tokens)
         floor = minimum_for(price, markup, request.input_tokens) if price is not None else None
         tokens = request.input_tokens + min(request.max_tokens, 4096)
         try:
-            hold = await self.ledger.admit(key, request.request_id, amount, tokens, minimum=floor)
+            hold = await self.ledger.admit(key, request.request_id, amount, tokens, minimum=floor, inherited=inherited)
         except Refusal as refusal:
             raise _refused(refusal) from None
         except LedgerUnavailable as error:  # either policy: what the key may spend cannot be checked
@@ -154,7 +158,8 @@ class LedgerMetering:
                            "authentication_error")
         await self._written()
         info, account = await self.ledger.key(key.name)
-        return json_bytes(await openrouter_key(self.ledger.store, info, account, now()))
+        inherited = limits_of(self.policies_of(info.plan, info.team))
+        return json_bytes(await openrouter_key(self.ledger.store, info.under(inherited), account, now()))
 
     async def _usage_report(self, caller: Caller, query: Mapping[str, list[str]], admin: bool) -> bytes:
         return json_bytes(await self._admin_report(messages_usage_report, query, admin))
@@ -173,13 +178,14 @@ class LedgerMetering:
             raise ApiError(400, f"{error.message}" + (f" ({error.hint})" if error.hint else "")) from None
         return result
 
-    async def standing(self, caller: Caller) -> Standing:
+    async def standing(self, caller: Caller, policies: tuple[Policy, ...]) -> Standing:
         key: KeyInfo | None = caller.handle
         if key is None:
             return Standing()
         try:
             info, account = await self.ledger.key(key.name)
-            data = (await openrouter_key(self.ledger.store, info, account, now()))["data"]
+            effective = info.under(limits_of(policies))  # `budget < 20%` reads a plan's budget as admission does
+            data = (await openrouter_key(self.ledger.store, effective, account, now()))["data"]
         except LedgerUnavailable as error:  # the rules that read a key's spend cannot be decided without it
             self._away(error)
             raise _unavailable() from None

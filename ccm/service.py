@@ -236,7 +236,8 @@ async def _metered(service: Service, url: str, costs: LedgerCosts) -> AsyncItera
         await ledger.stop()
         raise
     metering = LedgerMetering(ledger, journal,
-                              policy_of=lambda: service.holder.current.table.settings.ledger_failure)
+                              policy_of=lambda: service.holder.current.table.settings.ledger_failure,
+                              policies_of=lambda plan, team: service.holder.current.table.policies_of(plan, team))
     service.api.metering = service.metering = metering
     service.api.drains = Drains(DRAINS, DRAIN_SECONDS)
     service.api.health_sections["ledger"] = metering.health

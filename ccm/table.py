@@ -455,13 +455,23 @@ class Standing(Frozen):
     spent: tuple[tuple[SpendPeriod, Decimal], ...] = ()
 
 
+BudgetPeriod = Literal["day", "week", "month"]
+
+
 class Policy(Frozen):
     """`plan NAME { … }` or `team NAME { … }`: what a key that belongs to it may use, unless the key says itself:
-    the model aliases it may use (empty: all) and the markup on its costs."""
+    the model aliases it may use (empty: all), the markup on its costs, and each key's own budget (USD per UTC
+    `period`) and rate limits. The budget and limits apply to every key of the plan or team on its own: they are
+    never a pool the keys share."""
 
+    kind: Literal["plan", "team"]
     name: str
     models: tuple[str, ...] = ()
     markup: Decimal | None = None
+    budget: Decimal | None = None  # USD, exact; always with its period
+    period: BudgetPeriod | None = None
+    rpm: int | None = None
+    tpm: int | None = None
     span: Span | None = None
 
 

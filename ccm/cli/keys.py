@@ -4,7 +4,7 @@ Every option is read and checked before the database is opened, so a bad one wri
 
     ccm keys create NAME [--credits USD] [--budget USD --period day|week|month] [--models a,b] [--rpm N] [--tpm N]
                          [--expires DATE] [--markup 20%] [--plan P] [--team T] [--format text|json]
-    ccm keys list | show NAME | revoke NAME | rotate NAME [--grace 1h]
+    ccm keys list | show NAME [--routes FILE] | revoke NAME | rotate NAME [--grace 1h]
     ccm credits add NAME USD [--note TEXT]
 
 The secret is printed once (`--format json`: an object with `name` and `secret`); only its hash is stored.
@@ -12,18 +12,22 @@ The secret is printed once (`--format json`: an object with `name` and `secret`)
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import click
 import orjson
 
+from ccm.cli.check import compiled_or_exit
 from ccm.cli.database import database_url, db_option, ledger_errors, run
+from ccm.cli.route_file import find_route_file
 from ccm.ledger.errors import BadInput
 from ccm.ledger.keys import check_name, parse_limit, parse_models
 from ccm.ledger.money import format_usd, parse_usd
-from ccm.ledger.records import Account, KeyInfo, NewKey
+from ccm.ledger.records import Account, KeyInfo, NewKey, limits_of
 from ccm.ledger.times import PERIODS, iso, now, parse_duration, parse_future
 
 formats = click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -42,6 +46,8 @@ def _usd(value: int | None) -> str | None:
 
 
 def describe(key: KeyInfo, account: Account | None = None) -> dict[str, Any]:
+    """What `keys show` and `--format json` say of a key (as `KeyInfo.under` made it, when a route file is known:
+    `from` then names the plan or team each inherited limit comes from)."""
     at = now()
     out: dict[str, Any] = {
         "name": key.name, "id": key.id, "prefix": key.prefix + "…", "status": key.status(at),
@@ -51,6 +57,8 @@ def describe(key: KeyInfo, account: Account | None = None) -> dict[str, Any]:
         "rpm": key.rpm, "tpm": key.tpm, "markup": f"{key.markup}%" if key.markup is not None else None,
         "plan": key.plan, "team": key.team,
     }
+    if key.inherited.from_:
+        out["from"] = dict(key.inherited.from_)
     if account is not None:
         out.update({
             "balance": format_usd(account.balance) if key.credits else None,
@@ -68,8 +76,28 @@ def _print(data: dict[str, Any], output: str) -> None:
     for name, value in data.items():
         if value is None or value == [] or value is False and name != "credits":
             continue
-        shown = ", ".join(value) if isinstance(value, list) else value
+        if isinstance(value, dict):  # `from`: budget -> plan trial
+            shown = ", ".join(f"{limit} of its {source}" for limit, source in value.items())
+        else:
+            shown = ", ".join(value) if isinstance(value, list) else value
         click.echo(f"{name:<{width}}  {shown}")
+
+
+routes_option = click.option(
+    "--routes", "routes", metavar="FILE",
+    help="The route file whose plans and teams give keys their budget and limits (default: the one `ccm run` "
+         "serves: $CCM_ROUTES, ./routes.ccm, ~/.config/ccm/routes.ccm).")
+
+
+def policies_from(routes: str | None) -> Callable[[KeyInfo], KeyInfo]:
+    """Each key as admission sees it under the route file's plans and teams (`KeyInfo.under`); as stored when there
+    is no route file. A route file with errors is reported and the command stops (exit 1), as `ccm table` does."""
+    found = find_route_file(routes, os.environ, required=False)
+    if found is None:
+        return lambda key: key
+    table = compiled_or_exit(str(found)).table
+    assert table is not None  # compiled_or_exit exits otherwise
+    return lambda key: key.under(limits_of(table.policies_of(key.plan, key.team)))
 
 
 @click.group()
@@ -132,16 +160,18 @@ def create(name: str, credits_: str | None, budget: str | None, period: str | No
 
 @keys.command("list")
 @formats
+@routes_option
 @db_option
-def list_keys(output: str, db: str | None) -> None:
+def list_keys(output: str, routes: str | None, db: str | None) -> None:
     """Every key, with its status and balance."""
+    under = policies_from(routes)
     from ccm.ledger.ledger import opened
 
     async def work() -> list[tuple[KeyInfo, Account]]:
         async with opened(database_url(db)) as ledger:
             return await ledger.keys()
 
-    found = run(work())
+    found = [(under(key), account) for key, account in run(work())]
     if output == "json":
         click.echo(orjson.dumps([describe(k, a) for k, a in found], option=orjson.OPT_INDENT_2).decode())
         return
@@ -153,11 +183,11 @@ def list_keys(output: str, db: str | None) -> None:
     for key, account in found:
         limits = []
         if key.budget is not None:
-            limits.append(f"{format_usd(key.budget)}/{key.period}")
+            limits.append(f"{format_usd(key.budget)}/{key.period}" + _source(key, "budget"))
         if key.rpm:
-            limits.append(f"{key.rpm} rpm")
+            limits.append(f"{key.rpm} rpm" + _source(key, "rpm"))
         if key.tpm:
-            limits.append(f"{key.tpm} tpm")
+            limits.append(f"{key.tpm} tpm" + _source(key, "tpm"))
         rows.append((key.name, key.prefix + "…", key.status(at), format_usd(account.balance) if key.credits else "-",
                      format_usd(account.settled), format_usd(account.held), " ".join(limits) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -165,12 +195,19 @@ def list_keys(output: str, db: str | None) -> None:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
+def _source(key: KeyInfo, limit: str) -> str:
+    source = key.inherited.source(limit)
+    return f" ({source})" if source else ""
+
+
 @keys.command()
 @click.argument("name")
 @formats
+@routes_option
 @db_option
-def show(name: str, output: str, db: str | None) -> None:
-    """One key: its policy and its account."""
+def show(name: str, output: str, routes: str | None, db: str | None) -> None:
+    """One key: its policy (its own, else its plan's or team's) and its account."""
+    under = policies_from(routes)
     from ccm.ledger.ledger import opened
 
     async def work() -> tuple[KeyInfo, Account]:
@@ -178,7 +215,7 @@ def show(name: str, output: str, db: str | None) -> None:
             return await ledger.key(name)
 
     key, account = run(work())
-    _print(describe(key, account), output)
+    _print(describe(under(key), account), output)
 
 
 @keys.command()

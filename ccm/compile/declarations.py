@@ -8,6 +8,7 @@ A declaration with errors is left out of the table (its name stays known, so ref
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 from typing import Any, get_args
 
 from ccm import table as t
@@ -23,6 +24,7 @@ QUIRKS: tuple[str, ...] = get_args(t.Quirk)
 TIMEOUTS: tuple[str, ...] = tuple(t.Timeouts.model_fields)
 PRICES: tuple[str, ...] = tuple(t.Price.model_fields)
 BALANCES: tuple[str, ...] = get_args(t.Balance)
+BUDGET_PERIODS: tuple[str, ...] = get_args(t.BudgetPeriod)
 
 
 ProviderItem = s.Item | s.Retry | s.Breaker
@@ -386,9 +388,11 @@ def _force(ctx: Context, item: s.Item) -> tuple[tuple[str, Any], ...]:
 
 
 def policy(ctx: Context, block: s.Block) -> t.Policy | None:
-    """`plan NAME { models a b  markup 10% }` (or `team`): the models are aliases the file declares."""
+    """`plan NAME { models a b  markup 10%  budget $20 per month  rpm 60  tpm 400k }` (or `team`): the models are
+    aliases the file declares."""
     assert isinstance(block.label, s.Word)
-    fields: dict[str, Any] = {"name": block.label.text, "span": table_span(block.label.span)}
+    fields: dict[str, Any] = {"kind": block.keyword.text, "name": block.label.text,
+                              "span": table_span(block.label.span)}
     for keyword, item in _unique_items(ctx, block.items).items():
         assert isinstance(item, s.Item)
         if keyword == "models":
@@ -401,4 +405,19 @@ def policy(ctx: Context, block: s.Block) -> t.Policy | None:
             fields["models"] = tuple(dict.fromkeys(names))
         elif keyword == "markup":
             fields["markup"] = ctx.read(values.percent, _words(item)[0])
+        elif keyword == "budget":
+            fields["budget"], fields["period"] = _budget(ctx, item)
+        elif keyword in values.RATE_UNITS:
+            fields[keyword] = ctx.read(partial(values.rate_limit, keyword=keyword), _words(item)[0])
     return t.Policy(**{k: v for k, v in fields.items() if v is not None})
+
+
+def _budget(ctx: Context, item: s.Item) -> tuple[Decimal | None, str | None]:
+    """`budget $20 per month`: the amount and its period, each checked (either None when it is wrong)."""
+    amount, *rest = _words(item)
+    usd = ctx.read(values.budget, amount)
+    if not rest:
+        ctx.error(item.span, "a budget needs its period", f"say which: `budget {amount.text} per month` (or day, "
+                                                          "week)")
+        return usd, None
+    return usd, ctx.choose(rest[-1], BUDGET_PERIODS, "budget period")

@@ -12,6 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from ccm.dsl import syntax as s
+from ccm.ledger.errors import BadAmount
+from ccm.ledger.money import parse_usd, to_decimal
 
 
 class BadValue(Exception):
@@ -112,6 +114,40 @@ def dollars(text: str) -> Decimal:
     if value > MAX_PRICE * 1000:
         raise BadValue(f"amount `{text}` is too large", "an amount of US dollars, e.g. $5")
     return value
+
+
+def budget(text: str) -> Decimal:
+    """`$20`, `$0.50`: a plan's or team's budget, exactly, above zero and within what the ledger accepts."""
+    example = "a budget is US dollars per period: budget $20 per month"
+    if not text.startswith("$"):
+        raise BadValue(f"invalid budget `{text}`: write it in dollars, `${text}`", example)
+    try:
+        nanos = parse_usd(text)
+    except BadAmount as bad:
+        raise BadValue(f"invalid budget: {bad.message}", bad.hint or example) from None
+    if nanos == 0:
+        raise BadValue(f"a budget of `{text}` allows nothing", "give an amount above zero: budget $20 per month")
+    return to_decimal(nanos)
+
+
+RATE_UNITS = {"rpm": "requests", "tpm": "tokens"}
+MAX_RATE = 1_000_000_000  # a limit past this is a typing mistake (and keeps the ledger's thousandths in 64 bits)
+
+
+def rate_limit(text: str, keyword: str) -> int:
+    """`rpm 60`, `tpm 400k`: at most so many requests or tokens a minute, a whole number from 1 (k and m allowed)."""
+    unit = RATE_UNITS[keyword]
+    hint = f"a whole number of {unit} a minute: {'rpm 60' if keyword == 'rpm' else 'tpm 400k'}"
+    found = _QUANTITY.fullmatch(text)
+    scale = TOKEN_SUFFIXES.get(found.group(2)) if found else None
+    if found is None or scale is None:
+        raise BadValue(f"invalid {keyword} `{text}`", hint)
+    value = Decimal(found.group(1)) * scale
+    if value != int(value) or value < 1:
+        raise BadValue(f"invalid {keyword} `{text}`: at least 1, and whole", hint)
+    if value > MAX_RATE:
+        raise BadValue(f"{keyword} `{text}` is too large", f"at most {MAX_RATE:,} {unit} a minute")
+    return int(value)
 
 
 def whole(text: str, minimum: int = 0) -> int:

@@ -364,6 +364,7 @@ _CATEGORY = {
     "MODELPATH": "a provider/model",
     "STRING": 'a "string"',
     "QUANTITY": "a number",
+    "MONEY": "an amount in dollars ($20)",
     "NUMBER": "a number",
     "COMPARE": "a comparison (== != > >= < <=)",
     "_NL": "a new line",

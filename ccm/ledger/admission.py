@@ -49,15 +49,19 @@ def _state(kind: str, level: int, limit: int, at: Micros) -> RateState:
     return RateState(kind, limit, max(level // UNIT, 0), at + _wait(level, limit * UNIT, limit))  # type: ignore[arg-type]
 
 
-def _budget_room(key: KeyInfo, account: Account, at: Micros) -> tuple[Money, Micros]:
-    """What the budget still allows (after open holds), and when its period started."""
+def _budget_room(key: KeyInfo, account: Account, at: Micros, spent_inherited: Money | None) -> Money:
+    """What the budget still allows (after open holds)."""
     assert key.budget is not None and key.period is not None
-    start = period_start(key.period, at)
-    spent = account.period_spent if account.period_start == start else 0
-    return key.budget - spent - account.held, start
+    if key.budget_inherited:
+        assert spent_inherited is not None, "a plan's or team's budget needs what the key spent in its period"
+        spent = spent_inherited
+    else:
+        spent = account.period_spent if account.period_start == period_start(key.period, at) else 0
+    return key.budget - spent - account.held
 
 
-def _grant(key: KeyInfo, account: Account, amount: Money, minimum: Money | None, at: Micros) -> Money:
+def _grant(key: KeyInfo, account: Account, amount: Money, minimum: Money | None, at: Micros,
+           spent_inherited: Money | None) -> Money:
     """How much of `amount` may be held: all of it, or, when `minimum` is given, whatever is left if at least that;
     else the refusal."""
     granted = amount
@@ -66,18 +70,19 @@ def _grant(key: KeyInfo, account: Account, amount: Money, minimum: Money | None,
             raise OutOfCredit(key.name, account.balance, amount)
         granted = account.balance
     if key.budget is not None and key.period is not None:
-        room, start = _budget_room(key, account, at)
+        room = _budget_room(key, account, at, spent_inherited)
         if room < granted:
             if minimum is None or room < minimum:
                 spent = key.budget - room
-                raise OverBudget(key.name, key.period, spent, key.budget, period_end(key.period, at), amount)
+                raise OverBudget(key.name, key.period, spent, key.budget, period_end(key.period, at), amount,
+                                 key.inherited.source("budget"))
             granted = room
     return max(granted, 0)
 
 
 def _hold(key: KeyInfo, account: Account, granted: Money, at: Micros) -> Account:
     changed = replace(account, balance=account.balance - granted, held=account.held + granted)
-    if key.budget is not None and key.period is not None:
+    if key.budget is not None and key.period is not None and not key.budget_inherited:
         start = period_start(key.period, at)
         if account.period_start != start:
             changed = replace(changed, period_start=start, period_spent=0)
@@ -85,9 +90,12 @@ def _hold(key: KeyInfo, account: Account, granted: Money, at: Micros) -> Account
 
 
 def admit(key: KeyInfo, account: Account, amount: Money, tokens: int, at: Micros,
-          minimum: Money | None = None) -> tuple[Account, Money, tuple[RateState, ...]]:
+          minimum: Money | None = None, spent_inherited: Money | None = None
+          ) -> tuple[Account, Money, tuple[RateState, ...]]:
     """Admit a request that may cost up to `amount` and is estimated at `tokens`: the new account, the amount held
-    (less than `amount` only with `minimum`), and the rate limits after it."""
+    (less than `amount` only with `minimum`), and the rate limits after it. `key` carries its plan's or team's
+    limits (`KeyInfo.under`); for a budget it inherits, `spent_inherited` is what it was charged in the budget's
+    current period (the store sums its rollups: the account's period counter counts only a budget of its own)."""
     check_status(key, at)
     limits: list[RateState] = []
     changed = account
@@ -107,15 +115,16 @@ def admit(key: KeyInfo, account: Account, amount: Money, tokens: int, at: Micros
                               at + _wait(level, key.tpm * UNIT, key.tpm))
         changed = replace(changed, tpm_level=level - tokens * UNIT, tpm_at=at)
         limits.append(_state("tpm", level - tokens * UNIT, key.tpm, at))
-    granted = _grant(key, account, amount, minimum, at)
+    granted = _grant(key, account, amount, minimum, at, spent_inherited)
     return _hold(key, changed, granted, at), granted, tuple(limits)
 
 
-def extend(key: KeyInfo, account: Account, amount: Money, at: Micros) -> Account:
+def extend(key: KeyInfo, account: Account, amount: Money, at: Micros,
+           spent_inherited: Money | None = None) -> Account:
     """Hold `amount` more for a request already admitted (a long answer): all of it or a refusal. A revoked key's
-    requests in flight may finish what they hold, but get no more."""
+    requests in flight may finish what they hold, but get no more. `spent_inherited` as for `admit`."""
     check_status(key, at)
-    granted = _grant(key, account, amount, None, at)
+    granted = _grant(key, account, amount, None, at, spent_inherited)
     return _hold(key, account, granted, at)
 
 
@@ -126,7 +135,7 @@ def settle(key: KeyInfo | None, account: Account, held: Money | None, charged: M
     back = held or 0
     changed = replace(account, balance=account.balance + back - charged, held=account.held - back,
                       settled=account.settled + charged)
-    if key is not None and key.budget is not None and key.period is not None:
+    if key is not None and key.budget is not None and key.period is not None and not key.budget_inherited:
         start = period_start(key.period, at)
         spent = account.period_spent if account.period_start == start else 0
         changed = replace(changed, period_start=start, period_spent=spent + charged)

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from ccm.ledger.errors import BadInput
-from ccm.ledger.money import cents, to_decimal
+from ccm.ledger.money import Money, cents, to_decimal
 from ccm.ledger.records import Account, KeyInfo
 from ccm.ledger.reports import COUNTS
 from ccm.ledger.store.base import Op, Q, Store
@@ -228,7 +228,8 @@ async def cost_report(store: Store, params: Params, clock: Any) -> dict[str, Any
 
 async def openrouter_key(store: Store, key: KeyInfo, account: Account, at: Micros) -> dict[str, Any]:
     """`GET /api/v1/key` for one key: its limit (its budget per period, else its credits; None: no limit), what
-    remains of it, and its spend all-time and in this UTC day, week (from Monday) and month."""
+    remains of it, and its spend all-time and in this UTC day, week (from Monday) and month. `key` is as admission
+    sees it: with its plan's or team's budget and limits where it sets none (`KeyInfo.under`)."""
     day, week, month = (period_start(p, at) // DAY for p in ("day", "week", "month"))
 
     def work() -> Op[list[tuple[Any, ...]]]:
@@ -239,14 +240,20 @@ async def openrouter_key(store: Store, key: KeyInfo, account: Account, at: Micro
     rows = await store.run(work(), write=False)
     spent = {int(d): int(c or 0) for d, c in rows}
 
+    def charged_since(first_day: int) -> Money:
+        return sum(amount for d, amount in spent.items() if d >= first_day)
+
     def since(first_day: int) -> Decimal:
-        return to_decimal(sum(amount for d, amount in spent.items() if d >= first_day))
+        return to_decimal(charged_since(first_day))
 
     limit: Decimal | None = None
     remaining: Decimal | None = None
     if key.budget is not None and key.period is not None:
         start = period_start(key.period, at)
-        period_spent = account.period_spent if account.period_start == start else 0
+        if key.budget_inherited:  # counted as admission counts it (`ops._spent_inherited`)
+            period_spent = charged_since(start // DAY)
+        else:
+            period_spent = account.period_spent if account.period_start == start else 0
         limit = to_decimal(key.budget)
         remaining = to_decimal(max(key.budget - period_spent - account.held, 0))
         if key.credits:

@@ -31,7 +31,7 @@ from types import TracebackType
 from ccm.ledger import keys as secrets
 from ccm.ledger.errors import BadInput, LedgerUnavailable
 from ccm.ledger.money import Money
-from ccm.ledger.records import Account, Hold, KeyInfo, NewKey, UsageRow
+from ccm.ledger.records import NO_LIMITS, Account, Hold, KeyInfo, Limits, NewKey, UsageRow
 from ccm.ledger.store import ops
 from ccm.ledger.store.base import Store
 from ccm.ledger.store.connect import open_store
@@ -177,15 +177,17 @@ class Ledger:
         await self.store.run(ops.ping(), write=False, deadline=REQUEST_DEADLINE_S)
 
     async def admit(self, key: KeyInfo, request_id: str, hold: Money, tokens: int, *,
-                    minimum: Money | None = None) -> Hold:
+                    minimum: Money | None = None, inherited: Limits = NO_LIMITS) -> Hold:
         """Hold `hold` for a request estimated at `tokens` tokens, counting it against rpm and tpm; atomic on the
         key's row. `minimum`: when less than `hold` is available but at least this, hold what is available (the
-        request path then extends as the answer grows, and stops it when it cannot). Raises a `Refusal`."""
+        request path then extends as the answer grows, and stops it when it cannot). `inherited`: the budget and
+        limits of the key's plan and team (`limits_of`), checked where the key sets none itself. Raises a
+        `Refusal`."""
         if hold < 0 or tokens < 0:
             raise BadInput("a hold and a token estimate are never negative")
         at = self.clock()
         result: Hold = await self.store.run(
-            ops.admit(key.id, request_id, hold, tokens, minimum, self.instance, at, at + self.hold_ttl),
+            ops.admit(key.id, request_id, hold, tokens, minimum, self.instance, at, at + self.hold_ttl, inherited),
             deadline=REQUEST_DEADLINE_S)
         return result
 
@@ -204,7 +206,7 @@ class Ledger:
                 raise BadInput(f"the hold is for request `{hold.request_id}`, the row for `{row.request_id}`")
             if row.key_id is None:
                 row = replace(row, key_id=hold.key.id)
-        return await self._finish(row)
+        return await self._finish(row, hold.key.inherited if hold is not None else NO_LIMITS)
 
     async def release(self, hold: Hold | None, row: UsageRow) -> bool:
         """The request failed: the same transaction as `settle`. The row says the status and error; its cost is what
@@ -223,9 +225,9 @@ class Ledger:
         recorded: int = await self.store.run(ops.finish_all(priced, self.clock()))
         return recorded
 
-    async def _finish(self, row: UsageRow) -> bool:
+    async def _finish(self, row: UsageRow, inherited: Limits = NO_LIMITS) -> bool:
         price_id = await self._price_id(row)
-        finished: ops.Finished = await self.store.run(ops.finish(row, price_id, self.clock()),
+        finished: ops.Finished = await self.store.run(ops.finish(row, price_id, self.clock(), inherited),
                                                       deadline=REQUEST_DEADLINE_S)
         return finished.recorded
 
@@ -263,6 +265,12 @@ class Ledger:
     async def key(self, name: str) -> tuple[KeyInfo, Account]:
         found: tuple[KeyInfo, Account] = await self.store.run(ops.get_key(name), write=False)
         return found
+
+    async def spent_inherited(self, key: KeyInfo) -> Money | None:
+        """What `key` (as `KeyInfo.under` made it) was charged in the current period of the budget it takes from
+        its plan or team, as admission counts it; None when its budget, if any, is its own."""
+        spent: Money | None = await self.store.run(ops.spent_inherited(key, self.clock()), write=False)
+        return spent
 
     async def keys(self) -> list[tuple[KeyInfo, Account]]:
         found: list[tuple[KeyInfo, Account]] = await self.store.run(ops.list_keys(), write=False)

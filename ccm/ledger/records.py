@@ -7,7 +7,8 @@ one finished request (built once, when the request is over, from the router's re
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
@@ -15,12 +16,49 @@ from typing import Literal
 import orjson
 
 from ccm.ledger.cost import Cost
-from ccm.ledger.money import Money
+from ccm.ledger.money import Money, from_decimal
 from ccm.ledger.times import Micros, Period
-from ccm.table import Price
+from ccm.table import Policy, Price
 from ccm.usage import TokenUsage
 
 KeyStatus = Literal["active", "revoked", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The budget and rate limits a key's plan or team gives it (`plan pro { budget $20 per month  rpm 60 }`), each
+    with where it comes from (`from_`: limit -> "plan pro"). Each key of the plan has them on its own: a plan's budget
+    is every key's budget, never a pool they share."""
+
+    budget: Money | None = None
+    period: Period | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    from_: tuple[tuple[str, str], ...] = ()
+
+    def source(self, limit: str) -> str | None:
+        return dict(self.from_).get(limit)
+
+
+NO_LIMITS = Limits()  # a key of no plan or team, or of one that sets no budget or limit
+
+
+def limits_of(policies: Sequence[Policy]) -> Limits:
+    """The limits of a key's plan and team (`Table.policies_of`: the plan's first), the first that sets each one
+    winning, as it does for `models` and `markup`."""
+    found: dict[str, Policy] = {}
+    for policy in policies:
+        for limit in ("budget", "rpm", "tpm"):
+            if getattr(policy, limit) is not None:
+                found.setdefault(limit, policy)
+    budget, rpm, tpm = (found.get(limit) for limit in ("budget", "rpm", "tpm"))
+    return Limits(
+        budget=from_decimal(budget.budget) if budget is not None and budget.budget is not None else None,
+        period=budget.period if budget is not None else None,
+        rpm=rpm.rpm if rpm is not None else None,
+        tpm=tpm.tpm if tpm is not None else None,
+        from_=tuple((limit, f"{policy.kind} {policy.name}") for limit, policy in found.items()),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +82,7 @@ class KeyInfo:
     expires_at: Micros | None = None
     revoked_at: Micros | None = None
     secret_expires_at: Micros | None = None  # the presented secret's own end (an old secret in a rotation grace)
+    inherited: Limits = NO_LIMITS  # what `under` took from the plan or team: only what the key does not set itself
 
     def status(self, at: Micros) -> KeyStatus:
         if self.revoked_at is not None and self.revoked_at <= at:
@@ -56,6 +95,26 @@ class KeyInfo:
 
     def allows(self, model: str) -> bool:
         return not self.models or model in self.models
+
+    def under(self, limits: Limits) -> KeyInfo:
+        """The key with its plan's or team's limits where it sets none itself (a budget goes with its period): what
+        admission checks and reports show. `inherited` keeps what was taken, and from where."""
+        own_budget = self.budget is not None
+        taken = Limits(budget=None if own_budget else limits.budget, period=None if own_budget else limits.period,
+                       rpm=limits.rpm if self.rpm is None else None, tpm=limits.tpm if self.tpm is None else None)
+        kept = {"budget": taken.budget, "rpm": taken.rpm, "tpm": taken.tpm}
+        taken = replace(taken, from_=tuple((name, where) for name, where in limits.from_
+                                           if kept.get(name) is not None))
+        return replace(self, budget=self.budget if own_budget else taken.budget,
+                       period=self.period if own_budget else taken.period,
+                       rpm=self.rpm if self.rpm is not None else taken.rpm,
+                       tpm=self.tpm if self.tpm is not None else taken.tpm, inherited=taken)
+
+    @property
+    def budget_inherited(self) -> bool:
+        """A budget from the plan or team: its spend in the period is read from the rollups, since the key's own
+        counter (`Account.period_spent`) only counts for a budget of its own."""
+        return self.inherited.budget is not None
 
     @property
     def checked(self) -> bool:

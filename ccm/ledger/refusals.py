@@ -7,6 +7,7 @@ from typing import Literal
 
 from ccm.ledger.errors import LedgerError
 from ccm.ledger.money import Money, format_usd
+from ccm.ledger.times import iso
 
 
 class Refusal(LedgerError):
@@ -32,12 +33,17 @@ class OutOfCredit(Refusal):
         self.needed = needed
 
 
+ADJECTIVES = {"day": "daily", "week": "weekly", "month": "monthly"}
+
+
 class OverBudget(Refusal):
-    def __init__(self, name: str, period: str, spent: Money, limit: Money, resets_at: int, needed: Money) -> None:
+    def __init__(self, name: str, period: str, spent: Money, limit: Money, resets_at: int, needed: Money,
+                 source: str | None = None) -> None:
+        whose = f" (its {source}'s)" if source else ""  # "plan trial": the budget every key of the plan has
         super().__init__(
-            f"key `{name}` is over its {period}ly budget: {format_usd(spent)} of {format_usd(limit)} spent or held, "
-            f"and this request needs up to {format_usd(needed)}",
-            "the budget resets at the start of the next period (UTC)",
+            f"key `{name}` is over its {ADJECTIVES.get(period, period)} budget{whose}: {format_usd(spent)} of "
+            f"{format_usd(limit)} spent or held, and this request needs up to {format_usd(needed)}",
+            f"the budget resets at the start of the next period, {iso(resets_at)}",
         )
         self.name = name
         self.period = period

@@ -30,7 +30,7 @@ from ccm.ledger.errors import LedgerUnavailable
 from ccm.ledger.times import now
 from ccm.web.signin import Unavailable, signin_routes
 from ccm.web.site import Site
-from ccm.web.usage import NoLedger, ledger_of, offered_models, standing, usage_view
+from ccm.web.usage import NoLedger, ledger_of, offered_models, standing, under_policies, usage_view
 
 CONTACT_VARIABLE = "CCM_CREDITS_CONTACT"  # who to ask for more credits (shown on the dashboard)
 
@@ -67,13 +67,14 @@ class Dashboard:
                 self.site.clear_session_cookie(request, response, "key")
                 return response
             key, account, activity = found
+            key, spent = await under_policies(ledger, self.service.runtime.table, key)
         except NoLedger as error:
             return self.site.render(request, "error.html", status_code=503, title="Unavailable", message=str(error))
         except LedgerUnavailable as error:
             return self.site.render(request, "error.html", status_code=503, title="Unavailable",
                                     message=f"the usage ledger cannot be reached now: {error.message}")
         models, markup = offered_models(self.service.runtime.table, key)
-        return self.site.render(request, "dashboard.html", title="Dashboard", key=standing(key, account, at),
+        return self.site.render(request, "dashboard.html", title="Dashboard", key=standing(key, account, at, spent),
                                 usage=usage_view(activity), models=models, markup=markup, contact=self.contact)
 
 

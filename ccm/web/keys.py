@@ -34,7 +34,7 @@ from ccm.ledger.records import NewKey
 from ccm.ledger.reports import LOCAL, export_csv
 from ccm.ledger.times import PERIODS, Period, now, parse_duration, parse_future, parse_instant
 from ccm.web.site import Site, read_form
-from ccm.web.usage import NoLedger, ledger_of, standing, usage_view
+from ccm.web.usage import NoLedger, ledger_of, standing, under_policies, usage_view
 
 NOTE_LIMIT = 500
 PAGE = 100  # keys per page of the list (in name order; `?after=NAME` for the next page, `?q=TEXT` to search)
@@ -133,10 +133,13 @@ class Keys:
         try:
             ledger = await ledger_of(self.service)
             keys = await ledger.keys_page(after=after, limit=PAGE + 1, contains=contains)
+            at = now()
+            rows = []
+            for key, account in keys[:PAGE]:
+                effective, spent = await under_policies(ledger, self.service.runtime.table, key)
+                rows.append(standing(effective, account, at, spent))
         except (NoLedger, LedgerError) as failure:
             return self._unavailable(request, failure)
-        at = now()
-        rows = [standing(key, account, at) for key, account in keys[:PAGE]]
         following = rows[-1].name if len(keys) > PAGE else None
         return self.site.render(request, "keys.html", status_code=status, title="Keys", keys=rows, error=error,
                                 form=form or {}, periods=PERIODS, q=contains or "", after=after,
@@ -167,13 +170,15 @@ class Keys:
             if found is None:
                 raise UnknownKey(name)
             key, account, activity = found
+            effective, spent = await under_policies(ledger, self.service.runtime.table, key)
         except UnknownKey as missing:
             return self._no_such_key(request, missing)
         except (NoLedger, LedgerError) as failure:
             return self._unavailable(request, failure)
         done = DONE.get(request.query_params.get("done", ""))
         return self.site.render(request, "key.html", status_code=status, title=f"Key {key.name}",
-                                key=standing(key, account, at), info=key, usage=usage_view(activity), error=error,
+                                key=standing(effective, account, at, spent), info=key, usage=usage_view(activity),
+                                error=error,
                                 done=done, periods=PERIODS)
 
     async def _change(self, request: Request, change: Any, done: str) -> Response:

@@ -2,7 +2,8 @@
 once per request from the ledger's values; the dashboard (`/`, for the key itself) and the admin's key page share it.
 
     await ledger_of(service) -> Ledger                the open ledger, the journal's rows written (or `NoLedger`)
-    standing(key, account, at) -> Standing            balance, spend, budget and its period, limits, status
+    await under_policies(ledger, table, key)           the key under its plan's and team's budget and limits
+    standing(key, account, at, spent) -> Standing     balance, spend, budget and its period, limits, status
     usage_view(activity) -> UsageView                 the 24-hour and 30-day charts and tables, the latest requests
     offered_models(table, key) -> [OfferedModel]      what the key may use, at the prices it pays, with windows
 
@@ -23,8 +24,8 @@ from ccm.ledger.activity import TOKEN_CLASSES, Activity, Bucket, Series
 from ccm.ledger.cost import markup_for
 from ccm.ledger.errors import LedgerUnavailable
 from ccm.ledger.ledger import Ledger
-from ccm.ledger.money import format_usd
-from ccm.ledger.records import Account, KeyInfo
+from ccm.ledger.money import Money, format_usd
+from ccm.ledger.records import Account, KeyInfo, limits_of
 from ccm.ledger.times import Micros, period_end, period_start, to_datetime
 from ccm.table import RoutingTable
 from ccm.web.chart import column_chart
@@ -70,6 +71,9 @@ class Standing:
     resets: str
     rpm: int | None
     tpm: int | None
+    budget_from: str  # "plan trial" when the budget (or rpm, tpm) is the plan's or team's; "" when the key's own
+    rpm_from: str
+    tpm_from: str
     models: tuple[str, ...]
     plan: str
     team: str
@@ -78,18 +82,29 @@ class Standing:
     revoked: str
 
 
-def standing(key: KeyInfo, account: Account, at: Micros) -> Standing:
+async def under_policies(ledger: Ledger, table: RoutingTable, key: KeyInfo) -> tuple[KeyInfo, Money | None]:
+    """The key as admission sees it under the served route file (its plan's and team's budget and limits where it
+    sets none), and what it spent in the period of a budget it takes from them (None: its budget is its own)."""
+    effective = key.under(limits_of(table.policies_of(key.plan, key.team)))
+    return effective, await ledger.spent_inherited(effective) if effective.budget_inherited else None
+
+
+def standing(key: KeyInfo, account: Account, at: Micros, spent_inherited: Money | None = None) -> Standing:
+    """`key` as `under_policies` gives it (or as stored), with `spent_inherited` for a budget of its plan or team."""
     budget = period_spent = resets = ""
     if key.budget is not None and key.period is not None:
         start = period_start(key.period, at)
         budget = format_usd(key.budget)
-        period_spent = format_usd(account.period_spent if account.period_start == start else 0)
+        own = account.period_spent if account.period_start == start else 0
+        period_spent = format_usd(spent_inherited if spent_inherited is not None else own)
         resets = utc(period_end(key.period, at))
     return Standing(
         name=key.name, prefix=key.prefix, status=key.status(at), prepaid=key.credits,
         balance=format_usd(account.balance) if key.credits else "", credited=format_usd(account.credited),
         spent=format_usd(account.settled), held=format_usd(account.held), budget=budget, period=key.period or "",
-        period_spent=period_spent, resets=resets, rpm=key.rpm, tpm=key.tpm, models=key.models, plan=key.plan or "",
+        period_spent=period_spent, resets=resets, rpm=key.rpm, tpm=key.tpm,
+        budget_from=key.inherited.source("budget") or "", rpm_from=key.inherited.source("rpm") or "",
+        tpm_from=key.inherited.source("tpm") or "", models=key.models, plan=key.plan or "",
         team=key.team or "", created=utc(key.created_at), expires=utc(key.expires_at) if key.expires_at else "",
         revoked=utc(key.revoked_at) if key.revoked_at else "",
     )

@@ -4,6 +4,7 @@ with suffixes, environment handling, include resolution and the in-file test run
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,25 @@ def test_well_formed_globs(glob: str) -> None:
 def test_malformed_globs(glob: str) -> None:
     with pytest.raises(values.BadValue):
         values.check_glob(glob)
+
+
+def test_a_plans_and_teams_budget_and_rate_limits(compile_text: Compile) -> None:
+    result = compile_text(PROVIDER + "model m = p/m\n"
+                                     "plan trial {\n  models m\n  budget $20.50 per month\n  rpm 60\n  tpm 400k\n}\n"
+                                     "team web {\n  budget $0.25 per day\n}\n"
+                                     "route {\n  default -> m\n}\n")
+    assert result.table is not None and result.errors == ()
+    trial, web = result.table.plans["trial"], result.table.teams["web"]
+    assert (trial.kind, trial.budget, trial.period, trial.rpm, trial.tpm) == ("plan", Decimal("20.5"), "month", 60,
+                                                                              400_000)
+    assert (web.kind, web.budget, web.period, web.rpm, web.tpm) == ("team", Decimal("0.25"), "day", None, None)
+    assert result.table.policies_of("trial", "web") == (trial, web)  # the plan's first: it wins over the team's
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("$0.0000000001", "more than nine decimals"),
+    ("$99999999", "too large"),
+])
+def test_a_budget_is_an_amount_the_ledger_can_count(text: str, says: str) -> None:
+    with pytest.raises(values.BadValue, match=says):
+        values.budget(text)

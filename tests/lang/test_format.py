@@ -87,3 +87,10 @@ def test_formatting_is_idempotent() -> None:
 def test_empty_and_comment_only_files() -> None:
     assert format_source("", "e.ccm") == ""
     assert format_source("\n\n# only a comment\n\n", "e.ccm") == "# only a comment\n"
+
+
+def test_a_plans_budget_and_limits_are_laid_out_like_other_items() -> None:
+    messy = "plan trial {  budget   $20   per month  rpm 60\n      tpm 400k   # each key's\n}\n"
+    expected = "plan trial {\n  budget $20 per month\n  rpm    60\n  tpm    400k  # each key's\n}\n"
+    assert format_source(messy, "p.ccm") == expected
+    assert format_source(expected, "p.ccm") == expected

@@ -10,8 +10,9 @@ import pytest
 from ccm.ledger.apis import cost_report, json_bytes, messages_usage_report, openrouter_key
 from ccm.ledger.errors import BadInput
 from ccm.ledger.ledger import Ledger
-from ccm.ledger.records import NewKey
+from ccm.ledger.records import NewKey, limits_of
 from ccm.ledger.times import DAY, HOUR, MINUTE, iso
+from ccm.table import Policy
 from ccm.usage import TokenUsage
 from tests.ledger.conftest import FakeClock
 from tests.ledger.helpers import SONNET, row, usd
@@ -122,3 +123,19 @@ async def test_openrouter_key_fields(ledger: Ledger, clock: FakeClock) -> None:
     body = orjson.loads(json_bytes({"data": data}))
     assert body["data"]["limit"] == 5 and isinstance(body["data"]["usage"], float)
     assert json_bytes({"x": Decimal("0.000000001")}) == b'{"x":0.000000001}'
+
+
+async def test_openrouter_key_reports_a_plans_budget_and_rpm(ledger: Ledger, clock: FakeClock) -> None:
+    """A key with no budget of its own shows its plan's as admission counts it: what it was charged in the period,
+    and what is held now."""
+    key, _ = await ledger.create_key(NewKey("member", plan="pro"))
+    inherited = limits_of((Policy(kind="plan", name="pro", budget=Decimal(1), period="week", rpm=60),))
+    hold = await ledger.admit(key, "w0", usd("0.1"), 10, inherited=inherited)
+    await ledger.settle(hold, row("w0", usage=TokenUsage(output=25_000), key_id=key.id))  # $0.25
+    await ledger.admit(key, "w1", usd("0.1"), 10, inherited=inherited)  # still open
+    info, account = await ledger.key("member")
+    data = (await openrouter_key(ledger.store, info.under(inherited), account, clock()))["data"]
+    assert (data["limit"], data["limit_reset"], data["limit_remaining"]) == (Decimal(1), "weekly", Decimal("0.65"))
+    assert data["usage_weekly"] == Decimal("0.25") and data["rate_limit"] == {"requests": 60, "interval": "1m"}
+    plain = (await openrouter_key(ledger.store, info, account, clock()))["data"]  # outside the plan: no limit
+    assert (plain["limit"], plain["limit_remaining"], plain["rate_limit"]) == (None, None, None)

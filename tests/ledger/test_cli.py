@@ -70,6 +70,44 @@ def test_keys_lifecycle(database_url: str) -> None:
     assert checked.exit_code == 0 and "balances" in checked.stdout
 
 
+PLAN_ROUTES = """\
+provider p {
+  type openai
+  url  "http://127.0.0.1:1/v1"
+}
+model m = p/m { max_output 8k }
+plan trial {
+  budget $20 per month
+  rpm    60
+}
+team web {
+  rpm 5
+  tpm 400k
+}
+route {
+  default -> m
+}
+"""
+
+
+def test_keys_show_and_list_mark_what_comes_from_the_plan_or_team(database_url: str, tmp_path: Path) -> None:
+    routes = tmp_path / "routes.ccm"
+    routes.write_text(PLAN_ROUTES)
+    made = ccm(database_url, "keys", "create", "member", "--plan", "trial", "--team", "web", "--rpm", "7")
+    assert made.exit_code == 0
+    shown = json.loads(ccm(database_url, "keys", "show", "member", "--routes", str(routes), "--format", "json").stdout)
+    assert (shown["budget"], shown["period"], shown["rpm"], shown["tpm"]) == ("$20.00", "month", 7, 400_000)
+    assert shown["from"] == {"budget": "plan trial", "tpm": "team web"}  # its own rpm wins over both
+    text = ccm(database_url, "keys", "show", "member", "--routes", str(routes)).stdout
+    assert "budget of its plan trial, tpm of its team web" in text
+    listed = ccm(database_url, "keys", "list", "--routes", str(routes)).stdout
+    assert "$20.00/month (plan trial) 7 rpm 400000 tpm (team web)" in listed
+    broken = tmp_path / "broken.ccm"
+    broken.write_text(PLAN_ROUTES.replace("per month", "per year"))
+    refused = ccm(database_url, "keys", "show", "member", "--routes", str(broken))
+    assert refused.exit_code == 1 and "unknown budget period `year`" in refused.stderr
+
+
 @pytest.mark.parametrize("args, says", [
     (["keys", "create", "x", "--credits", "nan"], "not an amount"),
     (["keys", "create", "x", "--credits", "1e9"], "exponents"),

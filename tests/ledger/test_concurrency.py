@@ -8,14 +8,16 @@ import random
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from ccm.ledger.ledger import Ledger
-from ccm.ledger.records import NewKey
-from ccm.ledger.refusals import OutOfCredit
+from ccm.ledger.records import NO_LIMITS, KeyInfo, Limits, NewKey, limits_of
+from ccm.ledger.refusals import OutOfCredit, OverBudget
 from ccm.ledger.store.base import Op, Q
+from ccm.table import Policy
 from tests.ledger.conftest import FakeClock
 from tests.ledger.helpers import CENT, row
 
@@ -37,14 +39,14 @@ async def totals(ledger: Ledger) -> dict[str, int]:
     return result
 
 
-async def test_exactly_the_covered_requests_are_admitted(ledger: Ledger) -> None:
-    key, _ = await ledger.create_key(NewKey("burst", credits=COVERED * CENT))
+async def _burst(ledger: Ledger, key: KeyInfo, inherited: Limits = NO_LIMITS) -> list[str]:
+    """`REQUESTS` concurrent requests of a cent each on `key`, each settled as soon as it is admitted."""
     outcomes: list[str] = []
 
     async def one(i: int) -> None:
         try:
-            hold = await ledger.admit(key, f"burst-{i}", CENT, 1000)
-        except OutOfCredit:
+            hold = await ledger.admit(key, f"burst-{i}", CENT, 1000, inherited=inherited)
+        except (OutOfCredit, OverBudget):
             outcomes.append("refused")
             return
         await asyncio.sleep(0)
@@ -52,10 +54,28 @@ async def test_exactly_the_covered_requests_are_admitted(ledger: Ledger) -> None
         outcomes.append("served")
 
     await asyncio.gather(*(one(i) for i in range(REQUESTS)))
+    return outcomes
+
+
+async def test_exactly_the_covered_requests_are_admitted(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("burst", credits=COVERED * CENT))
+    outcomes = await _burst(ledger, key)
     assert outcomes.count("served") == COVERED and outcomes.count("refused") == REQUESTS - COVERED
     found = await totals(ledger)
     assert found == {"rows": COVERED, "distinct": COVERED, "charged": COVERED * CENT, "holds": 0, "balance": 0,
                      "held": 0, "settled": COVERED * CENT}
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_exactly_the_requests_a_plans_budget_covers_are_admitted(ledger: Ledger) -> None:
+    """A plan's budget counts the key's settled spend from its rollups, read under the key's lock: with settles
+    racing admissions (on PostgreSQL, on several connections at once), still exactly the covered ones."""
+    inherited = limits_of((Policy(kind="plan", name="burst", budget=Decimal(COVERED) / 100, period="month"),))
+    key, _ = await ledger.create_key(NewKey("member", plan="burst"))
+    outcomes = await _burst(ledger, key, inherited)
+    assert outcomes.count("served") == COVERED and outcomes.count("refused") == REQUESTS - COVERED
+    found = await totals(ledger)
+    assert (found["rows"], found["charged"], found["holds"], found["held"]) == (COVERED, COVERED * CENT, 0, 0)
     assert await ledger.audit(deep=True) == []
 
 

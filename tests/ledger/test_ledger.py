@@ -6,16 +6,18 @@ import os
 import subprocess
 import sys
 from decimal import Decimal
+from typing import Any, Literal
 
 import pytest
 
 from ccm.ledger.errors import BadInput, DuplicateRequest, LedgerError, UnknownKey
 from ccm.ledger.ledger import Ledger
-from ccm.ledger.records import NewKey
+from ccm.ledger.records import NewKey, limits_of
 from ccm.ledger.refusals import KeyRefused, OutOfCredit, OverBudget, RateLimited
 from ccm.ledger.store import ops
 from ccm.ledger.store.base import Q
 from ccm.ledger.times import DAY, HOUR, MINUTE, SECOND, period_end
+from ccm.table import Policy
 from ccm.usage import TokenUsage
 from tests.ledger.conftest import FakeClock
 from tests.ledger.helpers import CENT, SONNET, row, usd
@@ -148,6 +150,92 @@ async def test_tpm_counts_estimates_then_actual_tokens(ledger: Ledger, clock: Fa
     # the request really used 100 tokens: the bucket gets the difference back
     await ledger.settle(hold, row("t0", usage=TokenUsage(input=50, output=50), key_id=key.id, price=None))
     await ledger.admit(key, "t1", 0, 600)
+
+
+def plan(name: str = "trial", kind: Literal["plan", "team"] = "plan", **limits: Any) -> Policy:
+    """A route file's `plan NAME { … }` (or `team`), as the table holds it."""
+    return Policy(kind=kind, name=name, **limits)
+
+
+async def test_a_plans_budget_refuses_each_key_at_its_period_spend_until_the_period_resets(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """`plan trial { budget $0.02 per day }`: a key of the plan with no budget of its own gets the plan's, on its
+    own (a second key of the plan spends nothing of the first's), and is served again the next day."""
+    inherited = limits_of((plan(budget=Decimal("0.02"), period="day"),))
+    keys = [(await ledger.create_key(NewKey(name, plan="trial")))[0] for name in ("first", "second")]
+    assert not keys[0].checked and keys[0].under(inherited).checked  # nothing of its own, the plan's budget
+    for i in range(2):
+        hold = await ledger.admit(keys[0], f"d{i}", CENT, 10, inherited=inherited)
+        assert hold.key.budget == 2 * CENT and hold.key.inherited.source("budget") == "plan trial"
+        await ledger.settle(hold, row(f"d{i}", key_id=keys[0].id))
+    with pytest.raises(OverBudget) as refused:
+        await ledger.admit(keys[0], "d2", CENT, 10, inherited=inherited)
+    assert (refused.value.spent, refused.value.limit) == (2 * CENT, 2 * CENT)
+    assert refused.value.resets_at == period_end("day", clock())
+    await ledger.admit(keys[1], "other", CENT, 10, inherited=inherited)  # per key, not a pool of the plan's
+    clock.at = refused.value.resets_at  # midnight UTC
+    hold = await ledger.admit(keys[0], "d2", CENT, 10, inherited=inherited)
+    await ledger.settle(hold, row("d2", key_id=keys[0].id))
+    _, account = await ledger.key("first")
+    assert account.settled == 3 * CENT and account.period_spent == 0  # its own counter is for a budget of its own
+    assert await ledger.audit(deep=True) == []
+
+
+async def test_a_plan_budget_given_by_a_reload_counts_what_the_period_already_spent(ledger: Ledger) -> None:
+    key, _ = await ledger.create_key(NewKey("early", plan="trial"))
+    assert await ledger.record(row("before", key_id=key.id))  # a key with nothing to check, as before the reload
+    inherited = limits_of((plan(budget=Decimal("0.015"), period="month"),))
+    with pytest.raises(OverBudget) as refused:
+        await ledger.admit(key, "after", CENT, 10, inherited=inherited)
+    assert refused.value.spent == CENT
+    hold = await ledger.admit(key, "after", CENT // 2, 10, inherited=inherited)
+    assert hold.amount == CENT // 2
+
+
+async def test_a_keys_own_budget_and_rpm_win_over_its_plans(ledger: Ledger) -> None:
+    inherited = limits_of((plan(budget=Decimal("0.01"), period="day", rpm=1),))
+    key, _ = await ledger.create_key(NewKey("own", budget=3 * CENT, period="week", rpm=5, plan="trial"))
+    for i in range(3):
+        hold = await ledger.admit(key, f"o{i}", CENT, 10, inherited=inherited)
+        assert (hold.key.budget, hold.key.period, hold.key.rpm) == (3 * CENT, "week", 5)
+        assert hold.key.inherited.from_ == ()
+        await ledger.settle(hold, row(f"o{i}", key_id=key.id))
+    with pytest.raises(OverBudget) as refused:
+        await ledger.admit(key, "o3", CENT, 10, inherited=inherited)
+    assert refused.value.limit == 3 * CENT and refused.value.period == "week"
+
+
+async def test_a_plans_rpm_and_tpm_apply_to_its_keys(ledger: Ledger, clock: FakeClock) -> None:
+    inherited = limits_of((plan(rpm=2), plan("web", "team", rpm=10, tpm=1000)))
+    assert (inherited.rpm, inherited.tpm) == (2, 1000)  # the plan's first, then the team's
+    assert inherited.from_ == (("rpm", "plan trial"), ("tpm", "team web"))
+    key, _ = await ledger.create_key(NewKey("paced", plan="trial", team="web"))
+    hold = await ledger.admit(key, "r0", 0, 600, inherited=inherited)
+    assert [(s.kind, s.limit) for s in hold.limits] == [("rpm", 2), ("tpm", 1000)]
+    with pytest.raises(RateLimited) as refused:
+        await ledger.admit(key, "r1", 0, 600, inherited=inherited)
+    assert refused.value.kind == "tpm" and refused.value.remaining == 400
+    # the request used 100 tokens: settling gives the plan's bucket the difference back, as for a key's own
+    await ledger.settle(hold, row("r0", usage=TokenUsage(input=50, output=50), key_id=key.id, price=None))
+    await ledger.admit(key, "r1", 0, 600, inherited=inherited)
+    with pytest.raises(RateLimited) as refused:
+        await ledger.admit(key, "r2", 0, 10, inherited=inherited)
+    assert refused.value.kind == "rpm" and refused.value.retry_after == pytest.approx(30.0)
+    clock.advance(30 * SECOND)
+    await ledger.admit(key, "r2", 0, 10, inherited=inherited)
+
+
+async def test_extend_stops_at_a_plans_budget(ledger: Ledger) -> None:
+    inherited = limits_of((plan("web", "team", budget=Decimal("0.05"), period="month"),))
+    key, _ = await ledger.create_key(NewKey("long", team="web"))
+    hold = await ledger.admit(key, "l", 2 * CENT, 10, inherited=inherited)
+    hold = await ledger.extend(hold, 2 * CENT)
+    assert hold.amount == 4 * CENT and hold.key.inherited.source("budget") == "team web"
+    with pytest.raises(OverBudget):
+        await ledger.extend(hold, 2 * CENT)
+    await ledger.settle(hold, row("l", usage=TokenUsage(output=4000), key_id=key.id))
+    assert await ledger.audit(deep=True) == []
 
 
 async def test_revoked_and_expired_keys_are_refused(ledger: Ledger, clock: FakeClock) -> None:

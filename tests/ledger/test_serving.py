@@ -288,3 +288,51 @@ def test_a_rate_limited_key_gets_anthropics_429_and_headers_and_a_bearer_key_is_
     assert "anthropic-ratelimit-requests-reset" in second.headers
     (row,) = [row for row in usage_json(database_url) if row["key"] == "paced"]  # the refused one is not a row
     assert row["request_id"] == first.headers["request-id"]
+
+
+PLAN_ROUTES = ROUTES.replace("model main", """model cheap = anthropic/claude-cheap {
+  price input 0 output 1 cache_write_5m 0 cache_write_1h 0 cache_read 0 web_search 0
+}
+
+plan trial {
+  budget $0.00027 per day   # two answers of `main`
+}
+
+team paced {
+  rpm 1
+}
+
+model main""").replace("  default -> main", """  budget < 60% -> cheap
+  default       -> main""")
+
+
+def test_a_plans_budget_routes_refuses_and_reports_and_a_teams_rpm_limits(
+    upstream: tuple[str, FakeAnthropic], database_url: str, tmp_path: Path
+) -> None:
+    """Keys with no limits of their own, under the route file's `plan trial { budget … }` and `team paced
+    { rpm 1 }`: `budget < 60%` reads the plan's budget, admission refuses past it (402), `GET /v1/key` reports it,
+    and the team's rpm answers 429 with Anthropic's headers."""
+    env = {"UPSTREAM_URL": upstream[0], "UPSTREAM_KEY": UPSTREAM_KEY}
+    member = new_key(database_url, "member", "--plan", "trial")
+    paced = new_key(database_url, "pacer", "--team", "paced")
+    with CcmServer.from_text(tmp_path, PLAN_ROUTES, env, args=("--db", database_url)) as ccm:
+        headers = {**JSON, "x-api-key": member}
+        first = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers=headers)
+        second = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers=headers)  # half the budget left
+        report = httpx.get(f"{ccm.url}/v1/key", headers={"x-api-key": member}).json()["data"]
+        over = httpx.post(f"{ccm.url}/v1/messages", json={**BODY, "model": "main"}, headers=headers)
+        paced_first = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": paced})
+        paced_second = httpx.post(f"{ccm.url}/v1/messages", json=BODY, headers={**JSON, "x-api-key": paced})
+    assert (first.status_code, first.headers["x-ccm-model"]) == (200, "main")
+    assert (second.status_code, second.headers["x-ccm-model"]) == (200, "cheap")
+    left = 0.00027 - ANSWER_COST - OUTPUT * 1 / 1_000_000
+    assert (report["limit"], report["limit_reset"]) == (0.00027, "daily")
+    assert report["limit_remaining"] == pytest.approx(left)
+    assert over.status_code == 402 and over.headers["x-should-retry"] == "false"
+    error = over.json()["error"]
+    assert error["type"] == "billing_error" and "daily budget (its plan trial's)" in error["message"]
+    assert "resets at the start of the next period" in error["message"]
+    assert paced_first.status_code == 200 and paced_first.headers["anthropic-ratelimit-requests-limit"] == "1"
+    assert paced_second.status_code == 429 and paced_second.json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(paced_second.headers["retry-after"]) <= 60
+    assert paced_second.headers["anthropic-ratelimit-requests-remaining"] == "0"

@@ -149,6 +149,25 @@ async def test_top_up_limits_rotate_and_revoke(tmp_path: Path, fake, db: str) ->
         assert (await http.get("/admin/keys/nobody")).status_code == 404
 
 
+async def test_the_pages_show_a_plans_budget_and_a_teams_rpm_as_theirs(tmp_path: Path, fake, db: str) -> None:
+    """A key with no limits of its own shows its plan's budget (spent as admission counts it) and its team's rpm,
+    each marked as theirs; the limits form stays the key's own, so saving it never copies the plan's in."""
+    routes = PRICED.replace("plan small {\n  models side\n}",
+                            "plan small {\n  budget $3 per week\n}\nteam ops {\n  rpm 40\n}")
+    async with pages(write_routes(tmp_path, routes), environment(fake[0]), db=db) as (http, service):
+        _, secret = await new_key(service, "erin", plan="small", team="ops")
+        await ask(http, secret)
+        page = (await http.get("/admin/keys/erin")).text
+        assert "of $3.00 this week" in page and "from its plan small" in page
+        assert "40 per minute" in page and "(from its team ops)" in page
+        assert 'id="budget" name="budget" inputmode="decimal" value=""' in page
+        assert 'id="rpm" name="rpm" inputmode="numeric" value=""' in page
+        spent = re.search(r'class="big">(\$[0-9.]+) <span class="muted small">of \$3.00', page)
+        assert spent is not None and spent.group(1) != "$0.00"  # the request's cost, from the rollups
+        listed = (await http.get("/admin/keys")).text
+        assert "of $3.00 / week" in listed and "(plan small)" in listed and "40 rpm" in listed
+
+
 async def test_usage_per_key_and_the_csv_export(tmp_path: Path, fake, db: str) -> None:
     async with pages(write_routes(tmp_path, PRICED), environment(fake[0]), db=db) as (http, service):
         _, erin = await new_key(service, "erin", credits=parse_usd("3"))

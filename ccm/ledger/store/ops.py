@@ -15,9 +15,9 @@ from typing import Any
 from ccm.ledger import admission
 from ccm.ledger.errors import BadInput, DuplicateRequest, LedgerError, UnknownKey
 from ccm.ledger.money import Money
-from ccm.ledger.records import Account, Hold, KeyInfo, NewKey, UsageRow
+from ccm.ledger.records import NO_LIMITS, Account, Hold, KeyInfo, Limits, NewKey, UsageRow
 from ccm.ledger.store.base import Op, Q, Row
-from ccm.ledger.times import DAY, Micros
+from ccm.ledger.times import DAY, Micros, period_start
 
 KEY_COLUMNS = (
     "id, name, prefix, created_at, expires_at, revoked_at, credits, budget, period, models, rpm, tpm, markup, plan, "
@@ -73,6 +73,23 @@ def _locked(key_id: int) -> Op[tuple[KeyInfo, Account]]:
     if not rows:
         raise LedgerError(f"no key with id {key_id}")
     return parse_key(rows[0])
+
+
+def _locked_under(key_id: int, limits: Limits) -> Op[tuple[KeyInfo, Account]]:
+    """The key's row under its lock, with its plan's or team's `limits` where it sets none itself."""
+    key, account = yield from _locked(key_id)
+    return key.under(limits), account
+
+
+def spent_inherited(key: KeyInfo, at: Micros) -> Op[Money | None]:
+    """What the key was charged in the current period of a budget it inherits, from its rollups (None: no such
+    budget). Read under the key's lock, so every settle that closed one of its holds is counted, and exact whatever
+    the budget was when the spend happened: a reload that gives a plan a budget counts the period's spend so far."""
+    if not key.budget_inherited or key.period is None:
+        return None
+    rows = yield Q("SELECT COALESCE(SUM(charged), 0) FROM rollup_daily WHERE key_id = ? AND day >= ?",
+                   (key.id, period_start(key.period, at) // DAY))
+    return int(rows[0][0])
 
 
 def _by_name(name: str, lock: bool = False) -> Op[tuple[KeyInfo, Account]]:
@@ -210,9 +227,12 @@ def add_credits(name: str, amount: Money, note: str | None, at: Micros) -> Op[Ac
 
 
 def admit(key_id: int, request_id: str, amount: Money, tokens: int, minimum: Money | None, instance: str,
-          at: Micros, expires_at: Micros) -> Op[Hold]:
-    key, account = yield from _locked(key_id)
-    changed, granted, limits = admission.admit(key, account, amount, tokens, at, minimum)
+          at: Micros, expires_at: Micros, inherited: Limits = NO_LIMITS) -> Op[Hold]:
+    """Hold for a request on `key_id`, under its own limits and, where it sets none, `inherited` (its plan's or
+    team's, from the table serving the request)."""
+    key, account = yield from _locked_under(key_id, inherited)
+    spent = yield from spent_inherited(key, at)
+    changed, granted, limits = admission.admit(key, account, amount, tokens, at, minimum, spent)
     rows = yield Q(
         "INSERT INTO holds (request_id, key_id, amount, tokens, instance, created_at, expires_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING RETURNING id",
@@ -225,8 +245,9 @@ def admit(key_id: int, request_id: str, amount: Money, tokens: int, minimum: Mon
 
 
 def extend(hold: Hold, amount: Money, at: Micros) -> Op[Hold]:
-    key, account = yield from _locked(hold.key.id)
-    changed = admission.extend(key, account, amount, at)
+    key, account = yield from _locked_under(hold.key.id, hold.key.inherited)  # the limits it was admitted under
+    spent = yield from spent_inherited(key, at)
+    changed = admission.extend(key, account, amount, at, spent)
     rows = yield Q("UPDATE holds SET amount = amount + ? WHERE id = ? RETURNING amount", (amount, hold.id))
     if not rows:
         raise LedgerError(f"the hold of request `{hold.request_id}` is no longer open",
@@ -242,9 +263,10 @@ class Finished:
     held: Money | None  # what was held for it (None: nothing, or a sweep had released it)
 
 
-def finish(row: UsageRow, price_id: int | None, at: Micros) -> Op[Finished]:
-    """Settle (or release) a request: its row, its hold closed, its cost debited, its rollup; in one transaction."""
-    finished, rollup = yield from _finish_row(row, price_id, at)
+def finish(row: UsageRow, price_id: int | None, at: Micros, inherited: Limits = NO_LIMITS) -> Op[Finished]:
+    """Settle (or release) a request: its row, its hold closed, its cost debited, its rollup; in one transaction.
+    `inherited`: the plan's or team's limits its hold was admitted under (its tpm bucket is corrected by them)."""
+    finished, rollup = yield from _finish_row(row, price_id, at, inherited=inherited)
     if rollup is not None:
         yield _upsert_rollup(*rollup)
     return finished
@@ -292,16 +314,19 @@ def _add(rollups: dict[tuple[int, int, str, str], list[int]], rollup: _Rollup) -
 _Rollup = tuple[tuple[int, int, str, str], list[int]]  # (day, key id or 0, model, provider), the sums to add
 
 
-def _finish_row(row: UsageRow, price_id: int | None, at: Micros) -> Op[tuple[Finished, _Rollup | None]]:
+def _finish_row(
+    row: UsageRow, price_id: int | None, at: Micros, inherited: Limits = NO_LIMITS
+) -> Op[tuple[Finished, _Rollup | None]]:
     """A request's row, its hold closed and its key's account written; and what its rollup gains (None when the row
     existed already). A local row (no key) has no hold of its own, but one under its request id means the row
-    names the wrong caller: refused."""
+    names the wrong caller: refused. A journaled row comes without its `inherited` limits: a budget it inherits
+    needs none here (its spend is the rollups), and its tpm bucket keeps the admission's estimate."""
     key: KeyInfo | None = None
     account: Account | None = None
     held: Money | None = None
     estimate = 0
     if row.key_id is not None:
-        key, account = yield from _locked(row.key_id)
+        key, account = yield from _locked_under(row.key_id, inherited)
     closed = yield Q("DELETE FROM holds WHERE request_id = ? RETURNING amount, tokens, key_id", (row.request_id,))
     if closed:
         held, estimate, hold_key = closed[0]

@@ -7,7 +7,8 @@
   var KEYWORDS = new Set(("provider model route fallback retry breaker settings test include request expect header " +
     "tokens type url key auth headers timeout concurrency context max_output price force drop quirks balance weight " +
     "default direct and or not websearch subagent background thinking effort image tool on backoff cooldown " +
-    "failures off file count_tokens body_limit connect first_byte idle total input output cache_read cache_write")
+    "failures off file count_tokens body_limit connect first_byte idle total input output cache_read cache_write " +
+    "plan team models markup budget per rpm tpm spent")
     .split(" "));
   var TOKEN = /(#.*$)|("(?:[^"\\]|\\.)*"?)|(env)(?=\s*\()|(->|==|!=|>=|<=|[<>~=])|(\b\d+(?:\.\d+)?(?:ms|kb|mb|gb|[kmsh])?\b)|([A-Za-z_][A-Za-z0-9_\-]*)/g;
   var CLASSES = [null, "tok-comment", "tok-string", "tok-env", "tok-op", "tok-number", null];
