@@ -330,7 +330,10 @@ def litellm_config(upstream: str, master_key: str) -> str:
     return ("model_list:\n"
             + "".join(group(name, DEFAULT) for name in claude_names)
             + "".join(group(route.model, route) for route in ROUTES if route != DEFAULT)
-            + f"litellm_settings:\n  telemetry: false\ngeneral_settings:\n  master_key: {master_key}\n")
+            # drop_params: LiteLLM 1.100 refuses Claude Code's effort (`reasoning_effort`) for a model it does not
+            # know to take it, where a Claude Code user sets this to get an answer at all
+            + "litellm_settings:\n  telemetry: false\n  drop_params: true\n"
+            + f"general_settings:\n  master_key: {master_key}\n")
 
 
 class ClaudeCodeRouter(Target):
