@@ -442,6 +442,17 @@ async def test_a_batch_records_each_request_once_whatever_it_repeats(ledger: Led
     assert sorted((line.group, line.requests) for line in lines) == [("(local)", 2), ("batch", 2)]
 
 
+async def test_a_batch_larger_than_one_insert_is_written_whole(ledger: Ledger) -> None:
+    # a journal file replayed after a long outage holds thousands of rows: they go in several multi-row INSERTs, each
+    # within the databases' limits on a statement's parameters
+    from ccm.ledger.store.ops import ROWS_PER_INSERT
+
+    count = 2 * ROWS_PER_INSERT + 1
+    assert await ledger.record_many([row(f"many-{i}") for i in range(0, count, 2)]) == ROWS_PER_INSERT + 1
+    assert await ledger.record_many([row(f"many-{i}") for i in range(count)]) == ROWS_PER_INSERT  # the odd ones
+    assert await ledger.audit(deep=True) == []
+
+
 async def test_a_csv_export_is_the_same_in_blocks_of_any_size(ledger: Ledger, clock: FakeClock) -> None:
     # SQLite cuts the export into time windows of about `chunk` rows: none may lose, repeat or reorder a row, also
     # where many rows share one timestamp or a key's rows are sparse

@@ -35,14 +35,11 @@ Rows: TypeAlias = list[Row]
 
 @dataclass(frozen=True, slots=True)
 class Q:
-    """One SQL statement with `?` placeholders. `lock`: the rows read are locked until the transaction ends.
-    `many`: `params` is a sequence of parameter rows, the statement run once for each (the driver's executemany,
-    which binds in C: a journal batch's rows); it returns no rows."""
+    """One SQL statement with `?` placeholders. `lock`: the rows read are locked until the transaction ends."""
 
     sql: str
     params: Sequence[Any] = ()
     lock: bool = False
-    many: bool = False
 
 
 Op: TypeAlias = Generator[Q, Rows, T]

@@ -30,11 +30,13 @@ USAGE_COLUMNS = (
     "status", "error", "input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search",
     "latency_ms", "ttft_ms", "upstream", "charged", "held", "price_id", "estimated", "truncated",
 )
-_INSERT_USAGE_ROWS = (
-    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))}) "
-    "ON CONFLICT (request_id) DO NOTHING"
+_USAGE_VALUES = f"({', '.join('?' * len(USAGE_COLUMNS))})"
+_INSERT_USAGE = (
+    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES {_USAGE_VALUES} ON CONFLICT (request_id) DO NOTHING "
+    "RETURNING id"
 )
-_INSERT_USAGE = _INSERT_USAGE_ROWS + " RETURNING id"
+# Rows a multi-row INSERT carries: 26 values each stays under SQLite's 32,766 variables and PostgreSQL's 65,535.
+ROWS_PER_INSERT = 500
 _COUNTS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search")
 _ROLLUP_SUMS = ("requests", "errors", *_COUNTS, "upstream", "charged", *(f"c_{c}" for c in _COUNTS))
 _UPSERT_ROLLUP = (
@@ -274,24 +276,15 @@ def finish(row: UsageRow, price_id: int | None, at: Micros, inherited: Limits = 
 
 def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[int]:
     """`finish` for each (row, price id), in one transaction: how many rows were new. The local caller's rows (no
-    key: nothing to hold or debit, the journal's usual batch) are written together: one look for holds under their
-    request ids (a hold there means a row from the wrong caller: refused) and for rows already written (a journal
-    replayed twice), then one executemany of the new ones. The rollups are summed first and written once per (day,
-    key, model, provider), in that order: a batch of a hundred rows shares a handful."""
+    key: nothing to hold or debit, the journal's usual batch) are written `ROWS_PER_INSERT` at a time
+    (`_record_local`); the keyed ones each as `finish` writes it. The rollups are summed first and written once per
+    (day, key, model, provider), in that order: a batch of a hundred rows shares a handful."""
     local = list({row.request_id: (row, price_id) for row, price_id in rows if row.key_id is None}.values())
     rollups: dict[tuple[int, int, str, str], list[int]] = {}
     recorded = 0
-    if local:
-        ids = [row.request_id for row, _ in local]
-        marks = ", ".join("?" * len(ids))
-        held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({marks})", ids)
-        if held:
-            raise _held_elsewhere(held[0][0], held[0][1], None)
-        written = {found for (found,) in (yield Q(f"SELECT request_id FROM usage WHERE request_id IN ({marks})", ids))}
-        new = [(row, price_id) for row, price_id in local if row.request_id not in written]
-        if new:
-            yield Q(_INSERT_USAGE_ROWS, [_usage_params(row, at, None, price_id) for row, price_id in new], many=True)
-        for row, _ in new:
+    for start in range(0, len(local), ROWS_PER_INSERT):
+        new = yield from _record_local(local[start:start + ROWS_PER_INSERT], at)
+        for row in new:
             _add(rollups, _rollup(row, at))
         recorded += len(new)
     for row, price_id in rows:
@@ -303,6 +296,25 @@ def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[in
     for group in sorted(rollups):
         yield _upsert_rollup(group, rollups[group])
     return recorded
+
+
+def _record_local(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[list[UsageRow]]:
+    """Local rows (distinct request ids) in three statements: a look for holds under their request ids (a hold there
+    means a row from the wrong caller: refused), one for rows already written (a journal replayed twice), and one
+    multi-row INSERT of the others, where a statement a row would hand the GIL between SQLite's writer thread and
+    the event loop for each. The rows that were new."""
+    ids = [row.request_id for row, _ in rows]
+    marks = ", ".join("?" * len(ids))
+    held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({marks})", ids)
+    if held:
+        raise _held_elsewhere(held[0][0], held[0][1], None)
+    written = {found for (found,) in (yield Q(f"SELECT request_id FROM usage WHERE request_id IN ({marks})", ids))}
+    new = [(row, price_id) for row, price_id in rows if row.request_id not in written]
+    if new:
+        values = [value for row, price_id in new for value in _usage_params(row, at, None, price_id)]
+        yield Q(f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES {', '.join([_USAGE_VALUES] * len(new))} "
+                "ON CONFLICT (request_id) DO NOTHING", values)
+    return [row for row, _ in new]
 
 
 def _add(rollups: dict[tuple[int, int, str, str], list[int]], rollup: _Rollup) -> None:

@@ -198,10 +198,6 @@ async def _drive(op: Op[T], conn: Any) -> T:
     try:
         q = next(op)
         while True:
-            if q.many:
-                await conn.executemany(numbered(q.sql), q.params)
-                q = op.send([])
-                continue
             sql = numbered(q.sql) + (" FOR UPDATE" if q.lock else "")
             records = await conn.fetch(sql, *q.params)
             q = op.send([tuple(r) for r in records])

@@ -57,9 +57,6 @@ def _connect(path: Path, *, write: bool) -> sqlite3.Connection:
 
 def _execute(conn: sqlite3.Connection) -> Callable[[Q], Rows]:
     def execute(q: Q) -> Rows:
-        if q.many:
-            conn.executemany(q.sql, q.params)
-            return []
         return conn.execute(q.sql, tuple(q.params)).fetchall()
 
     return execute
