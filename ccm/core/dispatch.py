@@ -21,6 +21,9 @@ arrived, so the client has seen nothing yet and a failure before that falls back
                       serve), 408/409/429 (transient) and a context-length refusal
     a full provider   `concurrency N` reached: the attempt waits for a slot, in order, within the deadline; the
                       wait is not an upstream failure (the breaker ignores it)
+    a hedge           a model with `hedge after N` that has not answered for N seconds has the rest of the chain
+                      walked beside it (`_hedged`): the first answer wins, the other side is cancelled and kept as
+                      a `hedged` attempt (status 499); the answering attempt is the record's last
     the deadline      the target provider's `timeout total`, counted from the start of the request, bounds every
                       attempt, every backoff sleep and the relayed stream; a fallback's attempt is also bounded by
                       its own provider's `total`. When it passes, the walk stops with a 504 `timeout_error`.
