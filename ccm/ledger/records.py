@@ -99,16 +99,17 @@ class KeyInfo:
     def under(self, limits: Limits) -> KeyInfo:
         """The key with its plan's or team's limits where it sets none itself (a budget goes with its period): what
         admission checks and reports show. `inherited` keeps what was taken, and from where."""
+        if not limits.from_:  # nothing to take (a key of no plan or team, or of one that sets none)
+            return self
         own_budget = self.budget is not None
-        taken = Limits(budget=None if own_budget else limits.budget, period=None if own_budget else limits.period,
-                       rpm=limits.rpm if self.rpm is None else None, tpm=limits.tpm if self.tpm is None else None)
-        kept = {"budget": taken.budget, "rpm": taken.rpm, "tpm": taken.tpm}
-        taken = replace(taken, from_=tuple((name, where) for name, where in limits.from_
-                                           if kept.get(name) is not None))
-        return replace(self, budget=self.budget if own_budget else taken.budget,
-                       period=self.period if own_budget else taken.period,
-                       rpm=self.rpm if self.rpm is not None else taken.rpm,
-                       tpm=self.tpm if self.tpm is not None else taken.tpm, inherited=taken)
+        taken = {"budget": None if own_budget else limits.budget, "rpm": None if self.rpm is not None else limits.rpm,
+                 "tpm": None if self.tpm is not None else limits.tpm}
+        inherited = Limits(budget=taken["budget"], period=None if own_budget else limits.period, rpm=taken["rpm"],
+                           tpm=taken["tpm"], from_=tuple(item for item in limits.from_ if taken[item[0]] is not None))
+        return replace(self, budget=self.budget if own_budget else limits.budget,
+                       period=self.period if own_budget else limits.period,
+                       rpm=self.rpm if self.rpm is not None else limits.rpm,
+                       tpm=self.tpm if self.tpm is not None else limits.tpm, inherited=inherited)
 
     @property
     def budget_inherited(self) -> bool:
