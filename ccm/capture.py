@@ -176,8 +176,7 @@ class Capture:
         """On the request's task: build the file's bytes without parsing the body again (it parsed: it is JSON)
         and queue them."""
         run = self._run
-        pending = run.queue if run is not None else None
-        if run is None or pending is None:
+        if run is None or (pending := run.queue) is None:
             return
         now = time.time()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}"

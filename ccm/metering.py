@@ -77,7 +77,8 @@ class LedgerMetering:
     ledger: Ledger
     journal: Journal
     policy_of: Callable[[], FailurePolicy] = lambda: "closed"  # the served table's `ledger fail …`
-    # the served table's plan and team of a key (`RoutingTable.policies_of`), for the reports asked outside a request
+    # the served table's plan and team of a key (`RoutingTable.policies_of`), for what is asked beside admission
+    # (the key report, the standing budget rules read)
     policies_of: Callable[[str | None, str | None], tuple[Policy, ...]] = lambda plan, team: ()
     unavailable_since: float | None = None
     last_audit: dict[str, Any] = field(default_factory=dict)
@@ -178,13 +179,14 @@ class LedgerMetering:
             raise ApiError(400, f"{error.message}" + (f" ({error.hint})" if error.hint else "")) from None
         return result
 
-    async def standing(self, caller: Caller, policies: tuple[Policy, ...]) -> Standing:
+    async def standing(self, caller: Caller) -> Standing:
         key: KeyInfo | None = caller.handle
         if key is None:
             return Standing()
         try:
             info, account = await self.ledger.key(key.name)
-            effective = info.under(limits_of(policies))  # `budget < 20%` reads a plan's budget as admission does
+            # `budget < 20%` reads a plan's budget as admission does
+            effective = info.under(limits_of(self.policies_of(info.plan, info.team)))
             data = (await openrouter_key(self.ledger.store, effective, account, now()))["data"]
         except LedgerUnavailable as error:  # the rules that read a key's spend cannot be decided without it
             self._away(error)

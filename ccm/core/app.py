@@ -321,7 +321,7 @@ class App:
         if caller.kind != "key":
             return None
         if self.metering is not None and runtime.table.reads_spend():
-            return await self.metering.standing(caller, runtime.table.policies_of(caller.plan, caller.team))
+            return await self.metering.standing(caller)
         return Standing(key=caller.name, plan=caller.plan, team=caller.team)
 
     async def _admit(self, exchange: Exchange, body: Mapping[str, Any], raw: bytes) -> None:

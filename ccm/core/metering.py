@@ -11,7 +11,7 @@
                                                  error: the answer stops here with it)
     Admitted.settle(record)                      once, before the answer's last bytes go out (success or failure):
                                                  what is settled is settled before the client has the whole answer
-    Metering.standing(caller, policies)          what is left of a key's budget and what it spent, for the rules
+    Metering.standing(caller)                    what is left of a key's budget and what it spent, for the rules
                                                  that read it (`budget < 20%`, `spent today > $5`)
     Metering.reports[path](caller, query, admin) the JSON reports it answers under `/v1/`
 
@@ -67,9 +67,9 @@ class Metering(Protocol):
 
     async def admit(self, request: AdmissionRequest) -> Admitted: ...
 
-    async def standing(self, caller: Caller, policies: tuple[Policy, ...]) -> Standing:
-        """What routing may read of an issued key: what is left of its budget (its own, else its plan's or team's
-        in `policies`) and what it spent (`budget`, `spent` rules), asked only when the table has such rules."""
+    async def standing(self, caller: Caller) -> Standing:
+        """What routing may read of an issued key: what is left of its budget (its own, else its plan's or team's)
+        and what it spent (`budget`, `spent` rules), asked only when the table has such rules."""
 
     @property
     def reports(self) -> Mapping[str, Report]:

@@ -250,7 +250,7 @@ async def openrouter_key(store: Store, key: KeyInfo, account: Account, at: Micro
     remaining: Decimal | None = None
     if key.budget is not None and key.period is not None:
         start = period_start(key.period, at)
-        if key.budget_inherited:  # counted as admission counts it (`ops._spent_inherited`)
+        if key.budget_inherited:  # counted as admission counts it (`ops.spent_inherited`)
             period_spent = charged_since(start // DAY)
         else:
             period_spent = account.period_spent if account.period_start == start else 0

@@ -72,5 +72,5 @@ async def test_a_rule_that_reads_a_keys_spend_gets_503_not_a_crash_without_the_d
     assert isinstance(caller, Caller)
     await ledger.store.close()
     with pytest.raises(ApiError) as raised:
-        await meter.standing(caller, ())
+        await meter.standing(caller)
     assert_unavailable(raised.value)
