@@ -49,15 +49,20 @@ def _state(kind: str, level: int, limit: int, at: Micros) -> RateState:
     return RateState(kind, limit, max(level // UNIT, 0), at + _wait(level, limit * UNIT, limit))  # type: ignore[arg-type]
 
 
-def _budget_room(key: KeyInfo, account: Account, at: Micros, spent_inherited: Money | None) -> Money:
-    """What the budget still allows (after open holds)."""
-    assert key.budget is not None and key.period is not None
+def period_spent(key: KeyInfo, account: Account, at: Micros, spent_inherited: Money | None) -> Money:
+    """What the key spent in its budget's current period: its own counter for a budget of its own, `spent_inherited`
+    (from the rollups: `ops.spent_inherited`) for one it takes from its plan or team."""
+    assert key.period is not None
     if key.budget_inherited:
         assert spent_inherited is not None, "a plan's or team's budget needs what the key spent in its period"
-        spent = spent_inherited
-    else:
-        spent = account.period_spent if account.period_start == period_start(key.period, at) else 0
-    return key.budget - spent - account.held
+        return spent_inherited
+    return account.period_spent if account.period_start == period_start(key.period, at) else 0
+
+
+def _budget_room(key: KeyInfo, account: Account, at: Micros, spent_inherited: Money | None) -> Money:
+    """What the budget still allows (after open holds)."""
+    assert key.budget is not None
+    return key.budget - period_spent(key, account, at, spent_inherited) - account.held
 
 
 def _grant(key: KeyInfo, account: Account, amount: Money, minimum: Money | None, at: Micros,
@@ -82,7 +87,8 @@ def _grant(key: KeyInfo, account: Account, amount: Money, minimum: Money | None,
 
 def _hold(key: KeyInfo, account: Account, granted: Money, at: Micros) -> Account:
     changed = replace(account, balance=account.balance - granted, held=account.held + granted)
-    if key.budget is not None and key.period is not None and not key.budget_inherited:
+    if key.own_budget:
+        assert key.period is not None
         start = period_start(key.period, at)
         if account.period_start != start:
             changed = replace(changed, period_start=start, period_spent=0)
@@ -135,10 +141,10 @@ def settle(key: KeyInfo | None, account: Account, held: Money | None, charged: M
     back = held or 0
     changed = replace(account, balance=account.balance + back - charged, held=account.held - back,
                       settled=account.settled + charged)
-    if key is not None and key.budget is not None and key.period is not None and not key.budget_inherited:
-        start = period_start(key.period, at)
-        spent = account.period_spent if account.period_start == start else 0
-        changed = replace(changed, period_start=start, period_spent=spent + charged)
+    if key is not None and key.own_budget:
+        assert key.period is not None
+        spent = period_spent(key, account, at, None)
+        changed = replace(changed, period_start=period_start(key.period, at), period_spent=spent + charged)
     if key is not None and key.tpm is not None and held is not None and account.tpm_at:
         level = _refill(account.tpm_level, account.tpm_at, key.tpm, at) - (tokens_actual - tokens_estimate) * UNIT
         changed = replace(changed, tpm_level=min(level, key.tpm * UNIT), tpm_at=at)

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from ccm.ledger.admission import period_spent
 from ccm.ledger.errors import BadInput
 from ccm.ledger.money import Money, cents, to_decimal
 from ccm.ledger.records import Account, KeyInfo
@@ -249,13 +250,10 @@ async def openrouter_key(store: Store, key: KeyInfo, account: Account, at: Micro
     limit: Decimal | None = None
     remaining: Decimal | None = None
     if key.budget is not None and key.period is not None:
-        start = period_start(key.period, at)
-        if key.budget_inherited:  # counted as admission counts it (`ops.spent_inherited`)
-            period_spent = charged_since(start // DAY)
-        else:
-            period_spent = account.period_spent if account.period_start == start else 0
+        inherited = charged_since(period_start(key.period, at) // DAY) if key.budget_inherited else None
+        in_period = period_spent(key, account, at, inherited)  # as admission counts it
         limit = to_decimal(key.budget)
-        remaining = to_decimal(max(key.budget - period_spent - account.held, 0))
+        remaining = to_decimal(max(key.budget - in_period - account.held, 0))
         if key.credits:
             remaining = min(remaining, to_decimal(max(account.balance, 0)))
     elif key.credits:

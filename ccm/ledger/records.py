@@ -112,6 +112,11 @@ class KeyInfo:
                        tpm=self.tpm if self.tpm is not None else limits.tpm, inherited=inherited)
 
     @property
+    def own_budget(self) -> bool:
+        """A budget of the key's own, counted by its account (`Account.period_spent`)."""
+        return self.budget is not None and self.period is not None and not self.budget_inherited
+
+    @property
     def budget_inherited(self) -> bool:
         """A budget from the plan or team: its spend in the period is read from the rollups, since the key's own
         counter (`Account.period_spent`) only counts for a budget of its own."""

@@ -20,13 +20,14 @@ from typing import Any
 
 from markupsafe import Markup
 
+from ccm.ledger import admission
 from ccm.ledger.activity import TOKEN_CLASSES, Activity, Bucket, Series
 from ccm.ledger.cost import markup_for
 from ccm.ledger.errors import LedgerUnavailable
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.money import Money, format_usd
 from ccm.ledger.records import Account, KeyInfo, limits_of
-from ccm.ledger.times import Micros, period_end, period_start, to_datetime
+from ccm.ledger.times import Micros, period_end, to_datetime
 from ccm.table import RoutingTable
 from ccm.web.chart import column_chart
 
@@ -93,10 +94,8 @@ def standing(key: KeyInfo, account: Account, at: Micros, spent_inherited: Money 
     """`key` as `under_policies` gives it (or as stored), with `spent_inherited` for a budget of its plan or team."""
     budget = period_spent = resets = ""
     if key.budget is not None and key.period is not None:
-        start = period_start(key.period, at)
         budget = format_usd(key.budget)
-        own = account.period_spent if account.period_start == start else 0
-        period_spent = format_usd(spent_inherited if spent_inherited is not None else own)
+        period_spent = format_usd(admission.period_spent(key, account, at, spent_inherited))
         resets = utc(period_end(key.period, at))
     return Standing(
         name=key.name, prefix=key.prefix, status=key.status(at), prepaid=key.credits,
