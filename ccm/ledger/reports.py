@@ -262,10 +262,10 @@ _SQLITE_LINE = (
 _SQLITE_WINDOWS = (
     Q("CREATE TEMP TABLE IF NOT EXISTS export_windows (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL)"),
     Q("DELETE FROM export_windows"),
-    # a window ends at the timestamp of the chunk-th row after its start (?1 since, ?2 until, ?3 chunk); `>`,
-    # not `>=`, makes every window end later than it starts
+    # a window ends at the timestamp of the chunk-th exported row after its start (?1 since, ?2 until, ?3 chunk, and
+    # `{key}` the key filter's ?4); `>`, not `>=`, makes every window end later than it starts
     Q("INSERT INTO export_windows WITH RECURSIVE w(lo, hi) AS (SELECT ?1, ?1 UNION ALL SELECT hi, "
-      "COALESCE((SELECT ts FROM usage WHERE ts > w.hi AND ts < ?2 ORDER BY ts LIMIT 1 OFFSET ?3 - 1), ?2) "
+      "COALESCE((SELECT ts FROM usage WHERE ts > w.hi AND ts < ?2{key} ORDER BY ts LIMIT 1 OFFSET ?3 - 1), ?2) "
       "FROM w WHERE hi < ?2) SELECT lo, hi FROM w WHERE lo < hi"),
 )
 
@@ -283,7 +283,9 @@ def export_query(dialect: str, *, since: Micros, until: Micros, key_id: int | No
     key_params = [] if key_id is None else [key_id]
     if csv_chunk is not None and dialect == "sqlite":
         days = Q(_SQLITE_DAYS[1].sql, (since // DAY, max(until - 1, since) // DAY))
-        windows = Q(_SQLITE_WINDOWS[2].sql, (since, until, csv_chunk))
+        # cut by the exported rows only: a key's export is a block per `csv_chunk` of its own rows
+        windows = Q(_SQLITE_WINDOWS[2].sql.format(key=" AND COALESCE(key_id, 0) = ?4" if key_id is not None else ""),
+                    (since, until, csv_chunk, *key_params))
         block = (f"SELECT group_concat(line, char(10)) FROM (SELECT {_SQLITE_LINE} AS line FROM usage u {joins} "
                  f"JOIN export_days d ON d.day = u.ts / {DAY} WHERE u.ts >= w.lo AND u.ts < w.hi{key_filter} "
                  "ORDER BY u.ts, u.id)")
