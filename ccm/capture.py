@@ -103,11 +103,12 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Run:
-    """One capture, from `start` to `stop`: its folder, its queue (None once stopped) and what it wrote — the
-    bounds count these files only."""
+    """One capture, from `start` to `stop`: its folder, its queue and the thread writing from it (both None once
+    stopped), and what it wrote — the bounds count these files only."""
 
     folder: Path
     queue: queue.Queue[_Pending | None] | None
+    writer: threading.Thread | None = None
     written: collections.deque[tuple[Path, int]] = field(default_factory=collections.deque)
     bytes: int = 0
     captured: int = 0
@@ -130,7 +131,6 @@ class Capture:
         self.max_files = max_files
         self.max_bytes = max_bytes
         self._run: _Run | None = None  # the latest capture, running or stopped: what `status()` shows
-        self._writer: threading.Thread | None = None
 
     @property
     def active(self) -> bool:
@@ -144,20 +144,20 @@ class Capture:
         self.stop()
         pending: queue.Queue[_Pending | None] = queue.Queue(QUEUE_SIZE)
         run = self._run = _Run(folder, pending)
-        self._writer = threading.Thread(target=self._write_all, args=(run, pending), name="ccm-capture",
-                                        daemon=True)
-        self._writer.start()
+        run.writer = threading.Thread(target=self._write_all, args=(run, pending), name="ccm-capture", daemon=True)
+        run.writer.start()
         self._install(self.hook)
         log.info("capturing requests into %s (at most %d files, %d MB)", folder, self.max_files,
                  self.max_bytes // (1024 * 1024))
 
     def stop(self) -> None:
         """Stop capturing; the requests already queued are written first."""
-        run, writer = self._run, self._writer
-        if run is None or run.queue is None or writer is None:
+        run = self._run
+        if run is None or run.queue is None:
             return
+        assert run.writer is not None  # started with its queue
         self._install(None)
-        pending, run.queue, self._writer = run.queue, None, None
+        pending, writer, run.queue, run.writer = run.queue, run.writer, None, None
         pending.put(None)
         writer.join(10)
 
