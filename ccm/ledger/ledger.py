@@ -33,7 +33,7 @@ from ccm.ledger.errors import BadInput, LedgerUnavailable
 from ccm.ledger.money import Money
 from ccm.ledger.records import NO_LIMITS, Account, Hold, KeyInfo, Limits, NewKey, UsageRow
 from ccm.ledger.store import ops
-from ccm.ledger.store.base import Store
+from ccm.ledger.store.base import Op, Store
 from ccm.ledger.store.connect import open_store
 from ccm.ledger.times import HOUR, SECOND, Clock, Micros, Period, now
 from ccm.processes import process_marker, running
@@ -266,10 +266,19 @@ class Ledger:
         found: tuple[KeyInfo, Account] = await self.store.run(ops.get_key(name), write=False)
         return found
 
-    async def spent_inherited(self, key: KeyInfo) -> Money | None:
-        """What `key` (as `KeyInfo.under` made it) was charged in the current period of the budget it takes from
-        its plan or team, as admission counts it; None when its budget, if any, is its own."""
-        spent: Money | None = await self.store.run(ops.spent_inherited(key, self.clock()), write=False)
+    async def spent_inherited(self, keys: Sequence[KeyInfo]) -> list[Money | None]:
+        """What each key (as `KeyInfo.under` made it) was charged in the current period of the budget it takes from
+        its plan or team, as admission counts it; None where its budget, if any, is its own. One read for them all
+        (a page of keys)."""
+        at = self.clock()
+
+        def each() -> Op[list[Money | None]]:
+            spent = []
+            for key in keys:
+                spent.append((yield from ops.spent_inherited(key, at)))
+            return spent
+
+        spent: list[Money | None] = await self.store.run(each(), write=False)
         return spent
 
     async def keys(self) -> list[tuple[KeyInfo, Account]]:

@@ -34,7 +34,7 @@ from ccm.ledger.records import NewKey
 from ccm.ledger.reports import LOCAL, export_csv
 from ccm.ledger.times import PERIODS, Period, now, parse_duration, parse_future, parse_instant
 from ccm.web.site import Site, read_form
-from ccm.web.usage import NoLedger, ledger_of, standing, under_policies, usage_view
+from ccm.web.usage import NoLedger, all_under_policies, ledger_of, standing, under_policies, usage_view
 
 NOTE_LIMIT = 500
 PAGE = 100  # keys per page of the list (in name order; `?after=NAME` for the next page, `?q=TEXT` to search)
@@ -134,10 +134,10 @@ class Keys:
             ledger = await ledger_of(self.service)
             keys = await ledger.keys_page(after=after, limit=PAGE + 1, contains=contains)
             at = now()
-            rows = []
-            for key, account in keys[:PAGE]:
-                effective, spent = await under_policies(ledger, self.service.runtime.table, key)
-                rows.append(standing(effective, account, at, spent))
+            shown = keys[:PAGE]
+            effective = await all_under_policies(ledger, self.service.runtime.table, [key for key, _ in shown])
+            rows = [standing(key, account, at, spent)
+                    for (key, spent), (_, account) in zip(effective, shown, strict=True)]
         except (NoLedger, LedgerError) as failure:
             return self._unavailable(request, failure)
         following = rows[-1].name if len(keys) > PAGE else None

@@ -86,8 +86,17 @@ class Standing:
 async def under_policies(ledger: Ledger, table: RoutingTable, key: KeyInfo) -> tuple[KeyInfo, Money | None]:
     """The key as admission sees it under the served route file (its plan's and team's budget and limits where it
     sets none), and what it spent in the period of a budget it takes from them (None: its budget is its own)."""
-    effective = key.under(limits_of(table.policies_of(key.plan, key.team)))
-    return effective, await ledger.spent_inherited(effective) if effective.budget_inherited else None
+    ((effective, spent),) = await all_under_policies(ledger, table, [key])
+    return effective, spent
+
+
+async def all_under_policies(ledger: Ledger, table: RoutingTable,
+                             keys: Sequence[KeyInfo]) -> list[tuple[KeyInfo, Money | None]]:
+    """`under_policies` for a page of keys, in one read of the ledger."""
+    effective = [key.under(limits_of(table.policies_of(key.plan, key.team))) for key in keys]
+    if not any(key.budget_inherited for key in effective):  # nothing to read
+        return [(key, None) for key in effective]
+    return list(zip(effective, await ledger.spent_inherited(effective), strict=True))
 
 
 def standing(key: KeyInfo, account: Account, at: Micros, spent_inherited: Money | None = None) -> Standing:
