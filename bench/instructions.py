@@ -124,10 +124,10 @@ def count(python: Path, name: str, request: str, args: Sequence[str], requests: 
         routes.write_text(ccm_routes(base_url))
         port = free_port()
         # (revisions before the journal have no linger to set; `ccm.cli.entry` since the lifecycle commands)
-        linger_line = f"    import ccm.ledger.journal as j; j.LINGER_S = {linger}\n" if linger is not None else ""
-        start = ("import sys\nsys.argv = ['ccm', *sys.argv[1:]]\n"
-                 f"try:\n{linger_line}    pass\nexcept ImportError:\n    pass\n"
-                 "try:\n    from ccm.cli.entry import main\nexcept ImportError:\n    from ccm.cli.main import main\n"
+        lingers = ("try:\n    import ccm.ledger.journal as j\n"
+                   f"    j.LINGER_S = {linger}\nexcept ImportError:\n    pass\n" if linger is not None else "")
+        start = ("import sys\nsys.argv = ['ccm', *sys.argv[1:]]\n" + lingers
+                 + "try:\n    from ccm.cli.entry import main\nexcept ImportError:\n    from ccm.cli.main import main\n"
                  "main()")
         out = work / "callgrind.out"
         environ = {**os.environ, "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0", "XDG_DATA_HOME": str(work / "data"),
