@@ -51,6 +51,8 @@ def limits_of(policies: Sequence[Policy]) -> Limits:
         for limit in ("budget", "rpm", "tpm"):
             if getattr(policy, limit) is not None:
                 found.setdefault(limit, policy)
+    if not found:  # the usual key: no plan or team, or one that sets none of these
+        return NO_LIMITS
     budget, rpm, tpm = (found.get(limit) for limit in ("budget", "rpm", "tpm"))
     return Limits(
         budget=from_decimal(budget.budget) if budget is not None and budget.budget is not None else None,
