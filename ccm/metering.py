@@ -349,7 +349,7 @@ class Settlement:
             self.headers = _ratelimit_headers(self.hold)
 
     @property
-    def drains(self) -> bool:
+    def holds(self) -> bool:
         # reading on costs what the upstream keeps generating: worth it only where someone is billed from a balance
         return self.hold is not None
 

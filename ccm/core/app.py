@@ -89,7 +89,7 @@ class Exchange:
     __slots__ = ("receive", "send", "method", "path", "query", "began", "started_at", "request_id", "status", "started",
                  "complete", "first_byte_at", "disconnected", "on_disconnect", "caller", "carrier", "requested_model",
                  "session_id", "stream", "input_tokens", "decision", "answer", "attempts", "relayed", "error_type",
-                 "close_connection", "admitted", "settled")
+                 "close_connection", "admitted", "settled", "record")
 
     def __init__(self, receive: Receive, send: Send, method: str, path: str) -> None:
         self.receive = receive
@@ -121,6 +121,7 @@ class Exchange:
         self.close_connection = False
         self.admitted: Admitted | None = None  # what metering admitted; settled once (`App._settle`)
         self.settled = False
+        self.record: RequestRecord | None = None  # the one to publish, built as a whole answer went out
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True
@@ -232,7 +233,7 @@ class App:
             except Exception:  # noqa: BLE001 - the client is gone; nothing left to tell it
                 exchange.disconnected = True
         finally:
-            record = _record(exchange, runtime)
+            record = exchange.record or _record(exchange, runtime)
             if exchange.admitted is not None and not exchange.settled:  # failed, cut or cancelled: settle it now
                 with anyio.CancelScope(shield=True):
                     await _settle(exchange, record)
@@ -421,17 +422,22 @@ class App:
                 reply = answer.reply
                 headers = _reply_headers(exchange, reply, answer)
                 if reply.stream is None:
+                    # the whole answer goes out now: its record is built as it does, settled before the client has
+                    # the answer and, once it went out, published as it is (nothing after that changes what it
+                    # says), unless settling waited for the ledger: then the one published counts the wait
                     exchange.status = reply.status
-                    if exchange.admitted is not None:  # settled before the client has the answer
-                        await _settle(exchange, _record(exchange, runtime))
+                    record = _record(exchange, runtime, sending=bool(reply.body))
+                    waits = exchange.admitted is not None and exchange.admitted.holds
+                    await _settle(exchange, record)
                     await exchange.respond(reply.status, reply.body or b"", headers)
+                    exchange.record = None if waits else record
                     return
                 admitted = exchange.admitted
                 relay = StreamRelay(
                     reply, headers, deadline=answer.deadline, write_idle=answer.target.provider.provider.timeouts.idle,
                     breaker=answer.target.state.breaker, provider=answer.target.provider.provider.name,
                     redactor=runtime.redactor,
-                    drains=self.drains if admitted is not None and admitted.drains else NO_DRAINS,
+                    drains=self.drains if admitted is not None and admitted.holds else NO_DRAINS,
                     on_final=settle_now if admitted is not None else None, budget=admitted,
                 )
                 exchange.on_disconnect = relay.client_left
@@ -448,10 +454,12 @@ class App:
 # --- the record ----------------------------------------------------------------------------------------------------
 
 
-def _record(exchange: Exchange, runtime: Runtime) -> RequestRecord:
-    """The request's record, from what its exchange saw so far (the one published is built when it is over)."""
+def _record(exchange: Exchange, runtime: Runtime, *, sending: bool = False) -> RequestRecord:
+    """The request's record, from what its exchange saw so far (`sending`: and the whole answer's first byte is
+    sent now). The one published is built when the request is over, or as its whole answer went out."""
     began = exchange.began
     now = time.perf_counter()
+    first_byte_at = now if sending else exchange.first_byte_at
     decision, answer, relayed = exchange.decision, exchange.answer, exchange.relayed
     attempts = answer.attempts if answer is not None else exchange.attempts
     usage: TokenUsage | None = None
@@ -494,7 +502,7 @@ def _record(exchange: Exchange, runtime: Runtime) -> RequestRecord:
         usage=usage,
         usage_estimated=estimated,
         stream=exchange.stream,
-        ttfb_ms=(exchange.first_byte_at - began) * 1000 if exchange.first_byte_at is not None else None,
+        ttfb_ms=(first_byte_at - began) * 1000 if first_byte_at is not None else None,
         error=exchange.error_type,
         truncated=truncated,
         client_disconnected=client_gone,

@@ -46,9 +46,11 @@ class Admitted(Protocol):
         """Headers for the answer (`anthropic-ratelimit-*` when the key has limits)."""
 
     @property
-    def drains(self) -> bool:
-        """Whether a stream whose client leaves is read on to the upstream's final usage (a key billed from a
-        balance or budget); otherwise it is cancelled at once, as without metering, and billed an estimate."""
+    def holds(self) -> bool:
+        """Whether something is held for the request (a key billed from a balance or budget). Then settling waits
+        for the ledger (the request's record is built again after it, so its timings count the wait), and a stream
+        whose client leaves is read on to the upstream's final usage; otherwise it is cancelled at once, as without
+        metering, and billed an estimate."""
 
     def covers(self, output_tokens: int) -> bool: ...
 
