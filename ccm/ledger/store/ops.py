@@ -299,22 +299,20 @@ def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[in
 
 
 def _record_local(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[list[UsageRow]]:
-    """Local rows (distinct request ids) in three statements: a look for holds under their request ids (a hold there
-    means a row from the wrong caller: refused), one for rows already written (a journal replayed twice), and one
-    multi-row INSERT of the others, where a statement a row would hand the GIL between SQLite's writer thread and
-    the event loop for each. The rows that were new."""
+    """Local rows (distinct request ids) in two statements: a look for holds under their request ids (a hold there
+    means a row from the wrong caller: refused), and one multi-row INSERT, where a statement a row would hand the
+    GIL between SQLite's writer thread and the event loop for each; it skips the rows written already (a journal
+    replayed twice) and returns the others'. The rows that were new."""
     ids = [row.request_id for row, _ in rows]
-    marks = ", ".join("?" * len(ids))
-    held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({marks})", ids)
+    held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({', '.join('?' * len(ids))})", ids)
     if held:
         raise _held_elsewhere(held[0][0], held[0][1], None)
-    written = {found for (found,) in (yield Q(f"SELECT request_id FROM usage WHERE request_id IN ({marks})", ids))}
-    new = [(row, price_id) for row, price_id in rows if row.request_id not in written]
-    if new:
-        values = [value for row, price_id in new for value in _usage_params(row, at, None, price_id)]
-        yield Q(f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES {', '.join([_USAGE_VALUES] * len(new))} "
-                "ON CONFLICT (request_id) DO NOTHING", values)
-    return [row for row, _ in new]
+    values = [value for row, price_id in rows for value in _usage_params(row, at, None, price_id)]
+    tuples = ", ".join([_USAGE_VALUES] * len(rows))
+    inserted = yield Q(f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES {tuples} "
+                       "ON CONFLICT (request_id) DO NOTHING RETURNING request_id", values)
+    new = {request_id for (request_id,) in inserted}
+    return [row for row, _ in rows if row.request_id in new]
 
 
 def _add(rollups: dict[tuple[int, int, str, str], list[int]], rollup: _Rollup) -> None:
