@@ -39,6 +39,8 @@ from typing import Any
 
 import orjson
 
+from ccm.frozen import frozen
+
 log = logging.getLogger("ccm.capture")
 
 MAX_FILES = 1000
@@ -95,7 +97,7 @@ def _prepare(folder: Path) -> None:
         raise CaptureError(f"{folder} is not writable by ccm")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Pending:
     name: str
     content: bytes

@@ -19,9 +19,10 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from ccm.frozen import frozen
 
 BACKUP_SUFFIX = ".statusline-backup.json"
 
@@ -30,7 +31,7 @@ class SettingsError(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Installed:
     path: Path
     change: Literal["added", "replaced", "unchanged"]

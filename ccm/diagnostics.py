@@ -16,9 +16,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from ccm.frozen import frozen
 
 Severity = Literal["error", "warning"]
 
@@ -26,7 +27,7 @@ Severity = Literal["error", "warning"]
 _TOKEN_AT = re.compile(r'"(?:[^"\\\n]|\\.)*"?|[\w./:@+-]+|\S')
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Diagnostic:
     file: str
     line: int

@@ -15,11 +15,11 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
+from ccm.frozen import frozen
 from ccm.table import (
     EFFORT_ORDER,
     All,
@@ -57,7 +57,7 @@ SUBAGENT_MARKER = "cc_is_subagent=true"
 EFFORT_RANK: dict[str, int] = {level: rank for rank, level in enumerate(EFFORT_ORDER)}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Decision:
     chain: tuple[Model, ...]  # the target first, then its fallbacks
     rule: Rule | None

@@ -48,6 +48,7 @@ from ccm.core.reload import Reloader
 from ccm.core.runtime import ClientFactory, ProviderRuntime, Runtime, RuntimeHolder, build_runtime, close_providers
 from ccm.core.types import ASGIApp, Message, Receive, Scope, Send
 from ccm.costs import Costs, PriceListCosts
+from ccm.frozen import frozen
 from ccm.logs import FORMAT_VARIABLE, LEVEL_VARIABLE, configure_logging, request_logger
 from ccm.sessions import SessionsApp
 from ccm.table import RoutingTable
@@ -79,7 +80,7 @@ class NotServable(Exception):
         self.checked = checked
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServiceOptions:
     watch: bool = True  # reload on save (SIGHUP always reloads)
     public: bool = False  # listening beyond loopback: a reload that drops inbound auth is refused
@@ -94,6 +95,9 @@ class ServiceOptions:
     capture_dir: str | None = None  # capture requests into this folder from the start (`ccm run --capture DIR`)
     capture_max_files: int = MAX_FILES
     capture_max_bytes: int = MAX_BYTES
+
+
+DEFAULT_OPTIONS = ServiceOptions()
 
 
 @dataclass(slots=True)
@@ -153,7 +157,7 @@ class Service:
 
 
 def build_service(path: str | os.PathLike[str], environ: Mapping[str, str],
-                  options: ServiceOptions = ServiceOptions()) -> Service:
+                  options: ServiceOptions = DEFAULT_OPTIONS) -> Service:
     """Check the route file and assemble the service around its table; `NotServable` when it cannot be served."""
     route_file = Path(path)
     checked = check(route_file, environ)

@@ -13,11 +13,13 @@ partial report (a stream cut short) still gives what it has.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
+from ccm.frozen import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class TokenUsage:
     """Tokens per class, and web-search requests, of one request (all attempts' billed usage, summed by the caller)."""
 

@@ -19,19 +19,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ccm import processes
+from ccm.frozen import frozen
 
 LOG_FILE_VARIABLE = "CCM_LOG_FILE"  # set for a router started in the background: where its output goes
 RUN_COMMAND = (sys.executable, "-c", "from ccm.cli.main import main; main()")  # then `run FILE …`
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RouterState:
     pid: int
     port: int

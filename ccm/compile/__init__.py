@@ -18,7 +18,7 @@ import gc
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,11 +30,12 @@ from ccm.compile.loader import Loaded, load
 from ccm.compile.route_tests import route_test, split_capture
 from ccm.diagnostics import Diagnostic
 from ccm.dsl import syntax as s
+from ccm.frozen import frozen
 
 __all__ = ["CompileResult", "compile_file", "compile_source", "split_capture"]
 
 
-@dataclass(frozen=True)
+@frozen(slots=False)
 class CompileResult:
     table: t.RoutingTable | None
     diagnostics: list[Diagnostic] = field(default_factory=list)

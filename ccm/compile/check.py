@@ -12,23 +12,24 @@ request files resolve against `base_dir`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from ccm.compile import CompileResult, compile_file, compile_source
 from ccm.compile.route_tests import run_route_tests
 from ccm.diagnostics import Diagnostic
+from ccm.frozen import frozen
 from ccm.table import RoutingTable
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RouteText:
     text: str
     name: str  # how diagnostics name it: "<stdin>", the file it will be saved as
     base_dir: Path
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Checked:
     """What checking a route file found. `table` is the table only when the file is good (no error, no failing
     test); `compiled` is the table whenever it compiled, for commands that show it without running its tests."""

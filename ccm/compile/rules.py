@@ -5,13 +5,13 @@ fallback cycles)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ccm import table as t
 from ccm.compile import values
 from ccm.compile.context import Context, table_span
 from ccm.dsl import syntax as s
 from ccm.dsl.printer import rule_text
+from ccm.frozen import frozen
 
 FLAGS: dict[str, type[t.Frozen]] = {
     "websearch": t.WebSearch,
@@ -113,7 +113,7 @@ def _match(
 # --- the route block ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen(slots=False)
 class CompiledRule:
     rule: t.Rule
     written: s.RouteRule | None  # None for the implicit `direct`

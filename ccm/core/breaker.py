@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from ccm.errors import FailureReason, UpstreamError
+from ccm.frozen import frozen
 from ccm.table import BreakerPolicy
 
 BreakerState = Literal["closed", "open", "half_open", "off"]
@@ -48,7 +48,7 @@ MAX_COOLDOWN = _DEFAULT.max_cooldown  # a dead upstream is probed at most this r
 MAX_HOLD = 600.0  # a `retry-after` beyond this is not trusted further
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Ticket:
     """Permission for one attempt; `probe` marks the single attempt let through while half-open."""
 

@@ -56,6 +56,7 @@ from ccm.core.record import Attempt
 from ccm.core.retry import RandomSource, long_retry_after, next_retry
 from ccm.core.runtime import ProviderRuntime, Runtime, Target
 from ccm.errors import UpstreamError
+from ccm.frozen import frozen
 from ccm.providers.base import Call, Reply
 from ccm.table import Balance, Model, RetryPolicy
 from ccm.upstream.errors import Redactor, located, with_quirk_hint
@@ -79,7 +80,7 @@ _CONTEXT_OVERFLOW = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Request:
     """What every attempt of one client request shares (the body is never mutated: each attempt reuses it)."""
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 import resource
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import orjson
 
 from ccm.core.types import ASGIApp, Message, Receive, Scope, Send
+from ccm.frozen import frozen
 
 log = logging.getLogger("ccm.core")
 
@@ -46,7 +47,7 @@ def _default_max_connections() -> int:
     return max(16, min(2048, (soft - 64) // 2))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServerLimits:
     head_timeout: float = 10.0  # seconds from a connection's (or a request's) first byte to the end of its headers
     max_head_bytes: int = 64 * 1024  # the request line and headers together

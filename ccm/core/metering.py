@@ -21,15 +21,15 @@ The core knows nothing of keys, money or storage: it hands over the request's fa
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from ccm.core.record import Caller, RequestRecord
 from ccm.errors import UpstreamError
+from ccm.frozen import frozen
 from ccm.table import Model, Policy, Settings, Standing
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AdmissionRequest:
     request_id: str
     caller: Caller

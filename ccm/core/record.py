@@ -19,11 +19,12 @@ import collections
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 import anyio
 
+from ccm.frozen import frozen
 from ccm.table import Price
 from ccm.usage import TokenUsage
 
@@ -33,7 +34,7 @@ _internal = logging.getLogger("ccm.core")
 RECENT_CAPACITY = 500
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Caller:
     """Who sent a request. `local`: nobody in particular (no inbound key is required, the loopback set-up);
     `inbound`: a key from the route file's `auth`; `key`: an issued key (its id and name)."""
@@ -51,7 +52,7 @@ LOCAL = Caller("local")
 INBOUND = Caller("inbound")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Attempt:
     """One upstream attempt: which deployment was asked, with which upstream model, what came back, how long it
     took to the first byte (or the failure), and the usage it reported when it is the one that answered."""
@@ -75,7 +76,7 @@ class Attempt:
 Outcome = Literal["ok", "error", "truncated", "client_closed"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RequestRecord:
     request_id: str  # the `request-id` the client got
     started_at: float  # wall clock, seconds since the epoch

@@ -32,12 +32,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 from ccm.core.breaker import Breaker, Ticket
 from ccm.errors import UpstreamError
+from ccm.frozen import frozen
 from ccm.providers.base import Reply, Usage
 from ccm.upstream.errors import Redactor, located
 
@@ -88,7 +88,7 @@ class Drains:
 NO_DRAINS = Drains(0, 0.0)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Relayed:
     complete: bool  # the upstream's stream reached its protocol's end
     error: UpstreamError | None = None  # what ended it otherwise (sent to the client as `event: error` if it was there)

@@ -32,7 +32,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +42,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from ccm.core.inflight import InFlight
 from ccm.core.runtime import ProviderRuntime, Runtime, RuntimeHolder, close_providers
 from ccm.diagnostics import UNSET_VARIABLE
+from ccm.frozen import frozen
 from ccm.table import RoutingTable
 
 log = logging.getLogger("ccm.reload")
@@ -129,7 +129,7 @@ def _name_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     return " ".join(added + removed + changed)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReloadEvent:
     """One reload, for the history the admin page shows: when, on what (a save, SIGHUP, the admin page), and what
     came of it (the one-line diff summary, or the first problem)."""

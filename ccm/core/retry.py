@@ -23,10 +23,10 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from ccm.errors import UpstreamError
+from ccm.frozen import frozen
 from ccm.table import RetryOn, RetryPolicy
 
 RandomSource = Callable[[], float]  # uniform in [0, 1), like random.random
@@ -78,7 +78,7 @@ def backoff_delay(policy: RetryPolicy, retries_done: int, rand: RandomSource = r
     return floor + (ceiling - floor) * rand()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RetryVerdict:
     delay: float | None  # seconds to sleep before retrying the same provider; None: move on
     why: str  # for the attempt log: `retry in 0.73s`, `not retryable`, `retries exhausted`, …

@@ -23,13 +23,14 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import anyio
 import orjson
 
 from ccm.core.deployments import DeploymentState, ProviderDeployments, deployments_of
+from ccm.frozen import frozen
 from ccm.providers.base import Adapter
 from ccm.table import (
     All,
@@ -60,7 +61,7 @@ ADAPTERS: dict[str, str] = {
 ClientFactory = Callable[[Provider], PooledClient]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ProviderRuntime:
     provider: Provider
     endpoint: Endpoint
@@ -71,7 +72,7 @@ class ProviderRuntime:
     deployments: ProviderDeployments = field(default_factory=ProviderDeployments)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@frozen(eq=False)
 class Target:
     """One deployment of a model. `model` is what the adapter is called with: the alias (its name, limits and
     options) with this deployment's provider and upstream model. `label` is `provider/model`, for logs and the
@@ -91,7 +92,7 @@ class Target:
         return limiter is None or limiter.available_tokens > 0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Runtime:
     table: RoutingTable
     providers: Mapping[str, ProviderRuntime]

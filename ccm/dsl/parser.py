@@ -17,7 +17,6 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from operator import attrgetter
@@ -32,6 +31,7 @@ from lark.lexer import PatternStr
 from ccm.diagnostics import Diagnostic, SourceLines, did_you_mean
 from ccm.dsl import syntax as s
 from ccm.dsl.fast_reduce import Build, FastReduceLark, Point
+from ccm.frozen import frozen
 
 
 def _grammar() -> str:
@@ -231,7 +231,7 @@ _building: ContextVar[_Build] = ContextVar("ccm_building")
 _SCALARS = {"TRUE": True, "FALSE": False, "NULL": None}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Part:
     """A piece of a bigger node, with its span: a model's `{ … }`, a retry's `on …`, a breaker's `5 failures` or
     `cooldown 10s..2m`."""

@@ -10,11 +10,13 @@ Block items share one shape, `Item(keyword, args)`: `context 128k`, `drop top_k 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from ccm.frozen import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class Span:
     file: str
     line: int
@@ -26,7 +28,7 @@ class Span:
         return f"{self.file}:{self.line}:{self.column}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Comment:
     text: str  # including the leading '#'
     span: Span
@@ -35,7 +37,7 @@ class Comment:
 # --- leaves --------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Word:
     """A name, keyword, number with suffix, comparison operator or `provider/model`, exactly as written."""
 
@@ -43,7 +45,7 @@ class Word:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Str:
     """A double-quoted string: `value` decoded, `raw` as written (quotes included)."""
 
@@ -52,7 +54,7 @@ class Str:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Env:
     """`env("NAME")` or `env("NAME", "default")`."""
 
@@ -61,7 +63,7 @@ class Env:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class FileRef:
     """`file("/run/secrets/openai")`."""
 
@@ -69,7 +71,7 @@ class FileRef:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Range:
     """`500ms..8s`."""
 
@@ -81,7 +83,7 @@ class Range:
 # --- JSON-ish values -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Scalar:
     """A JSON number, true, false or null."""
 
@@ -90,7 +92,7 @@ class Scalar:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Member:
     key: Word | Str
     separator: str  # ':' or '=' as written
@@ -98,7 +100,7 @@ class Member:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Object:
     members: tuple[Member, ...]
     span: Span
@@ -108,7 +110,7 @@ class Object:
         return self.span.end_line > self.span.line
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Array:
     items: tuple[JsonValue, ...]
     span: Span
@@ -125,7 +127,7 @@ Arg = Word | Str | Env | FileRef | Object | Range
 # --- block items and conditions ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Item:
     """One line-ish entry of a block: a keyword and its arguments (`price input 0.27 output 1.10`)."""
 
@@ -134,7 +136,7 @@ class Item:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Retry:
     """`retry 3 backoff 500ms..8s on 429 5xx timeout`, at file level or inside a provider."""
 
@@ -145,7 +147,7 @@ class Retry:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Breaker:
     """`breaker 5 failures cooldown 10s..2m`, `breaker cooldown 30s`, `breaker off`: at file level or in a provider.
     `setting` is the word written instead of the numbers (`off`)."""
@@ -157,7 +159,7 @@ class Breaker:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Atom:
     """A condition test: `websearch`, `tokens > 100k`, `header "x-team" ~ "infra*"`."""
 
@@ -166,25 +168,25 @@ class Atom:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Not:
     operand: Condition
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class And:
     operands: tuple[Condition, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Or:
     operands: tuple[Condition, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Paren:
     """Parentheses as written: kept so the formatter does not rewrite the author's grouping."""
 
@@ -195,7 +197,7 @@ class Paren:
 Condition = Atom | Not | And | Or | Paren
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RouteRule:
     """`condition -> target`; `condition` is None for `default -> target`; `target` is None for `direct`."""
 
@@ -208,13 +210,13 @@ class RouteRule:
 # --- statements ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Include:
     path: Str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Block:
     """`settings { … }`, `provider NAME { … }`, `test "name" { … }`; `label` is the name, if any."""
 
@@ -224,7 +226,7 @@ class Block:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Deployment:
     """`provider/model`, optionally `weight 3`: one upstream on the right of `model NAME =`."""
 
@@ -233,7 +235,7 @@ class Deployment:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ModelDecl:
     """`model NAME = provider/model`, or several deployments separated by commas, with an optional `{ … }` of
     options (`items` is None without braces)."""
@@ -250,13 +252,13 @@ class ModelDecl:
         return self.deployments[0].path
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RouteBlock:
     rules: tuple[RouteRule, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Fallback:
     chain: tuple[Word, ...]  # the head first
     span: Span
@@ -265,7 +267,7 @@ class Fallback:
 Statement = Include | Block | ModelDecl | RouteBlock | Fallback | Retry | Breaker
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SourceFile:
     name: str
     text: str

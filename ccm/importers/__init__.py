@@ -11,9 +11,9 @@ what could not be carried over; the same lines head the generated file as commen
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import PurePath
 
+from ccm.frozen import frozen
 from ccm.importers.plan import RoutePlan
 from ccm.importers.source import Document, ImportFailed, Problem, Report
 
@@ -23,7 +23,7 @@ Reader = Callable[[str, str], Document]
 Converter = Callable[[Document, Report], RoutePlan]
 
 
-@dataclass(frozen=True)
+@frozen(slots=False)
 class Imported:
     text: str  # the route file, formatted
     plan: RoutePlan

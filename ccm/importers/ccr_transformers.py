@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ccm.frozen import frozen
 from ccm.importers.source import Path, Report, describe, dotted
 
 # Transformers that pick the wire format: CCR names the provider's API by the transformer that speaks it.
@@ -50,7 +51,7 @@ class Effects:
             self.quirks.append(name)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Use:
     name: str  # lower-cased: CCR's own examples write both `Anthropic` and `anthropic`
     options: dict[str, Any] | None

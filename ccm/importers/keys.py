@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ccm.frozen import frozen
 from ccm.importers.plan import Env, env_name
 
 _WHOLE_REFERENCE = re.compile(r"\$\{([^}]+)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -49,7 +49,7 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeyChoice:
     key: Env | None
     warning: str | None  # what the user must do, or None when nothing changes for them

@@ -8,10 +8,10 @@ deployments API, Bedrock, Vertex, SageMaker…) are reported and their deploymen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ccm.frozen import frozen
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Prefix:
     type: str
     url: str | None  # None: the config must give api_base

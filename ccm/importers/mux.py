@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ccm.frozen import frozen
 from ccm.importers import scenarios
 from ccm.importers.keys import provider_key, router_key
 from ccm.importers.plan import (
@@ -48,7 +49,7 @@ AUTO_MAP = "^claude-"
 BACKGROUND = "(?i)claude.*haiku"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Type:
     type: str
     url: str

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ccm.frozen import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class Env:
     """`env("NAME")`: a value read from the environment when ccm runs, never written into the file."""
 
@@ -36,7 +38,7 @@ class ProviderPlan:
     comments: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DeploymentPlan:
     provider: str
     model: str
@@ -61,7 +63,7 @@ class ModelPlan:
     comments: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RulePlan:
     """`condition -> target`; a rule with neither is the `direct` line."""
 
@@ -74,7 +76,7 @@ class RulePlan:
         return cls(None, None, comment)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TestPlan:
     name: str
     request: dict[str, Any]

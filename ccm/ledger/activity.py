@@ -13,9 +13,9 @@ index, and the latest requests from that index read backwards.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from ccm.frozen import frozen
 from ccm.ledger.money import Money
 from ccm.ledger.records import Account, KeyInfo
 from ccm.ledger.store import ops
@@ -32,7 +32,7 @@ _ROW_SUMS = ("COUNT(*)", "SUM(CASE WHEN error IS NOT NULL OR status >= 400 THEN 
              "SUM(output)", "SUM(cache_write_5m + cache_write_1h)", "SUM(cache_read)", "SUM(charged)")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Bucket:
     """One model's usage in one time bucket."""
 
@@ -44,7 +44,7 @@ class Bucket:
     charged: Money
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Series:
     """Buckets of `width` starting at each of `starts` (oldest first, every bucket of the window, empty or not)."""
 
@@ -62,7 +62,7 @@ class Series:
         return tuple(sorted(totals, key=lambda m: (-totals[m][0], -totals[m][1], m)))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Request:
     """One of the key's latest requests."""
 
@@ -79,7 +79,7 @@ class Request:
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Activity:
     hourly: Series
     daily: Series

@@ -12,9 +12,9 @@ with `priced` false: the request is still metered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
 
+from ccm.frozen import frozen
 from ccm.ledger.money import Money, from_decimal
 from ccm.table import Price
 from ccm.usage import TokenUsage
@@ -27,7 +27,7 @@ HUNDRED = Decimal(100)
 EXACT = Context(prec=60)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CostLine:
     """One billed class: `quantity` tokens (searches for `web_search`) at `rate` USD per million (per 1,000)."""
 
@@ -39,7 +39,7 @@ class CostLine:
     fallback: bool = False  # no price for this class: the `input` rate applied
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Cost:
     upstream: Money
     charged: Money

@@ -15,9 +15,9 @@ extension is refused (the balance or budget is gone), it says stop, and the requ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, localcontext
 
+from ccm.frozen import frozen
 from ccm.ledger.cost import EXACT, HUNDRED, MILLION, THOUSAND, rates
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.money import Money
@@ -28,7 +28,7 @@ from ccm.table import Price
 INPUT_SIDE = ("input", "cache_write_5m", "cache_write_1h", "cache_read")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class HoldPolicy:
     output_allowance: int = 4096  # output tokens held up front (most of Claude Code's answers are shorter)
     step: int = 4096  # output tokens added by each extension
@@ -36,12 +36,15 @@ class HoldPolicy:
     input_slack: Decimal = Decimal("0.10")  # the upstream may count up to 10% more input than ccm's tokenizer
 
 
+DEFAULT_POLICY = HoldPolicy()
+
+
 def _charged_ceiling(usd: Decimal, markup: Decimal) -> Money:
     with localcontext(EXACT):
         return int((usd * (1 + markup / HUNDRED)).scaleb(9).to_integral_value(rounding=ROUND_CEILING))
 
 
-def input_part(price: Price, markup: Decimal, input_tokens: int, policy: HoldPolicy = HoldPolicy()) -> Money:
+def input_part(price: Price, markup: Decimal, input_tokens: int, policy: HoldPolicy = DEFAULT_POLICY) -> Money:
     """What the input of a request can cost at most: every counted token (plus the slack) at the dearest
     input-side rate."""
     table = rates(price)
@@ -62,7 +65,7 @@ def search_cost(price: Price, markup: Decimal, searches: int) -> Money:
 
 
 def hold_for(price: Price | None, markup: Decimal, input_tokens: int, max_tokens: int,
-             policy: HoldPolicy = HoldPolicy()) -> Money:
+             policy: HoldPolicy = DEFAULT_POLICY) -> Money:
     """The amount to `admit` a request with (0 for a model without a price: nothing to hold)."""
     if price is None:
         return 0
@@ -70,7 +73,7 @@ def hold_for(price: Price | None, markup: Decimal, input_tokens: int, max_tokens
     return input_part(price, markup, input_tokens, policy) + output_cost(price, markup, allowance)
 
 
-def minimum_for(price: Price | None, markup: Decimal, input_tokens: int, policy: HoldPolicy = HoldPolicy()) -> Money:
+def minimum_for(price: Price | None, markup: Decimal, input_tokens: int, policy: HoldPolicy = DEFAULT_POLICY) -> Money:
     """The least a request may be admitted with when the key has less than `hold_for` left (`admit(minimum=…)`):
     its whole input part and `margin` output tokens, so that its input — spent as soon as it is sent — is always
     covered."""
@@ -84,7 +87,7 @@ class OutputMeter:
     from the stream's deltas) before forwarding each chunk; False means stop: the key cannot pay for more."""
 
     def __init__(self, ledger: Ledger, hold: Hold, price: Price, markup: Decimal, input_tokens: int,
-                 policy: HoldPolicy = HoldPolicy()) -> None:
+                 policy: HoldPolicy = DEFAULT_POLICY) -> None:
         self.ledger = ledger
         self.hold = hold
         self.price = price

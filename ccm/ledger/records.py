@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
 
 import orjson
 
+from ccm.frozen import frozen
 from ccm.ledger.cost import Cost
 from ccm.ledger.money import Money, from_decimal
 from ccm.ledger.times import Micros, Period
@@ -24,7 +25,7 @@ from ccm.usage import TokenUsage
 KeyStatus = Literal["active", "revoked", "expired"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Limits:
     """The budget and rate limits a key's plan or team gives it (`plan pro { budget $20 per month  rpm 60 }`), each
     with where it comes from (`from_`: limit -> "plan pro"). Each key of the plan has them on its own: a plan's budget
@@ -63,7 +64,7 @@ def limits_of(policies: Sequence[Policy]) -> Limits:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeyInfo:
     """A key as stored (never its secret). `credits` False: no balance is checked (the key is still metered and its
     budget and limits still apply). `budget` is per `period`, UTC calendar periods."""
@@ -130,7 +131,7 @@ class KeyInfo:
         return self.credits or self.budget is not None or self.rpm is not None or self.tpm is not None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Account:
     """A key's money and counters, as one row: what admission reads and writes under the row's lock.
 
@@ -150,7 +151,7 @@ class Account:
     tpm_at: Micros = 0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RateState:
     """One limit after an admission, for `anthropic-ratelimit-*` headers: `reset_at` is when it is whole again."""
 
@@ -160,7 +161,7 @@ class RateState:
     reset_at: Micros
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Hold:
     id: int
     request_id: str
@@ -172,7 +173,7 @@ class Hold:
     limits: tuple[RateState, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UsageRow:
     """One finished request. `time` is when it finished (the store's clock when None); `key_id` None is the local
     caller. `cost` is what `ccm.ledger.cost.cost(usage, price, markup)` gave for the same `usage`, `price` and
@@ -211,7 +212,7 @@ def _snapshot(price: Price, markup: Decimal) -> tuple[str, str]:
     return hashlib.sha256(body.encode()).hexdigest()[:32], body
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NewKey:
     """What `ccm keys create` asks for, already checked."""
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 
 import orjson
 
+from ccm.frozen import frozen
 from ccm.ledger.errors import BadInput, UnknownKey
 from ccm.ledger.money import Money
 from ccm.ledger.store.base import Op, Q, Store
@@ -149,7 +150,7 @@ async def usage(store: Store, *, since: Micros, until: Micros, by: By | None = N
     return [line for _, line in ordered] or ([Line("total")] if by is None else [])
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Bill:
     key: str
     period: str  # YYYY-MM (or the day/week's first day)

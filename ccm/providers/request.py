@@ -15,10 +15,11 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from ccm.frozen import frozen
 
 log = logging.getLogger("ccm.providers")
 
@@ -31,7 +32,7 @@ _OLD_USER_ID = re.compile(r"^(user_[0-9a-fA-F]+)_account_.*_session_([0-9a-fA-F-
 _ID_LIMIT = 64  # OpenAI's maximum for `user` and `safety_identifier`
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ClientIdentity:
     """Who is asking, in values safe to send upstream. `session`: Claude Code's session id (a stable hash of a
     `user_id` ccm cannot read); `user`: a hash of the account (else the device), never the value itself."""

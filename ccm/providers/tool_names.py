@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from ccm.frozen import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class NameRule:
     """What an upstream accepts as a function name."""
 
@@ -49,7 +51,7 @@ def upstream_name(name: str, rule: NameRule) -> str:
     return f"{prefix}_{hashlib.sha256(name.encode()).hexdigest()[:_HASH]}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ToolNames:
     """One request's tool names for one upstream rule: the renamed ones, upstream name → the client's."""
 

@@ -7,12 +7,12 @@ import functools
 import logging
 import urllib.request
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
 
 import anyio
 import httpx
 
 from ccm.errors import UpstreamError, config_error
+from ccm.frozen import frozen
 from ccm.table import PLACEHOLDER_KEY, EnvRef, FileRef, Provider, Timeouts, Value, resolve
 from ccm.upstream import http1
 from ccm.upstream.errors import transport_error, upstream_error
@@ -21,7 +21,7 @@ from ccm.upstream.http1 import IDLE_TIMEOUT, TIMED_READS
 log = logging.getLogger("ccm.providers")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Endpoint:
     """A provider's settings resolved against the environment once per table: base URL (no trailing slash),
     the headers every call carries (auth included), timeouts, and what the first value that resolved to nothing is

@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from ccm.dsl import parse
 from ccm.dsl import syntax as s
 from ccm.dsl.format import FormatError, format_source
 from ccm.dsl.parser import RouteSyntaxError
+from ccm.frozen import frozen
 
 PROVIDER_TYPES = ("anthropic", "openai", "openai-responses", "gemini")
 NAME = re.compile(r"[A-Za-z_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
@@ -48,7 +48,7 @@ class EditError(ValueError):
     """A form value the file cannot take, or a change the form cannot make (say, to a block written on one line)."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ProviderForm:
     name: str
     type: str
@@ -56,7 +56,7 @@ class ProviderForm:
     key: str  # an environment variable's name; "" for none; KEEP_LITERAL_KEY leaves a literal key alone
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ModelForm:
     name: str
     target: str  # provider/model
@@ -70,7 +70,7 @@ class ModelForm:
     web_search: str = ""  # US dollars per 1,000 searches
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RuleForm:
     condition: str  # `default`, `direct`, or a condition
     target: str  # "" only for `direct`

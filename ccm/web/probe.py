@@ -14,7 +14,6 @@ key here either).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -22,6 +21,7 @@ import orjson
 
 from ccm.core.runtime import Runtime
 from ccm.errors import UpstreamError
+from ccm.frozen import frozen
 from ccm.providers.base import Call
 from ccm.table import Model
 from ccm.upstream.errors import located
@@ -30,7 +30,7 @@ PROBE_SECONDS = 30.0
 PROBE_PROMPT = "Reply with the single word: ok"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ProbeResult:
     provider: str
     upstream_model: str

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -30,6 +29,7 @@ import anyio
 from ccm.dsl import parse
 from ccm.dsl import syntax as s
 from ccm.dsl.parser import RouteSyntaxError
+from ccm.frozen import frozen
 
 GIT_TIMEOUT = 20.0
 CREDENTIAL_HEADER = re.compile(r"authorization|.*(key|token|secret|password).*", re.I)
@@ -44,7 +44,7 @@ def version_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Snapshot:
     text: str
     version: str
@@ -107,7 +107,7 @@ def unified_diff(before: str, after: str, name: str) -> str:
 # --- literal secrets --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Redaction:
     """The literal secrets of a text, in order: `shown(text)` puts a numbered placeholder in place of each (as a
     string literal, so the shown text still parses), `restore(text)` puts them back."""
@@ -218,7 +218,7 @@ def redact_lines(text: str, values: list[str]) -> str:
 # --- git --------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class GitResult:
     ok: bool
     output: str

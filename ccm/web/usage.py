@@ -14,12 +14,12 @@ function, never a float. Times are UTC, as the ledger's budget periods are.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from markupsafe import Markup
 
+from ccm.frozen import frozen
 from ccm.ledger import admission
 from ccm.ledger.activity import TOKEN_CLASSES, Activity, Bucket, Series
 from ccm.ledger.cost import markup_for
@@ -56,7 +56,7 @@ def utc(at: Micros) -> str:
     return to_datetime(at).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Standing:
     name: str
     prefix: str
@@ -118,7 +118,7 @@ def standing(key: KeyInfo, account: Account, at: Micros, spent_inherited: Money 
     )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ModelLine:
     model: str
     requests: int
@@ -127,7 +127,7 @@ class ModelLine:
     cost: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Window:
     """One window's charts (requests by model, tokens by class, cost by model) and its table by model."""
 
@@ -139,7 +139,7 @@ class Window:
     total: ModelLine
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RecentRow:
     time: str
     request_id: str
@@ -153,7 +153,7 @@ class RecentRow:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UsageView:
     hourly: Window
     daily: Window
@@ -228,7 +228,7 @@ def usage_view(activity: Activity) -> UsageView:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OfferedModel:
     name: str
     target: str

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from ccm.core.record import RequestRecord
 from ccm.core.reload import ReloadEvent
 from ccm.core.runtime import Runtime
 from ccm.explain import explanation_json, model_text, request_facts
+from ccm.frozen import frozen
 from ccm.route import NoRouteError, RequestView, select_route
 from ccm.table import EnvRef, FileRef, Literal_, RoutingTable, Value
 from ccm.web.edits import KEEP_LITERAL_KEY, KEEP_URL
@@ -73,7 +73,7 @@ def key_text(value: Value | None) -> str:
     return f"env({value.name})"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ProviderRow:
     name: str
     type: str
@@ -116,7 +116,7 @@ def _clock(timestamp: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(timestamp))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RuleRow:
     number: int
     source: str
@@ -141,7 +141,7 @@ def rule_rows(table: RoutingTable) -> list[RuleRow]:
     return rows
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ModelRow:
     name: str
     deployments: tuple[str, ...]
@@ -240,7 +240,7 @@ def explain(table: RoutingTable, text: str, header_lines: str) -> dict[str, Any]
 # --- history ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AdminSave:
     """A save made on the admin page: when, the table version its check compiled, the file version written."""
 
@@ -250,7 +250,7 @@ class AdminSave:
     who: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class HistoryRow:
     at: float
     source: str
@@ -286,7 +286,7 @@ def history_rows(events: Iterable[ReloadEvent], saves: Sequence[AdminSave]) -> l
 
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CaptureView:
     active: bool
     directory: str | None  # the folder of the latest capture (running or not)

@@ -21,11 +21,11 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ccm.frozen import frozen
 from ccm.ledger.errors import BadDatabaseURL
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ Row: TypeAlias = tuple[Any, ...]
 Rows: TypeAlias = list[Row]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Q:
     """One SQL statement with `?` placeholders. `lock`: the rows read are locked until the transaction ends."""
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from ccm.frozen import frozen
 from ccm.ledger.errors import SchemaMismatch
 from ccm.ledger.store.base import Store
 
@@ -28,7 +28,7 @@ VERSION_TABLE = """CREATE TABLE IF NOT EXISTS ccm_schema_version (
 )"""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Migration:
     version: int
     name: str

@@ -8,10 +8,10 @@ and rollups — so two transactions never wait on each other in a circle.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from ccm.frozen import frozen
 from ccm.ledger import admission
 from ccm.ledger.errors import BadInput, DuplicateRequest, LedgerError, UnknownKey
 from ccm.ledger.money import Money
@@ -259,7 +259,7 @@ def extend(hold: Hold, amount: Money, at: Micros) -> Op[Hold]:
                 hold.limits)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Finished:
     recorded: bool  # False: a row for this request id existed already (a retried settle): nothing was charged
     held: Money | None  # what was held for it (None: nothing, or a sweep had released it)
@@ -413,7 +413,7 @@ def put_price(hash_: str, body: str) -> Op[int]:
 # --- instances and the sweep -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class InstanceRow:
     id: str
     host: str
@@ -432,7 +432,7 @@ def heartbeat(instance: str, at: Micros) -> Op[None]:
     yield Q("UPDATE instances SET heartbeat_at = ? WHERE id = ?", (at, instance))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Swept:
     holds: int
     amount: Money

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from ccm.errors import UpstreamError
+from ccm.frozen import frozen
 from ccm.providers.base import Usage
 from ccm.providers.reply import EventWriter, ended_early, fold_message, protocol_error, truncated_error
 from ccm.providers.tool_json import closing_suffix, parse_arguments
@@ -54,7 +55,7 @@ INVALID_RESPONSE = "upstream sent an invalid response: "
 # --- shared with the non-streaming translation --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReplyContext:
     """What translating one reply needs besides the upstream's data. `model` is the name the client asked for:
     Claude Code compares it with what it requested, so replies echo it (the upstream id is in the logs).
