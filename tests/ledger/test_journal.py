@@ -180,6 +180,32 @@ def test_a_line_cut_by_a_crash_is_skipped_and_the_rest_replayed(database_url: st
     assert asyncio.run(recorded(database_url))[0] == 3
 
 
+def test_the_next_file_is_made_ahead_and_a_killed_processs_empty_files_are_removed_quietly(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "journal"
+
+    async def main() -> None:
+        ledger = await Ledger.open(database_url)
+        journal = await Journal.open(folder, ledger)
+        for _ in range(5):
+            journal.add(row())
+        (first,) = files(folder)
+        await journal.flush()  # the rows are in; the file they were in is gone, the next one waits beside the current
+        assert first not in files(folder) and len(files(folder)) == 2
+        assert all((folder / name).stat().st_size == 0 for name in files(folder))
+        assert journal._spare is not None
+        for file in (journal._current, journal._spare):  # the process is killed: its locks go with it
+            os.close(file.fd)
+        with caplog.at_level("INFO", logger="ccm.ledger"):
+            assert await replay(folder, ledger) == 0
+        assert files(folder) == [] and not [r for r in caplog.records if "replayed" in r.getMessage()]
+        await ledger.store.close()
+
+    asyncio.run(main())
+    assert asyncio.run(recorded(database_url))[0] == 5
+
+
 def test_each_database_has_a_journal_of_its_own(tmp_path: Path) -> None:
     beside = journal_folder(f"sqlite:///{tmp_path}/a.db")
     assert beside.name == "a.db.usage-journal" and beside.parent.samefile(tmp_path)
