@@ -272,21 +272,27 @@ def _price_json(price: Price) -> dict[str, Any]:
     return price.model_dump(mode="json")
 
 
-def row_json(row: UsageRow) -> dict[str, Any]:
-    return {
-        "request_id": row.request_id, "usage": [getattr(row.usage, name) for name in _USAGE_FIELDS],
-        "price": _price_json(row.price) if row.price is not None else None, "markup": str(row.markup),
-        "key_id": row.key_id, "session": row.session, "rule": row.rule, "model": row.model,
-        "provider": row.provider, "upstream_model": row.upstream_model, "attempts": row.attempts,
-        "stream": row.stream, "status": row.status, "error": row.error, "latency_ms": row.latency_ms,
-        "ttft_ms": row.ttft_ms, "estimated": row.estimated, "truncated": row.truncated,
-        "time": row.time,
-    }
+# A journal line: a row's values in this order, as a JSON array (building and dumping a list costs a third of what
+# an object with these names does, ~7k instructions against ~21k, on the event loop before each answer ends).
+LINE = ("request_id", "usage", "price", "markup", "key_id", "session", "rule", "model", "provider", "upstream_model",
+        "attempts", "stream", "status", "error", "latency_ms", "ttft_ms", "estimated", "truncated", "time")
 
 
-def row_from_json(data: dict[str, Any]) -> UsageRow:
+def row_json(row: UsageRow) -> list[Any]:
+    """`row` as a journal line's values, in `LINE` order."""
+    return [
+        row.request_id, [getattr(row.usage, name) for name in _USAGE_FIELDS],
+        _price_json(row.price) if row.price is not None else None, str(row.markup), row.key_id, row.session,
+        row.rule, row.model, row.provider, row.upstream_model, row.attempts, row.stream, row.status, row.error,
+        row.latency_ms, row.ttft_ms, row.estimated, row.truncated, row.time,
+    ]
+
+
+def row_from_json(line: list[Any] | dict[str, Any]) -> UsageRow:
     """A row as `row_json` wrote it, its cost computed again from the same usage, price and markup (the same
-    pure function gives the same amount)."""
+    pure function gives the same amount). An object is a line from before the lines were arrays (a killed older
+    process's journal, replayed after an upgrade), its values under the same names."""
+    data = line if isinstance(line, dict) else dict(zip(LINE, line, strict=True))
     usage = TokenUsage(*data["usage"])
     price = Price.model_validate(data["price"]) if data["price"] is not None else None
     markup = Decimal(data["markup"])

@@ -11,10 +11,11 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ccm.ledger.cost import cost
-from ccm.ledger.journal import Journal, journal_folder, replay
+from ccm.ledger.journal import LINE, Journal, journal_folder, replay, row_from_json, row_json
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey, UsageRow
 from ccm.ledger.store.base import Op, Q
@@ -204,6 +205,25 @@ def test_the_next_file_is_made_ahead_and_a_killed_processs_empty_files_are_remov
 
     asyncio.run(main())
     assert asyncio.run(recorded(database_url))[0] == 5
+
+
+def test_lines_are_arrays_and_an_older_ccms_objects_are_still_replayed(database_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    new, old = row(), row()
+    values = row_json(old)
+    assert isinstance(row_json(new), list) and len(values) == len(LINE)
+    (folder / "ccm-journal-1-0000-1.jsonl").write_bytes(  # a killed older ccm's file: one object a line
+        orjson.dumps(row_json(new)) + b"\n" + orjson.dumps(dict(zip(LINE, values, strict=True))) + b"\n")
+    assert row_from_json(orjson.loads(orjson.dumps(row_json(old)))) == old
+
+    async def main() -> None:
+        ledger = await Ledger.open(database_url)
+        assert await replay(folder, ledger) == 2
+        await ledger.store.close()
+
+    asyncio.run(main())
+    assert asyncio.run(recorded(database_url)) == (2, 2 * cost(USAGE, PRICE).charged)
 
 
 def test_each_database_has_a_journal_of_its_own(tmp_path: Path) -> None:
