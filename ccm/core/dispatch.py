@@ -378,12 +378,16 @@ async def _attempt_once(
     state.in_flight += 1
     try:
         # anyio's scope, not asyncio's cheaper timeout: the adapters close responses under anyio shields, which a
-        # native cancel would cut through (a connection left open on httpx's own transport)
-        with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+        # native cancel would cut through (a connection left open on httpx's own transport). A bare scope with the
+        # deadline, not `anyio.fail_after`, whose two generator context managers around it cost as much again
+        # (~77k instructions against ~49k, every attempt)
+        with anyio.CancelScope(deadline=deadline) as scope:
             if limiter is not None:
                 await limiter.acquire_on_behalf_of(borrower)
                 waiting = False
             reply = await provider.adapter.send(call)
+        if scope.cancelled_caught:
+            raise TimeoutError
     except TimeoutError:
         error = _deadline_error(provider, walk, deadline, waiting)
     except UpstreamError as failure:
