@@ -14,8 +14,7 @@ commit (neither survives a power cut). The rows are then written to the ledger b
 within `LINGER_S` of the first (or `BATCH_ROWS` of them, if sooner) in one transaction: on this machine a SQLite
 transaction of the ledger's costs ~0.5 ms of CPU and each row in it ~0.1 ms (three statements, five indexes), so a
 request waiting for its own commit paid both and two thread hops, and 10 ms batches at 650 requests/s still cost
-~0.35 ms of CPU a request. Reports flush the journal first; another process sees a row at most `LINGER_S` (1 s)
-late. A
+~0.35 ms of CPU a request. Reports flush the journal first; another process sees a row at most `LINGER_S` late. A
 row whose settle failed because the ledger is unreachable (under either `ledger fail` policy: its answer was already
 admitted) waits here the same way, written once the ledger answers (retried every `RETRY_S`, and at once on
 `retry_now`).
@@ -57,10 +56,7 @@ from ccm.usage import TokenUsage
 
 log = logging.getLogger("ccm.ledger")
 
-# how long rows gather after the first before they are written: a batch's own cost (its transaction, the file swap,
-# the thread hops) is paid per batch; 32 connections served 83% of ledger off's requests at 0.1 s, 91% at 1 s
-# (`make bench`, same run)...
-LINGER_S = 1.0
+LINGER_S = 0.1  # how long rows gather after the first before they are written...
 BATCH_ROWS = 500  # ...unless this many came sooner
 RETRY_S = 5.0  # how often rows are tried again while the ledger is unreachable
 PREFIX = "ccm-journal-"

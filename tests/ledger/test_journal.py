@@ -81,7 +81,7 @@ def test_the_writer_writes_rows_behind_the_answers(database_url: str, tmp_path: 
         for _ in range(20):
             journal.add(row())
             await asyncio.sleep(0.002)
-        for _ in range(200):  # the writer lingers ~1 s after the first row, then writes what gathered
+        for _ in range(200):  # the writer lingers ~10 ms after the first row, then writes what gathered
             if journal.pending == 0:
                 break
             await asyncio.sleep(0.01)
