@@ -36,6 +36,7 @@ import asyncpg
 import httpx
 import pytest
 
+from ccm.ledger.journal import row_from_json
 from tests.fakes import CcmServer, FakeAnthropic, Reply, serve
 from tests.fakes.tcp_proxy import TcpProxy
 
@@ -209,7 +210,7 @@ def test_fail_open_serves_and_journals_what_needs_no_check_and_writes_each_row_o
         assert "unavailable_since" in health
         lines = [line for path in journal_files(tmp_path) for line in path.read_bytes().splitlines()]
         assert len(lines) == health["journaled"]
-        assert set(during) <= {json.loads(line)["request_id"] for line in lines}
+        assert set(during) <= {row_from_json(json.loads(line)).request_id for line in lines}
 
         proxy.restore()
         wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
@@ -307,7 +308,7 @@ def test_fail_open_on_a_sqlite_file_another_process_keeps_locked(
             wait_for(ccm, lambda h: h.get("journaled", 0) >= len(during), "the rows journaled")
             journal = tmp_path / "ledger.db.usage-journal"
             lines = [line for path in journal.glob("ccm-journal-*.jsonl") for line in path.read_bytes().splitlines()]
-            assert set(during) <= {json.loads(line)["request_id"] for line in lines}
+            assert set(during) <= {row_from_json(json.loads(line)).request_id for line in lines}
         finally:
             locker.execute("ROLLBACK")
             locker.close()
