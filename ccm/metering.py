@@ -350,7 +350,8 @@ class Settlement:
 
     @property
     def holds(self) -> bool:
-        # reading on costs what the upstream keeps generating: worth it only where someone is billed from a balance
+        # a hold is what settling waits for, and reading on (which costs what the upstream keeps generating) is
+        # worth it only where someone is billed from a balance
         return self.hold is not None
 
     def covers(self, output_tokens: int) -> bool:

@@ -209,16 +209,15 @@ async def replay(folder: Path, ledger: Ledger) -> int:
             os.close(fd)
             continue
         file.rows = list(_read_rows(path))
-        try:
-            if file.rows:  # a spare file (`Journal._spare`) is empty
+        if file.rows:  # a spare file (`Journal._spare`) is empty: only removed
+            try:
                 await write_rows(ledger, file.rows)
-        except BaseException:
-            os.close(fd)
-            raise
-        file.remove()
-        if file.rows:
+            except BaseException:
+                os.close(fd)
+                raise
             replayed += len(file.rows)
             log.info("replayed %d usage rows from %s", len(file.rows), path.name)
+        file.remove()
     return replayed
 
 

@@ -31,10 +31,8 @@ USAGE_COLUMNS = (
     "latency_ms", "ttft_ms", "upstream", "charged", "held", "price_id", "estimated", "truncated",
 )
 _USAGE_VALUES = f"({', '.join('?' * len(USAGE_COLUMNS))})"
-_INSERT_USAGE = (
-    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES {_USAGE_VALUES} ON CONFLICT (request_id) DO NOTHING "
-    "RETURNING id"
-)
+_INSERT_USAGE_INTO = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES "
+_INSERT_USAGE = f"{_INSERT_USAGE_INTO}{_USAGE_VALUES} ON CONFLICT (request_id) DO NOTHING RETURNING id"
 # Rows a multi-row INSERT carries: 26 values each stays under SQLite's 32,766 variables and PostgreSQL's 65,535.
 ROWS_PER_INSERT = 500
 _COUNTS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search")
@@ -309,8 +307,7 @@ def _record_local(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op
         raise _held_elsewhere(held[0][0], held[0][1], None)
     values = [value for row, price_id in rows for value in _usage_params(row, at, None, price_id)]
     tuples = ", ".join([_USAGE_VALUES] * len(rows))
-    inserted = yield Q(f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES {tuples} "
-                       "ON CONFLICT (request_id) DO NOTHING RETURNING request_id", values)
+    inserted = yield Q(f"{_INSERT_USAGE_INTO}{tuples} ON CONFLICT (request_id) DO NOTHING RETURNING request_id", values)
     new = {request_id for (request_id,) in inserted}
     return [row for row, _ in rows if row.request_id in new]
 
