@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from ccm.frozen import frozen
@@ -266,68 +267,61 @@ class Finished:
 def finish(row: UsageRow, price_id: int | None, at: Micros, inherited: Limits = NO_LIMITS) -> Op[Finished]:
     """Settle (or release) a request: its row, its hold closed, its cost debited, its rollup; in one transaction.
     `inherited`: the plan's or team's limits its hold was admitted under (its tpm bucket is corrected by them)."""
-    finished, rollup = yield from _finish_row(row, price_id, at, inherited=inherited)
-    if rollup is not None:
-        yield _upsert_rollup(*rollup)
+    finished = yield from _finish_row(row, price_id, at, inherited=inherited)
+    if finished.recorded:
+        yield from _add_to_rollups([row], at)
     return finished
 
 
 def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[int]:
     """`finish` for each (row, price id), in one transaction: how many rows were new. The local caller's rows (no
     key: nothing to hold or debit, the journal's usual batch) are written `ROWS_PER_INSERT` at a time
-    (`_record_local`); the keyed ones each as `finish` writes it. The rollups are summed first and written once per
-    (day, key, model, provider), in that order: a batch of a hundred rows shares a handful."""
+    (`_record_local`); the keyed ones each as `finish` writes it. The new rows' rollups are summed first and written
+    once per (day, key, model, provider): a batch of a hundred rows shares a handful."""
     local = list({row.request_id: (row, price_id) for row, price_id in rows if row.key_id is None}.values())
-    rollups: dict[tuple[int, int, str, str], list[int]] = {}
-    recorded = 0
+    new: list[UsageRow] = []
     for start in range(0, len(local), ROWS_PER_INSERT):
-        new = yield from _record_local(local[start:start + ROWS_PER_INSERT], at)
-        for row in new:
-            _add(rollups, _rollup(row, at))
-        recorded += len(new)
+        new += yield from _record_local(local[start:start + ROWS_PER_INSERT], at)
     for row, price_id in rows:
         if row.key_id is not None:
-            finished, rollup = yield from _finish_row(row, price_id, at)
-            recorded += finished.recorded
-            if rollup is not None:
-                _add(rollups, rollup)
-    for group in sorted(rollups):
-        yield _upsert_rollup(group, rollups[group])
-    return recorded
+            finished = yield from _finish_row(row, price_id, at)
+            if finished.recorded:
+                new.append(row)
+    yield from _add_to_rollups(new, at)
+    return len(new)
 
 
 def _record_local(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[list[UsageRow]]:
-    """Local rows (distinct request ids) in two statements: a look for holds under their request ids (a hold there
-    means a row from the wrong caller: refused), and one multi-row INSERT, where a statement a row would hand the
-    GIL between SQLite's writer thread and the event loop for each; it skips the rows written already (a journal
-    replayed twice) and returns the others'. The rows that were new."""
+    """Local rows (distinct request ids) in three statements: a look for holds under their request ids (a hold there
+    means a row from the wrong caller: refused), a look for rows written already (a journal replayed twice: those
+    are skipped), and one multi-row INSERT of the rest. None of them returns a row a request: SQLite's driver lets
+    go of the GIL and takes it back for every row a statement returns (and for every statement), and each time the
+    event loop must hand it over, so a RETURNING of each row cost a hundred hand-offs a batch. The rows that were
+    new. (A row written meanwhile by another transaction fails the INSERT, and the journal writes its batch one by
+    one.)"""
     ids = [row.request_id for row, _ in rows]
-    held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({', '.join('?' * len(ids))})", ids)
+    marks = ", ".join("?" * len(ids))
+    held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({marks})", ids)
     if held:
         raise _held_elsewhere(held[0][0], held[0][1], None)
-    values = [value for row, price_id in rows for value in _usage_params(row, at, None, price_id)]
-    tuples = ", ".join([_USAGE_VALUES] * len(rows))
-    inserted = yield Q(f"{_INSERT_USAGE_INTO}{tuples} ON CONFLICT (request_id) DO NOTHING RETURNING request_id", values)
-    new = {request_id for (request_id,) in inserted}
-    return [row for row, _ in rows if row.request_id in new]
+    written = yield Q(f"SELECT request_id FROM usage WHERE request_id IN ({marks})", ids)
+    if written:
+        done = {request_id for (request_id,) in written}
+        rows = [(row, price_id) for row, price_id in rows if row.request_id not in done]
+        if not rows:
+            return []
+    values: list[Any] = []
+    for row, price_id in rows:
+        values += _usage_params(row, at, None, price_id)
+    yield Q(_INSERT_USAGE_INTO + ", ".join([_USAGE_VALUES] * len(rows)), values)
+    return [row for row, _ in rows]
 
 
-def _add(rollups: dict[tuple[int, int, str, str], list[int]], rollup: _Rollup) -> None:
-    group, sums = rollup
-    total = rollups.get(group)
-    rollups[group] = sums if total is None else [a + b for a, b in zip(total, sums, strict=True)]
-
-
-_Rollup = tuple[tuple[int, int, str, str], list[int]]  # (day, key id or 0, model, provider), the sums to add
-
-
-def _finish_row(
-    row: UsageRow, price_id: int | None, at: Micros, inherited: Limits = NO_LIMITS
-) -> Op[tuple[Finished, _Rollup | None]]:
-    """A request's row, its hold closed and its key's account written; and what its rollup gains (None when the row
-    existed already). A local row (no key) has no hold of its own, but one under its request id means the row
-    names the wrong caller: refused. A journaled row comes without its `inherited` limits: a budget it inherits
-    needs none here (its spend is the rollups), and its tpm bucket keeps the admission's estimate."""
+def _finish_row(row: UsageRow, price_id: int | None, at: Micros, inherited: Limits = NO_LIMITS) -> Op[Finished]:
+    """A request's row, its hold closed and its key's account written (not recorded when the row existed already;
+    its rollup is the caller's). A local row (no key) has no hold of its own, but one under its request id means
+    the row names the wrong caller: refused. A journaled row comes without its `inherited` limits: a budget it
+    inherits needs none here (its spend is the rollups), and its tpm bucket keeps the admission's estimate."""
     key: KeyInfo | None = None
     account: Account | None = None
     held: Money | None = None
@@ -349,9 +343,7 @@ def _finish_row(
             changed = admission.release(account, held or 0)
         if changed != account:
             yield _write(key.id, changed)
-    if not inserted:
-        return Finished(False, held), None
-    return Finished(True, held), _rollup(row, at)
+    return Finished(bool(inserted), held)
 
 
 def _usage_params(row: UsageRow, at: Micros, held: Money | None, price_id: int | None) -> tuple[Any, ...]:
@@ -365,22 +357,37 @@ def _usage_params(row: UsageRow, at: Micros, held: Money | None, price_id: int |
     )
 
 
-def _rollup(row: UsageRow, at: Micros) -> _Rollup:
-    """What a new row adds to its day's rollup."""
-    u, c = row.usage, row.cost
-    lines = {line.token_class: line.charged for line in c.lines}
-    failed = int(row.error is not None or row.status >= 400)
-    sums = [1, failed, *(getattr(u, n) for n in _COUNTS), c.upstream, c.charged, *(lines.get(n, 0) for n in _COUNTS)]
-    ts = row.time if row.time is not None else at
-    return (ts // DAY, row.key_id or 0, row.model or "", row.provider or ""), sums
+_Group = tuple[int, int, str, str]  # a rollup row's: (day, key id or 0, model, provider)
+_counts_of = attrgetter(*_COUNTS)
+
+
+def _add_to_rollups(rows: Sequence[UsageRow], at: Micros) -> Op[None]:
+    """What new rows add to their days' rollups: one upsert per (day, key, model, provider), in that order."""
+    grouped: dict[_Group, list[UsageRow]] = {}
+    for row in rows:
+        day = (row.time if row.time is not None else at) // DAY
+        grouped.setdefault((day, row.key_id or 0, row.model or "", row.provider or ""), []).append(row)
+    for group in sorted(grouped):
+        yield Q(_UPSERT_ROLLUP, (*group, *_sums(grouped[group])))
+
+
+def _sums(rows: list[UsageRow]) -> list[int]:
+    """The rows' `_ROLLUP_SUMS`: requests, errors, token counts, upstream and charged cost, charged per token class."""
+    upstream = charged = 0
+    by_class = dict.fromkeys(_COUNTS, 0)
+    for row in rows:
+        c = row.cost
+        upstream += c.upstream
+        charged += c.charged
+        for line in c.lines:
+            by_class[line.token_class] += line.charged
+    failed = sum(row.error is not None or row.status >= 400 for row in rows)
+    counts = [sum(column) for column in zip(*(_counts_of(row.usage) for row in rows), strict=True)]
+    return [len(rows), failed, *counts, upstream, charged, *(by_class[n] for n in _COUNTS)]
 
 
 def _held_elsewhere(request_id: str, hold_key: int, row_key: int | None) -> LedgerError:
     return LedgerError(f"request `{request_id}` was held on key {hold_key}, not {row_key}")
-
-
-def _upsert_rollup(group: tuple[int, int, str, str], sums: list[int]) -> Q:
-    return Q(_UPSERT_ROLLUP, (*group, *sums))
 
 
 ANY_KEY = -1  # `session_charged`'s key: the session's rows whoever made them
