@@ -20,11 +20,13 @@ admitted) waits here the same way, written once the ledger answers (retried ever
 `retry_now`).
 
 Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked
-with flock(2) by the process appending to it. Before its rows are written, the current file is swapped for a new one
-(made ahead, on a worker thread: an empty file a killed process left is removed like the others); it is removed once
-they are in. A process that starts replays the files nobody holds (a killed process's) and removes them. Rows are
-keyed by request id, so a row written twice (a crash between the commit and the removal, or two starting processes
-replaying one file) is counted once.
+with flock(2) by the process appending to it. A process has two, and the answers append to one while the other's
+rows are written: before rows are written, the current file is swapped for the other (empty) one; once they are in,
+their file is emptied (ftruncate) and waits to be swapped back. The files are made once, not a pair a batch: making
+and removing a file is ext4 metadata work (~0.1-0.3 ms each here), and handing it to a worker thread cost the event
+loop more in GIL hand-offs than the work itself. A process that starts replays the files nobody holds (a killed
+process's) and removes them. Rows are keyed by request id, so a row written twice (a crash between the commit and
+the emptying, or two starting processes replaying one file) is counted once.
 """
 
 from __future__ import annotations
@@ -65,11 +67,16 @@ _USAGE_FIELDS = tuple(f.name for f in fields(TokenUsage))
 
 @dataclass(slots=True)
 class _File:
-    """One journal file and the rows appended to it (its descriptor holds the lock until the file is removed)."""
+    """One journal file and the rows appended to it (its descriptor holds the lock until the file is closed)."""
 
     path: Path
     fd: int
     rows: list[UsageRow] = field(default_factory=list)
+
+    def empty(self) -> None:
+        """Its rows are in the ledger: cut them away; it takes new lines from its start."""
+        os.ftruncate(self.fd, 0)
+        self.rows = []
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -83,9 +90,9 @@ class Journal:
         self.ledger = ledger
         self._token = secrets.token_hex(4)
         self._count = 0
-        self._current = self._new_file()
-        self._spare: _File | None = None  # the next swap's file, made ahead of it off the event loop
-        self._waiting: list[_File] = []  # swapped out, not yet in the ledger (oldest first)
+        self._current = self._new_file()  # where the answers' rows are appended
+        self._written: _File | None = None  # swapped out: its rows are being written (or wait for the ledger)
+        self._spare: _File | None = None  # empty: the next swap's (made at the first swap, then reused)
         self._added = asyncio.Event()
         self._full = asyncio.Event()  # BATCH_ROWS are waiting: write without lingering
         self._retry = asyncio.Event()  # the ledger answers again: stop waiting `RETRY_S`
@@ -101,7 +108,7 @@ class Journal:
     @property
     def pending(self) -> int:
         """Rows added and not yet in the ledger."""
-        return len(self._current.rows) + sum(len(f.rows) for f in self._waiting)
+        return len(self._current.rows) + (len(self._written.rows) if self._written is not None else 0)
 
     def add(self, row: UsageRow) -> None:
         """Append `row` to the journal file (the kernel has it when this returns) and queue it for the ledger."""
@@ -140,20 +147,22 @@ class Journal:
         self._retry.set()
 
     async def flush(self) -> None:
-        """Write every row added so far to the ledger; on `LedgerUnavailable` they stay journaled and it is raised."""
+        """Write every row added so far to the ledger; on `LedgerUnavailable` they stay journaled and it is raised.
+        Rows added while it writes are the next flush's: under load the writer still lingers between batches."""
         async with self._writing:
+            if self._written is not None:  # rows a write left behind when the ledger could not be reached
+                await self._write_swapped()
             if self._current.rows:
-                self._waiting.append(self._current)
-                self._current, self._spare = self._spare or self._new_file(), None
-            while self._waiting:
-                oldest = self._waiting[0]
-                await write_rows(self.ledger, oldest.rows)
-                self._waiting.pop(0)
-                # a file's creation and removal are ext4 metadata work, ~0.1-0.3 ms each here: on a worker thread,
-                # not on the event loop every batch
-                await anyio.to_thread.run_sync(oldest.remove)
-            if self._spare is None:
-                self._spare = await anyio.to_thread.run_sync(self._new_file)
+                self._written, self._current = self._current, self._spare or self._new_file()
+                self._spare = None
+                await self._write_swapped()
+
+    async def _write_swapped(self) -> None:
+        written = self._written
+        assert written is not None
+        await write_rows(self.ledger, written.rows)
+        written.empty()
+        self._spare, self._written = written, None
 
     async def close(self) -> None:
         """Write what is pending (what cannot be written stays in its file, replayed at the next start)."""
@@ -163,13 +172,13 @@ class Journal:
             log.warning("%d usage rows stay journaled in %s until the ledger answers (%s)", self.pending,
                         self.folder, error)
         finally:
-            for file in (*self._waiting, self._current):
-                os.close(file.fd)
-            if not self._current.rows:
-                with contextlib.suppress(FileNotFoundError):
-                    self._current.path.unlink()
-            if self._spare is not None:
-                self._spare.remove()
+            for file in (self._written, self._current, self._spare):
+                if file is None:
+                    continue
+                if file.rows:
+                    os.close(file.fd)
+                else:
+                    file.remove()
 
     def _new_file(self) -> _File:
         """A file of this process's, locked before it gets the name a replaying process looks for."""

@@ -63,7 +63,7 @@ def test_rows_are_on_disk_when_added_and_in_the_ledger_after_a_flush(database_ur
         assert len((folder / written).read_bytes().splitlines()) == 50  # in the file before anything is awaited
         await journal.flush()
         assert journal.pending == 0
-        assert written not in files(folder)  # its rows are in: the file is gone
+        assert (folder / written).stat().st_size == 0  # its rows are in: the file is emptied, to take the next ones
         await journal.close()
         assert files(folder) == []
         await ledger.store.close()
@@ -181,7 +181,7 @@ def test_a_line_cut_by_a_crash_is_skipped_and_the_rest_replayed(database_url: st
     assert asyncio.run(recorded(database_url))[0] == 3
 
 
-def test_the_next_file_is_made_ahead_and_a_killed_processs_empty_files_are_removed_quietly(
+def test_a_process_swaps_between_two_files_and_a_killed_processs_empty_files_are_removed_quietly(
     database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = tmp_path / "journal"
@@ -192,9 +192,14 @@ def test_the_next_file_is_made_ahead_and_a_killed_processs_empty_files_are_remov
         for _ in range(5):
             journal.add(row())
         (first,) = files(folder)
-        await journal.flush()  # the rows are in; the file they were in is gone, the next one waits beside the current
-        assert first not in files(folder) and len(files(folder)) == 2
-        assert all((folder / name).stat().st_size == 0 for name in files(folder))
+        await journal.flush()  # the rows are in: their file is emptied, and the answers append to the other one
+        pair = files(folder)
+        assert first in pair and len(pair) == 2
+        assert all((folder / name).stat().st_size == 0 for name in pair)
+        for _ in range(3):
+            journal.add(row())
+        await journal.flush()
+        assert files(folder) == pair  # the same two files, each batch: none is made or removed
         assert journal._spare is not None
         for file in (journal._current, journal._spare):  # the process is killed: its locks go with it
             os.close(file.fd)
@@ -204,7 +209,7 @@ def test_the_next_file_is_made_ahead_and_a_killed_processs_empty_files_are_remov
         await ledger.store.close()
 
     asyncio.run(main())
-    assert asyncio.run(recorded(database_url))[0] == 5
+    assert asyncio.run(recorded(database_url))[0] == 8
 
 
 def test_lines_are_arrays_and_an_older_ccms_objects_are_still_replayed(database_url: str, tmp_path: Path) -> None:
