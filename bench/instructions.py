@@ -4,6 +4,7 @@ load on these shared 2-core machines, so that a change of a few percent is seen 
     .venv/bin/python -m bench.instructions                           # the checkout as it is: tiny and real request
     .venv/bin/python -m bench.instructions --rev 04f803c --variant 'off=--no-ledger --no-metrics' --variant defaults=
     .venv/bin/python -m bench.instructions --rev 8668c8f --rev 1ad3d22 --request tiny
+    .venv/bin/python -m bench.instructions --variant noledger=--no-ledger --variant on= --keep /tmp/cg  # profiles
 
 `--rev REV` (repeatable) runs that revision's `ccm run` with no arguments but the route file and port; `--variant
 NAME=ARGS` (repeatable) the checkout with these arguments. Ratios are to the first.
@@ -116,7 +117,7 @@ class Connection:
 
 
 def count(python: Path, name: str, request: str, args: Sequence[str], requests: int, warm: int,
-          linger: float | None, base_url: str) -> Counted:
+          linger: float | None, base_url: str, keep: Path | None = None) -> Counted:
     with tempfile.TemporaryDirectory(prefix="ccm-instructions-") as folder:
         work = Path(folder)
         routes = work / "routes" / "routes.ccm"
@@ -152,6 +153,10 @@ def count(python: Path, name: str, request: str, args: Sequence[str], requests: 
             process.wait(timeout=60)
         dumps = sorted(work.glob("callgrind.out.*-*"))
         per_thread = [int(found.group(1)) for path in dumps if (found := SUMMARY.search(path.read_text()))]
+        if keep is not None:  # for callgrind_annotate: <keep>/<name>-<request>.<thread>
+            keep.mkdir(parents=True, exist_ok=True)
+            for path in dumps:
+                shutil.copy(path, keep / f"{name}-{request}.{path.name.rsplit('-', 1)[1]}")
         if not per_thread:
             raise RuntimeError(f"callgrind wrote no counts ({(work / 'ccm.log').read_text()[-2000:]})")
         return Counted(name, request, per_thread[0] / requests, sum(per_thread) / requests)
@@ -184,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--linger", type=float, default=5.0,
                         help="the ledger journal's linger under valgrind, so batches hold about as many rows as at "
                              "full speed (0: ccm's own)")
+    parser.add_argument("--keep", type=Path, help="copy each run's callgrind files into this folder, one per thread "
+                                                  "(NAME-REQUEST.01 is the main thread): callgrind_annotate reads them")
     options = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("bench.instructions needs valgrind (apt-get install valgrind; bench/setup.sh installs it)")
@@ -204,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         for request in requests:
             first: Counted | None = None
             for name, python, args in runs:
-                counted = count(python, name, request, args, options.requests, options.warm, linger, base_url)
+                counted = count(python, name, request, args, options.requests, options.warm, linger, base_url,
+                                options.keep)
                 first = first or counted
                 ratio = counted.main / first.main
                 print(f"{name:12} {request:8} {counted.main / 1000:>12,.0f}k {counted.every / 1000:>12,.0f}k   "
