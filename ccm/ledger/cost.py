@@ -52,6 +52,7 @@ class Cost:
 
 
 ZERO_COST = Cost(0, 0)
+UNPRICED = Cost(0, 0, priced=False)  # what a request with no price costs (most: a route file need not price)
 
 
 def rates(price: Price) -> dict[str, tuple[Decimal, bool]]:
@@ -73,7 +74,7 @@ def rates(price: Price) -> dict[str, tuple[Decimal, bool]]:
 def cost(usage: TokenUsage, price: Price | None, markup: Decimal = Decimal(0)) -> Cost:
     """The upstream and charged cost of `usage` at `price`, with `markup` percent added (20 for 20%)."""
     if price is None:
-        return Cost(0, 0, priced=False)
+        return UNPRICED
     if not markup.is_finite() or markup < 0:
         raise ValueError(f"markup must be a finite percentage of at least 0, not {markup}")
     with localcontext(EXACT):

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from functools import lru_cache
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ LINGER_S = 0.1  # how long rows gather after the first before they are written..
 BATCH_ROWS = 500  # ...unless this many came sooner
 RETRY_S = 5.0  # how often rows are tried again while the ledger is unreachable
 PREFIX = "ccm-journal-"
-_USAGE_FIELDS = tuple(f.name for f in fields(TokenUsage))
+_usage_counts = attrgetter(*(f.name for f in fields(TokenUsage)))  # a TokenUsage's counts, in its fields' order
 
 
 @dataclass(slots=True)
@@ -114,7 +115,7 @@ class Journal:
         """Append `row` to the journal file (the kernel has it when this returns) and queue it for the ledger."""
         if row.time is None:  # when it finished, not when it is written
             row = replace(row, time=self.ledger.clock())
-        os.write(self._current.fd, orjson.dumps(row_json(row)) + b"\n")
+        os.write(self._current.fd, orjson.dumps(row_json(row), option=orjson.OPT_APPEND_NEWLINE))
         self._current.rows.append(row)
         self._added.set()
         if len(self._current.rows) >= BATCH_ROWS:
@@ -289,7 +290,7 @@ LINE = ("request_id", "usage", "price", "markup", "key_id", "session", "rule", "
 def row_json(row: UsageRow) -> list[Any]:
     """`row` as a journal line's values, in `LINE` order."""
     return [
-        row.request_id, [getattr(row.usage, name) for name in _USAGE_FIELDS],
+        row.request_id, _usage_counts(row.usage),
         _price_json(row.price) if row.price is not None else None, str(row.markup), row.key_id, row.session,
         row.rule, row.model, row.provider, row.upstream_model, row.attempts, row.stream, row.status, row.error,
         row.latency_ms, row.ttft_ms, row.estimated, row.truncated, row.time,

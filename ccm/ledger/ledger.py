@@ -221,7 +221,7 @@ class Ledger:
     async def record_many(self, rows: Sequence[UsageRow]) -> int:
         """`record` for each row, in one transaction (the journal's batches): how many were new. A row the ledger
         refuses fails them all; `record` them one by one to find it."""
-        priced = [(row, await self._price_id(row)) for row in rows]
+        priced = [(row, None if row.price is None else await self._price_id(row)) for row in rows]
         recorded: int = await self.store.run(ops.finish_all(priced, self.clock()))
         return recorded
 

@@ -16,7 +16,7 @@ from typing import Literal
 import orjson
 
 from ccm.frozen import frozen
-from ccm.ledger.cost import Cost
+from ccm.ledger.cost import UNPRICED, Cost
 from ccm.ledger.money import Money, from_decimal
 from ccm.ledger.times import Micros, Period
 from ccm.table import Policy, Price
@@ -181,7 +181,7 @@ class UsageRow:
 
     request_id: str
     usage: TokenUsage = TokenUsage()
-    cost: Cost = Cost(0, 0, priced=False)
+    cost: Cost = UNPRICED
     price: Price | None = None
     markup: Decimal = Decimal(0)
     key_id: int | None = None

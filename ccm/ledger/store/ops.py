@@ -38,12 +38,10 @@ _INSERT_USAGE = f"{_INSERT_USAGE_INTO}{_USAGE_VALUES} ON CONFLICT (request_id) D
 ROWS_PER_INSERT = 500
 _COUNTS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search")
 _ROLLUP_SUMS = ("requests", "errors", *_COUNTS, "upstream", "charged", *(f"c_{c}" for c in _COUNTS))
-_UPSERT_ROLLUP = (
-    f"INSERT INTO rollup_daily (day, key_id, model, provider, {', '.join(_ROLLUP_SUMS)}) "
-    f"VALUES (?, ?, ?, ?, {', '.join('?' * len(_ROLLUP_SUMS))}) "
-    "ON CONFLICT (day, key_id, model, provider) DO UPDATE SET "
-    + ", ".join(f"{c} = rollup_daily.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
-)
+_UPSERT_ROLLUP_INTO = f"INSERT INTO rollup_daily (day, key_id, model, provider, {', '.join(_ROLLUP_SUMS)}) VALUES "
+_ROLLUP_VALUES = f"(?, ?, ?, ?, {', '.join('?' * len(_ROLLUP_SUMS))})"
+_ON_ROLLUP = " ON CONFLICT (day, key_id, model, provider) DO UPDATE SET " + ", ".join(
+    f"{c} = rollup_daily.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
 _WRITE_ACCOUNT = (
     "UPDATE keys SET balance = ?, held = ?, credited = ?, settled = ?, period_start = ?, period_spent = ?, "
     "rpm_level = ?, rpm_at = ?, tpm_level = ?, tpm_at = ? WHERE id = ?"
@@ -362,13 +360,17 @@ _counts_of = attrgetter(*_COUNTS)
 
 
 def _add_to_rollups(rows: Sequence[UsageRow], at: Micros) -> Op[None]:
-    """What new rows add to their days' rollups: one upsert per (day, key, model, provider), in that order."""
+    """What new rows add to their days' rollups: a row per (day, key, model, provider), in that order, in one upsert
+    (`ROWS_PER_INSERT` at a time): a statement less is a GIL hand-off less for SQLite's writer thread."""
     grouped: dict[_Group, list[UsageRow]] = {}
     for row in rows:
         day = (row.time if row.time is not None else at) // DAY
         grouped.setdefault((day, row.key_id or 0, row.model or "", row.provider or ""), []).append(row)
-    for group in sorted(grouped):
-        yield Q(_UPSERT_ROLLUP, (*group, *_sums(grouped[group])))
+    groups = sorted(grouped)
+    for start in range(0, len(groups), ROWS_PER_INSERT):
+        chunk = groups[start:start + ROWS_PER_INSERT]
+        values = [value for group in chunk for value in (*group, *_sums(grouped[group]))]
+        yield Q(_UPSERT_ROLLUP_INTO + ", ".join([_ROLLUP_VALUES] * len(chunk)) + _ON_ROLLUP, values)
 
 
 def _sums(rows: list[UsageRow]) -> list[int]:
