@@ -4,7 +4,6 @@ soon after; a killed process's files are replayed once, a running process's neve
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import uuid
@@ -15,7 +14,7 @@ import orjson
 import pytest
 
 from ccm.ledger.cost import cost
-from ccm.ledger.journal import LINE, Journal, journal_folder, replay, row_from_json, row_json
+from ccm.ledger.journal import LINE, Journal, journal_folder, lines_of, replay, row_from_json, row_json
 from ccm.ledger.ledger import Ledger
 from ccm.ledger.records import NewKey, UsageRow
 from ccm.ledger.store.base import Op, Q
@@ -60,10 +59,10 @@ def test_rows_are_on_disk_when_added_and_in_the_ledger_after_a_flush(database_ur
             journal.add(each)
         assert journal.pending == 50
         (written,) = files(folder)
-        assert len((folder / written).read_bytes().splitlines()) == 50  # in the file before anything is awaited
+        assert len(lines_of(folder / written)) == 50  # in the file before anything is awaited
         await journal.flush()
         assert journal.pending == 0
-        assert (folder / written).stat().st_size == 0  # its rows are in: the file is emptied, to take the next ones
+        assert lines_of(folder / written) == []  # its rows are in: their lines are zeroed, the file takes the next
         await journal.close()
         assert files(folder) == []
         await ledger.store.close()
@@ -170,9 +169,9 @@ def test_a_line_cut_by_a_crash_is_skipped_and_the_rest_replayed(database_url: st
         for _ in range(3):
             writer.add(row())
         (name,) = files(folder)
-        data = (folder / name).read_bytes()
-        os.close(writer._current.fd)  # the writing process is gone; its last line was cut mid-write
-        (folder / name).write_bytes(data + data.splitlines()[0][:40])
+        lines = lines_of(folder / name)
+        writer._current.close()  # the writing process is gone; its last line was cut mid-copy
+        (folder / name).write_bytes(b"\n".join(lines) + b"\n" + lines[0][:40] + bytes(100))
         assert await replay(folder, ledger) == 3
         assert files(folder) == []
         await ledger.store.close()
@@ -195,14 +194,14 @@ def test_a_process_swaps_between_two_files_and_a_killed_processs_empty_files_are
         await journal.flush()  # the rows are in: their file is emptied, and the answers append to the other one
         pair = files(folder)
         assert first in pair and len(pair) == 2
-        assert all((folder / name).stat().st_size == 0 for name in pair)
+        assert all(lines_of(folder / name) == [] for name in pair)
         for _ in range(3):
             journal.add(row())
         await journal.flush()
         assert files(folder) == pair  # the same two files, each batch: none is made or removed
         assert journal._spare is not None
         for file in (journal._current, journal._spare):  # the process is killed: its locks go with it
-            os.close(file.fd)
+            file.close()
         with caplog.at_level("INFO", logger="ccm.ledger"):
             assert await replay(folder, ledger) == 0
         assert files(folder) == [] and not [r for r in caplog.records if "replayed" in r.getMessage()]
@@ -210,6 +209,31 @@ def test_a_process_swaps_between_two_files_and_a_killed_processs_empty_files_are
 
     asyncio.run(main())
     assert asyncio.run(recorded(database_url))[0] == 8
+
+
+def test_a_file_grows_when_its_rows_outgrow_it_and_every_row_is_kept(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ccm.ledger.journal.SIZE", 4096)  # ~16 rows
+    folder = tmp_path / "journal"
+
+    async def main() -> None:
+        ledger = await Ledger.open(database_url)
+        journal = await Journal.open(folder, ledger)
+        rows = [row() for _ in range(200)]
+        for each in rows:
+            journal.add(each)
+        (name,) = files(folder)
+        assert (folder / name).stat().st_size > 4096
+        ids = [row_from_json(orjson.loads(line)).request_id for line in lines_of(folder / name)]
+        assert ids == [each.request_id for each in rows]
+        await journal.flush()
+        assert lines_of(folder / name) == []
+        await journal.close()
+        await ledger.store.close()
+
+    asyncio.run(main())
+    assert asyncio.run(recorded(database_url))[0] == 200
 
 
 def test_lines_are_arrays_and_an_older_ccms_objects_are_still_replayed(database_url: str, tmp_path: Path) -> None:

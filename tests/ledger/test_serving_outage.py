@@ -36,7 +36,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ccm.ledger.journal import row_from_json
+from ccm.ledger.journal import lines_of, row_from_json
 from tests.fakes import CcmServer, FakeAnthropic, Reply, serve
 from tests.fakes.tcp_proxy import TcpProxy
 
@@ -208,13 +208,13 @@ def test_fail_open_serves_and_journals_what_needs_no_check_and_writes_each_row_o
         health = wait_for(ccm, lambda h: h.get("journaled", 0) >= len(during), "the rows journaled")
         assert health["available"] is False and health["failure_policy"] == "open"
         assert "unavailable_since" in health
-        lines = [line for path in journal_files(tmp_path) for line in path.read_bytes().splitlines()]
+        lines = [line for path in journal_files(tmp_path) for line in lines_of(path)]
         assert len(lines) == health["journaled"]
         assert set(during) <= {row_from_json(json.loads(line)).request_id for line in lines}
 
         proxy.restore()
         wait_for(ccm, lambda h: h["available"] and "journaled" not in h, "the journal written to the ledger")
-        assert all(path.stat().st_size == 0 for path in journal_files(tmp_path))
+        assert not [line for path in journal_files(tmp_path) for line in lines_of(path)]
         served += [*during, served_id(ccm, paid)]
         assert "Traceback" not in ccm.logs()
     finally:
@@ -307,7 +307,7 @@ def test_fail_open_on_a_sqlite_file_another_process_keeps_locked(
             assert_unavailable_answer(ask(ccm, paid))  # its hold cannot be written
             wait_for(ccm, lambda h: h.get("journaled", 0) >= len(during), "the rows journaled")
             journal = tmp_path / "ledger.db.usage-journal"
-            lines = [line for path in journal.glob("ccm-journal-*.jsonl") for line in path.read_bytes().splitlines()]
+            lines = [line for path in journal.glob("ccm-journal-*.jsonl") for line in lines_of(path)]
             assert set(during) <= {row_from_json(json.loads(line)).request_id for line in lines}
         finally:
             locker.execute("ROLLBACK")
