@@ -92,6 +92,8 @@ class LedgerMetering:
     # --- the core's seam --------------------------------------------------------------------------------------------
 
     async def identify(self, secret: str) -> Caller | None:
+        if not looks_like_secret(secret):  # the client's own credential (a Claude login, an Anthropic key): not ccm's
+            return None
         try:
             found = await self.ledger.authenticate(secret)
         except LedgerUnavailable as error:
