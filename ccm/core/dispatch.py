@@ -118,8 +118,9 @@ class Answer:
         if release is None:
             return
         try:
-            with anyio.CancelScope(shield=True):
-                await self.reply.aclose()
+            if self.reply.stream is not None:  # a plain reply's upstream was released as its body was read
+                with anyio.CancelScope(shield=True):
+                    await self.reply.aclose()
         finally:
             release()
 

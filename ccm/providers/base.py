@@ -92,7 +92,8 @@ class Reply:
     body: bytes | None = None  # complete Anthropic JSON, when not streaming
     stream: AsyncIterator[bytes] | None = None  # Anthropic SSE bytes, when streaming
     usage: Usage = field(default_factory=Usage)
-    aclose: Callable[[], Awaitable[None]] = _nothing  # releases the upstream connection; safe to call twice
+    # releases a stream's upstream connection; safe to call twice (a plain reply's was released as its body was read)
+    aclose: Callable[[], Awaitable[None]] = _nothing
 
 
 class Adapter(Protocol):
