@@ -51,7 +51,6 @@ class Cost:
         return self.charged - self.upstream
 
 
-ZERO_COST = Cost(0, 0)
 UNPRICED = Cost(0, 0, priced=False)  # what a request with no price costs (most: a route file need not price)
 
 

@@ -22,15 +22,16 @@ policy: its answer was already admitted) waits here the same way, written once t
 `RETRY_S`, and at once on `retry_now`).
 
 Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked
-with flock(2) by the process appending to it, `SIZE` bytes to begin with (sparse: only the pages written take disk),
-their lines followed by zeros; a file grows, doubling, when its rows outgrow it (a long ledger outage). A process has
-two, and the answers append to one while the other's rows are written: before rows are written, the current file
-is swapped for the other (empty) one; once they are in, their lines are zeroed and the file waits to be swapped
-back. The files are made once, not a pair a batch: making
-and removing a file is ext4 metadata work (~0.1-0.3 ms each here), and handing it to a worker thread cost the event
-loop more in GIL hand-offs than the work itself. A process that starts replays the files nobody holds (a killed
-process's) and removes them. Rows are keyed by request id, so a row written twice (a crash between the commit and
-the zeroing, or two starting processes replaying one file) is counted once.
+with flock(2) by the process appending to it, `SIZE` bytes of disk taken when it is made (posix_fallocate: a full disk
+is then an error there, not a SIGBUS when a row is copied into a page it cannot back), its lines followed by zeros; a
+file doubles when its rows outgrow it (a long ledger outage; written `BATCH_ROWS` a transaction once it is back). A
+process has two, and the answers append to one while the other's rows are written: before rows are written, the current
+file is swapped for the other (empty) one; once they are in, their lines are zeroed and the file waits to be swapped
+back. The files are made once, not a pair a batch: making and removing a file is ext4 metadata work (~0.1-0.3 ms each
+here), and handing it to a worker thread cost the event loop more in GIL hand-offs than the work itself. A process that
+starts replays the files nobody holds (a killed process's) and removes them. Rows are keyed by request id, so a row
+written twice (a crash between the commit and the zeroing, or two starting processes replaying one file) is counted
+once.
 """
 
 from __future__ import annotations
@@ -84,14 +85,20 @@ class _File:
 
     def append(self, line: bytes) -> None:
         end = self.end + len(line)
-        if end > len(self.pages):
-            self.pages.resize(max(2 * len(self.pages), end))  # the file grows with its mapping
+        if end > len(self.pages):  # rows outgrew the file (a long ledger outage): it doubles, its disk taken first
+            size = max(2 * len(self.pages), end)
+            os.posix_fallocate(self.fd, len(self.pages), size - len(self.pages))
+            self.pages.resize(size)
         self.pages[self.end:end] = line
         self.end = end
 
     def empty(self) -> None:
-        """Its rows are in the ledger: zero their lines; it takes new lines from its start."""
-        self.pages[:self.end] = bytes(self.end)
+        """Its rows are in the ledger: zero their lines (a file grown by an outage back to `SIZE` first); it takes
+        new lines from its start."""
+        if len(self.pages) > SIZE:
+            self.pages.resize(SIZE)
+        used = min(self.end, SIZE)
+        self.pages[:used] = bytes(used)
         self.end = 0
         self.rows = []
 
@@ -179,9 +186,13 @@ class Journal:
                 await self._write_swapped()
 
     async def _write_swapped(self) -> None:
+        """The swapped-out file's rows into the ledger, `BATCH_ROWS` a transaction (after an outage it holds all
+        the rows of it), then its lines zeroed."""
         written = self._written
         assert written is not None
-        await write_rows(self.ledger, written.rows)
+        while written.rows:
+            await write_rows(self.ledger, written.rows[:BATCH_ROWS])
+            del written.rows[:BATCH_ROWS]  # in the ledger (the file keeps their lines: replayed, they count once)
         written.empty()
         self._spare, self._written = written, None
 
@@ -207,9 +218,16 @@ class Journal:
         name = f"{PREFIX}{os.getpid()}-{self._token}-{self._count}.jsonl"
         staging = self.folder / f".{name}"
         fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, SIZE)
-        pages = mmap.mmap(fd, SIZE)  # shared: what is copied in is the file's
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # its disk taken now: a full disk is an OSError here, where a copy into a page the file system cannot
+            # back would be a SIGBUS that kills the process
+            os.posix_fallocate(fd, 0, SIZE)
+            pages = mmap.mmap(fd, SIZE)  # shared: what is copied in is the file's
+        except BaseException:
+            os.close(fd)
+            staging.unlink(missing_ok=True)
+            raise
         os.rename(staging, self.folder / name)
         return _File(self.folder / name, fd, pages)
 
@@ -240,7 +258,8 @@ async def replay(folder: Path, ledger: Ledger) -> int:
             os.close(fd)
             continue
         try:
-            rows = list(_read_rows(path))
+            with open(fd, "rb", closefd=False) as locked:  # the file locked, even if its owner removed it meanwhile
+                rows = list(_read_rows(path.name, locked.read()))
             if rows:  # a spare file (`Journal._spare`) holds none: only removed
                 await write_rows(ledger, rows)
                 replayed += len(rows)
@@ -287,16 +306,20 @@ async def write_rows(ledger: Ledger, rows: Sequence[UsageRow]) -> None:
 
 def lines_of(path: Path) -> list[bytes]:
     """A journal file's lines (the zeros after them, and those of lines already written, left out)."""
-    return [line for line in path.read_bytes().split(b"\n") if line.strip(b"\0").strip()]
+    return _lines(path.read_bytes())
 
 
-def _read_rows(path: Path) -> Iterable[UsageRow]:
-    for number, line in enumerate(lines_of(path), 1):
+def _lines(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\n") if line.strip(b"\0").strip()]
+
+
+def _read_rows(name: str, data: bytes) -> Iterable[UsageRow]:
+    for number, line in enumerate(_lines(data), 1):
         try:
             yield row_from_json(orjson.loads(line))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             # only a line cut by a crash mid-copy (or mid-zeroing) can be malformed; the rest of the file is still read
-            log.warning("%s:%d: not a usage row (%s); skipped", path.name, number, error)
+            log.warning("%s:%d: not a usage row (%s); skipped", name, number, error)
 
 
 @lru_cache(maxsize=256)

@@ -211,16 +211,25 @@ def test_a_process_swaps_between_two_files_and_a_killed_processs_empty_files_are
     assert asyncio.run(recorded(database_url))[0] == 8
 
 
-def test_a_file_grows_when_its_rows_outgrow_it_and_every_row_is_kept(
+def test_a_file_grows_when_its_rows_outgrow_it_and_every_row_is_kept_then_written_a_batch_at_a_time(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ccm.ledger.journal.SIZE", 4096)  # ~16 rows
+    monkeypatch.setattr("ccm.ledger.journal.BATCH_ROWS", 64)
     folder = tmp_path / "journal"
+    batches: list[int] = []
 
     async def main() -> None:
         ledger = await Ledger.open(database_url)
+        record_many = ledger.record_many
+
+        async def counted(rows: list[UsageRow]) -> int:
+            batches.append(len(rows))
+            return await record_many(rows)
+
+        monkeypatch.setattr(ledger, "record_many", counted)
         journal = await Journal.open(folder, ledger)
-        rows = [row() for _ in range(200)]
+        rows = [row() for _ in range(200)]  # what an outage leaves: more than a file holds, more than a batch
         for each in rows:
             journal.add(each)
         (name,) = files(folder)
@@ -228,7 +237,8 @@ def test_a_file_grows_when_its_rows_outgrow_it_and_every_row_is_kept(
         ids = [row_from_json(orjson.loads(line)).request_id for line in lines_of(folder / name)]
         assert ids == [each.request_id for each in rows]
         await journal.flush()
-        assert lines_of(folder / name) == []
+        assert batches == [64, 64, 64, 8]  # one transaction a batch, not one for the whole backlog
+        assert lines_of(folder / name) == [] and (folder / name).stat().st_size == 4096  # back to its first size
         await journal.close()
         await ledger.store.close()
 
