@@ -103,11 +103,9 @@ class LedgerMetering:
                 raise _unavailable() from None
         else:
             self._back()
-        if found is None:
-            if looks_like_secret(secret):  # ccm's shape, no ccm's key: never served as the local caller instead
-                raise ApiError(401, "this ccm key is not one this router issued (mistyped, or from another ccm); "
-                                    "check ANTHROPIC_API_KEY or ask for a new key", "authentication_error")
-            return None
+        if found is None:  # ccm's shape, no ccm's key: never served as the local caller instead
+            raise ApiError(401, "this ccm key is not one this router issued (mistyped, or from another ccm); "
+                                "check ANTHROPIC_API_KEY or ask for a new key", "authentication_error")
         key = found
         status = key.status(now())
         if status != "active":

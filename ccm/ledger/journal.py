@@ -14,12 +14,11 @@ and writes them out, as it would a write(2), just as SQLite's WAL at `synchronou
 survives a power cut). A write(2) cost the event loop ~15 us of kernel time a request under load (2 us in a tight loop:
 its path is cold between requests); a copy into a mapped page costs a page fault every ~16 rows. The rows are then
 written to the ledger behind the answers, whatever arrived within `LINGER_S` of the first (or `BATCH_ROWS` of them, if
-sooner) in one transaction: on this machine a SQLite transaction of the ledger's costs ~0.5 ms of CPU and each row in it
-~0.1 ms (three statements, five indexes), so a request waiting for its own commit paid both and two thread hops, and 10
-ms batches at 650 requests/s still cost ~0.35 ms of CPU a request. Reports flush the journal first; another process sees
-a row at most `LINGER_S` late. A row whose settle failed because the ledger is unreachable (under either `ledger fail`
-policy: its answer was already admitted) waits here the same way, written once the ledger answers (retried every
-`RETRY_S`, and at once on `retry_now`).
+sooner) in one transaction: when each request waited for its own commit it paid a SQLite transaction (~0.5 ms of CPU
+here) and two thread hops, and even 10 ms batches at 650 requests/s cost ~0.35 ms of CPU a request. Reports flush the
+journal first; another process sees a row at most `LINGER_S` late. A row whose settle failed because the ledger is
+unreachable (under either `ledger fail` policy: its answer was already admitted) waits here the same way, written once
+the ledger answers (retried every `RETRY_S`, and at once on `retry_now`).
 
 Files: `ccm-journal-<pid>-<token>-<n>.jsonl` in the journal's folder (`journal_folder`: one per database), each locked
 with flock(2) by the process appending to it, `SIZE` bytes of disk taken when it is made (posix_fallocate: a full disk

@@ -290,13 +290,11 @@ def finish_all(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[in
 
 
 def _record_local(rows: Sequence[tuple[UsageRow, int | None]], at: Micros) -> Op[list[UsageRow]]:
-    """Local rows (distinct request ids) in three statements: a look for holds under their request ids (a hold there
-    means a row from the wrong caller: refused), a look for rows written already (a journal replayed twice: those
-    are skipped), and one multi-row INSERT of the rest. None of them returns a row a request: SQLite's driver lets
-    go of the GIL and takes it back for every row a statement returns (and for every statement), and each time the
-    event loop must hand it over, so a RETURNING of each row cost a hundred hand-offs a batch. The rows that were
-    new. (A row written meanwhile by another transaction fails the INSERT, and the journal writes its batch one by
-    one.)"""
+    """Local rows (distinct request ids) in three statements, none returning a row a request (SQLite's driver takes
+    the GIL back from the event loop for every row returned: a RETURNING of each cost a hundred hand-offs a batch):
+    a look for holds under their ids (a hold there means a row from the wrong caller: refused), a look for rows
+    written already (a journal replayed twice: skipped), and one multi-row INSERT of the rest, which fails should
+    another transaction write one meanwhile (the journal then writes its batch one by one). The rows that were new."""
     ids = [row.request_id for row, _ in rows]
     marks = ", ".join("?" * len(ids))
     held = yield Q(f"SELECT request_id, key_id FROM holds WHERE request_id IN ({marks})", ids)
