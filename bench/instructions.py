@@ -4,9 +4,10 @@ load on these shared 2-core machines, so that a change of a few percent is seen 
     .venv/bin/python -m bench.instructions                           # the checkout as it is: tiny and real request
     .venv/bin/python -m bench.instructions --rev 04f803c --variant 'off=--no-ledger --no-metrics' --variant defaults=
     .venv/bin/python -m bench.instructions --rev 8668c8f --rev 1ad3d22 --request tiny
+    .venv/bin/python -m bench.instructions --rev 04f803c --rev '7a2ed76=--no-ledger --no-metrics' --request tiny
     .venv/bin/python -m bench.instructions --variant noledger=--no-ledger --variant on= --keep /tmp/cg  # profiles
 
-`--rev REV` (repeatable) runs that revision's `ccm run` with no arguments but the route file and port; `--variant
+`--rev REV[=ARGS]` (repeatable) runs that revision's `ccm run` with the route file, port and ARGS; `--variant
 NAME=ARGS` (repeatable) the checkout with these arguments. Ratios are to the first.
 
 Each revision's `ccm run` (from a worktree and venv of its own, as `make bench` variants are: bench.variants) serves
@@ -180,7 +181,8 @@ def _control(pid: int, *args: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rev", action="append", default=[], help="a revision, run with no arguments (repeatable)")
+    parser.add_argument("--rev", action="append", default=[],
+                        help="REV[=ARGS]: a revision, run with these `ccm run` arguments or none (repeatable)")
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=ARGS: the checkout with these `ccm run` arguments (repeatable)")
     parser.add_argument("--request", choices=("tiny", "real", "both"), default="both")
@@ -196,9 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("bench.instructions needs valgrind (apt-get install valgrind; bench/setup.sh installs it)")
     checkout = REPO / ".venv" / "bin" / "python"
     runs: list[tuple[str, Path, list[str]]] = []
-    for rev in options.rev:
+    for spec in options.rev:
+        rev, _, words = spec.partition("=")
         tree = prepare_tree(rev)
-        runs.append((tree.short, tree.python, []))
+        runs.append((tree.short, tree.python, words.split()))
     for variant in options.variant:
         name, _, words = variant.partition("=")
         runs.append((name, checkout, words.split()))
