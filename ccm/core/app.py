@@ -201,12 +201,6 @@ class App:
         if scope["type"] != "http":
             return  # the service's lifespan is not the API's (ccm.service)
         epoch = self.in_flight.enter()
-        try:
-            await self._http(scope, receive, send)
-        finally:
-            self.in_flight.leave(epoch)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         exchange = Exchange(receive, send, scope["method"], path)
         exchange.query = scope.get("query_string", b"").decode("latin-1")
@@ -233,11 +227,14 @@ class App:
             except Exception:  # noqa: BLE001 - the client is gone; nothing left to tell it
                 exchange.disconnected = True
         finally:
-            record = exchange.record or _record(exchange, runtime)
-            if exchange.admitted is not None and not exchange.settled:  # failed, cut or cancelled: settle it now
-                with anyio.CancelScope(shield=True):
-                    await _settle(exchange, record)
-            self.records.publish(record)
+            try:
+                record = exchange.record or _record(exchange, runtime)
+                if exchange.admitted is not None and not exchange.settled:  # failed, cut or cancelled: settle now
+                    with anyio.CancelScope(shield=True):
+                        await _settle(exchange, record)
+                self.records.publish(record)
+            finally:
+                self.in_flight.leave(epoch)
 
     def _handler(self, path: str, method: str) -> Handler:
         route = self._routes.get(path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Awaitable
 from dataclasses import field
 
 import orjson
@@ -127,17 +128,13 @@ class EdgeLimits:
         if declared and not self.budget.fits(declared):
             await self._overloaded(send)
             return
-        if declared or chunked:
-            await self._counted(scope, receive, send)
-        else:
+        if not (declared or chunked):
             await self.app(scope, receive, send)
-
-    async def _overloaded(self, send: Send) -> None:
-        await _refuse(send, 529, "overloaded_error",
-                      f"ccm is holding {self.budget.limit // MB} MB of request bodies already; retry shortly", True)
-
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app, its body's bytes counted against the budget as it reads them, given back when it is done."""
+            return
+        # The app, its body's bytes counted against the budget as it reads them, given back when it is done. The
+        # send wrapper is a plain function handing back the server's awaitable: it sits under every event of a
+        # stream, and a coroutine of its own there cost a frame per event.
+        budget = self.budget
         held = 0
         cut_off = started = False
 
@@ -147,20 +144,26 @@ class EdgeLimits:
                 return {"type": "http.disconnect"}
             message = await receive()
             size = len(message.get("body", b""))
-            if size and not self.budget.reserve(size):
-                cut_off = True
-                return {"type": "http.disconnect"}  # the app stops reading; the 529 is answered here
-            held += size
+            if size:
+                if not budget.reserve(size):
+                    cut_off = True
+                    return {"type": "http.disconnect"}  # the app stops reading; the 529 is answered here
+                held += size
             return message
 
-        async def watched_send(message: Message) -> None:
+        def watched_send(message: Message) -> Awaitable[None]:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+            if not started:
+                started = message["type"] == "http.response.start"
+            return send(message)
 
         try:
             await self.app(scope, counted_receive, watched_send)
         finally:
-            self.budget.release(held)
+            budget.release(held)
         if cut_off and not started:
             await self._overloaded(send)
+
+    async def _overloaded(self, send: Send) -> None:
+        await _refuse(send, 529, "overloaded_error",
+                      f"ccm is holding {self.budget.limit // MB} MB of request bodies already; retry shortly", True)
