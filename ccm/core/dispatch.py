@@ -59,7 +59,7 @@ from ccm.errors import UpstreamError
 from ccm.frozen import frozen
 from ccm.providers.base import Call, Reply
 from ccm.table import Balance, Model, RetryPolicy
-from ccm.upstream.errors import Redactor, located, with_quirk_hint
+from ccm.upstream.errors import Redactor, classified, located, timed_out, with_quirk_hint
 from ccm.upstream.http1 import RESENDS
 
 log = logging.getLogger("ccm.attempt")
@@ -430,14 +430,8 @@ def _circuit_open(choices: tuple[Target, ...], model: Model) -> UpstreamError:
     wait = max(1, math.ceil(retry_in))
     provider = choices[0].provider.provider.name
     who = f"provider {provider!r}" if len(choices) == 1 else f"every deployment of {model.name!r}"
-    return UpstreamError(
-        529,
-        f"{who} is unavailable after repeated failures (circuit open, next try in {wait}s)",
-        "529",
-        provider,
-        "overloaded_error",
-        str(wait),
-    )
+    message = f"{who} is unavailable after repeated failures (circuit open, next try in {wait}s)"
+    return classified(provider, 529, message, retry_after=str(wait))
 
 
 def _deadline_error(provider: ProviderRuntime, walk: _Walk, deadline: float, waiting: bool) -> UpstreamError:
@@ -449,7 +443,7 @@ def _deadline_error(provider: ProviderRuntime, walk: _Walk, deadline: float, wai
         message = f"provider {name!r} did not answer within its total timeout"
     if waiting:
         message += f" (every one of its {provider.provider.max_concurrency} concurrent slots was busy)"
-    return UpstreamError(504, message, "timeout", name, "timeout_error")
+    return timed_out(name, message)
 
 
 def _describe_failures(model: Model, attempts: Sequence[Attempt]) -> str:

@@ -39,7 +39,7 @@ from ccm.core.breaker import Breaker, Ticket
 from ccm.errors import UpstreamError
 from ccm.frozen import frozen
 from ccm.providers.base import Reply, Usage
-from ccm.upstream.errors import Redactor, located
+from ccm.upstream.errors import Redactor, located, timed_out
 
 log = logging.getLogger("ccm.attempt")
 
@@ -254,11 +254,9 @@ class StreamRelay:
     def _expire(self) -> None:
         self._timer = None
         if self._draining:
-            self._cut = UpstreamError(504, "the client left and the upstream's answer did not end in time",
-                                      "timeout", self._provider, "timeout_error")
+            self._cut = timed_out(self._provider, "the client left and the upstream's answer did not end in time")
         else:
-            self._cut = UpstreamError(504, "the stream outlived its total timeout", "timeout", self._provider,
-                                      "timeout_error")
+            self._cut = timed_out(self._provider, "the stream outlived its total timeout")
             self._breaker.record(Ticket(probe=False), self._cut)
         if self._state is not _State.IDLE and self._task is not None:
             self._task.cancel()
@@ -269,8 +267,7 @@ class StreamRelay:
         self._ticker = loop.call_later(tick, self._on_tick, tick)
         if self._state is _State.WRITING and now - self._write_since > self._write_idle:
             self._stalled = True
-            self._cut = UpstreamError(504, f"the client took no data for {self._write_idle:g}s", "timeout",
-                                      self._provider, "timeout_error")
+            self._cut = timed_out(self._provider, f"the client took no data for {self._write_idle:g}s")
             log.info("stream provider=%s: the client took no data for %.0fs; closing", self._provider,
                      self._write_idle)
             if self._task is not None:

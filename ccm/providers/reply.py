@@ -40,6 +40,7 @@ from ccm.providers.base import Reply, Usage
 from ccm.providers.tool_ids import client_tool_id
 from ccm.table import Timeouts
 from ccm.upstream.client import iter_body, read_body
+from ccm.upstream.errors import classified, protocol_error, truncated_error
 from ccm.upstream.sse import ServerEvent, SSEDecoder, encode_event
 
 # One Anthropic event: (name, payload), the payload being the event's JSON object, except for the event written per
@@ -264,18 +265,6 @@ def fold_message(events: Iterable[Event]) -> dict[str, Any]:
 # --- errors and bodies --------------------------------------------------------------------------------------------
 
 
-def protocol_error(provider: str, message: str) -> UpstreamError:
-    """An upstream answer ccm cannot read as its wire format: 502 `api_error`, reason `protocol`."""
-    return UpstreamError(502, message, reason="protocol", provider=provider, error_type="api_error")
-
-
-def truncated_error(provider: str, detail: str) -> UpstreamError:
-    """An upstream answer that ended before its protocol's end: 502 `api_error`, reason `truncated` (retried like a
-    5xx before the reply starts; an `event: error` after). Never relayed as a finished answer."""
-    message = f"the answer from upstream {provider!r} ended early: {detail}"
-    return UpstreamError(502, message, reason="truncated", provider=provider, error_type="api_error")
-
-
 def ended_early(data: bytes | str, exc: orjson.JSONDecodeError) -> bool:
     """Whether JSON that failed to parse is a document cut short rather than a malformed one: nothing at all, or a
     valid beginning that stops before its end (the parser fails at the end of the text, `{"a": [1,` or `{"a": "hel`).
@@ -325,7 +314,7 @@ async def read_json(provider: str, response: httpx.Response, timeouts: Timeouts)
     error = data.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else str(error)
-        raise UpstreamError(500, f"upstream {provider!r} answered 200 with an error: {message}", "5xx", provider)
+        raise classified(provider, 500, f"upstream {provider!r} answered 200 with an error: {message}")
     return data
 
 

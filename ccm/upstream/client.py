@@ -11,11 +11,11 @@ from collections.abc import AsyncGenerator, Mapping
 import anyio
 import httpx
 
-from ccm.errors import UpstreamError, config_error
+from ccm.errors import config_error
 from ccm.frozen import frozen
 from ccm.table import PLACEHOLDER_KEY, EnvRef, FileRef, Provider, Timeouts, Value, resolve
 from ccm.upstream import http1
-from ccm.upstream.errors import transport_error, upstream_error
+from ccm.upstream.errors import timed_out, transport_error, upstream_error
 from ccm.upstream.http1 import IDLE_TIMEOUT, TIMED_READS
 
 log = logging.getLogger("ccm.providers")
@@ -183,8 +183,7 @@ async def iter_body(response: httpx.Response, timeouts: Timeouts) -> AsyncGenera
                 if chunk:
                     yield chunk
         except httpx.ReadTimeout as exc:
-            raise UpstreamError(504, f"upstream stalled for {wait:g}s", reason="timeout",
-                                error_type="timeout_error") from exc
+            raise timed_out("", f"upstream stalled for {wait:g}s") from exc
         except Exception as exc:  # noqa: BLE001
             raise transport_error("", exc) from exc
         return
@@ -197,8 +196,7 @@ async def iter_body(response: httpx.Response, timeouts: Timeouts) -> AsyncGenera
         except StopAsyncIteration:
             return
         except TimeoutError as exc:
-            raise UpstreamError(504, f"upstream stalled for {wait:g}s", reason="timeout",
-                                error_type="timeout_error") from exc
+            raise timed_out("", f"upstream stalled for {wait:g}s") from exc
         except Exception as exc:  # noqa: BLE001
             raise transport_error("", exc) from exc
         wait = timeouts.idle

@@ -2,6 +2,11 @@
 
     transport_error(provider, exc)               an httpx/OS failure of the connection → `UpstreamError`
     upstream_error(provider, status, body, hdrs) an upstream's error answer (Anthropic, OpenAI, Gemini shapes)
+    classified(provider, status, message)        a failure the upstream reported with this status (an answer, an
+                                                 error event in a stream, a 200 holding an error): reason and type
+    timed_out(provider, message)                 no answer (or no reader) in time: 504 `timeout_error`
+    protocol_error(provider, message)            an answer ccm cannot read as its wire format: 502, `protocol`
+    truncated_error(provider, detail)            an answer that ended before its protocol's end: 502, `truncated`
     Redactor                                      every secret a runtime knows (provider keys and credential headers,
                                                   ccm's inbound keys), cut out of any text
     located(exc, provider, redactor)              THE boundary: whatever an attempt raised, as that provider's
@@ -95,16 +100,41 @@ def transport_error(provider: str, exc: BaseException) -> UpstreamError:
 def upstream_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """An upstream's error answer (Anthropic, OpenAI or Gemini shape) as the Anthropic error the client gets."""
     message = _error_message(body) or f"upstream returned HTTP {status}"
-    retry_after = _retry_after(headers)
+    return classified(provider, status, message, _retry_after(headers))
+
+
+def classified(provider: str, status: int, message: str, retry_after: str | None = None,
+               error_type: str | None = None) -> UpstreamError:
+    """A failure `provider` reported with `status`, as the client and the retry policies see it: 429 rate limited,
+    503 and 529 overloaded (529 to the client, what Claude Code backs off on), 504 timed out, another 5xx a 500
+    `api_error`, anything else a 4xx with its own status. `error_type` keeps the upstream's own word for a 4xx."""
     if status == 429:
         return UpstreamError(429, message, "429", provider, "rate_limit_error", retry_after)
     if status in (503, 529):
         return UpstreamError(529, message, "529" if status == 529 else "5xx", provider, "overloaded_error", retry_after)
     if status == 504:
-        return UpstreamError(504, message, "timeout", provider, "timeout_error")
+        return timed_out(provider, message)
     if status >= 500:
-        return UpstreamError(500, message, "5xx", provider, "api_error")
-    return UpstreamError(status, message, "4xx", provider)
+        return UpstreamError(500, message, "5xx", provider, error_type or "api_error")
+    return UpstreamError(status, message, "4xx", provider, error_type)
+
+
+def timed_out(provider: str, message: str) -> UpstreamError:
+    """No answer within a timeout (the upstream's first byte, its next chunk, a total), or a client that took no
+    data: 504 `timeout_error`, reason `timeout`."""
+    return UpstreamError(504, message, "timeout", provider, "timeout_error")
+
+
+def protocol_error(provider: str, message: str) -> UpstreamError:
+    """An upstream answer ccm cannot read as its wire format: 502 `api_error`, reason `protocol`."""
+    return UpstreamError(502, message, reason="protocol", provider=provider, error_type="api_error")
+
+
+def truncated_error(provider: str, detail: str) -> UpstreamError:
+    """An upstream answer that ended before its protocol's end: 502 `api_error`, reason `truncated` (retried like a
+    5xx before the reply starts; an `event: error` after). Never relayed as a finished answer."""
+    message = f"the answer from upstream {provider!r} ended early: {detail}"
+    return UpstreamError(502, message, reason="truncated", provider=provider, error_type="api_error")
 
 
 def _retry_after(headers: Mapping[str, str]) -> str | None:

@@ -37,10 +37,10 @@ from ccm.errors import UpstreamError, config_error
 from ccm.providers.anthropic.reply import UsageScanner, first_frame, is_frame, raise_if_error_frame
 from ccm.providers.anthropic.request import passthrough_body
 from ccm.providers.base import CLIENT_AUTH, Call, Reply, Usage
-from ccm.providers.reply import ended_early, read_all, truncated_error
+from ccm.providers.reply import ended_early, read_all
 from ccm.table import PLACEHOLDER_KEY, EnvRef, Provider
 from ccm.upstream.client import Endpoint, PooledClient, iter_body, open_response
-from ccm.upstream.errors import transport_error
+from ccm.upstream.errors import transport_error, truncated_error
 from ccm.usage import from_anthropic
 
 ANTHROPIC_VERSION = "2023-06-01"

@@ -14,16 +14,16 @@ from typing import Any
 
 import orjson
 
-from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
+from ccm.upstream.errors import classified
 from ccm.usage import from_anthropic, merge_anthropic
 
-# An `error` frame at the very start of a stream, by its Anthropic error type: (status, failure reason).
-STREAM_START_ERRORS: dict[str, tuple[int, Any]] = {
-    "overloaded_error": (529, "529"),
-    "rate_limit_error": (429, "429"),
-    "api_error": (500, "5xx"),
-    "timeout_error": (504, "timeout"),
+# An `error` frame at the very start of a stream: the status its Anthropic error type stands for (`classified`).
+STREAM_START_ERRORS: dict[str, int] = {
+    "overloaded_error": 529,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
 }
 
 
@@ -61,8 +61,7 @@ def raise_if_error_frame(first: bytes, provider: str) -> None:
         error = {}
     error_type = error.get("type", "api_error") if isinstance(error, dict) else "api_error"
     message = error.get("message", "upstream stream failed") if isinstance(error, dict) else "upstream stream failed"
-    status, reason = STREAM_START_ERRORS.get(error_type, (500, "5xx"))
-    raise UpstreamError(status, str(message), reason, provider, error_type)
+    raise classified(provider, STREAM_START_ERRORS.get(error_type, 500), str(message), error_type=error_type)
 
 
 # The fewest bytes an Anthropic `content_block_delta` frame takes besides its content (a text delta at index 0 takes

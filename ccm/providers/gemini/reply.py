@@ -32,9 +32,9 @@ import orjson
 
 from ccm.providers.base import Usage
 from ccm.providers.gemini.request import SIGNATURE_PREFIX
-from ccm.providers.reply import EventWriter, fold_message, parse_event, protocol_error, truncated_error
+from ccm.providers.reply import EventWriter, fold_message, parse_event
 from ccm.providers.tool_names import GEMINI, ToolNames
-from ccm.upstream.errors import upstream_error
+from ccm.upstream.errors import protocol_error, truncated_error, upstream_error
 from ccm.upstream.sse import ServerEvent
 from ccm.usage import from_gemini
 

@@ -30,9 +30,10 @@ from ccm.providers.openai.reply import (
     translate_response,
 )
 from ccm.providers.openai.request import translate_request
-from ccm.providers.reply import JSON_HEADERS, ended_early, protocol_error, read_all, stream_reply, truncated_error
+from ccm.providers.reply import JSON_HEADERS, ended_early, read_all, stream_reply
 from ccm.table import Provider
 from ccm.upstream.client import Endpoint, PooledClient, open_response
+from ccm.upstream.errors import protocol_error, truncated_error
 
 log = logging.getLogger("ccm.providers.openai.adapter")
 

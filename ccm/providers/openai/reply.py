@@ -40,10 +40,10 @@ import orjson
 from ccm.errors import UpstreamError
 from ccm.frozen import frozen
 from ccm.providers.base import Usage
-from ccm.providers.reply import EventWriter, ended_early, fold_message, protocol_error, truncated_error
+from ccm.providers.reply import EventWriter, ended_early, fold_message
 from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.providers.tool_names import ToolNames
-from ccm.upstream.errors import upstream_error
+from ccm.upstream.errors import protocol_error, truncated_error, upstream_error
 from ccm.upstream.sse import ServerEvent
 from ccm.usage import from_openai_chat
 

@@ -29,10 +29,11 @@ import orjson
 
 from ccm.errors import UpstreamError
 from ccm.providers.base import Usage
-from ccm.providers.reply import EventWriter, fold_message, parse_event, truncated_error
+from ccm.providers.reply import EventWriter, fold_message, parse_event
 from ccm.providers.responses.request import reasoning_signature
 from ccm.providers.tool_json import closing_suffix, parse_arguments
 from ccm.providers.tool_names import RESPONSES, ToolNames
+from ccm.upstream.errors import classified, truncated_error
 from ccm.upstream.sse import ServerEvent
 from ccm.usage import from_openai_responses
 
@@ -223,10 +224,10 @@ def _error(provider: str, error: Mapping[str, Any]) -> UpstreamError:
     code = str(error.get("code") or error.get("type") or "")
     message = f"upstream {provider!r} failed: {error.get('message') or code or 'unknown error'}"
     if "rate_limit" in code:
-        return UpstreamError(429, message, "429", provider, "rate_limit_error")
+        return classified(provider, 429, message)
     if code in ("server_error", "internal_error", "") or "overloaded" in code:
-        return UpstreamError(500, message, "5xx", provider, "api_error")
-    return UpstreamError(400, message, "4xx", provider)
+        return classified(provider, 500, message)
+    return classified(provider, 400, message)
 
 
 def read_response(data: Json, provider: str, model: str, usage: Usage, names: ToolNames | None = None) -> Json:
