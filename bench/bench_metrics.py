@@ -24,7 +24,7 @@ def main() -> None:
     if "--multiprocess" in sys.argv:  # before prometheus_client is imported: it picks its storage then
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ccm-bench-metrics-")
     from ccm.metrics import Metrics
-    from tests.unit.test_metrics import RECORDS, runtime_holder
+    from tests.test_metrics import RECORDS, runtime_holder
 
     holder = runtime_holder()
     metrics = Metrics(holder, multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

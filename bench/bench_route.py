@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ccm.route import select_route  # noqa: E402
 from tests.conftest import fixture_names, load_fixture  # noqa: E402
-from tests.unit.test_route import SCENARIOS  # noqa: E402
+from tests.test_route import SCENARIOS  # noqa: E402
 
 
 def main() -> None:

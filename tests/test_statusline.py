@@ -14,7 +14,7 @@ from ccm.core.record import INBOUND, Attempt, RecentRecords, TokenUsage
 from ccm.costs import PriceListCosts
 from ccm.sessions import SessionsApp
 from ccm.statusline import describe, router_key, router_url
-from tests.unit.test_metrics import OPUS_PRICE, record, runtime_holder
+from tests.test_metrics import OPUS_PRICE, record, runtime_holder
 
 
 def test_the_line_of_a_served_request() -> None:

@@ -22,7 +22,7 @@ from ccm.upstream.client import resolve_endpoint
 from tests.conftest import load_fixture
 from tests.fakes.clients import mock_client
 
-STREAMS = Path(__file__).parent / "golden" / "openai" / "streams"
+STREAMS = Path(__file__).parents[1] / "golden" / "openai" / "streams"
 PROVIDER = Provider(name="up", type="openai", url=Literal_(value="http://127.0.0.1:9/v1/"),
                     key=Literal_(value="sk-test"), auth="bearer")
 MODEL = Model(name="fast", provider="up", model="gpt-test", max_output=8192)

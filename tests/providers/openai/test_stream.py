@@ -19,7 +19,7 @@ from ccm.providers.tool_names import ToolNames
 from ccm.upstream.sse import SSEDecoder
 from tests.providers.translation_checks import parse_events, random_splits, relay, sdk_final_message
 
-STREAMS = Path(__file__).parent / "golden" / "openai" / "streams"
+STREAMS = Path(__file__).parents[1] / "golden" / "openai" / "streams"
 TRANSCRIPTS = sorted(p.stem for p in STREAMS.glob("*.sse"))
 UPDATE = os.environ.get("CCM_UPDATE_GOLDEN") == "1"
 

@@ -26,7 +26,7 @@ from ccm.providers.tool_names import CHAT, ToolNames, upstream_name
 from ccm.table import Model
 from tests.conftest import fixture_names, load_fixture
 
-REQUESTS = Path(__file__).parent / "golden" / "openai" / "requests"
+REQUESTS = Path(__file__).parents[1] / "golden" / "openai" / "requests"
 UPDATE = os.environ.get("CCM_UPDATE_GOLDEN") == "1"
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 OPENAI_FIELDS = {

@@ -121,7 +121,7 @@ def test_non_stream_response() -> None:
     }
     message = read_response(data, "openai", "claude-opus-5-5", usage)
     assert [b["type"] for b in message["content"]] == ["thinking", "text", "tool_use", "tool_use"]
-    # an id Anthropic would reject is encoded, and decoded again when the history goes back (test_responses_translate)
+    # an id Anthropic would reject is encoded, and decoded again when the history goes back (test_translate.py)
     encoded = "toolu_ccm_" + b"call.2".hex()
     assert message["content"][3] == {"type": "tool_use", "id": encoded, "name": "Read", "input": {"file_path": "/x"}}
     assert message["stop_reason"] == "tool_use"
