@@ -50,3 +50,16 @@ def without_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
+
+
+@pytest.fixture(params=["inotify", "watchfiles"])
+def watcher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way `ccm.core.watch` can watch the route file: inotify on the event loop (these machines run Linux), and
+    watchfiles' thread, which every system without inotify gets."""
+    import ccm.core.watch
+
+    if request.param == "watchfiles":
+        monkeypatch.setattr(ccm.core.watch, "_LIBC", [None])
+    else:
+        assert ccm.core.watch._libc() is not None, "inotify must be there on Linux"
+    return str(request.param)

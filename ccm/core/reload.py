@@ -1,9 +1,9 @@
 """Hot reload: the route file and its includes are watched; a good save replaces the table, a bad one never does.
 
-    Reloader        watches the route file and every file in `table.sources` (and reloads on SIGHUP); on a change
-                    it checks the file off the event loop (the one `check`, injected: compile and run its own
-                    tests), builds the next runtime (reusing the providers whose settings did not change) and swaps
-                    `holder.current`; `status()` is the `reload` object of `GET /health`
+    Reloader        watches the route file and every file in `table.sources` (`ccm.core.watch`), and reloads on
+                    SIGHUP; on a change it checks the file off the event loop (the one `check`, injected: compile
+                    and run its own tests), builds the next runtime (reusing the providers whose settings did not
+                    change) and swaps `holder.current`; `status()` is the `reload` object of `GET /health`
     diff_tables     the one-line summary of what a reload changed
 
 The service (`ccm.service`) runs the reloader for the server's lifespan (`Reloader.run`) and gives it the same
@@ -36,23 +36,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import watchfiles
 from anyio.abc import TaskGroup, TaskStatus
 
 from ccm.core.inflight import InFlight
 from ccm.core.runtime import ProviderRuntime, Runtime, RuntimeHolder, close_providers
+from ccm.core.watch import watch
 from ccm.diagnostics import UNSET_VARIABLE
 from ccm.frozen import frozen
 from ccm.table import RoutingTable
 
 log = logging.getLogger("ccm.reload")
 
-# watchfiles yields once no new change arrived for STEP_MS (at most DEBOUNCE_MS after the first one), so an editor
-# that writes a file twice, or replaces it by rename, triggers one reload, about STEP_MS after its last write.
-DEBOUNCE_MS = 50
-STEP_MS = 10
-# How often the watch thread returns when idle; the first return also tells `run` that watching has begun.
-IDLE_WAKE_MS = 200
 # Retired providers are closed once their requests finish, or after this many seconds at most: a request that
 # still uses them then has outlived every provider timeout (`timeouts.total` defaults to 1800 s).
 MAX_DRAIN_SECONDS = 1800.0
@@ -315,41 +309,31 @@ class Reloader:
                 await self.reload("SIGHUP")
 
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        # watchfiles logs "1 change detected" at INFO on every save; the reload's own line says more.
-        watchfiles_log = logging.getLogger("watchfiles.main")
-        if watchfiles_log.level == logging.NOTSET:
-            watchfiles_log.setLevel(logging.WARNING)
         ready = False
+
+        def started() -> None:
+            nonlocal ready
+            if not ready:
+                ready = True
+                task_status.started()
+
+        async def on_change(paths: set[str]) -> None:
+            await self.reload("save of " + ", ".join(sorted(Path(p).name for p in paths)))
+
         while True:
             # A folder that is gone (renamed, unmounted) cannot be watched: look again every second until it is back.
             directories = sorted({d for d in map(os.path.dirname, self._watched) if os.path.isdir(d)})
             self._sources_changed = restart = anyio.Event()
             if not directories:
-                if not ready:
-                    ready = True
-                    task_status.started()
+                started()
                 await anyio.sleep(1.0)
                 continue
-            async for changes in watchfiles.awatch(
-                *directories,
-                watch_filter=self._is_relevant,
-                debounce=DEBOUNCE_MS,
-                step=STEP_MS,
-                rust_timeout=IDLE_WAKE_MS,
-                yield_on_timeout=True,
-                stop_event=restart,
-                recursive=False,
-                ignore_permission_denied=True,
-            ):
-                if not ready:
-                    ready = True
-                    task_status.started()
-                if changes:
-                    await self.reload("save of " + ", ".join(sorted(Path(p).name for _, p in changes)))
-            # The table's sources moved to other directories: watch those, and catch a save made meanwhile.
+            await watch(directories, self._is_relevant, on_change, restart, started)
+            # The table's sources moved to other directories (or a watched one went away): watch anew, and catch a
+            # save made meanwhile.
             await self.reload("include change")
 
-    def _is_relevant(self, change: watchfiles.Change, path: str) -> bool:
+    def _is_relevant(self, path: str) -> bool:
         if path in self._watched:
             return True
         # While the file is broken its includes are unknown (say, one is being created): any route file counts.

@@ -19,6 +19,8 @@ from tests.fakes import FakeAnthropic, Reply
 
 from .conftest import BROKEN, FAILING_TEST, HEADERS, REQUEST, eventually, routes, save_by_rename, serve_routes, write
 
+pytestmark = pytest.mark.usefixtures("watcher")  # every test on each way of watching (tests/conftest.py)
+
 
 @pytest.fixture
 def route_file(tmp_path: Path) -> Path:

@@ -1,0 +1,134 @@
+"""The route file's watcher (ccm.core.watch) on real folders, both ways it can watch: the kernel's inotify read on the
+event loop (Linux) and watchfiles' thread (everywhere else, and where inotify cannot be had)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+
+from ccm.core.watch import watch
+
+
+class Watched:
+    """`watch` on one folder in a task of its own; what it handed on, burst by burst."""
+
+    def __init__(self, folder: Path, relevant: set[str]) -> None:
+        self.folder = folder
+        self.relevant = {str(folder / name) for name in relevant}
+        self.bursts: list[set[str]] = []
+        self.stop = anyio.Event()
+        self.started = anyio.Event()
+        self.returned = anyio.Event()
+        self.stop_in_handler = False  # as a reload does when the table's sources moved
+
+    async def on_change(self, paths: set[str]) -> None:
+        self.bursts.append(paths)
+        if self.stop_in_handler:
+            self.stop.set()
+            await anyio.sleep(0.1)  # a reload that goes on after setting stop: it must not be cancelled
+            self.bursts.append({"finished"})
+
+    async def run(self) -> None:
+        await watch([str(self.folder)], self.relevant.__contains__, self.on_change, self.stop, self.started.set)
+        self.returned.set()
+
+
+async def until(check: Callable[[], object], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(0.01)
+
+
+async def test_a_save_is_one_burst_naming_the_file(watcher: str, tmp_path: Path) -> None:
+    route_file = tmp_path / "routes.ccm"
+    route_file.write_text("v1")
+    watched = Watched(tmp_path, {"routes.ccm"})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watched.run)
+        await watched.started.wait()
+        route_file.write_text("v2")
+        await until(lambda: watched.bursts)
+        await anyio.sleep(0.3)  # nothing more comes of one save
+        assert watched.bursts == [{str(route_file)}]
+        watched.stop.set()
+    assert watched.returned.is_set()
+
+
+async def test_an_editors_save_by_rename_and_a_double_write_are_one_burst_each(watcher: str, tmp_path: Path) -> None:
+    route_file = tmp_path / "routes.ccm"
+    route_file.write_text("v1")
+    watched = Watched(tmp_path, {"routes.ccm"})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watched.run)
+        await watched.started.wait()
+        temporary = tmp_path / ".routes.ccm.swp"
+        temporary.write_text("v2")
+        os.replace(temporary, route_file)
+        await until(lambda: watched.bursts)
+        await anyio.sleep(0.3)
+        route_file.write_text("v3")
+        route_file.write_text("v3, saved again at once")
+        await until(lambda: len(watched.bursts) >= 2)
+        await anyio.sleep(0.3)
+        assert watched.bursts == [{str(route_file)}, {str(route_file)}]
+        watched.stop.set()
+
+
+async def test_files_it_does_not_watch_are_not_handed_on(watcher: str, tmp_path: Path) -> None:
+    watched = Watched(tmp_path, {"routes.ccm"})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watched.run)
+        await watched.started.wait()
+        (tmp_path / "ccm.log").write_text("a line")
+        (tmp_path / "notes.txt").write_text("a note")
+        await anyio.sleep(0.3)
+        (tmp_path / "routes.ccm").write_text("v1")
+        await until(lambda: watched.bursts)
+        assert watched.bursts == [{str(tmp_path / "routes.ccm")}]
+        watched.stop.set()
+
+
+async def test_stop_set_by_the_handler_ends_the_watch_after_the_handler_finishes(watcher: str, tmp_path: Path) -> None:
+    watched = Watched(tmp_path, {"routes.ccm"})
+    watched.stop_in_handler = True
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watched.run)
+        await watched.started.wait()
+        (tmp_path / "routes.ccm").write_text("v1")
+        await until(watched.returned.is_set)
+    assert watched.bursts == [{str(tmp_path / "routes.ccm")}, {"finished"}]
+
+
+async def test_the_inotify_watch_ends_when_its_folder_is_gone(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    watched = Watched(folder, {"routes.ccm"})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watched.run)
+        await watched.started.wait()
+        folder.rename(tmp_path / "config.old")
+        await until(watched.returned.is_set)
+
+
+async def test_a_folder_gone_before_it_is_watched_returns_at_once(tmp_path: Path) -> None:
+    watched = Watched(tmp_path / "missing", {"routes.ccm"})
+    with anyio.fail_after(5):
+        await watched.run()
+    assert not watched.started.is_set()
+
+
+async def test_an_idle_inotify_watch_runs_no_thread(tmp_path: Path) -> None:
+    """Nothing changes: the watch is a file descriptor the event loop waits on; no thread wakes to look."""
+    threads = threading.active_count()
+    watched = Watched(tmp_path, {"routes.ccm"})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watched.run)
+        await watched.started.wait()
+        await anyio.sleep(0.3)
+        assert threading.active_count() == threads
+        assert not watched.bursts
+        watched.stop.set()
