@@ -200,11 +200,11 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # the service's lifespan is not the API's (ccm.service)
-        epoch = self.in_flight.enter()
         path: str = scope["path"]
         exchange = Exchange(receive, send, scope["method"], path)
         exchange.query = scope.get("query_string", b"").decode("latin-1")
         runtime = self.holder.current
+        epoch = self.in_flight.enter()  # the runtime's epoch: no reload can come between (no await since)
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             handler = self._handler(path, scope["method"])

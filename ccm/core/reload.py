@@ -309,29 +309,38 @@ class Reloader:
                 await self.reload("SIGHUP")
 
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch the folders of the table's sources until cancelled (one that does not exist, from the moment it
+        does). Whenever the watch starts again (the sources moved, a folder went away or came back), the file is
+        reloaded once the new watch is in place: a save made meanwhile is neither missed nor raced."""
         ready = False
+        catch_up: str | None = None  # why to reload once the next watch has begun
 
         def started() -> None:
-            nonlocal ready
+            nonlocal ready, catch_up
             if not ready:
                 ready = True
                 task_status.started()
+            if catch_up is not None:
+                assert self._tasks is not None
+                self._tasks.start_soon(self.reload, catch_up)
+                catch_up = None
 
         async def on_change(paths: set[str]) -> None:
             await self.reload("save of " + ", ".join(sorted(Path(p).name for p in paths)))
 
         while True:
-            # A folder that is gone (renamed, unmounted) cannot be watched: look again every second until it is back.
-            directories = sorted({d for d in map(os.path.dirname, self._watched) if os.path.isdir(d)})
+            wanted = sorted({os.path.dirname(p) for p in self._watched})
+            present = [d for d in wanted if os.path.isdir(d)]
             self._sources_changed = restart = anyio.Event()
-            if not directories:
-                started()
-                await anyio.sleep(1.0)
-                continue
-            await watch(directories, self._is_relevant, on_change, restart, started)
-            # The table's sources moved to other directories (or a watched one went away): watch anew, and catch a
-            # save made meanwhile.
-            await self.reload("include change")
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_until_folders_change, wanted, present, restart)
+                if present:
+                    await watch(present, self._is_relevant, on_change, restart, started)
+                else:
+                    started()
+                    await restart.wait()
+                tasks.cancel_scope.cancel()
+            catch_up = "change of the watched folders"
 
     def _is_relevant(self, path: str) -> bool:
         if path in self._watched:
@@ -354,6 +363,16 @@ class Reloader:
             written = os.path.abspath(source)
             paths.update((written, os.path.realpath(written)))
         return frozenset(paths)
+
+
+async def _until_folders_change(wanted: Sequence[str], present: Sequence[str], stop: anyio.Event) -> None:
+    """Look every second whether one of the `wanted` folders appeared or went away since `present` was listed
+    (the watch itself tells when a watched folder is gone, at once: this is for one that comes back); then set
+    `stop`."""
+    while not stop.is_set():
+        await anyio.sleep(1.0)
+        if [d for d in wanted if os.path.isdir(d)] != list(present):
+            stop.set()
 
 
 def _iso(timestamp: float) -> str:

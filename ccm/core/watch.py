@@ -3,12 +3,14 @@
     watch(directories, relevant, on_change, stop, started)
         calls `started()` once the folders are watched, then `await on_change(paths)` for each burst of saves of
         paths `relevant` accepts; returns when `stop` is set or a watched folder is gone (renamed, deleted,
-        unmounted), for the caller to look again.
+        unmounted) or was gone before it could be watched, for the caller to look again.
 
 On Linux the kernel's inotify is read on the event loop itself: no thread, and nothing runs while nothing changes.
-watchfiles, the portable watcher (macOS, the BSDs; or a Linux whose inotify cannot be had), runs its Rust watcher
-on a worker thread that takes the GIL every STEP_MS to look for a stop and for signals: 113 wake-ups a second in an
-idle `ccm run` (0.5% of a core), and under load a hand-off of the GIL the event loop waits for (docs/benchmarks.md).
+watchfiles, the portable watcher (macOS, the BSDs; or a libc without inotify), runs its Rust watcher on a worker
+thread that takes the GIL every STEP_MS to look for a stop and for signals: 113 wake-ups a second in an idle
+`ccm run` (0.5% of a core), and under load a hand-off of the GIL the event loop waits for (docs/benchmarks.md).
+Where inotify is there but its limits are reached (`fs.inotify.max_user_instances`, `max_user_watches`),
+watchfiles could not use it either: it polls instead.
 
 Either way a burst is one call: once a relevant change arrived, the watcher waits until none came for STEP_MS (at
 most DEBOUNCE_MS after the first), so an editor that writes a file twice, or replaces it by rename, reloads once,
@@ -35,6 +37,9 @@ DEBOUNCE_MS = 50
 STEP_MS = 10
 # How often watchfiles' thread returns when nothing changed (its first return says watching has begun).
 IDLE_WAKE_MS = 200
+POLL_MS = 500  # how often watchfiles looks at the files when it must poll
+# inotify_init1 / inotify_add_watch failing for want of instances, watches or kernel memory
+OUT_OF_WATCHES = (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM)
 
 Relevant = Callable[[str], bool]
 OnChange = Callable[[set[str]], Awaitable[None]]
@@ -128,6 +133,7 @@ async def watch(directories: Iterable[str], relevant: Relevant, on_change: OnCha
     folders = list(directories)
     libc = _libc()
     inotify: _Inotify | None = None
+    polling = False
     if libc is not None:
         try:
             inotify = _Inotify(libc)
@@ -138,11 +144,12 @@ async def watch(directories: Iterable[str], relevant: Relevant, on_change: OnCha
                 inotify.close()
             if error.errno == errno.ENOENT:  # a folder went away since it was listed: the caller looks again
                 return
-            # out of inotify instances or watches (fs.inotify.max_user_*), or a folder ccm may not read
-            log.info("watching %s with watchfiles: inotify failed (%s)", ", ".join(folders), error)
+            polling = error.errno in OUT_OF_WATCHES
+            log.warning("watching %s with watchfiles%s: inotify failed (%s)", ", ".join(folders),
+                        f", polling every {POLL_MS} ms" if polling else "", error)
             inotify = None
     if inotify is None:
-        await _watch_with_watchfiles(folders, relevant, on_change, stop, started)
+        await _watch_with_watchfiles(folders, relevant, on_change, stop, started, polling)
         return
     try:
         started()
@@ -187,17 +194,20 @@ async def _readable(fd: int, stop: anyio.Event) -> bool:
 
 
 async def _watch_with_watchfiles(directories: list[str], relevant: Relevant, on_change: OnChange,
-                                 stop: anyio.Event, started: Callable[[], None]) -> None:
+                                 stop: anyio.Event, started: Callable[[], None], polling: bool) -> None:
     import watchfiles
 
     # watchfiles logs "1 change detected" at INFO on every save; the reload's own line says more.
     watchfiles_log = logging.getLogger("watchfiles.main")
     if watchfiles_log.level == logging.NOTSET:
         watchfiles_log.setLevel(logging.WARNING)
+    if not all(map(os.path.isdir, directories)):  # watchfiles would watch nothing there: the caller looks again
+        return
     began = False
+    watched = set(directories)
     async for changes in watchfiles.awatch(
         *directories,
-        watch_filter=lambda _, path: relevant(path),
+        watch_filter=lambda _, path: path in watched or relevant(path),
         debounce=DEBOUNCE_MS,
         step=STEP_MS,
         rust_timeout=IDLE_WAKE_MS,
@@ -205,9 +215,14 @@ async def _watch_with_watchfiles(directories: list[str], relevant: Relevant, on_
         stop_event=stop,
         recursive=False,
         ignore_permission_denied=True,
+        force_polling=polling,
+        poll_delay_ms=POLL_MS,
     ):
         if not began:
             began = True
             started()
-        if changes:
-            await on_change({path for _, path in changes})
+        paths = {path for _, path in changes}
+        if paths - watched:
+            await on_change(paths - watched)
+        if any(change == watchfiles.Change.deleted and path in watched for change, path in changes):
+            return  # a watched folder is gone (a folder made again in its place is not watched by this watch)

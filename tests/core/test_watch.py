@@ -4,11 +4,13 @@ event loop (Linux) and watchfiles' thread (everywhere else, and where inotify ca
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import pytest
 
 from ccm.core.watch import watch
 
@@ -103,18 +105,23 @@ async def test_stop_set_by_the_handler_ends_the_watch_after_the_handler_finishes
     assert watched.bursts == [{str(tmp_path / "routes.ccm")}, {"finished"}]
 
 
-async def test_the_inotify_watch_ends_when_its_folder_is_gone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["renamed", "deleted"])
+async def test_the_watch_ends_when_its_folder_is_gone(watcher: str, how: str, tmp_path: Path) -> None:
     folder = tmp_path / "config"
     folder.mkdir()
+    (folder / "routes.ccm").write_text("v1")
     watched = Watched(folder, {"routes.ccm"})
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(watched.run)
         await watched.started.wait()
-        folder.rename(tmp_path / "config.old")
+        if how == "renamed":
+            folder.rename(tmp_path / "config.old")
+        else:
+            shutil.rmtree(folder)
         await until(watched.returned.is_set)
 
 
-async def test_a_folder_gone_before_it_is_watched_returns_at_once(tmp_path: Path) -> None:
+async def test_a_folder_gone_before_it_is_watched_returns_at_once(watcher: str, tmp_path: Path) -> None:
     watched = Watched(tmp_path / "missing", {"routes.ccm"})
     with anyio.fail_after(5):
         await watched.run()

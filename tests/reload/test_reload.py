@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -140,6 +141,24 @@ async def test_a_save_by_atomic_rename_reloads(route_file: Path, environ: dict[s
         await eventually(lambda: served.serving() == "model-v2", what="the renamed save to be served")
         save_by_rename(route_file, routes(3))  # the new inode is watched too
         await eventually(lambda: served.serving() == "model-v3", what="the second renamed save")
+
+
+async def test_a_folder_deleted_and_made_again_is_watched_again(tmp_path: Path, environ: dict[str, str]) -> None:
+    """A dotfiles checkout removed and cloned again, a volume unmounted and mounted: the file that comes back is
+    served without another save, and its later saves are seen."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    route_file = folder / "routes.ccm"
+    route_file.write_text(routes(1))
+    async with serve_routes(route_file, environ) as served:
+        shutil.rmtree(folder)
+        await eventually(lambda: served.reloader.status()["last_error"] is not None, what="the loss to be noticed")
+        assert served.serving() == "model-v1"  # the last good table keeps serving
+        folder.mkdir()
+        write(route_file, routes(2))
+        await eventually(lambda: served.serving() == "model-v2", timeout=10, what="the file back to be served")
+        write(route_file, routes(3))
+        await eventually(lambda: served.serving() == "model-v3", what="its next save")
 
 
 async def test_sighup_reloads(route_file: Path, environ: dict[str, str], caplog) -> None:
