@@ -139,3 +139,27 @@ async def test_an_idle_inotify_watch_runs_no_thread(tmp_path: Path) -> None:
         assert threading.active_count() == threads
         assert not watched.bursts
         watched.stop.set()
+
+
+async def test_out_of_inotify_watches_it_polls_and_still_hears_a_save(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """fs.inotify.max_user_watches reached: watchfiles could not use inotify either, so it polls."""
+    import errno
+
+    import ccm.core.watch
+
+    def full(self: object, folder: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), folder)
+
+    monkeypatch.setattr(ccm.core.watch._Inotify, "add", full)
+    route_file = tmp_path / "routes.ccm"
+    route_file.write_text("v1")
+    watched = Watched(tmp_path, {"routes.ccm"})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watched.run)
+        await watched.started.wait()
+        await anyio.sleep(2 * ccm.core.watch.POLL_MS / 1000)  # the poller's first look is its baseline
+        route_file.write_text("v2, a little longer")
+        await until(lambda: watched.bursts)
+        assert watched.bursts == [{str(route_file)}]
+        watched.stop.set()
