@@ -333,7 +333,8 @@ class Reloader:
             present = [d for d in wanted if os.path.isdir(d)]
             self._sources_changed = restart = anyio.Event()
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(_until_folders_change, wanted, present, restart)
+                if len(present) < len(wanted):  # the watch tells when a folder goes; this, when one comes back
+                    tasks.start_soon(_until_one_appears, [d for d in wanted if d not in present], restart)
                 if present:
                     await watch(present, self._is_relevant, on_change, restart, started)
                 else:
@@ -365,13 +366,11 @@ class Reloader:
         return frozenset(paths)
 
 
-async def _until_folders_change(wanted: Sequence[str], present: Sequence[str], stop: anyio.Event) -> None:
-    """Look every second whether one of the `wanted` folders appeared or went away since `present` was listed
-    (the watch itself tells when a watched folder is gone, at once: this is for one that comes back); then set
-    `stop`."""
+async def _until_one_appears(missing: Sequence[str], stop: anyio.Event) -> None:
+    """Look every second whether one of the `missing` folders exists again; then set `stop`."""
     while not stop.is_set():
         await anyio.sleep(1.0)
-        if [d for d in wanted if os.path.isdir(d)] != list(present):
+        if any(map(os.path.isdir, missing)):
             stop.set()
 
 
