@@ -51,7 +51,6 @@ def without_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-
 @pytest.fixture(params=["inotify", "watchfiles"])
 def watcher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each way `ccm.core.watch` can watch the route file: inotify on the event loop (these machines run Linux), and
@@ -59,7 +58,7 @@ def watcher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     import ccm.core.watch
 
     if request.param == "watchfiles":
-        monkeypatch.setattr(ccm.core.watch, "_LIBC", [None])
+        monkeypatch.setattr(ccm.core.watch, "_libc", lambda: None)
     else:
         assert ccm.core.watch._libc() is not None, "inotify must be there on Linux"
     return str(request.param)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import logging
 import os
 import struct
@@ -111,21 +112,18 @@ def _os_error(path: str | None = None) -> OSError:
     return OSError(code, os.strerror(code), path)
 
 
-_LIBC: list[ctypes.CDLL | None] = []  # libc with inotify, looked up once ([None]: none here)
-
-
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
-    if not _LIBC:
-        libc: ctypes.CDLL | None = None
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-                libc.inotify_init1.argtypes = [ctypes.c_int]
-                libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-            except (OSError, AttributeError):  # no libc to load, or one without inotify
-                libc = None
-        _LIBC.append(libc)
-    return _LIBC[0]
+    """libc with inotify, or None where there is none (not Linux, or a libc without it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    except (OSError, AttributeError):  # no libc to load, or one without inotify
+        return None
+    return libc
 
 
 async def watch(directories: Iterable[str], relevant: Relevant, on_change: OnChange, stop: anyio.Event,

@@ -3,29 +3,33 @@ event loop (Linux) and watchfiles' thread (everywhere else, and where inotify ca
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
+import ccm.core.watch
 from ccm.core.watch import watch
+from tests.reload.conftest import eventually
 
 
 class Watched:
-    """`watch` on one folder in a task of its own; what it handed on, burst by burst."""
+    """`watch` on one folder; what it handed on, burst by burst."""
 
-    def __init__(self, folder: Path, relevant: set[str]) -> None:
+    def __init__(self, folder: Path, relevant: set[str], stop_in_handler: bool = False) -> None:
         self.folder = folder
         self.relevant = {str(folder / name) for name in relevant}
         self.bursts: list[set[str]] = []
         self.stop = anyio.Event()
         self.started = anyio.Event()
         self.returned = anyio.Event()
-        self.stop_in_handler = False  # as a reload does when the table's sources moved
+        self.stop_in_handler = stop_in_handler  # as a reload does when the table's sources moved
 
     async def on_change(self, paths: set[str]) -> None:
         self.bursts.append(paths)
@@ -39,69 +43,58 @@ class Watched:
         self.returned.set()
 
 
-async def until(check: Callable[[], object], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not check():
-            await anyio.sleep(0.01)
+@asynccontextmanager
+async def watching(folder: Path, *, stop_in_handler: bool = False) -> AsyncIterator[Watched]:
+    """`Watched` on `folder` for routes.ccm, in a task of its own, watching when this yields; stopped after."""
+    watched = Watched(folder, {"routes.ccm"}, stop_in_handler)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watched.run)
+        await watched.started.wait()
+        yield watched
+        watched.stop.set()
 
 
 async def test_a_save_is_one_burst_naming_the_file(watcher: str, tmp_path: Path) -> None:
     route_file = tmp_path / "routes.ccm"
     route_file.write_text("v1")
-    watched = Watched(tmp_path, {"routes.ccm"})
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(watched.run)
-        await watched.started.wait()
+    async with watching(tmp_path) as watched:
         route_file.write_text("v2")
-        await until(lambda: watched.bursts)
+        await eventually(lambda: bool(watched.bursts), what="a burst")
         await anyio.sleep(0.3)  # nothing more comes of one save
         assert watched.bursts == [{str(route_file)}]
-        watched.stop.set()
     assert watched.returned.is_set()
 
 
 async def test_an_editors_save_by_rename_and_a_double_write_are_one_burst_each(watcher: str, tmp_path: Path) -> None:
     route_file = tmp_path / "routes.ccm"
     route_file.write_text("v1")
-    watched = Watched(tmp_path, {"routes.ccm"})
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(watched.run)
-        await watched.started.wait()
+    async with watching(tmp_path) as watched:
         temporary = tmp_path / ".routes.ccm.swp"
         temporary.write_text("v2")
         os.replace(temporary, route_file)
-        await until(lambda: watched.bursts)
+        await eventually(lambda: bool(watched.bursts), what="a burst")
         await anyio.sleep(0.3)
         route_file.write_text("v3")
         route_file.write_text("v3, saved again at once")
-        await until(lambda: len(watched.bursts) >= 2)
+        await eventually(lambda: len(watched.bursts) >= 2, what="a second burst")
         await anyio.sleep(0.3)
         assert watched.bursts == [{str(route_file)}, {str(route_file)}]
-        watched.stop.set()
 
 
 async def test_files_it_does_not_watch_are_not_handed_on(watcher: str, tmp_path: Path) -> None:
-    watched = Watched(tmp_path, {"routes.ccm"})
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(watched.run)
-        await watched.started.wait()
+    async with watching(tmp_path) as watched:
         (tmp_path / "ccm.log").write_text("a line")
         (tmp_path / "notes.txt").write_text("a note")
         await anyio.sleep(0.3)
         (tmp_path / "routes.ccm").write_text("v1")
-        await until(lambda: watched.bursts)
+        await eventually(lambda: bool(watched.bursts), what="a burst")
         assert watched.bursts == [{str(tmp_path / "routes.ccm")}]
-        watched.stop.set()
 
 
 async def test_stop_set_by_the_handler_ends_the_watch_after_the_handler_finishes(watcher: str, tmp_path: Path) -> None:
-    watched = Watched(tmp_path, {"routes.ccm"})
-    watched.stop_in_handler = True
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(watched.run)
-        await watched.started.wait()
+    async with watching(tmp_path, stop_in_handler=True) as watched:
         (tmp_path / "routes.ccm").write_text("v1")
-        await until(watched.returned.is_set)
+        await eventually(watched.returned.is_set, what="the watch to end")
     assert watched.bursts == [{str(tmp_path / "routes.ccm")}, {"finished"}]
 
 
@@ -110,15 +103,12 @@ async def test_the_watch_ends_when_its_folder_is_gone(watcher: str, how: str, tm
     folder = tmp_path / "config"
     folder.mkdir()
     (folder / "routes.ccm").write_text("v1")
-    watched = Watched(folder, {"routes.ccm"})
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(watched.run)
-        await watched.started.wait()
+    async with watching(folder) as watched:
         if how == "renamed":
             folder.rename(tmp_path / "config.old")
         else:
             shutil.rmtree(folder)
-        await until(watched.returned.is_set)
+        await eventually(watched.returned.is_set, what="the watch to end")
 
 
 async def test_a_folder_gone_before_it_is_watched_returns_at_once(watcher: str, tmp_path: Path) -> None:
@@ -131,35 +121,23 @@ async def test_a_folder_gone_before_it_is_watched_returns_at_once(watcher: str, 
 async def test_an_idle_inotify_watch_runs_no_thread(tmp_path: Path) -> None:
     """Nothing changes: the watch is a file descriptor the event loop waits on; no thread wakes to look."""
     threads = threading.active_count()
-    watched = Watched(tmp_path, {"routes.ccm"})
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(watched.run)
-        await watched.started.wait()
+    async with watching(tmp_path) as watched:
         await anyio.sleep(0.3)
         assert threading.active_count() == threads
         assert not watched.bursts
-        watched.stop.set()
 
 
 async def test_out_of_inotify_watches_it_polls_and_still_hears_a_save(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """fs.inotify.max_user_watches reached: watchfiles could not use inotify either, so it polls."""
-    import errno
-
-    import ccm.core.watch
-
     def full(self: object, folder: str) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), folder)
 
     monkeypatch.setattr(ccm.core.watch._Inotify, "add", full)
     route_file = tmp_path / "routes.ccm"
     route_file.write_text("v1")
-    watched = Watched(tmp_path, {"routes.ccm"})
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(watched.run)
-        await watched.started.wait()
+    async with watching(tmp_path) as watched:
         await anyio.sleep(2 * ccm.core.watch.POLL_MS / 1000)  # the poller's first look is its baseline
         route_file.write_text("v2, a little longer")
-        await until(lambda: watched.bursts)
+        await eventually(lambda: bool(watched.bursts), what="a burst")
         assert watched.bursts == [{str(route_file)}]
-        watched.stop.set()
