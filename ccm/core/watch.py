@@ -219,8 +219,8 @@ async def _watch_with_watchfiles(directories: list[str], relevant: Relevant, on_
         if not began:
             began = True
             started()
-        paths = {path for _, path in changes}
-        if paths - watched:
-            await on_change(paths - watched)
+        saved = {path for _, path in changes} - watched
+        if saved:
+            await on_change(saved)
         if any(change == watchfiles.Change.deleted and path in watched for change, path in changes):
             return  # a watched folder is gone (a folder made again in its place is not watched by this watch)
