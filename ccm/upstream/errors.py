@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 import httpx
 import orjson
 
-from ccm.errors import FailureReason, UpstreamError, config_error
+from ccm.errors import UpstreamError, config_error
 
 REDACTED = "[redacted]"
 # Shorter strings are not treated as secrets: redacting "a" or "123" would mangle every message.
@@ -83,18 +83,14 @@ def with_quirk_hint(error: UpstreamError, model: str, quirks: Iterable[str]) -> 
 def transport_error(provider: str, exc: BaseException) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
-    reason: FailureReason
     if isinstance(exc, httpx.LocalProtocolError):  # ccm's own request is malformed: a header value from the file
         return config_error(provider, f"provider {provider!r}: {exc}")
+    where = f"{f' {provider!r}' if provider else ''} ({type(exc).__name__})"
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
-        reason, status, text = "connect", 502, "could not connect to upstream"
-    elif isinstance(exc, httpx.TimeoutException | TimeoutError):
-        reason, status, text = "timeout", 504, "upstream timed out"
-    else:
-        reason, status, text = "connect", 502, "upstream connection failed"
-    where = f" {provider!r}" if provider else ""
-    detail = type(exc).__name__
-    return UpstreamError(status, f"{text}{where} ({detail})", reason=reason, provider=provider)
+        return UpstreamError(502, f"could not connect to upstream{where}", reason="connect", provider=provider)
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return timed_out(provider, f"upstream timed out{where}")
+    return UpstreamError(502, f"upstream connection failed{where}", reason="connect", provider=provider)
 
 
 def upstream_error(provider: str, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
